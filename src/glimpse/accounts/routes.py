@@ -1,0 +1,120 @@
+"""HTTP routes of accounts, tokens and profiles."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from glimpse.accounts import repository
+from glimpse.accounts import service as accounts
+from glimpse.accounts.models import User
+from glimpse.accounts.schemas import (
+    AccountCreate,
+    MeOut,
+    ProfileUpdate,
+    Quota,
+    TokenOut,
+    TokenRequest,
+    UserOut,
+)
+from glimpse.api.deps import Caller, ContainerDep
+from glimpse.config import Settings
+from glimpse.errors import Unauthenticated
+from glimpse.posts import service as posts
+
+router = APIRouter(prefix="/api/v1", tags=["accounts"])
+
+
+def user_out(user: User, viewer_id: int | None) -> UserOut:
+    return UserOut(
+        id=user.id,
+        username=user.username,
+        display_name=user.display_name,
+        bio=user.bio,
+        is_private=user.is_private,
+        post_count=user.post_count,
+        follower_count=user.follower_count,
+        following_count=user.following_count,
+        # The social graph arrives with its own issue; until then nobody follows anybody.
+        follow_status="self" if viewer_id == user.id else "none",
+    )
+
+
+def _quota(settings: Settings) -> Quota:
+    return Quota(
+        uploads_per_day=settings.quota_uploads_per_day or None,
+        bytes_per_day=settings.quota_bytes_per_day or None,
+        bytes_stored=settings.quota_bytes_stored or None,
+    )
+
+
+@router.post("/accounts", status_code=status.HTTP_201_CREATED, response_model=UserOut)
+async def create_account(body: AccountCreate, container: ContainerDep) -> UserOut:
+    """Create an account. The username is lowercase letters, digits, `_` and `.`; new accounts are public."""
+    async with container.db.read() as session:
+        # Checked before hashing too, so that a taken name costs no argon2 round.
+        await accounts.ensure_username_free(session, body.username)
+    password_hash = await container.passwords.hash(body.password)
+    async with container.db.write() as session:
+        user = await accounts.create_account(
+            session,
+            container.ids,
+            username=body.username,
+            password_hash=password_hash,
+            display_name=body.display_name,
+        )
+    return user_out(user, user.id)
+
+
+@router.post("/auth/token", response_model=TokenOut)
+async def issue_token(body: TokenRequest, container: ContainerDep) -> TokenOut:
+    """Trade a username and password for a bearer token."""
+    async with container.db.read() as session:
+        user = await repository.get_user_by_username(session, body.username)
+    password_hash = user.password_hash if user else None
+    if user is None or not await container.passwords.verify(password_hash, body.password):
+        raise Unauthenticated("Wrong username or password.", code="invalid_credentials")
+    ttl = container.settings.token_ttl_seconds
+    async with container.db.write() as session:
+        token = accounts.issue_token(session, container.ids, user, ttl)
+    return TokenOut(access_token=token, expires_in=ttl)
+
+
+@router.delete("/auth/token", status_code=status.HTTP_204_NO_CONTENT)
+async def revoke_token(caller: Caller, container: ContainerDep) -> Response:
+    """Revoke the token this request was made with."""
+    async with container.db.write() as session:
+        await accounts.revoke_token(session, caller.token_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+async def _me(container: ContainerDep, user: User) -> MeOut:
+    async with container.db.read() as session:
+        usage = await posts.usage(session, user.id)
+    return MeOut(
+        **user_out(user, user.id).model_dump(), usage=usage, quota=_quota(container.settings)
+    )
+
+
+@router.get("/me", response_model=MeOut)
+async def get_me(caller: Caller, container: ContainerDep) -> MeOut:
+    """The caller's own profile, with upload usage and quotas (null where unlimited)."""
+    return await _me(container, caller.user)
+
+
+@router.patch("/me", response_model=MeOut)
+async def update_me(body: ProfileUpdate, caller: Caller, container: ContainerDep) -> MeOut:
+    """Change the display name, bio or privacy of the caller's account."""
+    async with container.db.write() as session:
+        user = await session.get(User, caller.user.id)
+        if user is None:
+            raise Unauthenticated("This account no longer exists.", code="invalid_token")
+        accounts.update_profile(user, body)
+    return await _me(container, user)
+
+
+@router.get("/users/{username}", response_model=UserOut)
+async def get_user(username: str, caller: Caller, container: ContainerDep) -> UserOut:
+    """A user's public profile."""
+    async with container.db.read() as session:
+        user = await accounts.get_visible_user(session, username)
+    return user_out(user, caller.user.id)

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, PlainSerializer, StringConstraints
+
+# 64-bit ids travel as strings: JavaScript numbers lose precision past 2^53.
+IdStr = Annotated[int, PlainSerializer(str, return_type=str, when_used="json")]
+
+Username = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_.]{1,30}$")]
+Password = Annotated[str, StringConstraints(min_length=8, max_length=256)]
+DisplayName = Annotated[str, StringConstraints(max_length=64)]
+Bio = Annotated[str, StringConstraints(max_length=500)]
+
+
+class Strict(BaseModel):
+    # Wrong types are refused, not coerced: "123" is no boolean and 5 is no name.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class AccountCreate(Strict):
+    username: Username
+    password: Password
+    display_name: DisplayName | None = None
+
+
+class TokenRequest(Strict):
+    username: Annotated[str, StringConstraints(max_length=64)]
+    password: Annotated[str, StringConstraints(max_length=256)]
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int
+
+
+class ProfileUpdate(Strict):
+    display_name: DisplayName | None = None
+    bio: Bio | None = None
+    is_private: bool | None = None
+
+
+class UserSummary(BaseModel):
+    id: IdStr
+    username: str
+    display_name: str
+
+
+class UserOut(UserSummary):
+    bio: str
+    is_private: bool
+    post_count: int
+    follower_count: int
+    following_count: int
+    follow_status: Literal["none", "pending", "following", "self"]
+
+
+class Usage(BaseModel):
+    uploads_today: int
+    bytes_today: int
+    bytes_stored: int
+
+
+class Quota(BaseModel):
+    uploads_per_day: int | None
+    bytes_per_day: int | None
+    bytes_stored: int | None
+
+
+class MeOut(UserOut):
+    usage: Usage
+    quota: Quota

@@ -1,0 +1,105 @@
+"""Accounts and tokens: the rules. Callers own the transaction; errors are domain errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from glimpse.accounts import repository
+from glimpse.accounts.models import AccessToken, User
+from glimpse.accounts.schemas import ProfileUpdate
+from glimpse.accounts.tokens import hash_token, new_token
+from glimpse.db.base import utcnow
+from glimpse.errors import Conflict, NotFound, Unauthenticated
+from glimpse.ids import IdGenerator
+
+
+@dataclass(frozen=True)
+class Authenticated:
+    user: User
+    token_id: int
+
+
+async def ensure_username_free(session: AsyncSession, username: str) -> None:
+    if await repository.username_exists(session, username):
+        raise Conflict("That username is taken.", code="username_taken")
+
+
+async def create_account(
+    session: AsyncSession,
+    ids: IdGenerator,
+    *,
+    username: str,
+    password_hash: str,
+    display_name: str | None,
+) -> User:
+    await ensure_username_free(session, username)
+    user = User(
+        id=ids.next_id(),
+        username=username,
+        display_name=display_name if display_name is not None else username,
+        bio="",
+        is_private=False,
+        password_hash=password_hash,
+        post_count=0,
+        follower_count=0,
+        following_count=0,
+        created_at=utcnow(),
+    )
+    session.add(user)
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # a concurrent sign-up took the name between check and insert
+        raise Conflict("That username is taken.", code="username_taken") from exc
+    return user
+
+
+def issue_token(
+    session: AsyncSession,
+    ids: IdGenerator,
+    user: User,
+    ttl_seconds: int,
+    now: datetime | None = None,
+) -> str:
+    now = now or utcnow()
+    token = new_token()
+    session.add(
+        AccessToken(
+            id=ids.next_id(),
+            user_id=user.id,
+            token_hash=hash_token(token),
+            created_at=now,
+            expires_at=now + timedelta(seconds=ttl_seconds),
+        )
+    )
+    return token
+
+
+async def authenticate(session: AsyncSession, token: str) -> Authenticated:
+    found = await repository.get_user_by_token_hash(session, hash_token(token), utcnow())
+    if found is None:
+        raise Unauthenticated("The token is missing, expired or revoked.", code="invalid_token")
+    return Authenticated(user=found[0], token_id=found[1])
+
+
+async def revoke_token(session: AsyncSession, token_id: int) -> None:
+    await repository.revoke_token(session, token_id, utcnow())
+
+
+async def get_visible_user(session: AsyncSession, username: str) -> User:
+    user = await repository.get_user_by_username(session, username)
+    if user is None:
+        raise NotFound("No such user.", code="user_not_found")
+    return user
+
+
+def update_profile(user: User, changes: ProfileUpdate) -> None:
+    if changes.display_name is not None:
+        user.display_name = changes.display_name
+    if changes.bio is not None:
+        user.bio = changes.bio
+    if changes.is_private is not None:
+        user.is_private = changes.is_private

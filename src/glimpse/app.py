@@ -1,0 +1,43 @@
+"""The app factory: wires settings, backends and every slice's routes into one FastAPI app."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from glimpse import __version__
+from glimpse.accounts.routes import router as accounts_router
+from glimpse.api.errors import install_error_handlers
+from glimpse.config import Settings
+from glimpse.container import Container, build_container
+from glimpse.media.origin import router as media_router
+from glimpse.ops.routes import MetricsMiddleware
+from glimpse.ops.routes import router as ops_router
+from glimpse.posts.routes import router as posts_router
+
+
+def create_app(settings: Settings | None = None, *, node_id: int | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        container: Container = build_container(settings, node_id=node_id)
+        app.state.container = container
+        try:
+            yield
+        finally:
+            await container.close()
+
+    app = FastAPI(
+        title="Glimpse",
+        version=__version__,
+        description="Self-hostable photo and video sharing.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(MetricsMiddleware)
+    for router in (accounts_router, posts_router, media_router, ops_router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,58 @@
+"""The queue contract, seen from the consuming side.
+
+Producers never talk to a backend: they add an outbox row to their own transaction (outbox.py).
+The embedded backend consumes that table directly; a broker backend relays it to the broker.
+Either way a job is delivered at least once, so every handler must be idempotent.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    id: int
+    name: str
+    payload: dict[str, Any]
+    attempts: int  # including this one
+    max_attempts: int
+
+    @property
+    def exhausted(self) -> bool:
+        return self.attempts > self.max_attempts
+
+
+class JobConsumer(Protocol):
+    async def claim(self) -> ClaimedJob | None:
+        """Take the next due job under a lease, or None when nothing is due."""
+
+    async def complete(self, job: ClaimedJob) -> None:
+        """The work is stored: forget the job."""
+
+    async def retry(self, job: ClaimedJob, error: str, delay_seconds: float) -> None:
+        """Give the job back to run again after `delay_seconds`."""
+
+    async def bury(self, job: ClaimedJob, error: str) -> None:
+        """Move the job to dead letters, where operators can see it."""
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Return as soon as a job may be due, or after `timeout` seconds."""
+
+    async def pending_names(self) -> set[str]:
+        """Names of the jobs waiting to run (checked against the registry at start-up)."""
+
+    async def check(self) -> None:
+        """A real round trip for /readyz."""
+
+    async def close(self) -> None: ...
+
+
+def retry_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Exponential backoff with jitter: base * 2^(attempt-1), capped, scaled by a factor in
+    [0.5, 1.5) so that jobs that failed together do not all come back together."""
+    rng = rng or random.Random()
+    delay: float = min(cap, base * 2 ** max(0, attempt - 1))
+    return delay * (0.5 + rng.random())

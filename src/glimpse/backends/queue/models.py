@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Float, Index, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from glimpse.db.base import Base, utcnow
+
+
+class JobState:
+    QUEUED = "queued"
+    RUNNING = "running"
+    DEAD = "dead"
+
+
+class Job(Base):
+    """The outbox and, on the embedded backend, the queue itself.
+
+    `available_at` (Unix seconds) is when the job may next be claimed: its run time while queued,
+    its lease expiry while running. A worker that dies holding a job therefore gives it back
+    simply by letting the lease run out. Finished jobs are deleted; dead ones stay for operators.
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index(
+            "ix_jobs_claimable",
+            "available_at",
+            sqlite_where=text("state != 'dead'"),
+            postgresql_where=text("state != 'dead'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default=JobState.QUEUED)
+    attempts: Mapped[int] = mapped_column(default=0)
+    max_attempts: Mapped[int]
+    available_at: Mapped[float] = mapped_column(Float)
+    locked_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

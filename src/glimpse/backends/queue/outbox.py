@@ -1,0 +1,42 @@
+"""Enqueueing: an outbox row written in the caller's transaction, so that a job exists exactly
+when the change that asked for it was committed, never before and never without it."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from glimpse.backends.queue.models import Job, JobState
+from glimpse.backends.queue.registry import registry
+from glimpse.ids import IdGenerator
+
+
+def enqueue(
+    session: AsyncSession,
+    ids: IdGenerator,
+    name: str,
+    payload: dict[str, Any],
+    *,
+    max_attempts: int,
+    delay_seconds: float = 0.0,
+) -> int:
+    registry.get(name)  # an unknown name is a bug: fail in the request, not later in a worker
+    # Round-trip through JSON now, as a broker would, so a payload that only works in-process
+    # fails here and not after deployment.
+    body = json.dumps(payload, separators=(",", ":"), sort_keys=True)
+    job_id = ids.next_id()
+    session.add(
+        Job(
+            id=job_id,
+            name=name,
+            payload=body,
+            state=JobState.QUEUED,
+            attempts=0,
+            max_attempts=max_attempts,
+            available_at=time.time() + delay_seconds,
+        )
+    )
+    return job_id

@@ -1,0 +1,66 @@
+"""Job handlers, registered by name with a decorator and checked when a worker starts."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from glimpse.container import Container
+
+Payload = dict[str, Any]
+
+
+class PermanentJobError(Exception):
+    """Retrying cannot help (say, an image that cannot be decoded): the job goes straight to dead
+    letters, and `code`/`message` reach whoever the job was for."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+Handler = Callable[["Container", Payload], Awaitable[None]]
+DeadHandler = Callable[["Container", Payload, PermanentJobError], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    handler: Handler
+    on_dead: DeadHandler | None
+
+
+class UnknownJob(LookupError):
+    pass
+
+
+class JobRegistry:
+    def __init__(self) -> None:
+        self._specs: dict[str, JobSpec] = {}
+
+    def job(self, name: str, *, on_dead: DeadHandler | None = None) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            if name in self._specs and self._specs[name].handler is not handler:
+                raise ValueError(f"job {name!r} is registered twice")
+            self._specs[name] = JobSpec(name, handler, on_dead)
+            return handler
+
+        return register
+
+    def get(self, name: str) -> JobSpec:
+        try:
+            return self._specs[name]
+        except KeyError:
+            raise UnknownJob(name) from None
+
+    def names(self) -> set[str]:
+        return set(self._specs)
+
+
+# The application's registry. Slices register into it from their jobs.py; container.py imports
+# those modules so that every process knows every handler.
+registry = JobRegistry()
+job = registry.job

@@ -1,0 +1,119 @@
+"""The embedded queue: workers claim rows of the jobs table under a lease.
+
+A claim is one UPDATE ... WHERE id = (SELECT ... LIMIT 1) RETURNING statement, so two workers can
+never take the same job; on PostgreSQL the inner SELECT adds FOR UPDATE SKIP LOCKED so that they do
+not queue behind each other either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from sqlalchemy import text
+
+from glimpse.backends.queue.base import ClaimedJob
+from glimpse.db.database import Database
+
+_LAST_ERROR_CHARS = 4000
+
+
+class SqlJobQueue:
+    def __init__(
+        self, db: Database, *, worker_name: str, lease_seconds: float, poll_seconds: float
+    ) -> None:
+        self._db = db
+        self._worker = worker_name
+        self._lease = lease_seconds
+        self._poll = poll_seconds
+        skip_locked = "" if db.is_sqlite else " FOR UPDATE SKIP LOCKED"
+        self._claim_sql = text(
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1,"
+            " available_at = :lease_until, locked_by = :worker"
+            " WHERE id = (SELECT id FROM jobs WHERE state != 'dead' AND available_at <= :now"
+            f" ORDER BY available_at LIMIT 1{skip_locked})"
+            " RETURNING id, name, payload, attempts, max_attempts"
+        )
+
+    async def claim(self) -> ClaimedJob | None:
+        now = time.time()
+        async with self._db.write() as session:
+            row = (
+                await session.execute(
+                    self._claim_sql,
+                    {"now": now, "lease_until": now + self._lease, "worker": self._worker},
+                )
+            ).one_or_none()
+        if row is None:
+            return None
+        return ClaimedJob(
+            id=row.id,
+            name=row.name,
+            payload=json.loads(row.payload),
+            attempts=row.attempts,
+            max_attempts=row.max_attempts,
+        )
+
+    # Each of these touches the row only while this worker still holds it: after a lease ran
+    # out and another worker claimed the job, the late first worker must not undo the second.
+    _OWNED = "id = :id AND locked_by = :worker AND attempts = :attempts AND state = 'running'"
+
+    async def complete(self, job: ClaimedJob) -> None:
+        async with self._db.write() as session:
+            await session.execute(text(f"DELETE FROM jobs WHERE {self._OWNED}"), self._owner(job))
+
+    async def retry(self, job: ClaimedJob, error: str, delay_seconds: float) -> None:
+        async with self._db.write() as session:
+            await session.execute(
+                text(
+                    "UPDATE jobs SET state = 'queued', available_at = :at, locked_by = NULL,"
+                    f" last_error = :error WHERE {self._OWNED}"
+                ),
+                {
+                    **self._owner(job),
+                    "at": time.time() + delay_seconds,
+                    "error": error[-_LAST_ERROR_CHARS:],
+                },
+            )
+
+    async def bury(self, job: ClaimedJob, error: str) -> None:
+        async with self._db.write() as session:
+            await session.execute(
+                text(
+                    "UPDATE jobs SET state = 'dead', locked_by = NULL, last_error = :error"
+                    f" WHERE {self._OWNED}"
+                ),
+                {**self._owner(job), "error": error[-_LAST_ERROR_CHARS:]},
+            )
+
+    def _owner(self, job: ClaimedJob) -> dict[str, object]:
+        return {"id": job.id, "worker": self._worker, "attempts": job.attempts}
+
+    async def wait_for_work(self, timeout: float) -> None:
+        # Other processes cannot wake us on SQLite, so look often; the look is one indexed read.
+        deadline = time.monotonic() + timeout
+        query = text("SELECT min(available_at) FROM jobs WHERE state != 'dead'")
+        while True:
+            async with self._db.read() as session:
+                due = (await session.execute(query)).scalar()
+            if due is not None and due <= time.time():
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(self._poll, left))
+
+    async def pending_names(self) -> set[str]:
+        async with self._db.read() as session:
+            rows = await session.execute(
+                text("SELECT DISTINCT name FROM jobs WHERE state != 'dead'")
+            )
+            return {name for (name,) in rows}
+
+    async def check(self) -> None:
+        async with self._db.read() as session:
+            await session.execute(text("SELECT count(*) FROM jobs WHERE state = 'dead'"))
+
+    async def close(self) -> None:
+        return None

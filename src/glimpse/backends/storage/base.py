@@ -1,0 +1,52 @@
+"""The object-storage contract: originals and variants, addressed by key."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Protocol
+
+# Keys are a few path-like segments of safe characters; nothing else is ever accepted, so a key
+# can never name a place outside the store on any backend.
+_KEY = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}(/[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}){0,7}$")
+
+
+class InvalidKey(ValueError):
+    pass
+
+
+class ObjectMissing(KeyError):
+    pass
+
+
+def check_key(key: str) -> str:
+    if not _KEY.match(key) or ".." in key:
+        raise InvalidKey(key)
+    return key
+
+
+class Storage(Protocol):
+    async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        """Store `data` under `key` atomically: readers see the old object or the new, never half."""
+
+    async def put_file(self, key: str, path: Path, content_type: str) -> None:
+        """Store a spooled upload; the file at `path` is consumed (moved when possible)."""
+
+    async def get_bytes(self, key: str) -> bytes:
+        """Raises ObjectMissing."""
+
+    async def size(self, key: str) -> int | None:
+        """The object's size, or None when there is no such object."""
+
+    async def delete(self, key: str) -> None:
+        """Remove the object; a missing one is not an error (deletes are retried)."""
+
+    def local_path(self, key: str) -> Path | None:
+        """Where the object lies on this machine's disk, if it does: lets the origin serve it
+        without copying through Python buffers."""
+
+    def staging_dir(self) -> Path:
+        """A local directory for spooling uploads (on the store's filesystem when there is one)."""
+
+    async def check(self) -> None:
+        """A real round trip for /readyz; raises when the store does not answer."""

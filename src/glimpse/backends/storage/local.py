@@ -1,0 +1,84 @@
+"""Objects as files under one root directory."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from glimpse.backends.storage.base import ObjectMissing, check_key
+
+
+class LocalStorage:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self._tmp = self.root / ".staging"
+        self._tmp.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / check_key(key)).resolve()
+        # check_key already forbids "..", this is the second lock on the same door.
+        if not path.is_relative_to(self.root) or path == self.root:
+            raise ObjectMissing(key)
+        return path
+
+    def _write_atomically(self, path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self._tmp)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _move_in(self, path: Path, source: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.chmod(source, 0o644)
+            os.replace(source, path)
+        except OSError:
+            # Another filesystem: copy beside the target, then rename, so it is still atomic.
+            fd, tmp = tempfile.mkstemp(dir=self._tmp)
+            os.close(fd)
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, path)
+            source.unlink(missing_ok=True)
+
+    async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        await asyncio.to_thread(self._write_atomically, self._path(key), data)
+
+    async def put_file(self, key: str, path: Path, content_type: str) -> None:
+        await asyncio.to_thread(self._move_in, self._path(key), path)
+
+    async def get_bytes(self, key: str) -> bytes:
+        try:
+            return await asyncio.to_thread(self._path(key).read_bytes)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise ObjectMissing(key) from exc
+
+    async def size(self, key: str) -> int | None:
+        try:
+            stat = self._path(key).stat()
+        except (FileNotFoundError, NotADirectoryError, ObjectMissing):
+            return None
+        return stat.st_size
+
+    async def delete(self, key: str) -> None:
+        await asyncio.to_thread(self._path(key).unlink, missing_ok=True)
+
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
+    def staging_dir(self) -> Path:
+        return self._tmp
+
+    async def check(self) -> None:
+        probe = "readyz/probe"
+        await self.put_bytes(probe, b"ok", "text/plain")
+        if await self.get_bytes(probe) != b"ok":
+            raise OSError("storage returned other bytes than it was given")

@@ -1,0 +1,169 @@
+"""`glimpse serve | worker | migrate`. Flags win over their GLIMPSE_* variables."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import random
+import signal
+import threading
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from glimpse.config import Settings
+from glimpse.db.migrate import upgrade_to_head
+from glimpse.ids import MAX_NODE
+
+app = typer.Typer(help="Glimpse: self-hostable photo and video sharing.", no_args_is_help=True)
+log = logging.getLogger("glimpse")
+
+DataDir = Annotated[
+    Path | None, typer.Option(help="Where the embedded database and media live [GLIMPSE_DATA_DIR].")
+]
+
+
+def _settings(data_dir: Path | None) -> Settings:
+    settings = Settings()
+    if data_dir is not None:
+        settings = settings.model_copy(update={"data_dir": data_dir})
+    return settings
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("GLIMPSE_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",
+    )
+
+
+async def _run_worker(settings: Settings, node_id: int | None, concurrency: int) -> None:
+    from glimpse.container import build_container
+    from glimpse.worker import run_worker
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    container = build_container(settings, node_id=node_id)
+    try:
+        await run_worker(container, stop, concurrency)
+    finally:
+        await container.close()
+
+
+def worker_process_main(settings: Settings, node_id: int, concurrency: int) -> None:
+    """Entry point of a worker process started by `glimpse serve`."""
+    _setup_logging()
+    # The API process's Ctrl-C reaches the whole process group; the parent stops us with SIGTERM
+    # after the API has drained, so that no job is cut off halfway by the same keypress.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    asyncio.run(_run_worker(settings, node_id, concurrency))
+
+
+class WorkerSupervisor:
+    """Keeps N worker processes running beside the API, restarting any that dies."""
+
+    def __init__(self, settings: Settings, count: int, first_node: int) -> None:
+        self._settings = settings
+        self._nodes = [(first_node + 1 + i) % (MAX_NODE + 1) for i in range(count)]
+        self._context = multiprocessing.get_context("spawn")
+        self._processes: dict[int, BaseProcess] = {}
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _spawn(self, node: int) -> None:
+        process = self._context.Process(
+            target=worker_process_main,
+            args=(self._settings, node, 1),
+            name=f"glimpse-worker-{node}",
+        )
+        process.start()
+        self._processes[node] = process
+
+    def start(self) -> None:
+        for node in self._nodes:
+            self._spawn(node)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(1.0):
+            for node, process in list(self._processes.items()):
+                if not process.is_alive() and not self._stopping.is_set():
+                    log.warning(
+                        "worker %s exited with %s; starting another", node, process.exitcode
+                    )
+                    self._spawn(node)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self._stopping.set()
+        for process in self._processes.values():
+            if process.is_alive() and process.pid:
+                os.kill(process.pid, signal.SIGTERM)
+        for process in self._processes.values():
+            process.join(timeout)
+            if process.is_alive():
+                process.kill()
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes beside the API [default: one per core].")
+    ] = None,
+    no_workers: Annotated[bool, typer.Option("--no-workers", help="Run the API alone.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Run the API and its worker processes. Creates and migrates the embedded database on first start."""
+    _setup_logging()
+    settings = _settings(data_dir)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.is_sqlite:
+        upgrade_to_head(settings.resolved_database_url)
+    settings.resolved_secret_key()  # made once here, before the processes race to make it
+    api_node = settings.node_id if settings.node_id is not None else random.randint(0, MAX_NODE)
+    count = 0 if no_workers else (workers if workers is not None else os.cpu_count() or 1)
+    supervisor = WorkerSupervisor(settings, count, api_node)
+    supervisor.start()
+    from glimpse.app import create_app
+
+    try:
+        uvicorn.run(
+            create_app(settings, node_id=api_node),
+            host=host,
+            port=port,
+            log_level="info",
+            timeout_graceful_shutdown=30,
+        )
+    finally:
+        supervisor.stop()
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(help="Jobs run at once in this process.")] = 1,
+    data_dir: DataDir = None,
+) -> None:
+    """Run workers alone (on any number of hosts, at scale)."""
+    _setup_logging()
+    asyncio.run(_run_worker(_settings(data_dir), None, concurrency))
+
+
+@app.command()
+def migrate(data_dir: DataDir = None) -> None:
+    """Apply pending database migrations."""
+    _setup_logging()
+    settings = _settings(data_dir)
+    upgrade_to_head(settings.resolved_database_url)
+    typer.echo("database is at the newest migration")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,85 @@
+"""Engines and transactions. Routes and jobs own their transaction through `read()` / `write()`.
+
+On SQLite several processes (the API and its workers) share one file, so: WAL, a busy timeout,
+and write transactions opened with BEGIN IMMEDIATE. A deferred transaction that reads first and
+upgrades to a write later fails with "database is locked" at once instead of waiting its turn.
+`synchronous=NORMAL` in WAL mode survives a process crash; on power loss the last commits may be
+lost (set GLIMPSE_DATABASE_URL to PostgreSQL where that matters).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+def _configure_sqlite(engine: AsyncEngine, begin_statement: str) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take BEGIN away from the driver so that we choose DEFERRED or IMMEDIATE ourselves.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def on_begin(conn: Any) -> None:
+        conn.exec_driver_sql(begin_statement)
+
+
+class Database:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        parsed = make_url(url)
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        if self.is_sqlite:
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            self.write_engine = create_async_engine(url)
+            self.read_engine = create_async_engine(url)
+            _configure_sqlite(self.write_engine, "BEGIN IMMEDIATE")
+            _configure_sqlite(self.read_engine, "BEGIN")
+        else:
+            self.write_engine = create_async_engine(url, pool_pre_ping=True)
+            self.read_engine = self.write_engine
+        self._write_sessions = async_sessionmaker(self.write_engine, expire_on_commit=False)
+        self._read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """A write transaction: committed when the block ends, rolled back if it raises.
+        Keep it short: never hold it across image work or other slow I/O."""
+        async with self._write_sessions() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A read transaction: one consistent snapshot. (Ending it with COMMIT writes nothing and,
+        unlike ROLLBACK, keeps the loaded objects usable after the block.)"""
+        async with self._read_sessions() as session, session.begin():
+            yield session
+
+    async def ping(self) -> None:
+        async with self.read() as session:
+            await session.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.write_engine.dispose()
+        if self.read_engine is not self.write_engine:
+            await self.read_engine.dispose()

@@ -1,0 +1,114 @@
+"""The media origin: what a CDN pulls. Only content-addressed variant keys are served; originals
+and anything else answer 404, and no key can reach outside the store."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from fastapi import APIRouter, Request, Response
+from starlette.responses import FileResponse
+
+from glimpse.api.deps import ContainerDep
+from glimpse.backends.storage import ObjectMissing, Storage
+from glimpse.errors import NotFound, RangeNotSatisfiable
+
+router = APIRouter(tags=["media"])
+
+# v/<first two hex digits>/<sha-256>.<ext>, the only shape variant_key() makes.
+_VARIANT_KEY = re.compile(r"^v/([0-9a-f]{2})/(\1[0-9a-f]{62})\.(jpg|webp|mp4)$")
+_CONTENT_TYPES = {"jpg": "image/jpeg", "webp": "image/webp", "mp4": "video/mp4"}
+_CACHE_FOREVER = "public, max-age=31536000, immutable"
+# Variants are answered from one read: several times faster than streaming them. Larger files
+# (videos, later) are streamed.
+_SMALL_FILE = 2 * 1024 * 1024
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """One `bytes=` range as (first, last), both inclusive; None to send the whole file (a range
+    we do not understand, or several, may be ignored: RFC 9110, 14.2)."""
+    match = _RANGE.match(header.strip())
+    if not match or not any(match.groups()):
+        return None
+    first_text, last_text = match.groups()
+    if not first_text:  # the last N bytes
+        length = int(last_text)
+        if length == 0 or size == 0:
+            raise RangeNotSatisfiable("The range is empty.")
+        return max(0, size - length), size - 1
+    first = int(first_text)
+    last = min(int(last_text), size - 1) if last_text else size - 1
+    if first >= size or last < first:
+        raise RangeNotSatisfiable("The range is outside the file.")
+    return first, last
+
+
+def etag_matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    candidates = [c.strip().removeprefix("W/") for c in header.split(",")]
+    return "*" in candidates or etag in candidates
+
+
+async def _read(storage: Storage, key: str, path: Path | None, offset: int, length: int) -> bytes:
+    try:
+        if path is not None:
+            # A page-cache read of a few hundred KB is quicker inline than a hop to a thread.
+            with path.open("rb") as f:
+                f.seek(offset)
+                return f.read(length)
+        data = await storage.get_bytes(key)
+    except (FileNotFoundError, ObjectMissing):
+        raise NotFound("No such media.", code="media_not_found") from None
+    return data[offset : offset + length]
+
+
+@router.api_route("/media/{key:path}", methods=["GET", "HEAD"])
+async def get_media(key: str, request: Request, container: ContainerDep) -> Response:
+    """A stored variant, with immutable caching, ETag / If-None-Match and byte ranges."""
+    match = _VARIANT_KEY.match(key)
+    if not match:
+        raise NotFound("No such media.", code="media_not_found")
+    storage = container.storage
+    size = await storage.size(key)
+    if size is None:
+        raise NotFound("No such media.", code="media_not_found")
+    etag = f'"{match.group(2)}"'
+    content_type = _CONTENT_TYPES[match.group(3)]
+    headers = {
+        "ETag": etag,
+        "Cache-Control": _CACHE_FOREVER,
+        "Accept-Ranges": "bytes",
+        "X-Content-Type-Options": "nosniff",
+    }
+    if etag_matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
+    path = storage.local_path(key)
+    byte_range = None
+    range_header = request.headers.get("range")
+    # If-Range with another validator means "the file changed: send all of it".
+    if range_header and request.headers.get("if-range", etag) == etag:
+        try:
+            byte_range = parse_range(range_header, size)
+        except RangeNotSatisfiable as exc:
+            exc.headers = {**headers, "Content-Range": f"bytes */{size}"}
+            raise
+    if byte_range is not None:
+        first, last = byte_range
+        headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+        body = (
+            b""
+            if request.method == "HEAD"
+            else await _read(storage, key, path, first, last - first + 1)
+        )
+        headers["Content-Length"] = str(last - first + 1)
+        return Response(body, status_code=206, media_type=content_type, headers=headers)
+    if request.method == "HEAD":
+        headers["Content-Length"] = str(size)
+        return Response(status_code=200, media_type=content_type, headers=headers)
+    if path is not None and size > _SMALL_FILE:
+        return FileResponse(path, media_type=content_type, headers=headers)
+    return Response(
+        await _read(storage, key, path, 0, size), media_type=content_type, headers=headers
+    )

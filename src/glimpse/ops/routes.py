@@ -1,0 +1,117 @@
+"""Operations: liveness, readiness (a real round trip to every backend) and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from sqlalchemy import text
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from glimpse.api.deps import ContainerDep
+from glimpse.container import Container
+from glimpse.db.migrate import current_revision, head_revision
+
+router = APIRouter(tags=["operations"])
+log = logging.getLogger("glimpse.ops")
+
+# A backend that hangs must not hang /readyz past its deadline (API.md: 15 s).
+CHECK_TIMEOUT_SECONDS = 5.0
+
+REQUESTS = Counter(
+    "glimpse_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
+)
+LATENCY = Histogram(
+    "glimpse_http_request_duration_seconds",
+    "Time to answer an HTTP request",
+    ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+JOBS = Gauge("glimpse_jobs", "Jobs in the queue by state", ["state"])
+
+
+class MetricsMiddleware:
+    """Counts requests by route template (not raw path, which would explode the label set)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            REQUESTS.labels(scope["method"], template, str(status)).inc()
+            LATENCY.labels(scope["method"], template).observe(time.perf_counter() - started)
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is alive."""
+    return {"status": "ok"}
+
+
+async def _check_database(container: Container) -> None:
+    async with container.db.read() as session:
+        await session.execute(text("SELECT 1"))
+        revision = await current_revision(await session.connection())
+    if revision != head_revision():
+        raise RuntimeError(f"migrations are at {revision}, not at head {head_revision()}")
+
+
+async def _run_check(name: str, check: Any) -> tuple[str, str]:
+    try:
+        await asyncio.wait_for(check, CHECK_TIMEOUT_SECONDS)
+    except TimeoutError:
+        return name, "timed out"
+    except Exception as exc:
+        return name, f"failed: {exc}"[:300]
+    return name, "ok"
+
+
+@router.get("/readyz")
+async def readyz(container: ContainerDep) -> JSONResponse:
+    """Every configured backend answers a real round trip and the schema is at head."""
+    results = await asyncio.gather(
+        _run_check("database", _check_database(container)),
+        _run_check("storage", container.storage.check()),
+        _run_check("queue", container.queue.check()),
+    )
+    checks = dict(results)
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "unavailable", "checks": checks},
+        status_code=200 if ready else 503,
+    )
+
+
+@router.get("/metrics")
+async def metrics(request: Request, container: ContainerDep) -> Response:
+    """Prometheus text format."""
+    try:
+        async with container.db.read() as session:
+            rows = await session.execute(text("SELECT state, count(*) FROM jobs GROUP BY state"))
+            counts: dict[str, int] = {state: n for state, n in rows.tuples()}
+        for state in ("queued", "running", "dead"):
+            JOBS.labels(state).set(counts.get(state, 0))
+    except Exception:  # metrics must answer even when the database does not
+        log.warning("could not count jobs for /metrics", exc_info=True)
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,62 @@
+"""Opaque, signed cursors and page-size rules shared by every list (API.md, Pagination).
+
+A cursor is base64url(JSON) plus an HMAC: clients cannot forge or edit one, and a broken one is a
+clean 400 instead of a query with attacker-chosen bounds.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from typing import Any
+
+from glimpse.errors import Invalid, Malformed
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+_SIG_BYTES = 12
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def encode_cursor(secret: bytes, kind: str, position: dict[str, Any]) -> str:
+    """`kind` names the list, so a cursor from one list is refused by another."""
+    body = json.dumps({"k": kind, **position}, separators=(",", ":"), sort_keys=True).encode()
+    sig = hmac.new(secret, body, hashlib.sha256).digest()[:_SIG_BYTES]
+    return f"{_b64(body)}.{_b64(sig)}"
+
+
+def decode_cursor(secret: bytes, kind: str, cursor: str) -> dict[str, Any]:
+    bad = Malformed("The cursor is not one this server issued.", code="invalid_cursor")
+    try:
+        body_text, sig_text = cursor.split(".")
+        body, sig = _unb64(body_text), _unb64(sig_text)
+    except (ValueError, binascii.Error):
+        raise bad from None
+    expected = hmac.new(secret, body, hashlib.sha256).digest()[:_SIG_BYTES]
+    if not hmac.compare_digest(sig, expected):
+        raise bad
+    try:
+        position = json.loads(body)
+    except ValueError:
+        raise bad from None
+    if not isinstance(position, dict) or position.pop("k", None) != kind:
+        raise bad
+    return position
+
+
+def check_limit(limit: int | None) -> int:
+    if limit is None:
+        return DEFAULT_LIMIT
+    if not 1 <= limit <= MAX_LIMIT:
+        raise Invalid(f"limit must be between 1 and {MAX_LIMIT}.", code="invalid_limit")
+    return limit

@@ -1,0 +1,70 @@
+"""Queue handlers of the upload pipeline. Payloads are ids; each handler reloads its rows, treats
+a missing row as done, and is safe to run twice."""
+
+from __future__ import annotations
+
+import asyncio
+
+from glimpse.backends.queue.outbox import enqueue
+from glimpse.backends.queue.registry import Payload, PermanentJobError, job
+from glimpse.backends.storage import ObjectMissing
+from glimpse.container import Container
+from glimpse.media import images
+from glimpse.posts import repository, service
+from glimpse.posts.models import PostStatus
+
+
+async def _media_failed(container: Container, payload: Payload, error: PermanentJobError) -> None:
+    async with container.db.write() as session:
+        await service.fail_media(session, int(payload["media_id"]), error.code, error.message)
+
+
+@job(service.PROCESS_MEDIA_JOB, on_dead=_media_failed)
+async def process_media(container: Container, payload: Payload) -> None:
+    """Make every variant of one uploaded photo and, with the post's last photo, finish the post."""
+    media_id = int(payload["media_id"])
+    async with container.db.read() as session:
+        media = await repository.get_media(session, media_id)
+        post = await repository.get_post(session, media.post_id) if media else None
+    if media is None or post is None or media.status == PostStatus.FAILED:
+        return  # the post was deleted (or already failed) meanwhile
+    try:
+        original = await container.storage.get_bytes(media.original_key)
+    except ObjectMissing:
+        raise PermanentJobError(
+            "original_missing", "The uploaded file is gone; please upload it again."
+        ) from None
+    try:
+        processed = await asyncio.to_thread(images.process_image, original, post.filter_name)
+    except images.UndecodableImage as exc:
+        raise PermanentJobError("undecodable_image", str(exc)) from exc
+    del original
+    keys = [service.variant_key(v.data, v.content_type) for v in processed.variants]
+    # Files first, rows second: a row never points at a file that is not there yet.
+    for variant, key in zip(processed.variants, keys, strict=True):
+        await container.storage.put_bytes(key, variant.data, variant.content_type)
+    async with container.db.write() as session:
+        current = await repository.get_media(session, media_id)
+        if current is None or not await service.record_processed_media(
+            session, current, processed, keys
+        ):
+            # Deleted while we worked: what we just stored may belong to nobody.
+            enqueue(
+                session,
+                container.ids,
+                service.PURGE_KEYS_JOB,
+                {"keys": keys},
+                max_attempts=container.settings.job_max_attempts,
+                delay_seconds=container.settings.media_gc_delay_seconds,
+            )
+
+
+@job(service.PURGE_KEYS_JOB)
+async def purge_media_keys(container: Container, payload: Payload) -> None:
+    """Delete stored objects of deleted posts, except those another post still uses
+    (variant keys are content-addressed and so may be shared)."""
+    keys = [str(k) for k in payload["keys"]]
+    async with container.db.read() as session:
+        unused = await repository.unreferenced_keys(session, keys)
+    for key in unused:
+        await container.storage.delete(key)

@@ -1,0 +1,163 @@
+"""All SQL of posts, their media and upload usage."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from glimpse.accounts.models import User
+from glimpse.posts.models import Media, MediaVariant, Post, PostStatus, UploadUsage
+
+
+async def get_post(session: AsyncSession, post_id: int) -> Post | None:
+    return await session.get(Post, post_id)
+
+
+async def lock_post(session: AsyncSession, post_id: int) -> Post | None:
+    # FOR UPDATE serialises the last two media of a post finishing at once on PostgreSQL;
+    # SQLite ignores it (its write transactions are serial already).
+    result = await session.execute(select(Post).where(Post.id == post_id).with_for_update())
+    return result.scalar_one_or_none()
+
+
+async def get_media(session: AsyncSession, media_id: int) -> Media | None:
+    return await session.get(Media, media_id)
+
+
+async def load_authors(session: AsyncSession, user_ids: set[int]) -> dict[int, User]:
+    if not user_ids:
+        return {}
+    result = await session.execute(select(User).where(User.id.in_(user_ids)))
+    return {u.id: u for u in result.scalars()}
+
+
+async def load_media(
+    session: AsyncSession, post_ids: Sequence[int]
+) -> tuple[dict[int, list[Media]], dict[int, list[MediaVariant]]]:
+    if not post_ids:
+        return {}, {}
+    media_rows = (
+        await session.execute(
+            select(Media).where(Media.post_id.in_(post_ids)).order_by(Media.post_id, Media.position)
+        )
+    ).scalars()
+    by_post: dict[int, list[Media]] = {}
+    media_ids: list[int] = []
+    for m in media_rows:
+        by_post.setdefault(m.post_id, []).append(m)
+        media_ids.append(m.id)
+    variants: dict[int, list[MediaVariant]] = {}
+    if media_ids:
+        rows = (
+            await session.execute(select(MediaVariant).where(MediaVariant.media_id.in_(media_ids)))
+        ).scalars()
+        for v in rows:
+            variants.setdefault(v.media_id, []).append(v)
+    return by_post, variants
+
+
+async def list_ready_posts_by_author(
+    session: AsyncSession, author_id: int, before_id: int | None, limit: int
+) -> list[Post]:
+    query = select(Post).where(Post.author_id == author_id, Post.status == PostStatus.READY)
+    if before_id is not None:
+        query = query.where(Post.id < before_id)
+    result = await session.execute(query.order_by(Post.id.desc()).limit(limit))
+    return list(result.scalars())
+
+
+async def keys_of_post(session: AsyncSession, post_id: int) -> list[str]:
+    originals = await session.execute(select(Media.original_key).where(Media.post_id == post_id))
+    variants = await session.execute(
+        select(MediaVariant.key)
+        .join(Media, Media.id == MediaVariant.media_id)
+        .where(Media.post_id == post_id)
+    )
+    return sorted({*originals.scalars(), *variants.scalars()})
+
+
+async def delete_post(session: AsyncSession, post_id: int) -> None:
+    # Explicit children first: foreign-key cascades are not switched on everywhere.
+    media_ids = select(Media.id).where(Media.post_id == post_id).scalar_subquery()
+    await session.execute(delete(MediaVariant).where(MediaVariant.media_id.in_(media_ids)))
+    await session.execute(delete(Media).where(Media.post_id == post_id))
+    await session.execute(delete(Post).where(Post.id == post_id))
+
+
+async def unreferenced_keys(session: AsyncSession, keys: Sequence[str]) -> list[str]:
+    if not keys:
+        return []
+    used_variants = await session.execute(
+        select(MediaVariant.key).where(MediaVariant.key.in_(keys)).distinct()
+    )
+    used_originals = await session.execute(
+        select(Media.original_key).where(Media.original_key.in_(keys)).distinct()
+    )
+    used = {*used_variants.scalars(), *used_originals.scalars()}
+    return [k for k in keys if k not in used]
+
+
+async def replace_variants(
+    session: AsyncSession, media_id: int, variants: Sequence[MediaVariant]
+) -> None:
+    await session.execute(delete(MediaVariant).where(MediaVariant.media_id == media_id))
+    session.add_all(variants)
+
+
+async def mark_post_ready_if_complete(session: AsyncSession, post_id: int) -> bool:
+    """Flip the post to ready when no media of it is left unfinished; True if this call did it."""
+    unfinished = exists().where(Media.post_id == post_id, Media.status != PostStatus.READY)
+    result = await session.execute(
+        update(Post)
+        .where(Post.id == post_id, Post.status == PostStatus.PROCESSING, ~unfinished)
+        .values(status=PostStatus.READY)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def change_post_count(session: AsyncSession, user_id: int, delta: int) -> None:
+    await session.execute(
+        update(User).where(User.id == user_id).values(post_count=User.post_count + delta)
+    )
+
+
+async def usage_on(session: AsyncSession, user_id: int, day: str) -> tuple[int, int]:
+    row = (
+        await session.execute(
+            select(UploadUsage.uploads, UploadUsage.bytes).where(
+                UploadUsage.user_id == user_id, UploadUsage.day == day
+            )
+        )
+    ).first()
+    return (row[0], row[1]) if row else (0, 0)
+
+
+async def bytes_stored(session: AsyncSession, user_id: int) -> int:
+    originals = await session.execute(
+        select(func.coalesce(func.sum(Media.original_bytes), 0)).where(Media.author_id == user_id)
+    )
+    variants = await session.execute(
+        select(func.coalesce(func.sum(MediaVariant.size_bytes), 0))
+        .join(Media, Media.id == MediaVariant.media_id)
+        .where(Media.author_id == user_id)
+    )
+    return int(originals.scalar_one()) + int(variants.scalar_one())
+
+
+async def add_usage(session: AsyncSession, user_id: int, day: str, uploads: int, size: int) -> None:
+    dialect = (await session.connection()).dialect.name
+    insert = sqlite_insert if dialect == "sqlite" else pg_insert
+    statement = insert(UploadUsage).values(user_id=user_id, day=day, uploads=uploads, bytes=size)
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[UploadUsage.user_id, UploadUsage.day],
+            set_={
+                "uploads": UploadUsage.uploads + statement.excluded.uploads,
+                "bytes": UploadUsage.bytes + statement.excluded.bytes,
+            },
+        )
+    )

@@ -1,0 +1,214 @@
+"""HTTP routes of posts: upload, show, delete, the profile grid, and the filter list."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response, status
+
+from glimpse.accounts import service as accounts
+from glimpse.api.deps import Caller, ContainerDep
+from glimpse.backends.storage import Storage
+from glimpse.container import Container
+from glimpse.errors import Forbidden, TooLarge, UnsupportedMediaType
+from glimpse.media import images
+from glimpse.media.filters import FILTERS
+from glimpse.pagination import check_limit, decode_cursor, encode_cursor
+from glimpse.posts import repository, service
+from glimpse.posts.schemas import FilterList, FilterOut, PostOut, PostPage
+from glimpse.posts.upload import StagedFile, UploadForm, UploadLimits, discarding, read_upload
+
+router = APIRouter(prefix="/api/v1", tags=["posts"])
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "minItems": 1,
+                            "maxItems": 20,
+                        },
+                        "caption": {"type": "string", "maxLength": 2200},
+                        "filter": {"type": "string"},
+                        "alt_text": {"type": "array", "items": {"type": "string"}},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+async def _check_headers(files: list[StagedFile], max_pixels: int) -> None:
+    """Judge each image from its header alone, before anything is decoded."""
+    for f in files:
+        try:
+            header = await asyncio.to_thread(images.read_image_header, f.path)
+        except images.UndecodableImage:
+            raise UnsupportedMediaType(
+                f"{f.filename or 'A file'} is not a readable image.", code="unreadable_image"
+            ) from None
+        if header.media_type != f.media_type:
+            raise UnsupportedMediaType(
+                f"{f.filename or 'A file'} is not what its first bytes say.",
+                code="unreadable_image",
+            )
+        if header.width * header.height > max_pixels:
+            raise TooLarge(
+                f"An image may have at most {max_pixels // 1_000_000} megapixels.",
+                code="too_many_pixels",
+            )
+
+
+async def _store_originals(
+    storage: Storage, container: Container, post_id: int, form: UploadForm
+) -> list[service.NewMedia]:
+    alt_texts = form.fields.get("alt_text", [])
+    stored: list[service.NewMedia] = []
+    try:
+        for index, f in enumerate(form.files):
+            media_id = container.ids.next_id()
+            key = service.original_key(post_id, media_id)
+            await storage.put_file(key, f.path, f.media_type.value)
+            stored.append(
+                service.NewMedia(
+                    media_id=media_id,
+                    original_key=key,
+                    media_type=f.media_type.value,
+                    size=f.size,
+                    alt_text=alt_texts[index] if index < len(alt_texts) else "",
+                )
+            )
+    except BaseException:
+        await _remove_originals(storage, stored)
+        raise
+    return stored
+
+
+async def _remove_originals(storage: Storage, media: list[service.NewMedia]) -> None:
+    for m in media:
+        await storage.delete(m.original_key)
+
+
+@router.post(
+    "/posts",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=PostOut,
+    openapi_extra=_UPLOAD_BODY,
+)
+async def create_post(request: Request, caller: Caller, container: ContainerDep) -> PostOut:
+    """Upload 1..20 photos as one post. Answers at once with `status: processing`; the photos
+    are resized and filtered in the background and the post becomes `ready` (or `failed`)."""
+    settings, storage = container.settings, container.storage
+    limits = UploadLimits(settings.max_files_per_post, settings.max_image_bytes)
+    # Until the body is fully read, an error response must drain it (see api/errors.py).
+    request.state.body_unread = True
+    form = await read_upload(
+        request.headers.get("content-type", ""), request.stream(), limits, storage.staging_dir()
+    )
+    request.state.body_unread = False
+    with discarding(form):
+        caption, filter_name = service.check_post_fields(
+            form.first("caption"),
+            form.first("filter"),
+            form.fields.get("alt_text", []),
+            len(form.files),
+            settings,
+        )
+        await _check_headers(form.files, settings.max_image_pixels)
+        async with container.db.read() as session:
+            await service.check_quota(
+                session, settings, caller.user.id, sum(f.size for f in form.files)
+            )
+        post_id = container.ids.next_id()
+        media = await _store_originals(storage, container, post_id, form)
+    try:
+        async with container.db.write() as session:
+            post = await service.create_post(
+                session,
+                container.ids,
+                settings,
+                post_id=post_id,
+                author_id=caller.user.id,
+                caption=caption,
+                filter_name=filter_name,
+                media=media,
+            )
+    except BaseException:
+        await _remove_originals(storage, media)
+        raise
+    async with container.db.read() as session:
+        return (await service.post_views(session, [post], caller.user.id, settings.media_base_url))[
+            0
+        ]
+
+
+@router.get("/posts/{post_id}", response_model=PostOut)
+async def get_post(post_id: int, caller: Caller, container: ContainerDep) -> PostOut:
+    """One post. Its author also sees it while it is processing or after it failed."""
+    async with container.db.read() as session:
+        post = await service.get_visible_post(session, post_id, caller.user.id)
+        views = await service.post_views(
+            session, [post], caller.user.id, container.settings.media_base_url
+        )
+    return views[0]
+
+
+@router.delete("/posts/{post_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_post(post_id: int, caller: Caller, container: ContainerDep) -> Response:
+    """Delete one of the caller's posts and its stored media (but not media another post uses)."""
+    async with container.db.write() as session:
+        await service.delete_post(
+            session, container.ids, container.settings, post_id, caller.user.id
+        )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/users/{username}/posts", response_model=PostPage)
+async def list_user_posts(
+    username: str,
+    caller: Caller,
+    container: ContainerDep,
+    limit: Annotated[int | None, Query()] = None,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> PostPage:
+    """A user's ready posts, newest first (the profile grid)."""
+    page_size = check_limit(limit)
+    before = None
+    if cursor:
+        position = decode_cursor(container.secret_key, "user_posts", cursor)
+        before = position.get("before")
+        if not isinstance(before, int):
+            before = -1  # signed but meaningless: treat as the end of the list
+    async with container.db.read() as session:
+        author = await accounts.get_visible_user(session, username)
+        if author.is_private and author.id != caller.user.id:
+            raise Forbidden("This account is private.", code="private_account")
+        posts = await repository.list_ready_posts_by_author(
+            session, author.id, before, page_size + 1
+        )
+        more = len(posts) > page_size
+        posts = posts[:page_size]
+        items = await service.post_views(
+            session, posts, caller.user.id, container.settings.media_base_url
+        )
+    next_cursor = (
+        encode_cursor(container.secret_key, "user_posts", {"before": posts[-1].id})
+        if more
+        else None
+    )
+    return PostPage(items=items, next_cursor=next_cursor)
+
+
+@router.get("/filters", response_model=FilterList)
+async def list_filters(caller: Caller) -> FilterList:
+    """The filters an upload may name."""
+    return FilterList(items=[FilterOut(name=f.name, label=f.label) for f in FILTERS.values()])

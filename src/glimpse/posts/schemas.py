@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel
+
+from glimpse.accounts.schemas import IdStr, UserSummary
+
+
+class VariantOut(BaseModel):
+    name: str
+    width: int
+    height: int
+    content_type: str
+    url: str
+
+
+class MediaOut(BaseModel):
+    kind: Literal["image", "video"]
+    width: int | None
+    height: int | None
+    blurhash: str | None
+    alt_text: str
+    variants: list[VariantOut]
+
+
+class PostError(BaseModel):
+    code: str
+    message: str
+
+
+class PostOut(BaseModel):
+    id: IdStr
+    author: UserSummary
+    caption: str
+    filter: str
+    status: Literal["processing", "ready", "failed"]
+    error: PostError | None = None
+    created_at: datetime
+    like_count: int
+    comment_count: int
+    liked_by_me: bool
+    media: list[MediaOut]
+
+
+class PostPage(BaseModel):
+    items: list[PostOut]
+    next_cursor: str | None
+
+
+class FilterOut(BaseModel):
+    name: str
+    label: str
+
+
+class FilterList(BaseModel):
+    items: list[FilterOut]

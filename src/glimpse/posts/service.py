@@ -1,0 +1,349 @@
+"""Posts: creating, showing, listing and deleting them, and recording what processing made.
+
+Services never commit: the route or the job owns the transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from glimpse.accounts.models import User
+from glimpse.accounts.schemas import Quota, Usage, UserSummary
+from glimpse.backends.queue.outbox import enqueue
+from glimpse.config import Settings
+from glimpse.db.base import utcnow
+from glimpse.errors import Forbidden, Invalid, NotFound, Throttled
+from glimpse.ids import IdGenerator
+from glimpse.media.filters import FILTERS
+from glimpse.media.images import ProcessedImage
+from glimpse.posts import repository
+from glimpse.posts.models import Media, MediaVariant, Post, PostStatus
+from glimpse.posts.schemas import MediaOut, PostError, PostOut, VariantOut
+
+PROCESS_MEDIA_JOB = "process_media"
+PURGE_KEYS_JOB = "purge_media_keys"
+
+_VARIANT_ORDER = {"w1080": 0, "w640": 1, "w320": 2, "sq150": 3}
+_EXTENSIONS = {"image/jpeg": "jpg", "image/webp": "webp", "video/mp4": "mp4"}
+
+
+@dataclass(frozen=True)
+class NewMedia:
+    """A validated upload, already stored under its private original key."""
+
+    media_id: int
+    original_key: str
+    media_type: str
+    size: int
+    alt_text: str
+
+
+def original_key(post_id: int, media_id: int) -> str:
+    return f"originals/{post_id}/{media_id}"
+
+
+def variant_key(data: bytes, content_type: str) -> str:
+    """Content-addressed: the same bytes always get the same key, and a key is never reused for
+    other bytes, which is what lets the origin mark them immutable."""
+    digest = hashlib.sha256(data).hexdigest()
+    return f"v/{digest[:2]}/{digest}.{_EXTENSIONS[content_type]}"
+
+
+def check_post_fields(
+    caption: str | None,
+    filter_name: str | None,
+    alt_texts: list[str],
+    file_count: int,
+    settings: Settings,
+) -> tuple[str, str]:
+    caption = caption or ""
+    if len(caption) > settings.max_caption_chars:
+        raise Invalid(
+            f"A caption may be at most {settings.max_caption_chars} characters.",
+            code="caption_too_long",
+        )
+    filter_name = filter_name or "normal"
+    if filter_name not in FILTERS:
+        raise Invalid(f"There is no filter named {filter_name!r}.", code="unknown_filter")
+    if file_count == 0:
+        raise Invalid("A post needs at least one file.", code="no_files")
+    if len(alt_texts) > file_count:
+        raise Invalid("There are more alt texts than files.", code="too_many_alt_texts")
+    if any(len(a) > settings.max_caption_chars for a in alt_texts):
+        raise Invalid("An alt text is too long.", code="alt_text_too_long")
+    return caption, filter_name
+
+
+def utc_day(now: datetime) -> str:
+    return now.astimezone(UTC).strftime("%Y-%m-%d")
+
+
+def _seconds_to_midnight(now: datetime) -> int:
+    midnight = (now.astimezone(UTC) + timedelta(days=1)).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+    return int((midnight - now).total_seconds()) + 1
+
+
+async def usage(session: AsyncSession, user_id: int, now: datetime | None = None) -> Usage:
+    uploads, size = await repository.usage_on(session, user_id, utc_day(now or utcnow()))
+    return Usage(
+        uploads_today=uploads,
+        bytes_today=size,
+        bytes_stored=await repository.bytes_stored(session, user_id),
+    )
+
+
+def quota(settings: Settings) -> Quota:
+    return Quota(
+        uploads_per_day=settings.quota_uploads_per_day or None,
+        bytes_per_day=settings.quota_bytes_per_day or None,
+        bytes_stored=settings.quota_bytes_stored or None,
+    )
+
+
+async def check_quota(
+    session: AsyncSession,
+    settings: Settings,
+    user_id: int,
+    new_bytes: int,
+    now: datetime | None = None,
+) -> None:
+    """Raise Throttled when one more upload of `new_bytes` would pass a quota."""
+    now = now or utcnow()
+    if not (
+        settings.quota_uploads_per_day
+        or settings.quota_bytes_per_day
+        or settings.quota_bytes_stored
+    ):
+        return
+    used = await usage(session, user_id, now)
+    retry = _seconds_to_midnight(now)
+    if settings.quota_uploads_per_day and used.uploads_today + 1 > settings.quota_uploads_per_day:
+        raise Throttled(
+            "You have reached today's upload limit.", retry_after=retry, code="quota_uploads"
+        )
+    if settings.quota_bytes_per_day and used.bytes_today + new_bytes > settings.quota_bytes_per_day:
+        raise Throttled(
+            "This upload would pass today's size limit.", retry_after=retry, code="quota_bytes"
+        )
+    if settings.quota_bytes_stored and used.bytes_stored + new_bytes > settings.quota_bytes_stored:
+        # Space comes back only when the account deletes posts; a day's wait does not help.
+        raise Throttled(
+            "Your account is out of storage space.", retry_after=86400, code="quota_storage"
+        )
+
+
+async def create_post(
+    session: AsyncSession,
+    ids: IdGenerator,
+    settings: Settings,
+    *,
+    post_id: int,
+    author_id: int,
+    caption: str,
+    filter_name: str,
+    media: Sequence[NewMedia],
+) -> Post:
+    """Insert the post, its media and one processing job per media item, all in the caller's
+    transaction (the jobs table is the outbox)."""
+    now = utcnow()
+    await check_quota(session, settings, author_id, sum(m.size for m in media), now)
+    post = Post(
+        id=post_id,
+        author_id=author_id,
+        caption=caption,
+        filter_name=filter_name,
+        status=PostStatus.PROCESSING,
+        like_count=0,
+        comment_count=0,
+        created_at=now,
+    )
+    session.add(post)
+    await session.flush()  # the post row before its media: foreign keys are checked per statement
+    for position, m in enumerate(media):
+        session.add(
+            Media(
+                id=m.media_id,
+                post_id=post_id,
+                author_id=author_id,
+                position=position,
+                kind="image",
+                status=PostStatus.PROCESSING,
+                original_key=m.original_key,
+                original_type=m.media_type,
+                original_bytes=m.size,
+                alt_text=m.alt_text,
+                created_at=now,
+            )
+        )
+    await session.flush()
+    for m in media:
+        enqueue(
+            session,
+            ids,
+            PROCESS_MEDIA_JOB,
+            {"media_id": m.media_id},
+            max_attempts=settings.job_max_attempts,
+        )
+    await repository.add_usage(session, author_id, utc_day(now), 1, sum(m.size for m in media))
+    return post
+
+
+def can_see_post(post: Post, author: User, viewer_id: int) -> bool:
+    if post.author_id == viewer_id:
+        return True
+    if post.status != PostStatus.READY:
+        return False
+    # Followers arrive with the social graph; until then a private account's posts are its own.
+    return not author.is_private
+
+
+async def get_visible_post(session: AsyncSession, post_id: int, viewer_id: int) -> Post:
+    post = await repository.get_post(session, post_id)
+    if post is not None:
+        authors = await repository.load_authors(session, {post.author_id})
+        if can_see_post(post, authors[post.author_id], viewer_id):
+            return post
+    raise NotFound("No such post.", code="post_not_found")
+
+
+async def delete_post(
+    session: AsyncSession, ids: IdGenerator, settings: Settings, post_id: int, viewer_id: int
+) -> None:
+    """Delete the post and, after a grace period, whatever stored media no other post uses."""
+    post = await repository.lock_post(session, post_id)
+    if post is None:
+        raise NotFound("No such post.", code="post_not_found")
+    if post.author_id != viewer_id:
+        authors = await repository.load_authors(session, {post.author_id})
+        if can_see_post(post, authors[post.author_id], viewer_id):
+            raise Forbidden("Only the author may delete a post.", code="not_author")
+        raise NotFound("No such post.", code="post_not_found")
+    keys = await repository.keys_of_post(session, post_id)
+    if post.status == PostStatus.READY:
+        await repository.change_post_count(session, post.author_id, -1)
+    await repository.delete_post(session, post_id)
+    if keys:
+        enqueue(
+            session,
+            ids,
+            PURGE_KEYS_JOB,
+            {"keys": keys},
+            max_attempts=settings.job_max_attempts,
+            delay_seconds=settings.media_gc_delay_seconds,
+        )
+
+
+async def record_processed_media(
+    session: AsyncSession,
+    media: Media,
+    processed: ProcessedImage,
+    keys: Sequence[str],
+) -> bool:
+    """Store what processing made and finish the post when it was the last media item.
+    Idempotent: running it again replaces the variants with identical ones."""
+    post = await repository.lock_post(session, media.post_id)
+    if post is None:
+        return False
+    await repository.replace_variants(
+        session,
+        media.id,
+        [
+            MediaVariant(
+                media_id=media.id,
+                name=v.name,
+                content_type=v.content_type,
+                width=v.width,
+                height=v.height,
+                key=key,
+                size_bytes=len(v.data),
+            )
+            for v, key in zip(processed.variants, keys, strict=True)
+        ],
+    )
+    media.width, media.height, media.blurhash = (
+        processed.width,
+        processed.height,
+        processed.blurhash,
+    )
+    media.status = PostStatus.READY
+    session.add(media)
+    await session.flush()
+    if await repository.mark_post_ready_if_complete(session, post.id):
+        await repository.change_post_count(session, post.author_id, +1)
+    return True
+
+
+async def fail_media(session: AsyncSession, media_id: int, code: str, message: str) -> None:
+    """A media item cannot be processed: the post fails with a reason its author can read."""
+    media = await repository.get_media(session, media_id)
+    if media is None:
+        return
+    post = await repository.lock_post(session, media.post_id)
+    media.status = PostStatus.FAILED
+    if post is not None and post.status == PostStatus.PROCESSING:
+        post.status = PostStatus.FAILED
+        post.error_code = code
+        post.error_message = message
+
+
+async def post_views(
+    session: AsyncSession, posts: Sequence[Post], viewer_id: int, media_base_url: str
+) -> list[PostOut]:
+    """Posts as API.md shows them, with authors, media and variants loaded in three queries."""
+    authors = await repository.load_authors(session, {p.author_id for p in posts})
+    media_by_post, variants = await repository.load_media(session, [p.id for p in posts])
+    views = []
+    for post in posts:
+        author = authors[post.author_id]
+        views.append(
+            PostOut(
+                id=post.id,
+                author=UserSummary(
+                    id=author.id, username=author.username, display_name=author.display_name
+                ),
+                caption=post.caption,
+                filter=post.filter_name,
+                status=post.status,
+                error=PostError(code=post.error_code, message=post.error_message or "")
+                if post.error_code
+                else None,
+                created_at=post.created_at,
+                like_count=post.like_count,
+                comment_count=post.comment_count,
+                # Likes arrive with the feed; nobody can have liked anything yet.
+                liked_by_me=False,
+                media=[
+                    _media_view(m, variants.get(m.id, []), media_base_url)
+                    for m in media_by_post.get(post.id, [])
+                ],
+            )
+        )
+    return views
+
+
+def _media_view(media: Media, variants: list[MediaVariant], base_url: str) -> MediaOut:
+    ordered = sorted(variants, key=lambda v: (_VARIANT_ORDER.get(v.name, 99), v.content_type))
+    return MediaOut(
+        kind=media.kind,
+        width=media.width,
+        height=media.height,
+        blurhash=media.blurhash,
+        alt_text=media.alt_text,
+        variants=[
+            VariantOut(
+                name=v.name,
+                width=v.width,
+                height=v.height,
+                content_type=v.content_type,
+                url=f"{base_url}/media/{v.key}",
+            )
+            for v in ordered
+        ],
+    )

@@ -1,0 +1,227 @@
+"""Reads a multipart upload as it streams in, spooling each file to disk.
+
+Starlette's `request.form()` would read the whole body before we could look at it. Here each file
+is sniffed from its first bytes and counted as it arrives, so a file of the wrong type or over the
+size limit is refused the moment that is known, with nothing read past that point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from glimpse.errors import Malformed, TooLarge, UnsupportedMediaType
+from glimpse.media.sniff import SNIFF_BYTES, MediaType, is_image, sniff_media_type
+
+# Text fields are small (a caption is at most 2,200 characters of up to 4 bytes each).
+MAX_FIELD_BYTES = 16 * 1024
+MAX_PARTS = 64
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    max_files: int
+    max_image_bytes: int
+
+
+@dataclass
+class StagedFile:
+    path: Path
+    media_type: MediaType
+    size: int
+    filename: str
+
+
+@dataclass
+class UploadForm:
+    files: list[StagedFile] = field(default_factory=list)
+    fields: dict[str, list[str]] = field(default_factory=dict)
+
+    def discard(self) -> None:
+        for f in self.files:
+            f.path.unlink(missing_ok=True)
+
+    def first(self, name: str) -> str | None:
+        values = self.fields.get(name)
+        return values[0] if values else None
+
+
+class _Reader:
+    def __init__(self, limits: UploadLimits, staging: Path) -> None:
+        self.limits = limits
+        self.staging = staging
+        self.form = UploadForm()
+        self.parts = 0
+        self.finished = False
+        self._header_field = b""
+        self._headers: dict[bytes, bytes] = {}
+        self._name = ""
+        self._filename = ""
+        self._file: IO[bytes] | None = None
+        self._file_path: Path | None = None
+        self._head = b""
+        self._size = 0
+        self._media_type: MediaType | None = None
+        self._value = bytearray()
+
+    # python-multipart calls these synchronously from parser.write().
+    def on_part_begin(self) -> None:
+        self.parts += 1
+        if self.parts > MAX_PARTS:
+            raise TooLarge("The upload has too many parts.", code="too_many_parts")
+        self._headers = {}
+        self._header_field = b""
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header_field += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        key = self._header_field.lower()
+        self._headers[key] = self._headers.get(key, b"") + data[start:end]
+
+    def on_header_end(self) -> None:
+        self._header_field = b""
+
+    def on_headers_finished(self) -> None:
+        _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
+        self._name = options.get(b"name", b"").decode("utf-8", "replace")
+        self._filename = options.get(b"filename", b"").decode("utf-8", "replace")
+        self._value = bytearray()
+        if self._name == "file":
+            if len(self.form.files) >= self.limits.max_files:
+                raise TooLarge(
+                    f"A post holds at most {self.limits.max_files} files.", code="too_many_files"
+                )
+            fd, path = tempfile.mkstemp(dir=self.staging, prefix="upload-")
+            self._file = os.fdopen(fd, "wb")
+            self._file_path = Path(path)
+            self._head = b""
+            self._size = 0
+            self._media_type = None
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        chunk = data[start:end]
+        if self._file is None:
+            self._value += chunk
+            if len(self._value) > MAX_FIELD_BYTES:
+                raise TooLarge(f"The field {self._name!r} is too long.", code="field_too_large")
+            return
+        self._size += len(chunk)
+        if self._media_type is None:
+            self._head += chunk[: SNIFF_BYTES - len(self._head)]
+            if len(self._head) >= SNIFF_BYTES:
+                self._media_type = self._sniff()
+        if self._size > self.limits.max_image_bytes:
+            raise TooLarge(
+                f"A photo may be at most {self.limits.max_image_bytes // (1024 * 1024)} MB.",
+                code="file_too_large",
+            )
+        self._file.write(chunk)
+
+    def _sniff(self) -> MediaType:
+        media_type = sniff_media_type(self._head)
+        if media_type is None:
+            raise UnsupportedMediaType(
+                f"{self._filename or 'A file'} is not a JPEG, PNG, WebP, HEIC or GIF image.",
+                code="unsupported_media_type",
+            )
+        if not is_image(media_type):
+            raise UnsupportedMediaType(
+                "Video uploads are not supported by this server yet.", code="unsupported_media_type"
+            )
+        return media_type
+
+    def on_part_end(self) -> None:
+        if self._file is not None:
+            assert self._file_path is not None
+            self._file.close()
+            self._file = None
+            staged = StagedFile(self._file_path, MediaType.JPEG, self._size, self._filename)
+            # Put it in the form before sniffing, so a refusal still cleans the file up.
+            self.form.files.append(staged)
+            if self._media_type is None:  # shorter than SNIFF_BYTES
+                self._media_type = self._sniff()
+            staged.media_type = self._media_type
+        else:
+            try:
+                value = self._value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise Malformed(f"The field {self._name!r} is not UTF-8.") from None
+            self.form.fields.setdefault(self._name, []).append(value)
+
+    def on_end(self) -> None:
+        self.finished = True
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            assert self._file_path is not None
+            self._file_path.unlink(missing_ok=True)
+
+
+def boundary_of(content_type: str) -> bytes:
+    kind, options = parse_options_header(content_type)
+    if kind != b"multipart/form-data":
+        raise UnsupportedMediaType(
+            "Send the upload as multipart/form-data.", code="unsupported_media_type"
+        )
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise Malformed("The multipart body has no boundary.", code="malformed_multipart")
+    return boundary
+
+
+async def read_upload(
+    content_type: str, body: AsyncIterator[bytes], limits: UploadLimits, staging: Path
+) -> UploadForm:
+    """Parse the body into spooled files and text fields. On any error every spooled file is
+    removed before the error propagates."""
+    reader = _Reader(limits, staging)
+    parser = MultipartParser(
+        boundary_of(content_type),
+        {
+            "on_part_begin": reader.on_part_begin,
+            "on_part_data": reader.on_part_data,
+            "on_part_end": reader.on_part_end,
+            "on_header_field": reader.on_header_field,
+            "on_header_value": reader.on_header_value,
+            "on_header_end": reader.on_header_end,
+            "on_headers_finished": reader.on_headers_finished,
+            "on_end": reader.on_end,
+        },
+    )
+    try:
+        async for chunk in body:
+            if chunk:
+                parser.write(chunk)
+        parser.finalize()
+        if not reader.finished:
+            raise Malformed("The multipart body ended early.", code="malformed_multipart")
+    except FormParserError as exc:
+        reader.close()
+        reader.form.discard()
+        raise Malformed(
+            f"The multipart body is malformed: {exc}", code="malformed_multipart"
+        ) from exc
+    except BaseException:
+        reader.close()
+        reader.form.discard()
+        raise
+    return reader.form
+
+
+@contextlib.contextmanager
+def discarding(form: UploadForm) -> Iterator[UploadForm]:
+    """Remove whatever spooled files are still staged when the block ends."""
+    try:
+        yield form
+    finally:
+        form.discard()

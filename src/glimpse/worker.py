@@ -1,0 +1,116 @@
+"""The worker: claims jobs and runs their registered handlers.
+
+Image work is CPU-bound; handlers push it to a thread so that this loop keeps renewing nothing
+and blocking nothing. A worker process runs `concurrency` jobs at a time (default one: one process
+per core is the unit of scale).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+
+from glimpse.backends.queue.base import ClaimedJob, retry_delay
+from glimpse.backends.queue.registry import PermanentJobError, UnknownJob, registry
+from glimpse.container import Container
+
+log = logging.getLogger("glimpse.worker")
+
+
+class StartupError(RuntimeError):
+    pass
+
+
+async def check_registered_handlers(container: Container) -> None:
+    """Refuse to start when queued jobs name handlers this code does not have."""
+    unknown = await container.queue.pending_names() - registry.names()
+    if unknown:
+        raise StartupError(f"queued jobs have no registered handler: {', '.join(sorted(unknown))}")
+
+
+async def run_job(container: Container, job: ClaimedJob) -> None:
+    """Run one claimed job to its next state: done, retried later, or dead."""
+    queue, settings = container.queue, container.settings
+    try:
+        spec = registry.get(job.name)
+    except UnknownJob:
+        await queue.bury(job, f"no handler registered for {job.name!r}")
+        return
+    if job.exhausted:
+        # Claimed once too often: the worker holding it died each time (say, killed mid-work).
+        await _bury(
+            container, job, PermanentJobError("processing_failed", "processing kept failing")
+        )
+        return
+    try:
+        await spec.handler(container, job.payload)
+    except PermanentJobError as exc:
+        await _bury(container, job, exc)
+    except Exception as exc:
+        log.warning("job %s %s attempt %d failed: %r", job.name, job.id, job.attempts, exc)
+        if job.attempts >= job.max_attempts:
+            await _bury(
+                container,
+                job,
+                PermanentJobError("processing_failed", "processing failed; please try again"),
+                detail=traceback.format_exc(),
+            )
+        else:
+            delay = retry_delay(
+                job.attempts, settings.job_retry_base_seconds, settings.job_retry_max_seconds
+            )
+            await queue.retry(job, traceback.format_exc(), delay)
+    else:
+        await queue.complete(job)
+
+
+async def _bury(
+    container: Container, job: ClaimedJob, error: PermanentJobError, detail: str = ""
+) -> None:
+    spec = registry.get(job.name)
+    if spec.on_dead is not None:
+        # If we crash here the job is claimed again later, finds itself exhausted and comes back:
+        # on_dead handlers are idempotent like every other handler.
+        await spec.on_dead(container, job.payload, error)
+    await container.queue.bury(job, f"{error.code}: {error.message}\n{detail}")
+
+
+async def run_worker(container: Container, stop: asyncio.Event, concurrency: int = 1) -> None:
+    """Claim and run jobs until `stop` is set; a job in progress is finished first."""
+    await check_registered_handlers(container)
+
+    async def lane() -> None:
+        while not stop.is_set():
+            try:
+                job = await container.queue.claim()
+            except Exception:
+                log.exception("claiming a job failed")
+                job = None
+                await asyncio.sleep(1.0)
+            if job is None:
+                waiter = asyncio.ensure_future(container.queue.wait_for_work(1.0))
+                stopper = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                for task in (waiter, stopper):
+                    task.cancel()
+                continue
+            try:
+                await run_job(container, job)
+            except Exception:
+                # The queue itself failed us; the lease will run out and the job come back.
+                log.exception("job %s %s could not be settled", job.name, job.id)
+
+    await asyncio.gather(*(lane() for _ in range(max(1, concurrency))))
+
+
+async def drain(container: Container, *, max_jobs: int = 10_000) -> int:
+    """Run due jobs until none is left (tests and tools); returns how many were run."""
+    ran = 0
+    while ran < max_jobs:
+        job = await container.queue.claim()
+        if job is None:
+            return ran
+        await run_job(container, job)
+        ran += 1
+    return ran

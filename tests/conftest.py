@@ -1,0 +1,89 @@
+"""Shared fixtures: a fresh embedded Glimpse (SQLite file + local storage) per test, driven
+through the real app over ASGI, with the worker run in-process on demand."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+from glimpse.app import create_app
+from glimpse.config import Settings
+from glimpse.container import Container
+from glimpse.db.migrate import upgrade_to_head
+from glimpse.worker import drain
+
+TESTDATA = Path(__file__).resolve().parents[1].parent / "shared" / "testdata"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        secret_key="test-secret",
+        node_id=1,
+        media_gc_delay_seconds=0,
+        job_retry_base_seconds=0,
+        job_retry_max_seconds=0,
+        worker_poll_seconds=0.01,
+    )
+
+
+class Glimpse:
+    """The app under test, with the helpers a test needs to act as users."""
+
+    def __init__(self, client: httpx.AsyncClient, container: Container) -> None:
+        self.client = client
+        self.container = container
+
+    async def signup(self, username: str = "alice", password: str = "correct horse") -> dict[str, str]:
+        response = await self.client.post(
+            "/api/v1/accounts", json={"username": username, "password": password}
+        )
+        assert response.status_code == 201, response.text
+        response = await self.client.post(
+            "/api/v1/auth/token", json={"username": username, "password": password}
+        )
+        assert response.status_code == 200, response.text
+        return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+    async def upload(
+        self,
+        headers: dict[str, str],
+        files: list[tuple[str, bytes]] | None = None,
+        **fields: Any,
+    ) -> httpx.Response:
+        files = files if files is not None else [("photo.jpg", jpeg_bytes())]
+        parts = [("file", (name, data, "application/octet-stream")) for name, data in files]
+        data = {k: v for k, v in fields.items() if v is not None}
+        return await self.client.post("/api/v1/posts", headers=headers, files=parts, data=data)
+
+    async def run_jobs(self) -> int:
+        return await drain(self.container)
+
+    def stored_files(self) -> list[Path]:
+        root = self.container.settings.data_dir / "media"
+        return sorted(
+            p for p in root.rglob("*") if p.is_file() and ".staging" not in p.parts and "readyz" not in p.parts
+        )
+
+
+def jpeg_bytes(size: tuple[int, int] = (800, 600), color: tuple[int, int, int] = (200, 80, 40)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, color).save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+@pytest.fixture
+async def glimpse(settings: Settings) -> AsyncIterator[Glimpse]:
+    upgrade_to_head(settings.resolved_database_url)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://glimpse.test") as client:
+            yield Glimpse(client, app.state.container)

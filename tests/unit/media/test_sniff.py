@@ -1,0 +1,135 @@
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from glimpse.media.sniff import (
+    SNIFF_BYTES,
+    MediaType,
+    is_image,
+    jpeg_scan_damage,
+    sniff_media_type,
+)
+
+TESTDATA = Path(__file__).resolve().parents[3].parent / "shared" / "testdata"
+
+
+def _head(path: Path) -> bytes:
+    with path.open("rb") as fp:
+        return fp.read(SNIFF_BYTES)
+
+
+def _encoded(fmt: str, **params: object) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(buf, fmt, **params)
+    return buf.getvalue()
+
+
+def _ftyp(major: bytes, *compatible: bytes) -> bytes:
+    body = b"ftyp" + major + b"\x00\x00\x02\x00" + b"".join(compatible)
+    return (len(body) + 4).to_bytes(4, "big") + body + b"\x00\x00\x00\x08free"
+
+
+@pytest.mark.parametrize(
+    ("relative", "expected"),
+    [
+        ("orientation/Landscape_1.jpg", MediaType.JPEG),
+        ("camera/iphone_hdr_YES.jpg", MediaType.JPEG),
+        ("invalid/corrupted.jpg", MediaType.JPEG),
+        ("large/goldfish.png", MediaType.PNG),
+        ("heic/IMG_5195.HEIC", MediaType.HEIC),
+        ("heic/iphone_13_pro_max.HEIC", MediaType.HEIC),
+    ],
+)
+def test_real_files_are_sniffed_by_content(relative: str, expected: MediaType) -> None:
+    assert sniff_media_type(_head(TESTDATA / relative)) is expected
+
+
+def test_png_renamed_jpg_is_png(tmp_path: Path) -> None:
+    liar = tmp_path / "holiday.jpg"
+    liar.write_bytes((TESTDATA / "large" / "goldfish.png").read_bytes()[:4096])
+    assert sniff_media_type(_head(liar)) is MediaType.PNG
+
+
+@pytest.mark.parametrize(
+    ("fmt", "expected"),
+    [("WEBP", MediaType.WEBP), ("GIF", MediaType.GIF), ("PNG", MediaType.PNG)],
+)
+def test_formats_written_by_pillow(fmt: str, expected: MediaType) -> None:
+    assert sniff_media_type(_encoded(fmt)[:SNIFF_BYTES]) is expected
+
+
+def test_text_zip_and_empty_are_not_media() -> None:
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("a.txt", "hello")
+    assert sniff_media_type(b"") is None
+    assert sniff_media_type(b"hello, this is plain text and not a picture\n") is None
+    assert sniff_media_type(archive.getvalue()[:SNIFF_BYTES]) is None
+    assert sniff_media_type(b"<svg xmlns='http://www.w3.org/2000/svg'/>") is None
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (_ftyp(b"mp42", b"isommp42"), MediaType.MP4),
+        (_ftyp(b"isom", b"isomiso2avc1mp41"), MediaType.MP4),
+        (_ftyp(b"M4V ", b"M4V M4A mp42isom"), MediaType.MP4),
+        (_ftyp(b"qt  ", b"qt  "), MediaType.MOV),
+        (_ftyp(b"heic", b"mif1heic"), MediaType.HEIC),
+        (_ftyp(b"mif1", b"mif1heic"), MediaType.HEIC),
+        # AVIF lists the generic HEIF brands too; it must not pass as HEIC.
+        (_ftyp(b"avif", b"avifmif1miafMA1B"), None),
+        (_ftyp(b"mif1", b"avifmif1miaf"), None),
+        (_ftyp(b"3gp4", b"3gp4"), None),
+    ],
+)
+def test_iso_bmff_brands(header: bytes, expected: MediaType | None) -> None:
+    assert sniff_media_type(header[:SNIFF_BYTES]) is expected
+
+
+def test_only_image_types_are_images() -> None:
+    assert {t for t in MediaType if is_image(t)} == {
+        MediaType.JPEG,
+        MediaType.PNG,
+        MediaType.WEBP,
+        MediaType.HEIC,
+        MediaType.GIF,
+    }
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((TESTDATA / "orientation").glob("*.jpg"))
+    + sorted((TESTDATA / "camera").glob("*.jpg"))
+    + sorted((TESTDATA / "large").glob("*.jpg"))
+    + [TESTDATA / "invalid" / "invalid_exif_image01088.jpg"],
+    ids=lambda p: p.name,
+)
+def test_intact_jpegs_show_no_scan_damage(path: Path) -> None:
+    assert jpeg_scan_damage(path.read_bytes()) is None
+
+
+def test_overwritten_scan_data_is_damage() -> None:
+    damage = jpeg_scan_damage((TESTDATA / "invalid" / "corrupted.jpg").read_bytes())
+    assert damage is not None
+    assert "corrupt" in damage
+
+
+def test_restart_markers_in_sequence_pass_and_a_lost_one_is_damage() -> None:
+    photo = Image.open(TESTDATA / "orientation" / "Landscape_1.jpg").reduce(4)
+    for progressive in (False, True):
+        data = _photo_bytes(photo, progressive=progressive)
+        assert data.count(b"\xff\xd3") > 0
+        assert jpeg_scan_damage(data) is None
+        # Drop one restart marker: what a lost disk sector or a bad splice does.
+        at = data.index(b"\xff\xd3")
+        assert jpeg_scan_damage(data[:at] + data[at + 2 :]) is not None
+
+
+def _photo_bytes(photo: Image.Image, *, progressive: bool) -> bytes:
+    buf = io.BytesIO()
+    photo.save(buf, "JPEG", quality=85, progressive=progressive, restart_marker_rows=1)
+    return buf.getvalue()
