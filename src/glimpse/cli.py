@@ -134,6 +134,10 @@ def serve(
     supervisor.start()
     from glimpse.app import create_app
 
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT and then re-raises the signal to whatever
+    # handler was there before it; a quiet one lets us stop the workers and exit with 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     try:
         uvicorn.run(
             create_app(settings, node_id=api_node),

@@ -1,0 +1,170 @@
+"""`glimpse serve` and `glimpse worker` as real processes, spoken to over real sockets."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from tests.conftest import TESTDATA
+
+GPS_IFD = 0x8825
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "glimpse.cli", "serve", "--port", str(self.port),
+             "--data-dir", str(data_dir), *args],
+            env={**os.environ, "GLIMPSE_LOG_LEVEL": "WARNING", **(env or {})},
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert self.process.poll() is None, "glimpse serve exited during start-up"
+            time.sleep(0.1)
+        self.stop()
+        raise AssertionError("glimpse serve did not become ready")
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def server(data_dir: Path) -> Iterator[Server]:
+    server = Server(data_dir, "--workers", "1")
+    yield server
+    if server.process.poll() is None:
+        server.stop()
+
+
+def _sign_up(client: httpx.Client, username: str = "ada") -> dict[str, str]:
+    body = {"username": username, "password": "correct horse"}
+    assert client.post("/api/v1/accounts", json=body).status_code == 201
+    token = client.post("/api/v1/auth/token", json=body).json()["access_token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _wait_ready(client: httpx.Client, headers: dict[str, str], post_id: str) -> dict[str, object]:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        post = client.get(f"/api/v1/posts/{post_id}", headers=headers).json()
+        if post["status"] != "processing":
+            return dict(post)
+        time.sleep(0.05)
+    raise AssertionError("the post never left processing")
+
+
+def _raw_get(port: int, target: str) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_serve_processes_an_upload_and_serves_clean_variants(server: Server) -> None:
+    with httpx.Client(base_url=server.base, timeout=30) as client:
+        headers = _sign_up(client)
+        photo = (TESTDATA / "camera" / "canon_hdr_YES.jpg").read_bytes()  # orientation 6, GPS
+        response = client.post(
+            "/api/v1/posts", headers=headers, files=[("file", ("c.jpg", photo))],
+            data={"filter": "juno"},
+        )
+        assert response.status_code == 202
+        post = _wait_ready(client, headers, response.json()["id"])
+        assert post["status"] == "ready"
+        media = post["media"][0]  # type: ignore[index]
+        assert media["height"] > media["width"]  # orientation 6: the portrait comes out upright
+        for variant in media["variants"]:
+            got = client.get(variant["url"])
+            assert got.status_code == 200
+            assert got.headers["content-type"] == variant["content_type"]
+            image = Image.open(io.BytesIO(got.content))
+            assert image.size == (variant["width"], variant["height"])
+            assert GPS_IFD not in image.getexif().get_ifd(GPS_IFD) and not image.getexif()
+
+
+def test_serve_refuses_path_traversal_over_raw_http(server: Server, data_dir: Path) -> None:
+    secret = (data_dir / "secret_key").read_text().strip()
+    for target in (
+        "/media/../glimpse.db",
+        "/media/../../data/secret_key",
+        "/media/%2e%2e/secret_key",
+        "/media/v/..%2f..%2fsecret_key",
+        "/media/originals/1/2",
+    ):
+        answer = _raw_get(server.port, target)
+        status = answer.split(b" ", 2)[1]
+        assert status in (b"400", b"404"), (target, answer[:200])
+        assert secret.encode() not in answer and b"SQLite format" not in answer
+
+
+def test_serve_answers_413_before_reading_an_oversized_body(data_dir: Path) -> None:
+    server = Server(data_dir, "--no-workers", env={"GLIMPSE_MAX_IMAGE_BYTES": "100000"})
+    try:
+        with httpx.Client(base_url=server.base, timeout=30) as client:
+            headers = _sign_up(client)
+            big = b"\xff\xd8\xff\xe0" + os.urandom(3_000_000)
+            response = client.post(
+                "/api/v1/posts", headers=headers, files=[("file", ("big.jpg", big))]
+            )
+            assert response.status_code == 413
+            assert response.json()["error"]["code"] == "file_too_large"
+            assert not list((data_dir / "media").rglob("upload-*"))
+    finally:
+        assert server.stop() == 0
+
+
+def test_queued_work_survives_a_restart_and_a_separate_worker_finishes_it(data_dir: Path) -> None:
+    # The API alone accepts the upload; nothing processes it before the server goes away.
+    server = Server(data_dir, "--no-workers")
+    with httpx.Client(base_url=server.base, timeout=30) as client:
+        headers = _sign_up(client)
+        photo = (TESTDATA / "orientation" / "Landscape_3.jpg").read_bytes()
+        post_id = client.post(
+            "/api/v1/posts", headers=headers, files=[("file", ("l.jpg", photo))]
+        ).json()["id"]
+    assert server.stop() == 0
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "glimpse.cli", "worker", "--data-dir", str(data_dir)],
+        env={**os.environ, "GLIMPSE_LOG_LEVEL": "WARNING"},
+    )
+    try:
+        server = Server(data_dir, "--no-workers")
+        with httpx.Client(base_url=server.base, timeout=30) as client:
+            post = _wait_ready(client, headers, post_id)
+        assert post["status"] == "ready"
+        assert server.stop() == 0
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=60) == 0
