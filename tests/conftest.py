@@ -41,7 +41,9 @@ class Glimpse:
         self.client = client
         self.container = container
 
-    async def signup(self, username: str = "alice", password: str = "correct horse") -> dict[str, str]:
+    async def signup(
+        self, username: str = "alice", password: str = "correct horse"
+    ) -> dict[str, str]:
         response = await self.client.post(
             "/api/v1/accounts", json={"username": username, "password": password}
         )
@@ -69,11 +71,15 @@ class Glimpse:
     def stored_files(self) -> list[Path]:
         root = self.container.settings.data_dir / "media"
         return sorted(
-            p for p in root.rglob("*") if p.is_file() and ".staging" not in p.parts and "readyz" not in p.parts
+            p
+            for p in root.rglob("*")
+            if p.is_file() and ".staging" not in p.parts and "readyz" not in p.parts
         )
 
 
-def jpeg_bytes(size: tuple[int, int] = (800, 600), color: tuple[int, int, int] = (200, 80, 40)) -> bytes:
+def jpeg_bytes(
+    size: tuple[int, int] = (800, 600), color: tuple[int, int, int] = (200, 80, 40)
+) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", size, color).save(out, "JPEG", quality=90)
     return out.getvalue()

@@ -75,46 +75,30 @@ async def test_create_account_returns_201_with_every_user_field(glimpse: Glimpse
     assert "password" not in response.text and "password_hash" not in user
 
 
-async def test_create_account_without_display_name_uses_username(glimpse: Glimpse) -> None:
-    response = await create(glimpse, username="bob", password="correct horse")
-    assert response.status_code == 201, response.text
-    assert response.json()["display_name"] == "bob"
-
-
 async def test_duplicate_username_is_409_username_taken(glimpse: Glimpse) -> None:
     await glimpse.signup("alice")
     response = await create(glimpse, username="alice", password="another password")
     assert_error(response, 409, "username_taken")
 
 
-@pytest.mark.parametrize(
-    "username",
-    ["Alice", "a" * 31, "al ice", "", "al-ice", "alice!", "ålice"],
-    ids=["uppercase", "too-long", "space", "empty", "dash", "punctuation", "non-ascii"],
-)
-async def test_invalid_username_is_422(glimpse: Glimpse, username: str) -> None:
-    response = await create(glimpse, username=username, password="correct horse")
-    assert_error(response, 422)
+async def test_invalid_usernames_are_422_and_create_nothing(glimpse: Glimpse) -> None:
+    # uppercase, too long, space, empty, dash, punctuation, non-ASCII, newline after a valid name
+    for username in ["Alice", "a" * 31, "al ice", "", "al-ice", "alice!", "ålice", "alice\n"]:
+        response = await create(glimpse, username=username, password="correct horse")
+        assert_error(response, 422)
     async with glimpse.container.db.read() as s:
         assert (await s.execute(text("select count(*) from users"))).scalar_one() == 0
-
-
-async def test_username_of_30_characters_is_accepted(glimpse: Glimpse) -> None:
     response = await create(glimpse, username="a" * 30, password="correct horse")
     assert response.status_code == 201, response.text
 
 
-@pytest.mark.parametrize("password", ["x" * 7, "x" * 257], ids=["7-chars", "257-chars"])
-async def test_password_outside_8_to_256_chars_is_422(glimpse: Glimpse, password: str) -> None:
-    response = await create(glimpse, username="alice", password=password)
-    assert_error(response, 422)
-
-
-@pytest.mark.parametrize("password", ["x" * 8, "x" * 256], ids=["8-chars", "256-chars"])
-async def test_password_of_8_or_256_chars_is_accepted(glimpse: Glimpse, password: str) -> None:
-    response = await create(glimpse, username="alice", password=password)
-    assert response.status_code == 201, response.text
-    assert (await token_for(glimpse, "alice", password)).status_code == 200
+async def test_password_must_be_8_to_256_chars(glimpse: Glimpse) -> None:
+    for password in ["x" * 7, "x" * 257]:
+        assert_error(await create(glimpse, username="alice", password=password), 422)
+    for username, password in [("short", "x" * 8), ("long", "x" * 256)]:
+        response = await create(glimpse, username=username, password=password)
+        assert response.status_code == 201, response.text
+        assert (await token_for(glimpse, username, password)).status_code == 200
 
 
 async def test_malformed_json_is_400(glimpse: Glimpse) -> None:
@@ -126,38 +110,24 @@ async def test_malformed_json_is_400(glimpse: Glimpse) -> None:
     assert_error(response, 400)
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
+async def test_wrong_types_missing_and_unknown_fields_are_422(glimpse: Glimpse) -> None:
+    bodies: list[Any] = [
         {"username": 5, "password": "correct horse"},
         {"username": "alice", "password": None},
         {"username": "alice", "password": "correct horse", "is_private": "yes"},
         {"username": "alice", "password": "correct horse", "display_name": 7},
         {"username": ["alice"], "password": "correct horse"},
         {"password": "correct horse"},
-    ],
-    ids=[
-        "username-int",
-        "password-null",
-        "is_private-string",
-        "display_name-int",
-        "username-list",
-        "username-missing",
-    ],
-)
-async def test_wrong_types_or_missing_fields_are_422(glimpse: Glimpse, body: Any) -> None:
-    response = await glimpse.client.post("/api/v1/accounts", json=body)
-    assert_error(response, 422)
-
-
-async def test_unknown_fields_are_422(glimpse: Glimpse) -> None:
-    response = await create(glimpse, username="alice", password="correct horse", is_admin=True)
-    assert_error(response, 422)
-
-
-async def test_json_that_is_not_an_object_is_refused(glimpse: Glimpse) -> None:
-    response = await glimpse.client.post("/api/v1/accounts", json=["alice", "correct horse"])
-    assert_error(response, 422)
+        {"username": "alice", "password": "correct horse", "is_admin": True},
+        ["alice", "correct horse"],
+        None,
+    ]
+    for body in bodies:
+        response = await glimpse.client.post("/api/v1/accounts", json=body)
+        error = assert_error(response, 422)
+        assert error["code"] != "internal_error", body
+    async with glimpse.container.db.read() as s:
+        assert (await s.execute(text("select count(*) from users"))).scalar_one() == 0
 
 
 # --- tokens ----------------------------------------------------------------------------------
@@ -187,11 +157,14 @@ async def test_wrong_password_and_unknown_user_are_both_401(glimpse: Glimpse) ->
     assert a == b
 
 
-async def test_token_request_with_extra_or_wrong_fields_is_422(glimpse: Glimpse) -> None:
+async def test_token_request_with_wrong_types_is_422_and_bad_json_400(glimpse: Glimpse) -> None:
+    for body in [{"username": "alice", "password": 12345678}, {"username": "alice"}]:
+        response = await glimpse.client.post("/api/v1/auth/token", json=body)
+        assert_error(response, 422)
     response = await glimpse.client.post(
-        "/api/v1/auth/token", json={"username": "alice", "password": 12345678}
+        "/api/v1/auth/token", content=b"{", headers={"Content-Type": "application/json"}
     )
-    assert_error(response, 422)
+    assert_error(response, 400)
 
 
 async def test_delete_token_revokes_it(glimpse: Glimpse) -> None:
@@ -229,9 +202,10 @@ async def test_expired_token_is_401(glimpse: Glimpse) -> None:
     assert_error(await glimpse.client.get("/api/v1/me", headers=headers), 401)
 
 
-@pytest.mark.parametrize(
-    "authorization",
-    [
+async def test_missing_or_garbage_authorization_is_401(glimpse: Glimpse) -> None:
+    valid = (await glimpse.signup("alice"))["Authorization"]
+    token = valid.removeprefix("Bearer ")
+    authorizations: list[str | bytes | None] = [
         None,
         "",
         "Bearer",
@@ -239,28 +213,16 @@ async def test_expired_token_is_401(glimpse: Glimpse) -> None:
         "Bearer garbage",
         "Bearer glp_" + "A" * 43,
         "Basic YWxpY2U6Y29ycmVjdCBob3JzZQ==",
-        "Bearer \u00e9\u00e9",
-        "Token whatever",
-    ],
-    ids=[
-        "missing",
-        "empty",
-        "scheme-only",
-        "scheme-space",
-        "garbage",
-        "well-formed-unknown",
-        "basic",
-        "non-ascii",
-        "other-scheme",
-    ],
-)
-async def test_missing_or_garbage_authorization_is_401(
-    glimpse: Glimpse, authorization: str | None
-) -> None:
-    await glimpse.signup("alice")
-    headers = {} if authorization is None else {"Authorization": authorization}
-    response = await glimpse.client.get("/api/v1/me", headers=headers)
-    assert_error(response, 401)
+        "Bearer \u00e9\u00e9".encode(),
+        b"Bearer \xff\xfe",
+        "Token " + token,
+        "Bearer " + token[:-1],
+        "Bearer " + token + "x",
+    ]
+    for authorization in authorizations:
+        headers = {} if authorization is None else {"Authorization": authorization}
+        response = await glimpse.client.get("/api/v1/me", headers=headers)
+        assert_error(response, 401)
 
 
 # --- /me -------------------------------------------------------------------------------------
@@ -280,7 +242,13 @@ async def test_me_shows_usage_and_null_quota_when_unlimited(glimpse: Glimpse) ->
 
 @pytest.mark.parametrize(
     "settings",
-    [{"quota_uploads_per_day": 10, "quota_bytes_per_day": 5_000_000, "quota_bytes_stored": 9_000_000}],
+    [
+        {
+            "quota_uploads_per_day": 10,
+            "quota_bytes_per_day": 5_000_000,
+            "quota_bytes_stored": 9_000_000,
+        }
+    ],
     indirect=True,
 )
 async def test_me_shows_quota_numbers_and_counts_usage_after_an_upload(glimpse: Glimpse) -> None:
@@ -331,9 +299,7 @@ async def test_patch_me_changes_display_name_bio_and_privacy(glimpse: Glimpse) -
         True,
     )
     # A partial update leaves the other fields alone.
-    response = await glimpse.client.patch(
-        "/api/v1/me", headers=headers, json={"is_private": False}
-    )
+    response = await glimpse.client.patch("/api/v1/me", headers=headers, json={"is_private": False})
     assert response.status_code == 200
     body = response.json()
     assert (body["display_name"], body["bio"], body["is_private"]) == (
@@ -343,21 +309,25 @@ async def test_patch_me_changes_display_name_bio_and_privacy(glimpse: Glimpse) -
     )
 
 
-@pytest.mark.parametrize(
-    "body",
-    [{"is_private": "yes"}, {"bio": 5}, {"username": "mallory"}, {"display_name": "x" * 65}],
-    ids=["is_private-string", "bio-int", "unknown-field", "display_name-too-long"],
-)
-async def test_patch_me_with_invalid_body_is_422_and_changes_nothing(
-    glimpse: Glimpse, body: dict[str, Any]
-) -> None:
+async def test_patch_me_with_invalid_body_is_422_and_changes_nothing(glimpse: Glimpse) -> None:
     headers = await glimpse.signup("alice")
-    assert_error(await glimpse.client.patch("/api/v1/me", headers=headers, json=body), 422)
+    bodies: list[dict[str, Any]] = [
+        {"is_private": "yes"},
+        {"bio": 5},
+        {"username": "mallory"},
+        {"display_name": "x" * 65},
+        {"bio": "x" * 501},
+    ]
+    for body in bodies:
+        response = await glimpse.client.patch("/api/v1/me", headers=headers, json=body)
+        assert_error(response, 422)
     me = (await glimpse.client.get("/api/v1/me", headers=headers)).json()
-    assert (me["username"], me["display_name"], me["is_private"]) == ("alice", "alice", False)
-
-
-async def test_patch_me_without_token_is_401(glimpse: Glimpse) -> None:
+    assert (me["username"], me["display_name"], me["bio"], me["is_private"]) == (
+        "alice",
+        "alice",
+        "",
+        False,
+    )
     assert_error(await glimpse.client.patch("/api/v1/me", json={"bio": "x"}), 401)
 
 
@@ -378,11 +348,7 @@ async def test_get_user_shows_self_for_oneself_and_none_for_another(glimpse: Gli
     assert "usage" not in other.json() and "quota" not in other.json()
 
 
-async def test_get_unknown_user_is_404(glimpse: Glimpse) -> None:
+async def test_get_unknown_user_is_404_and_any_user_needs_a_token(glimpse: Glimpse) -> None:
     headers = await glimpse.signup("alice")
     assert_error(await glimpse.client.get("/api/v1/users/nobody", headers=headers), 404)
-
-
-async def test_get_user_needs_a_token(glimpse: Glimpse) -> None:
-    await glimpse.signup("alice")
     assert_error(await glimpse.client.get("/api/v1/users/alice"), 401)

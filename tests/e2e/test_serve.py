@@ -32,8 +32,17 @@ class Server:
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "glimpse.cli", "serve", "--port", str(self.port),
-             "--data-dir", str(data_dir), *args],
+            [
+                sys.executable,
+                "-m",
+                "glimpse.cli",
+                "serve",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(data_dir),
+                *args,
+            ],
             env={**os.environ, "GLIMPSE_LOG_LEVEL": "WARNING", **(env or {})},
         )
         deadline = time.monotonic() + 30
@@ -97,7 +106,9 @@ def test_serve_processes_an_upload_and_serves_clean_variants(server: Server) -> 
         headers = _sign_up(client)
         photo = (TESTDATA / "camera" / "canon_hdr_YES.jpg").read_bytes()  # orientation 6, GPS
         response = client.post(
-            "/api/v1/posts", headers=headers, files=[("file", ("c.jpg", photo))],
+            "/api/v1/posts",
+            headers=headers,
+            files=[("file", ("c.jpg", photo))],
             data={"filter": "juno"},
         )
         assert response.status_code == 202

@@ -11,13 +11,11 @@ from glimpse.accounts.schemas import (
     AccountCreate,
     MeOut,
     ProfileUpdate,
-    Quota,
     TokenOut,
     TokenRequest,
     UserOut,
 )
 from glimpse.api.deps import Caller, ContainerDep
-from glimpse.config import Settings
 from glimpse.errors import Unauthenticated
 from glimpse.posts import service as posts
 
@@ -36,14 +34,6 @@ def user_out(user: User, viewer_id: int | None) -> UserOut:
         following_count=user.following_count,
         # The social graph arrives with its own issue; until then nobody follows anybody.
         follow_status="self" if viewer_id == user.id else "none",
-    )
-
-
-def _quota(settings: Settings) -> Quota:
-    return Quota(
-        uploads_per_day=settings.quota_uploads_per_day or None,
-        bytes_per_day=settings.quota_bytes_per_day or None,
-        bytes_stored=settings.quota_bytes_stored or None,
     )
 
 
@@ -91,7 +81,7 @@ async def _me(container: ContainerDep, user: User) -> MeOut:
     async with container.db.read() as session:
         usage = await posts.usage(session, user.id)
     return MeOut(
-        **user_out(user, user.id).model_dump(), usage=usage, quota=_quota(container.settings)
+        **user_out(user, user.id).model_dump(), usage=usage, quota=posts.quota(container.settings)
     )
 
 

@@ -77,10 +77,15 @@ def error_response(
     *,
     details: list[Any] | None = None,
     headers: Mapping[str, str] | None = None,
+    drain_body: bool = False,
 ) -> JSONResponse:
     body: dict[str, Any] = {"code": code, "message": message}
     if details:
         body["details"] = details
+    if drain_body:
+        return DrainingJSONResponse(
+            {"error": body}, status_code=status, headers={**(headers or {}), "Connection": "close"}
+        )
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
@@ -98,13 +103,14 @@ def _plain_details(errors: Any) -> list[dict[str, Any]]:
 
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
-    response = error_response(
-        exc.status, exc.code, exc.message, details=exc.details, headers=exc.headers
+    return error_response(
+        exc.status,
+        exc.code,
+        exc.message,
+        details=exc.details,
+        headers=exc.headers,
+        drain_body=getattr(request.state, "body_unread", False),
     )
-    if getattr(request.state, "body_unread", False):
-        response.__class__ = DrainingJSONResponse
-        response.headers["Connection"] = "close"
-    return response
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

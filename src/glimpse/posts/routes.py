@@ -69,8 +69,9 @@ async def _check_headers(files: list[StagedFile], max_pixels: int) -> None:
 
 
 async def _store_originals(
-    storage: Storage, container: Container, post_id: int, form: UploadForm
+    container: Container, post_id: int, form: UploadForm
 ) -> list[service.NewMedia]:
+    storage = container.storage
     alt_texts = form.fields.get("alt_text", [])
     stored: list[service.NewMedia] = []
     try:
@@ -129,7 +130,7 @@ async def create_post(request: Request, caller: Caller, container: ContainerDep)
                 session, settings, caller.user.id, sum(f.size for f in form.files)
             )
         post_id = container.ids.next_id()
-        media = await _store_originals(storage, container, post_id, form)
+        media = await _store_originals(container, post_id, form)
     try:
         async with container.db.write() as session:
             post = await service.create_post(
