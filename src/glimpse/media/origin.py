@@ -64,7 +64,6 @@ async def _read(storage: Storage, key: str, path: Path | None, offset: int, leng
     return data[offset : offset + length]
 
 
-@router.api_route("/media/{key:path}", methods=["GET", "HEAD"])
 async def get_media(key: str, request: Request, container: ContainerDep) -> Response:
     """A stored variant, with immutable caching, ETag / If-None-Match and byte ranges."""
     match = _VARIANT_KEY.match(key)
@@ -112,3 +111,7 @@ async def get_media(key: str, request: Request, container: ContainerDep) -> Resp
     return Response(
         await _read(storage, key, path, 0, size), media_type=content_type, headers=headers
     )
+
+
+router.add_api_route("/media/{key:path}", get_media, methods=["GET"])
+router.add_api_route("/media/{key:path}", get_media, methods=["HEAD"], include_in_schema=False)

@@ -93,11 +93,15 @@ def is_image(t: MediaType) -> bool:
 
 
 # Inside entropy-coded data an 0xFF byte is followed only by 0x00 (stuffing), 0xFF
-# (fill), a restart marker or a real marker (0xC0 and above). Anything else is what
-# overwritten or spliced data looks like.
-_JPEG_BAD_MARKER = re.compile(rb"\xff[\x01-\xbf]")
-_JPEG_RESTART_OR_SCAN = re.compile(rb"\xff([\xd0-\xd7\xda])")
+# (fill), a restart marker (D0-D7) or a real marker (C0 and above). One regex pass
+# collects the code after every 0xFF that is neither stuffing nor fill: few enough
+# (markers and restarts only) to check in Python.
+_JPEG_MARKER_CODES = re.compile(rb"\xff([^\x00\xff])")
+_INVALID_CODE = re.compile(rb"[\x01-\xbf]")
+_NOT_RESTART_OR_SCAN = bytes(c for c in range(256) if not (0xD0 <= c <= 0xD7 or c == 0xDA))
 _RESTART_CYCLE = bytes(range(0xD0, 0xD8))
+_EOI = b"\xd9"
+_SOS = b"\xda"
 
 
 def jpeg_scan_damage(data: bytes) -> str | None:
@@ -122,18 +126,13 @@ def jpeg_scan_damage(data: bytes) -> str | None:
             pos += 2
         else:
             pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
-    end = data.find(b"\xff\xd9", pos)
-    if end < 0:
-        end = size
-    bad = _JPEG_BAD_MARKER.search(data, pos, end)
-    if bad is not None:
-        return (
-            f"corrupt JPEG data: invalid marker 0x{data[bad.start() + 1]:02X} at byte {bad.start()}"
-        )
+    # Whatever follows the end of the image (a phone's second picture, trailers) is
+    # never decoded, so it is not judged.
+    codes = b"".join(_JPEG_MARKER_CODES.findall(data, pos)).split(_EOI, 1)[0]
+    if _INVALID_CODE.search(codes):
+        return "corrupt JPEG data: a marker that cannot occur inside image data"
     # Restart markers count D0..D7 cyclically, starting again at D0 in every scan.
-    codes = b"".join(_JPEG_RESTART_OR_SCAN.findall(data, pos, end))
-    for scan in codes.split(b"\xda"):
-        expected = _RESTART_CYCLE * (len(scan) // 8 + 1)
-        if scan != expected[: len(scan)]:
+    for scan in codes.translate(None, _NOT_RESTART_OR_SCAN).split(_SOS):
+        if scan != (_RESTART_CYCLE * (len(scan) // 8 + 1))[: len(scan)]:
             return "corrupt JPEG data: restart markers out of sequence"
     return None

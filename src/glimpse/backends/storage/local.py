@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from glimpse.backends.storage.base import ObjectMissing, check_key
+
+# No upload takes a day to arrive.
+STALE_STAGING_SECONDS = 24 * 3600
 
 
 class LocalStorage:
@@ -16,6 +21,16 @@ class LocalStorage:
         self.root = root.resolve()
         self._tmp = self.root / ".staging"
         self._tmp.mkdir(parents=True, exist_ok=True)
+        self._sweep_staging()
+
+    def _sweep_staging(self) -> None:
+        """Remove spooled files that a crashed process left behind. Only old ones: other
+        processes sharing this directory may be writing theirs right now."""
+        cutoff = time.time() - STALE_STAGING_SECONDS
+        for entry in self._tmp.iterdir():
+            with contextlib.suppress(OSError):
+                if entry.is_file() and entry.stat().st_mtime < cutoff:
+                    entry.unlink()
 
     def _path(self, key: str) -> Path:
         path = (self.root / check_key(key)).resolve()

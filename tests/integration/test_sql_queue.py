@@ -1,0 +1,535 @@
+"""The embedded queue (jobs table in a real SQLite file): outbox semantics, leases, retries,
+dead letters, start-up checks and the worker loop.
+
+Handlers are registered on the application's (global) registry under names unique to each test,
+so that no test sees another's jobs as its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from glimpse.backends.queue.models import Job, JobState
+from glimpse.backends.queue.outbox import enqueue
+from glimpse.backends.queue.registry import (
+    DeadHandler,
+    Handler,
+    Payload,
+    PermanentJobError,
+    UnknownJob,
+    registry,
+)
+from glimpse.config import Settings
+from glimpse.container import Container, build_container
+from glimpse.db.migrate import upgrade_to_head
+from glimpse.worker import StartupError, drain, run_job, run_worker
+
+MakeContainer = Callable[..., Container]
+
+
+@pytest.fixture
+async def make_container(settings: Settings) -> AsyncIterator[MakeContainer]:
+    """Builds containers over one migrated SQLite file; each stands for one process."""
+    upgrade_to_head(settings.resolved_database_url)
+    made: list[Container] = []
+
+    def make(node_id: int = 1, **overrides: Any) -> Container:
+        container = build_container(settings.model_copy(update=overrides), node_id=node_id)
+        made.append(container)
+        return container
+
+    yield make
+    for container in made:
+        await container.close()
+
+
+def register(handler: Handler, on_dead: DeadHandler | None = None) -> str:
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    registry.job(name, on_dead=on_dead)(handler)
+    return name
+
+
+async def add_job(
+    container: Container, name: str, payload: Payload | None = None, *, max_attempts: int = 5
+) -> int:
+    async with container.db.write() as session:
+        return enqueue(
+            session, container.ids, name, payload or {}, max_attempts=max_attempts
+        )
+
+
+async def job_rows(container: Container) -> list[Job]:
+    async with container.db.read() as session:
+        return list((await session.execute(select(Job).order_by(Job.id))).scalars())
+
+
+class DeadLetters:
+    """An on_dead handler that remembers what it was told."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Payload, PermanentJobError]] = []
+
+    async def __call__(
+        self, container: Container, payload: Payload, error: PermanentJobError
+    ) -> None:
+        self.calls.append((payload, error))
+
+
+# --- outbox ---------------------------------------------------------------------------------
+
+
+async def test_job_enqueued_in_a_rolled_back_transaction_never_exists(
+    make_container: MakeContainer,
+) -> None:
+    ran: list[Payload] = []
+
+    async def handler(container: Container, payload: Payload) -> None:
+        ran.append(payload)
+
+    name = register(handler)
+    container = make_container()
+    with pytest.raises(RuntimeError):
+        async with container.db.write() as session:
+            enqueue(session, container.ids, name, {"n": 1}, max_attempts=3)
+            raise RuntimeError("the change that asked for the job failed")
+
+    assert await job_rows(container) == []
+    assert await container.queue.claim() is None
+    assert await drain(container) == 0
+    assert ran == []
+
+
+async def test_committed_jobs_run_exactly_once_with_two_processes_claiming_concurrently(
+    make_container: MakeContainer,
+) -> None:
+    ran: list[int] = []
+
+    async def handler(container: Container, payload: Payload) -> None:
+        await asyncio.sleep(0)  # let the other claimers interleave
+        ran.append(payload["n"])
+
+    name = register(handler)
+    first, second = make_container(node_id=1), make_container(node_id=2)
+    async with first.db.write() as session:
+        for n in range(50):
+            enqueue(session, first.ids, name, {"n": n}, max_attempts=3)
+
+    async def claimer(container: Container) -> int:
+        count = 0
+        while (job := await container.queue.claim()) is not None:
+            await run_job(container, job)
+            count += 1
+        return count
+
+    counts = await asyncio.wait_for(
+        asyncio.gather(claimer(first), claimer(second), claimer(first), claimer(second)),
+        timeout=20,
+    )
+
+    assert sorted(ran) == list(range(50))
+    assert sum(counts) == 50
+    assert await job_rows(first) == []
+
+
+# --- leases ---------------------------------------------------------------------------------
+
+
+async def test_claimed_job_is_not_claimable_again_until_its_lease_runs_out(
+    make_container: MakeContainer,
+) -> None:
+    async def handler(container: Container, payload: Payload) -> None:
+        return None
+
+    name = register(handler)
+    first = make_container(node_id=1, job_lease_seconds=0.3)
+    second = make_container(node_id=2, job_lease_seconds=0.3)
+    job_id = await add_job(first, name)
+
+    claimed = await first.queue.claim()
+    assert claimed is not None and claimed.id == job_id and claimed.attempts == 1
+    assert await second.queue.claim() is None
+    assert await first.queue.claim() is None
+
+    await asyncio.sleep(0.45)
+    reclaimed = await second.queue.claim()
+    assert reclaimed is not None
+    assert (reclaimed.id, reclaimed.attempts) == (job_id, 2)
+
+
+async def test_late_first_worker_cannot_undo_the_claim_of_the_worker_that_took_over(
+    make_container: MakeContainer,
+) -> None:
+    async def handler(container: Container, payload: Payload) -> None:
+        return None
+
+    name = register(handler)
+    first = make_container(node_id=1, job_lease_seconds=0.2)
+    second = make_container(node_id=2, job_lease_seconds=60)
+    job_id = await add_job(first, name)
+    stale = await first.queue.claim()
+    assert stale is not None
+    await asyncio.sleep(0.3)
+    current = await second.queue.claim()
+    assert current is not None and current.id == job_id
+    [held] = await job_rows(second)
+
+    # The first worker wakes up late and tries to settle the job it no longer holds.
+    await first.queue.complete(stale)
+    await first.queue.retry(stale, "late retry", 0)
+    await first.queue.bury(stale, "late bury")
+
+    [row] = await job_rows(second)
+    assert (row.state, row.attempts, row.locked_by, row.last_error) == (
+        JobState.RUNNING,
+        2,
+        held.locked_by,
+        None,
+    )
+    assert row.available_at == pytest.approx(held.available_at)
+    assert await first.queue.claim() is None  # still leased to the second worker
+
+    await second.queue.complete(current)
+    assert await job_rows(second) == []
+
+
+async def test_job_of_a_worker_that_died_is_run_by_another_after_the_lease(
+    make_container: MakeContainer,
+) -> None:
+    ran: list[Payload] = []
+
+    async def handler(container: Container, payload: Payload) -> None:
+        ran.append(payload)
+
+    name = register(handler)
+    crashed = make_container(node_id=1, job_lease_seconds=0.2)
+    survivor = make_container(node_id=2)
+    await add_job(crashed, name, {"photo": 7})
+    assert await crashed.queue.claim() is not None  # ...and the process dies here
+
+    assert await drain(survivor) == 0  # still leased
+    await asyncio.sleep(0.3)
+    assert await drain(survivor) == 1
+
+    assert ran == [{"photo": 7}]
+    assert await job_rows(survivor) == []
+
+
+# --- retries --------------------------------------------------------------------------------
+
+
+async def test_failing_handler_is_retried_until_it_succeeds(
+    make_container: MakeContainer,
+) -> None:
+    attempts: list[int] = []
+
+    async def flaky(container: Container, payload: Payload) -> None:
+        attempts.append(len(attempts) + 1)
+        if len(attempts) < 3:
+            raise ConnectionError("the disk hiccuped")
+
+    name = register(flaky)
+    container = make_container()
+    await add_job(container, name, max_attempts=5)
+
+    assert await drain(container) == 3
+    assert attempts == [1, 2, 3]
+    assert await job_rows(container) == []
+
+
+async def test_failed_job_waits_about_the_backoff_before_it_runs_again(
+    make_container: MakeContainer,
+) -> None:
+    async def failing(container: Container, payload: Payload) -> None:
+        raise ConnectionError("storage is down")
+
+    name = register(failing)
+    container = make_container(job_retry_base_seconds=10, job_retry_max_seconds=600)
+    await add_job(container, name, max_attempts=5)
+
+    job = await container.queue.claim()
+    assert job is not None
+    before = time.time()
+    await run_job(container, job)
+
+    [row] = await job_rows(container)
+    assert row.state == JobState.QUEUED
+    assert row.attempts == 1
+    assert row.locked_by is None
+    assert "storage is down" in (row.last_error or "")
+    # First retry: base * 2^0 = 10 s, jittered by a factor in [0.5, 1.5).
+    assert before + 5 - 1 <= row.available_at <= time.time() + 15
+    assert await container.queue.claim() is None
+
+
+# --- dead letters ---------------------------------------------------------------------------
+
+
+async def test_job_that_always_fails_ends_in_dead_letters_after_max_attempts(
+    make_container: MakeContainer,
+) -> None:
+    runs: list[Payload] = []
+    dead = DeadLetters()
+
+    async def broken(container: Container, payload: Payload) -> None:
+        runs.append(payload)
+        raise ValueError("cannot make the thumbnail")
+
+    name = register(broken, on_dead=dead)
+    container = make_container()
+    await add_job(container, name, {"media_id": 3}, max_attempts=3)
+
+    assert await drain(container) == 3
+    assert len(runs) == 3
+
+    [row] = await job_rows(container)
+    assert row.state == JobState.DEAD
+    assert row.attempts == 3
+    assert row.locked_by is None
+    assert "cannot make the thumbnail" in (row.last_error or "")
+    assert len(dead.calls) == 1
+    payload, error = dead.calls[0]
+    assert payload == {"media_id": 3}
+    assert isinstance(error, PermanentJobError)
+    assert error.code == "processing_failed"
+
+    # Dead letters stay for operators and are never run again.
+    assert await drain(container) == 0
+    assert len(runs) == 3
+    assert await container.queue.pending_names() == set()
+
+
+async def test_permanent_error_goes_to_dead_letters_at_the_first_attempt(
+    make_container: MakeContainer,
+) -> None:
+    runs: list[Payload] = []
+    dead = DeadLetters()
+
+    async def undecodable(container: Container, payload: Payload) -> None:
+        runs.append(payload)
+        raise PermanentJobError("undecodable_image", "This file is not an image.")
+
+    name = register(undecodable, on_dead=dead)
+    container = make_container()
+    await add_job(container, name, max_attempts=5)
+
+    assert await drain(container) == 1
+    assert len(runs) == 1
+    [row] = await job_rows(container)
+    assert (row.state, row.attempts) == (JobState.DEAD, 1)
+    assert (row.last_error or "").startswith("undecodable_image: This file is not an image.")
+    assert [(e.code, e.message) for _, e in dead.calls] == [
+        ("undecodable_image", "This file is not an image.")
+    ]
+
+
+async def test_job_whose_workers_keep_dying_is_buried_without_running_again(
+    make_container: MakeContainer,
+) -> None:
+    runs: list[Payload] = []
+    dead = DeadLetters()
+
+    async def handler(container: Container, payload: Payload) -> None:
+        runs.append(payload)
+
+    name = register(handler, on_dead=dead)
+    # A zero lease makes a claimed-and-abandoned job claimable again at once.
+    container = make_container(job_lease_seconds=0)
+    await add_job(container, name, {"media_id": 9}, max_attempts=2)
+    for _ in range(2):
+        assert await container.queue.claim() is not None  # the worker dies mid-job
+
+    assert await drain(container) == 1
+
+    assert runs == []
+    [row] = await job_rows(container)
+    assert (row.state, row.attempts) == (JobState.DEAD, 3)
+    assert [(p, e.code) for p, e in dead.calls] == [({"media_id": 9}, "processing_failed")]
+
+
+# --- payloads -------------------------------------------------------------------------------
+
+
+async def test_handler_receives_the_payload_as_json_would_carry_it(
+    make_container: MakeContainer,
+) -> None:
+    received: list[Payload] = []
+
+    async def handler(container: Container, payload: Payload) -> None:
+        received.append(payload)
+
+    name = register(handler)
+    container = make_container()
+    await add_job(
+        container,
+        name,
+        {"keys": ("a", "b"), "nested": {1: None}, "ratio": 1.5, "caption": "café ☕", "big": 2**62},
+    )
+
+    assert await drain(container) == 1
+    # Exactly what a broker would deliver: tuples become lists, keys become strings.
+    assert received == [
+        {"keys": ["a", "b"], "nested": {"1": None}, "ratio": 1.5, "caption": "café ☕", "big": 2**62}
+    ]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"when": datetime(2026, 1, 1, tzinfo=UTC)},
+        {"data": b"\x00\x01"},
+        {"ids": {1, 2}},
+        {"obj": object()},
+    ],
+    ids=["datetime", "bytes", "set", "object"],
+)
+async def test_payload_that_is_not_json_fails_at_enqueue(
+    make_container: MakeContainer, payload: Payload
+) -> None:
+    async def handler(container: Container, payload: Payload) -> None:
+        return None
+
+    name = register(handler)
+    container = make_container()
+    with pytest.raises(TypeError):
+        async with container.db.write() as session:
+            enqueue(session, container.ids, name, payload, max_attempts=3)
+    assert await job_rows(container) == []
+
+
+async def test_unknown_job_name_fails_at_enqueue(make_container: MakeContainer) -> None:
+    container = make_container()
+    with pytest.raises(UnknownJob):
+        async with container.db.write() as session:
+            enqueue(session, container.ids, "test_nobody_handles_this", {}, max_attempts=3)
+    assert await job_rows(container) == []
+
+
+# --- the worker loop ------------------------------------------------------------------------
+
+
+async def _insert_raw_job(container: Container, name: str, state: str = JobState.QUEUED) -> None:
+    # Bypasses enqueue(): a row left by other code (an older or newer release).
+    async with container.db.write() as session:
+        session.add(
+            Job(
+                id=container.ids.next_id(),
+                name=name,
+                payload="{}",
+                state=state,
+                attempts=0,
+                max_attempts=3,
+                available_at=time.time(),
+            )
+        )
+
+
+async def test_worker_refuses_to_start_when_a_queued_job_has_no_handler(
+    make_container: MakeContainer,
+) -> None:
+    container = make_container()
+    await _insert_raw_job(container, "test_from_a_newer_release")
+
+    with pytest.raises(StartupError, match="test_from_a_newer_release"):
+        await asyncio.wait_for(run_worker(container, asyncio.Event()), timeout=5)
+
+    [row] = await job_rows(container)
+    assert (row.state, row.attempts) == (JobState.QUEUED, 0)  # left for the right release
+
+
+async def test_dead_job_without_handler_does_not_stop_the_worker_starting(
+    make_container: MakeContainer,
+) -> None:
+    container = make_container()
+    await _insert_raw_job(container, "test_long_gone_handler", state=JobState.DEAD)
+    stop = asyncio.Event()
+    stop.set()
+
+    await asyncio.wait_for(run_worker(container, stop), timeout=5)
+
+
+async def test_worker_finishes_the_job_in_progress_then_stops_when_told(
+    make_container: MakeContainer,
+) -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+    finished: list[int] = []
+
+    async def slow(container: Container, payload: Payload) -> None:
+        started.set()
+        await release.wait()
+        finished.append(payload["n"])
+
+    name = register(slow)
+    container = make_container()
+    first = await add_job(container, name, {"n": 1})
+    await asyncio.sleep(0.002)  # the second job is due after the first
+    second = await add_job(container, name, {"n": 2})
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run_worker(container, stop))
+
+    await asyncio.wait_for(started.wait(), timeout=5)
+    stop.set()
+    release.set()
+    await asyncio.wait_for(worker, timeout=5)
+
+    assert finished == [1]
+    rows = await job_rows(container)
+    assert [r.id for r in rows] == [second]
+    assert first not in {r.id for r in rows}
+    assert rows[0].state == JobState.QUEUED and rows[0].attempts == 0
+
+
+async def test_idle_worker_stops_promptly_when_told(make_container: MakeContainer) -> None:
+    container = make_container()
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run_worker(container, stop, concurrency=2))
+    await asyncio.sleep(0.1)
+    assert not worker.done()
+
+    stop.set()
+    await asyncio.wait_for(worker, timeout=2)
+
+
+async def test_wait_for_work_wakes_when_another_process_enqueues(
+    make_container: MakeContainer,
+) -> None:
+    async def handler(container: Container, payload: Payload) -> None:
+        return None
+
+    name = register(handler)
+    worker_side, api_side = make_container(node_id=1), make_container(node_id=2)
+    waiting = asyncio.create_task(worker_side.queue.wait_for_work(timeout=30))
+    await asyncio.sleep(0.1)
+    assert not waiting.done()  # nothing to do yet
+
+    await add_job(api_side, name)
+    await asyncio.wait_for(waiting, timeout=2)
+
+
+async def test_idle_worker_runs_a_job_enqueued_by_another_process_promptly(
+    make_container: MakeContainer,
+) -> None:
+    done = asyncio.Event()
+
+    async def handler(container: Container, payload: Payload) -> None:
+        done.set()
+
+    name = register(handler)
+    worker_side, api_side = make_container(node_id=1), make_container(node_id=2)
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run_worker(worker_side, stop))
+    try:
+        await asyncio.sleep(0.1)  # the worker is idle now
+        await add_job(api_side, name)
+        await asyncio.wait_for(done.wait(), timeout=2)
+    finally:
+        stop.set()
+        await asyncio.wait_for(worker, timeout=5)
+    assert await job_rows(api_side) == []
