@@ -226,16 +226,17 @@ def _decode_largest_variant(fp: BinaryIO) -> _Decoded:
                 scale = stored_width / drafted[1][2]
 
         source, icc_profile = _to_resizable(im)
-        stored_box = box_to_stored(crop, upright_width, upright_height, orientation)
+        left, top, right, bottom = box_to_stored(crop, upright_width, upright_height, orientation)
         target = (largest.width, largest.height)
         if orientation in (5, 6, 7, 8):
             target = (largest.height, largest.width)
-        # Crop and resize in one resampling pass, on the stored orientation: the
-        # full-size pixels are never copied, rotated or cropped on their own.
+        # Crop and resize in one resampling pass, in the stored orientation: the
+        # decoded pixels are never rotated or cropped on their own. The box is in
+        # full-resolution coordinates; the draft decoded at 1/scale of that.
         image = source.resize(
             target,
             Image.Resampling.LANCZOS,
-            box=tuple(v / scale for v in stored_box),  # type: ignore[arg-type]
+            box=(left / scale, top / scale, right / scale, bottom / scale),
             reducing_gap=3.0,
         )
         del source
