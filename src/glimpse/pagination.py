@@ -30,6 +30,8 @@ def _unb64(text: str) -> bytes:
 
 def encode_cursor(secret: bytes, kind: str, position: dict[str, Any]) -> str:
     """`kind` names the list, so a cursor from one list is refused by another."""
+    if "k" in position:
+        raise ValueError("'k' is reserved for the list's name")
     body = json.dumps({"k": kind, **position}, separators=(",", ":"), sort_keys=True).encode()
     sig = hmac.new(secret, body, hashlib.sha256).digest()[:_SIG_BYTES]
     return f"{_b64(body)}.{_b64(sig)}"

@@ -70,9 +70,14 @@ async def _bury(
 ) -> None:
     spec = registry.get(job.name)
     if spec.on_dead is not None:
-        # If we crash here the job is claimed again later, finds itself exhausted and comes back:
-        # on_dead handlers are idempotent like every other handler.
-        await spec.on_dead(container, job.payload, error)
+        # If the process dies here the job is claimed again later, finds itself exhausted and
+        # comes back: on_dead handlers are idempotent like every other handler. If on_dead
+        # itself fails, the job is buried all the same, with that failure in its last error.
+        try:
+            await spec.on_dead(container, job.payload, error)
+        except Exception:
+            log.exception("on_dead of job %s %s failed", job.name, job.id)
+            detail = f"{detail}\non_dead failed:\n{traceback.format_exc()}"
     await container.queue.bury(job, f"{error.code}: {error.message}\n{detail}")
 
 

@@ -61,9 +61,7 @@ async def add_job(
     container: Container, name: str, payload: Payload | None = None, *, max_attempts: int = 5
 ) -> int:
     async with container.db.write() as session:
-        return enqueue(
-            session, container.ids, name, payload or {}, max_attempts=max_attempts
-        )
+        return enqueue(session, container.ids, name, payload or {}, max_attempts=max_attempts)
 
 
 async def job_rows(container: Container) -> list[Job]:
@@ -376,7 +374,13 @@ async def test_handler_receives_the_payload_as_json_would_carry_it(
     assert await drain(container) == 1
     # Exactly what a broker would deliver: tuples become lists, keys become strings.
     assert received == [
-        {"keys": ["a", "b"], "nested": {"1": None}, "ratio": 1.5, "caption": "café ☕", "big": 2**62}
+        {
+            "keys": ["a", "b"],
+            "nested": {"1": None},
+            "ratio": 1.5,
+            "caption": "café ☕",
+            "big": 2**62,
+        }
     ]
 
 

@@ -51,8 +51,9 @@ class JobConsumer(Protocol):
 
 
 def retry_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
-    """Exponential backoff with jitter: base * 2^(attempt-1), capped, scaled by a factor in
-    [0.5, 1.5) so that jobs that failed together do not all come back together."""
+    """Exponential backoff with jitter: base * 2^(attempt-1) scaled by a factor in [0.5, 1.5), so
+    that jobs that failed together do not all come back together, and never more than `cap`."""
     rng = rng or random.Random()
-    delay: float = min(cap, base * 2 ** max(0, attempt - 1))
-    return delay * (0.5 + rng.random())
+    # A float power: past 2^1023 it becomes inf, which min() caps, where an int would overflow.
+    delay = base * 2.0 ** min(max(0, attempt - 1), 1023)
+    return min(cap, delay * (0.5 + rng.random()))

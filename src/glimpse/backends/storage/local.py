@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -60,8 +61,13 @@ class LocalStorage:
             # Another filesystem: copy beside the target, then rename, so it is still atomic.
             fd, tmp = tempfile.mkstemp(dir=self._tmp)
             os.close(fd)
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, path)
+            try:
+                shutil.copyfile(source, tmp)
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
             source.unlink(missing_ok=True)
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
@@ -78,10 +84,10 @@ class LocalStorage:
 
     async def size(self, key: str) -> int | None:
         try:
-            stat = self._path(key).stat()
+            st = self._path(key).stat()
         except (FileNotFoundError, NotADirectoryError, ObjectMissing):
             return None
-        return stat.st_size
+        return st.st_size if stat.S_ISREG(st.st_mode) else None
 
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self._path(key).unlink, missing_ok=True)

@@ -1,0 +1,198 @@
+"""Local object storage on a real directory: atomic writes, moves, and keys that can never
+reach outside the root."""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from glimpse.backends.storage import InvalidKey, LocalStorage, ObjectMissing, storage_from_url
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def storage(root: Path) -> LocalStorage:
+    return LocalStorage(root)
+
+
+def _staged(storage: LocalStorage) -> list[Path]:
+    return list(storage.staging_dir().iterdir())
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+async def test_put_bytes_stores_the_object_and_leaves_no_temporary_file(
+    storage: LocalStorage, root: Path
+) -> None:
+    await storage.put_bytes("v/ab/photo.jpg", b"first", "image/jpeg")
+    await storage.put_bytes("v/ab/photo.jpg", b"second version", "image/jpeg")
+
+    assert await storage.get_bytes("v/ab/photo.jpg") == b"second version"
+    assert await storage.size("v/ab/photo.jpg") == len(b"second version")
+    assert (root / "v" / "ab" / "photo.jpg").read_bytes() == b"second version"
+    assert _mode(root / "v" / "ab" / "photo.jpg") == 0o644
+    assert _staged(storage) == []
+
+
+async def test_failed_put_bytes_leaves_no_temporary_file_and_no_object(
+    storage: LocalStorage, root: Path
+) -> None:
+    (root / "v" / "taken").mkdir(parents=True)  # a directory where the object should go
+
+    with pytest.raises(OSError):
+        await storage.put_bytes("v/taken", b"data", "image/jpeg")
+
+    assert _staged(storage) == []
+    assert (root / "v" / "taken").is_dir()
+
+
+async def test_put_file_moves_the_file_into_the_store(storage: LocalStorage, root: Path) -> None:
+    source = storage.staging_dir() / "upload-1"
+    source.write_bytes(b"spooled upload")
+
+    await storage.put_file("originals/1/2", source, "image/jpeg")
+
+    assert not source.exists()
+    assert await storage.get_bytes("originals/1/2") == b"spooled upload"
+    assert _staged(storage) == []
+
+
+@pytest.mark.skipif(
+    not Path("/dev/shm").is_dir()
+    or Path("/dev/shm").stat().st_dev == Path(tempfile.gettempdir()).stat().st_dev,
+    reason="needs a second filesystem",
+)
+async def test_put_file_from_another_filesystem_stores_it_like_any_other(
+    storage: LocalStorage, root: Path
+) -> None:
+    fd, name = tempfile.mkstemp(dir="/dev/shm")
+    source = Path(name)
+    with os.fdopen(fd, "wb") as f:
+        f.write(b"from elsewhere")
+    try:
+        await storage.put_file("originals/3/4", source, "image/jpeg")
+    finally:
+        source.unlink(missing_ok=True)
+
+    assert not source.exists()
+    assert await storage.get_bytes("originals/3/4") == b"from elsewhere"
+    assert _staged(storage) == []
+    # The same permissions as every other stored object.
+    assert _mode(root / "originals" / "3" / "4") == 0o644
+
+
+async def test_missing_object_reads_as_missing(storage: LocalStorage) -> None:
+    with pytest.raises(ObjectMissing):
+        await storage.get_bytes("v/00/nothing.jpg")
+    assert await storage.size("v/00/nothing.jpg") is None
+
+
+async def test_a_directory_is_not_an_object(storage: LocalStorage) -> None:
+    await storage.put_bytes("v/ab/photo.jpg", b"x", "image/jpeg")
+
+    with pytest.raises(ObjectMissing):
+        await storage.get_bytes("v/ab")
+    assert await storage.size("v/ab") is None
+
+
+async def test_delete_removes_the_object_and_a_missing_one_is_fine(
+    storage: LocalStorage,
+) -> None:
+    await storage.put_bytes("v/ab/photo.jpg", b"x", "image/jpeg")
+
+    await storage.delete("v/ab/photo.jpg")
+    await storage.delete("v/ab/photo.jpg")  # deletes are retried
+    await storage.delete("never/existed")
+
+    assert await storage.size("v/ab/photo.jpg") is None
+
+
+BAD_KEYS = [
+    "",
+    "..",
+    "../outside.txt",
+    "v/../../outside.txt",
+    "v/..",
+    "a..b/../../outside.txt",
+    "/etc/passwd",
+    "/outside.txt",
+    "v\\..\\..\\outside.txt",
+    "v\\photo.jpg",
+    "v//photo.jpg",
+    "v/photo.jpg/",
+    "./v/photo.jpg",
+    ".staging/upload",
+    "v/.hidden",
+    "v/photo\x00.jpg",
+    "v/ph oto.jpg",
+    "x" * 129,
+]
+
+
+@pytest.mark.parametrize("key", BAD_KEYS)
+async def test_unsafe_key_is_refused_by_every_operation_and_touches_nothing_outside(
+    tmp_path: Path, storage: LocalStorage, key: str
+) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"not yours")
+    source = storage.staging_dir() / "upload"
+    source.write_bytes(b"payload")
+
+    with pytest.raises(InvalidKey):
+        await storage.put_bytes(key, b"payload", "image/jpeg")
+    with pytest.raises(InvalidKey):
+        await storage.put_file(key, source, "image/jpeg")
+    with pytest.raises(InvalidKey):
+        await storage.get_bytes(key)
+    with pytest.raises(InvalidKey):
+        await storage.size(key)
+    with pytest.raises(InvalidKey):
+        await storage.delete(key)
+    with pytest.raises(InvalidKey):
+        storage.local_path(key)
+
+    assert outside.read_bytes() == b"not yours"
+    assert source.read_bytes() == b"payload"  # not consumed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outside.txt", "store"]
+    assert _staged(storage) == [source]
+
+
+async def test_check_round_trips_through_the_store(storage: LocalStorage) -> None:
+    await storage.check()
+    await storage.check()
+    assert _staged(storage) == []
+
+
+def test_storage_url_chooses_local_storage_under_its_path(tmp_path: Path) -> None:
+    storage = storage_from_url(f"file://{tmp_path / 'media'}")
+    assert isinstance(storage, LocalStorage)
+    assert storage.root == (tmp_path / "media").resolve()
+    with pytest.raises(ValueError, match="unsupported"):
+        storage_from_url("s4://bucket")
+
+
+def test_staging_files_a_crashed_process_left_are_swept_at_start_but_fresh_ones_kept(
+    root: Path,
+) -> None:
+    staging = LocalStorage(root).staging_dir()
+    stale, fresh = staging / "crashed-upload", staging / "upload-in-progress"
+    stale.write_bytes(b"half an upload")
+    fresh.write_bytes(b"another process is writing this")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    os.utime(stale, (two_days_ago, two_days_ago))
+
+    LocalStorage(root)  # the next process starts
+
+    assert not stale.exists()
+    assert fresh.read_bytes() == b"another process is writing this"

@@ -1,0 +1,167 @@
+"""The upload pipeline's queue handlers (posts/jobs.py) against the real app, database and storage:
+at-least-once delivery must be harmless, and deleting posts must not lose shared media."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from glimpse.backends.queue.models import Job, JobState
+from glimpse.media import images
+from glimpse.posts import jobs
+from glimpse.posts.models import Media, MediaVariant
+from tests.conftest import Glimpse, jpeg_bytes
+
+
+async def _media_of(glimpse: Glimpse, post_id: int) -> list[Media]:
+    async with glimpse.container.db.read() as session:
+        rows = await session.execute(
+            select(Media).where(Media.post_id == post_id).order_by(Media.position)
+        )
+        return list(rows.scalars())
+
+
+async def _variant_keys(glimpse: Glimpse, post_id: int) -> list[str]:
+    async with glimpse.container.db.read() as session:
+        rows = await session.execute(
+            select(MediaVariant.key)
+            .join(Media, Media.id == MediaVariant.media_id)
+            .where(Media.post_id == post_id)
+            .order_by(MediaVariant.key)
+        )
+        return list(rows.scalars())
+
+
+async def _jobs(glimpse: Glimpse) -> list[Job]:
+    async with glimpse.container.db.read() as session:
+        return list((await session.execute(select(Job))).scalars())
+
+
+async def _post_count(glimpse: Glimpse, headers: dict[str, str], username: str = "alice") -> int:
+    response = await glimpse.client.get(f"/api/v1/users/{username}", headers=headers)
+    assert response.status_code == 200, response.text
+    count: int = response.json()["post_count"]
+    return count
+
+
+async def _get_post(glimpse: Glimpse, headers: dict[str, str], post_id: int) -> Any:
+    return await glimpse.client.get(f"/api/v1/posts/{post_id}", headers=headers)
+
+
+async def test_processing_a_photo_twice_changes_nothing(glimpse: Glimpse) -> None:
+    headers = await glimpse.signup()
+    post = (await glimpse.upload(headers, filter="clarendon")).json()
+    assert await glimpse.run_jobs() == 1
+    first_view = (await _get_post(glimpse, headers, post["id"])).json()
+    keys = await _variant_keys(glimpse, post["id"])
+    files = glimpse.stored_files()
+    assert first_view["status"] == "ready" and keys
+
+    [media] = await _media_of(glimpse, post["id"])
+    await jobs.process_media(glimpse.container, {"media_id": media.id})  # delivered again
+
+    assert await _variant_keys(glimpse, post["id"]) == keys
+    assert (await _get_post(glimpse, headers, post["id"])).json() == first_view
+    assert await _post_count(glimpse, headers) == 1
+    assert glimpse.stored_files() == files
+    assert await glimpse.run_jobs() == 0  # nothing was queued by the second run
+
+
+async def test_job_for_a_post_deleted_before_processing_is_a_no_op(glimpse: Glimpse) -> None:
+    headers = await glimpse.signup()
+    post = (await glimpse.upload(headers)).json()
+    [media] = await _media_of(glimpse, post["id"])
+    response = await glimpse.client.delete(f"/api/v1/posts/{post['id']}", headers=headers)
+    assert response.status_code == 204
+
+    await jobs.process_media(glimpse.container, {"media_id": media.id})
+    await glimpse.run_jobs()
+
+    assert (await _get_post(glimpse, headers, post["id"])).status_code == 404
+    assert await _post_count(glimpse, headers) == 0
+    assert glimpse.stored_files() == []  # the original went with the post, no variant was made
+    assert await _jobs(glimpse) == []  # nothing failed, nothing dead
+
+
+async def test_variants_stored_for_a_post_deleted_during_processing_are_purged(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    headers = await glimpse.signup()
+    post = (await glimpse.upload(headers)).json()
+    entered, leave = threading.Event(), threading.Event()
+    real_process_image = images.process_image
+
+    def slow_process_image(*args: Any, **kwargs: Any) -> Any:
+        # Hold the image work open until the author has deleted the post.
+        entered.set()
+        leave.wait(10)
+        return real_process_image(*args, **kwargs)
+
+    monkeypatch.setattr(images, "process_image", slow_process_image)
+    worker = asyncio.create_task(glimpse.run_jobs())
+    assert await asyncio.to_thread(entered.wait, 10)
+    response = await glimpse.client.delete(f"/api/v1/posts/{post['id']}", headers=headers)
+    assert response.status_code == 204
+    leave.set()
+    await asyncio.wait_for(worker, timeout=10)
+    await glimpse.run_jobs()
+
+    assert glimpse.stored_files() == []
+    assert await _jobs(glimpse) == []
+    assert await _post_count(glimpse, headers) == 0
+
+
+async def test_deleting_a_post_keeps_media_another_post_still_uses(glimpse: Glimpse) -> None:
+    headers = await glimpse.signup()
+    photo = jpeg_bytes((900, 700), (10, 120, 200))
+    first = (await glimpse.upload(headers, files=[("a.jpg", photo)])).json()
+    second = (await glimpse.upload(headers, files=[("b.jpg", photo)])).json()
+    assert await glimpse.run_jobs() == 2
+    shared = await _variant_keys(glimpse, first["id"])
+    assert shared and shared == await _variant_keys(glimpse, second["id"])
+
+    response = await glimpse.client.delete(f"/api/v1/posts/{first['id']}", headers=headers)
+    assert response.status_code == 204
+    assert await glimpse.run_jobs() == 1  # the purge
+
+    second_view = (await _get_post(glimpse, headers, second["id"])).json()
+    assert second_view["status"] == "ready"
+    urls = [v["url"] for m in second_view["media"] for v in m["variants"]]
+    assert sorted(u.removeprefix("/media/") for u in urls) == shared
+    for url in urls:
+        response = await glimpse.client.get(url)
+        assert response.status_code == 200, url
+        assert response.content
+    [original] = await _media_of(glimpse, second["id"])
+    assert await glimpse.container.storage.size(original.original_key) is not None
+
+    response = await glimpse.client.delete(f"/api/v1/posts/{second['id']}", headers=headers)
+    assert response.status_code == 204
+    await glimpse.run_jobs()
+
+    assert glimpse.stored_files() == []
+    for url in urls:
+        assert (await glimpse.client.get(url)).status_code == 404
+    assert await _post_count(glimpse, headers) == 0
+
+
+async def test_post_whose_original_is_missing_fails_with_a_reason(glimpse: Glimpse) -> None:
+    headers = await glimpse.signup()
+    post = (await glimpse.upload(headers)).json()
+    [media] = await _media_of(glimpse, post["id"])
+    await glimpse.container.storage.delete(media.original_key)
+
+    await glimpse.run_jobs()
+
+    view = (await _get_post(glimpse, headers, post["id"])).json()
+    assert view["status"] == "failed"
+    assert view["error"]["code"] == "original_missing"
+    assert view["error"]["message"]
+    assert await _post_count(glimpse, headers) == 0
+    [job] = await _jobs(glimpse)
+    assert (job.state, job.attempts) == (JobState.DEAD, 1)
+    assert (job.last_error or "").startswith("original_missing")
