@@ -18,6 +18,7 @@ from glimpse.errors import Invalid, Malformed
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 _SIG_BYTES = 12
+MAX_CURSOR_CHARS = 1024
 
 
 def _b64(data: bytes) -> str:
@@ -34,11 +35,16 @@ def encode_cursor(secret: bytes, kind: str, position: dict[str, Any]) -> str:
         raise ValueError("'k' is reserved for the list's name")
     body = json.dumps({"k": kind, **position}, separators=(",", ":"), sort_keys=True).encode()
     sig = hmac.new(secret, body, hashlib.sha256).digest()[:_SIG_BYTES]
-    return f"{_b64(body)}.{_b64(sig)}"
+    cursor = f"{_b64(body)}.{_b64(sig)}"
+    if len(cursor) > MAX_CURSOR_CHARS:  # never issue a cursor that decode_cursor would refuse
+        raise ValueError("cursor position too large")
+    return cursor
 
 
 def decode_cursor(secret: bytes, kind: str, cursor: str) -> dict[str, Any]:
     bad = Malformed("The cursor is not one this server issued.", code="invalid_cursor")
+    if len(cursor) > MAX_CURSOR_CHARS:
+        raise bad
     try:
         body_text, sig_text = cursor.split(".")
         body, sig = _unb64(body_text), _unb64(sig_text)

@@ -328,6 +328,28 @@ async def test_permanent_error_goes_to_dead_letters_at_the_first_attempt(
     ]
 
 
+async def test_job_is_buried_even_when_its_dead_letter_handler_fails(
+    make_container: MakeContainer,
+) -> None:
+    async def undecodable(container: Container, payload: Payload) -> None:
+        raise PermanentJobError("undecodable_image", "This file is not an image.")
+
+    async def broken_on_dead(
+        container: Container, payload: Payload, error: PermanentJobError
+    ) -> None:
+        raise RuntimeError("the database went away")
+
+    name = register(undecodable, on_dead=broken_on_dead)
+    container = make_container()
+    await add_job(container, name)
+
+    assert await drain(container) == 1
+    [row] = await job_rows(container)
+    assert row.state == JobState.DEAD
+    assert "the database went away" in (row.last_error or "")
+    assert await drain(container) == 0
+
+
 async def test_job_whose_workers_keep_dying_is_buried_without_running_again(
     make_container: MakeContainer,
 ) -> None:

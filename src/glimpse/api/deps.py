@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Path, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from glimpse.accounts import service as accounts
@@ -38,3 +38,6 @@ async def get_caller(
 
 
 Caller = Annotated[Authenticated, Depends(get_caller)]
+
+# Every id in a path: a 64-bit integer (ids.py), so anything else is refused before a query.
+EntityId = Annotated[int, Path(ge=0, le=2**63 - 1)]

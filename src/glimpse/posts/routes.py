@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 
 from glimpse.accounts import service as accounts
-from glimpse.api.deps import Caller, ContainerDep
+from glimpse.api.deps import Caller, ContainerDep, EntityId
 from glimpse.backends.storage import Storage
 from glimpse.container import Container
 from glimpse.errors import Forbidden, TooLarge, UnsupportedMediaType
@@ -153,7 +153,7 @@ async def create_post(request: Request, caller: Caller, container: ContainerDep)
 
 
 @router.get("/posts/{post_id}", response_model=PostOut)
-async def get_post(post_id: int, caller: Caller, container: ContainerDep) -> PostOut:
+async def get_post(post_id: EntityId, caller: Caller, container: ContainerDep) -> PostOut:
     """One post. Its author also sees it while it is processing or after it failed."""
     async with container.db.read() as session:
         post = await service.get_visible_post(session, post_id, caller.user.id)
@@ -164,7 +164,7 @@ async def get_post(post_id: int, caller: Caller, container: ContainerDep) -> Pos
 
 
 @router.delete("/posts/{post_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_post(post_id: int, caller: Caller, container: ContainerDep) -> Response:
+async def delete_post(post_id: EntityId, caller: Caller, container: ContainerDep) -> Response:
     """Delete one of the caller's posts and its stored media (but not media another post uses)."""
     async with container.db.write() as session:
         await service.delete_post(
@@ -179,7 +179,7 @@ async def list_user_posts(
     caller: Caller,
     container: ContainerDep,
     limit: Annotated[int | None, Query()] = None,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    cursor: Annotated[str | None, Query()] = None,
 ) -> PostPage:
     """A user's ready posts, newest first (the profile grid)."""
     page_size = check_limit(limit)

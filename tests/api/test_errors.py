@@ -1,0 +1,135 @@
+"""Every failure answers API.md's error body, and odd requests never reach a 500 (API.md, "Errors")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Glimpse
+
+
+@pytest.fixture(autouse=True)
+def no_server_errors(glimpse: Glimpse) -> None:
+    async def check(response: httpx.Response) -> None:
+        assert response.status_code < 500, f"{response.request.url}: {response.status_code}"
+
+    glimpse.client.event_hooks["response"].append(check)
+
+
+def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status, (response.request.url, response.text)
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert set(error) <= {"code", "message", "details"}, body
+    assert isinstance(error["code"], str) and error["code"].replace("_", "").isalnum(), body
+    assert error["code"] == error["code"].lower(), body
+    assert isinstance(error["message"], str) and error["message"], body
+    assert "Traceback" not in response.text
+    if code is not None:
+        assert error["code"] == code, body
+    return error
+
+
+async def test_unknown_routes_are_404_with_the_error_body(glimpse: Glimpse) -> None:
+    headers = await glimpse.signup("alice")
+    for path in [
+        "/nope",
+        "/api/v1/nope",
+        "/api/v2/me",
+        "/api/v1/posts/1/nope",
+        "/api/v1/users/alice/nope",
+        "/api/v1/",
+        "/" + "x" * 5000,
+    ]:
+        for auth in ({}, headers):
+            assert_error(await glimpse.client.get(path, headers=auth), 404)
+    response = await glimpse.client.head("/api/v1/nope")
+    assert response.status_code == 404
+
+
+async def test_wrong_method_is_405_with_the_error_body(glimpse: Glimpse) -> None:
+    headers = await glimpse.signup("alice")
+    for method, path in [
+        ("PUT", "/api/v1/me"),
+        ("POST", "/api/v1/me"),
+        ("DELETE", "/api/v1/filters"),
+        ("GET", "/api/v1/auth/token"),
+        ("PATCH", "/api/v1/accounts"),
+        ("PUT", "/api/v1/posts/1"),
+        ("POST", "/media/v/ab/" + "ab" + "0" * 62 + ".jpg"),
+        ("DELETE", "/media/v/ab/" + "ab" + "0" * 62 + ".jpg"),
+    ]:
+        response = await glimpse.client.request(method, path, headers=headers)
+        assert_error(response, 405, "method_not_allowed")
+        assert response.headers.get("allow"), (method, path)
+
+
+async def test_validation_errors_are_422_with_details(glimpse: Glimpse) -> None:
+    response = await glimpse.client.post("/api/v1/accounts", json={"username": "Alice"})
+    error = assert_error(response, 422)
+    assert isinstance(error.get("details"), list) and error["details"]
+    assert all(isinstance(d, dict) for d in error["details"])
+
+
+async def test_account_creation_with_a_non_json_body_is_a_client_error(glimpse: Glimpse) -> None:
+    for content_type, body in [
+        ("text/plain", b'{"username": "alice", "password": "correct horse"}'),
+        ("application/x-www-form-urlencoded", b"username=alice&password=correct+horse"),
+        ("application/json", b"\xff\xfe\x00garbage"),
+        ("application/json", b""),
+        ("application/json", b'{"username": "alice", "password": "correct horse"' + b" " * 10),
+        ("application/json", b"[" * 10_000),
+    ]:
+        response = await glimpse.client.post(
+            "/api/v1/accounts", content=body, headers={"Content-Type": content_type}
+        )
+        assert response.status_code in (400, 415, 422), (content_type, body[:40], response.text)
+        assert_error(response, response.status_code)
+
+
+async def test_odd_requests_anywhere_never_get_a_server_error(glimpse: Glimpse) -> None:
+    headers = await glimpse.signup("alice")
+    requests: list[tuple[str, str, dict[str, Any]]] = [
+        ("GET", "/api/v1/users/" + "a" * 5000, {}),
+        ("GET", "/api/v1/users/%00", {}),
+        ("GET", "/api/v1/users/%F0%9F%98%80", {}),
+        ("GET", "/api/v1/users/..%2F..%2Fetc", {}),
+        ("GET", "/api/v1/users/alice/posts?limit=&cursor=", {}),
+        ("GET", "/api/v1/users/alice/posts?limit=1&limit=2", {}),
+        ("GET", "/api/v1/users/alice/posts?cursor=%00%01%02", {}),
+        ("PATCH", "/api/v1/me", {"json": {"display_name": "\x00"}}),
+        ("PATCH", "/api/v1/me", {"json": {"bio": None, "display_name": None}}),
+        ("PATCH", "/api/v1/me", {"json": []}),
+        ("PATCH", "/api/v1/me", {"json": "alice"}),
+        ("POST", "/api/v1/auth/token", {"json": {"username": "a" * 100, "password": "x"}}),
+        ("POST", "/api/v1/auth/token", {"json": {"username": "\x00", "password": "\x00"}}),
+        ("POST", "/api/v1/accounts", {"json": {"username": "a", "password": "\x00" * 8}}),
+        ("GET", "/api/v1/posts/1", {"headers": {"Range": "bytes=0-1"}}),
+        ("GET", "/media/v", {}),
+        ("GET", "/media/", {}),
+        ("GET", "/media/v/ab/" + "ab" + "0" * 62 + ".jpg?x=" + "y" * 3000, {}),
+    ]
+    for method, path, kwargs in requests:
+        extra_headers = kwargs.pop("headers", {})
+        response = await glimpse.client.request(
+            method, path, headers={**headers, **extra_headers}, **kwargs
+        )
+        assert 200 <= response.status_code < 500, (method, path, response.status_code)
+        if response.status_code >= 400:
+            assert_error(response, response.status_code)
+    # The account whose name was mangled above is intact.
+    me = await glimpse.client.get("/api/v1/me", headers=headers)
+    assert me.status_code == 200
+
+
+async def test_openapi_and_docs_are_served(glimpse: Glimpse) -> None:
+    response = await glimpse.client.get("/openapi.json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    for path in ("/api/v1/accounts", "/api/v1/posts", "/api/v1/posts/{post_id}", "/media/{key}"):
+        assert path in paths, path
+    assert (await glimpse.client.get("/docs")).status_code == 200

@@ -1,0 +1,284 @@
+"""GET /media/{key}, the origin a CDN pulls: headers, conditional and range requests, and that
+nothing but stored variants is ever served (API.md, "Media origin")."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from tests.conftest import Glimpse, jpeg_bytes
+
+
+@pytest.fixture(autouse=True)
+def no_server_errors(glimpse: Glimpse) -> None:
+    async def check(response: httpx.Response) -> None:
+        assert response.status_code < 500, f"{response.request.url}: {response.status_code}"
+
+    glimpse.client.event_hooks["response"].append(check)
+
+
+def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert isinstance(error["code"], str) and error["code"], body
+    assert isinstance(error["message"], str) and error["message"], body
+    if code is not None:
+        assert error["code"] == code, body
+    return error
+
+
+@pytest.fixture
+async def variant(glimpse: Glimpse) -> dict[str, Any]:
+    """The w320 JPEG of a freshly processed post, with the full bytes the origin serves."""
+    headers = await glimpse.signup("alice")
+    response = await glimpse.upload(headers, files=[("p.jpg", jpeg_bytes((400, 300)))])
+    await glimpse.run_jobs()
+    post = (
+        await glimpse.client.get(f"/api/v1/posts/{response.json()['id']}", headers=headers)
+    ).json()
+    assert post["status"] == "ready"
+    found = next(
+        v
+        for v in post["media"][0]["variants"]
+        if v["name"] == "w320" and v["content_type"] == "image/jpeg"
+    )
+    full = await glimpse.client.get(found["url"])
+    assert full.status_code == 200
+    return {**found, "body": full.content, "response": full, "post": post, "headers": headers}
+
+
+async def test_variant_is_served_with_caching_and_safety_headers(
+    glimpse: Glimpse, variant: dict[str, Any]
+) -> None:
+    response: httpx.Response = variant["response"]
+    body: bytes = variant["body"]
+    assert variant["url"].startswith("/media/v/")
+    assert response.headers["content-type"] == "image/jpeg"
+    assert response.headers["content-length"] == str(len(body))
+    assert response.headers["accept-ranges"] == "bytes"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["cache-control"] == "public, max-age=31536000, immutable"
+    etag = response.headers["etag"]
+    assert etag.startswith('"') and etag.endswith('"') and len(etag) > 2
+    assert body.startswith(b"\xff\xd8\xff")
+    # Content-addressed: the key names the bytes.
+    assert hashlib.sha256(body).hexdigest() in variant["url"]
+    webp = next(
+        v for v in variant["post"]["media"][0]["variants"] if v["content_type"] == "image/webp"
+    )
+    served = await glimpse.client.get(webp["url"])
+    assert served.headers["content-type"] == "image/webp"
+    assert served.content[:4] == b"RIFF" and served.content[8:12] == b"WEBP"
+
+
+async def test_matching_if_none_match_is_304_without_a_body(
+    glimpse: Glimpse, variant: dict[str, Any]
+) -> None:
+    etag = variant["response"].headers["etag"]
+    for header in [etag, f"W/{etag}", f'"other", {etag}', "*"]:
+        response = await glimpse.client.get(variant["url"], headers={"If-None-Match": header})
+        assert response.status_code == 304, header
+        assert response.content == b""
+        assert response.headers["etag"] == etag
+    response = await glimpse.client.get(variant["url"], headers={"If-None-Match": '"other"'})
+    assert response.status_code == 200
+    assert response.content == variant["body"]
+
+
+async def test_byte_ranges(glimpse: Glimpse, variant: dict[str, Any]) -> None:
+    body: bytes = variant["body"]
+    size = len(body)
+    url = variant["url"]
+
+    response = await glimpse.client.get(url, headers={"Range": "bytes=0-99"})
+    assert response.status_code == 206
+    assert response.headers["content-range"] == f"bytes 0-99/{size}"
+    assert response.headers["content-length"] == "100"
+    assert response.headers["content-type"] == "image/jpeg"
+    assert response.content == body[:100]
+
+    response = await glimpse.client.get(url, headers={"Range": "bytes=-10"})
+    assert response.status_code == 206
+    assert response.headers["content-range"] == f"bytes {size - 10}-{size - 1}/{size}"
+    assert response.content == body[-10:]
+
+    response = await glimpse.client.get(url, headers={"Range": "bytes=100-"})
+    assert response.status_code == 206
+    assert response.content == body[100:]
+
+    # A last position past the end is clipped to the end.
+    response = await glimpse.client.get(url, headers={"Range": f"bytes={size - 5}-{size + 1000}"})
+    assert response.status_code == 206
+    assert response.content == body[-5:]
+
+    # A suffix longer than the file is the whole file.
+    response = await glimpse.client.get(url, headers={"Range": f"bytes=-{size + 1000}"})
+    assert response.status_code == 206
+    assert response.content == body
+
+
+async def test_range_past_the_end_is_416(glimpse: Glimpse, variant: dict[str, Any]) -> None:
+    size = len(variant["body"])
+    for header in [f"bytes={size}-", f"bytes={size + 100}-{size + 200}", "bytes=-0", "bytes=50-10"]:
+        response = await glimpse.client.get(variant["url"], headers={"Range": header})
+        assert_error(response, 416)
+        assert response.headers["content-range"] == f"bytes */{size}", header
+
+
+async def test_ranges_not_understood_get_the_whole_file(
+    glimpse: Glimpse, variant: dict[str, Any]
+) -> None:
+    for header in ["bytes=0-1,5-6", "items=0-5", "bytes=", "bytes=a-b", "garbage"]:
+        response = await glimpse.client.get(variant["url"], headers={"Range": header})
+        assert response.status_code == 200, header
+        assert response.content == variant["body"]
+
+
+async def test_range_with_a_huge_number_is_not_a_server_error(
+    glimpse: Glimpse, variant: dict[str, Any]
+) -> None:
+    body: bytes = variant["body"]
+    # Python refuses to parse integers of more than 4,300 digits by default.
+    for header in ["bytes=0-" + "9" * 5000, "bytes=-" + "9" * 5000]:
+        response = await glimpse.client.get(variant["url"], headers={"Range": header})
+        assert response.status_code in (200, 206), response.status_code
+        assert response.content == body
+    response = await glimpse.client.get(
+        variant["url"], headers={"Range": "bytes=" + "9" * 5000 + "-"}
+    )
+    assert response.status_code in (200, 416), response.status_code
+
+
+async def test_if_range_with_another_validator_sends_the_whole_file(
+    glimpse: Glimpse, variant: dict[str, Any]
+) -> None:
+    etag = variant["response"].headers["etag"]
+    response = await glimpse.client.get(
+        variant["url"], headers={"Range": "bytes=0-9", "If-Range": '"stale"'}
+    )
+    assert response.status_code == 200
+    assert response.content == variant["body"]
+    response = await glimpse.client.get(
+        variant["url"], headers={"Range": "bytes=0-9", "If-Range": etag}
+    )
+    assert response.status_code == 206
+    assert response.content == variant["body"][:10]
+
+
+async def test_head_answers_headers_without_a_body(
+    glimpse: Glimpse, variant: dict[str, Any]
+) -> None:
+    response = await glimpse.client.head(variant["url"])
+    assert response.status_code == 200
+    assert response.content == b""
+    assert response.headers["content-length"] == str(len(variant["body"]))
+    assert response.headers["content-type"] == "image/jpeg"
+    assert response.headers["etag"] == variant["response"].headers["etag"]
+    assert response.headers["cache-control"] == "public, max-age=31536000, immutable"
+    response = await glimpse.client.head(variant["url"], headers={"Range": "bytes=0-99"})
+    assert response.status_code == 206
+    assert response.content == b""
+    assert response.headers["content-length"] == "100"
+
+
+async def test_unknown_keys_and_originals_are_404(
+    glimpse: Glimpse, variant: dict[str, Any]
+) -> None:
+    digest = "ab" + "0" * 62
+    async with glimpse.container.db.read() as s:
+        original_key = (await s.execute(text("select original_key from media"))).scalar_one()
+    assert original_key.startswith("originals/")
+    # The original really is in the store: it is refused, not missing.
+    assert await glimpse.container.storage.size(original_key) is not None
+    keys = [
+        f"v/ab/{digest}.jpg",  # well-formed, not stored
+        f"v/cd/{digest}.jpg",  # prefix does not match the digest
+        variant["url"].removeprefix("/media/").upper(),
+        variant["url"].removeprefix("/media/").replace(".jpg", ".webp"),
+        variant["url"].removeprefix("/media/").replace(".jpg", ".png"),
+        original_key,
+        "",
+        "readyz/probe",
+        ".staging",
+        "glimpse.db",
+        "secret_key",
+        "v/",
+    ]
+    for key in keys:
+        for method in ("GET", "HEAD"):
+            response = await glimpse.client.request(method, f"/media/{key}")
+            assert response.status_code == 404, (method, key)
+            if method == "GET":
+                assert_error(response, 404)
+
+
+async def raw_get(app: Any, path: str, raw_path: bytes) -> tuple[int, bytes]:
+    """Call the ASGI app directly: httpx would normalise the "../" away before sending."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": raw_path,
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"glimpse.test")],
+        "server": ("glimpse.test", 80),
+        "client": ("127.0.0.1", 12345),
+    }
+    sent: list[dict[str, Any]] = []
+    requested = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return status, body
+
+
+async def test_path_traversal_never_reaches_outside_the_store(
+    glimpse: Glimpse, variant: dict[str, Any]
+) -> None:
+    data_dir = glimpse.container.settings.data_dir
+    (data_dir / "secret_key").write_text("top-secret-key-material")
+    secrets = [
+        (data_dir / "glimpse.db").read_bytes()[:16],  # "SQLite format 3\0"
+        b"top-secret-key-material",
+        b"root:",
+    ]
+    app = glimpse.client._transport.app  # type: ignore[attr-defined]
+    paths = [
+        ("/media/../glimpse.db", b"/media/../glimpse.db"),
+        ("/media/v/../../glimpse.db", b"/media/v/../../glimpse.db"),
+        ("/media/../secret_key", b"/media/%2e%2e/secret_key"),
+        ("/media/%2e%2e/secret_key", b"/media/%252e%252e/secret_key"),
+        ("/media/v/../../../../../../etc/passwd", b"/media/v/../../../../../../etc/passwd"),
+        ("/media//etc/passwd", b"/media//etc/passwd"),
+        ("/media/v/ab/../../../glimpse.db", b"/media/v/ab/../../../glimpse.db"),
+        ("/media/..\\glimpse.db", b"/media/..%5cglimpse.db"),
+        ("/media/.staging/", b"/media/.staging/"),
+        ("/media/v/ab/" + "a" * 64 + ".jpg/../../../../glimpse.db", b"/media/v/x"),
+        ("/media/\x00", b"/media/%00"),
+    ]
+    for path, raw_path in paths:
+        status, body = await raw_get(app, path, raw_path)
+        assert status == 404, (path, status)
+        for secret in secrets:
+            assert secret not in body, path

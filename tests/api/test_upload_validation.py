@@ -1,0 +1,469 @@
+"""POST /api/v1/posts: what is refused, how, and that a refusal leaves nothing behind; and which
+real-world files are accepted and processed (API.md, "Posts" and the upload limits)."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zipfile
+import zlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+from sqlalchemy import text
+
+from glimpse.config import Settings
+from tests.conftest import TESTDATA, Glimpse, jpeg_bytes
+
+BOUNDARY = "glimpse-test-boundary"
+
+
+@pytest.fixture
+def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    """The shared settings, with overrides a test asks for by indirect parametrisation."""
+    return settings.model_copy(update=getattr(request, "param", {}))
+
+
+@pytest.fixture(autouse=True)
+def no_server_errors(glimpse: Glimpse) -> None:
+    async def check(response: httpx.Response) -> None:
+        assert response.status_code < 500, f"{response.request.url}: {response.status_code}"
+
+    glimpse.client.event_hooks["response"].append(check)
+
+
+def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert isinstance(error["code"], str) and error["code"], body
+    assert isinstance(error["message"], str) and error["message"], body
+    if code is not None:
+        assert error["code"] == code, body
+    return error
+
+
+async def row_counts(glimpse: Glimpse) -> dict[str, int]:
+    counts = {}
+    async with glimpse.container.db.read() as s:
+        for table in ("posts", "media", "media_variants", "jobs", "upload_usage"):
+            counts[table] = (await s.execute(text(f"select count(*) from {table}"))).scalar_one()
+    return counts
+
+
+async def assert_nothing_written(glimpse: Glimpse) -> None:
+    """A refused upload leaves no rows, no stored files and nothing in the staging directory."""
+    assert await row_counts(glimpse) == {
+        "posts": 0,
+        "media": 0,
+        "media_variants": 0,
+        "jobs": 0,
+        "upload_usage": 0,
+    }
+    assert glimpse.stored_files() == []
+    assert list(glimpse.container.storage.staging_dir().iterdir()) == []
+
+
+async def refused(
+    glimpse: Glimpse, response: httpx.Response, status: int, code: str | None = None
+) -> dict[str, Any]:
+    error = assert_error(response, status, code)
+    await assert_nothing_written(glimpse)
+    return error
+
+
+async def process(glimpse: Glimpse, headers: dict[str, str], response: httpx.Response) -> Any:
+    """Run the queued jobs and return the post as its author then sees it."""
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "processing"
+    await glimpse.run_jobs()
+    post = await glimpse.client.get(f"/api/v1/posts/{response.json()['id']}", headers=headers)
+    assert post.status_code == 200, post.text
+    return post.json()
+
+
+def multipart(parts: list[tuple[str, str | None, bytes]]) -> bytes:
+    """A multipart/form-data body of (name, filename, content) parts."""
+    out = io.BytesIO()
+    for name, filename, content in parts:
+        disposition = f'form-data; name="{name}"'
+        if filename is not None:
+            disposition += f'; filename="{filename}"'
+        out.write(f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n".encode())
+        if filename is not None:
+            out.write(b"Content-Type: application/octet-stream\r\n")
+        out.write(b"\r\n" + content + b"\r\n")
+    out.write(f"--{BOUNDARY}--\r\n".encode())
+    return out.getvalue()
+
+
+def png_bytes(size: tuple[int, int] = (320, 240), mode: str = "RGB") -> bytes:
+    out = io.BytesIO()
+    Image.new(mode, size, (30, 160, 90) if mode == "RGB" else 0).save(out, "PNG")
+    return out.getvalue()
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A complete, valid 1-bit greyscale PNG of width x height, built row by row so that
+    neither the test nor the file needs much memory (all-black rows compress ~1000:1)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
+    compressor = zlib.compressobj(9)
+    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte + packed bits
+    data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+MP4_HEAD = (
+    (struct.pack(">I", 24) + b"ftypisom" + b"\x00\x00\x02\x00" + b"isomiso2")
+    + struct.pack(">I", 64)
+    + b"moov"
+    + b"\x00" * 200
+)
+
+
+# --- refused by type --------------------------------------------------------------------------
+
+
+async def test_files_that_are_not_images_are_415_and_leave_nothing(glimpse: Glimpse) -> None:
+    headers = await glimpse.signup()
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w") as z:
+        z.writestr("photo.jpg", jpeg_bytes((64, 64)))
+    candidates = [
+        ("notes.txt", b"just some text, definitely not a photo\n" * 10),
+        ("short.txt", b"hi"),
+        ("empty.jpg", b""),
+        ("photos.zip", zipped.getvalue()),
+        ("random.bin", bytes(range(256)) * 8),
+        ("picture.svg", b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>'),
+        # An AVIF: the HEIF family's container, but no decoder in the pipeline.
+        (
+            "x.avif",
+            struct.pack(">I", 28) + b"ftypavif" + b"\x00" * 4 + b"avifmif1miaf" + b"\0" * 64,
+        ),
+        # JPEG magic bytes and then garbage: passes sniffing, but no header parses.
+        ("x.jpg", b"\xff\xd8\xff" + b"\x00" * 500),
+    ]
+    for name, data in candidates:
+        response = await glimpse.upload(headers, files=[(name, data)])
+        await refused(glimpse, response, 415)
+
+
+async def test_text_named_jpg_is_415_alone_or_after_a_valid_photo(glimpse: Glimpse) -> None:
+    headers = await glimpse.signup()
+    text_file = b"this is not a jpeg at all, whatever its name says\n" * 4
+    response = await glimpse.upload(headers, files=[("photo.jpg", text_file)])
+    await refused(glimpse, response, 415)
+    response = await glimpse.upload(
+        headers, files=[("good.jpg", jpeg_bytes((64, 64))), ("bad.jpg", text_file)]
+    )
+    await refused(glimpse, response, 415)
+
+
+async def test_video_is_415_for_now(glimpse: Glimpse) -> None:
+    headers = await glimpse.signup()
+    response = await glimpse.upload(headers, files=[("clip.mp4", MP4_HEAD)])
+    await refused(glimpse, response, 415, "unsupported_media_type")
+
+
+async def test_png_named_jpg_is_accepted_and_processed(glimpse: Glimpse) -> None:
+    headers = await glimpse.signup()
+    post = await process(
+        glimpse, headers, await glimpse.upload(headers, files=[("photo.jpg", png_bytes())])
+    )
+    assert post["status"] == "ready"
+    assert (post["media"][0]["width"], post["media"][0]["height"]) == (320, 240)
+
+
+async def test_body_that_is_not_multipart_is_415(glimpse: Glimpse) -> None:
+    headers = await glimpse.signup()
+    response = await glimpse.client.post(
+        "/api/v1/posts", headers=headers, json={"file": "aGVsbG8=", "caption": "hi"}
+    )
+    await refused(glimpse, response, 415)
+    response = await glimpse.client.post(
+        "/api/v1/posts",
+        headers={**headers, "Content-Type": "image/jpeg"},
+        content=jpeg_bytes((32, 32)),
+    )
+    await refused(glimpse, response, 415)
+    response = await glimpse.client.post("/api/v1/posts", headers=headers)
+    await refused(glimpse, response, 415)
+
+
+async def test_garbage_multipart_or_missing_boundary_is_400(glimpse: Glimpse) -> None:
+    headers = await glimpse.signup()
+    photo = jpeg_bytes((64, 64))
+    good = multipart([("file", "a.jpg", photo)])
+    cases = [
+        ("multipart/form-data", good),  # no boundary
+        ("multipart/form-data; boundary=", good),
+        (f"multipart/form-data; boundary={BOUNDARY}", b"complete garbage, no boundary in sight"),
+        (f"multipart/form-data; boundary={BOUNDARY}", good[: len(good) // 2]),  # cut short
+        (f"multipart/form-data; boundary={BOUNDARY}", b""),
+        (f"multipart/form-data; boundary={BOUNDARY}", f"--{BOUNDARY}\r\n\x00\x01\r\n".encode()),
+        # A text field that is not UTF-8.
+        (
+            f"multipart/form-data; boundary={BOUNDARY}",
+            multipart([("caption", None, b"\xff\xfe caption"), ("file", "a.jpg", photo)]),
+        ),
+    ]
+    for content_type, body in cases:
+        response = await glimpse.client.post(
+            "/api/v1/posts", headers={**headers, "Content-Type": content_type}, content=body
+        )
+        await refused(glimpse, response, 400)
+
+
+# --- refused by size --------------------------------------------------------------------------
+
+LIMIT = 200_000
+CHUNK = 64 * 1024
+
+
+@pytest.mark.parametrize("settings", [{"max_image_bytes": LIMIT}], indirect=True)
+async def test_oversized_file_is_413_before_the_rest_of_the_body_is_read(
+    glimpse: Glimpse,
+) -> None:
+    headers = await glimpse.signup()
+    staging = glimpse.container.storage.staging_dir()
+    consumed = {"chunks": 0, "at_answer": -1, "largest_staged": 0}
+    photo_head = jpeg_bytes((64, 64))
+    head = (
+        f"--{BOUNDARY}\r\n"
+        'Content-Disposition: form-data; name="file"; filename="huge.jpg"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n"
+    ).encode() + photo_head
+
+    async def body() -> AsyncIterator[bytes]:
+        yield head
+        for _ in range(5 * 1024 * 1024 // CHUNK):
+            staged = [p.stat().st_size for p in staging.iterdir()]
+            consumed["largest_staged"] = max([consumed["largest_staged"], *staged])
+            consumed["chunks"] += 1
+            yield b"\x00" * CHUNK
+        yield f"\r\n--{BOUNDARY}--\r\n".encode()
+
+    app = glimpse.client._transport.app  # type: ignore[attr-defined]
+
+    async def watching(scope: Any, receive: Any, send: Any) -> None:
+        async def send_and_note(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                consumed["at_answer"] = consumed["chunks"]
+            await send(message)
+
+        await app(scope, receive, send_and_note)
+
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=watching), base_url="http://glimpse.test"
+    ) as client:
+        response = await client.post(
+            "/api/v1/posts",
+            headers={**headers, "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+            content=body(),
+        )
+    await refused(glimpse, response, 413, "file_too_large")
+    # Answered once the limit was passed: at most one chunk beyond it.
+    assert consumed["at_answer"] * CHUNK <= LIMIT + CHUNK, consumed
+    assert consumed["largest_staged"] <= LIMIT, consumed
+
+
+@pytest.mark.parametrize("settings", [{"max_image_bytes": LIMIT}], indirect=True)
+async def test_file_exactly_at_the_size_limit_is_accepted(glimpse: Glimpse) -> None:
+    headers = await glimpse.signup()
+    photo = jpeg_bytes((64, 64))
+    # Trailing bytes after the JPEG's end marker are ignored by decoders.
+    exact = photo + b"\x00" * (LIMIT - len(photo))
+    response = await glimpse.upload(headers, files=[("a.jpg", exact)])
+    assert response.status_code == 202, response.text
+    over = await glimpse.upload(headers, files=[("b.jpg", exact + b"\x00")])
+    assert_error(over, 413, "file_too_large")
+
+
+async def test_pixel_bomb_is_413_too_many_pixels_judged_from_the_header(glimpse: Glimpse) -> None:
+    headers = await glimpse.signup()
+    bomb = png_declaring(20_000, 20_000)  # 400 megapixels in a few tens of KB
+    assert len(bomb) < 200_000
+    response = await glimpse.upload(headers, files=[("bomb.png", bomb)])
+    await refused(glimpse, response, 413, "too_many_pixels")
+    # A small JPEG whose frame header claims 20000x20000.
+    jpeg = bytearray(jpeg_bytes((64, 64)))
+    sof = jpeg.index(b"\xff\xc0")
+    jpeg[sof + 5 : sof + 9] = struct.pack(">HH", 20_000, 20_000)
+    response = await glimpse.upload(headers, files=[("bomb.jpg", bytes(jpeg))])
+    await refused(glimpse, response, 413, "too_many_pixels")
+
+
+@pytest.mark.parametrize("settings", [{"max_image_pixels": 100_000}], indirect=True)
+async def test_photo_over_the_pixel_setting_is_413(glimpse: Glimpse) -> None:
+    headers = await glimpse.signup()
+    response = await glimpse.upload(
+        headers, files=[("small.jpg", jpeg_bytes((300, 300))), ("big.jpg", jpeg_bytes((400, 300)))]
+    )
+    await refused(glimpse, response, 413, "too_many_pixels")
+
+
+async def test_21_files_are_413_too_many_files_and_20_are_accepted(glimpse: Glimpse) -> None:
+    headers = await glimpse.signup()
+    tiny = jpeg_bytes((16, 16))
+    response = await glimpse.upload(headers, files=[(f"{i}.jpg", tiny) for i in range(21)])
+    await refused(glimpse, response, 413, "too_many_files")
+    response = await glimpse.upload(headers, files=[(f"{i}.jpg", tiny) for i in range(20)])
+    assert response.status_code == 202, response.text
+    assert len(response.json()["media"]) == 20
+
+
+async def test_too_many_text_parts_are_refused(glimpse: Glimpse) -> None:
+    headers = await glimpse.signup()
+    parts = [("alt_text", None, b"x")] * 100 + [("file", "a.jpg", jpeg_bytes((16, 16)))]
+    response = await glimpse.client.post(
+        "/api/v1/posts",
+        headers={**headers, "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+        content=multipart(parts),
+    )
+    await refused(glimpse, response, 413)
+
+
+# --- refused by field -------------------------------------------------------------------------
+
+
+async def test_invalid_fields_are_422(glimpse: Glimpse) -> None:
+    headers = await glimpse.signup()
+    photo = jpeg_bytes((64, 64))
+    no_files = multipart([("caption", None, b"no photo"), ("alt_text", None, b"nothing")])
+    response = await glimpse.client.post(
+        "/api/v1/posts",
+        headers={**headers, "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+        content=no_files,
+    )
+    await refused(glimpse, response, 422, "no_files")
+    cases: list[tuple[list[tuple[str, bytes]], dict[str, Any], str]] = [
+        ([("a.jpg", photo)], {"filter": "sepia-deluxe"}, "unknown_filter"),
+        ([("a.jpg", photo)], {"filter": "NORMAL"}, "unknown_filter"),
+        ([("a.jpg", photo)], {"caption": "x" * 2201}, "caption_too_long"),
+        ([("a.jpg", photo)], {"caption": "\U0001f600" * 2201}, "caption_too_long"),
+        ([("a.jpg", photo)], {"alt_text": ["one", "two"]}, "too_many_alt_texts"),
+    ]
+    for files, fields, code in cases:
+        response = await glimpse.upload(headers, files=files, **fields)
+        await refused(glimpse, response, 422, code)
+
+
+async def test_caption_of_2200_characters_is_accepted(glimpse: Glimpse) -> None:
+    headers = await glimpse.signup()
+    caption = "\U0001f4f7" * 2200
+    response = await glimpse.upload(headers, caption=caption)
+    assert response.status_code == 202, response.text
+    assert response.json()["caption"] == caption
+
+
+async def test_upload_without_a_token_is_401(glimpse: Glimpse) -> None:
+    await glimpse.signup()
+    response = await glimpse.upload({})
+    await refused(glimpse, response, 401)
+    response = await glimpse.upload({"Authorization": "Bearer nope"})
+    await refused(glimpse, response, 401)
+
+
+# --- accepted, then processed -----------------------------------------------------------------
+
+
+async def test_truncated_jpeg_fails_with_a_reason_only_its_author_sees(glimpse: Glimpse) -> None:
+    author = await glimpse.signup("alice")
+    other = await glimpse.signup("bob")
+    data = (TESTDATA / "invalid" / "corrupted.jpg").read_bytes()
+    response = await glimpse.upload(author, files=[("corrupted.jpg", data)])
+    post = await process(glimpse, author, response)
+    assert post["status"] == "failed"
+    assert isinstance(post["error"]["code"], str) and post["error"]["code"]
+    assert isinstance(post["error"]["message"], str) and post["error"]["message"]
+    assert_error(await glimpse.client.get(f"/api/v1/posts/{post['id']}", headers=other), 404)
+    # Nothing was published: not in the grid, not counted.
+    grid = await glimpse.client.get("/api/v1/users/alice/posts", headers=author)
+    assert grid.json()["items"] == []
+    me = await glimpse.client.get("/api/v1/me", headers=author)
+    assert me.json()["post_count"] == 0
+    # And nothing is left to retry: the post stays failed.
+    assert await glimpse.run_jobs() == 0
+
+
+async def test_photo_with_malformed_exif_becomes_ready(glimpse: Glimpse) -> None:
+    headers = await glimpse.signup()
+    data = (TESTDATA / "invalid" / "invalid_exif_image01088.jpg").read_bytes()
+    post = await process(glimpse, headers, await glimpse.upload(headers, files=[("e.jpg", data)]))
+    assert post["status"] == "ready", post
+    assert len(post["media"][0]["variants"]) == 8
+
+
+async def test_heic_from_a_phone_becomes_ready_as_jpeg_and_webp(glimpse: Glimpse) -> None:
+    headers = await glimpse.signup()
+    name = "IMG_5195.HEIC"
+    data = (TESTDATA / "heic" / name).read_bytes()
+    response = await glimpse.upload(headers, files=[(name, data)])
+    post = await process(glimpse, headers, response)
+    assert post["status"] == "ready", post
+    types = {v["content_type"] for v in post["media"][0]["variants"]}
+    assert types == {"image/jpeg", "image/webp"}
+    w320 = next(v for v in post["media"][0]["variants"] if v["name"] == "w320")
+    served = await glimpse.client.get(w320["url"])
+    with Image.open(io.BytesIO(served.content)) as im:
+        assert im.format in ("JPEG", "WEBP")
+
+
+async def test_animated_gif_becomes_ready_from_its_first_frame(glimpse: Glimpse) -> None:
+    headers = await glimpse.signup()
+    frames = [
+        Image.new("RGB", (400, 300), c) for c in [(220, 20, 20), (20, 20, 220), (20, 220, 20)]
+    ]
+    out = io.BytesIO()
+    frames[0].save(out, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    response = await glimpse.upload(headers, files=[("anim.gif", out.getvalue())])
+    post = await process(glimpse, headers, response)
+    assert post["status"] == "ready", post
+    media = post["media"][0]
+    assert (media["width"], media["height"]) == (400, 300)
+    jpeg = next(
+        v for v in media["variants"] if v["name"] == "w320" and v["content_type"] == "image/jpeg"
+    )
+    served = await glimpse.client.get(jpeg["url"])
+    with Image.open(io.BytesIO(served.content)) as im:
+        red, green, blue = im.convert("RGB").getpixel((im.width // 2, im.height // 2))
+    assert red > 150 and green < 80 and blue < 80, (red, green, blue)
+
+
+async def test_rgba_png_becomes_ready_with_transparency_flattened_onto_white(
+    glimpse: Glimpse,
+) -> None:
+    headers = await glimpse.signup()
+    data = (TESTDATA / "large" / "goldfish.png").read_bytes()
+    response = await glimpse.upload(headers, files=[("goldfish.png", data)])
+    post = await process(glimpse, headers, response)
+    assert post["status"] == "ready", post
+    for variant in post["media"][0]["variants"]:
+        served = await glimpse.client.get(variant["url"])
+        assert served.status_code == 200
+        with Image.open(io.BytesIO(served.content)) as im:
+            assert im.mode == "RGB", (variant["name"], variant["content_type"], im.mode)
+    # Fully transparent pixels come out white, not black.
+    out = io.BytesIO()
+    Image.new("RGBA", (200, 200), (0, 0, 0, 0)).save(out, "PNG")
+    post = await process(
+        glimpse, headers, await glimpse.upload(headers, files=[("clear.png", out.getvalue())])
+    )
+    assert post["status"] == "ready"
+    jpeg = next(v for v in post["media"][0]["variants"] if v["content_type"] == "image/jpeg")
+    with Image.open(io.BytesIO((await glimpse.client.get(jpeg["url"])).content)) as im:
+        assert min(im.convert("L").getextrema()) > 240
