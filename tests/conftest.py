@@ -22,7 +22,9 @@ TESTDATA = Path(__file__).resolve().parents[1].parent / "shared" / "testdata"
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    """Fresh settings under tmp_path; a test changes some by indirect parametrisation
+    (`@pytest.mark.parametrize("settings", [{"max_image_bytes": 1000}], indirect=True)`)."""
     return Settings(
         data_dir=tmp_path / "data",
         secret_key="test-secret",
@@ -31,7 +33,27 @@ def settings(tmp_path: Path) -> Settings:
         job_retry_base_seconds=0,
         job_retry_max_seconds=0,
         worker_poll_seconds=0.01,
-    )
+    ).model_copy(update=getattr(request, "param", {}))
+
+
+def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    """The response is API.md's error body with this status (and code)."""
+    assert response.status_code == status, (response.request.url, response.text)
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert isinstance(error["code"], str) and error["code"], body
+    assert isinstance(error["message"], str) and error["message"], body
+    assert set(error) <= {"code", "message", "details"}, body
+    if code is not None:
+        assert error["code"] == code, body
+    return dict(error)
+
+
+async def _no_server_error(response: httpx.Response) -> None:
+    # API.md: no request ever gets a 500. Every response of every API test is held to it.
+    assert response.status_code < 500, f"{response.request.url}: {response.status_code}"
 
 
 class Glimpse:
@@ -91,5 +113,9 @@ async def glimpse(settings: Settings) -> AsyncIterator[Glimpse]:
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://glimpse.test") as client:
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://glimpse.test",
+            event_hooks={"response": [_no_server_error]},
+        ) as client:
             yield Glimpse(client, app.state.container)

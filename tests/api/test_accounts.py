@@ -9,8 +9,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from glimpse.config import Settings
-from tests.conftest import Glimpse, jpeg_bytes
+from tests.conftest import Glimpse, assert_error, jpeg_bytes
 
 USER_FIELDS = {
     "id",
@@ -23,25 +22,6 @@ USER_FIELDS = {
     "following_count",
     "follow_status",
 }
-
-
-@pytest.fixture
-def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
-    """The shared settings, with overrides a test asks for by indirect parametrisation."""
-    return settings.model_copy(update=getattr(request, "param", {}))
-
-
-def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}, body
-    error = body["error"]
-    assert isinstance(error["code"], str) and error["code"], body
-    assert isinstance(error["message"], str) and error["message"], body
-    assert set(error) <= {"code", "message", "details"}, body
-    if code is not None:
-        assert error["code"] == code, body
-    return error
 
 
 async def create(glimpse: Glimpse, **body: Any) -> httpx.Response:

@@ -4,34 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-import pytest
-
-from tests.conftest import Glimpse
-
-
-@pytest.fixture(autouse=True)
-def no_server_errors(glimpse: Glimpse) -> None:
-    async def check(response: httpx.Response) -> None:
-        assert response.status_code < 500, f"{response.request.url}: {response.status_code}"
-
-    glimpse.client.event_hooks["response"].append(check)
-
-
-def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, (response.request.url, response.text)
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == {"error"}, body
-    error = body["error"]
-    assert set(error) <= {"code", "message", "details"}, body
-    assert isinstance(error["code"], str) and error["code"].replace("_", "").isalnum(), body
-    assert error["code"] == error["code"].lower(), body
-    assert isinstance(error["message"], str) and error["message"], body
-    assert "Traceback" not in response.text
-    if code is not None:
-        assert error["code"] == code, body
-    return error
+from tests.conftest import Glimpse, assert_error
 
 
 async def test_unknown_routes_are_404_with_the_error_body(glimpse: Glimpse) -> None:

@@ -10,27 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import Glimpse, jpeg_bytes
-
-
-@pytest.fixture(autouse=True)
-def no_server_errors(glimpse: Glimpse) -> None:
-    async def check(response: httpx.Response) -> None:
-        assert response.status_code < 500, f"{response.request.url}: {response.status_code}"
-
-    glimpse.client.event_hooks["response"].append(check)
-
-
-def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}, body
-    error = body["error"]
-    assert isinstance(error["code"], str) and error["code"], body
-    assert isinstance(error["message"], str) and error["message"], body
-    if code is not None:
-        assert error["code"] == code, body
-    return error
+from tests.conftest import Glimpse, assert_error, jpeg_bytes
 
 
 @pytest.fixture

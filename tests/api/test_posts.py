@@ -7,12 +7,11 @@ import io
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import pytest
 from PIL import Image
 from sqlalchemy import text
 
-from tests.conftest import Glimpse, jpeg_bytes
+from tests.conftest import Glimpse, assert_error, jpeg_bytes
 
 POST_FIELDS = {
     "id",
@@ -28,26 +27,6 @@ POST_FIELDS = {
 MEDIA_FIELDS = {"kind", "width", "height", "blurhash", "alt_text", "variants"}
 VARIANT_FIELDS = {"name", "width", "height", "content_type", "url"}
 PILLOW_FORMATS = {"image/jpeg": "JPEG", "image/webp": "WEBP"}
-
-
-@pytest.fixture(autouse=True)
-def no_server_errors(glimpse: Glimpse) -> None:
-    async def check(response: httpx.Response) -> None:
-        assert response.status_code < 500, f"{response.request.url}: {response.status_code}"
-
-    glimpse.client.event_hooks["response"].append(check)
-
-
-def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}, body
-    error = body["error"]
-    assert isinstance(error["code"], str) and error["code"], body
-    assert isinstance(error["message"], str) and error["message"], body
-    if code is not None:
-        assert error["code"] == code, body
-    return error
 
 
 async def publish(

@@ -15,36 +15,9 @@ import pytest
 from PIL import Image
 from sqlalchemy import text
 
-from glimpse.config import Settings
-from tests.conftest import TESTDATA, Glimpse, jpeg_bytes
+from tests.conftest import TESTDATA, Glimpse, assert_error, jpeg_bytes
 
 BOUNDARY = "glimpse-test-boundary"
-
-
-@pytest.fixture
-def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
-    """The shared settings, with overrides a test asks for by indirect parametrisation."""
-    return settings.model_copy(update=getattr(request, "param", {}))
-
-
-@pytest.fixture(autouse=True)
-def no_server_errors(glimpse: Glimpse) -> None:
-    async def check(response: httpx.Response) -> None:
-        assert response.status_code < 500, f"{response.request.url}: {response.status_code}"
-
-    glimpse.client.event_hooks["response"].append(check)
-
-
-def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}, body
-    error = body["error"]
-    assert isinstance(error["code"], str) and error["code"], body
-    assert isinstance(error["message"], str) and error["message"], body
-    if code is not None:
-        assert error["code"] == code, body
-    return error
 
 
 async def row_counts(glimpse: Glimpse) -> dict[str, int]:
