@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 
-from glimpse.backends.queue.outbox import enqueue
 from glimpse.backends.queue.registry import Payload, PermanentJobError, job
 from glimpse.backends.storage import ObjectMissing
 from glimpse.container import Container
@@ -49,14 +48,7 @@ async def process_media(container: Container, payload: Payload) -> None:
             session, current, processed, keys
         ):
             # Deleted while we worked: what we just stored may belong to nobody.
-            enqueue(
-                session,
-                container.ids,
-                service.PURGE_KEYS_JOB,
-                {"keys": keys},
-                max_attempts=container.settings.job_max_attempts,
-                delay_seconds=container.settings.media_gc_delay_seconds,
-            )
+            service.schedule_purge(session, container.ids, container.settings, keys)
 
 
 @job(service.PURGE_KEYS_JOB)

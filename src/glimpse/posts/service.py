@@ -229,12 +229,19 @@ async def delete_post(
     if post.status == PostStatus.READY:
         await repository.change_post_count(session, post.author_id, -1)
     await repository.delete_post(session, post_id)
+    schedule_purge(session, ids, settings, keys)
+
+
+def schedule_purge(
+    session: AsyncSession, ids: IdGenerator, settings: Settings, keys: Sequence[str]
+) -> None:
+    """Delete these stored objects after the grace period, unless a post uses them by then."""
     if keys:
         enqueue(
             session,
             ids,
             PURGE_KEYS_JOB,
-            {"keys": keys},
+            {"keys": list(keys)},
             max_attempts=settings.job_max_attempts,
             delay_seconds=settings.media_gc_delay_seconds,
         )
