@@ -16,6 +16,8 @@ class Settings(BaseSettings):
     # Empty means "the embedded default under data_dir"; see the *_url properties below.
     database_url: str = ""
     storage_url: str = ""
+    # How long a SQLite writer waits for another's transaction before giving up with a 503.
+    database_busy_timeout_ms: int = 5000
     queue_url: str = ""
 
     # Mixed into cursor signatures. Empty: a random key is made once and kept in data_dir.

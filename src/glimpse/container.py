@@ -45,7 +45,7 @@ def build_container(settings: Settings, *, node_id: int | None = None) -> Contai
     node = node_id if node_id is not None else settings.node_id
     if node is None:
         node = random.SystemRandom().randint(0, MAX_NODE)
-    db = Database(settings.resolved_database_url)
+    db = Database(settings.resolved_database_url, busy_timeout_ms=settings.database_busy_timeout_ms)
     worker_name = f"{socket.gethostname()}:{os.getpid()}:{node}"
     return Container(
         settings=settings,

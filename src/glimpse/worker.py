@@ -70,14 +70,19 @@ async def _bury(
 ) -> None:
     spec = registry.get(job.name)
     if spec.on_dead is not None:
-        # If the process dies here the job is claimed again later, finds itself exhausted and
-        # comes back: on_dead handlers are idempotent like every other handler. If on_dead
-        # itself fails, the job is buried all the same, with that failure in its last error.
+        # on_dead is what tells the user (say, marks the post failed): a job is buried only
+        # after it ran. If it fails, the job comes back later and tries again, exactly as when
+        # the process dies right here; on_dead handlers are idempotent like every handler.
         try:
             await spec.on_dead(container, job.payload, error)
         except Exception:
             log.exception("on_dead of job %s %s failed", job.name, job.id)
-            detail = f"{detail}\non_dead failed:\n{traceback.format_exc()}"
+            settings = container.settings
+            delay = retry_delay(
+                job.attempts, settings.job_retry_base_seconds, settings.job_retry_max_seconds
+            )
+            await container.queue.retry(job, traceback.format_exc(), delay)
+            return
     await container.queue.bury(job, f"{error.code}: {error.message}\n{detail}")
 
 

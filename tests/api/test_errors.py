@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
+
+import pytest
 
 from tests.conftest import Glimpse, assert_error
 
@@ -106,3 +109,24 @@ async def test_openapi_and_docs_are_served(glimpse: Glimpse) -> None:
     for path in ("/api/v1/accounts", "/api/v1/posts", "/api/v1/posts/{post_id}", "/media/{key}"):
         assert path in paths, path
     assert (await glimpse.client.get("/docs")).status_code == 200
+
+
+@pytest.mark.parametrize("settings", [{"database_busy_timeout_ms": 100}], indirect=True)
+async def test_a_database_held_by_another_writer_answers_503_not_500(glimpse: Glimpse) -> None:
+    database = glimpse.container.settings.data_dir / "glimpse.db"
+    other = sqlite3.connect(database, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        response = await glimpse.client.post(
+            "/api/v1/accounts", json={"username": "late", "password": "long enough"}
+        )
+        assert_error(response, 503, "unavailable")
+        assert response.headers["retry-after"] == "1"
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    # Nothing was half-written: the same request now succeeds.
+    response = await glimpse.client.post(
+        "/api/v1/accounts", json={"username": "late", "password": "long enough"}
+    )
+    assert response.status_code == 201

@@ -23,10 +23,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-SQLITE_BUSY_TIMEOUT_MS = 5000
 
-
-def _configure_sqlite(engine: AsyncEngine, begin_statement: str) -> None:
+def _configure_sqlite(engine: AsyncEngine, begin_statement: str, busy_timeout_ms: int) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take BEGIN away from the driver so that we choose DEFERRED or IMMEDIATE ourselves.
@@ -34,7 +32,7 @@ def _configure_sqlite(engine: AsyncEngine, begin_statement: str) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -44,7 +42,7 @@ def _configure_sqlite(engine: AsyncEngine, begin_statement: str) -> None:
 
 
 class Database:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, busy_timeout_ms: int = 5000) -> None:
         self.url = url
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
@@ -53,8 +51,8 @@ class Database:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             self.write_engine = create_async_engine(url)
             self.read_engine = create_async_engine(url)
-            _configure_sqlite(self.write_engine, "BEGIN IMMEDIATE")
-            _configure_sqlite(self.read_engine, "BEGIN")
+            _configure_sqlite(self.write_engine, "BEGIN IMMEDIATE", busy_timeout_ms)
+            _configure_sqlite(self.read_engine, "BEGIN", busy_timeout_ms)
         else:
             self.write_engine = create_async_engine(url, pool_pre_ping=True)
             self.read_engine = self.write_engine

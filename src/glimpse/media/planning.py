@@ -61,8 +61,8 @@ def plan_variants(width: int, height: int) -> list[VariantPlan]:
     """Sizes of every image variant of a processed (upright, clamped) photo, largest first.
 
     Width variants are N pixels wide or the photo's own width where smaller (never
-    upscaled), keeping the aspect ratio. The square is the centre square at 150 px or
-    the photo's short side where smaller.
+    upscaled), keeping the aspect ratio. The square is always 150x150 (API.md): the centre
+    square, scaled up for a photo smaller than that, so grids can rely on its size.
     """
     if width < 1 or height < 1:
         raise ValueError(f"image size must be positive, got {width}x{height}")
@@ -71,8 +71,7 @@ def plan_variants(width: int, height: int) -> list[VariantPlan]:
         w = min(target, width)
         plans.append(VariantPlan(name, w, _scaled_height(width, height, w)))
     name, side = SQUARE_VARIANT
-    square = min(side, width, height)
-    plans.append(VariantPlan(name, square, square))
+    plans.append(VariantPlan(name, side, side))
     return plans
 
 

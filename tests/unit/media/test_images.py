@@ -254,13 +254,13 @@ def test_garbage_is_undecodable(data: bytes) -> None:
 
 def test_malformed_exif_does_not_break_processing() -> None:
     result = processed(TESTDATA / "invalid" / "invalid_exif_image01088.jpg")
-    # 425x120 is wider than 1.91:1: clamped to 229x120, nothing upscaled.
+    # 425x120 is wider than 1.91:1: clamped to 229x120; only the fixed-size square is upscaled.
     assert (result.width, result.height) == (229, 120)
     assert {(v.name, v.width, v.height) for v in result.variants} == {
         ("w1080", 229, 120),
         ("w640", 229, 120),
         ("w320", 229, 120),
-        ("sq150", 120, 120),
+        ("sq150", 150, 150),
     }
 
 
