@@ -44,11 +44,18 @@ async def process_media(container: Container, payload: Payload) -> None:
         await container.storage.put_bytes(key, variant.data, variant.content_type)
     async with container.db.write() as session:
         current = await repository.get_media(session, media_id)
-        if current is None or not await service.record_processed_media(
+        recorded = current is not None and await service.record_processed_media(
             session, current, processed, keys
-        ):
+        )
+        if not recorded:
             # Deleted while we worked: what we just stored may belong to nobody.
             service.schedule_purge(session, container.ids, container.settings, keys)
+    if recorded:
+        # Another post with the same bytes may have been purged between our put and our
+        # commit (purges decide under the write lock, so never after it): store them again.
+        for variant, key in zip(processed.variants, keys, strict=True):
+            if await container.storage.size(key) is None:
+                await container.storage.put_bytes(key, variant.data, variant.content_type)
 
 
 @job(service.PURGE_KEYS_JOB)
@@ -56,7 +63,10 @@ async def purge_media_keys(container: Container, payload: Payload) -> None:
     """Delete stored objects of deleted posts, except those another post still uses
     (variant keys are content-addressed and so may be shared)."""
     keys = [str(k) for k in payload["keys"]]
-    async with container.db.read() as session:
+    # Decide and delete under the write lock, so that a processing job storing the same
+    # bytes commits its rows either before (we keep the files) or after (it finds them gone
+    # and stores them again). Deleting a few local files takes microseconds.
+    async with container.db.write() as session:
         unused = await repository.unreferenced_keys(session, keys)
-    for key in unused:
-        await container.storage.delete(key)
+        for key in unused:
+            await container.storage.delete(key)
