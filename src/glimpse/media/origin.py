@@ -12,6 +12,7 @@ from starlette.responses import FileResponse
 from glimpse.api.deps import ContainerDep
 from glimpse.backends.storage import ObjectMissing, Storage
 from glimpse.errors import NotFound, RangeNotSatisfiable
+from glimpse.posts import service as posts
 
 router = APIRouter(tags=["media"])
 
@@ -19,6 +20,9 @@ router = APIRouter(tags=["media"])
 _VARIANT_KEY = re.compile(r"^v/([0-9a-f]{2})/(\1[0-9a-f]{62})\.(jpg|webp|mp4)$")
 _CONTENT_TYPES = {"jpg": "image/jpeg", "webp": "image/webp", "mp4": "video/mp4"}
 _CACHE_FOREVER = "public, max-age=31536000, immutable"
+# Media of private accounts (and of unfinished posts) must not sit in shared caches: going
+# private has to take effect. Its keys are unguessable, but no CDN may keep a copy.
+_CACHE_PRIVATE = "private, no-cache"
 # Variants are answered from one read: several times faster than streaming them. Larger files
 # (videos, later) are streamed.
 _SMALL_FILE = 2 * 1024 * 1024
@@ -40,7 +44,9 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
         return max(0, size - length), size - 1
     first = int(first_text)
     last = min(int(last_text), size - 1) if last_text else size - 1
-    if first >= size or last < first:
+    if last_text and int(last_text) < first:
+        return None  # not a valid range at all: RFC 9110 says to ignore it
+    if first >= size:
         raise RangeNotSatisfiable("The range is outside the file.")
     return first, last
 
@@ -71,14 +77,16 @@ async def get_media(key: str, request: Request, container: ContainerDep) -> Resp
     if not match:
         raise NotFound("No such media.", code="media_not_found")
     storage = container.storage
-    size = await storage.size(key)
+    async with container.db.read() as session:
+        visibility = await posts.media_visibility(session, key)
+    size = await storage.size(key) if visibility else None
     if size is None:
         raise NotFound("No such media.", code="media_not_found")
     etag = f'"{match.group(2)}"'
     content_type = _CONTENT_TYPES[match.group(3)]
     headers = {
         "ETag": etag,
-        "Cache-Control": _CACHE_FOREVER,
+        "Cache-Control": _CACHE_FOREVER if visibility == "public" else _CACHE_PRIVATE,
         "Accept-Ranges": "bytes",
         "X-Content-Type-Options": "nosniff",
     }
@@ -92,7 +100,7 @@ async def get_media(key: str, request: Request, container: ContainerDep) -> Resp
         try:
             byte_range = parse_range(range_header, size)
         except RangeNotSatisfiable as exc:
-            exc.headers = {**headers, "Content-Range": f"bytes */{size}"}
+            exc.headers = {"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes"}
             raise
     if byte_range is not None:
         first, last = byte_range

@@ -109,7 +109,7 @@ async def metrics(request: Request, container: ContainerDep) -> Response:
     try:
         async with container.db.read() as session:
             rows = await session.execute(text("SELECT state, count(*) FROM jobs GROUP BY state"))
-            counts: dict[str, int] = {state: n for state, n in rows.tuples()}
+            counts: dict[str, int] = {state: n for state, n in rows}
         for state in ("queued", "running", "dead"):
             JOBS.labels(state).set(counts.get(state, 0))
     except Exception:  # metrics must answer even when the database does not

@@ -70,6 +70,19 @@ async def list_ready_posts_by_author(
     return list(result.scalars())
 
 
+async def key_audience(session: AsyncSession, key: str) -> list[tuple[str, bool]]:
+    """(post status, author is private) for every post whose media uses this variant key."""
+    rows = await session.execute(
+        select(Post.status, User.is_private)
+        .select_from(MediaVariant)
+        .join(Media, Media.id == MediaVariant.media_id)
+        .join(Post, Post.id == Media.post_id)
+        .join(User, User.id == Post.author_id)
+        .where(MediaVariant.key == key)
+    )
+    return [(status, is_private) for status, is_private in rows]
+
+
 async def keys_of_post(session: AsyncSession, post_id: int) -> list[str]:
     originals = await session.execute(select(Media.original_key).where(Media.post_id == post_id))
     variants = await session.execute(

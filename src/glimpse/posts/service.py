@@ -213,6 +213,17 @@ async def get_visible_post(session: AsyncSession, post_id: int, viewer_id: int) 
     raise NotFound("No such post.", code="post_not_found")
 
 
+async def media_visibility(session: AsyncSession, key: str) -> str | None:
+    """ "public" when a ready post of a public account uses this stored variant, "private"
+    when only other posts do (private accounts, posts still processing), None when no post
+    uses it (deleted, or never finished): the origin then answers 404."""
+    audience = await repository.key_audience(session, key)
+    if not audience:
+        return None
+    public = any(s == PostStatus.READY and not private for s, private in audience)
+    return "public" if public else "private"
+
+
 async def delete_post(
     session: AsyncSession, ids: IdGenerator, settings: Settings, post_id: int, viewer_id: int
 ) -> None:
