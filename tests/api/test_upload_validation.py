@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import text
 
+from glimpse.posts.upload import HEADER_PROBE_BYTES
 from tests.conftest import TESTDATA, Glimpse, assert_error, jpeg_bytes
 
 BOUNDARY = "glimpse-test-boundary"
@@ -207,14 +208,13 @@ LIMIT = 200_000
 CHUNK = 64 * 1024
 
 
-@pytest.mark.parametrize("settings", [{"max_image_bytes": LIMIT}], indirect=True)
-async def test_oversized_file_is_413_before_the_rest_of_the_body_is_read(
-    glimpse: Glimpse,
-) -> None:
-    headers = await glimpse.signup()
+async def stream_upload(
+    glimpse: Glimpse, headers: dict[str, str], photo_head: bytes, padding: int
+) -> tuple[httpx.Response, dict[str, int]]:
+    """Upload one file of `photo_head` plus `padding` zero bytes in 64 KB chunks, noting how
+    many chunks the server had pulled when it answered, and the largest file it staged."""
     staging = glimpse.container.storage.staging_dir()
     consumed = {"chunks": 0, "at_answer": -1, "largest_staged": 0}
-    photo_head = jpeg_bytes((64, 64))
     head = (
         f"--{BOUNDARY}\r\n"
         'Content-Disposition: form-data; name="file"; filename="huge.jpg"\r\n'
@@ -223,7 +223,7 @@ async def test_oversized_file_is_413_before_the_rest_of_the_body_is_read(
 
     async def body() -> AsyncIterator[bytes]:
         yield head
-        for _ in range(5 * 1024 * 1024 // CHUNK):
+        for _ in range(padding // CHUNK):
             staged = [p.stat().st_size for p in staging.iterdir()]
             consumed["largest_staged"] = max([consumed["largest_staged"], *staged])
             consumed["chunks"] += 1
@@ -248,10 +248,32 @@ async def test_oversized_file_is_413_before_the_rest_of_the_body_is_read(
             headers={**headers, "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
             content=body(),
         )
+    return response, consumed
+
+
+@pytest.mark.parametrize("settings", [{"max_image_bytes": LIMIT}], indirect=True)
+async def test_oversized_file_is_413_before_the_rest_of_the_body_is_read(
+    glimpse: Glimpse,
+) -> None:
+    headers = await glimpse.signup()
+    response, consumed = await stream_upload(glimpse, headers, jpeg_bytes((64, 64)), 5 << 20)
     await refused(glimpse, response, 413, "file_too_large")
     # Answered once the limit was passed: at most one chunk beyond it.
     assert consumed["at_answer"] * CHUNK <= LIMIT + CHUNK, consumed
     assert consumed["largest_staged"] <= LIMIT, consumed
+
+
+async def test_large_pixel_bomb_is_413_from_its_header_before_the_rest_is_read(
+    glimpse: Glimpse,
+) -> None:
+    headers = await glimpse.signup()
+    jpeg = bytearray(jpeg_bytes((64, 64)))
+    sof = jpeg.index(b"\xff\xc0")
+    jpeg[sof + 5 : sof + 9] = struct.pack(">HH", 20_000, 20_000)
+    response, consumed = await stream_upload(glimpse, headers, bytes(jpeg), 8 << 20)
+    await refused(glimpse, response, 413, "too_many_pixels")
+    # Judged as soon as the header had surely arrived, not after the whole 8 MB file.
+    assert consumed["at_answer"] * CHUNK <= HEADER_PROBE_BYTES + CHUNK, consumed
 
 
 @pytest.mark.parametrize("settings", [{"max_image_bytes": LIMIT}], indirect=True)

@@ -11,13 +11,20 @@ from glimpse.accounts import service as accounts
 from glimpse.api.deps import Caller, ContainerDep, EntityId
 from glimpse.backends.storage import Storage
 from glimpse.container import Container
-from glimpse.errors import Forbidden, TooLarge, UnsupportedMediaType
+from glimpse.errors import Forbidden, UnsupportedMediaType
 from glimpse.media import images
 from glimpse.media.filters import FILTERS
 from glimpse.pagination import check_limit, decode_cursor, encode_cursor
 from glimpse.posts import repository, service
 from glimpse.posts.schemas import FilterList, FilterOut, PostOut, PostPage
-from glimpse.posts.upload import StagedFile, UploadForm, UploadLimits, discarding, read_upload
+from glimpse.posts.upload import (
+    StagedFile,
+    UploadForm,
+    UploadLimits,
+    discarding,
+    read_upload,
+    too_many_pixels,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["posts"])
 
@@ -62,10 +69,7 @@ async def _check_headers(files: list[StagedFile], max_pixels: int) -> None:
                 code="unreadable_image",
             )
         if header.width * header.height > max_pixels:
-            raise TooLarge(
-                f"An image may have at most {max_pixels // 1_000_000} megapixels.",
-                code="too_many_pixels",
-            )
+            raise too_many_pixels(max_pixels)
 
 
 async def _store_originals(
@@ -109,7 +113,9 @@ async def create_post(request: Request, caller: Caller, container: ContainerDep)
     """Upload 1..20 photos as one post. Answers at once with `status: processing`; the photos
     are resized and filtered in the background and the post becomes `ready` (or `failed`)."""
     settings, storage = container.settings, container.storage
-    limits = UploadLimits(settings.max_files_per_post, settings.max_image_bytes)
+    limits = UploadLimits(
+        settings.max_files_per_post, settings.max_image_bytes, settings.max_image_pixels
+    )
     # Until the body is fully read, an error response must drain it (see api/errors.py).
     request.state.body_unread = True
     form = await read_upload(

@@ -19,17 +19,22 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from glimpse.errors import Malformed, TooLarge, UnsupportedMediaType
+from glimpse.media.images import UndecodableImage, read_image_header
 from glimpse.media.sniff import SNIFF_BYTES, MediaType, is_image, sniff_media_type
 
 # Text fields are small (a caption is at most 2,200 characters of up to 4 bytes each).
 MAX_FIELD_BYTES = 16 * 1024
 MAX_PARTS = 64
+# Once this much of a file has arrived its header is almost always complete (a JPEG's size
+# follows its EXIF block, at most 64 KB): a pixel bomb is refused then, not after 50 MB.
+HEADER_PROBE_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
 class UploadLimits:
     max_files: int
     max_image_bytes: int
+    max_image_pixels: int
 
 
 @dataclass
@@ -70,6 +75,7 @@ class _Reader:
         self._head = b""
         self._size = 0
         self._media_type: MediaType | None = None
+        self._header_probed = False
         self._value = bytearray()
 
     # python-multipart calls these synchronously from parser.write().
@@ -106,6 +112,7 @@ class _Reader:
             self._head = b""
             self._size = 0
             self._media_type = None
+            self._header_probed = False
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         chunk = data[start:end]
@@ -125,6 +132,19 @@ class _Reader:
                 code="file_too_large",
             )
         self._file.write(chunk)
+        if not self._header_probed and self._size >= HEADER_PROBE_BYTES:
+            self._header_probed = True
+            self._probe_header()
+
+    def _probe_header(self) -> None:
+        assert self._file is not None and self._file_path is not None
+        self._file.flush()
+        try:
+            header = read_image_header(self._file_path)
+        except UndecodableImage:
+            return  # the header lies further on; it is judged when the file is complete
+        if header.width * header.height > self.limits.max_image_pixels:
+            raise too_many_pixels(self.limits.max_image_pixels)
 
     def _sniff(self) -> MediaType:
         media_type = sniff_media_type(self._head)
@@ -165,6 +185,12 @@ class _Reader:
             self._file.close()
             assert self._file_path is not None
             self._file_path.unlink(missing_ok=True)
+
+
+def too_many_pixels(limit: int) -> TooLarge:
+    return TooLarge(
+        f"An image may have at most {limit // 1_000_000} megapixels.", code="too_many_pixels"
+    )
 
 
 def boundary_of(content_type: str) -> bytes:
