@@ -93,7 +93,7 @@ async def run_worker(container: Container, stop: asyncio.Event, concurrency: int
     async def lane() -> None:
         while not stop.is_set():
             try:
-                job = await container.queue.claim()
+                job = await container.queue.claim(registry.names())
             except Exception:
                 log.exception("claiming a job failed")
                 job = None
@@ -118,7 +118,7 @@ async def drain(container: Container, *, max_jobs: int = 10_000) -> int:
     """Run due jobs until none is left (tests and tools); returns how many were run."""
     ran = 0
     while ran < max_jobs:
-        job = await container.queue.claim()
+        job = await container.queue.claim(registry.names())
         if job is None:
             return ran
         await run_job(container, job)

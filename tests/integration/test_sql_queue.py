@@ -100,7 +100,7 @@ async def test_job_enqueued_in_a_rolled_back_transaction_never_exists(
             raise RuntimeError("the change that asked for the job failed")
 
     assert await job_rows(container) == []
-    assert await container.queue.claim() is None
+    assert await container.queue.claim(registry.names()) is None
     assert await drain(container) == 0
     assert ran == []
 
@@ -122,7 +122,7 @@ async def test_committed_jobs_run_exactly_once_with_two_processes_claiming_concu
 
     async def claimer(container: Container) -> int:
         count = 0
-        while (job := await container.queue.claim()) is not None:
+        while (job := await container.queue.claim(registry.names())) is not None:
             await run_job(container, job)
             count += 1
         return count
@@ -151,13 +151,13 @@ async def test_claimed_job_is_not_claimable_again_until_its_lease_runs_out(
     second = make_container(node_id=2, job_lease_seconds=0.3)
     job_id = await add_job(first, name)
 
-    claimed = await first.queue.claim()
+    claimed = await first.queue.claim(registry.names())
     assert claimed is not None and claimed.id == job_id and claimed.attempts == 1
-    assert await second.queue.claim() is None
-    assert await first.queue.claim() is None
+    assert await second.queue.claim(registry.names()) is None
+    assert await first.queue.claim(registry.names()) is None
 
     await asyncio.sleep(0.45)
-    reclaimed = await second.queue.claim()
+    reclaimed = await second.queue.claim(registry.names())
     assert reclaimed is not None
     assert (reclaimed.id, reclaimed.attempts) == (job_id, 2)
 
@@ -172,10 +172,10 @@ async def test_late_first_worker_cannot_undo_the_claim_of_the_worker_that_took_o
     first = make_container(node_id=1, job_lease_seconds=0.2)
     second = make_container(node_id=2, job_lease_seconds=60)
     job_id = await add_job(first, name)
-    stale = await first.queue.claim()
+    stale = await first.queue.claim(registry.names())
     assert stale is not None
     await asyncio.sleep(0.3)
-    current = await second.queue.claim()
+    current = await second.queue.claim(registry.names())
     assert current is not None and current.id == job_id
     [held] = await job_rows(second)
 
@@ -192,7 +192,7 @@ async def test_late_first_worker_cannot_undo_the_claim_of_the_worker_that_took_o
         None,
     )
     assert row.available_at == pytest.approx(held.available_at)
-    assert await first.queue.claim() is None  # still leased to the second worker
+    assert await first.queue.claim(registry.names()) is None  # still leased to the second worker
 
     await second.queue.complete(current)
     assert await job_rows(second) == []
@@ -210,7 +210,7 @@ async def test_job_of_a_worker_that_died_is_run_by_another_after_the_lease(
     crashed = make_container(node_id=1, job_lease_seconds=0.2)
     survivor = make_container(node_id=2)
     await add_job(crashed, name, {"photo": 7})
-    assert await crashed.queue.claim() is not None  # ...and the process dies here
+    assert await crashed.queue.claim(registry.names()) is not None  # ...and the process dies here
 
     assert await drain(survivor) == 0  # still leased
     await asyncio.sleep(0.3)
@@ -252,7 +252,7 @@ async def test_failed_job_waits_about_the_backoff_before_it_runs_again(
     container = make_container(job_retry_base_seconds=10, job_retry_max_seconds=600)
     await add_job(container, name, max_attempts=5)
 
-    job = await container.queue.claim()
+    job = await container.queue.claim(registry.names())
     assert job is not None
     before = time.time()
     await run_job(container, job)
@@ -264,7 +264,7 @@ async def test_failed_job_waits_about_the_backoff_before_it_runs_again(
     assert "storage is down" in (row.last_error or "")
     # First retry: base * 2^0 = 10 s, jittered by a factor in [0.5, 1.5).
     assert before + 5 - 1 <= row.available_at <= time.time() + 15
-    assert await container.queue.claim() is None
+    assert await container.queue.claim(registry.names()) is None
 
 
 # --- dead letters ---------------------------------------------------------------------------
@@ -370,7 +370,7 @@ async def test_job_whose_workers_keep_dying_is_buried_without_running_again(
     container = make_container(job_lease_seconds=0)
     await add_job(container, name, {"media_id": 9}, max_attempts=2)
     for _ in range(2):
-        assert await container.queue.claim() is not None  # the worker dies mid-job
+        assert await container.queue.claim(registry.names()) is not None  # the worker dies mid-job
 
     assert await drain(container) == 1
 
@@ -565,3 +565,16 @@ async def test_idle_worker_runs_a_job_enqueued_by_another_process_promptly(
         stop.set()
         await asyncio.wait_for(worker, timeout=5)
     assert await job_rows(api_side) == []
+
+
+async def test_job_no_handler_knows_waits_for_a_worker_that_does(
+    make_container: MakeContainer,
+) -> None:
+    # Say a newer release enqueued it during a rolling upgrade: older workers leave it be.
+    container = make_container()
+    await _insert_raw_job(container, "from_a_newer_release")
+    assert await container.queue.claim(registry.names()) is None
+    [row] = await job_rows(container)
+    assert (row.state, row.attempts) == (JobState.QUEUED, 0)
+    job = await container.queue.claim({"from_a_newer_release"})
+    assert job is not None and job.name == "from_a_newer_release"

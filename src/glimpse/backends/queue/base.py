@@ -8,6 +8,7 @@ Either way a job is delivered at least once, so every handler must be idempotent
 from __future__ import annotations
 
 import random
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,8 +27,10 @@ class ClaimedJob:
 
 
 class JobConsumer(Protocol):
-    async def claim(self) -> ClaimedJob | None:
-        """Take the next due job under a lease, or None when nothing is due."""
+    async def claim(self, names: Collection[str]) -> ClaimedJob | None:
+        """Take the next due job of one of these names under a lease, or None when nothing is
+        due. (A worker claims only what it has handlers for: during a rolling upgrade, jobs
+        that only newer code knows wait for newer workers.)"""
 
     async def complete(self, job: ClaimedJob) -> None:
         """The work is stored: forget the job."""

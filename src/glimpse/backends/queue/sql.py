@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Collection
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 
 from glimpse.backends.queue.base import ClaimedJob
 from glimpse.db.database import Database
@@ -32,17 +33,22 @@ class SqlJobQueue:
             "UPDATE jobs SET state = 'running', attempts = attempts + 1,"
             " available_at = :lease_until, locked_by = :worker"
             " WHERE id = (SELECT id FROM jobs WHERE state != 'dead' AND available_at <= :now"
-            f" ORDER BY available_at LIMIT 1{skip_locked})"
+            f" AND name IN :names ORDER BY available_at LIMIT 1{skip_locked})"
             " RETURNING id, name, payload, attempts, max_attempts"
-        )
+        ).bindparams(bindparam("names", expanding=True))
 
-    async def claim(self) -> ClaimedJob | None:
+    async def claim(self, names: Collection[str]) -> ClaimedJob | None:
         now = time.time()
         async with self._db.write() as session:
             row = (
                 await session.execute(
                     self._claim_sql,
-                    {"now": now, "lease_until": now + self._lease, "worker": self._worker},
+                    {
+                        "now": now,
+                        "lease_until": now + self._lease,
+                        "worker": self._worker,
+                        "names": sorted(names),
+                    },
                 )
             ).one_or_none()
         if row is None:
