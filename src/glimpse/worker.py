@@ -8,14 +8,20 @@ per core is the unit of scale).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import traceback
 
 from glimpse.backends.queue.base import ClaimedJob, retry_delay
+from glimpse.backends.queue.outbox import ensure_pending
 from glimpse.backends.queue.registry import PermanentJobError, UnknownJob, registry
 from glimpse.container import Container
 
 log = logging.getLogger("glimpse.worker")
+
+
+# How often a worker checks that every periodic job has a run waiting.
+PERIODIC_CHECK_SECONDS = 60.0
 
 
 class StartupError(RuntimeError):
@@ -86,9 +92,33 @@ async def _bury(
     await container.queue.bury(job, f"{error.code}: {error.message}\n{detail}")
 
 
+async def schedule_periodic_jobs(container: Container) -> None:
+    """Make sure each periodic job has one run waiting (workers call this now and then; the
+    first to find one missing enqueues it)."""
+    for spec in registry.periodic():
+        assert spec.every is not None
+        async with container.db.write() as session:
+            await ensure_pending(
+                session,
+                container.ids,
+                spec.name,
+                max_attempts=container.settings.job_max_attempts,
+                delay_seconds=spec.every,
+            )
+
+
 async def run_worker(container: Container, stop: asyncio.Event, concurrency: int = 1) -> None:
     """Claim and run jobs until `stop` is set; a job in progress is finished first."""
     await check_registered_handlers(container)
+
+    async def keep_periodic_jobs_scheduled() -> None:
+        while not stop.is_set():
+            try:
+                await schedule_periodic_jobs(container)
+            except Exception:
+                log.exception("scheduling periodic jobs failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), PERIODIC_CHECK_SECONDS)
 
     async def lane() -> None:
         while not stop.is_set():
@@ -111,7 +141,9 @@ async def run_worker(container: Container, stop: asyncio.Event, concurrency: int
                 # The queue itself failed us; the lease will run out and the job come back.
                 log.exception("job %s %s could not be settled", job.name, job.id)
 
-    await asyncio.gather(*(lane() for _ in range(max(1, concurrency))))
+    await asyncio.gather(
+        keep_periodic_jobs_scheduled(), *(lane() for _ in range(max(1, concurrency)))
+    )
 
 
 async def drain(container: Container, *, max_jobs: int = 10_000) -> int:

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from glimpse.backends.queue.models import Job, JobState
 from glimpse.media import images
-from glimpse.posts import jobs
+from glimpse.posts import jobs, service
 from glimpse.posts.models import Media, MediaVariant
 from tests.conftest import Glimpse, jpeg_bytes
 
@@ -205,3 +205,26 @@ async def test_purge_racing_a_repost_of_the_same_photo_loses_nothing(
     await glimpse.run_jobs()
     for url in (v["url"] for m in view["media"] for v in m["variants"]):
         assert (await glimpse.client.get(url)).status_code == 200, url
+
+
+async def test_sweep_removes_originals_that_no_upload_recorded(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    headers = await glimpse.signup()
+    post = (await glimpse.upload(headers)).json()
+    [media] = await _media_of(glimpse, post["id"])
+    storage, ids = glimpse.container.storage, glimpse.container.ids
+    # What a process killed between storing the originals and committing the post leaves.
+    orphan_id = ids.next_id()
+    orphan = service.original_key(orphan_id, ids.next_id())
+    await storage.put_bytes(orphan, b"abandoned upload", "image/jpeg")
+
+    await jobs.sweep_abandoned_uploads(glimpse.container, {})
+    assert await storage.size(orphan) is not None  # too recent: it may still be committing
+
+    monkeypatch.setattr(jobs, "ABANDONED_UPLOAD_SECONDS", 0)
+    await asyncio.sleep(0.01)  # ids of this very millisecond are not yet "older than now"
+    await jobs.sweep_abandoned_uploads(glimpse.container, {})
+    assert await storage.size(orphan) is None
+    assert await storage.size(media.original_key) is not None  # recorded: kept
+    assert await glimpse.run_jobs() == 1  # and the post still processes

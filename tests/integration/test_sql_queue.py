@@ -30,7 +30,7 @@ from glimpse.backends.queue.registry import (
 from glimpse.config import Settings
 from glimpse.container import Container, build_container
 from glimpse.db.migrate import upgrade_to_head
-from glimpse.worker import StartupError, drain, run_job, run_worker
+from glimpse.worker import StartupError, drain, run_job, run_worker, schedule_periodic_jobs
 
 MakeContainer = Callable[..., Container]
 
@@ -65,8 +65,11 @@ async def add_job(
 
 
 async def job_rows(container: Container) -> list[Job]:
+    """The jobs table, less the runs of periodic jobs that every worker keeps scheduled."""
+    periodic = [spec.name for spec in registry.periodic()]
     async with container.db.read() as session:
-        return list((await session.execute(select(Job).order_by(Job.id))).scalars())
+        query = select(Job).where(Job.name.not_in(periodic)).order_by(Job.id)
+        return list((await session.execute(query)).scalars())
 
 
 class DeadLetters:
@@ -578,3 +581,23 @@ async def test_job_no_handler_knows_waits_for_a_worker_that_does(
     assert (row.state, row.attempts) == (JobState.QUEUED, 0)
     job = await container.queue.claim({"from_a_newer_release"})
     assert job is not None and job.name == "from_a_newer_release"
+
+
+async def test_workers_keep_exactly_one_run_of_each_periodic_job_waiting(
+    make_container: MakeContainer,
+) -> None:
+    async def tidy(container: Container, payload: Payload) -> None:
+        return None
+
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    registry.job(name, every=600)(tidy)
+    first, second = make_container(node_id=1), make_container(node_id=2)
+    before = time.time()
+    await asyncio.gather(schedule_periodic_jobs(first), schedule_periodic_jobs(second))
+    await schedule_periodic_jobs(first)
+
+    async with first.db.read() as session:
+        rows = list((await session.execute(select(Job).where(Job.name == name))).scalars())
+    assert len(rows) == 1
+    assert rows[0].state == JobState.QUEUED
+    assert before + 600 <= rows[0].available_at <= time.time() + 600

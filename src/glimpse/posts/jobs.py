@@ -4,10 +4,13 @@ a missing row as done, and is safe to run twice."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 
 from glimpse.backends.queue.registry import Payload, PermanentJobError, job
 from glimpse.backends.storage import ObjectMissing
 from glimpse.container import Container
+from glimpse.ids import smallest_id_at
 from glimpse.media import images
 from glimpse.posts import repository, service
 from glimpse.posts.models import PostStatus
@@ -70,3 +73,31 @@ async def purge_media_keys(container: Container, payload: Payload) -> None:
         unused = await repository.unreferenced_keys(session, keys)
         for key in unused:
             await container.storage.delete(key)
+
+
+# An upload stores its originals a moment before the transaction that records them. If the
+# process dies in between, nothing points at them; after this long they are litter.
+ABANDONED_UPLOAD_SECONDS = 3600
+# How far back each sweep looks (workers that were down for a day still catch up).
+SWEEP_LOOKBACK_HOURS = 48
+
+
+@job(service.SWEEP_UPLOADS_JOB, every=3600)
+async def sweep_abandoned_uploads(container: Container, payload: Payload) -> None:
+    """Delete stored originals that no media row records (uploads cut off by a crash)."""
+    now_ms = int(time.time() * 1000)
+    older_than = smallest_id_at(now_ms - ABANDONED_UPLOAD_SECONDS * 1000)
+    for hours_ago in range(SWEEP_LOOKBACK_HOURS + 1):
+        folder = service.originals_folder(now_ms - hours_ago * 3_600_000)
+        candidates = []
+        for key in await container.storage.list_keys(folder):
+            with contextlib.suppress(ValueError, IndexError):
+                if int(key.split("/")[2]) < older_than:  # originals/<hour>/<post id>/<media id>
+                    candidates.append(key)
+        if not candidates:
+            continue
+        # Under the write lock, like purges: an upload recording its originals right now
+        # commits either before our check or not at all.
+        async with container.db.write() as session:
+            for key in await repository.unreferenced_keys(session, candidates):
+                await container.storage.delete(key)

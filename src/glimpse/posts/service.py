@@ -18,7 +18,7 @@ from glimpse.backends.queue.outbox import enqueue
 from glimpse.config import Settings
 from glimpse.db.base import utcnow
 from glimpse.errors import Forbidden, Invalid, NotFound, Throttled
-from glimpse.ids import IdGenerator
+from glimpse.ids import IdGenerator, id_timestamp_ms
 from glimpse.media.filters import FILTERS
 from glimpse.media.images import ProcessedImage
 from glimpse.posts import repository
@@ -27,6 +27,7 @@ from glimpse.posts.schemas import MediaOut, PostError, PostOut, VariantOut
 
 PROCESS_MEDIA_JOB = "process_media"
 PURGE_KEYS_JOB = "purge_media_keys"
+SWEEP_UPLOADS_JOB = "sweep_abandoned_uploads"
 
 _VARIANT_ORDER = {"w1080": 0, "w640": 1, "w320": 2, "sq150": 3}
 _EXTENSIONS = {"image/jpeg": "jpg", "image/webp": "webp", "video/mp4": "mp4"}
@@ -44,7 +45,13 @@ class NewMedia:
 
 
 def original_key(post_id: int, media_id: int) -> str:
-    return f"originals/{post_id}/{media_id}"
+    """Private, one per media item. Filed by the hour the post was made, so that the sweep
+    of abandoned uploads lists a few small folders instead of every original ever stored."""
+    return f"{originals_folder(id_timestamp_ms(post_id))}/{post_id}/{media_id}"
+
+
+def originals_folder(unix_ms: int) -> str:
+    return "originals/" + datetime.fromtimestamp(unix_ms / 1000, UTC).strftime("%Y%m%d%H")
 
 
 def variant_key(data: bytes, content_type: str) -> str:

@@ -7,6 +7,7 @@ import json
 import time
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from glimpse.backends.queue.models import Job, JobState
@@ -40,3 +41,22 @@ def enqueue(
         )
     )
     return job_id
+
+
+async def ensure_pending(
+    session: AsyncSession,
+    ids: IdGenerator,
+    name: str,
+    *,
+    max_attempts: int,
+    delay_seconds: float,
+) -> bool:
+    """Enqueue `name` (with an empty payload) unless a run of it is already waiting; True if
+    this call enqueued it. In a write transaction, so that workers starting together agree."""
+    waiting = await session.execute(
+        select(Job.id).where(Job.name == name, Job.state != JobState.DEAD).limit(1)
+    )
+    if waiting.first() is not None:
+        return False
+    enqueue(session, ids, name, {}, max_attempts=max_attempts, delay_seconds=delay_seconds)
+    return True

@@ -31,6 +31,8 @@ class JobSpec:
     name: str
     handler: Handler
     on_dead: DeadHandler | None
+    # Periodic jobs: workers keep one run of it pending, due `every` seconds from scheduling.
+    every: float | None = None
 
 
 class UnknownJob(LookupError):
@@ -41,11 +43,13 @@ class JobRegistry:
     def __init__(self) -> None:
         self._specs: dict[str, JobSpec] = {}
 
-    def job(self, name: str, *, on_dead: DeadHandler | None = None) -> Callable[[Handler], Handler]:
+    def job(
+        self, name: str, *, on_dead: DeadHandler | None = None, every: float | None = None
+    ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             if name in self._specs and self._specs[name].handler is not handler:
                 raise ValueError(f"job {name!r} is registered twice")
-            self._specs[name] = JobSpec(name, handler, on_dead)
+            self._specs[name] = JobSpec(name, handler, on_dead, every)
             return handler
 
         return register
@@ -58,6 +62,9 @@ class JobRegistry:
 
     def names(self) -> set[str]:
         return set(self._specs)
+
+    def periodic(self) -> list[JobSpec]:
+        return [spec for spec in self._specs.values() if spec.every is not None]
 
 
 # The application's registry. Slices register into it from their jobs.py; container.py imports

@@ -41,6 +41,9 @@ class Storage(Protocol):
     async def delete(self, key: str) -> None:
         """Remove the object; a missing one is not an error (deletes are retried)."""
 
+    async def list_keys(self, prefix: str) -> list[str]:
+        """Every key under `prefix` (a key-shaped folder, like "originals/2026112611")."""
+
     def local_path(self, key: str) -> Path | None:
         """Where the object lies on this machine's disk, if it does: lets the origin serve it
         without copying through Python buffers."""

@@ -92,6 +92,18 @@ class LocalStorage:
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self._path(key).unlink, missing_ok=True)
 
+    async def list_keys(self, prefix: str) -> list[str]:
+        folder = self._path(prefix.rstrip("/"))
+
+        def walk() -> list[str]:
+            if not folder.is_dir():
+                return []
+            return sorted(
+                p.relative_to(self.root).as_posix() for p in folder.rglob("*") if p.is_file()
+            )
+
+        return await asyncio.to_thread(walk)
+
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
 
