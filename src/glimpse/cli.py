@@ -42,13 +42,15 @@ def _setup_logging() -> None:
     )
 
 
-async def _run_worker(settings: Settings, node_id: int | None, concurrency: int) -> None:
+async def _run_worker(
+    settings: Settings, node_id: int | None, concurrency: int, stop_signals: tuple[int, ...]
+) -> None:
     from glimpse.container import build_container
     from glimpse.worker import run_worker
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in stop_signals:
         loop.add_signal_handler(sig, stop.set)
     container = build_container(settings, node_id=node_id)
     try:
@@ -60,10 +62,10 @@ async def _run_worker(settings: Settings, node_id: int | None, concurrency: int)
 def worker_process_main(settings: Settings, node_id: int, concurrency: int) -> None:
     """Entry point of a worker process started by `glimpse serve`."""
     _setup_logging()
-    # The API process's Ctrl-C reaches the whole process group; the parent stops us with SIGTERM
-    # after the API has drained, so that no job is cut off halfway by the same keypress.
+    # Ctrl-C reaches the whole process group; the parent stops us with SIGTERM once the API
+    # has drained, so we ignore SIGINT and let the job in progress finish.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    asyncio.run(_run_worker(settings, node_id, concurrency))
+    asyncio.run(_run_worker(settings, node_id, concurrency, (signal.SIGTERM,)))
 
 
 class WorkerSupervisor:
@@ -157,7 +159,9 @@ def worker(
 ) -> None:
     """Run workers alone (on any number of hosts, at scale)."""
     _setup_logging()
-    asyncio.run(_run_worker(_settings(data_dir), None, concurrency))
+    asyncio.run(
+        _run_worker(_settings(data_dir), None, concurrency, (signal.SIGTERM, signal.SIGINT))
+    )
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""Domain errors. Services raise these; one handler in app.py maps them to API.md's error body."""
+"""Domain errors. Services raise these; api/errors.py maps them to API.md's error body."""
 
 from __future__ import annotations
 

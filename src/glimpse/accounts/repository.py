@@ -10,6 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from glimpse.accounts.models import AccessToken, User
 
 
+async def get_user(session: AsyncSession, user_id: int) -> User | None:
+    return await session.get(User, user_id)
+
+
 async def get_user_by_username(session: AsyncSession, username: str) -> User | None:
     result = await session.execute(select(User).where(User.username == username))
     return result.scalar_one_or_none()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from glimpse.accounts import repository
 from glimpse.accounts import service as accounts
 from glimpse.accounts.models import User
 from glimpse.accounts.schemas import (
@@ -59,7 +58,8 @@ async def create_account(body: AccountCreate, container: ContainerDep) -> UserOu
 async def issue_token(body: TokenRequest, container: ContainerDep) -> TokenOut:
     """Trade a username and password for a bearer token."""
     async with container.db.read() as session:
-        user = await repository.get_user_by_username(session, body.username)
+        user = await accounts.find_user(session, body.username)
+    # Verified outside any transaction: argon2 takes tens of milliseconds on purpose.
     password_hash = user.password_hash if user else None
     if user is None or not await container.passwords.verify(password_hash, body.password):
         raise Unauthenticated("Wrong username or password.", code="invalid_credentials")
@@ -95,10 +95,7 @@ async def get_me(caller: Caller, container: ContainerDep) -> MeOut:
 async def update_me(body: ProfileUpdate, caller: Caller, container: ContainerDep) -> MeOut:
     """Change the display name, bio or privacy of the caller's account."""
     async with container.db.write() as session:
-        user = await session.get(User, caller.user.id)
-        if user is None:
-            raise Unauthenticated("This account no longer exists.", code="invalid_token")
-        accounts.update_profile(user, body)
+        user = await accounts.update_profile(session, caller.user.id, body)
     return await _me(container, user)
 
 

@@ -96,10 +96,18 @@ async def get_visible_user(session: AsyncSession, username: str) -> User:
     return user
 
 
-def update_profile(user: User, changes: ProfileUpdate) -> None:
+async def find_user(session: AsyncSession, username: str) -> User | None:
+    return await repository.get_user_by_username(session, username)
+
+
+async def update_profile(session: AsyncSession, user_id: int, changes: ProfileUpdate) -> User:
+    user = await repository.get_user(session, user_id)
+    if user is None:  # deleted since its token was checked
+        raise Unauthenticated("This account no longer exists.", code="invalid_token")
     if changes.display_name is not None:
         user.display_name = changes.display_name
     if changes.bio is not None:
         user.bio = changes.bio
     if changes.is_private is not None:
         user.is_private = changes.is_private
+    return user

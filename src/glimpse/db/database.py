@@ -14,7 +14,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, text
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -73,9 +74,12 @@ class Database:
         async with self._read_sessions() as session, session.begin():
             yield session
 
-    async def ping(self) -> None:
-        async with self.read() as session:
-            await session.execute(text("SELECT 1"))
+    async def schema_revision(self) -> str | None:
+        """The Alembic revision the database is at (a real round trip, for /readyz)."""
+        async with self.read_engine.connect() as connection:
+            return await connection.run_sync(
+                lambda sync: MigrationContext.configure(sync).get_current_revision()
+            )
 
     async def dispose(self) -> None:
         await self.write_engine.dispose()

@@ -8,10 +8,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -52,10 +50,3 @@ def upgrade_to_head(url: str) -> None:
 
 def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
-
-
-async def current_revision(connection: AsyncConnection) -> str | None:
-    def read(sync_connection: object) -> str | None:
-        return MigrationContext.configure(sync_connection).get_current_revision()  # type: ignore[arg-type]
-
-    return await connection.run_sync(read)

@@ -10,12 +10,11 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
-from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from glimpse.api.deps import ContainerDep
 from glimpse.container import Container
-from glimpse.db.migrate import current_revision, head_revision
+from glimpse.db.migrate import head_revision
 
 router = APIRouter(tags=["operations"])
 log = logging.getLogger("glimpse.ops")
@@ -70,9 +69,7 @@ async def healthz() -> dict[str, str]:
 
 
 async def _check_database(container: Container) -> None:
-    async with container.db.read() as session:
-        await session.execute(text("SELECT 1"))
-        revision = await current_revision(await session.connection())
+    revision = await container.db.schema_revision()
     if revision != head_revision():
         raise RuntimeError(f"migrations are at {revision}, not at head {head_revision()}")
 
@@ -107,9 +104,7 @@ async def readyz(container: ContainerDep) -> JSONResponse:
 async def metrics(request: Request, container: ContainerDep) -> Response:
     """Prometheus text format."""
     try:
-        async with container.db.read() as session:
-            rows = await session.execute(text("SELECT state, count(*) FROM jobs GROUP BY state"))
-            counts: dict[str, int] = {state: n for state, n in rows}
+        counts = await container.queue.state_counts()
         for state in ("queued", "running", "dead"):
             JOBS.labels(state).set(counts.get(state, 0))
     except Exception:  # metrics must answer even when the database does not

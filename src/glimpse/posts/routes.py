@@ -7,15 +7,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
-from glimpse.accounts import service as accounts
 from glimpse.api.deps import Caller, ContainerDep, EntityId
 from glimpse.backends.storage import Storage
 from glimpse.container import Container
-from glimpse.errors import Forbidden, UnsupportedMediaType
+from glimpse.errors import UnsupportedMediaType
 from glimpse.media import images
 from glimpse.media.filters import FILTERS
 from glimpse.pagination import check_limit, decode_cursor, encode_cursor
-from glimpse.posts import repository, service
+from glimpse.posts import service
 from glimpse.posts.schemas import FilterList, FilterOut, PostOut, PostPage
 from glimpse.posts.upload import (
     StagedFile,
@@ -196,14 +195,9 @@ async def list_user_posts(
         if not isinstance(before, int):
             before = -1  # signed but meaningless: treat as the end of the list
     async with container.db.read() as session:
-        author = await accounts.get_visible_user(session, username)
-        if author.is_private and author.id != caller.user.id:
-            raise Forbidden("This account is private.", code="private_account")
-        posts = await repository.list_ready_posts_by_author(
-            session, author.id, before, page_size + 1
+        posts, more = await service.list_profile_posts(
+            session, username, caller.user.id, before, page_size
         )
-        more = len(posts) > page_size
-        posts = posts[:page_size]
         items = await service.post_views(
             session, posts, caller.user.id, container.settings.media_base_url
         )

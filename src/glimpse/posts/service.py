@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from glimpse.accounts import service as accounts_service
 from glimpse.accounts.models import User
 from glimpse.accounts.schemas import Quota, Usage, UserSummary
 from glimpse.backends.queue.outbox import enqueue
@@ -209,6 +210,18 @@ def can_see_post(post: Post, author: User, viewer_id: int) -> bool:
         return False
     # Followers arrive with the social graph; until then a private account's posts are its own.
     return not author.is_private
+
+
+async def list_profile_posts(
+    session: AsyncSession, username: str, viewer_id: int, before_id: int | None, limit: int
+) -> tuple[list[Post], bool]:
+    """One page of a user's ready posts, newest first, and whether more follow."""
+    author = await accounts_service.get_visible_user(session, username)
+    # Followers arrive with the social graph; until then a private account's grid is its own.
+    if author.is_private and author.id != viewer_id:
+        raise Forbidden("This account is private.", code="private_account")
+    posts = await repository.list_ready_posts_by_author(session, author.id, before_id, limit + 1)
+    return posts[:limit], len(posts) > limit
 
 
 async def get_visible_post(session: AsyncSession, post_id: int, viewer_id: int) -> Post:

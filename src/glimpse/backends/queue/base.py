@@ -47,6 +47,9 @@ class JobConsumer(Protocol):
     async def pending_names(self) -> set[str]:
         """Names of the jobs waiting to run (checked against the registry at start-up)."""
 
+    async def state_counts(self) -> dict[str, int]:
+        """How many jobs are queued, running and dead (for /metrics)."""
+
     async def check(self) -> None:
         """A real round trip for /readyz."""
 

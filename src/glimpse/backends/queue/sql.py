@@ -117,6 +117,11 @@ class SqlJobQueue:
             )
             return {name for (name,) in rows}
 
+    async def state_counts(self) -> dict[str, int]:
+        async with self._db.read() as session:
+            rows = await session.execute(text("SELECT state, count(*) FROM jobs GROUP BY state"))
+            return {state: count for state, count in rows}
+
     async def check(self) -> None:
         async with self._db.read() as session:
             await session.execute(text("SELECT count(*) FROM jobs WHERE state = 'dead'"))
