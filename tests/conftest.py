@@ -28,7 +28,6 @@ def settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
     return Settings(
         data_dir=tmp_path / "data",
         secret_key="test-secret",
-        node_id=1,
         media_gc_delay_seconds=0,
         job_retry_base_seconds=0,
         job_retry_max_seconds=0,

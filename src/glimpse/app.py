@@ -18,12 +18,13 @@ from glimpse.ops.routes import router as ops_router
 from glimpse.posts.routes import router as posts_router
 
 
-def create_app(settings: Settings | None = None, *, node_id: int | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        container: Container = build_container(settings, node_id=node_id)
+        container: Container = build_container(settings)
+        await container.start()
         app.state.container = container
         try:
             yield

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import multiprocessing
 import os
-import random
 import signal
 import threading
 from multiprocessing.process import BaseProcess
@@ -18,7 +17,6 @@ import uvicorn
 
 from glimpse.config import Settings
 from glimpse.db.migrate import upgrade_to_head
-from glimpse.ids import MAX_NODE
 
 app = typer.Typer(help="Glimpse: self-hostable photo and video sharing.", no_args_is_help=True)
 log = logging.getLogger("glimpse")
@@ -42,9 +40,7 @@ def _setup_logging() -> None:
     )
 
 
-async def _run_worker(
-    settings: Settings, node_id: int | None, concurrency: int, stop_signals: tuple[int, ...]
-) -> None:
+async def _run_worker(settings: Settings, concurrency: int, stop_signals: tuple[int, ...]) -> None:
     from glimpse.container import build_container
     from glimpse.worker import run_worker
 
@@ -52,55 +48,54 @@ async def _run_worker(
     loop = asyncio.get_running_loop()
     for sig in stop_signals:
         loop.add_signal_handler(sig, stop.set)
-    container = build_container(settings, node_id=node_id)
+    container = build_container(settings)
+    await container.start()
     try:
         await run_worker(container, stop, concurrency)
     finally:
         await container.close()
 
 
-def worker_process_main(settings: Settings, node_id: int, concurrency: int) -> None:
+def worker_process_main(settings: Settings, concurrency: int) -> None:
     """Entry point of a worker process started by `glimpse serve`."""
     _setup_logging()
     # Ctrl-C reaches the whole process group; the parent stops us with SIGTERM once the API
     # has drained, so we ignore SIGINT and let the job in progress finish.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    asyncio.run(_run_worker(settings, node_id, concurrency, (signal.SIGTERM,)))
+    asyncio.run(_run_worker(settings, concurrency, (signal.SIGTERM,)))
 
 
 class WorkerSupervisor:
     """Keeps N worker processes running beside the API, restarting any that dies."""
 
-    def __init__(self, settings: Settings, count: int, first_node: int) -> None:
+    def __init__(self, settings: Settings, count: int) -> None:
         self._settings = settings
-        self._nodes = [(first_node + 1 + i) % (MAX_NODE + 1) for i in range(count)]
+        self._count = count
         self._context = multiprocessing.get_context("spawn")
         self._processes: dict[int, BaseProcess] = {}
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
-    def _spawn(self, node: int) -> None:
+    def _spawn(self, index: int) -> None:
         process = self._context.Process(
-            target=worker_process_main,
-            args=(self._settings, node, 1),
-            name=f"glimpse-worker-{node}",
+            target=worker_process_main, args=(self._settings, 1), name=f"glimpse-worker-{index}"
         )
         process.start()
-        self._processes[node] = process
+        self._processes[index] = process
 
     def start(self) -> None:
-        for node in self._nodes:
-            self._spawn(node)
+        for index in range(self._count):
+            self._spawn(index)
         self._thread.start()
 
     def _watch(self) -> None:
         while not self._stopping.wait(1.0):
-            for node, process in list(self._processes.items()):
+            for index, process in list(self._processes.items()):
                 if not process.is_alive() and not self._stopping.is_set():
                     log.warning(
-                        "worker %s exited with %s; starting another", node, process.exitcode
+                        "worker %s exited with %s; starting another", index, process.exitcode
                     )
-                    self._spawn(node)
+                    self._spawn(index)
 
     def stop(self, timeout: float = 60.0) -> None:
         self._stopping.set()
@@ -130,9 +125,8 @@ def serve(
     if settings.is_sqlite:
         upgrade_to_head(settings.resolved_database_url)
     settings.resolved_secret_key()  # made once here, before the processes race to make it
-    api_node = settings.node_id if settings.node_id is not None else random.randint(0, MAX_NODE)
     count = 0 if no_workers else (workers if workers is not None else os.cpu_count() or 1)
-    supervisor = WorkerSupervisor(settings, count, api_node)
+    supervisor = WorkerSupervisor(settings, count)
     supervisor.start()
     from glimpse.app import create_app
 
@@ -142,7 +136,7 @@ def serve(
         signal.signal(sig, lambda *_: None)
     try:
         uvicorn.run(
-            create_app(settings, node_id=api_node),
+            create_app(settings),
             host=host,
             port=port,
             log_level="info",
@@ -159,9 +153,7 @@ def worker(
 ) -> None:
     """Run workers alone (on any number of hosts, at scale)."""
     _setup_logging()
-    asyncio.run(
-        _run_worker(_settings(data_dir), None, concurrency, (signal.SIGTERM, signal.SIGINT))
-    )
+    asyncio.run(_run_worker(_settings(data_dir), concurrency, (signal.SIGTERM, signal.SIGINT)))
 
 
 @app.command()

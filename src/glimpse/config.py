@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,8 +21,6 @@ class Settings(BaseSettings):
 
     # Mixed into cursor signatures. Empty: a random key is made once and kept in data_dir.
     secret_key: str = ""
-    # 13 bits of every id; each process that writes needs its own (see ids.py). None: assigned.
-    node_id: int | None = Field(default=None, ge=0, le=8191)
 
     # Where browsers fetch media: empty for this server's own /media/ origin, or a CDN's URL.
     media_base_url: str = ""

@@ -6,9 +6,13 @@ the package connects to anything at import time.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
 import random
 import socket
+import uuid
 from dataclasses import dataclass
 
 from glimpse.accounts.passwords import PasswordHasher
@@ -16,12 +20,20 @@ from glimpse.backends.queue import JobConsumer, queue_from_url
 from glimpse.backends.storage import Storage, storage_from_url
 from glimpse.config import Settings
 from glimpse.db.database import Database
+from glimpse.db.node_leases import acquire_node, release_node, renew_node
 from glimpse.ids import MAX_NODE, IdGenerator
+
+log = logging.getLogger("glimpse")
 
 
 def _load_job_handlers() -> None:
     # Importing a slice's jobs module registers its handlers (see backends/queue/registry.py).
     import glimpse.posts.jobs  # noqa: F401
+
+
+# A crashed process's node comes free after this long; a live one renews well before.
+NODE_LEASE_SECONDS = 600.0
+NODE_RENEW_SECONDS = 60.0
 
 
 @dataclass
@@ -33,20 +45,48 @@ class Container:
     ids: IdGenerator
     passwords: PasswordHasher
     secret_key: bytes
+    # Lease the ids' node from the database at start(), unless the settings fix it.
+    lease_node: bool = True
+    holder: str = ""
+    _renewal: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Take what needs the database: the lease on this process's id node."""
+        if self.lease_node:
+            node = await acquire_node(self.db, self.holder, NODE_LEASE_SECONDS)
+            self.ids.use_node(node)
+            self._renewal = asyncio.create_task(self._keep_node())
+
+    async def _keep_node(self) -> None:
+        while True:
+            await asyncio.sleep(NODE_RENEW_SECONDS)
+            try:
+                if not await renew_node(self.db, self.ids.node, self.holder, NODE_LEASE_SECONDS):
+                    # Lost it (say, the process was suspended past the lease): take another.
+                    log.warning("id node %d was lost; leasing another", self.ids.node)
+                    self.ids.use_node(await acquire_node(self.db, self.holder, NODE_LEASE_SECONDS))
+            except Exception:
+                log.exception("renewing the id node lease failed; trying again")
 
     async def close(self) -> None:
+        if self._renewal is not None:
+            self._renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewal
+            with contextlib.suppress(Exception):
+                await release_node(self.db, self.ids.node, self.holder)
         await self.queue.close()
         await self.db.dispose()
 
 
 def build_container(settings: Settings, *, node_id: int | None = None) -> Container:
+    """Everything a process needs, unconnected; `await container.start()` before use.
+    `node_id` fixes the ids' node instead of leasing one (for tests and tools)."""
     _load_job_handlers()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    node = node_id if node_id is not None else settings.node_id
-    if node is None:
-        node = random.SystemRandom().randint(0, MAX_NODE)
+    fixed_node = node_id
+    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     db = Database(settings.resolved_database_url, busy_timeout_ms=settings.database_busy_timeout_ms)
-    worker_name = f"{socket.gethostname()}:{os.getpid()}:{node}"
     return Container(
         settings=settings,
         db=db,
@@ -54,11 +94,16 @@ def build_container(settings: Settings, *, node_id: int | None = None) -> Contai
         queue=queue_from_url(
             settings.resolved_queue_url,
             db,
-            worker_name=worker_name,
+            worker_name=holder,
             lease_seconds=settings.job_lease_seconds,
             poll_seconds=settings.worker_poll_seconds,
         ),
-        ids=IdGenerator(node),
+        # Until start() leases a node, a random one (only tests make ids before start()).
+        ids=IdGenerator(
+            fixed_node if fixed_node is not None else random.SystemRandom().randint(0, MAX_NODE)
+        ),
         passwords=PasswordHasher(settings.password_hash_concurrency),
         secret_key=settings.resolved_secret_key().encode(),
+        lease_node=fixed_node is None,
+        holder=holder,
     )

@@ -43,6 +43,17 @@ class IdGenerator:
         self._last_ms = -1
         self._sequence = 0
 
+    @property
+    def node(self) -> int:
+        return self._node
+
+    def use_node(self, node: int) -> None:
+        """Switch to another node (a newly leased one)."""
+        if not 0 <= node <= MAX_NODE:
+            raise ValueError(f"node must be within 0..{MAX_NODE}")
+        with self._lock:
+            self._node = node
+
     def next_id(self) -> int:
         with self._lock:
             now = self._clock() - EPOCH_MS
