@@ -65,7 +65,7 @@ async def test_upload_answers_202_with_a_processing_post_of_every_field(glimpse:
     assert post["author"] == {"id": me["id"], "username": "alice", "display_name": "alice"}
     assert post["caption"] == "first light"
     assert post["status"] == "processing"
-    assert post.get("error") is None
+    assert "error" not in post  # API.md: `error?`, only on failed posts
     assert post["created_at"].endswith(("Z", "+00:00")), post["created_at"]
     created = datetime.fromisoformat(post["created_at"].replace("Z", "+00:00"))
     assert created.utcoffset() is not None and created.utcoffset().total_seconds() == 0

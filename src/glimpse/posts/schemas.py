@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from glimpse.accounts.schemas import IdStr, UserSummary
 
@@ -36,7 +36,8 @@ class PostOut(BaseModel):
     caption: str
     filter: str
     status: Literal["processing", "ready", "failed"]
-    error: PostError | None = None
+    # Only failed posts carry an error (API.md: `error?`): absent, not null, otherwise.
+    error: PostError | None = Field(default=None, exclude_if=lambda value: value is None)
     created_at: datetime
     like_count: int
     comment_count: int
