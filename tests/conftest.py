@@ -32,6 +32,8 @@ def settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
         job_retry_base_seconds=0,
         job_retry_max_seconds=0,
         worker_poll_seconds=0.01,
+        # Tests look at the origin right after changing who may see a post.
+        origin_cache_ttl_seconds=0,
     ).model_copy(update=getattr(request, "param", {}))
 
 

@@ -24,6 +24,10 @@ class Settings(BaseSettings):
 
     # Where browsers fetch media: empty for this server's own /media/ origin, or a CDN's URL.
     media_base_url: str = ""
+    # The origin remembers who may see a media key this long (so deleting a post or going
+    # private reaches it within this time), and keeps up to this many bytes of small files.
+    origin_cache_ttl_seconds: float = 10.0
+    origin_cache_bytes: int = 64 * 1024 * 1024
 
     token_ttl_seconds: int = 30 * 24 * 3600
     # argon2id hashing is deliberately slow; more concurrent hashes than cores only queue up.

@@ -22,6 +22,7 @@ from glimpse.config import Settings
 from glimpse.db.database import Database
 from glimpse.db.node_leases import acquire_node, release_node, renew_node
 from glimpse.ids import MAX_NODE, IdGenerator
+from glimpse.media.origin_cache import OriginCache
 
 log = logging.getLogger("glimpse")
 
@@ -45,6 +46,7 @@ class Container:
     ids: IdGenerator
     passwords: PasswordHasher
     secret_key: bytes
+    origin_cache: OriginCache
     # Lease the ids' node from the database at start(), unless the settings fix it.
     lease_node: bool = True
     holder: str = ""
@@ -104,6 +106,9 @@ def build_container(settings: Settings, *, node_id: int | None = None) -> Contai
         ),
         passwords=PasswordHasher(settings.password_hash_concurrency),
         secret_key=settings.resolved_secret_key().encode(),
+        origin_cache=OriginCache(
+            ttl_seconds=settings.origin_cache_ttl_seconds, max_bytes=settings.origin_cache_bytes
+        ),
         lease_node=fixed_node is None,
         holder=holder,
     )

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from glimpse.posts import service as posts_service
 from tests.conftest import Glimpse, assert_error, jpeg_bytes
 
 
@@ -291,3 +292,28 @@ async def test_media_of_a_deleted_post_is_gone_at_once_even_before_the_purge(
     # The files wait for the purge job; the origin already refuses them.
     assert glimpse.stored_files()
     assert_error(await glimpse.client.get(variant["url"]), 404)
+
+
+@pytest.mark.parametrize("settings", [{"origin_cache_ttl_seconds": 60}], indirect=True)
+async def test_hot_media_is_answered_without_asking_the_database_again(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    headers = await glimpse.signup("alice")
+    response = await glimpse.upload(headers, files=[("p.jpg", jpeg_bytes((400, 300)))])
+    await glimpse.run_jobs()
+    post = (
+        await glimpse.client.get(f"/api/v1/posts/{response.json()['id']}", headers=headers)
+    ).json()
+    url = post["media"][0]["variants"][0]["url"]
+    lookups = 0
+    real_lookup = posts_service.media_visibility
+
+    async def counting(*args: Any) -> str | None:
+        nonlocal lookups
+        lookups += 1
+        return await real_lookup(*args)
+
+    monkeypatch.setattr(posts_service, "media_visibility", counting)
+    bodies = {(await glimpse.client.get(url)).content for _ in range(5)}
+    assert lookups == 1
+    assert len(bodies) == 1 and bodies.pop().startswith(b"\xff\xd8")

@@ -13,7 +13,8 @@ from glimpse.container import Container
 from glimpse.errors import Unauthenticated
 
 
-def get_container(request: Request) -> Container:
+async def get_container(request: Request) -> Container:
+    # async on purpose: FastAPI runs a plain `def` dependency in a thread, a hop per request.
     container: Container = request.app.state.container
     return container
 

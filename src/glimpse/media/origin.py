@@ -3,6 +3,7 @@ and anything else answer 404, and no key can reach outside the store."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
@@ -11,7 +12,9 @@ from starlette.responses import FileResponse
 
 from glimpse.api.deps import ContainerDep
 from glimpse.backends.storage import ObjectMissing, Storage
+from glimpse.container import Container
 from glimpse.errors import NotFound, RangeNotSatisfiable
+from glimpse.media.origin_cache import OriginEntry
 from glimpse.posts import service as posts
 
 router = APIRouter(tags=["media"])
@@ -58,7 +61,11 @@ def etag_matches(header: str | None, etag: str) -> bool:
     return "*" in candidates or etag in candidates
 
 
-async def _read(storage: Storage, key: str, path: Path | None, offset: int, length: int) -> bytes:
+async def _read(
+    storage: Storage, key: str, path: Path | None, offset: int, length: int, cached: bytes | None
+) -> bytes:
+    if cached is not None:
+        return cached[offset : offset + length]
     try:
         if path is not None:
             # A page-cache read of a few hundred KB is quicker inline than a hop to a thread.
@@ -77,11 +84,10 @@ async def get_media(key: str, request: Request, container: ContainerDep) -> Resp
     if not match:
         raise NotFound("No such media.", code="media_not_found")
     storage = container.storage
-    async with container.db.read() as session:
-        visibility = await posts.media_visibility(session, key)
-    size = await storage.size(key) if visibility else None
-    if size is None:
+    entry = container.origin_cache.get(key) or await _look_up(container, key)
+    if entry.visibility is None:
         raise NotFound("No such media.", code="media_not_found")
+    visibility, size, cached = entry.visibility, entry.size, entry.data
     etag = f'"{match.group(2)}"'
     content_type = _CONTENT_TYPES[match.group(3)]
     headers = {
@@ -92,7 +98,8 @@ async def get_media(key: str, request: Request, container: ContainerDep) -> Resp
     }
     if etag_matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
-    path = storage.local_path(key)
+    # Only needed when the bytes are not in memory (resolving it costs a few system calls).
+    path = storage.local_path(key) if cached is None else None
     byte_range = None
     range_header = request.headers.get("range")
     # If-Range with another validator means "the file changed: send all of it".
@@ -108,18 +115,34 @@ async def get_media(key: str, request: Request, container: ContainerDep) -> Resp
         body = (
             b""
             if request.method == "HEAD"
-            else await _read(storage, key, path, first, last - first + 1)
+            else await _read(storage, key, path, first, last - first + 1, cached)
         )
         headers["Content-Length"] = str(last - first + 1)
         return Response(body, status_code=206, media_type=content_type, headers=headers)
     if request.method == "HEAD":
         headers["Content-Length"] = str(size)
         return Response(status_code=200, media_type=content_type, headers=headers)
-    if path is not None and size > _SMALL_FILE:
+    if cached is None and path is not None and size > _SMALL_FILE:
         return FileResponse(path, media_type=content_type, headers=headers)
     return Response(
-        await _read(storage, key, path, 0, size), media_type=content_type, headers=headers
+        await _read(storage, key, path, 0, size, cached), media_type=content_type, headers=headers
     )
+
+
+async def _look_up(container: Container, key: str) -> OriginEntry:
+    """Ask the database who may see the key, and remember the answer (and small files)."""
+    async with container.db.read() as session:
+        visibility = await posts.media_visibility(session, key)
+    size = await container.storage.size(key) if visibility else None
+    data = None
+    if size is None:
+        visibility, size = None, 0
+    elif size <= _SMALL_FILE:
+        with contextlib.suppress(NotFound):
+            data = await _read(
+                container.storage, key, container.storage.local_path(key), 0, size, None
+            )
+    return container.origin_cache.put(key, visibility, size, data)
 
 
 router.add_api_route("/media/{key:path}", get_media, methods=["GET"])
