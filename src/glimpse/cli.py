@@ -40,7 +40,12 @@ def _setup_logging() -> None:
     )
 
 
-async def _run_worker(settings: Settings, concurrency: int, stop_signals: tuple[int, ...]) -> None:
+async def _run_worker(
+    settings: Settings,
+    concurrency: int,
+    stop_signals: tuple[int, ...],
+    parent_pid: int | None = None,
+) -> None:
     from glimpse.container import build_container
     from glimpse.worker import run_worker
 
@@ -48,21 +53,34 @@ async def _run_worker(settings: Settings, concurrency: int, stop_signals: tuple[
     loop = asyncio.get_running_loop()
     for sig in stop_signals:
         loop.add_signal_handler(sig, stop.set)
+
+    async def stop_when_orphaned() -> None:
+        # A `glimpse serve` killed outright (SIGKILL, OOM) cannot stop its workers; they notice
+        # that their parent is gone and stop themselves rather than run on unsupervised.
+        while not stop.is_set():
+            if os.getppid() != parent_pid:
+                log.warning("the glimpse serve process is gone; stopping")
+                stop.set()
+            await asyncio.sleep(1.0)
+
+    watchdog = asyncio.create_task(stop_when_orphaned()) if parent_pid is not None else None
     container = build_container(settings)
     await container.start()
     try:
         await run_worker(container, stop, concurrency)
     finally:
+        if watchdog is not None:
+            watchdog.cancel()
         await container.close()
 
 
-def worker_process_main(settings: Settings, concurrency: int) -> None:
+def worker_process_main(settings: Settings, concurrency: int, parent_pid: int) -> None:
     """Entry point of a worker process started by `glimpse serve`."""
     _setup_logging()
     # Ctrl-C reaches the whole process group; the parent stops us with SIGTERM once the API
     # has drained, so we ignore SIGINT and let the job in progress finish.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    asyncio.run(_run_worker(settings, concurrency, (signal.SIGTERM,)))
+    asyncio.run(_run_worker(settings, concurrency, (signal.SIGTERM,), parent_pid))
 
 
 class WorkerSupervisor:
@@ -78,7 +96,9 @@ class WorkerSupervisor:
 
     def _spawn(self, index: int) -> None:
         process = self._context.Process(
-            target=worker_process_main, args=(self._settings, 1), name=f"glimpse-worker-{index}"
+            target=worker_process_main,
+            args=(self._settings, 1, os.getpid()),
+            name=f"glimpse-worker-{index}",
         )
         process.start()
         self._processes[index] = process

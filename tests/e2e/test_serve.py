@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from PIL import Image
 
@@ -179,3 +180,20 @@ def test_queued_work_survives_a_restart_and_a_separate_worker_finishes_it(data_d
     finally:
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=60) == 0
+
+
+def test_workers_stop_by_themselves_when_serve_is_killed_outright(data_dir: Path) -> None:
+    server = Server(data_dir, "--workers", "1")
+    workers = [
+        p
+        for p in psutil.Process(server.process.pid).children()
+        if "multiprocessing" in " ".join(p.cmdline())
+        and "resource_tracker" not in " ".join(p.cmdline())
+    ]
+    assert len(workers) == 1
+    server.process.send_signal(signal.SIGKILL)
+    server.process.wait(timeout=10)
+    _, alive = psutil.wait_procs(workers, timeout=15)
+    for orphan in alive:
+        orphan.kill()
+    assert not alive, "a worker ran on after its glimpse serve was killed"
