@@ -15,10 +15,12 @@ from glimpse.accounts.schemas import (
     UserOut,
 )
 from glimpse.api.deps import Caller, ContainerDep
+from glimpse.api.errors import error_responses
 from glimpse.errors import Unauthenticated
 from glimpse.posts import service as posts
 
-router = APIRouter(prefix="/api/v1", tags=["accounts"])
+router = APIRouter(prefix="/api/v1", tags=["accounts"], responses=error_responses(422, 503))
+_AUTHENTICATED = error_responses(401)
 
 
 def user_out(user: User, viewer_id: int | None) -> UserOut:
@@ -36,7 +38,12 @@ def user_out(user: User, viewer_id: int | None) -> UserOut:
     )
 
 
-@router.post("/accounts", status_code=status.HTTP_201_CREATED, response_model=UserOut)
+@router.post(
+    "/accounts",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserOut,
+    responses=error_responses(400, 409),
+)
 async def create_account(body: AccountCreate, container: ContainerDep) -> UserOut:
     """Create an account. The username is lowercase letters, digits, `_` and `.`; new accounts are public."""
     async with container.db.read() as session:
@@ -54,7 +61,7 @@ async def create_account(body: AccountCreate, container: ContainerDep) -> UserOu
     return user_out(user, user.id)
 
 
-@router.post("/auth/token", response_model=TokenOut)
+@router.post("/auth/token", response_model=TokenOut, responses=error_responses(400, 401))
 async def issue_token(body: TokenRequest, container: ContainerDep) -> TokenOut:
     """Trade a username and password for a bearer token."""
     async with container.db.read() as session:
@@ -69,7 +76,7 @@ async def issue_token(body: TokenRequest, container: ContainerDep) -> TokenOut:
     return TokenOut(access_token=token, expires_in=ttl)
 
 
-@router.delete("/auth/token", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/auth/token", status_code=status.HTTP_204_NO_CONTENT, responses=_AUTHENTICATED)
 async def revoke_token(caller: Caller, container: ContainerDep) -> Response:
     """Revoke the token this request was made with."""
     async with container.db.write() as session:
@@ -85,13 +92,13 @@ async def _me(container: ContainerDep, user: User) -> MeOut:
     )
 
 
-@router.get("/me", response_model=MeOut)
+@router.get("/me", response_model=MeOut, responses=_AUTHENTICATED)
 async def get_me(caller: Caller, container: ContainerDep) -> MeOut:
     """The caller's own profile, with upload usage and quotas (null where unlimited)."""
     return await _me(container, caller.user)
 
 
-@router.patch("/me", response_model=MeOut)
+@router.patch("/me", response_model=MeOut, responses=error_responses(400, 401))
 async def update_me(body: ProfileUpdate, caller: Caller, container: ContainerDep) -> MeOut:
     """Change the display name, bio or privacy of the caller's account."""
     async with container.db.write() as session:
@@ -99,7 +106,7 @@ async def update_me(body: ProfileUpdate, caller: Caller, container: ContainerDep
     return await _me(container, user)
 
 
-@router.get("/users/{username}", response_model=UserOut)
+@router.get("/users/{username}", response_model=UserOut, responses=error_responses(401, 404))
 async def get_user(username: str, caller: Caller, container: ContainerDep) -> UserOut:
     """A user's public profile."""
     async with container.db.read() as session:

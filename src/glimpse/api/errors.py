@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import Receive, Scope, Send
 
 from glimpse.errors import DomainError
@@ -28,6 +29,14 @@ class Error(BaseModel):
 
 class ErrorBody(BaseModel):
     error: Error
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the errors a route may answer, all with API.md's error body."""
+    return {
+        status: {"model": ErrorBody, "description": _STATUS_CODES[status].replace("_", " ")}
+        for status in statuses
+    }
 
 
 _STATUS_CODES = {
@@ -128,9 +137,27 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _STATUS_CODES.get(exc.status_code, "error")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    headers = exc.headers
     if exc.status_code == 404:
         message = "Not found."
-    return error_response(exc.status_code, code, message, headers=exc.headers)
+    elif exc.status_code == 405:
+        # Starlette names only the first route that matched the path; each method of ours is
+        # a route of its own, and Allow must list them all (RFC 9110, 15.5.6).
+        headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
+    return error_response(exc.status_code, code, message, headers=headers)
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    # Asked of the routes as they match, rather than read off them: FastAPI nests included
+    # routers, and only `matches` is the same on every kind of route.
+    def takes(method: str) -> bool:
+        scope = {**request.scope, "method": method}
+        return any(route.matches(scope)[0] == Match.FULL for route in request.app.routes)
+
+    return [method for method in _METHODS if takes(method)]
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.responses import FileResponse
 
 from glimpse.api.deps import ContainerDep
+from glimpse.api.errors import error_responses
 from glimpse.backends.storage import ObjectMissing, Storage
 from glimpse.container import Container
 from glimpse.errors import NotFound, RangeNotSatisfiable
@@ -145,5 +146,16 @@ async def _look_up(container: Container, key: str) -> OriginEntry:
     return container.origin_cache.put(key, visibility, size, data)
 
 
-router.add_api_route("/media/{key:path}", get_media, methods=["GET"])
+router.add_api_route(
+    "/media/{key:path}",
+    get_media,
+    methods=["GET"],
+    response_class=Response,
+    responses={
+        200: {"content": {t: {} for t in _CONTENT_TYPES.values()}, "description": "the file"},
+        206: {"content": {t: {} for t in _CONTENT_TYPES.values()}, "description": "a range"},
+        304: {"description": "not modified"},
+        **error_responses(404, 416),
+    },
+)
 router.add_api_route("/media/{key:path}", get_media, methods=["HEAD"], include_in_schema=False)

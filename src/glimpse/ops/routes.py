@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from glimpse.api.deps import ContainerDep
@@ -84,7 +85,16 @@ async def _run_check(name: str, check: Any) -> tuple[str, str]:
     return name, "ok"
 
 
-@router.get("/readyz")
+class Readiness(BaseModel):
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, str]
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "a backend does not answer"}},
+)
 async def readyz(container: ContainerDep) -> JSONResponse:
     """Every configured backend answers a real round trip and the schema is at head."""
     results = await asyncio.gather(
@@ -100,7 +110,11 @@ async def readyz(container: ContainerDep) -> JSONResponse:
     )
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "metrics"}},
+)
 async def metrics(request: Request, container: ContainerDep) -> Response:
     """Prometheus text format."""
     try:

@@ -8,12 +8,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 
 from glimpse.api.deps import Caller, ContainerDep, EntityId
+from glimpse.api.errors import error_responses
 from glimpse.backends.storage import Storage
 from glimpse.container import Container
 from glimpse.errors import UnsupportedMediaType
 from glimpse.media import images
 from glimpse.media.filters import FILTERS
-from glimpse.pagination import check_limit, decode_cursor, encode_cursor
+from glimpse.pagination import MAX_LIMIT, check_limit, decode_cursor, encode_cursor
 from glimpse.posts import service
 from glimpse.posts.schemas import FilterList, FilterOut, PostOut, PostPage
 from glimpse.posts.upload import (
@@ -25,7 +26,7 @@ from glimpse.posts.upload import (
     too_many_pixels,
 )
 
-router = APIRouter(prefix="/api/v1", tags=["posts"])
+router = APIRouter(prefix="/api/v1", tags=["posts"], responses=error_responses(401, 422, 503))
 
 _UPLOAD_BODY = {
     "requestBody": {
@@ -43,7 +44,7 @@ _UPLOAD_BODY = {
                             "maxItems": 20,
                         },
                         "caption": {"type": "string", "maxLength": 2200},
-                        "filter": {"type": "string"},
+                        "filter": {"type": "string", "enum": list(FILTERS)},
                         "alt_text": {"type": "array", "items": {"type": "string"}},
                     },
                 }
@@ -104,6 +105,7 @@ async def _remove_originals(storage: Storage, media: list[service.NewMedia]) -> 
     status_code=status.HTTP_202_ACCEPTED,
     response_model=PostOut,
     openapi_extra=_UPLOAD_BODY,
+    responses=error_responses(400, 413, 415, 429),
 )
 async def create_post(request: Request, caller: Caller, container: ContainerDep) -> PostOut:
     """Upload 1..20 photos as one post. Answers at once with `status: processing`; the photos
@@ -154,7 +156,7 @@ async def create_post(request: Request, caller: Caller, container: ContainerDep)
         ]
 
 
-@router.get("/posts/{post_id}", response_model=PostOut)
+@router.get("/posts/{post_id}", response_model=PostOut, responses=error_responses(404))
 async def get_post(post_id: EntityId, caller: Caller, container: ContainerDep) -> PostOut:
     """One post. Its author also sees it while it is processing or after it failed."""
     async with container.db.read() as session:
@@ -165,7 +167,11 @@ async def get_post(post_id: EntityId, caller: Caller, container: ContainerDep) -
     return views[0]
 
 
-@router.delete("/posts/{post_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/posts/{post_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(403, 404),
+)
 async def delete_post(post_id: EntityId, caller: Caller, container: ContainerDep) -> Response:
     """Delete one of the caller's posts and its stored media (but not media another post uses)."""
     async with container.db.write() as session:
@@ -175,13 +181,15 @@ async def delete_post(post_id: EntityId, caller: Caller, container: ContainerDep
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/users/{username}/posts", response_model=PostPage)
+@router.get(
+    "/users/{username}/posts", response_model=PostPage, responses=error_responses(400, 403, 404)
+)
 async def list_user_posts(
     username: str,
     caller: Caller,
     container: ContainerDep,
-    limit: Annotated[int | None, Query()] = None,
-    cursor: Annotated[str | None, Query()] = None,
+    limit: Annotated[int | None, Query(ge=1, le=MAX_LIMIT)] = None,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> PostPage:
     """A user's ready posts, newest first (the profile grid)."""
     page_size = check_limit(limit)
