@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_upload_latency import TESTDATA, free_port
+from bench_upload_latency import TESTDATA, free_port, serve_command
 
 REFERENCE_APP = textwrap.dedent(
     """
@@ -91,18 +91,7 @@ def main() -> None:
         base = f"http://127.0.0.1:{port}"
         glimpse = on_core(
             0,
-            [
-                sys.executable,
-                "-m",
-                "glimpse.cli",
-                "serve",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-                "--data-dir",
-                str(data_dir),
-            ],
+            serve_command(port, 1, data_dir),
             env=env,
             **quiet,
         )

@@ -57,21 +57,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def serve_command(port: int, workers: int, data_dir: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "glimpse.cli", "serve", "--port", str(port),
+        "--workers", str(workers), "--data-dir", str(data_dir),
+    ]  # fmt: skip
+
+
 def start_server(data_dir: Path, workers: int) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "glimpse.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--data-dir",
-            str(data_dir),
-        ],
+        serve_command(port, workers, data_dir),
         env={**os.environ, "GLIMPSE_LOG_LEVEL": "WARNING"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
