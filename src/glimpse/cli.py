@@ -7,6 +7,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -17,6 +18,9 @@ import uvicorn
 
 from glimpse.config import Settings
 from glimpse.db.migrate import upgrade_to_head
+
+# Named here, not imported from ops.metrics: importing prometheus_client would be too early.
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 app = typer.Typer(help="Glimpse: self-hostable photo and video sharing.", no_args_is_help=True)
 log = logging.getLogger("glimpse")
@@ -128,6 +132,20 @@ class WorkerSupervisor:
                 process.kill()
 
 
+def _share_metrics(folder: Path) -> None:
+    """Let the API's /metrics show its workers' metrics too: prometheus_client's multiprocess
+    mode, which must be chosen before any of serve's processes imports it."""
+    if os.environ.get(MULTIPROCESS_ENV):
+        return  # the operator chose a folder
+    if "prometheus_client" in sys.modules:
+        log.warning("metrics of worker processes will not show on /metrics")
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):  # a previous run's: counters start again from zero
+        stale.unlink()
+    os.environ[MULTIPROCESS_ENV] = str(folder.resolve())
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -142,6 +160,7 @@ def serve(
     _setup_logging()
     settings = _settings(data_dir)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _share_metrics(settings.data_dir / "metrics")
     if settings.is_sqlite:
         upgrade_to_head(settings.resolved_database_url)
     settings.resolved_secret_key()  # made once here, before the processes race to make it

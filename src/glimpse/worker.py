@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import traceback
 
 from glimpse.backends.queue.base import ClaimedJob, retry_delay
 from glimpse.backends.queue.outbox import ensure_pending
 from glimpse.backends.queue.registry import PermanentJobError, UnknownJob, registry
 from glimpse.container import Container
+from glimpse.ops.metrics import JOB_SECONDS, JOBS_RUN
 
 log = logging.getLogger("glimpse.worker")
 
@@ -37,43 +39,49 @@ async def check_registered_handlers(container: Container) -> None:
 
 async def run_job(container: Container, job: ClaimedJob) -> None:
     """Run one claimed job to its next state: done, retried later, or dead."""
+    started = time.perf_counter()
+    outcome = await _run_job(container, job)
+    JOBS_RUN.labels(job.name, outcome).inc()
+    JOB_SECONDS.labels(job.name).observe(time.perf_counter() - started)
+
+
+async def _run_job(container: Container, job: ClaimedJob) -> str:
     queue, settings = container.queue, container.settings
     try:
         spec = registry.get(job.name)
     except UnknownJob:
         await queue.bury(job, f"no handler registered for {job.name!r}")
-        return
+        return "dead"
     if job.exhausted:
         # Claimed once too often: the worker holding it died each time (say, killed mid-work).
-        await _bury(
+        return await _bury(
             container, job, PermanentJobError("processing_failed", "processing kept failing")
         )
-        return
     try:
         await spec.handler(container, job.payload)
     except PermanentJobError as exc:
-        await _bury(container, job, exc)
+        return await _bury(container, job, exc)
     except Exception as exc:
         log.warning("job %s %s attempt %d failed: %r", job.name, job.id, job.attempts, exc)
         if job.attempts >= job.max_attempts:
-            await _bury(
+            return await _bury(
                 container,
                 job,
                 PermanentJobError("processing_failed", "processing failed; please try again"),
                 detail=traceback.format_exc(),
             )
-        else:
-            delay = retry_delay(
-                job.attempts, settings.job_retry_base_seconds, settings.job_retry_max_seconds
-            )
-            await queue.retry(job, traceback.format_exc(), delay)
-    else:
-        await queue.complete(job)
+        delay = retry_delay(
+            job.attempts, settings.job_retry_base_seconds, settings.job_retry_max_seconds
+        )
+        await queue.retry(job, traceback.format_exc(), delay)
+        return "retried"
+    await queue.complete(job)
+    return "done"
 
 
 async def _bury(
     container: Container, job: ClaimedJob, error: PermanentJobError, detail: str = ""
-) -> None:
+) -> str:
     spec = registry.get(job.name)
     if spec.on_dead is not None:
         # on_dead is what tells the user (say, marks the post failed): a job is buried only
@@ -88,8 +96,9 @@ async def _bury(
                 job.attempts, settings.job_retry_base_seconds, settings.job_retry_max_seconds
             )
             await container.queue.retry(job, traceback.format_exc(), delay)
-            return
+            return "retried"
     await container.queue.bury(job, f"{error.code}: {error.message}\n{detail}")
+    return "dead"
 
 
 async def schedule_periodic_jobs(container: Container) -> None:

@@ -126,6 +126,20 @@ def test_serve_processes_an_upload_and_serves_clean_variants(server: Server) -> 
             assert GPS_IFD not in image.getexif().get_ifd(GPS_IFD) and not image.getexif()
 
 
+def test_the_api_metrics_include_what_the_worker_processes_did(server: Server) -> None:
+    with httpx.Client(base_url=server.base, timeout=30) as client:
+        headers = _sign_up(client)
+        photo = (TESTDATA / "camera" / "DSCN0010.jpg").read_bytes()
+        post_id = client.post(
+            "/api/v1/posts", headers=headers, files=[("file", ("d.jpg", photo))]
+        ).json()["id"]
+        assert _wait_ready(client, headers, post_id)["status"] == "ready"
+        metrics = client.get("/metrics").text
+    # Counted in the worker process, shown by the API process.
+    assert 'glimpse_jobs_run_total{name="process_media",outcome="done"} 1.0' in metrics
+    assert 'glimpse_job_duration_seconds_count{name="process_media"} 1.0' in metrics
+
+
 def test_serve_refuses_path_traversal_over_raw_http(server: Server, data_dir: Path) -> None:
     secret = (data_dir / "secret_key").read_text().strip()
     for target in (

@@ -9,30 +9,20 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from glimpse.api.deps import ContainerDep
 from glimpse.container import Container
 from glimpse.db.migrate import head_revision
+from glimpse.ops.metrics import JOBS, LATENCY, REQUESTS, exposition
 
 router = APIRouter(tags=["operations"])
 log = logging.getLogger("glimpse.ops")
 
 # A backend that hangs must not hang /readyz past its deadline (API.md: 15 s).
 CHECK_TIMEOUT_SECONDS = 5.0
-
-REQUESTS = Counter(
-    "glimpse_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
-)
-LATENCY = Histogram(
-    "glimpse_http_request_duration_seconds",
-    "Time to answer an HTTP request",
-    ["method", "route"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-)
-JOBS = Gauge("glimpse_jobs", "Jobs in the queue by state", ["state"])
 
 
 class MetricsMiddleware:
@@ -123,4 +113,4 @@ async def metrics(request: Request, container: ContainerDep) -> Response:
             JOBS.labels(state).set(counts.get(state, 0))
     except Exception:  # metrics must answer even when the database does not
         log.warning("could not count jobs for /metrics", exc_info=True)
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition(), media_type=CONTENT_TYPE_LATEST)

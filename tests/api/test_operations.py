@@ -1,0 +1,79 @@
+"""/healthz, /readyz and /metrics (API.md, Operations)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from sqlalchemy import text
+
+from tests.conftest import Glimpse
+
+
+def sample(metrics: str, metric: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text, 0 when it is not there yet."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in metrics.splitlines():
+        match = re.fullmatch(rf"{metric}\{{(.*)\}} (\S+)", line)
+        if match and ",".join(sorted(match.group(1).split(","))) == wanted:
+            return float(match.group(2))
+    return 0.0
+
+
+async def test_healthz_answers_while_the_process_lives(glimpse: Glimpse) -> None:
+    response = await glimpse.client.get("/healthz")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+async def test_readyz_checks_every_backend_with_a_real_round_trip(glimpse: Glimpse) -> None:
+    response = await glimpse.client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "ready",
+        "checks": {"database": "ok", "storage": "ok", "queue": "ok"},
+    }
+
+
+async def test_readyz_is_503_with_the_reason_when_the_schema_is_not_at_head(
+    glimpse: Glimpse,
+) -> None:
+    async with glimpse.container.db.write() as session:
+        await session.execute(text("UPDATE alembic_version SET version_num = '0001'"))
+    response = await glimpse.client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert body["checks"]["database"].startswith("failed: migrations are at 0001")
+    assert body["checks"]["storage"] == "ok"
+
+
+async def test_readyz_is_503_when_storage_cannot_be_written(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object) -> None:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(glimpse.container.storage, "put_bytes", broken)
+    response = await glimpse.client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["storage"] == "failed: No space left on device"
+
+
+async def test_metrics_count_requests_by_route_and_jobs_by_outcome(glimpse: Glimpse) -> None:
+    before = (await glimpse.client.get("/metrics")).text
+    headers = await glimpse.signup()
+    await glimpse.upload(headers)
+    await glimpse.client.get("/api/v1/users/nobody", headers=headers)
+    assert await glimpse.run_jobs() == 1
+
+    response = await glimpse.client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    after = response.text
+    route = {"method": "GET", "route": "/api/v1/users/{username}", "status": "404"}
+    requests = "glimpse_http_requests_total"
+    assert sample(after, requests, **route) == sample(before, requests, **route) + 1
+    done = {"name": "process_media", "outcome": "done"}
+    runs = "glimpse_jobs_run_total"
+    assert sample(after, runs, **done) == sample(before, runs, **done) + 1
+    assert sample(after, "glimpse_jobs", state="queued") == 0
