@@ -26,7 +26,7 @@ app = typer.Typer(help="Glimpse: self-hostable photo and video sharing.", no_arg
 log = logging.getLogger("glimpse")
 
 DataDir = Annotated[
-    Path | None, typer.Option(help="Where the embedded database and media live [GLIMPSE_DATA_DIR].")
+    Path | None, typer.Option(help="Where the embedded database and media live (or GLIMPSE_DATA_DIR; default ./data).")
 ]
 
 
@@ -151,7 +151,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[
-        int | None, typer.Option(help="Worker processes beside the API [default: one per core].")
+        int | None, typer.Option(help="Worker processes beside the API (default: one per core).")
     ] = None,
     no_workers: Annotated[bool, typer.Option("--no-workers", help="Run the API alone.")] = False,
     data_dir: DataDir = None,
