@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Annotated
@@ -26,7 +27,10 @@ app = typer.Typer(help="Glimpse: self-hostable photo and video sharing.", no_arg
 log = logging.getLogger("glimpse")
 
 DataDir = Annotated[
-    Path | None, typer.Option(help="Where the embedded database and media live (or GLIMPSE_DATA_DIR; default ./data).")
+    Path | None,
+    typer.Option(
+        help="Where the embedded database and media live (or GLIMPSE_DATA_DIR; default ./data)."
+    ),
 ]
 
 
@@ -95,6 +99,7 @@ class WorkerSupervisor:
         self._count = count
         self._context = multiprocessing.get_context("spawn")
         self._processes: dict[int, BaseProcess] = {}
+        self._started: dict[int, float] = {}
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
@@ -106,6 +111,7 @@ class WorkerSupervisor:
         )
         process.start()
         self._processes[index] = process
+        self._started[index] = time.monotonic()
 
     def start(self) -> None:
         for index in range(self._count):
@@ -113,13 +119,23 @@ class WorkerSupervisor:
         self._thread.start()
 
     def _watch(self) -> None:
+        # A worker that keeps dying at once (say, it refuses to start) is restarted less and
+        # less often, up to once a minute, rather than in a tight loop.
+        restarts = dict.fromkeys(range(self._count), 0)
+        next_start = dict.fromkeys(range(self._count), 0.0)
         while not self._stopping.wait(1.0):
             for index, process in list(self._processes.items()):
-                if not process.is_alive() and not self._stopping.is_set():
-                    log.warning(
-                        "worker %s exited with %s; starting another", index, process.exitcode
-                    )
-                    self._spawn(index)
+                if process.is_alive() or self._stopping.is_set():
+                    continue
+                now = time.monotonic()
+                if now - self._started[index] > 60:
+                    restarts[index] = 0  # it had been running fine: this death is news
+                if now < next_start[index]:
+                    continue
+                log.warning("worker %s exited with %s; starting another", index, process.exitcode)
+                restarts[index] += 1
+                next_start[index] = now + min(60.0, 2.0 ** restarts[index])
+                self._spawn(index)
 
     def stop(self, timeout: float = 60.0) -> None:
         self._stopping.set()

@@ -138,7 +138,7 @@ async def run_worker(container: Container, stop: asyncio.Event, concurrency: int
                 job = None
                 await asyncio.sleep(1.0)
             if job is None:
-                waiter = asyncio.ensure_future(container.queue.wait_for_work(1.0))
+                waiter = asyncio.ensure_future(container.queue.wait_for_work(registry.names(), 1.0))
                 stopper = asyncio.ensure_future(stop.wait())
                 await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
                 for task in (waiter, stopper):

@@ -540,7 +540,7 @@ async def test_wait_for_work_wakes_when_another_process_enqueues(
 
     name = register(handler)
     worker_side, api_side = make_container(node_id=1), make_container(node_id=2)
-    waiting = asyncio.create_task(worker_side.queue.wait_for_work(timeout=30))
+    waiting = asyncio.create_task(worker_side.queue.wait_for_work({name}, timeout=30))
     await asyncio.sleep(0.1)
     assert not waiting.done()  # nothing to do yet
 
@@ -601,3 +601,14 @@ async def test_workers_keep_exactly_one_run_of_each_periodic_job_waiting(
     assert len(rows) == 1
     assert rows[0].state == JobState.QUEUED
     assert before + 600 <= rows[0].available_at <= time.time() + 600
+
+
+async def test_a_due_job_no_handler_knows_does_not_keep_a_worker_awake(
+    make_container: MakeContainer,
+) -> None:
+    container = make_container()
+    await _insert_raw_job(container, "from_a_newer_release")
+    waiting = asyncio.create_task(container.queue.wait_for_work(registry.names(), timeout=0.5))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()  # nothing it could claim is due: it keeps waiting
+    await asyncio.wait_for(waiting, timeout=2)

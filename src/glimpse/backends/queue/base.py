@@ -41,8 +41,8 @@ class JobConsumer(Protocol):
     async def bury(self, job: ClaimedJob, error: str) -> None:
         """Move the job to dead letters, where operators can see it."""
 
-    async def wait_for_work(self, timeout: float) -> None:
-        """Return as soon as a job may be due, or after `timeout` seconds."""
+    async def wait_for_work(self, names: Collection[str], timeout: float) -> None:
+        """Return as soon as a job of one of these names may be due, or after `timeout`."""
 
     async def pending_names(self) -> set[str]:
         """Names of the jobs waiting to run (checked against the registry at start-up)."""

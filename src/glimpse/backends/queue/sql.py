@@ -96,13 +96,16 @@ class SqlJobQueue:
     def _owner(self, job: ClaimedJob) -> dict[str, object]:
         return {"id": job.id, "worker": self._worker, "attempts": job.attempts}
 
-    async def wait_for_work(self, timeout: float) -> None:
+    async def wait_for_work(self, names: Collection[str], timeout: float) -> None:
         # Other processes cannot wake us on SQLite, so look often; the look is one indexed read.
+        # Only jobs we could claim count: one we have no handler for must not wake us up.
         deadline = time.monotonic() + timeout
-        query = text("SELECT min(available_at) FROM jobs WHERE state != 'dead'")
+        query = text(
+            "SELECT min(available_at) FROM jobs WHERE state != 'dead' AND name IN :names"
+        ).bindparams(bindparam("names", expanding=True))
         while True:
             async with self._db.read() as session:
-                due = (await session.execute(query)).scalar()
+                due = (await session.execute(query, {"names": sorted(names)})).scalar()
             if due is not None and due <= time.time():
                 return
             left = deadline - time.monotonic()
