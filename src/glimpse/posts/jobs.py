@@ -96,8 +96,12 @@ async def sweep_abandoned_uploads(container: Container, payload: Payload) -> Non
                     candidates.append(key)
         if not candidates:
             continue
-        # Under the write lock, like purges: an upload recording its originals right now
-        # commits either before our check or not at all.
+        async with container.db.read() as session:
+            recorded = await repository.originals_under(session, folder)
+        abandoned = [key for key in candidates if key not in recorded]
+        if not abandoned:
+            continue
+        # The few left are checked again under the write lock, like purges, before deleting.
         async with container.db.write() as session:
-            for key in await repository.unreferenced_keys(session, candidates):
+            for key in await repository.unreferenced_keys(session, abandoned):
                 await container.storage.delete(key)

@@ -41,7 +41,8 @@ class Media(Base):
     position: Mapped[int]
     kind: Mapped[str] = mapped_column(String(8), default="image")
     status: Mapped[str] = mapped_column(String(16), default=PostStatus.PROCESSING)
-    original_key: Mapped[str] = mapped_column(String(255))
+    # Indexed: purges and the sweep of abandoned uploads ask whether a key is still used.
+    original_key: Mapped[str] = mapped_column(String(255), index=True)
     original_type: Mapped[str] = mapped_column(String(64))
     original_bytes: Mapped[int]
     alt_text: Mapped[str] = mapped_column(Text, default="")

@@ -101,17 +101,34 @@ async def delete_post(session: AsyncSession, post_id: int) -> None:
     await session.execute(delete(Post).where(Post.id == post_id))
 
 
+# Keys asked about per statement: well under SQLite's limit on bound variables.
+_KEYS_PER_QUERY = 500
+
+
 async def unreferenced_keys(session: AsyncSession, keys: Sequence[str]) -> list[str]:
-    if not keys:
-        return []
-    used_variants = await session.execute(
-        select(MediaVariant.key).where(MediaVariant.key.in_(keys)).distinct()
-    )
-    used_originals = await session.execute(
-        select(Media.original_key).where(Media.original_key.in_(keys)).distinct()
-    )
-    used = {*used_variants.scalars(), *used_originals.scalars()}
+    """Those of `keys` that no media row uses, as an original or as a variant."""
+    used: set[str] = set()
+    for start in range(0, len(keys), _KEYS_PER_QUERY):
+        batch = keys[start : start + _KEYS_PER_QUERY]
+        variants = await session.execute(
+            select(MediaVariant.key).where(MediaVariant.key.in_(batch)).distinct()
+        )
+        originals = await session.execute(
+            select(Media.original_key).where(Media.original_key.in_(batch))
+        )
+        used.update(variants.scalars(), originals.scalars())
     return [k for k in keys if k not in used]
+
+
+async def originals_under(session: AsyncSession, folder: str) -> set[str]:
+    """Original keys recorded under `folder/` (one range scan of the original_key index)."""
+    # "/" sorts just before "0": [folder + "/", folder + "0") is everything under folder/.
+    result = await session.execute(
+        select(Media.original_key).where(
+            Media.original_key >= folder + "/", Media.original_key < folder + "0"
+        )
+    )
+    return set(result.scalars())
 
 
 async def replace_variants(
