@@ -151,15 +151,24 @@ class WorkerSupervisor:
 def _share_metrics(folder: Path) -> None:
     """Let the API's /metrics show its workers' metrics too: prometheus_client's multiprocess
     mode, which must be chosen before any of serve's processes imports it."""
-    if os.environ.get(MULTIPROCESS_ENV):
-        return  # the operator chose a folder
     if "prometheus_client" in sys.modules:
         log.warning("metrics of worker processes will not show on /metrics")
         return
-    folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob("*.db"):  # a previous run's: counters start again from zero
-        stale.unlink()
-    os.environ[MULTIPROCESS_ENV] = str(folder.resolve())
+    chosen = os.environ.get(MULTIPROCESS_ENV)  # an operator's own folder is kept as it is
+    target = Path(chosen) if chosen else folder
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        if not chosen:
+            for stale in target.glob("*.db"):  # a previous run's: counters start from zero
+                stale.unlink()
+        probe = target / f".probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        log.warning("metrics folder %s is not usable (%s): each process keeps its own", target, exc)
+        os.environ.pop(MULTIPROCESS_ENV, None)
+        return
+    os.environ[MULTIPROCESS_ENV] = str(target.resolve())
 
 
 @app.command()

@@ -17,7 +17,7 @@ from glimpse.backends.queue.base import ClaimedJob, retry_delay
 from glimpse.backends.queue.outbox import ensure_pending
 from glimpse.backends.queue.registry import PermanentJobError, UnknownJob, registry
 from glimpse.container import Container
-from glimpse.ops.metrics import JOB_SECONDS, JOBS_RUN
+from glimpse.ops.metrics import JOB_SECONDS, JOBS_RUN, never_failing
 
 log = logging.getLogger("glimpse.worker")
 
@@ -41,8 +41,9 @@ async def run_job(container: Container, job: ClaimedJob) -> None:
     """Run one claimed job to its next state: done, retried later, or dead."""
     started = time.perf_counter()
     outcome = await _run_job(container, job)
-    JOBS_RUN.labels(job.name, outcome).inc()
-    JOB_SECONDS.labels(job.name).observe(time.perf_counter() - started)
+    with never_failing():
+        JOBS_RUN.labels(job.name, outcome).inc()
+        JOB_SECONDS.labels(job.name).observe(time.perf_counter() - started)
 
 
 async def _run_job(container: Container, job: ClaimedJob) -> str:

@@ -134,9 +134,13 @@ def test_the_api_metrics_include_what_the_worker_processes_did(server: Server) -
             "/api/v1/posts", headers=headers, files=[("file", ("d.jpg", photo))]
         ).json()["id"]
         assert _wait_ready(client, headers, post_id)["status"] == "ready"
-        metrics = client.get("/metrics").text
-    # Counted in the worker process, shown by the API process.
-    assert 'glimpse_jobs_run_total{name="process_media",outcome="done"} 1.0' in metrics
+        # Counted in the worker process once the job is settled (a moment after the post
+        # turned ready), shown by the API process.
+        done = 'glimpse_jobs_run_total{name="process_media",outcome="done"} 1.0'
+        deadline = time.monotonic() + 30
+        while done not in (metrics := client.get("/metrics").text):
+            assert time.monotonic() < deadline, metrics
+            time.sleep(0.05)
     assert 'glimpse_job_duration_seconds_count{name="process_media"} 1.0' in metrics
 
 
@@ -211,3 +215,21 @@ def test_workers_stop_by_themselves_when_serve_is_killed_outright(data_dir: Path
     for orphan in alive:
         orphan.kill()
     assert not alive, "a worker ran on after its glimpse serve was killed"
+
+
+def test_an_unusable_metrics_folder_costs_only_the_shared_metrics(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    not_a_folder = tmp_path / "a-file"
+    not_a_folder.write_text("")
+    server = Server(
+        data_dir, "--no-workers", env={"PROMETHEUS_MULTIPROC_DIR": str(not_a_folder / "metrics")}
+    )
+    try:
+        with httpx.Client(base_url=server.base, timeout=30) as client:
+            assert client.get("/healthz").status_code == 200
+            response = client.get("/metrics")
+            assert response.status_code == 200
+            assert "glimpse_http_requests_total" in response.text
+    finally:
+        assert server.stop() == 0

@@ -8,7 +8,10 @@ metrics in its own memory.
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from prometheus_client import (
     REGISTRY,
@@ -21,6 +24,7 @@ from prometheus_client import (
 )
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+log = logging.getLogger("glimpse.metrics")
 
 REQUESTS = Counter(
     "glimpse_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
@@ -51,7 +55,20 @@ JOB_SECONDS = Histogram(
 def exposition() -> bytes:
     """Every metric in the Prometheus text format, from all of serve's processes if shared."""
     if os.environ.get(MULTIPROCESS_ENV):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry)
+        try:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        except (OSError, ValueError):
+            # The shared folder went away under us: this process's own metrics still answer.
+            log.warning("shared metrics are unreadable; answering this process's", exc_info=True)
     return generate_latest(REGISTRY)
+
+
+@contextmanager
+def never_failing() -> Iterator[None]:
+    """Around metric updates: losing a sample is better than failing the request or job."""
+    try:
+        yield
+    except Exception:
+        log.warning("could not record a metric", exc_info=True)

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from glimpse.api.deps import ContainerDep
 from glimpse.container import Container
 from glimpse.db.migrate import head_revision
-from glimpse.ops.metrics import JOBS, LATENCY, REQUESTS, exposition
+from glimpse.ops.metrics import JOBS, LATENCY, REQUESTS, exposition, never_failing
 
 router = APIRouter(tags=["operations"])
 log = logging.getLogger("glimpse.ops")
@@ -49,8 +49,9 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
-            REQUESTS.labels(scope["method"], template, str(status)).inc()
-            LATENCY.labels(scope["method"], template).observe(time.perf_counter() - started)
+            with never_failing():
+                REQUESTS.labels(scope["method"], template, str(status)).inc()
+                LATENCY.labels(scope["method"], template).observe(time.perf_counter() - started)
 
 
 @router.get("/healthz")
