@@ -6,6 +6,7 @@ import sqlite3
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from tests.conftest import Glimpse, assert_error
 
@@ -132,3 +133,17 @@ async def test_a_database_held_by_another_writer_answers_503_not_500(glimpse: Gl
         "/api/v1/accounts", json={"username": "late", "password": "long enough"}
     )
     assert response.status_code == 201
+
+
+async def test_a_broken_database_is_a_logged_500_not_a_retry_invitation(
+    glimpse: Glimpse,
+) -> None:
+    # Only a busy database means "try again"; a missing table never heals by retrying.
+    async with glimpse.container.db.write() as session:
+        await session.execute(text("DROP TABLE upload_usage"))
+    headers = await glimpse.signup("alice")
+    glimpse.client.event_hooks["response"] = []  # this one 500 is the point of the test
+    response = await glimpse.upload(headers)
+    assert_error(response, 500, "internal_error")
+    assert "retry-after" not in response.headers
+    assert "Traceback" not in response.text and "upload_usage" not in response.text

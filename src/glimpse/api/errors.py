@@ -160,9 +160,22 @@ def _allowed_methods(request: Request) -> list[str]:
     return [method for method in _METHODS if takes(method)]
 
 
+# SQLITE_BUSY and SQLITE_LOCKED: another writer held on past the busy timeout.
+_SQLITE_BUSY_CODES = {5, 6}
+
+
+def _is_transient(exc: OperationalError) -> bool:
+    code = getattr(exc.orig, "sqlite_errorcode", None)
+    return code in _SQLITE_BUSY_CODES or bool(exc.connection_invalidated)
+
+
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    # "database is locked" after the busy timeout, or a server that went away: the request
-    # changed nothing (its transaction rolled back) and may simply be sent again.
+    assert isinstance(exc, OperationalError)
+    if not _is_transient(exc):
+        # A broken schema, a full disk, a read-only file: no "try again" will help.
+        return await _unexpected_error(request, exc)
+    # A busy database or a server that went away: the transaction rolled back and changed
+    # nothing, so the request may simply be sent again.
     log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
     return error_response(
         503,

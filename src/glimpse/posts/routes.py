@@ -147,13 +147,15 @@ async def create_post(request: Request, caller: Caller, container: ContainerDep)
                 filter_name=filter_name,
                 media=media,
             )
+            # Built before the commit: once the post exists, nothing may fail this request
+            # (a client told to retry would upload the same post twice).
+            [view] = await service.post_views(
+                session, [post], caller.user.id, settings.media_base_url
+            )
     except BaseException:
         await _remove_originals(storage, media)
         raise
-    async with container.db.read() as session:
-        return (await service.post_views(session, [post], caller.user.id, settings.media_base_url))[
-            0
-        ]
+    return view
 
 
 @router.get("/posts/{post_id}", response_model=PostOut, responses=error_responses(404))
