@@ -312,3 +312,17 @@ async def test_hot_media_is_answered_without_asking_the_database_again(
         response = await glimpse.client.get(variant["url"])
         assert response.content == variant["body"]
     assert lookups == 0
+
+
+async def test_a_404_from_the_origin_is_never_cached(
+    glimpse: Glimpse, variant: dict[str, Any]
+) -> None:
+    # A deleted photo's key comes back if anyone posts the same bytes again.
+    response = await glimpse.client.delete(
+        f"/api/v1/posts/{variant['post']['id']}", headers=variant["headers"]
+    )
+    assert response.status_code == 204
+    for url in (variant["url"], "/media/v/ab/" + "ab" + "0" * 62 + ".jpg", "/media/nope"):
+        response = await glimpse.client.get(url)
+        assert_error(response, 404, "media_not_found")
+        assert response.headers["cache-control"] == "no-store", url

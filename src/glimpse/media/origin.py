@@ -62,6 +62,11 @@ def etag_matches(header: str | None, etag: str) -> bool:
     return "*" in candidates or etag in candidates
 
 
+def _gone() -> NotFound:
+    # Not cached anywhere: the same key may be served tomorrow (a repost of the same photo).
+    return NotFound("No such media.", code="media_not_found", headers={"Cache-Control": "no-store"})
+
+
 async def _read(
     storage: Storage, key: str, path: Path | None, offset: int, length: int, cached: bytes | None
 ) -> bytes:
@@ -75,7 +80,7 @@ async def _read(
                 return f.read(length)
         data = await storage.get_bytes(key)
     except (FileNotFoundError, ObjectMissing):
-        raise NotFound("No such media.", code="media_not_found") from None
+        raise _gone() from None
     return data[offset : offset + length]
 
 
@@ -83,11 +88,11 @@ async def get_media(key: str, request: Request, container: ContainerDep) -> Resp
     """A stored variant, with immutable caching, ETag / If-None-Match and byte ranges."""
     match = _VARIANT_KEY.match(key)
     if not match:
-        raise NotFound("No such media.", code="media_not_found")
+        raise _gone()
     storage = container.storage
     entry = container.origin_cache.get(key) or await _look_up(container, key)
     if entry.visibility is None:
-        raise NotFound("No such media.", code="media_not_found")
+        raise _gone()
     visibility, size, cached = entry.visibility, entry.size, entry.data
     etag = f'"{match.group(2)}"'
     content_type = _CONTENT_TYPES[match.group(3)]
@@ -124,6 +129,8 @@ async def get_media(key: str, request: Request, container: ContainerDep) -> Resp
         headers["Content-Length"] = str(size)
         return Response(status_code=200, media_type=content_type, headers=headers)
     if cached is None and path is not None and size > _SMALL_FILE:
+        if not path.is_file():  # purged since we looked
+            raise _gone()
         return FileResponse(path, media_type=content_type, headers=headers)
     return Response(
         await _read(storage, key, path, 0, size, cached), media_type=content_type, headers=headers
@@ -137,6 +144,10 @@ async def _look_up(container: Container, key: str) -> OriginEntry:
     size = await container.storage.size(key) if visibility else None
     data = None
     if size is None:
+        if visibility is not None:
+            # Recorded but not (or no longer, or not yet again) stored: a moment's state, so
+            # answer 404 now without remembering it.
+            raise _gone()
         visibility, size = None, 0
     elif size <= _SMALL_FILE:
         with contextlib.suppress(NotFound):
