@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 import traceback
 
@@ -54,9 +55,13 @@ async def _run_job(container: Container, job: ClaimedJob) -> str:
         await queue.bury(job, f"no handler registered for {job.name!r}")
         return "dead"
     if job.exhausted:
-        # Claimed once too often: the worker holding it died each time (say, killed mid-work).
+        # Claimed once too often: the worker holding it died each time (say, killed mid-work),
+        # or its on_dead failed last time, when the reason it left is the one to pass on.
         return await _bury(
-            container, job, PermanentJobError("processing_failed", "processing kept failing")
+            container,
+            job,
+            _reason_left_by(job.last_error)
+            or PermanentJobError("processing_failed", "processing kept failing"),
         )
     try:
         await spec.handler(container, job.payload)
@@ -96,10 +101,21 @@ async def _bury(
             delay = retry_delay(
                 job.attempts, settings.job_retry_base_seconds, settings.job_retry_max_seconds
             )
-            await container.queue.retry(job, traceback.format_exc(), delay)
+            reason = f"{error.code}: {error.message}\n{traceback.format_exc()}"
+            await container.queue.retry(job, reason, delay)
             return "retried"
     await container.queue.bury(job, f"{error.code}: {error.message}\n{detail}")
     return "dead"
+
+
+# The first line of a last_error that _bury left: "<code>: <message>" (a traceback's first
+# line, "Traceback (most recent call last):", never looks like that).
+_REASON = re.compile(r"([a-z][a-z0-9_]*): (.+)")
+
+
+def _reason_left_by(last_error: str | None) -> PermanentJobError | None:
+    match = _REASON.fullmatch((last_error or "").split("\n", 1)[0])
+    return PermanentJobError(match.group(1), match.group(2)) if match else None
 
 
 async def schedule_periodic_jobs(container: Container) -> None:

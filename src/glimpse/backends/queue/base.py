@@ -20,6 +20,7 @@ class ClaimedJob:
     payload: dict[str, Any]
     attempts: int  # including this one
     max_attempts: int
+    last_error: str | None = None  # what the previous attempt left, if it failed
 
     @property
     def exhausted(self) -> bool:

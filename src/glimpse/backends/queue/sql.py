@@ -34,7 +34,7 @@ class SqlJobQueue:
             " available_at = :lease_until, locked_by = :worker"
             " WHERE id = (SELECT id FROM jobs WHERE state != 'dead' AND available_at <= :now"
             f" AND name IN :names ORDER BY available_at LIMIT 1{skip_locked})"
-            " RETURNING id, name, payload, attempts, max_attempts"
+            " RETURNING id, name, payload, attempts, max_attempts, last_error"
         ).bindparams(bindparam("names", expanding=True))
 
     async def claim(self, names: Collection[str]) -> ClaimedJob | None:
@@ -59,6 +59,7 @@ class SqlJobQueue:
             payload=json.loads(row.payload),
             attempts=row.attempts,
             max_attempts=row.max_attempts,
+            last_error=row.last_error,
         )
 
     # Each of these touches the row only while this worker still holds it: after a lease ran
