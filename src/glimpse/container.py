@@ -12,6 +12,7 @@ import logging
 import os
 import random
 import socket
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -56,17 +57,25 @@ class Container:
         """Take what needs the database: the lease on this process's id node."""
         if self.lease_node:
             node = await acquire_node(self.db, self.holder, NODE_LEASE_SECONDS)
-            self.ids.use_node(node)
+            self._hold_node(node)
             self._renewal = asyncio.create_task(self._keep_node())
+
+    def _hold_node(self, node: int) -> None:
+        self.ids.use_node(node)
+        # Stop making ids a little before the lease could pass to another process.
+        leased_ms = int((time.time() + NODE_LEASE_SECONDS - NODE_RENEW_SECONDS) * 1000)
+        self.ids.hold_until(leased_ms)
 
     async def _keep_node(self) -> None:
         while True:
             await asyncio.sleep(NODE_RENEW_SECONDS)
             try:
-                if not await renew_node(self.db, self.ids.node, self.holder, NODE_LEASE_SECONDS):
+                node = self.ids.node
+                if not await renew_node(self.db, node, self.holder, NODE_LEASE_SECONDS):
                     # Lost it (say, the process was suspended past the lease): take another.
-                    log.warning("id node %d was lost; leasing another", self.ids.node)
-                    self.ids.use_node(await acquire_node(self.db, self.holder, NODE_LEASE_SECONDS))
+                    log.warning("id node %d was lost; leasing another", node)
+                    node = await acquire_node(self.db, self.holder, NODE_LEASE_SECONDS)
+                self._hold_node(node)
             except Exception:
                 log.exception("renewing the id node lease failed; trying again")
 

@@ -31,6 +31,11 @@ def smallest_id_at(unix_ms: int) -> int:
     return compose_id(max(0, unix_ms - EPOCH_MS), 0, 0)
 
 
+class NodeLeaseExpired(RuntimeError):
+    """The lease on this process's node ran out before it was renewed (say, the process was
+    suspended): another process may own the node now, so no id may be made with it."""
+
+
 class IdGenerator:
     """Makes unique ids for one node. Thread-safe; each process that writes must have its own node."""
 
@@ -42,6 +47,7 @@ class IdGenerator:
         self._lock = threading.Lock()
         self._last_ms = -1
         self._sequence = 0
+        self._valid_until_ms: int | None = None
 
     @property
     def node(self) -> int:
@@ -54,9 +60,17 @@ class IdGenerator:
         with self._lock:
             self._node = node
 
+    def hold_until(self, unix_ms: int | None) -> None:
+        """Make ids with this node only until `unix_ms` (None: for ever), when its lease ends."""
+        with self._lock:
+            self._valid_until_ms = unix_ms
+
     def next_id(self) -> int:
         with self._lock:
-            now = self._clock() - EPOCH_MS
+            clock = self._clock()
+            if self._valid_until_ms is not None and clock > self._valid_until_ms:
+                raise NodeLeaseExpired(f"the lease on id node {self._node} has run out")
+            now = clock - EPOCH_MS
             # A clock that steps back would repeat ids: keep using the last millisecond instead.
             now = max(now, self._last_ms)
             if now == self._last_ms:

@@ -15,6 +15,7 @@ from glimpse.ids import (
     NODE_BITS,
     SEQUENCE_BITS,
     IdGenerator,
+    NodeLeaseExpired,
     id_timestamp_ms,
     smallest_id_at,
 )
@@ -104,3 +105,16 @@ def test_layout_is_41_bits_of_time_13_of_node_10_of_sequence() -> None:
     first, second = ids.next_id(), ids.next_id()
     assert first >> (NODE_BITS + SEQUENCE_BITS) == T0 - EPOCH_MS
     assert second - first == 1  # the sequence is the low bits
+
+
+def test_no_id_is_made_once_the_node_lease_has_run_out() -> None:
+    now = [EPOCH_MS + 10_000]
+    ids = IdGenerator(5, clock_ms=lambda: now[0])
+    ids.hold_until(EPOCH_MS + 20_000)
+    first = ids.next_id()
+    now[0] = EPOCH_MS + 20_001  # suspended past the lease: the node may be someone else's
+    with pytest.raises(NodeLeaseExpired):
+        ids.next_id()
+    ids.use_node(6)  # a fresh lease
+    ids.hold_until(EPOCH_MS + 90_000)
+    assert ids.next_id() > first

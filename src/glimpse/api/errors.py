@@ -18,6 +18,7 @@ from starlette.routing import Match
 from starlette.types import Receive, Scope, Send
 
 from glimpse.errors import DomainError
+from glimpse.ids import NodeLeaseExpired
 
 log = logging.getLogger("glimpse.api")
 
@@ -186,6 +187,17 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     )
 
 
+async def _node_lease_expired(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("refused %s %s: %s", request.method, request.url.path, exc)
+    return error_response(
+        503,
+        "unavailable",
+        "The service is catching up; please try again in a moment.",
+        headers={"Retry-After": "5"},
+        drain_body=getattr(request.state, "body_unread", False),
+    )
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal_error", "Something went wrong on our side.")
@@ -196,4 +208,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(NodeLeaseExpired, _node_lease_expired)
     app.add_exception_handler(Exception, _unexpected_error)
