@@ -177,23 +177,20 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
         return await _unexpected_error(request, exc)
     # A busy database or a server that went away: the transaction rolled back and changed
     # nothing, so the request may simply be sent again.
-    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return _try_again_soon(request, exc, retry_after=1)
+
+
+async def _node_lease_expired(request: Request, exc: Exception) -> JSONResponse:
+    return _try_again_soon(request, exc, retry_after=5)
+
+
+def _try_again_soon(request: Request, exc: Exception, retry_after: int) -> JSONResponse:
+    log.warning("unavailable for %s %s: %s", request.method, request.url.path, exc)
     return error_response(
         503,
         "unavailable",
         "The service is busy; please try again in a moment.",
-        headers={"Retry-After": "1"},
-        drain_body=getattr(request.state, "body_unread", False),
-    )
-
-
-async def _node_lease_expired(request: Request, exc: Exception) -> JSONResponse:
-    log.warning("refused %s %s: %s", request.method, request.url.path, exc)
-    return error_response(
-        503,
-        "unavailable",
-        "The service is catching up; please try again in a moment.",
-        headers={"Retry-After": "5"},
+        headers={"Retry-After": str(retry_after)},
         drain_body=getattr(request.state, "body_unread", False),
     )
 
