@@ -147,3 +147,19 @@ async def test_a_broken_database_is_a_logged_500_not_a_retry_invitation(
     assert_error(response, 500, "internal_error")
     assert "retry-after" not in response.headers
     assert "Traceback" not in response.text and "upload_usage" not in response.text
+
+
+async def test_a_process_whose_id_node_lease_ran_out_answers_503_until_renewed(
+    glimpse: Glimpse,
+) -> None:
+    glimpse.container.ids.hold_until(0)  # as if the process had been suspended for an hour
+    response = await glimpse.client.post(
+        "/api/v1/accounts", json={"username": "late", "password": "long enough"}
+    )
+    assert_error(response, 503, "unavailable")
+    assert response.headers["retry-after"] == "5"
+    glimpse.container.ids.hold_until(None)  # renewed
+    response = await glimpse.client.post(
+        "/api/v1/accounts", json={"username": "late", "password": "long enough"}
+    )
+    assert response.status_code == 201
