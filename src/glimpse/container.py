@@ -48,7 +48,7 @@ class Container:
     passwords: PasswordHasher
     secret_key: bytes
     origin_cache: OriginCache
-    # Lease the ids' node from the database at start(), unless the settings fix it.
+    # Lease the ids' node from the database at start(), unless build_container fixed it.
     lease_node: bool = True
     holder: str = ""
     _renewal: asyncio.Task[None] | None = None

@@ -146,6 +146,13 @@ async def run_worker(container: Container, stop: asyncio.Event, concurrency: int
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), PERIODIC_CHECK_SECONDS)
 
+    async def idle() -> None:
+        try:
+            await container.queue.wait_for_work(registry.names(), 1.0)
+        except Exception:
+            # The next claim tries the queue again (and backs off if it fails too).
+            log.exception("waiting for work failed")
+
     async def lane() -> None:
         while not stop.is_set():
             try:
@@ -155,7 +162,7 @@ async def run_worker(container: Container, stop: asyncio.Event, concurrency: int
                 job = None
                 await asyncio.sleep(1.0)
             if job is None:
-                waiter = asyncio.ensure_future(container.queue.wait_for_work(registry.names(), 1.0))
+                waiter = asyncio.ensure_future(idle())
                 stopper = asyncio.ensure_future(stop.wait())
                 await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
                 for task in (waiter, stopper):

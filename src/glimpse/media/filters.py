@@ -119,11 +119,6 @@ def tone_curve(points: Sequence[tuple[float, float]]) -> Callable[[float], float
     return curve
 
 
-def luma(r: float, g: float, b: float) -> float:
-    """Perceived brightness of a colour (Rec. 601 weights)."""
-    return _LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b
-
-
 def channel_curves(spec: FilterSpec) -> tuple[Callable[[float], float], ...]:
     """The per-channel part of a grade (brightness, contrast, master and channel curves).
 
