@@ -615,3 +615,36 @@ async def test_a_due_job_no_handler_knows_does_not_keep_a_worker_awake(
     await asyncio.sleep(0.2)
     assert not waiting.done()  # nothing it could claim is due: it keeps waiting
     await asyncio.wait_for(waiting, timeout=2)
+
+
+async def test_a_failing_look_for_work_is_logged_and_the_worker_carries_on(
+    make_container: MakeContainer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    done = asyncio.Event()
+
+    async def handler(container: Container, payload: Payload) -> None:
+        done.set()
+
+    name = register(handler)
+    container = make_container()
+    real_wait = container.queue.wait_for_work
+    failures = [RuntimeError("database went away for a moment")]
+
+    async def flaky_wait(names: Any, timeout: float) -> None:
+        if failures:
+            raise failures.pop()
+        await real_wait(names, timeout)
+
+    monkeypatch.setattr(container.queue, "wait_for_work", flaky_wait)
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run_worker(container, stop))
+    try:
+        await asyncio.sleep(0.1)
+        await add_job(container, name)
+        await asyncio.wait_for(done.wait(), timeout=5)
+    finally:
+        stop.set()
+        await asyncio.wait_for(worker, timeout=5)
+    assert "waiting for work failed" in caplog.text
