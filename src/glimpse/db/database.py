@@ -25,17 +25,34 @@ from sqlalchemy.ext.asyncio import (
 )
 
 
+def use_wal(dbapi_connection: Any) -> None:
+    """Put the file in WAL mode (a persistent property of the file) unless it already is.
+
+    Switching needs an exclusive lock, and two connections switching at once deadlock: SQLite then
+    answers "database is locked" without waiting. Migrations switch the file before any process
+    shares it, so an open only reads the mode; the switch here covers a file made some other way.
+    """
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode")
+        (mode,) = cursor.fetchone()
+        if str(mode).lower() != "wal":
+            cursor.execute("PRAGMA journal_mode=WAL")
+    finally:
+        cursor.close()
+
+
 def _configure_sqlite(engine: AsyncEngine, begin_statement: str, busy_timeout_ms: int) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take BEGIN away from the driver so that we choose DEFERRED or IMMEDIATE ourselves.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+        use_wal(dbapi_connection)
 
     @event.listens_for(engine.sync_engine, "begin")
     def on_begin(conn: Any) -> None:

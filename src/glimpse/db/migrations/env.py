@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from glimpse.db.database import use_wal
 from glimpse.db.schema import Base
 
 config = context.config
@@ -26,6 +28,9 @@ def _run(connection: Connection) -> None:
 
 async def _run_async(url: str) -> None:
     engine = create_async_engine(url)
+    if engine.dialect.name == "sqlite":
+        # The file leaves its first migration in WAL mode, before the API and workers share it.
+        event.listen(engine.sync_engine, "connect", lambda dbapi, _record: use_wal(dbapi))
     async with engine.connect() as connection:
         await connection.run_sync(_run)
         await connection.commit()
