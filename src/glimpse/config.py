@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -17,6 +18,9 @@ class Settings(BaseSettings):
     storage_url: str = ""
     # How long a SQLite writer waits for another's transaction before giving up with a 503.
     database_busy_timeout_ms: int = 5000
+    # SQLite in WAL mode: FULL syncs every commit, so an answered request survives a power cut;
+    # NORMAL syncs at checkpoints only (a process crash loses nothing, a power cut the last commits).
+    database_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     queue_url: str = ""
 
     # Mixed into cursor signatures. Empty: a random key is made once and kept in data_dir.

@@ -97,7 +97,11 @@ def build_container(settings: Settings, *, node_id: int | None = None) -> Contai
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     fixed_node = node_id
     holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    db = Database(settings.resolved_database_url, busy_timeout_ms=settings.database_busy_timeout_ms)
+    db = Database(
+        settings.resolved_database_url,
+        busy_timeout_ms=settings.database_busy_timeout_ms,
+        synchronous=settings.database_synchronous,
+    )
     return Container(
         settings=settings,
         db=db,

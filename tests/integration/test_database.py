@@ -5,6 +5,10 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+from sqlalchemy import text
+
+from glimpse.db.database import Database
 from glimpse.db.migrate import upgrade_to_head
 
 
@@ -14,3 +18,19 @@ def test_a_migrated_file_is_already_in_wal_mode(tmp_path: Path) -> None:
     upgrade_to_head(f"sqlite+aiosqlite:///{path}")
     with sqlite3.connect(path) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+@pytest.mark.parametrize(("setting", "pragma"), [("FULL", 2), ("NORMAL", 1)])
+async def test_commits_sync_as_the_settings_say(tmp_path: Path, setting: str, pragma: int) -> None:
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'glimpse.db'}", synchronous=setting)
+    try:
+        for session_of in (database.write, database.read):
+            async with session_of() as session:
+                assert (await session.execute(text("PRAGMA synchronous"))).scalar() == pragma
+    finally:
+        await database.dispose()
+
+
+def test_an_unknown_synchronous_mode_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="FULL or NORMAL"):
+        Database(f"sqlite+aiosqlite:///{tmp_path / 'glimpse.db'}", synchronous="OFF")

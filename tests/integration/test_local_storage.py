@@ -196,3 +196,26 @@ def test_staging_files_a_crashed_process_left_are_swept_at_start_but_fresh_ones_
 
     assert not stale.exists()
     assert fresh.read_bytes() == b"another process is writing this"
+
+
+async def test_writes_reach_the_disk_before_the_object_is_visible(
+    storage: LocalStorage, root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a power cut could otherwise lose: the bytes, the new name, the new folders.
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    await storage.put_bytes("v/cd/photo.jpg", b"bytes", "image/jpeg")
+    staged = storage.staging_dir() / "upload.part"
+    staged.write_bytes(b"original")
+    await storage.put_file("originals/2026/p/m", staged, "image/jpeg")
+
+    store = str(root.resolve())
+    assert any(path.startswith(f"{store}/.staging/") for path in synced)  # the bytes, before rename
+    for folder in ("", "/v", "/v/cd", "/originals", "/originals/2026", "/originals/2026/p"):
+        assert store + folder in synced

@@ -3,8 +3,9 @@
 On SQLite several processes (the API and its workers) share one file, so: WAL, a busy timeout,
 and write transactions opened with BEGIN IMMEDIATE. A deferred transaction that reads first and
 upgrades to a write later fails with "database is locked" at once instead of waiting its turn.
-`synchronous=NORMAL` in WAL mode survives a process crash; on power loss the last commits may be
-lost (set GLIMPSE_DATABASE_URL to PostgreSQL where that matters).
+`synchronous=FULL` (the default; GLIMPSE_DATABASE_SYNCHRONOUS) syncs the WAL at every commit, so an
+answered request survives a power cut as well as a crash; on this machine's disk that costs about
+0.3 ms a commit. NORMAL survives a process crash but may lose the last commits on power loss.
 """
 
 from __future__ import annotations
@@ -42,14 +43,16 @@ def use_wal(dbapi_connection: Any) -> None:
         cursor.close()
 
 
-def _configure_sqlite(engine: AsyncEngine, begin_statement: str, busy_timeout_ms: int) -> None:
+def _configure_sqlite(
+    engine: AsyncEngine, begin_statement: str, busy_timeout_ms: int, synchronous: str
+) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take BEGIN away from the driver so that we choose DEFERRED or IMMEDIATE ourselves.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
         use_wal(dbapi_connection)
@@ -60,7 +63,7 @@ def _configure_sqlite(engine: AsyncEngine, begin_statement: str, busy_timeout_ms
 
 
 class Database:
-    def __init__(self, url: str, *, busy_timeout_ms: int = 5000) -> None:
+    def __init__(self, url: str, *, busy_timeout_ms: int = 5000, synchronous: str = "FULL") -> None:
         self.url = url
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
@@ -69,8 +72,10 @@ class Database:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             self.write_engine = create_async_engine(url)
             self.read_engine = create_async_engine(url)
-            _configure_sqlite(self.write_engine, "BEGIN IMMEDIATE", busy_timeout_ms)
-            _configure_sqlite(self.read_engine, "BEGIN", busy_timeout_ms)
+            if synchronous not in ("FULL", "NORMAL"):
+                raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
+            _configure_sqlite(self.write_engine, "BEGIN IMMEDIATE", busy_timeout_ms, synchronous)
+            _configure_sqlite(self.read_engine, "BEGIN", busy_timeout_ms, synchronous)
         else:
             self.write_engine = create_async_engine(url, pool_pre_ping=True)
             self.read_engine = self.write_engine
