@@ -6,6 +6,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -150,17 +151,20 @@ class WorkerSupervisor:
 
 def _share_metrics(folder: Path) -> None:
     """Let the API's /metrics show its workers' metrics too: prometheus_client's multiprocess
-    mode, which must be chosen before any of serve's processes imports it."""
+    mode, which must be chosen before any of serve's processes imports it.
+
+    Each serve gets a folder of its own, named for its pid, so that a second serve on the same
+    data directory neither resets nor mixes with the first one's counters; folders of serves that
+    are gone are removed (their counters start from zero with the next run)."""
     if "prometheus_client" in sys.modules:
         log.warning("metrics of worker processes will not show on /metrics")
         return
     chosen = os.environ.get(MULTIPROCESS_ENV)  # an operator's own folder is kept as it is
-    target = Path(chosen) if chosen else folder
+    target = Path(chosen) if chosen else folder / str(os.getpid())
     try:
-        target.mkdir(parents=True, exist_ok=True)
         if not chosen:
-            for stale in target.glob("*.db"):  # a previous run's: counters start from zero
-                stale.unlink()
+            _remove_metrics_of_stopped_serves(folder)
+        target.mkdir(parents=True, exist_ok=True)
         probe = target / f".probe-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
@@ -169,6 +173,26 @@ def _share_metrics(folder: Path) -> None:
         os.environ.pop(MULTIPROCESS_ENV, None)
         return
     os.environ[MULTIPROCESS_ENV] = str(target.resolve())
+
+
+def _remove_metrics_of_stopped_serves(folder: Path) -> None:
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        if entry.is_file() and entry.suffix == ".db":  # left by a release before per-serve folders
+            entry.unlink(missing_ok=True)
+        elif entry.is_dir() and entry.name.isdigit() and not _is_running(int(entry.name)):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
 
 
 @app.command()
