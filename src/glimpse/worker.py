@@ -13,6 +13,7 @@ import logging
 import re
 import time
 import traceback
+from collections.abc import AsyncIterator
 
 from glimpse.backends.queue.base import ClaimedJob, retry_delay
 from glimpse.backends.queue.outbox import ensure_pending
@@ -64,7 +65,8 @@ async def _run_job(container: Container, job: ClaimedJob) -> str:
             or PermanentJobError("processing_failed", "processing kept failing"),
         )
     try:
-        await spec.handler(container, job.payload)
+        async with _lease_kept(container, job):
+            await spec.handler(container, job.payload)
     except PermanentJobError as exc:
         return await _bury(container, job, exc)
     except Exception as exc:
@@ -83,6 +85,32 @@ async def _run_job(container: Container, job: ClaimedJob) -> str:
         return "retried"
     await queue.complete(job)
     return "done"
+
+
+@contextlib.asynccontextmanager
+async def _lease_kept(container: Container, job: ClaimedJob) -> AsyncIterator[None]:
+    """Renew the job's lease while its handler works: a lease is how a dead worker's jobs come
+    back, and a slow one (a huge photo, a stalled disk) must not be claimed again meanwhile,
+    let alone buried as "kept failing" while it is about to succeed."""
+    every = max(0.05, container.settings.job_lease_seconds / 3)
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                if not await container.queue.extend(job):
+                    log.warning("job %s %s lost its lease; it may run twice", job.name, job.id)
+                    return
+            except Exception:
+                log.exception("renewing the lease of job %s %s failed", job.name, job.id)
+
+    renewing = asyncio.create_task(renew())
+    try:
+        yield
+    finally:
+        renewing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewing
 
 
 async def _bury(

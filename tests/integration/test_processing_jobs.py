@@ -8,7 +8,7 @@ import threading
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from glimpse.backends.queue.models import Job, JobState
 from glimpse.media import images
@@ -68,7 +68,7 @@ async def test_processing_a_photo_twice_changes_nothing(glimpse: Glimpse) -> Non
     assert (await _get_post(glimpse, headers, post["id"])).json() == first_view
     assert await _post_count(glimpse, headers) == 1
     assert glimpse.stored_files() == files
-    assert await glimpse.run_jobs() == 0  # nothing was queued by the second run
+    assert await glimpse.run_jobs() == 0  # nothing due was queued by the second run
 
 
 async def test_job_for_a_post_deleted_before_processing_is_a_no_op(glimpse: Glimpse) -> None:
@@ -111,8 +111,54 @@ async def test_variants_stored_for_a_post_deleted_during_processing_are_purged(
     await glimpse.run_jobs()
 
     assert glimpse.stored_files() == []
-    assert await _jobs(glimpse) == []
+    # Only the run's guard is left, waiting a lease; it will find nothing to delete.
+    [guard] = await _jobs(glimpse)
+    assert (guard.name, guard.state) == (service.PURGE_KEYS_JOB, JobState.QUEUED)
     assert await _post_count(glimpse, headers) == 0
+
+
+async def _make_every_job_due(glimpse: Glimpse) -> None:
+    async with glimpse.container.db.write() as session:
+        await session.execute(
+            update(Job).where(Job.state == JobState.QUEUED).values(available_at=0)
+        )
+
+
+async def test_variants_of_runs_that_died_before_recording_them_are_purged(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    headers = await glimpse.signup()
+    post = (await glimpse.upload(headers)).json()
+
+    async def crash(*args: Any, **kwargs: Any) -> bool:
+        raise RuntimeError("the worker died here")
+
+    # Every run stores all variants, then fails before its rows are written, until the job is
+    # dead and the post failed: nothing points at those files.
+    monkeypatch.setattr(service, "record_processed_media", crash)
+    await glimpse.run_jobs()
+    assert (await _get_post(glimpse, headers, post["id"])).json()["status"] == "failed"
+    assert len(glimpse.stored_files()) == 1 + 8
+
+    await _make_every_job_due(glimpse)  # a lease later
+    await glimpse.run_jobs()
+
+    [original] = glimpse.stored_files()  # kept for its post, which its author may still delete
+    assert original.relative_to(glimpse.container.settings.data_dir).parts[1] == "originals"
+
+
+async def test_the_guard_of_a_recorded_run_keeps_its_variants(glimpse: Glimpse) -> None:
+    headers = await glimpse.signup()
+    post = (await glimpse.upload(headers)).json()
+    assert await glimpse.run_jobs() == 1
+    files = glimpse.stored_files()
+
+    await _make_every_job_due(glimpse)
+    assert await glimpse.run_jobs() == 1  # the guard
+
+    assert glimpse.stored_files() == files
+    assert (await _get_post(glimpse, headers, post["id"])).json()["status"] == "ready"
+    assert await _jobs(glimpse) == []
 
 
 async def test_deleting_a_post_keeps_media_another_post_still_uses(glimpse: Glimpse) -> None:
@@ -228,3 +274,21 @@ async def test_sweep_removes_originals_that_no_upload_recorded(
     assert await storage.size(orphan) is None
     assert await storage.size(media.original_key) is not None  # recorded: kept
     assert await glimpse.run_jobs() == 1  # and the post still processes
+
+
+async def test_a_late_dead_letter_does_not_fail_a_photo_that_was_processed(
+    glimpse: Glimpse,
+) -> None:
+    # Say a run outlived its lease, another claim used up the attempts and the job went to
+    # dead letters, and then the first run finished: the photo is there, the post stays ready.
+    headers = await glimpse.signup()
+    post = (await glimpse.upload(headers)).json()
+    assert await glimpse.run_jobs() == 1
+    [media] = await _media_of(glimpse, post["id"])
+
+    async with glimpse.container.db.write() as session:
+        await service.fail_media(session, media.id, "processing_failed", "processing kept failing")
+
+    view = (await _get_post(glimpse, headers, post["id"])).json()
+    assert view["status"] == "ready" and "error" not in view
+    assert await _post_count(glimpse, headers) == 1

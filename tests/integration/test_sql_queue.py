@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from glimpse.backends.queue.base import ClaimedJob
 from glimpse.backends.queue.models import Job, JobState
 from glimpse.backends.queue.outbox import enqueue
 from glimpse.backends.queue.registry import (
@@ -221,6 +222,58 @@ async def test_job_of_a_worker_that_died_is_run_by_another_after_the_lease(
 
     assert ran == [{"photo": 7}]
     assert await job_rows(survivor) == []
+
+
+async def test_a_job_running_longer_than_its_lease_keeps_it(make_container: MakeContainer) -> None:
+    # A slow photo must not be claimed again meanwhile, or buried as "kept failing" while it is
+    # about to succeed: the worker renews the lease while the handler works.
+    runs: list[int] = []
+
+    async def slow(container: Container, payload: Payload) -> None:
+        runs.append(1)
+        await asyncio.sleep(1.0)
+
+    name = register(slow)
+    working = make_container(node_id=1, job_lease_seconds=0.3)
+    other = make_container(node_id=2, job_lease_seconds=0.3)
+    await add_job(working, name)
+    job = await working.queue.claim(registry.names())
+    assert job is not None
+
+    running = asyncio.create_task(run_job(working, job))
+    while not running.done():
+        assert await other.queue.claim(registry.names()) is None
+        await asyncio.sleep(0.05)
+    await running
+
+    assert runs == [1]
+    assert await job_rows(working) == []
+
+
+async def test_a_lease_that_cannot_be_renewed_does_not_stop_the_job(
+    make_container: MakeContainer,
+) -> None:
+    # Renewals that fail (the job was taken over, or the database hiccuped) are logged; the run
+    # goes on, which at-least-once delivery already allows for.
+    async def slow(container: Container, payload: Payload) -> None:
+        await asyncio.sleep(0.5)
+
+    name = register(slow)
+    container = make_container(job_lease_seconds=0.15)
+    await add_job(container, name)
+    job = await container.queue.claim(registry.names())
+    assert job is not None
+    renewals: list[bool] = []
+
+    async def failing_extend(claimed: ClaimedJob) -> bool:
+        renewals.append(True)
+        raise ConnectionError("the database went away for a moment")
+
+    container.queue.extend = failing_extend  # type: ignore[method-assign]
+    await run_job(container, job)
+
+    assert len(renewals) >= 2
+    assert await job_rows(container) == []
 
 
 # --- retries --------------------------------------------------------------------------------

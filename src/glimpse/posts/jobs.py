@@ -42,6 +42,17 @@ async def process_media(container: Container, payload: Payload) -> None:
         raise PermanentJobError("undecodable_image", str(exc)) from exc
     del original
     keys = [service.variant_key(v.data, v.content_type) for v in processed.variants]
+    # Should this run die between storing the files and recording them, or the post be deleted
+    # meanwhile, nothing would point at the files: a purge scheduled first removes them then.
+    # It waits a lease, by when this run has recorded them (it then keeps them) or is dead.
+    async with container.db.write() as session:
+        service.schedule_purge(
+            session,
+            container.ids,
+            container.settings,
+            keys,
+            delay_seconds=container.settings.job_lease_seconds,
+        )
     # Files first, rows second: a row never points at a file that is not there yet.
     for variant, key in zip(processed.variants, keys, strict=True):
         await container.storage.put_bytes(key, variant.data, variant.content_type)
@@ -50,12 +61,12 @@ async def process_media(container: Container, payload: Payload) -> None:
         recorded = current is not None and await service.record_processed_media(
             session, current, processed, keys
         )
-        if not recorded:
-            # Deleted while we worked: what we just stored may belong to nobody.
+        if not recorded:  # deleted while we worked: no need to wait for the guard
             service.schedule_purge(session, container.ids, container.settings, keys)
     if recorded:
-        # Another post with the same bytes may have been purged between our put and our
-        # commit (purges decide under the write lock, so never after it): store them again.
+        # A purge (this run's own guard, or another post's with the same bytes) may have taken
+        # them between our put and our commit; purges decide under the write lock, so never
+        # after it. Store any such file again.
         for variant, key in zip(processed.variants, keys, strict=True):
             if await container.storage.size(key) is None:
                 await container.storage.put_bytes(key, variant.data, variant.content_type)

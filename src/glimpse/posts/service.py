@@ -264,9 +264,15 @@ async def delete_post(
 
 
 def schedule_purge(
-    session: AsyncSession, ids: IdGenerator, settings: Settings, keys: Sequence[str]
+    session: AsyncSession,
+    ids: IdGenerator,
+    settings: Settings,
+    keys: Sequence[str],
+    *,
+    delay_seconds: float | None = None,
 ) -> None:
-    """Delete these stored objects after the grace period, unless a post uses them by then."""
+    """Delete these stored objects after the grace period (or `delay_seconds`), unless a post
+    uses them by then."""
     if keys:
         enqueue(
             session,
@@ -274,7 +280,9 @@ def schedule_purge(
             PURGE_KEYS_JOB,
             {"keys": list(keys)},
             max_attempts=settings.job_max_attempts,
-            delay_seconds=settings.media_gc_delay_seconds,
+            delay_seconds=settings.media_gc_delay_seconds
+            if delay_seconds is None
+            else delay_seconds,
         )
 
 
@@ -321,8 +329,8 @@ async def record_processed_media(
 async def fail_media(session: AsyncSession, media_id: int, code: str, message: str) -> None:
     """A media item cannot be processed: the post fails with a reason its author can read."""
     media = await repository.get_media(session, media_id)
-    if media is None:
-        return
+    if media is None or media.status == PostStatus.READY:
+        return  # gone, or a run that outlived its lease finished it after all
     post = await repository.lock_post(session, media.post_id)
     media.status = PostStatus.FAILED
     if post is not None and post.status == PostStatus.PROCESSING:

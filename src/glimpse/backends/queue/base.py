@@ -33,6 +33,10 @@ class JobConsumer(Protocol):
         due. (A worker claims only what it has handlers for: during a rolling upgrade, jobs
         that only newer code knows wait for newer workers.)"""
 
+    async def extend(self, job: ClaimedJob) -> bool:
+        """Renew the lease of a job still running (the worker calls it while the handler works,
+        so a slow job is not claimed a second time). False when the job is no longer ours."""
+
     async def complete(self, job: ClaimedJob) -> None:
         """The work is stored: forget the job."""
 

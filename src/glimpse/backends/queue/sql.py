@@ -66,6 +66,14 @@ class SqlJobQueue:
     # out and another worker claimed the job, the late first worker must not undo the second.
     _OWNED = "id = :id AND locked_by = :worker AND attempts = :attempts AND state = 'running'"
 
+    async def extend(self, job: ClaimedJob) -> bool:
+        async with self._db.write() as session:
+            result = await session.execute(
+                text(f"UPDATE jobs SET available_at = :lease_until WHERE {self._OWNED}"),
+                {**self._owner(job), "lease_until": time.time() + self._lease},
+            )
+        return bool(getattr(result, "rowcount", 0))
+
     async def complete(self, job: ClaimedJob) -> None:
         async with self._db.write() as session:
             await session.execute(text(f"DELETE FROM jobs WHERE {self._OWNED}"), self._owner(job))
