@@ -136,3 +136,29 @@ def jpeg_scan_damage(data: bytes) -> str | None:
         if scan != (_RESTART_CYCLE * (len(scan) // 8 + 1))[: len(scan)]:
             return "corrupt JPEG data: restart markers out of sequence"
     return None
+
+
+def iso_bmff_truncation(data: bytes) -> str | None:
+    """Why an ISO BMFF file (HEIC) is cut short, or None when its top-level boxes all fit.
+
+    libheif decodes a HEIC whose `mdat` was cut off without complaint, filling the missing
+    tiles with flat colour; a phone upload cut off mid-transfer must fail instead. Each
+    top-level box declares its size (32 bits, or 64 after a size of 1; 0 runs to the end).
+    """
+    offset = 0
+    while offset + 8 <= len(data):
+        size = int.from_bytes(data[offset : offset + 4], "big")
+        header = 8
+        if size == 1:
+            if offset + 16 > len(data):
+                return "the file ends inside a box's header"
+            size, header = int.from_bytes(data[offset + 8 : offset + 16], "big"), 16
+        elif size == 0:
+            return None
+        if size < header:
+            return "a box declares an impossible size"
+        if offset + size > len(data):
+            box = data[offset + 4 : offset + 8].decode("latin-1")
+            return f"the file ends {offset + size - len(data)} bytes early, inside its {box!r} box"
+        offset += size
+    return None  # (a few stray bytes after the last box are padding, not a missing picture)

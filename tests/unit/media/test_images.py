@@ -1,11 +1,12 @@
 import io
+import os
 import struct
 import zlib
 from pathlib import Path
 
 import blurhash
 import pytest
-from PIL import Image, ImageChops, ImageStat, JpegImagePlugin
+from PIL import Image, ImageChops, ImageCms, ImageStat, JpegImagePlugin
 
 from glimpse.media.images import (
     EncodedVariant,
@@ -124,6 +125,24 @@ def test_icc_profile_is_kept() -> None:
         assert decode(v).info.get("icc_profile") == profile, (v.name, v.content_type)
 
 
+def _with_profile(profile: bytes) -> bytes:
+    return encode(Image.new("RGB", (800, 600), (30, 140, 220)), "JPEG", icc_profile=profile)
+
+
+@pytest.mark.parametrize("kind", ["padded sRGB", "junk"])
+def test_a_huge_colour_profile_is_not_copied_into_every_variant(kind: str) -> None:
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    junk = srgb[:16] + b"RGB " + os.urandom(64)
+    profile = (srgb if kind == "padded sRGB" else junk).ljust(2_000_000, b"\0")
+    result = process_image(_with_profile(profile), "normal")
+    for v in result.variants:
+        assert len(v.data) < 50_000, (v.name, v.content_type)
+        image = decode(v)
+        assert "icc_profile" not in image.info
+        r, g, b = image.convert("RGB").getpixel((image.width // 2, image.height // 2))
+        assert abs(r - 30) + abs(g - 140) + abs(b - 220) < 15, (v.name, (r, g, b))
+
+
 def test_twenty_megapixel_jpeg_is_decoded_at_quarter_scale(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -234,6 +253,14 @@ def test_truncated_jpeg_is_undecodable() -> None:
     data = (ORIENTATION / "Landscape_1.jpg").read_bytes()
     with pytest.raises(UndecodableImage):
         process_image(data[: len(data) // 2], "normal")
+
+
+@pytest.mark.parametrize("path", sorted((TESTDATA / "heic").glob("*.HEIC")), ids=lambda p: p.name)
+def test_a_heic_cut_off_mid_transfer_is_undecodable(path: Path) -> None:
+    # libheif itself would decode it, painting the missing tiles a flat green.
+    data = path.read_bytes()
+    with pytest.raises(UndecodableImage, match=r"ends .* early"):
+        process_image(data[: len(data) * 2 // 3], "normal")
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from glimpse.media.sniff import (
     SNIFF_BYTES,
     MediaType,
     is_image,
+    iso_bmff_truncation,
     jpeg_scan_damage,
     sniff_media_type,
 )
@@ -133,3 +134,32 @@ def _photo_bytes(photo: Image.Image, *, progressive: bool) -> bytes:
     buf = io.BytesIO()
     photo.save(buf, "JPEG", quality=85, progressive=progressive, restart_marker_rows=1)
     return buf.getvalue()
+
+
+def _box(kind: bytes, payload: bytes, *, declared: int | None = None, wide: bool = False) -> bytes:
+    if wide:
+        return (1).to_bytes(4, "big") + kind + (16 + len(payload)).to_bytes(8, "big") + payload
+    size = 8 + len(payload) if declared is None else declared
+    return size.to_bytes(4, "big") + kind + payload
+
+
+@pytest.mark.parametrize("path", sorted((TESTDATA / "heic").glob("*.HEIC")), ids=lambda p: p.name)
+def test_whole_heic_files_are_not_truncated(path: Path) -> None:
+    assert iso_bmff_truncation(path.read_bytes()) is None
+
+
+@pytest.mark.parametrize(
+    ("data", "truncated"),
+    [
+        (_box(b"ftyp", b"heic" * 3) + _box(b"mdat", b"x" * 100), False),
+        (_box(b"ftyp", b"heic" * 3) + _box(b"mdat", b"x" * 100, wide=True), False),
+        (_box(b"ftyp", b"heic" * 3) + _box(b"mdat", b"x" * 10, declared=0), False),  # to the end
+        (_box(b"ftyp", b"heic" * 3) + _box(b"mdat", b"x" * 100) + b"\0\0", False),  # padding
+        (_box(b"ftyp", b"heic" * 3) + _box(b"mdat", b"x" * 100)[:-1], True),
+        (_box(b"ftyp", b"heic" * 3) + _box(b"mdat", b"x" * 100, wide=True)[:-1], True),
+        (_box(b"ftyp", b"heic" * 3) + (1).to_bytes(4, "big") + b"mdat" + b"\0" * 4, True),
+        (_box(b"ftyp", b"heic" * 3) + _box(b"mdat", b"", declared=3), True),  # impossible size
+    ],
+)
+def test_iso_bmff_truncation(data: bytes, truncated: bool) -> None:
+    assert (iso_bmff_truncation(data) is not None) is truncated
