@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from glimpse import __version__
 from glimpse.accounts.routes import router as accounts_router
 from glimpse.api.errors import install_error_handlers
+from glimpse.api.head import HeadAsGet
 from glimpse.config import Settings
 from glimpse.container import Container, build_container
 from glimpse.media.origin import router as media_router
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(HeadAsGet)  # inside the metrics, which count a HEAD as a HEAD
     app.add_middleware(MetricsMiddleware)
     # The media origin first: it takes the most requests, and routes are matched in order.
     for router in (media_router, accounts_router, posts_router, ops_router):

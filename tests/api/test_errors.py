@@ -32,12 +32,12 @@ async def test_wrong_method_is_405_with_the_error_body(glimpse: Glimpse) -> None
     headers = await glimpse.signup("alice")
     media = "/media/v/ab/" + "ab" + "0" * 62 + ".jpg"
     for method, path, allowed in [
-        ("PUT", "/api/v1/me", "GET, PATCH"),
-        ("POST", "/api/v1/me", "GET, PATCH"),
-        ("DELETE", "/api/v1/filters", "GET"),
+        ("PUT", "/api/v1/me", "GET, HEAD, PATCH"),
+        ("POST", "/api/v1/me", "GET, HEAD, PATCH"),
+        ("DELETE", "/api/v1/filters", "GET, HEAD"),
         ("GET", "/api/v1/auth/token", "DELETE, POST"),
         ("PATCH", "/api/v1/accounts", "POST"),
-        ("PUT", "/api/v1/posts/1", "DELETE, GET"),
+        ("PUT", "/api/v1/posts/1", "DELETE, GET, HEAD"),
         ("POST", media, "GET, HEAD"),
         ("DELETE", media, "GET, HEAD"),
     ]:
@@ -45,6 +45,27 @@ async def test_wrong_method_is_405_with_the_error_body(glimpse: Glimpse) -> None
         assert_error(response, 405, "method_not_allowed")
         # Every method the path takes, not just those of the first route that matched it.
         assert response.headers["allow"] == allowed, (method, path)
+
+
+async def test_every_route_that_answers_get_answers_head(glimpse: Glimpse) -> None:
+    headers = await glimpse.signup("alice")
+    for path, auth in [
+        ("/healthz", {}),
+        ("/readyz", {}),
+        ("/api/v1/filters", headers),
+        ("/api/v1/me", headers),
+        ("/api/v1/users/alice", headers),
+        ("/api/v1/users/alice/posts", headers),
+    ]:
+        got = await glimpse.client.get(path, headers=auth)
+        head = await glimpse.client.head(path, headers=auth)
+        assert (head.status_code, got.status_code) == (200, 200), path
+        assert head.content == b"", path
+        assert head.headers["content-type"] == got.headers["content-type"], path
+        if path != "/readyz":  # (its body is built anew each time)
+            assert int(head.headers["content-length"]) == len(got.content), path
+    unauthenticated = await glimpse.client.head("/api/v1/me")
+    assert (unauthenticated.status_code, unauthenticated.content) == (401, b"")
 
 
 async def test_validation_errors_are_422_with_details(glimpse: Glimpse) -> None:

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import text
 
-from glimpse.posts.upload import HEADER_PROBE_BYTES
+from glimpse.posts.upload import HEADER_PROBE_BYTES, HEADER_PROBE_GROWTH
 from tests.conftest import TESTDATA, Glimpse, assert_error, jpeg_bytes
 
 BOUNDARY = "glimpse-test-boundary"
@@ -202,6 +202,87 @@ async def test_garbage_multipart_or_missing_boundary_is_400(glimpse: Glimpse) ->
         await refused(glimpse, response, 400)
 
 
+async def test_a_boundary_longer_than_the_parser_takes_is_400(glimpse: Glimpse) -> None:
+    headers = await glimpse.signup()
+    boundary = "b" * 300
+    body = f"--{boundary}\r\n".encode()
+    response = await glimpse.client.post(
+        "/api/v1/posts",
+        headers={**headers, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+        content=body,
+    )
+    await refused(glimpse, response, 400, "malformed_multipart")
+
+
+@pytest.mark.parametrize(
+    "disposition",
+    [
+        None,
+        'form-data; filename="a.jpg"',
+        'form-data; name=""; filename="a.jpg"',
+    ],
+)
+async def test_a_part_without_a_name_is_400(glimpse: Glimpse, disposition: str | None) -> None:
+    headers = await glimpse.signup()
+    header = f"Content-Disposition: {disposition}\r\n" if disposition else ""
+    body = (
+        f"--{BOUNDARY}\r\n{header}Content-Type: image/jpeg\r\n\r\n".encode()
+        + jpeg_bytes((64, 64))
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
+    response = await glimpse.client.post(
+        "/api/v1/posts",
+        headers={**headers, "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+        content=body,
+    )
+    await refused(glimpse, response, 400, "malformed_multipart")
+
+
+async def test_a_client_that_goes_away_mid_upload_leaves_nothing_and_no_server_error(
+    glimpse: Glimpse, caplog: pytest.LogCaptureFixture
+) -> None:
+    headers = await glimpse.signup()
+    body = multipart([("file", "a.jpg", jpeg_bytes((640, 480)))])
+    app = glimpse.client._transport.app  # type: ignore[attr-defined]
+    sent: list[dict[str, Any]] = []
+    messages = [
+        {"type": "http.request", "body": body[: len(body) // 2], "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "server": ("glimpse.test", 80),
+        "client": ("127.0.0.1", 5000),
+        "root_path": "",
+        "path": "/api/v1/posts",
+        "raw_path": b"/api/v1/posts",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"glimpse.test"),
+            (b"authorization", headers["Authorization"].encode()),
+            (b"content-type", f"multipart/form-data; boundary={BOUNDARY}".encode()),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    }
+    with caplog.at_level("INFO"):
+        await app(scope, receive, send)
+
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 400
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    await assert_nothing_written(glimpse)
+
+
 # --- refused by size --------------------------------------------------------------------------
 
 LIMIT = 200_000
@@ -274,6 +355,21 @@ async def test_large_pixel_bomb_is_413_from_its_header_before_the_rest_is_read(
     await refused(glimpse, response, 413, "too_many_pixels")
     # Judged as soon as the header had surely arrived, not after the whole 8 MB file.
     assert consumed["at_answer"] * CHUNK <= HEADER_PROBE_BYTES + CHUNK, consumed
+
+
+async def test_a_pixel_bomb_whose_header_comes_late_is_still_413_before_the_rest_is_read(
+    glimpse: Glimpse,
+) -> None:
+    # 650 KB of APP2 segments before the frame header: not there at the first look.
+    headers = await glimpse.signup()
+    jpeg = bytearray(jpeg_bytes((64, 64)))
+    sof = jpeg.index(b"\xff\xc0")
+    jpeg[sof + 5 : sof + 9] = struct.pack(">HH", 20_000, 20_000)
+    segment = b"\xff\xe2" + struct.pack(">H", 65_000) + b"\x00" * 64_998
+    bomb = bytes(jpeg[:2]) + segment * 10 + bytes(jpeg[2:])
+    response, consumed = await stream_upload(glimpse, headers, bomb, 16 << 20)
+    await refused(glimpse, response, 413, "too_many_pixels")
+    assert consumed["at_answer"] * CHUNK <= HEADER_PROBE_BYTES * HEADER_PROBE_GROWTH, consumed
 
 
 @pytest.mark.parametrize("settings", [{"max_image_bytes": LIMIT}], indirect=True)

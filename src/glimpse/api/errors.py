@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 from starlette.types import Receive, Scope, Send
 
@@ -158,7 +159,8 @@ def _allowed_methods(request: Request) -> list[str]:
         scope = {**request.scope, "method": method}
         return any(route.matches(scope)[0] == Match.FULL for route in request.app.routes)
 
-    return [method for method in _METHODS if takes(method)]
+    get = takes("GET")  # and so HEAD too (api/head.py)
+    return [m for m in _METHODS if (get if m in ("GET", "HEAD") else takes(m))]
 
 
 # SQLITE_BUSY and SQLITE_LOCKED: another writer held on past the busy timeout.
@@ -195,6 +197,13 @@ def _try_again_soon(request: Request, exc: Exception, retry_after: int) -> JSONR
     )
 
 
+async def _client_gone(request: Request, exc: Exception) -> JSONResponse:
+    # A phone that lost its signal mid-upload: routine, not a server error. Whatever had been
+    # spooled is already removed; the answer reaches nobody but the metrics.
+    log.info("client went away during %s %s", request.method, request.url.path)
+    return error_response(400, "client_disconnected", "The client closed the connection.")
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal_error", "Something went wrong on our side.")
@@ -206,4 +215,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(NodeLeaseExpired, _node_lease_expired)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -152,7 +152,10 @@ async def create_post(request: Request, caller: Caller, container: ContainerDep)
             [view] = await service.post_views(
                 session, [post], caller.user.id, settings.media_base_url
             )
-    except BaseException:
+    except Exception:
+        # The transaction failed, so nothing records these originals. (A cancellation, say at
+        # shutdown, may have come after the commit: those are left to the sweep of abandoned
+        # uploads, which removes them only if nothing records them.)
         await _remove_originals(storage, media)
         raise
     return view

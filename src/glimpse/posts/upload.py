@@ -7,13 +7,14 @@ size limit is refused the moment that is known, with nothing read past that poin
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -22,12 +23,18 @@ from glimpse.errors import Malformed, TooLarge, UnsupportedMediaType
 from glimpse.media.images import UndecodableImage, read_image_header
 from glimpse.media.sniff import SNIFF_BYTES, MediaType, is_image, sniff_media_type
 
+if TYPE_CHECKING:  # (python-multipart declares it for type checkers only)
+    from python_multipart.multipart import MultipartCallbacks
+
 # Text fields are small (a caption is at most 2,200 characters of up to 4 bytes each).
 MAX_FIELD_BYTES = 16 * 1024
 MAX_PARTS = 64
 # Once this much of a file has arrived its header is almost always complete (a JPEG's size
 # follows its EXIF block, at most 64 KB): a pixel bomb is refused then, not after 50 MB.
+# A header that is not complete yet (large APP segments, a HEIC with its `meta` box after the
+# pixels) is looked for again each time four times as much has arrived.
 HEADER_PROBE_BYTES = 256 * 1024
+HEADER_PROBE_GROWTH = 4
 
 
 @dataclass(frozen=True)
@@ -75,7 +82,9 @@ class _Reader:
         self._head = b""
         self._size = 0
         self._media_type: MediaType | None = None
-        self._header_probed = False
+        self._next_probe = HEADER_PROBE_BYTES
+        # The file whose header is to be read before the parser is given more of the body.
+        self.probe_due: Path | None = None
         self._value = bytearray()
 
     # python-multipart calls these synchronously from parser.write().
@@ -100,6 +109,11 @@ class _Reader:
         _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
         self._name = options.get(b"name", b"").decode("utf-8", "replace")
         self._filename = options.get(b"filename", b"").decode("utf-8", "replace")
+        if not self._name:
+            raise Malformed(
+                "Every part of the upload needs a name (file, caption, filter or alt_text).",
+                code="malformed_multipart",
+            )
         self._value = bytearray()
         if self._name == "file":
             if len(self.form.files) >= self.limits.max_files:
@@ -112,7 +126,7 @@ class _Reader:
             self._head = b""
             self._size = 0
             self._media_type = None
-            self._header_probed = False
+            self._next_probe = HEADER_PROBE_BYTES
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         chunk = data[start:end]
@@ -132,17 +146,22 @@ class _Reader:
                 code="file_too_large",
             )
         self._file.write(chunk)
-        if not self._header_probed and self._size >= HEADER_PROBE_BYTES:
-            self._header_probed = True
-            self._probe_header()
+        if self._size >= self._next_probe:
+            self._next_probe = self._size * HEADER_PROBE_GROWTH
+            self._file.flush()
+            self.probe_due = self._file_path
 
-    def _probe_header(self) -> None:
-        assert self._file is not None and self._file_path is not None
-        self._file.flush()
+    def probe_header(self, path: Path) -> None:
+        """Refuse a pixel bomb from the part of it that has arrived (in a thread: some headers
+        take milliseconds to parse). Runs between two writes to the parser, so the file is not
+        growing meanwhile; if its part has ended since, the final check is enough."""
+        if self._file is None or self._file_path != path:
+            return
         try:
-            header = read_image_header(self._file_path)
+            header = read_image_header(path)
         except UndecodableImage:
-            return  # the header lies further on; it is judged when the file is complete
+            return  # the header lies further on; it is looked for again later
+        self._next_probe = self.limits.max_image_bytes + 1  # found: no need to look again
         if header.width * header.height > self.limits.max_image_pixels:
             raise too_many_pixels(self.limits.max_image_pixels)
 
@@ -205,29 +224,39 @@ def boundary_of(content_type: str) -> bytes:
     return boundary
 
 
+def _callbacks(reader: _Reader) -> MultipartCallbacks:
+    return {
+        "on_part_begin": reader.on_part_begin,
+        "on_part_data": reader.on_part_data,
+        "on_part_end": reader.on_part_end,
+        "on_header_field": reader.on_header_field,
+        "on_header_value": reader.on_header_value,
+        "on_header_end": reader.on_header_end,
+        "on_headers_finished": reader.on_headers_finished,
+        "on_end": reader.on_end,
+    }
+
+
 async def read_upload(
     content_type: str, body: AsyncIterator[bytes], limits: UploadLimits, staging: Path
 ) -> UploadForm:
     """Parse the body into spooled files and text fields. On any error every spooled file is
     removed before the error propagates."""
     reader = _Reader(limits, staging)
-    parser = MultipartParser(
-        boundary_of(content_type),
-        {
-            "on_part_begin": reader.on_part_begin,
-            "on_part_data": reader.on_part_data,
-            "on_part_end": reader.on_part_end,
-            "on_header_field": reader.on_header_field,
-            "on_header_value": reader.on_header_value,
-            "on_header_end": reader.on_header_end,
-            "on_headers_finished": reader.on_headers_finished,
-            "on_end": reader.on_end,
-        },
-    )
+    boundary = boundary_of(content_type)
+    try:
+        parser = MultipartParser(boundary, _callbacks(reader))
+    except (FormParserError, ValueError) as exc:  # say, a boundary over 256 bytes
+        raise Malformed(
+            f"The multipart body is malformed: {exc}", code="malformed_multipart"
+        ) from exc
     try:
         async for chunk in body:
             if chunk:
                 parser.write(chunk)
+            if reader.probe_due is not None:
+                path, reader.probe_due = reader.probe_due, None
+                await asyncio.to_thread(reader.probe_header, path)
         parser.finalize()
         if not reader.finished:
             raise Malformed("The multipart body ended early.", code="malformed_multipart")
