@@ -32,6 +32,14 @@ class Malformed(DomainError):
 class Unauthenticated(DomainError):
     status, code = 401, "unauthenticated"
 
+    def __init__(self, message: str, *, code: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, code=code, **kwargs)
+        # A 401 names the scheme to use (RFC 9110, 11.6.1); RFC 6750 adds why a token failed.
+        challenge = "Bearer"
+        if self.code == "invalid_token":
+            challenge += ' error="invalid_token"'
+        self.headers = {"WWW-Authenticate": challenge, **(self.headers or {})}
+
 
 class Forbidden(DomainError):
     status, code = 403, "forbidden"

@@ -203,6 +203,11 @@ async def test_missing_or_garbage_authorization_is_401(glimpse: Glimpse) -> None
         headers = {} if authorization is None else {"Authorization": authorization}
         response = await glimpse.client.get("/api/v1/me", headers=headers)
         assert_error(response, 401)
+        assert response.headers["www-authenticate"].startswith("Bearer"), authorization
+    revoked = {"Authorization": valid}
+    assert (await glimpse.client.delete("/api/v1/auth/token", headers=revoked)).status_code == 204
+    response = await glimpse.client.get("/api/v1/me", headers=revoked)
+    assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
 
 
 # --- /me -------------------------------------------------------------------------------------
