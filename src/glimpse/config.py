@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     max_image_pixels: int = 50_000_000
     max_files_per_post: int = 20
     max_caption_chars: int = 2200
+    # An upload whose body stops arriving for this long is dropped (its connection and spooled
+    # files would otherwise be held for as long as the client cares to wait).
+    upload_idle_timeout_seconds: float = 60.0
     # Per-account quotas; 0 = unlimited.
     quota_uploads_per_day: int = 0
     quota_bytes_per_day: int = 0

@@ -57,6 +57,10 @@ class TooLarge(DomainError):
     status, code = 413, "too_large"
 
 
+class TimedOut(DomainError):
+    status, code = 408, "request_timeout"
+
+
 class UnsupportedMediaType(DomainError):
     status, code = 415, "unsupported_media_type"
 

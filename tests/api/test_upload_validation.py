@@ -3,6 +3,7 @@ real-world files are accepted and processed (API.md, "Posts" and the upload limi
 
 from __future__ import annotations
 
+import asyncio
 import io
 import struct
 import zipfile
@@ -236,6 +237,25 @@ async def test_a_part_without_a_name_is_400(glimpse: Glimpse, disposition: str |
         content=body,
     )
     await refused(glimpse, response, 400, "malformed_multipart")
+
+
+@pytest.mark.parametrize("settings", [{"upload_idle_timeout_seconds": 0.3}], indirect=True)
+async def test_an_upload_that_stalls_is_408_and_leaves_nothing(glimpse: Glimpse) -> None:
+    headers = await glimpse.signup()
+    body = multipart([("file", "a.jpg", jpeg_bytes((640, 480)))])
+
+    async def stalling() -> AsyncIterator[bytes]:
+        yield body[: len(body) // 2]
+        await asyncio.sleep(5)  # the client's network went quiet
+        yield body[len(body) // 2 :]
+
+    response = await glimpse.client.post(
+        "/api/v1/posts",
+        headers={**headers, "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+        content=stalling(),
+        timeout=3,
+    )
+    await refused(glimpse, response, 408, "upload_stalled")
 
 
 async def test_a_client_that_goes_away_mid_upload_leaves_nothing_and_no_server_error(

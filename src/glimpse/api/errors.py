@@ -48,6 +48,7 @@ _STATUS_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
+    408: "request_timeout",
     409: "conflict",
     413: "too_large",
     415: "unsupported_media_type",
@@ -121,7 +122,8 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
         exc.message,
         details=exc.details,
         headers=exc.headers,
-        drain_body=getattr(request.state, "body_unread", False),
+        # (A stalled client sends nothing to drain: it is answered and let go at once.)
+        drain_body=getattr(request.state, "body_unread", False) and exc.status != 408,
     )
 
 

@@ -105,14 +105,17 @@ async def _remove_originals(storage: Storage, media: list[service.NewMedia]) -> 
     status_code=status.HTTP_202_ACCEPTED,
     response_model=PostOut,
     openapi_extra=_UPLOAD_BODY,
-    responses=error_responses(400, 413, 415, 429),
+    responses=error_responses(400, 408, 413, 415, 429),
 )
 async def create_post(request: Request, caller: Caller, container: ContainerDep) -> PostOut:
     """Upload 1..20 photos as one post. Answers at once with `status: processing`; the photos
     are resized and filtered in the background and the post becomes `ready` (or `failed`)."""
     settings, storage = container.settings, container.storage
     limits = UploadLimits(
-        settings.max_files_per_post, settings.max_image_bytes, settings.max_image_pixels
+        settings.max_files_per_post,
+        settings.max_image_bytes,
+        settings.max_image_pixels,
+        settings.upload_idle_timeout_seconds,
     )
     # Until the body is fully read, an error response must drain it (see api/errors.py).
     request.state.body_unread = True

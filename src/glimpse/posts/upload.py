@@ -19,7 +19,7 @@ from typing import IO, TYPE_CHECKING
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from glimpse.errors import Malformed, TooLarge, UnsupportedMediaType
+from glimpse.errors import Malformed, TimedOut, TooLarge, UnsupportedMediaType
 from glimpse.media.images import UndecodableImage, read_image_header
 from glimpse.media.sniff import SNIFF_BYTES, MediaType, is_image, sniff_media_type
 
@@ -42,6 +42,7 @@ class UploadLimits:
     max_files: int
     max_image_bytes: int
     max_image_pixels: int
+    idle_timeout_seconds: float = 60.0
 
 
 @dataclass
@@ -224,6 +225,23 @@ def boundary_of(content_type: str) -> bytes:
     return boundary
 
 
+async def _arriving(body: AsyncIterator[bytes], idle_timeout: float) -> AsyncIterator[bytes]:
+    """The body's chunks, as long as each arrives within `idle_timeout` of the one before."""
+    chunks = aiter(body)
+    while True:
+        try:
+            async with asyncio.timeout(idle_timeout):
+                chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise TimedOut(
+                f"The upload stalled: nothing arrived for {idle_timeout:g} seconds.",
+                code="upload_stalled",
+            ) from None
+        yield chunk
+
+
 def _callbacks(reader: _Reader) -> MultipartCallbacks:
     return {
         "on_part_begin": reader.on_part_begin,
@@ -251,7 +269,7 @@ async def read_upload(
             f"The multipart body is malformed: {exc}", code="malformed_multipart"
         ) from exc
     try:
-        async for chunk in body:
+        async for chunk in _arriving(body, limits.idle_timeout_seconds):
             if chunk:
                 parser.write(chunk)
             if reader.probe_due is not None:
