@@ -135,6 +135,14 @@ async def test_wrong_password_and_unknown_user_are_both_401(glimpse: Glimpse) ->
     b = assert_error(unknown_user, 401)
     # The two answers must not tell an attacker which usernames exist.
     assert a == b
+    for impossible in ("alice\x00", "ALICE", "al ice", "x" * 31):
+        assert assert_error(await token_for(glimpse, impossible, "correct horse"), 401) == a
+
+
+async def test_a_username_no_account_can_have_is_404(glimpse: Glimpse) -> None:
+    headers = await glimpse.signup("alice")
+    for path in ("/api/v1/users/alice%00", "/api/v1/users/Alice", "/api/v1/users/alice%00/posts"):
+        assert_error(await glimpse.client.get(path, headers=headers), 404)
 
 
 async def test_token_request_with_wrong_types_is_422_and_bad_json_400(glimpse: Glimpse) -> None:
@@ -294,6 +302,17 @@ async def test_patch_me_changes_display_name_bio_and_privacy(glimpse: Glimpse) -
     )
 
 
+async def test_a_bio_may_span_lines_and_names_may_be_any_script(glimpse: Glimpse) -> None:
+    headers = await glimpse.signup("alice")
+    body = {"display_name": "Алиса 🐈", "bio": "cats\r\nand\tdogs"}
+    response = await glimpse.client.patch("/api/v1/me", headers=headers, json=body)
+    assert response.status_code == 200, response.text
+    assert (response.json()["display_name"], response.json()["bio"]) == (
+        body["display_name"],
+        body["bio"],
+    )
+
+
 async def test_patch_me_with_invalid_body_is_422_and_changes_nothing(glimpse: Glimpse) -> None:
     headers = await glimpse.signup("alice")
     bodies: list[dict[str, Any]] = [
@@ -302,6 +321,9 @@ async def test_patch_me_with_invalid_body_is_422_and_changes_nothing(glimpse: Gl
         {"username": "mallory"},
         {"display_name": "x" * 65},
         {"bio": "x" * 501},
+        {"display_name": "two\nlines"},
+        {"display_name": "nul\x00"},
+        {"bio": "bell\x07"},
     ]
     for body in bodies:
         response = await glimpse.client.patch("/api/v1/me", headers=headers, json=body)

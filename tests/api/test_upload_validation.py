@@ -467,6 +467,9 @@ async def test_invalid_fields_are_422(glimpse: Glimpse) -> None:
         ([("a.jpg", photo)], {"caption": "x" * 2201}, "caption_too_long"),
         ([("a.jpg", photo)], {"caption": "\U0001f600" * 2201}, "caption_too_long"),
         ([("a.jpg", photo)], {"alt_text": ["one", "two"]}, "too_many_alt_texts"),
+        ([("a.jpg", photo)], {"caption": "a\x00b"}, "invalid_text"),
+        ([("a.jpg", photo)], {"caption": "ring \x07"}, "invalid_text"),
+        ([("a.jpg", photo)], {"alt_text": ["esc\x1b[31m"]}, "invalid_text"),
     ]
     for files, fields, code in cases:
         response = await glimpse.upload(headers, files=files, **fields)
@@ -475,7 +478,7 @@ async def test_invalid_fields_are_422(glimpse: Glimpse) -> None:
 
 async def test_caption_of_2200_characters_is_accepted(glimpse: Glimpse) -> None:
     headers = await glimpse.signup()
-    caption = "\U0001f4f7" * 2200
+    caption = "\U0001f4f7" * 2196 + "\r\n\t."  # lines and tabs are fine
     response = await glimpse.upload(headers, caption=caption)
     assert response.status_code == 202, response.text
     assert response.json()["caption"] == caption

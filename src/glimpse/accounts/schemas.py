@@ -4,13 +4,16 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, PlainSerializer, StringConstraints
 
+from glimpse.text import MULTI_LINE, SINGLE_LINE
+
 # 64-bit ids travel as strings: JavaScript numbers lose precision past 2^53.
 IdStr = Annotated[int, PlainSerializer(str, return_type=str, when_used="json")]
 
-Username = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_.]{1,30}$")]
+USERNAME_PATTERN = r"^[a-z0-9_.]{1,30}$"
+Username = Annotated[str, StringConstraints(pattern=USERNAME_PATTERN)]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=256)]
-DisplayName = Annotated[str, StringConstraints(max_length=64)]
-Bio = Annotated[str, StringConstraints(max_length=500)]
+DisplayName = Annotated[str, StringConstraints(max_length=64, pattern=SINGLE_LINE)]
+Bio = Annotated[str, StringConstraints(max_length=500, pattern=MULTI_LINE)]
 
 
 class Strict(BaseModel):

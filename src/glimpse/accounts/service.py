@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -10,11 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from glimpse.accounts import repository
 from glimpse.accounts.models import AccessToken, User
-from glimpse.accounts.schemas import ProfileUpdate
+from glimpse.accounts.schemas import USERNAME_PATTERN, ProfileUpdate
 from glimpse.accounts.tokens import hash_token, new_token
 from glimpse.db.base import utcnow
 from glimpse.errors import Conflict, NotFound, Unauthenticated
 from glimpse.ids import IdGenerator
+
+_USERNAME = re.compile(USERNAME_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -90,13 +93,17 @@ async def revoke_token(session: AsyncSession, token_id: int) -> None:
 
 
 async def get_visible_user(session: AsyncSession, username: str) -> User:
-    user = await repository.get_user_by_username(session, username)
+    user = await find_user(session, username)
     if user is None:
         raise NotFound("No such user.", code="user_not_found")
     return user
 
 
 async def find_user(session: AsyncSession, username: str) -> User | None:
+    # A name no account can have is not looked up: it may hold bytes (say NUL) that a database
+    # refuses in a query.
+    if _USERNAME.match(username) is None:
+        return None
     return await repository.get_user_by_username(session, username)
 
 

@@ -25,6 +25,7 @@ from glimpse.media.images import ProcessedImage
 from glimpse.posts import repository
 from glimpse.posts.models import Media, MediaVariant, Post, PostStatus
 from glimpse.posts.schemas import MediaOut, PostError, PostOut, VariantOut
+from glimpse.text import is_clean_multi_line
 
 PROCESS_MEDIA_JOB = "process_media"
 PURGE_KEYS_JOB = "purge_media_keys"
@@ -84,6 +85,10 @@ def check_post_fields(
         raise Invalid("There are more alt texts than files.", code="too_many_alt_texts")
     if any(len(a) > settings.max_caption_chars for a in alt_texts):
         raise Invalid("An alt text is too long.", code="alt_text_too_long")
+    if not all(is_clean_multi_line(text) for text in (caption, *alt_texts)):
+        raise Invalid(
+            "Captions and alt texts may not contain control characters.", code="invalid_text"
+        )
     return caption, filter_name
 
 
