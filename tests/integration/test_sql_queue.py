@@ -231,11 +231,11 @@ async def test_a_job_running_longer_than_its_lease_keeps_it(make_container: Make
 
     async def slow(container: Container, payload: Payload) -> None:
         runs.append(1)
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(2.5)  # more than twice the lease
 
     name = register(slow)
-    working = make_container(node_id=1, job_lease_seconds=0.3)
-    other = make_container(node_id=2, job_lease_seconds=0.3)
+    working = make_container(node_id=1, job_lease_seconds=1.0)
+    other = make_container(node_id=2, job_lease_seconds=1.0)
     await add_job(working, name)
     job = await working.queue.claim(registry.names())
     assert job is not None
@@ -243,7 +243,7 @@ async def test_a_job_running_longer_than_its_lease_keeps_it(make_container: Make
     running = asyncio.create_task(run_job(working, job))
     while not running.done():
         assert await other.queue.claim(registry.names()) is None
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)
     await running
 
     assert runs == [1]
