@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(HeadAsGet)  # inside the metrics, which count a HEAD as a HEAD
+    app.add_middleware(HeadAsGet, router=app.router)  # inside the metrics: a HEAD counts as HEAD
     app.add_middleware(MetricsMiddleware)
     # The media origin first: it takes the most requests, and routes are matched in order.
     for router in (media_router, accounts_router, posts_router, ops_router):

@@ -79,3 +79,14 @@ async def test_metrics_count_requests_by_route_and_jobs_by_outcome(glimpse: Glim
     # Left waiting: the guard that would purge the variants had processing died before recording them.
     assert sample(after, "glimpse_jobs", state="queued") == 1
     assert sample(after, "glimpse_jobs", state="running") == 0
+
+
+async def test_head_requests_are_counted_as_head_under_their_route(glimpse: Glimpse) -> None:
+    before = (await glimpse.client.get("/metrics")).text
+    assert (await glimpse.client.head("/healthz")).status_code == 200
+    assert (await glimpse.client.head("/api/v1/filters")).status_code == 401
+    after = (await glimpse.client.get("/metrics")).text
+    requests = "glimpse_http_requests_total"
+    for route, status in (("/healthz", "200"), ("/api/v1/filters", "401")):
+        labels = {"method": "HEAD", "route": route, "status": status}
+        assert sample(after, requests, **labels) == sample(before, requests, **labels) + 1
