@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     # Queue behaviour.
     job_max_attempts: int = 5
     job_lease_seconds: float = 120.0
+    # A running job's lease is renewed for this long at most: a handler hung past it (a stuck
+    # decoder, a dead mount) lets its lease lapse, so the job is retried and, in the end, buried.
+    job_max_run_seconds: float = 1800.0
     job_retry_base_seconds: float = 2.0
     job_retry_max_seconds: float = 600.0
     # How often an idle worker looks for new jobs: this bounds the queue's share of upload latency.

@@ -91,12 +91,22 @@ async def _run_job(container: Container, job: ClaimedJob) -> str:
 async def _lease_kept(container: Container, job: ClaimedJob) -> AsyncIterator[None]:
     """Renew the job's lease while its handler works: a lease is how a dead worker's jobs come
     back, and a slow one (a huge photo, a stalled disk) must not be claimed again meanwhile,
-    let alone buried as "kept failing" while it is about to succeed."""
-    every = max(0.05, container.settings.job_lease_seconds / 3)
+    let alone buried as "kept failing" while it is about to succeed. Only up to
+    `job_max_run_seconds`: a handler hung for good lets the lease lapse like a dead worker."""
+    settings = container.settings
+    every = max(0.05, settings.job_lease_seconds / 3)
+    give_up_at = time.monotonic() + settings.job_max_run_seconds
+    done = asyncio.Event()
 
     async def renew() -> None:
         while True:
-            await asyncio.sleep(every)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), every)
+            if done.is_set():
+                return
+            if time.monotonic() >= give_up_at:
+                log.warning("job %s %s runs too long; letting its lease lapse", job.name, job.id)
+                return
             try:
                 if not await container.queue.extend(job):
                     log.warning("job %s %s lost its lease; it may run twice", job.name, job.id)
@@ -104,13 +114,13 @@ async def _lease_kept(container: Container, job: ClaimedJob) -> AsyncIterator[No
             except Exception:
                 log.exception("renewing the lease of job %s %s failed", job.name, job.id)
 
+    # Stopped by the event rather than cancelled, so that a renewal under way finishes cleanly.
     renewing = asyncio.create_task(renew())
     try:
         yield
     finally:
-        renewing.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await renewing
+        done.set()
+        await renewing
 
 
 async def _bury(

@@ -250,6 +250,34 @@ async def test_a_job_running_longer_than_its_lease_keeps_it(make_container: Make
     assert await job_rows(working) == []
 
 
+async def test_a_job_hung_past_its_longest_run_lets_its_lease_lapse(
+    make_container: MakeContainer,
+) -> None:
+    # A handler stuck for good (a decoder looping in its thread) must not keep the job forever:
+    # past job_max_run_seconds the lease lapses and another worker takes the job up again.
+    release = asyncio.Event()
+
+    async def hung(container: Container, payload: Payload) -> None:
+        await release.wait()
+
+    name = register(hung)
+    stuck = make_container(node_id=1, job_lease_seconds=0.3, job_max_run_seconds=0.6)
+    other = make_container(node_id=2)
+    await add_job(stuck, name)
+    job = await stuck.queue.claim(registry.names())
+    assert job is not None
+    running = asyncio.create_task(run_job(stuck, job))
+    try:
+        deadline = time.monotonic() + 10
+        while (again := await other.queue.claim(registry.names())) is None:
+            assert time.monotonic() < deadline, "the lease was kept forever"
+            await asyncio.sleep(0.1)
+        assert (again.id, again.attempts) == (job.id, 2)
+    finally:
+        release.set()
+        await running
+
+
 async def test_a_lease_that_cannot_be_renewed_does_not_stop_the_job(
     make_container: MakeContainer,
 ) -> None:
