@@ -3,6 +3,7 @@ reach outside the root."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
@@ -219,3 +220,41 @@ async def test_writes_reach_the_disk_before_the_object_is_visible(
     assert any(path.startswith(f"{store}/.staging/") for path in synced)  # the bytes, before rename
     for folder in ("", "/v", "/v/cd", "/originals", "/originals/2026", "/originals/2026/p"):
         assert store + folder in synced
+
+
+async def test_a_filesystem_that_cannot_fsync_folders_still_takes_writes(
+    storage: LocalStorage, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_fsync = os.fsync
+
+    def fsync_files_only(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync_files_only)
+    await storage.put_bytes("v/ef/photo.jpg", b"bytes", "image/jpeg")
+    staged = storage.staging_dir() / "upload.part"
+    staged.write_bytes(b"original")
+    await storage.put_file("originals/2026/q/m", staged, "image/jpeg")
+    assert await storage.get_bytes("v/ef/photo.jpg") == b"bytes"
+    assert await storage.get_bytes("originals/2026/q/m") == b"original"
+
+
+async def test_a_failing_folder_fsync_is_reported_as_the_io_error_it_is(
+    storage: LocalStorage, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A real I/O error is reported, not mistaken for a move across filesystems.
+    staged = storage.staging_dir() / "upload.part"
+    staged.write_bytes(b"original")
+    real_fsync = os.fsync
+
+    def failing_on_folders(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing_on_folders)
+    with pytest.raises(OSError) as failure:
+        await storage.put_file("originals/2026/r/m", staged, "image/jpeg")
+    assert failure.value.errno == errno.EIO

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import shutil
 import stat
@@ -26,6 +27,11 @@ def _fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError as exc:
+        # Some filesystems (certain FUSE and network mounts) cannot fsync a folder at all;
+        # like PostgreSQL, take that as "nothing to do" rather than fail every write.
+        if exc.errno not in (errno.EINVAL, errno.EBADF):
+            raise
     finally:
         os.close(fd)
 
@@ -83,8 +89,11 @@ class LocalStorage:
         with open(source, "rb") as f:
             os.fsync(f.fileno())
         try:
-            self._rename_in(source, path)
-        except OSError:
+            os.chmod(source, 0o644)
+            os.replace(source, path)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
             # Another filesystem: copy beside the target, then rename, so it is still atomic.
             fd, tmp = tempfile.mkstemp(dir=self._tmp)
             try:
@@ -97,6 +106,8 @@ class LocalStorage:
                 Path(tmp).unlink(missing_ok=True)
                 raise
             source.unlink(missing_ok=True)
+            return
+        _fsync_dir(path.parent)
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
         await asyncio.to_thread(self._write_atomically, self._path(key), data)
