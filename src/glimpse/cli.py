@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import multiprocessing
 import os
@@ -11,6 +12,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Annotated
@@ -153,46 +155,77 @@ def _share_metrics(folder: Path) -> None:
     """Let the API's /metrics show its workers' metrics too: prometheus_client's multiprocess
     mode, which must be chosen before any of serve's processes imports it.
 
-    Each serve gets a folder of its own, named for its pid, so that a second serve on the same
-    data directory neither resets nor mixes with the first one's counters; folders of serves that
-    are gone are removed (their counters start from zero with the next run)."""
+    Each serve gets a folder of its own, so that a second serve on the same data directory
+    neither resets nor mixes with the first one's counters; folders of serves that are gone are
+    removed (their counters start from zero with the next run)."""
     if "prometheus_client" in sys.modules:
         log.warning("metrics of worker processes will not show on /metrics")
         return
     chosen = os.environ.get(MULTIPROCESS_ENV)  # an operator's own folder is kept as it is
-    target = Path(chosen) if chosen else folder / str(os.getpid())
     try:
-        if not chosen:
+        if chosen:
+            target = Path(chosen)
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
             _remove_metrics_of_stopped_serves(folder)
-        target.mkdir(parents=True, exist_ok=True)
+            target = _claim_metrics_folder(folder)
         probe = target / f".probe-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        log.warning("metrics folder %s is not usable (%s): each process keeps its own", target, exc)
+        log.warning(
+            "metrics folder in %s is not usable (%s): each process keeps its own", folder, exc
+        )
         os.environ.pop(MULTIPROCESS_ENV, None)
         return
     os.environ[MULTIPROCESS_ENV] = str(target.resolve())
 
 
+# A serve's metrics folder is alive while this lock on its ".alive" file is held: the lock goes
+# with the process however it ends. (A pid would not do: pids repeat, in containers even at once.)
+_ALIVE = ".alive"
+_held_locks: list[int] = []
+
+
+def _claim_metrics_folder(folder: Path) -> Path:
+    # Made under a hidden name, locked, then renamed, so nobody ever sees it unlocked.
+    name = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    making = folder / f".{name}"
+    making.mkdir()
+    fd = os.open(making / _ALIVE, os.O_CREAT | os.O_RDWR, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    _held_locks.append(fd)
+    target = folder / name
+    making.rename(target)
+    return target
+
+
 def _remove_metrics_of_stopped_serves(folder: Path) -> None:
-    if not folder.is_dir():
-        return
     for entry in folder.iterdir():
+        if entry.name.startswith("."):
+            # Being made by a serve starting right now, or left by one that died doing so.
+            if time.time() - entry.stat().st_mtime > 3600:
+                shutil.rmtree(entry, ignore_errors=True)
+            continue
         if entry.is_file() and entry.suffix == ".db":  # left by a release before per-serve folders
             entry.unlink(missing_ok=True)
-        elif entry.is_dir() and entry.name.isdigit() and not _is_running(int(entry.name)):
+        elif entry.is_dir() and not _is_alive(entry):
             shutil.rmtree(entry, ignore_errors=True)
 
 
-def _is_running(pid: int) -> bool:
+def _is_alive(serve_folder: Path) -> bool:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        fd = os.open(serve_folder / _ALIVE, os.O_RDWR)
+    except FileNotFoundError:
         return False
-    except PermissionError:  # alive, someone else's
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
         return True
-    return True
+    finally:
+        os.close(fd)
+    return False
 
 
 @app.command()
