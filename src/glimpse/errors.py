@@ -57,8 +57,11 @@ class TooLarge(DomainError):
     status, code = 413, "too_large"
 
 
-class TimedOut(DomainError):
-    status, code = 408, "request_timeout"
+class Stalled(Malformed):
+    """The request body stopped arriving. (HTTP has 408 for this, but API.md's contract lists
+    the statuses clients must handle, and a request that never finishes is a malformed one.)"""
+
+    code = "upload_stalled"
 
 
 class UnsupportedMediaType(DomainError):

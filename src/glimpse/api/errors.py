@@ -18,7 +18,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 from starlette.types import Receive, Scope, Send
 
-from glimpse.errors import DomainError
+from glimpse.errors import DomainError, Stalled
 from glimpse.ids import NodeLeaseExpired
 
 log = logging.getLogger("glimpse.api")
@@ -48,7 +48,6 @@ _STATUS_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
-    408: "request_timeout",
     409: "conflict",
     413: "too_large",
     415: "unsupported_media_type",
@@ -123,7 +122,7 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
         details=exc.details,
         headers=exc.headers,
         # (A stalled client sends nothing to drain: it is answered and let go at once.)
-        drain_body=getattr(request.state, "body_unread", False) and exc.status != 408,
+        drain_body=getattr(request.state, "body_unread", False) and not isinstance(exc, Stalled),
     )
 
 

@@ -105,7 +105,7 @@ async def _remove_originals(storage: Storage, media: list[service.NewMedia]) -> 
     status_code=status.HTTP_202_ACCEPTED,
     response_model=PostOut,
     openapi_extra=_UPLOAD_BODY,
-    responses=error_responses(400, 408, 413, 415, 429),
+    responses=error_responses(400, 413, 415, 429),
 )
 async def create_post(request: Request, caller: Caller, container: ContainerDep) -> PostOut:
     """Upload 1..20 photos as one post. Answers at once with `status: processing`; the photos

@@ -19,7 +19,7 @@ from typing import IO, TYPE_CHECKING
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from glimpse.errors import Malformed, TimedOut, TooLarge, UnsupportedMediaType
+from glimpse.errors import Malformed, Stalled, TooLarge, UnsupportedMediaType
 from glimpse.media.images import UndecodableImage, read_image_header
 from glimpse.media.sniff import SNIFF_BYTES, MediaType, is_image, sniff_media_type
 
@@ -235,9 +235,8 @@ async def _arriving(body: AsyncIterator[bytes], idle_timeout: float) -> AsyncIte
         except StopAsyncIteration:
             return
         except TimeoutError:
-            raise TimedOut(
-                f"The upload stalled: nothing arrived for {idle_timeout:g} seconds.",
-                code="upload_stalled",
+            raise Stalled(
+                f"The upload stalled: nothing arrived for {idle_timeout:g} seconds."
             ) from None
         yield chunk
 
