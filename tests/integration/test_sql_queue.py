@@ -729,3 +729,21 @@ async def test_a_failing_look_for_work_is_logged_and_the_worker_carries_on(
         stop.set()
         await asyncio.wait_for(worker, timeout=5)
     assert "waiting for work failed" in caplog.text
+
+
+async def test_state_counts_tell_due_jobs_from_those_due_later(
+    make_container: MakeContainer,
+) -> None:
+    async def handler(container: Container, payload: Payload) -> None:
+        return None
+
+    name = register(handler)
+    container = make_container()
+    async with container.db.write() as session:
+        enqueue(session, container.ids, name, {}, max_attempts=3)
+        enqueue(session, container.ids, name, {}, max_attempts=3, delay_seconds=600)
+        enqueue(session, container.ids, name, {}, max_attempts=3, delay_seconds=600)
+    assert await container.queue.claim({name}) is not None
+
+    counts = await container.queue.state_counts()
+    assert (counts.get("queued", 0), counts["scheduled"], counts["running"]) == (0, 2, 1)

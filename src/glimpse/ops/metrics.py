@@ -37,7 +37,10 @@ LATENCY = Histogram(
 )
 # Counted by the API process when scraped; "mostrecent" keeps one value across processes.
 JOBS = Gauge(
-    "glimpse_jobs", "Jobs in the queue by state", ["state"], multiprocess_mode="mostrecent"
+    "glimpse_jobs",
+    "Jobs in the queue: queued (due), scheduled (due later), running, dead",
+    ["state"],
+    multiprocess_mode="mostrecent",
 )
 JOBS_RUN = Counter(
     "glimpse_jobs_run_total",

@@ -110,7 +110,7 @@ async def metrics(request: Request, container: ContainerDep) -> Response:
     """Prometheus text format."""
     try:
         counts = await container.queue.state_counts()
-        for state in ("queued", "running", "dead"):
+        for state in ("queued", "scheduled", "running", "dead"):
             JOBS.labels(state).set(counts.get(state, 0))
     except Exception:  # metrics must answer even when the database does not
         log.warning("could not count jobs for /metrics", exc_info=True)

@@ -53,7 +53,8 @@ class JobConsumer(Protocol):
         """Names of the jobs waiting to run (checked against the registry at start-up)."""
 
     async def state_counts(self) -> dict[str, int]:
-        """How many jobs are queued, running and dead (for /metrics)."""
+        """How many jobs are queued (due now), scheduled (due later: retries, periodic runs,
+        delayed purges), running and dead (for /metrics)."""
 
     async def check(self) -> None:
         """A real round trip for /readyz."""

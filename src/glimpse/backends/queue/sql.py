@@ -131,8 +131,14 @@ class SqlJobQueue:
 
     async def state_counts(self) -> dict[str, int]:
         async with self._db.read() as session:
-            rows = await session.execute(text("SELECT state, count(*) FROM jobs GROUP BY state"))
-            return {state: count for state, count in rows}
+            rows = await session.execute(
+                text(
+                    "SELECT CASE WHEN state = 'queued' AND available_at > :now"
+                    " THEN 'scheduled' ELSE state END AS kind, count(*) FROM jobs GROUP BY kind"
+                ),
+                {"now": time.time()},
+            )
+            return {kind: count for kind, count in rows}
 
     async def check(self) -> None:
         async with self._db.read() as session:
