@@ -151,16 +151,17 @@ class WorkerSupervisor:
                 process.kill()
 
 
-def _share_metrics(folder: Path) -> None:
+def _share_metrics(folder: Path) -> Path | None:
     """Let the API's /metrics show its workers' metrics too: prometheus_client's multiprocess
     mode, which must be chosen before any of serve's processes imports it.
 
     Each serve gets a folder of its own, so that a second serve on the same data directory
     neither resets nor mixes with the first one's counters; folders of serves that are gone are
-    removed (their counters start from zero with the next run)."""
+    removed (their counters start from zero with the next run). Returns the folder made for
+    this serve, for it to remove when it stops."""
     if "prometheus_client" in sys.modules:
         log.warning("metrics of worker processes will not show on /metrics")
-        return
+        return None
     chosen = os.environ.get(MULTIPROCESS_ENV)  # an operator's own folder is kept as it is
     try:
         if chosen:
@@ -178,8 +179,9 @@ def _share_metrics(folder: Path) -> None:
             "metrics folder in %s is not usable (%s): each process keeps its own", folder, exc
         )
         os.environ.pop(MULTIPROCESS_ENV, None)
-        return
+        return None
     os.environ[MULTIPROCESS_ENV] = str(target.resolve())
+    return None if chosen else target
 
 
 # A serve's metrics folder is alive while this lock on its ".alive" file is held: the lock goes
@@ -242,7 +244,7 @@ def serve(
     _setup_logging()
     settings = _settings(data_dir)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    _share_metrics(settings.data_dir / "metrics")
+    own_metrics = _share_metrics(settings.data_dir / "metrics")
     if settings.is_sqlite:
         upgrade_to_head(settings.resolved_database_url)
     settings.resolved_secret_key()  # made once here, before the processes race to make it
@@ -265,6 +267,8 @@ def serve(
         )
     finally:
         supervisor.stop()
+        if own_metrics is not None:
+            shutil.rmtree(own_metrics, ignore_errors=True)
 
 
 @app.command()

@@ -183,7 +183,9 @@ def test_queued_work_survives_a_restart_and_a_separate_worker_finishes_it(data_d
     with httpx.Client(base_url=server.base, timeout=30) as client:
         headers = _sign_up(client)
         post_id = _publish(client, headers, TESTDATA / "orientation" / "Landscape_3.jpg")
+    assert [p.name for p in (data_dir / "metrics").iterdir()] != []  # this serve's, while it runs
     assert server.stop() == 0
+    assert list((data_dir / "metrics").iterdir()) == []  # a clean stop takes its metrics along
     worker = subprocess.Popen(
         [sys.executable, "-m", "glimpse.cli", "worker", "--data-dir", str(data_dir)],
         env={**os.environ, "GLIMPSE_LOG_LEVEL": "WARNING"},
