@@ -326,3 +326,39 @@ async def test_a_deleted_post_media_is_404_at_once_and_the_404_is_never_cached(
         response = await glimpse.client.get(url)
         assert_error(response, 404, "media_not_found")
         assert response.headers["cache-control"] == "no-store", url
+
+
+@pytest.mark.parametrize("settings", [{"origin_cache_ttl_seconds": 60}], indirect=True)
+async def test_a_repost_of_a_purged_photo_is_served_at_once(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    headers = await glimpse.signup("alice")
+    photo = jpeg_bytes((400, 300), (90, 20, 160))
+
+    async def publish() -> tuple[str, str]:
+        response = await glimpse.upload(headers, files=[("p.jpg", photo)])
+        await glimpse.run_jobs()
+        post_id = response.json()["id"]
+        post = (await glimpse.client.get(f"/api/v1/posts/{post_id}", headers=headers)).json()
+        assert post["status"] == "ready"
+        return post_id, post["media"][0]["variants"][0]["url"]
+
+    post_id, url = await publish()
+    response = await glimpse.client.delete(f"/api/v1/posts/{post_id}", headers=headers)
+    assert response.status_code == 204
+    await glimpse.run_jobs()  # the purge
+    assert not glimpse.stored_files()
+    assert_error(await glimpse.client.get(url), 404)  # now remembered as nobody's
+
+    # A key nobody has is answered from that memory, with one stat and no database lookup...
+    async def no_lookup(*args: Any) -> str | None:
+        raise AssertionError("asked the database again")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(posts_service, "media_visibility", no_lookup)
+        assert_error(await glimpse.client.get(url), 404)
+
+    # ...until the same bytes are posted again: then the new post's media is served at once.
+    _, again = await publish()
+    assert again == url
+    assert (await glimpse.client.get(url)).status_code == 200

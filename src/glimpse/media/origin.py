@@ -90,7 +90,12 @@ async def get_media(key: str, request: Request, container: ContainerDep) -> Resp
     if not match:
         raise _gone()
     storage = container.storage
-    entry = container.origin_cache.get(key) or await _look_up(container, key)
+    entry = container.origin_cache.get(key)
+    if entry is not None and entry.visibility is None and await storage.size(key) is not None:
+        # Remembered as nobody's, yet stored: a repost of the same photo may have just made it
+        # again. A stat is enough to keep unknown keys away from the database.
+        entry = None
+    entry = entry or await _look_up(container, key)
     if entry.visibility is None:
         raise _gone()
     visibility, size, cached = entry.visibility, entry.size, entry.data
