@@ -323,7 +323,9 @@ async def test_patch_me_with_invalid_body_is_422_and_changes_nothing(glimpse: Gl
         {"bio": "x" * 501},
         {"display_name": "two\nlines"},
         {"display_name": "nul\x00"},
+        {"display_name": "line\u2028separator"},
         {"bio": "bell\x07"},
+        {"bio": "csi\u009b31m"},
     ]
     for body in bodies:
         response = await glimpse.client.patch("/api/v1/me", headers=headers, json=body)

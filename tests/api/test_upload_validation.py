@@ -470,6 +470,7 @@ async def test_invalid_fields_are_422(glimpse: Glimpse) -> None:
         ([("a.jpg", photo)], {"caption": "a\x00b"}, "invalid_text"),
         ([("a.jpg", photo)], {"caption": "ring \x07"}, "invalid_text"),
         ([("a.jpg", photo)], {"alt_text": ["esc\x1b[31m"]}, "invalid_text"),
+        ([("a.jpg", photo)], {"caption": "next line\u0085"}, "invalid_text"),
     ]
     for files, fields, code in cases:
         response = await glimpse.upload(headers, files=files, **fields)
