@@ -4,7 +4,9 @@ at-least-once delivery must be harmless, and deleting posts must not lose shared
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -274,6 +276,22 @@ async def test_sweep_removes_originals_that_no_upload_recorded(
     assert await storage.size(orphan) is None
     assert await storage.size(media.original_key) is not None  # recorded: kept
     assert await glimpse.run_jobs() == 1  # and the post still processes
+
+
+async def test_sweep_removes_spooled_uploads_nobody_writes_any_more(glimpse: Glimpse) -> None:
+    # A process killed mid-upload leaves its spooled file; the next start or hourly sweep
+    # removes it, without a restart in between.
+    staging = glimpse.container.storage.staging_dir()
+    cut_off, in_progress = staging / "upload-cut-off", staging / "upload-arriving"
+    cut_off.write_bytes(b"half an upload")
+    in_progress.write_bytes(b"still arriving")
+    two_hours_ago = time.time() - 2 * 3600
+    os.utime(cut_off, (two_hours_ago, two_hours_ago))
+
+    await jobs.sweep_abandoned_uploads(glimpse.container, {})
+
+    assert not cut_off.exists()
+    assert in_progress.read_bytes() == b"still arriving"
 
 
 async def test_a_late_dead_letter_does_not_fail_a_photo_that_was_processed(

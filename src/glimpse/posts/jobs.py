@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 
 from glimpse.backends.queue.registry import Payload, PermanentJobError, job
@@ -14,6 +15,8 @@ from glimpse.ids import smallest_id_at
 from glimpse.media import images
 from glimpse.posts import repository, service
 from glimpse.posts.models import PostStatus
+
+log = logging.getLogger("glimpse.jobs")
 
 
 async def _media_failed(container: Container, payload: Payload, error: PermanentJobError) -> None:
@@ -95,7 +98,11 @@ SWEEP_LOOKBACK_HOURS = 48
 
 @job(service.SWEEP_UPLOADS_JOB, every=3600)
 async def sweep_abandoned_uploads(container: Container, payload: Payload) -> None:
-    """Delete stored originals that no media row records (uploads cut off by a crash)."""
+    """Delete stored originals that no media row records, and spooled uploads nobody is writing
+    any more (both left by uploads cut off by a crash)."""
+    swept = await container.storage.sweep_staging()
+    if swept:
+        log.info("removed %d spooled uploads left by a crash", swept)
     now_ms = int(time.time() * 1000)
     older_than = smallest_id_at(now_ms - ABANDONED_UPLOAD_SECONDS * 1000)
     for hours_ago in range(SWEEP_LOOKBACK_HOURS + 1):

@@ -48,6 +48,10 @@ class Storage(Protocol):
         """Where the object lies on this machine's disk, if it does: lets the origin serve it
         without copying through Python buffers."""
 
+    async def sweep_staging(self) -> int:
+        """Remove spooled files that a crash left behind (nobody has written to them for an
+        hour); returns how many. Runs at start and with the hourly sweep."""
+
     def staging_dir(self) -> Path:
         """A local directory for spooling uploads (on the store's filesystem when there is one)."""
 

@@ -19,8 +19,9 @@ from pathlib import Path
 
 from glimpse.backends.storage.base import ObjectMissing, check_key
 
-# No upload takes a day to arrive.
-STALE_STAGING_SECONDS = 24 * 3600
+# A spooled upload is written to at least once per GLIMPSE_UPLOAD_IDLE_TIMEOUT_SECONDS (a minute)
+# until it is moved into place; one nobody has written to for an hour was cut off by a crash.
+STALE_STAGING_SECONDS = 3600
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -43,14 +44,19 @@ class LocalStorage:
         self._tmp.mkdir(parents=True, exist_ok=True)
         self._sweep_staging()
 
-    def _sweep_staging(self) -> None:
-        """Remove spooled files that a crashed process left behind. Only old ones: other
-        processes sharing this directory may be writing theirs right now."""
+    def _sweep_staging(self) -> int:
+        # Only files nobody is writing: other processes share this directory.
         cutoff = time.time() - STALE_STAGING_SECONDS
+        removed = 0
         for entry in self._tmp.iterdir():
             with contextlib.suppress(OSError):
                 if entry.is_file() and entry.stat().st_mtime < cutoff:
                     entry.unlink()
+                    removed += 1
+        return removed
+
+    async def sweep_staging(self) -> int:
+        return await asyncio.to_thread(self._sweep_staging)
 
     def _path(self, key: str) -> Path:
         path = (self.root / check_key(key)).resolve()
