@@ -9,8 +9,13 @@ from glimpse.text import MULTI_LINE, SINGLE_LINE
 # 64-bit ids travel as strings: JavaScript numbers lose precision past 2^53.
 IdStr = Annotated[int, PlainSerializer(str, return_type=str, when_used="json")]
 
-USERNAME_PATTERN = r"^[a-z0-9_.]{1,30}$"
-Username = Annotated[str, StringConstraints(pattern=USERNAME_PATTERN)]
+# API.md's pattern, less the names made of dots only: "." and ".." are path segments that
+# browsers and HTTP clients rewrite, so /users/.. could never reach its profile.
+USERNAME_PATTERN = r"^[a-z0-9_.]*[a-z0-9_][a-z0-9_.]*$"
+USERNAME_MAX_CHARS = 30
+Username = Annotated[
+    str, StringConstraints(max_length=USERNAME_MAX_CHARS, pattern=USERNAME_PATTERN)
+]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=256)]
 DisplayName = Annotated[str, StringConstraints(max_length=64, pattern=SINGLE_LINE)]
 Bio = Annotated[str, StringConstraints(max_length=500, pattern=MULTI_LINE)]
