@@ -82,6 +82,14 @@ def png_bytes(size: tuple[int, int] = (320, 240), mode: str = "RGB") -> bytes:
     return out.getvalue()
 
 
+def jpeg_declaring(width: int, height: int) -> bytes:
+    """A small real JPEG whose frame header claims width x height."""
+    jpeg = bytearray(jpeg_bytes((64, 64)))
+    sof = jpeg.index(b"\xff\xc0")
+    jpeg[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(jpeg)
+
+
 def png_declaring(width: int, height: int) -> bytes:
     """A complete, valid 1-bit greyscale PNG of width x height, built row by row so that
     neither the test nor the file needs much memory (all-black rows compress ~1000:1)."""
@@ -368,10 +376,8 @@ async def test_large_pixel_bomb_is_413_from_its_header_before_the_rest_is_read(
     glimpse: Glimpse,
 ) -> None:
     headers = await glimpse.signup()
-    jpeg = bytearray(jpeg_bytes((64, 64)))
-    sof = jpeg.index(b"\xff\xc0")
-    jpeg[sof + 5 : sof + 9] = struct.pack(">HH", 20_000, 20_000)
-    response, consumed = await stream_upload(glimpse, headers, bytes(jpeg), 8 << 20)
+    jpeg = jpeg_declaring(20_000, 20_000)
+    response, consumed = await stream_upload(glimpse, headers, jpeg, 8 << 20)
     await refused(glimpse, response, 413, "too_many_pixels")
     # Judged as soon as the header had surely arrived, not after the whole 8 MB file.
     assert consumed["at_answer"] * CHUNK <= HEADER_PROBE_BYTES + CHUNK, consumed
@@ -382,11 +388,9 @@ async def test_a_pixel_bomb_whose_header_comes_late_is_still_413_before_the_rest
 ) -> None:
     # 650 KB of APP2 segments before the frame header: not there at the first look.
     headers = await glimpse.signup()
-    jpeg = bytearray(jpeg_bytes((64, 64)))
-    sof = jpeg.index(b"\xff\xc0")
-    jpeg[sof + 5 : sof + 9] = struct.pack(">HH", 20_000, 20_000)
+    jpeg = jpeg_declaring(20_000, 20_000)
     segment = b"\xff\xe2" + struct.pack(">H", 65_000) + b"\x00" * 64_998
-    bomb = bytes(jpeg[:2]) + segment * 10 + bytes(jpeg[2:])
+    bomb = jpeg[:2] + segment * 10 + jpeg[2:]
     response, consumed = await stream_upload(glimpse, headers, bomb, 16 << 20)
     await refused(glimpse, response, 413, "too_many_pixels")
     assert consumed["at_answer"] * CHUNK <= HEADER_PROBE_BYTES * HEADER_PROBE_GROWTH, consumed
@@ -411,10 +415,8 @@ async def test_pixel_bomb_is_413_too_many_pixels_judged_from_the_header(glimpse:
     response = await glimpse.upload(headers, files=[("bomb.png", bomb)])
     await refused(glimpse, response, 413, "too_many_pixels")
     # A small JPEG whose frame header claims 20000x20000.
-    jpeg = bytearray(jpeg_bytes((64, 64)))
-    sof = jpeg.index(b"\xff\xc0")
-    jpeg[sof + 5 : sof + 9] = struct.pack(">HH", 20_000, 20_000)
-    response = await glimpse.upload(headers, files=[("bomb.jpg", bytes(jpeg))])
+    jpeg = jpeg_declaring(20_000, 20_000)
+    response = await glimpse.upload(headers, files=[("bomb.jpg", jpeg)])
     await refused(glimpse, response, 413, "too_many_pixels")
 
 

@@ -222,17 +222,21 @@ async def test_writes_reach_the_disk_before_the_object_is_visible(
         assert store + folder in synced
 
 
-async def test_a_filesystem_that_cannot_fsync_folders_still_takes_writes(
-    storage: LocalStorage, root: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _folders_fail_to_fsync(monkeypatch: pytest.MonkeyPatch, error: int) -> None:
     real_fsync = os.fsync
 
     def fsync_files_only(fd: int) -> None:
         if stat.S_ISDIR(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "Invalid argument")
+            raise OSError(error, os.strerror(error))
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync_files_only)
+
+
+async def test_a_filesystem_that_cannot_fsync_folders_still_takes_writes(
+    storage: LocalStorage, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _folders_fail_to_fsync(monkeypatch, errno.EINVAL)  # as some FUSE and network mounts do
     await storage.put_bytes("v/ef/photo.jpg", b"bytes", "image/jpeg")
     staged = storage.staging_dir() / "upload.part"
     staged.write_bytes(b"original")
@@ -247,14 +251,7 @@ async def test_a_failing_folder_fsync_is_reported_as_the_io_error_it_is(
     # A real I/O error is reported, not mistaken for a move across filesystems.
     staged = storage.staging_dir() / "upload.part"
     staged.write_bytes(b"original")
-    real_fsync = os.fsync
-
-    def failing_on_folders(fd: int) -> None:
-        if stat.S_ISDIR(os.fstat(fd).st_mode):
-            raise OSError(errno.EIO, "Input/output error")
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", failing_on_folders)
+    _folders_fail_to_fsync(monkeypatch, errno.EIO)
     with pytest.raises(OSError) as failure:
         await storage.put_file("originals/2026/r/m", staged, "image/jpeg")
     assert failure.value.errno == errno.EIO
