@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import multiprocessing
@@ -196,10 +197,15 @@ def _claim_metrics_folder(folder: Path) -> Path:
     making = folder / f".{name}"
     making.mkdir()
     fd = os.open(making / _ALIVE, os.O_CREAT | os.O_RDWR, 0o644)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        target = folder / name
+        making.rename(target)
+    except OSError:  # no locks here (some network mounts): no shared metrics either
+        os.close(fd)
+        shutil.rmtree(making, ignore_errors=True)
+        raise
     _held_locks.append(fd)
-    target = folder / name
-    making.rename(target)
     return target
 
 
@@ -207,8 +213,9 @@ def _remove_metrics_of_stopped_serves(folder: Path) -> None:
     for entry in folder.iterdir():
         if entry.name.startswith("."):
             # Being made by a serve starting right now, or left by one that died doing so.
-            if time.time() - entry.stat().st_mtime > 3600:
-                shutil.rmtree(entry, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):  # (renamed meanwhile by its serve)
+                if time.time() - entry.stat().st_mtime > 3600:
+                    shutil.rmtree(entry, ignore_errors=True)
             continue
         if entry.is_file() and entry.suffix == ".db":  # left by a release before per-serve folders
             entry.unlink(missing_ok=True)

@@ -18,4 +18,5 @@ _MULTI_LINE = re.compile(MULTI_LINE)
 
 
 def is_clean_multi_line(text: str) -> bool:
-    return _MULTI_LINE.match(text) is not None
+    # fullmatch: Python's `$` would also match before a final newline, Rust's does not.
+    return _MULTI_LINE.fullmatch(text) is not None

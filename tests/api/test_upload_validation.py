@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import struct
+import time
 import zipfile
 import zlib
 from collections.abc import AsyncIterator
@@ -16,6 +18,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import text
 
+from glimpse.posts import upload
 from glimpse.posts.upload import HEADER_PROBE_BYTES, HEADER_PROBE_GROWTH
 from tests.conftest import TESTDATA, Glimpse, assert_error, jpeg_bytes
 
@@ -264,6 +267,34 @@ async def test_an_upload_that_stalls_is_400_and_leaves_nothing(glimpse: Glimpse)
         timeout=3,
     )
     await refused(glimpse, response, 400, "upload_stalled")
+
+
+async def test_the_sweep_leaves_a_long_uploads_finished_files_alone(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An hour into a slow upload its first file, finished long ago, must not look abandoned.
+    monkeypatch.setattr(upload, "KEEP_FRESH_SECONDS", 0.0)
+    headers = await glimpse.signup()
+    body = multipart([("file", "a.jpg", jpeg_bytes((320, 240))), ("file", "b.jpg", jpeg_bytes())])
+    second = body.index(b'name="file"; filename="b.jpg"')
+    storage = glimpse.container.storage
+
+    async def slow() -> AsyncIterator[bytes]:
+        yield body[: second + 200]
+        an_hour_and_more_ago = time.time() - 2 * 3600
+        for spooled in storage.staging_dir().iterdir():
+            os.utime(spooled, (an_hour_and_more_ago, an_hour_and_more_ago))
+        yield body[second + 200 : second + 300]  # the upload goes on...
+        assert await storage.sweep_staging() == 0  # ...and the hourly sweep runs meanwhile
+        yield body[second + 300 :]
+
+    response = await glimpse.client.post(
+        "/api/v1/posts",
+        headers={**headers, "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+        content=slow(),
+    )
+    post = await process(glimpse, headers, response)
+    assert post["status"] == "ready" and len(post["media"]) == 2
 
 
 async def test_a_client_that_goes_away_mid_upload_leaves_nothing_and_no_server_error(

@@ -2,19 +2,26 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer, StringConstraints
 
 from glimpse.text import MULTI_LINE, SINGLE_LINE
 
 # 64-bit ids travel as strings: JavaScript numbers lose precision past 2^53.
 IdStr = Annotated[int, PlainSerializer(str, return_type=str, when_used="json")]
 
-# API.md's pattern, less the names made of dots only: "." and ".." are path segments that
-# browsers and HTTP clients rewrite, so /users/.. could never reach its profile.
-USERNAME_PATTERN = r"^[a-z0-9_.]*[a-z0-9_][a-z0-9_.]*$"
-USERNAME_MAX_CHARS = 30
+USERNAME_PATTERN = r"^[a-z0-9_.]{1,30}$"  # API.md's
+
+
+def _not_a_dot_segment(name: str) -> str:
+    # "." and ".." are path segments that browsers and HTTP clients rewrite: /users/.. could
+    # never reach its profile.
+    if name in (".", ".."):
+        raise ValueError("'.' and '..' cannot be usernames")
+    return name
+
+
 Username = Annotated[
-    str, StringConstraints(max_length=USERNAME_MAX_CHARS, pattern=USERNAME_PATTERN)
+    str, StringConstraints(pattern=USERNAME_PATTERN), AfterValidator(_not_a_dot_segment)
 ]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=256)]
 DisplayName = Annotated[str, StringConstraints(max_length=64, pattern=SINGLE_LINE)]

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from glimpse.accounts import repository
 from glimpse.accounts.models import AccessToken, User
-from glimpse.accounts.schemas import USERNAME_MAX_CHARS, USERNAME_PATTERN, ProfileUpdate
+from glimpse.accounts.schemas import USERNAME_PATTERN, ProfileUpdate
 from glimpse.accounts.tokens import hash_token, new_token
 from glimpse.db.base import utcnow
 from glimpse.errors import Conflict, NotFound, Unauthenticated
@@ -102,7 +102,7 @@ async def get_visible_user(session: AsyncSession, username: str) -> User:
 async def find_user(session: AsyncSession, username: str) -> User | None:
     # A name no account can have is not looked up: it may hold bytes (say NUL) that a database
     # refuses in a query.
-    if len(username) > USERNAME_MAX_CHARS or _USERNAME.match(username) is None:
+    if _USERNAME.fullmatch(username) is None:
         return None
     return await repository.get_user_by_username(session, username)
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,10 @@ MAX_PARTS = 64
 # pixels) is looked for again each time four times as much has arrived.
 HEADER_PROBE_BYTES = 256 * 1024
 HEADER_PROBE_GROWTH = 4
+# The hourly sweep removes spooled files nobody has written for an hour (uploads cut off by a
+# crash). A long upload's finished files wait unwritten for the rest of the body, so they are
+# touched this often while it arrives.
+KEEP_FRESH_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,7 @@ class _Reader:
         # The file whose header is to be read before the parser is given more of the body.
         self.probe_due: Path | None = None
         self._value = bytearray()
+        self._touched = time.monotonic()
 
     # python-multipart calls these synchronously from parser.write().
     def on_part_begin(self) -> None:
@@ -131,6 +137,7 @@ class _Reader:
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         chunk = data[start:end]
+        self._keep_staged_files_fresh()
         if self._file is None:
             self._value += chunk
             if len(self._value) > MAX_FIELD_BYTES:
@@ -151,6 +158,17 @@ class _Reader:
             self._next_probe = self._size * HEADER_PROBE_GROWTH
             self._file.flush()
             self.probe_due = self._file_path
+
+    def _keep_staged_files_fresh(self) -> None:
+        now = time.monotonic()
+        if now - self._touched < KEEP_FRESH_SECONDS:
+            return
+        self._touched = now
+        # (The file arriving too: its writes are buffered, and do not always reach it.)
+        arriving = [self._file_path] if self._file is not None and self._file_path else []
+        for path in [*(staged.path for staged in self.form.files), *arriving]:
+            with contextlib.suppress(OSError):
+                os.utime(path)
 
     def probe_header(self, path: Path) -> None:
         """Refuse a pixel bomb from the part of it that has arrived (in a thread: some headers

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from glimpse.backends.storage.base import ObjectMissing, check_key
 
-# A spooled upload is written to at least once per GLIMPSE_UPLOAD_IDLE_TIMEOUT_SECONDS (a minute)
-# until it is moved into place; one nobody has written to for an hour was cut off by a crash.
+# While an upload arrives its spooled files are touched every minute (posts/upload.py) until
+# they are moved into place; one nobody has touched for an hour was cut off by a crash.
 STALE_STAGING_SECONDS = 3600
 
 
