@@ -362,3 +362,37 @@ async def test_a_repost_of_a_purged_photo_is_served_at_once(
     _, again = await publish()
     assert again == url
     assert (await glimpse.client.get(url)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "settings", [{"origin_cache_ttl_seconds": 60, "media_gc_delay_seconds": 3600}], indirect=True
+)
+async def test_media_of_a_deleted_post_waiting_for_its_purge_is_refused_from_memory(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The files stay until the purge; a CDN forwards every request for them (404s are not
+    # cached), and each must not cost a database lookup.
+    headers = await glimpse.signup("alice")
+    response = await glimpse.upload(headers, files=[("p.jpg", jpeg_bytes((400, 300)))])
+    await glimpse.run_jobs()
+    post = (
+        await glimpse.client.get(f"/api/v1/posts/{response.json()['id']}", headers=headers)
+    ).json()
+    url = post["media"][0]["variants"][0]["url"]
+    deleted = await glimpse.client.delete(f"/api/v1/posts/{post['id']}", headers=headers)
+    assert deleted.status_code == 204
+    assert glimpse.stored_files()
+    assert_error(await glimpse.client.get(url), 404)
+
+    lookups = 0
+    real_lookup = posts_service.media_visibility
+
+    async def counting(*args: Any) -> str | None:
+        nonlocal lookups
+        lookups += 1
+        return await real_lookup(*args)
+
+    monkeypatch.setattr(posts_service, "media_visibility", counting)
+    for _ in range(5):
+        assert_error(await glimpse.client.get(url), 404)
+    assert lookups == 0

@@ -91,9 +91,14 @@ async def get_media(key: str, request: Request, container: ContainerDep) -> Resp
         raise _gone()
     storage = container.storage
     entry = container.origin_cache.get(key)
-    if entry is not None and entry.visibility is None and await storage.size(key) is not None:
-        # Remembered as nobody's, yet stored: a repost of the same photo may have just made it
-        # again. A stat is enough to keep unknown keys away from the database.
+    if (
+        entry is not None
+        and entry.visibility is None
+        and not entry.stored
+        and await storage.size(key) is not None
+    ):
+        # Remembered as nobody's and not stored, but stored now: a repost of the same photo
+        # has just made it again. (A stat keeps unknown keys away from the database.)
         entry = None
     entry = entry or await _look_up(container, key)
     if entry.visibility is None:
@@ -146,15 +151,15 @@ async def _look_up(container: Container, key: str) -> OriginEntry:
     """Ask the database who may see the key, and remember the answer (and small files)."""
     async with container.db.read() as session:
         visibility = await posts.media_visibility(session, key)
-    size = await container.storage.size(key) if visibility else None
-    data = None
+    size = await container.storage.size(key)
+    if visibility is None:
+        return container.origin_cache.put(key, None, 0, None, stored=size is not None)
     if size is None:
-        if visibility is not None:
-            # Recorded but not (or no longer, or not yet again) stored: a moment's state, so
-            # answer 404 now without remembering it.
-            raise _gone()
-        visibility, size = None, 0
-    elif size <= _SMALL_FILE:
+        # Recorded but not (or no longer, or not yet again) stored: a moment's state, so
+        # answer 404 now without remembering it.
+        raise _gone()
+    data = None
+    if size <= _SMALL_FILE:
         with contextlib.suppress(NotFound):
             data = await _read(
                 container.storage, key, container.storage.local_path(key), 0, size, None

@@ -21,6 +21,7 @@ class OriginEntry:
     size: int
     data: bytes | None  # None when the file is too large to keep, or there is none
     checked_at: float
+    stored: bool = True  # whether the file was there when this was checked
 
 
 class OriginCache:
@@ -49,7 +50,15 @@ class OriginCache:
         self._entries.move_to_end(key)
         return entry
 
-    def put(self, key: str, visibility: str | None, size: int, data: bytes | None) -> OriginEntry:
+    def put(
+        self,
+        key: str,
+        visibility: str | None,
+        size: int,
+        data: bytes | None,
+        *,
+        stored: bool = True,
+    ) -> OriginEntry:
         old = self._entries.pop(key, None)
         if old is not None and old.data is not None:
             self._bytes -= len(old.data)
@@ -57,7 +66,7 @@ class OriginCache:
                 data = old.data  # the bytes behind a key never change: keep them
         if data is not None and len(data) > self._max_bytes // 16:
             data = None  # one file may not crowd out the rest
-        entry = OriginEntry(visibility, size, data, self._clock())
+        entry = OriginEntry(visibility, size, data, self._clock(), stored)
         self._entries[key] = entry
         if data is not None:
             self._bytes += len(data)
