@@ -92,3 +92,21 @@ async def test_head_requests_are_counted_as_head_under_their_route(glimpse: Glim
     for route, status in (("/healthz", "200"), ("/api/v1/filters", "401")):
         labels = {"method": "HEAD", "route": route, "status": status}
         assert sample(after, requests, **labels) == sample(before, requests, **labels) + 1
+
+
+async def test_every_matched_route_has_its_own_label_and_unknown_paths_share_one(
+    glimpse: Glimpse,
+) -> None:
+    before = (await glimpse.client.get("/metrics")).text
+    for path in ("/docs", "/openapi.json", "/no/such/page", "/another/unknown"):
+        await glimpse.client.get(path)
+    after = (await glimpse.client.get("/metrics")).text
+    requests = "glimpse_http_requests_total"
+    for route, status, count in (
+        ("/docs", "200", 1),
+        ("/openapi.json", "200", 1),
+        ("unmatched", "404", 2),
+    ):
+        labels = {"method": "GET", "route": route, "status": status}
+        assert sample(after, requests, **labels) == sample(before, requests, **labels) + count
+    assert "/no/such/page" not in after

@@ -47,11 +47,20 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
+            template = _route_template(scope)
             with never_failing():
                 REQUESTS.labels(scope["method"], template, str(status)).inc()
                 LATENCY.labels(scope["method"], template).observe(time.perf_counter() - started)
+
+
+def _route_template(scope: Scope) -> str:
+    # A label per route, never per URL: FastAPI's routes put themselves in the scope; the few
+    # plain Starlette ones that matched (/docs, /openapi.json) have no parameters, so their
+    # path is their template.
+    route = scope.get("route")
+    if route is not None:
+        return str(getattr(route, "path", "unmatched"))
+    return str(scope["path"]) if "endpoint" in scope else "unmatched"
 
 
 @router.get("/healthz")
