@@ -250,7 +250,7 @@ async def test_a_part_without_a_name_is_400(glimpse: Glimpse, disposition: str |
     await refused(glimpse, response, 400, "malformed_multipart")
 
 
-@pytest.mark.parametrize("settings", [{"upload_idle_timeout_seconds": 0.3}], indirect=True)
+@pytest.mark.parametrize("settings", [{"upload_idle_timeout_seconds": 1.0}], indirect=True)
 async def test_an_upload_that_stalls_is_400_and_leaves_nothing(glimpse: Glimpse) -> None:
     headers = await glimpse.signup()
     body = multipart([("file", "a.jpg", jpeg_bytes((640, 480)))])
