@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -28,6 +29,8 @@ class Settings(BaseSettings):
 
     # Where browsers fetch media: empty for this server's own /media/ origin, or a CDN's URL.
     media_base_url: str = ""
+    # Media only some may see gets URLs signed for between one and two of these periods.
+    private_media_url_ttl_seconds: int = Field(default=3600, ge=60)
     # The origin remembers who may see a media key this long (so deleting a post or going
     # private reaches it within this time), and keeps up to this many bytes of small files.
     origin_cache_ttl_seconds: float = 10.0

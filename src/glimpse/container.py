@@ -24,6 +24,7 @@ from glimpse.db.database import Database
 from glimpse.db.node_leases import acquire_node, release_node, renew_node
 from glimpse.ids import MAX_NODE, IdGenerator
 from glimpse.media.origin_cache import OriginCache
+from glimpse.media.urls import MediaUrls
 
 log = logging.getLogger("glimpse")
 
@@ -47,6 +48,7 @@ class Container:
     ids: IdGenerator
     passwords: PasswordHasher
     secret_key: bytes
+    media_urls: MediaUrls
     origin_cache: OriginCache
     # Lease the ids' node from the database at start(), unless build_container fixed it.
     lease_node: bool = True
@@ -102,6 +104,7 @@ def build_container(settings: Settings, *, node_id: int | None = None) -> Contai
         busy_timeout_ms=settings.database_busy_timeout_ms,
         synchronous=settings.database_synchronous,
     )
+    secret_key = settings.resolved_secret_key().encode()
     return Container(
         settings=settings,
         db=db,
@@ -118,7 +121,10 @@ def build_container(settings: Settings, *, node_id: int | None = None) -> Contai
             fixed_node if fixed_node is not None else random.SystemRandom().randint(0, MAX_NODE)
         ),
         passwords=PasswordHasher(settings.password_hash_concurrency),
-        secret_key=settings.resolved_secret_key().encode(),
+        secret_key=secret_key,
+        media_urls=MediaUrls(
+            settings.media_base_url, secret_key, settings.private_media_url_ttl_seconds
+        ),
         origin_cache=OriginCache(
             ttl_seconds=settings.origin_cache_ttl_seconds, max_bytes=settings.origin_cache_bytes
         ),

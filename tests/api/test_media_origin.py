@@ -278,18 +278,62 @@ async def test_path_traversal_never_reaches_outside_the_store(
             assert secret not in body, path
 
 
-async def test_media_of_a_private_account_is_never_cached_publicly(
+async def _url_shown_now(glimpse: Glimpse, variant: dict[str, Any]) -> str:
+    """The variant's URL as its post shows it to its author now."""
+    post_id, headers = variant["post"]["id"], variant["headers"]
+    post = (await glimpse.client.get(f"/api/v1/posts/{post_id}", headers=headers)).json()
+    [url] = [
+        v["url"]
+        for v in post["media"][0]["variants"]
+        if (v["name"], v["content_type"]) == (variant["name"], variant["content_type"])
+    ]
+    return str(url)
+
+
+async def test_media_of_a_private_account_needs_its_signed_url_and_is_never_cached_publicly(
     glimpse: Glimpse, variant: dict[str, Any]
 ) -> None:
     headers = variant["headers"]
     response = await glimpse.client.patch("/api/v1/me", headers=headers, json={"is_private": True})
     assert response.status_code == 200
-    response = await glimpse.client.get(variant["url"])
+    # The plain URL, which anyone who once saw the public post may still have, no longer works.
+    assert_error(await glimpse.client.get(variant["url"]), 404, "media_not_found")
+    signed = await _url_shown_now(glimpse, variant)
+    assert signed.startswith(variant["url"] + "?exp=")
+    response = await glimpse.client.get(signed)
     assert response.status_code == 200
+    assert response.content == variant["body"]
     assert response.headers["cache-control"] == "private, no-cache"
+
     response = await glimpse.client.patch("/api/v1/me", headers=headers, json={"is_private": False})
-    response = await glimpse.client.get(variant["url"])
-    assert response.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert await _url_shown_now(glimpse, variant) == variant["url"]
+    for url in (variant["url"], signed):  # public again: a signature is not needed, nor harmful
+        response = await glimpse.client.get(url)
+        assert response.headers["cache-control"] == "public, max-age=31536000, immutable"
+
+
+async def test_private_media_with_a_forged_or_expired_signature_is_404(
+    glimpse: Glimpse, variant: dict[str, Any]
+) -> None:
+    headers = variant["headers"]
+    await glimpse.client.patch("/api/v1/me", headers=headers, json={"is_private": True})
+    signed = await _url_shown_now(glimpse, variant)
+    assert (await glimpse.client.get(signed)).status_code == 200
+    plain, query = signed.split("?")
+    exp, sig = (part.split("=", 1)[1] for part in query.split("&"))
+    for url in (
+        f"{plain}?exp={int(exp) + 3600}&sig={sig}",  # a later expiry, same signature
+        f"{plain}?exp={exp}&sig={sig[:-1]}A",
+        f"{plain}?exp={exp}",
+        f"{plain}?sig={sig}",
+        f"{plain}?exp=1&sig={sig}",
+        f"{plain}?exp=%F0%9F%93%B7&sig=%F0%9F%93%B7",
+        f"{plain}?exp={'9' * 40}&sig={sig}",
+    ):
+        assert_error(await glimpse.client.get(url), 404, "media_not_found")
+    # Signed for another key, it opens nothing else.
+    other_key = plain.rsplit("/", 1)[0] + "/" + "ab" * 32 + ".jpg"
+    assert_error(await glimpse.client.get(f"{other_key}?exp={exp}&sig={sig}"), 404)
 
 
 @pytest.mark.parametrize("settings", [{"origin_cache_ttl_seconds": 60}], indirect=True)

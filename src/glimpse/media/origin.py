@@ -6,8 +6,9 @@ from __future__ import annotations
 import contextlib
 import re
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from starlette.responses import FileResponse
 
 from glimpse.api.deps import ContainerDep
@@ -84,8 +85,15 @@ async def _read(
     return data[offset : offset + length]
 
 
-async def get_media(key: str, request: Request, container: ContainerDep) -> Response:
-    """A stored variant, with immutable caching, ETag / If-None-Match and byte ranges."""
+async def get_media(
+    key: str,
+    request: Request,
+    container: ContainerDep,
+    exp: Annotated[str | None, Query(description="expiry of a private media URL")] = None,
+    sig: Annotated[str | None, Query(description="signature of a private media URL")] = None,
+) -> Response:
+    """A stored variant, with immutable caching, ETag / If-None-Match and byte ranges. Media
+    only some may see needs the signed URL its post shows them."""
     match = _VARIANT_KEY.match(key)
     if not match:
         raise _gone()
@@ -103,6 +111,8 @@ async def get_media(key: str, request: Request, container: ContainerDep) -> Resp
     entry = entry or await _look_up(container, key)
     if entry.visibility is None:
         raise _gone()
+    if entry.visibility == "private" and not container.media_urls.allows(key, exp, sig):
+        raise _gone()  # (never confirm that private media exists)
     visibility, size, cached = entry.visibility, entry.size, entry.data
     etag = f'"{match.group(2)}"'
     content_type = _CONTENT_TYPES[match.group(3)]

@@ -152,9 +152,7 @@ async def create_post(request: Request, caller: Caller, container: ContainerDep)
             )
             # Built before the commit: once the post exists, nothing may fail this request
             # (a client told to retry would upload the same post twice).
-            [view] = await service.post_views(
-                session, [post], caller.user.id, settings.media_base_url
-            )
+            [view] = await service.post_views(session, [post], caller.user.id, container.media_urls)
     except Exception:
         # The transaction failed, so nothing records these originals. (A cancellation, say at
         # shutdown, may have come after the commit: those are left to the sweep of abandoned
@@ -169,9 +167,7 @@ async def get_post(post_id: EntityId, caller: Caller, container: ContainerDep) -
     """One post. Its author also sees it while it is processing or after it failed."""
     async with container.db.read() as session:
         post = await service.get_visible_post(session, post_id, caller.user.id)
-        views = await service.post_views(
-            session, [post], caller.user.id, container.settings.media_base_url
-        )
+        views = await service.post_views(session, [post], caller.user.id, container.media_urls)
     return views[0]
 
 
@@ -211,9 +207,7 @@ async def list_user_posts(
         posts, more = await service.list_profile_posts(
             session, username, caller.user.id, before, page_size
         )
-        items = await service.post_views(
-            session, posts, caller.user.id, container.settings.media_base_url
-        )
+        items = await service.post_views(session, posts, caller.user.id, container.media_urls)
     next_cursor = (
         encode_cursor(container.secret_key, "user_posts", {"before": posts[-1].id})
         if more

@@ -22,6 +22,7 @@ from glimpse.errors import Forbidden, Invalid, NotFound, Throttled
 from glimpse.ids import IdGenerator, id_timestamp_ms
 from glimpse.media.filters import FILTERS
 from glimpse.media.images import ProcessedImage
+from glimpse.media.urls import MediaUrls
 from glimpse.posts import repository
 from glimpse.posts.models import Media, MediaVariant, Post, PostStatus
 from glimpse.posts.schemas import MediaOut, PostError, PostOut, VariantOut
@@ -345,7 +346,7 @@ async def fail_media(session: AsyncSession, media_id: int, code: str, message: s
 
 
 async def post_views(
-    session: AsyncSession, posts: Sequence[Post], viewer_id: int, media_base_url: str
+    session: AsyncSession, posts: Sequence[Post], viewer_id: int, media_urls: MediaUrls
 ) -> list[PostOut]:
     """Posts as API.md shows them, with authors, media and variants loaded in three queries."""
     authors = await repository.load_authors(session, {p.author_id for p in posts})
@@ -371,7 +372,13 @@ async def post_views(
                 # Likes arrive with the feed; nobody can have liked anything yet.
                 liked_by_me=False,
                 media=[
-                    _media_view(m, variants.get(m.id, []), media_base_url)
+                    _media_view(
+                        m,
+                        variants.get(m.id, []),
+                        media_urls,
+                        # (as media_visibility judges it for the origin)
+                        public=post.status == PostStatus.READY and not author.is_private,
+                    )
                     for m in media_by_post.get(post.id, [])
                 ],
             )
@@ -379,7 +386,9 @@ async def post_views(
     return views
 
 
-def _media_view(media: Media, variants: list[MediaVariant], base_url: str) -> MediaOut:
+def _media_view(
+    media: Media, variants: list[MediaVariant], media_urls: MediaUrls, *, public: bool
+) -> MediaOut:
     ordered = sorted(variants, key=lambda v: (_VARIANT_ORDER.get(v.name, 99), v.content_type))
     return MediaOut(
         kind=media.kind,
@@ -393,7 +402,7 @@ def _media_view(media: Media, variants: list[MediaVariant], base_url: str) -> Me
                 width=v.width,
                 height=v.height,
                 content_type=v.content_type,
-                url=f"{base_url}/media/{v.key}",
+                url=media_urls.url(v.key, public=public),
             )
             for v in ordered
         ],

@@ -1,0 +1,70 @@
+"""Signed URLs of private media (pure logic, a fake clock)."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+from glimpse.media.urls import MediaUrls
+
+KEY = "v/ab/" + "ab" * 32 + ".jpg"
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _signed(urls: MediaUrls, key: str = KEY) -> tuple[str, str, str]:
+    url = urls.url(key, public=False)
+    query = parse_qs(urlsplit(url).query)
+    return url, query["exp"][0], query["sig"][0]
+
+
+def test_public_media_has_plain_permanent_urls() -> None:
+    urls = MediaUrls("https://cdn.example", b"secret", 3600)
+    assert urls.url(KEY, public=True) == f"https://cdn.example/media/{KEY}"
+
+
+def test_a_signed_url_works_for_one_to_two_periods_and_then_never() -> None:
+    clock = Clock(1_000_000.0)
+    urls = MediaUrls("", b"secret", 3600, clock)
+    url, exp, sig = _signed(urls)
+    assert url.startswith(f"/media/{KEY}?exp=")
+    assert 3600 <= int(exp) - clock.now <= 7200
+    assert urls.allows(KEY, exp, sig)
+    clock.now = int(exp) - 1
+    assert urls.allows(KEY, exp, sig)
+    clock.now = int(exp)
+    assert not urls.allows(KEY, exp, sig)
+
+
+def test_the_url_stays_the_same_within_a_period() -> None:
+    # So that browsers keep what they cached while the post is shown again and again.
+    clock = Clock(3600 * 100 + 1)
+    urls = MediaUrls("", b"secret", 3600, clock)
+    first = urls.url(KEY, public=False)
+    clock.now += 3000
+    assert urls.url(KEY, public=False) == first
+
+
+def test_signatures_open_nothing_but_their_key_and_expiry_and_need_the_secret() -> None:
+    urls = MediaUrls("", b"secret", 3600, Clock(1_000_000.0))
+    _, exp, sig = _signed(urls)
+    assert not urls.allows("v/cd/" + "cd" * 32 + ".jpg", exp, sig)
+    assert not urls.allows(KEY, str(int(exp) + 3600), sig)
+    assert not MediaUrls("", b"other secret", 3600, Clock(1_000_000.0)).allows(KEY, exp, sig)
+    for bad_exp, bad_sig in [
+        (None, sig),
+        (exp, None),
+        ("", sig),
+        ("-5", sig),
+        ("1e9", sig),
+        ("\u0661\u0662", sig),  # Arabic-Indic digits: isdigit() says yes
+        ("9" * 40, sig),
+        (exp, sig + "x"),
+        (exp, "\U0001f4f7"),
+    ]:
+        assert not urls.allows(KEY, bad_exp, bad_sig), (bad_exp, bad_sig)
