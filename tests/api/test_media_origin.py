@@ -336,24 +336,29 @@ async def test_private_media_with_a_forged_or_expired_signature_is_404(
     assert_error(await glimpse.client.get(f"{other_key}?exp={exp}&sig={sig}"), 404)
 
 
+def _count_lookups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The keys the origin asks the database about from now on."""
+    asked: list[str] = []
+    real_lookup = posts_service.media_visibility
+
+    async def counting(session: Any, key: str) -> str | None:
+        asked.append(key)
+        return await real_lookup(session, key)
+
+    monkeypatch.setattr(posts_service, "media_visibility", counting)
+    return asked
+
+
 @pytest.mark.parametrize("settings", [{"origin_cache_ttl_seconds": 60}], indirect=True)
 async def test_hot_media_is_answered_without_asking_the_database_again(
     glimpse: Glimpse, variant: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The fixture fetched the variant once already: who may see it is known now.
-    lookups = 0
-    real_lookup = posts_service.media_visibility
-
-    async def counting(*args: Any) -> str | None:
-        nonlocal lookups
-        lookups += 1
-        return await real_lookup(*args)
-
-    monkeypatch.setattr(posts_service, "media_visibility", counting)
+    lookups = _count_lookups(monkeypatch)
     for _ in range(5):
         response = await glimpse.client.get(variant["url"])
         assert response.content == variant["body"]
-    assert lookups == 0
+    assert lookups == []
 
 
 async def test_a_deleted_post_media_is_404_at_once_and_the_404_is_never_cached(
@@ -428,15 +433,7 @@ async def test_media_of_a_deleted_post_waiting_for_its_purge_is_refused_from_mem
     assert glimpse.stored_files()
     assert_error(await glimpse.client.get(url), 404)
 
-    lookups = 0
-    real_lookup = posts_service.media_visibility
-
-    async def counting(*args: Any) -> str | None:
-        nonlocal lookups
-        lookups += 1
-        return await real_lookup(*args)
-
-    monkeypatch.setattr(posts_service, "media_visibility", counting)
+    lookups = _count_lookups(monkeypatch)
     for _ in range(5):
         assert_error(await glimpse.client.get(url), 404)
-    assert lookups == 0
+    assert lookups == []
