@@ -15,7 +15,9 @@ import shutil
 import stat
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from glimpse.backends.storage.base import ObjectMissing, check_key
 
@@ -77,12 +79,13 @@ class LocalStorage:
         os.replace(tmp, path)
         _fsync_dir(path.parent)
 
-    def _write_atomically(self, path: Path, data: bytes) -> None:
+    def _write_atomically(self, path: Path, fill: Callable[[BinaryIO], object]) -> None:
+        """Write a temporary file with `fill`, sync it, then rename it into place."""
         self._make_parent(path)
         fd, tmp = tempfile.mkstemp(dir=self._tmp)
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                fill(f)
                 f.flush()
                 os.fsync(f.fileno())
             self._rename_in(Path(tmp), path)
@@ -95,28 +98,17 @@ class LocalStorage:
         with open(source, "rb") as f:
             os.fsync(f.fileno())
         try:
-            os.chmod(source, 0o644)
-            os.replace(source, path)
+            self._rename_in(source, path)
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise
             # Another filesystem: copy beside the target, then rename, so it is still atomic.
-            fd, tmp = tempfile.mkstemp(dir=self._tmp)
-            try:
-                with os.fdopen(fd, "wb") as f, open(source, "rb") as src:
-                    shutil.copyfileobj(src, f)
-                    f.flush()
-                    os.fsync(f.fileno())
-                self._rename_in(Path(tmp), path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            with open(source, "rb") as src:
+                self._write_atomically(path, lambda f: shutil.copyfileobj(src, f))
             source.unlink(missing_ok=True)
-            return
-        _fsync_dir(path.parent)
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
-        await asyncio.to_thread(self._write_atomically, self._path(key), data)
+        await asyncio.to_thread(self._write_atomically, self._path(key), lambda f: f.write(data))
 
     async def put_file(self, key: str, path: Path, content_type: str) -> None:
         await asyncio.to_thread(self._move_in, self._path(key), path)
