@@ -177,6 +177,36 @@ def test_serve_answers_413_before_reading_an_oversized_body(data_dir: Path) -> N
         assert server.stop() == 0
 
 
+def test_a_stalled_upload_is_answered_and_its_connection_let_go(data_dir: Path) -> None:
+    server = Server(data_dir, "--no-workers", env={"GLIMPSE_UPLOAD_IDLE_TIMEOUT_SECONDS": "1"})
+    try:
+        with httpx.Client(base_url=server.base, timeout=30) as client:
+            token = _sign_up(client)["Authorization"]
+        part = (
+            b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'
+            + b"\xff\xd8\xff\xe0"
+            + b"\x00" * 100_000
+        )
+        head = (
+            "POST /api/v1/posts HTTP/1.1\r\nHost: glimpse\r\n"
+            f"Authorization: {token}\r\n"
+            "Content-Type: multipart/form-data; boundary=B\r\n"
+            f"Content-Length: {len(part) + 500_000}\r\n\r\n"
+        ).encode()
+        # The server must close the connection itself, not hold it for the 30 s an error may
+        # spend draining a body that is still arriving: the socket gives up before that.
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as s:
+            s.sendall(head + part)  # ...and then nothing more
+            answer = b""
+            while chunk := s.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+        assert b'"upload_stalled"' in answer
+        assert not list((data_dir / "media").rglob("upload-*"))
+    finally:
+        assert server.stop() == 0
+
+
 def test_queued_work_survives_a_restart_and_a_separate_worker_finishes_it(data_dir: Path) -> None:
     # The API alone accepts the upload; nothing processes it before the server goes away.
     server = Server(data_dir, "--no-workers")

@@ -18,7 +18,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 from starlette.types import Receive, Scope, Send
 
-from glimpse.errors import DomainError, Stalled
+from glimpse.errors import DomainError
 from glimpse.ids import NodeLeaseExpired
 
 log = logging.getLogger("glimpse.api")
@@ -60,9 +60,11 @@ _STATUS_CODES = {
 
 # After refusing an upload mid-body we still read (and drop) what the client keeps sending, up to
 # this much: a client that writes its whole body before reading the answer would otherwise meet
-# a reset connection instead of our 413. Nothing of it is kept.
+# a reset connection instead of our 413. Nothing of it is kept, and a client that sends nothing
+# for DRAIN_IDLE_SECONDS (say, one whose upload stalled) is let go at once.
 DRAIN_MAX_BYTES = 256 * 1024 * 1024
 DRAIN_MAX_SECONDS = 30.0
+DRAIN_IDLE_SECONDS = 2.0
 
 
 class DrainingJSONResponse(JSONResponse):
@@ -72,7 +74,8 @@ class DrainingJSONResponse(JSONResponse):
         try:
             async with asyncio.timeout(DRAIN_MAX_SECONDS):
                 while drained <= DRAIN_MAX_BYTES:
-                    message = await receive()
+                    async with asyncio.timeout(DRAIN_IDLE_SECONDS):
+                        message = await receive()
                     if message["type"] != "http.request":
                         break
                     drained += len(message.get("body", b""))
@@ -121,8 +124,7 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
         exc.message,
         details=exc.details,
         headers=exc.headers,
-        # (A stalled client sends nothing to drain: it is answered and let go at once.)
-        drain_body=getattr(request.state, "body_unread", False) and not isinstance(exc, Stalled),
+        drain_body=getattr(request.state, "body_unread", False),
     )
 
 
