@@ -398,6 +398,8 @@ async def test_oversized_file_is_413_before_the_rest_of_the_body_is_read(
     headers = await glimpse.signup()
     response, consumed = await stream_upload(glimpse, headers, jpeg_bytes((64, 64)), 5 << 20)
     await refused(glimpse, response, 413, "file_too_large")
+    # The rest of the body is never read, so the connection cannot serve another request.
+    assert response.headers["connection"] == "close"
     # Answered once the limit was passed: at most one chunk beyond it.
     assert consumed["at_answer"] * CHUNK <= LIMIT + CHUNK, consumed
     assert consumed["largest_staged"] <= LIMIT, consumed

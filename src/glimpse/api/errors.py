@@ -3,7 +3,6 @@ unexpected (logged here, never shown to the client)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -16,7 +15,6 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
-from starlette.types import Receive, Scope, Send
 
 from glimpse.errors import DomainError
 from glimpse.ids import NodeLeaseExpired
@@ -58,33 +56,6 @@ _STATUS_CODES = {
 }
 
 
-# After refusing an upload mid-body we still read (and drop) what the client keeps sending, up to
-# this much: a client that writes its whole body before reading the answer would otherwise meet
-# a reset connection instead of our 413. Nothing of it is kept, and a client that sends nothing
-# for DRAIN_IDLE_SECONDS (say, one whose upload stalled) is let go at once.
-DRAIN_MAX_BYTES = 256 * 1024 * 1024
-DRAIN_MAX_SECONDS = 30.0
-DRAIN_IDLE_SECONDS = 2.0
-
-
-class DrainingJSONResponse(JSONResponse):
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await super().__call__(scope, receive, send)
-        drained = 0
-        try:
-            async with asyncio.timeout(DRAIN_MAX_SECONDS):
-                while drained <= DRAIN_MAX_BYTES:
-                    async with asyncio.timeout(DRAIN_IDLE_SECONDS):
-                        message = await receive()
-                    if message["type"] != "http.request":
-                        break
-                    drained += len(message.get("body", b""))
-                    if not message.get("more_body", False):
-                        break
-        except TimeoutError:
-            pass
-
-
 def error_response(
     status: int,
     code: str,
@@ -92,15 +63,16 @@ def error_response(
     *,
     details: list[Any] | None = None,
     headers: Mapping[str, str] | None = None,
-    drain_body: bool = False,
+    body_unread: bool = False,
 ) -> JSONResponse:
     body: dict[str, Any] = {"code": code, "message": message}
     if details:
         body["details"] = details
-    if drain_body:
-        return DrainingJSONResponse(
-            {"error": body}, status_code=status, headers={**(headers or {}), "Connection": "close"}
-        )
+    if body_unread:
+        # Refused before the body was read (say, an upload over the size limit): the rest of it
+        # is never read, so this connection cannot carry another request. uvicorn answers, then
+        # closes it; it does not pass on what arrives after a complete answer.
+        headers = {**(headers or {}), "Connection": "close"}
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
@@ -124,7 +96,7 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
         exc.message,
         details=exc.details,
         headers=exc.headers,
-        drain_body=getattr(request.state, "body_unread", False),
+        body_unread=getattr(request.state, "body_unread", False),
     )
 
 
@@ -196,7 +168,7 @@ def _try_again_soon(request: Request, exc: Exception, retry_after: int) -> JSONR
         "unavailable",
         "The service is busy; please try again in a moment.",
         headers={"Retry-After": str(retry_after)},
-        drain_body=getattr(request.state, "body_unread", False),
+        body_unread=getattr(request.state, "body_unread", False),
     )
 
 

@@ -117,7 +117,7 @@ async def create_post(request: Request, caller: Caller, container: ContainerDep)
         settings.max_image_pixels,
         settings.upload_idle_timeout_seconds,
     )
-    # Until the body is fully read, an error response must drain it (see api/errors.py).
+    # Until the body is fully read, an error response closes the connection (api/errors.py).
     request.state.body_unread = True
     form = await read_upload(
         request.headers.get("content-type", ""), request.stream(), limits, storage.staging_dir()
