@@ -184,6 +184,7 @@ async def test_late_first_worker_cannot_undo_the_claim_of_the_worker_that_took_o
     [held] = await job_rows(second)
 
     # The first worker wakes up late and tries to settle the job it no longer holds.
+    assert not await first.queue.extend(stale)
     await first.queue.complete(stale)
     await first.queue.retry(stale, "late retry", 0)
     await first.queue.bury(stale, "late bury")
@@ -198,6 +199,7 @@ async def test_late_first_worker_cannot_undo_the_claim_of_the_worker_that_took_o
     assert row.available_at == pytest.approx(held.available_at)
     assert await first.queue.claim(registry.names()) is None  # still leased to the second worker
 
+    assert await second.queue.extend(current)
     await second.queue.complete(current)
     assert await job_rows(second) == []
 
