@@ -8,21 +8,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 import json
 from typing import Any
 
 from glimpse.errors import Invalid, Malformed
+from glimpse.signing import b64, signature, signature_matches
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 _SIG_BYTES = 12
 MAX_CURSOR_CHARS = 1024
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def _unb64(text: str) -> bytes:
@@ -34,8 +29,7 @@ def encode_cursor(secret: bytes, kind: str, position: dict[str, Any]) -> str:
     if "k" in position:
         raise ValueError("'k' is reserved for the list's name")
     body = json.dumps({"k": kind, **position}, separators=(",", ":"), sort_keys=True).encode()
-    sig = hmac.new(secret, body, hashlib.sha256).digest()[:_SIG_BYTES]
-    cursor = f"{_b64(body)}.{_b64(sig)}"
+    cursor = f"{b64(body)}.{signature(secret, body, _SIG_BYTES)}"
     if len(cursor) > MAX_CURSOR_CHARS:  # never issue a cursor that decode_cursor would refuse
         raise ValueError("cursor position too large")
     return cursor
@@ -47,11 +41,10 @@ def decode_cursor(secret: bytes, kind: str, cursor: str) -> dict[str, Any]:
         raise bad
     try:
         body_text, sig_text = cursor.split(".")
-        body, sig = _unb64(body_text), _unb64(sig_text)
+        body = _unb64(body_text)
     except (ValueError, binascii.Error):
         raise bad from None
-    expected = hmac.new(secret, body, hashlib.sha256).digest()[:_SIG_BYTES]
-    if not hmac.compare_digest(sig, expected):
+    if not signature_matches(secret, body, sig_text, _SIG_BYTES):
         raise bad
     try:
         position = json.loads(body)

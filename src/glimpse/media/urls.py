@@ -10,12 +10,11 @@ stays the same, and browser caches keep working, for a while.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from glimpse.signing import signature, signature_matches
 
 
 @dataclass(frozen=True)
@@ -30,7 +29,8 @@ class MediaUrls:
         if public:
             return plain
         expires = (int(self.clock()) // self.ttl_seconds + 2) * self.ttl_seconds
-        return f"{plain}?exp={expires}&sig={self._signature(key, expires)}"
+        sig = signature(self.secret, _message(key, expires), _SIG_BYTES)
+        return f"{plain}?exp={expires}&sig={sig}"
 
     def allows(self, key: str, exp: str | None, sig: str | None) -> bool:
         """Whether a request for private media carries a valid, unexpired signature."""
@@ -39,9 +39,11 @@ class MediaUrls:
         expires = int(exp)
         if expires <= self.clock():
             return False
-        return hmac.compare_digest(sig.encode(), self._signature(key, expires).encode())
+        return signature_matches(self.secret, _message(key, expires), sig, _SIG_BYTES)
 
-    def _signature(self, key: str, expires: int) -> str:
-        message = f"media:{key}:{expires}".encode()
-        digest = hmac.new(self.secret, message, hashlib.sha256).digest()[:16]
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+_SIG_BYTES = 16
+
+
+def _message(key: str, expires: int) -> bytes:
+    return f"media:{key}:{expires}".encode()
