@@ -14,6 +14,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GLIMPSE_", extra="ignore")
 
     data_dir: Path = Path("./data")
+    # Where `glimpse serve` listens and how many worker processes it starts (0: one per core).
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int | None = Field(default=None, ge=0)
     # Empty means "the embedded default under data_dir"; see the *_url properties below.
     database_url: str = ""
     storage_url: str = ""
@@ -52,6 +56,46 @@ class Settings(BaseSettings):
     quota_uploads_per_day: int = 0
     quota_bytes_per_day: int = 0
     quota_bytes_stored: int = 0
+
+    # Request limits (hardening). A JSON (or any non-upload) body over this gets 413 before
+    # the rest of it is read.
+    max_json_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # An upload must finish within this, and after its first `upload_min_rate_grace_seconds`
+    # keep up this many bytes a second averaged over `upload_min_rate_window_seconds`.
+    upload_deadline_seconds: float = Field(default=1800.0, gt=0)
+    upload_min_rate_bytes_per_second: int = Field(default=10 * 1024, ge=0)
+    upload_min_rate_window_seconds: float = Field(default=60.0, gt=0)
+    upload_min_rate_grace_seconds: float = Field(default=10.0, ge=0)
+    # Open connections one API process accepts, and uploads it receives at once; past them a
+    # request gets 503 with Retry-After (file descriptors can never run out).
+    max_connections: int = Field(default=1000, ge=1)
+    max_concurrent_uploads: int = Field(default=64, ge=1)
+    # Sign-ins and sign-ups waiting for a password-hash slot; past this they get 503.
+    password_hash_queue: int = Field(default=16, ge=0)
+
+    # Throttling: budgets in the `limits` library's notation, or "off".
+    rate_limits: str = (
+        "api=300/5minute;upload=30/30minute;signin_failures=5/minute;signup=100/hour"
+    )
+    # How many reverse proxies in front append to X-Forwarded-For: the client address is the
+    # hop that many from the right. 0 means the socket's peer is the client.
+    trusted_proxy_hops: int = Field(default=0, ge=0)
+
+    # /metrics: with a token, it needs `Authorization: Bearer <token>`; without one it answers
+    # only to loopback clients.
+    metrics_token: str = ""
+
+    # Decoding budget of the child process that decodes each image.
+    decode_cpu_seconds: int = Field(default=60, ge=1)
+    decode_memory_bytes: int = Field(default=2 * 1024 * 1024 * 1024, ge=64 * 1024 * 1024)
+    decode_timeout_seconds: float = Field(default=120.0, gt=0)
+
+    # Storage: below this much free space the store is "unavailable" in /readyz, and
+    # transient storage faults (full or read-only disk, I/O errors) are retried for at least
+    # `storage_retry_window_seconds`, at most `storage_retry_max_delay_seconds` apart.
+    storage_free_bytes_floor: int = Field(default=100 * 1024 * 1024, ge=0)
+    storage_retry_window_seconds: float = Field(default=1800.0, ge=0)
+    storage_retry_max_delay_seconds: float = Field(default=60.0, gt=0)
 
     # Queue behaviour.
     job_max_attempts: int = 5

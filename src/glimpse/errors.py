@@ -81,3 +81,18 @@ class Throttled(DomainError):
 
     def __init__(self, message: str, *, retry_after: int, code: str | None = None):
         super().__init__(message, code=code, headers={"Retry-After": str(max(1, retry_after))})
+
+
+class Unavailable(DomainError):
+    """The server's trouble, not the client's: try again after `retry_after` seconds."""
+
+    status, code = 503, "unavailable"
+
+    def __init__(self, message: str, *, retry_after: int, code: str | None = None):
+        super().__init__(message, code=code, headers={"Retry-After": str(max(1, retry_after))})
+
+
+class StorageUnavailable(Unavailable):
+    """The store cannot take a write now (full, read-only, failing disk, timeouts)."""
+
+    code = "storage_unavailable"
