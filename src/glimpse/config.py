@@ -74,9 +74,7 @@ class Settings(BaseSettings):
     password_hash_queue: int = Field(default=16, ge=0)
 
     # Throttling: budgets in the `limits` library's notation, or "off".
-    rate_limits: str = (
-        "api=300/5minute;upload=30/30minute;signin_failures=5/minute;signup=100/hour"
-    )
+    rate_limits: str = "api=300/5minute;upload=30/30minute;signin_failures=5/minute;signup=100/hour"
     # How many reverse proxies in front append to X-Forwarded-For: the client address is the
     # hop that many from the right. 0 means the socket's peer is the client.
     trusted_proxy_hops: int = Field(default=0, ge=0)

@@ -20,10 +20,10 @@ from glimpse.posts.schemas import FilterList, FilterOut, PostOut, PostPage
 from glimpse.posts.upload import (
     StagedFile,
     UploadForm,
-    UploadLimits,
     discarding,
     read_upload,
     too_many_pixels,
+    upload_limits,
 )
 
 router = APIRouter(prefix="/api/v1", tags=["posts"], responses=error_responses(401, 422, 503))
@@ -111,12 +111,7 @@ async def create_post(request: Request, caller: Caller, container: ContainerDep)
     """Upload 1..20 photos as one post. Answers at once with `status: processing`; the photos
     are resized and filtered in the background and the post becomes `ready` (or `failed`)."""
     settings, storage = container.settings, container.storage
-    limits = UploadLimits(
-        settings.max_files_per_post,
-        settings.max_image_bytes,
-        settings.max_image_pixels,
-        settings.upload_idle_timeout_seconds,
-    )
+    limits = upload_limits(settings)
     # Until the body is fully read, an error response closes the connection (api/errors.py).
     request.state.body_unread = True
     form = await read_upload(

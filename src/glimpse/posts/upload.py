@@ -20,6 +20,7 @@ from typing import IO, TYPE_CHECKING
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from glimpse.config import Settings
 from glimpse.errors import Malformed, Stalled, TooLarge, UnsupportedMediaType
 from glimpse.media.images import UndecodableImage, read_image_header
 from glimpse.media.sniff import SNIFF_BYTES, MediaType, is_image, sniff_media_type
@@ -48,6 +49,16 @@ class UploadLimits:
     max_image_bytes: int
     max_image_pixels: int
     idle_timeout_seconds: float = 60.0
+
+
+def upload_limits(settings: Settings) -> UploadLimits:
+    """The limits an upload is read under, from the settings."""
+    return UploadLimits(
+        settings.max_files_per_post,
+        settings.max_image_bytes,
+        settings.max_image_pixels,
+        settings.upload_idle_timeout_seconds,
+    )
 
 
 @dataclass
