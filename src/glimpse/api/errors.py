@@ -15,6 +15,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
+from starlette.types import Message
 
 from glimpse.errors import DomainError
 from glimpse.ids import NodeLeaseExpired
@@ -74,6 +75,18 @@ def error_response(
         # closes it; it does not pass on what arrives after a complete answer.
         headers = {**(headers or {}), "Connection": "close"}
     return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def early_error_messages(
+    status: int, code: str, message: str, *, headers: Mapping[str, str] | None = None
+) -> list[Message]:
+    """The ASGI messages of an error that a middleware answers before the app reads the body
+    (so with `Connection: close`)."""
+    response = error_response(status, code, message, headers=headers, body_unread=True)
+    return [
+        {"type": "http.response.start", "status": status, "headers": response.raw_headers},
+        {"type": "http.response.body", "body": response.body},
+    ]
 
 
 def _plain_details(errors: Any) -> list[dict[str, Any]]:
@@ -181,7 +194,12 @@ async def _client_gone(request: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "internal_error", "Something went wrong on our side.")
+    # The server closes the connection after this answer whatever state the request was in
+    # (Starlette re-raises the error to it), so the answer says so: a client that reused the
+    # connection would see its next request fail.
+    return error_response(
+        500, "internal_error", "Something went wrong on our side.", body_unread=True
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

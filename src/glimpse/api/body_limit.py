@@ -1,0 +1,89 @@
+"""A cap on request bodies, enforced before they are read.
+
+FastAPI reads a JSON body whole before validating it, so an 800 MB body to a route that takes a
+username costs 800 MB (and more) of memory. Every request but the streamed uploads (which count
+and cap their own bytes, file by file, in posts/upload.py) is held here to a small cap: one that
+declares a larger Content-Length is refused before any of its body is read, and a chunked one
+the moment its bytes pass the cap, having buffered no more than that.
+
+The refusal is API.md's 413 with `Connection: close`: the rest of the body is never read, so the
+connection cannot carry another request.
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from glimpse.api.errors import early_error_messages
+
+# The routes that stream their bodies to disk under limits of their own. (Stories will join.)
+STREAMED_UPLOADS: frozenset[tuple[str, str]] = frozenset(
+    {("POST", "/api/v1/posts"), ("POST", "/api/v1/stories")}
+)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def _declared_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None  # the server refuses such a request before it reaches us
+    return None
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (scope["method"], scope["path"]) in STREAMED_UPLOADS:
+            await self.app(scope, receive, send)
+            return
+        declared = _declared_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            await self._refuse(send)
+            return
+
+        received = 0
+        started = False
+        refused = False
+
+        async def counting_receive() -> Message:
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # Answered from here, while the app waits for the body; to the app the
+                    # client has gone, and whatever it answers to that is dropped.
+                    refused = True
+                    if not started:
+                        await self._refuse(send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if refused:
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        await self.app(scope, counting_receive, guarded_send)
+
+    async def _refuse(self, send: Send) -> None:
+        for message in early_error_messages(
+            413,
+            "body_too_large",
+            f"The request body may be at most {self.max_bytes // 1024} KB.",
+        ):
+            await send(message)

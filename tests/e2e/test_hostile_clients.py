@@ -1,0 +1,155 @@
+"""Hostile clients against a real `glimpse serve` over raw sockets: huge bodies, many slow
+connections. The server is a subprocess, so its memory and its file descriptors are its own."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+MB = 1024 * 1024
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Served:
+    def __init__(self, process: subprocess.Popen[bytes], port: int) -> None:
+        self.process = process
+        self.port = port
+        self.base = f"http://127.0.0.1:{port}"
+
+    def rss(self) -> int:
+        return int(psutil.Process(self.process.pid).memory_info().rss)
+
+
+@contextlib.contextmanager
+def serving(data_dir: Path, **env: str) -> Iterator[Served]:
+    """`glimpse serve --no-workers` on a free port, always stopped when the block ends."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "glimpse.cli",
+            "serve",
+            "--no-workers",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+        ],
+        env={**os.environ, "GLIMPSE_LOG_LEVEL": "WARNING", **env},
+    )
+    try:
+        served = Served(process, port)
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, "glimpse serve exited during start-up"
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{served.base}/readyz", timeout=1).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "glimpse serve did not become ready"
+            time.sleep(0.1)
+        yield served
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def read_response(sock: socket.socket, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 response (status, lower-cased headers, body) from a raw socket."""
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed before a response: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", "0"))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(status_line.split()[1]), headers, body
+
+
+# --- a huge JSON body (the issue's row 1) ------------------------------------------------------
+
+HUGE = 800 * MB
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_an_800_mb_json_body_is_413_without_the_server_growing(
+    tmp_path: Path, framing: str
+) -> None:
+    piece = b"a" * MB  # sent again and again: the test never holds 800 MB either
+    if framing == "content-length":
+        head = f"Content-Length: {HUGE}\r\n"
+        frame = piece
+        start = b'{"username": "'
+    else:
+        head = "Transfer-Encoding: chunked\r\n"
+        frame = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+        start = b'e\r\n{"username": "\r\n'
+    request = (
+        "POST /api/v1/auth/token HTTP/1.1\r\n"
+        "Host: glimpse.test\r\n"
+        "Content-Type: application/json\r\n"
+        f"{head}\r\n"
+    ).encode() + start
+
+    with serving(tmp_path / "data") as server:
+        before = peak = server.rss()
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(request)
+            sent = 0
+            answered = False
+            while sent < HUGE:
+                readable, writable, _ = select.select([sock], [sock], [], 10)
+                if readable:
+                    answered = True
+                    break
+                assert writable, "the server neither reads nor answers"
+                try:
+                    sock.sendall(frame)
+                except (BrokenPipeError, ConnectionResetError):
+                    answered = True
+                    break
+                sent += len(piece)
+                if sent % (32 * MB) == 0:
+                    peak = max(peak, server.rss())
+            assert answered, "the whole 800 MB was read"
+            status, headers, body = read_response(sock)
+        peak = max(peak, server.rss())
+
+    assert status == 413
+    assert headers["connection"] == "close"
+    assert b'"code":"body_too_large"' in body
+    assert sent < 16 * MB, sent
+    assert peak - before < 50 * MB, (before, peak)
