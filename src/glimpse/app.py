@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from glimpse import __version__
 from glimpse.accounts.routes import router as accounts_router
 from glimpse.api.body_limit import BodyLimit
+from glimpse.api.connections import ConnectionCap
 from glimpse.api.errors import install_error_handlers
 from glimpse.api.head import HeadAsGet
 from glimpse.config import Settings
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Middlewares run outermost last-added first.
     app.add_middleware(HeadAsGet, router=app.router)  # inside the metrics: a HEAD counts as HEAD
     app.add_middleware(BodyLimit, max_bytes=settings.max_json_body_bytes)
+    app.add_middleware(ConnectionCap, limit=settings.max_connections)
     app.add_middleware(MetricsMiddleware)
     # The media origin first: it takes the most requests, and routes are matched in order.
     for router in (media_router, accounts_router, posts_router, ops_router):

@@ -264,6 +264,15 @@ def serve(
     # handler was there before it; a quiet one lets us stop the workers and exit with 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
+    from glimpse.api.connections import plan_connections, raise_open_files_limit
+
+    # Connections are capped below the open files this process may hold (api/connections.py).
+    plan = plan_connections(
+        raise_open_files_limit(), settings.max_connections, settings.max_concurrent_uploads
+    )
+    if plan.app_limit < settings.max_connections:
+        log.warning("too few open files allowed: taking %d connections at once", plan.app_limit)
+    settings = settings.model_copy(update={"max_connections": plan.app_limit})
     try:
         uvicorn.run(
             create_app(settings),
@@ -271,6 +280,8 @@ def serve(
             port=port,
             log_level="info",
             timeout_graceful_shutdown=30,
+            limit_concurrency=plan.server_limit,
+            server_header=False,  # no banner naming the server software
         )
     finally:
         supervisor.stop()

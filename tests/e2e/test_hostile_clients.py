@@ -4,7 +4,9 @@ connections. The server is a subprocess, so its memory and its file descriptors 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import resource
 import select
 import signal
 import socket
@@ -38,9 +40,15 @@ class Served:
 
 
 @contextlib.contextmanager
-def serving(data_dir: Path, **env: str) -> Iterator[Served]:
-    """`glimpse serve --no-workers` on a free port, always stopped when the block ends."""
+def serving(data_dir: Path, open_files: int | None = None, **env: str) -> Iterator[Served]:
+    """`glimpse serve --no-workers` on a free port, always stopped when the block ends; with
+    `open_files`, the most files the server may ever hold open (hard limit)."""
     port = _free_port()
+
+    def limit_open_files() -> None:
+        if open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
     process = subprocess.Popen(
         [
             sys.executable,
@@ -54,6 +62,7 @@ def serving(data_dir: Path, **env: str) -> Iterator[Served]:
             str(data_dir),
         ],
         env={**os.environ, "GLIMPSE_LOG_LEVEL": "WARNING", **env},
+        preexec_fn=limit_open_files,
     )
     try:
         served = Served(process, port)
@@ -153,3 +162,95 @@ def test_an_800_mb_json_body_is_413_without_the_server_growing(
     assert b'"code":"body_too_large"' in body
     assert sent < 16 * MB, sent
     assert peak - before < 50 * MB, (before, peak)
+
+
+# --- many slow uploads at once (the issue's row 7) ---------------------------------------------
+
+BOUNDARY = "slow-boundary"
+
+
+def _slow_upload_start(token: str) -> bytes:
+    """The headers of a 10 MB upload and its first bytes: enough for the server to start
+    spooling the file, which then arrives a byte at a time."""
+    part = (
+        (
+            f"--{BOUNDARY}\r\n"
+            'Content-Disposition: form-data; name="file"; filename="slow.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + b"\xff\xd8\xff\xe0"
+        + b"\x00" * 60
+    )
+    return (
+        "POST /api/v1/posts HTTP/1.1\r\n"
+        "Host: glimpse.test\r\n"
+        f"Authorization: Bearer {token}\r\n"
+        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+        f"Content-Length: {10 * MB}\r\n\r\n"
+    ).encode() + part
+
+
+def _answers_or_asks_to_wait(response: httpx.Response) -> None:
+    assert response.status_code in (200, 503), (response.status_code, response.text)
+    if response.status_code == 503:
+        assert int(response.headers["retry-after"]) >= 1
+
+
+def test_200_slow_uploads_leave_the_api_answering_and_never_out_of_files(
+    tmp_path: Path,
+) -> None:
+    # 400 open files: without the connection cap, 200 slow uploads (a socket and a spooled
+    # file each) would use them all up.
+    with serving(tmp_path / "data", open_files=400, GLIMPSE_MAX_CONNECTIONS="50") as server:
+        body = {"username": "slow", "password": "correct horse"}
+        assert httpx.post(f"{server.base}/api/v1/accounts", json=body).status_code == 201
+        token = httpx.post(f"{server.base}/api/v1/auth/token", json=body).json()["access_token"]
+        sockets: list[socket.socket] = []
+        try:
+            for _ in range(200):
+                sock = socket.create_connection(("127.0.0.1", server.port))
+                sock.sendall(_slow_upload_start(token))
+                sockets.append(sock)
+            time.sleep(0.5)
+            for sock in sockets:  # a byte each, as the slowest phones would
+                with contextlib.suppress(OSError):
+                    sock.sendall(b"\x00")
+
+            health = httpx.get(f"{server.base}/healthz", timeout=10)
+            _answers_or_asks_to_wait(health)
+            ready = httpx.get(f"{server.base}/readyz", timeout=20)
+            assert ready.status_code == 200, ready.text
+            assert set(ready.json()["checks"].values()) == {"ok"}
+            api = httpx.get(
+                f"{server.base}/api/v1/filters",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=10,
+            )
+            _answers_or_asks_to_wait(api)
+            if api.status_code == 503:
+                assert api.json()["error"]["code"] == "busy"
+
+            statuses: dict[int, int] = {}
+            ours = 0
+            for sock in sockets:
+                readable, _, _ = select.select([sock], [], [], 0)
+                if not readable:
+                    continue  # still receiving its upload
+                status, headers, answer = read_response(sock)
+                statuses[status] = statuses.get(status, 0) + 1
+                assert status == 503, (status, answer)
+                assert headers["connection"] == "close"
+                if "retry-after" in headers:
+                    assert json.loads(answer)["error"]["code"] == "busy"
+                    ours += 1
+            # Most beyond the cap got API.md's 503; the held ones are at most the cap.
+            assert ours >= 100, statuses
+            assert 200 - sum(statuses.values()) <= 50, statuses
+        finally:
+            for sock in sockets:
+                sock.close()
+        # And once they are gone the API takes uploads again.
+        api = httpx.get(
+            f"{server.base}/api/v1/filters", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert api.status_code == 200

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import tempfile
+import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -21,7 +24,15 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from glimpse.config import Settings
-from glimpse.errors import Malformed, Stalled, TooLarge, UnsupportedMediaType
+from glimpse.errors import (
+    DomainError,
+    Malformed,
+    Stalled,
+    StorageUnavailable,
+    TooLarge,
+    Unavailable,
+    UnsupportedMediaType,
+)
 from glimpse.media.images import UndecodableImage, read_image_header
 from glimpse.media.sniff import SNIFF_BYTES, MediaType, is_image, sniff_media_type
 
@@ -41,6 +52,9 @@ HEADER_PROBE_GROWTH = 4
 # crash). A long upload's finished files wait unwritten for the rest of the body, so they are
 # touched this often while it arrives.
 KEEP_FRESH_SECONDS = 60.0
+# When to try again after "too many uploads at once" and "the staging disk failed".
+BUSY_RETRY_AFTER_SECONDS = 10
+STAGING_RETRY_AFTER_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -49,6 +63,11 @@ class UploadLimits:
     max_image_bytes: int
     max_image_pixels: int
     idle_timeout_seconds: float = 60.0
+    deadline_seconds: float = 1800.0
+    min_rate_bytes_per_second: int = 0
+    min_rate_window_seconds: float = 60.0
+    min_rate_grace_seconds: float = 10.0
+    max_concurrent: int = 64
 
 
 def upload_limits(settings: Settings) -> UploadLimits:
@@ -58,7 +77,109 @@ def upload_limits(settings: Settings) -> UploadLimits:
         settings.max_image_bytes,
         settings.max_image_pixels,
         settings.upload_idle_timeout_seconds,
+        settings.upload_deadline_seconds,
+        settings.upload_min_rate_bytes_per_second,
+        settings.upload_min_rate_window_seconds,
+        settings.upload_min_rate_grace_seconds,
+        settings.max_concurrent_uploads,
     )
+
+
+class UploadPace:
+    """Whether an upload keeps up: it must end within its deadline and, once its grace period
+    is over, bring at least `min_rate` bytes a second averaged over the last `window` seconds.
+
+    The idle timeout alone restarts with every byte: one byte every 40 s held a connection and
+    its spooled files forever. Arrivals are summed in buckets of a sixtieth of the window, so
+    the memory it takes does not grow with the number of chunks."""
+
+    BUCKETS_PER_WINDOW = 60
+
+    def __init__(
+        self,
+        *,
+        deadline: float,
+        min_rate: int,
+        window: float,
+        grace: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.deadline = deadline
+        self.min_rate = min_rate
+        self.window = window
+        self.grace = grace
+        self._clock = clock
+        self._started = clock()
+        self._bucket_seconds = window / self.BUCKETS_PER_WINDOW
+        self._buckets: deque[list[int]] = deque()  # [bucket index, bytes]
+
+    def elapsed(self) -> float:
+        return self._clock() - self._started
+
+    def time_left(self) -> float:
+        return self.deadline - self.elapsed()
+
+    def arrived(self, size: int) -> None:
+        """Note `size` bytes arriving now; raises Stalled when the upload is too slow."""
+        elapsed = self.elapsed()
+        index = math.floor(elapsed / self._bucket_seconds)
+        if self._buckets and self._buckets[-1][0] == index:
+            self._buckets[-1][1] += size
+        else:
+            self._buckets.append([index, size])
+        oldest = index - self.BUCKETS_PER_WINDOW
+        while self._buckets and self._buckets[0][0] < oldest:
+            self._buckets.popleft()
+        self.check()
+
+    def check(self) -> None:
+        elapsed = self.elapsed()
+        if elapsed >= self.deadline:
+            raise Stalled(
+                f"The upload did not finish within {self.deadline:g} seconds.",
+                code="upload_too_slow",
+            )
+        if self.min_rate <= 0 or elapsed < self.grace:
+            return
+        span = min(self.window, elapsed)
+        first = math.floor((elapsed - span) / self._bucket_seconds)
+        arrived = sum(size for index, size in self._buckets if index >= first)
+        if arrived < self.min_rate * span:
+            raise Stalled(
+                f"The upload is arriving too slowly: {arrived / span:.0f} bytes a second over "
+                f"the last {span:g} seconds, below the {self.min_rate} it needs.",
+                code="upload_too_slow",
+            )
+
+
+class UploadSlots:
+    """How many uploads this process is receiving, against a cap: each holds a connection,
+    spooled files and a file descriptor, so past the cap a new one is turned away before its
+    body is read rather than let the process run out of them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.taken = 0
+
+    @contextlib.contextmanager
+    def take(self, limit: int) -> Iterator[None]:
+        with self._lock:
+            if self.taken >= limit:
+                raise Unavailable(
+                    "The server is receiving as many uploads as it can; please try again soon.",
+                    retry_after=BUSY_RETRY_AFTER_SECONDS,
+                    code="busy",
+                )
+            self.taken += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.taken -= 1
+
+
+# One per process: the cap is on what this process holds, whichever app instance reads it.
+UPLOAD_SLOTS = UploadSlots()
 
 
 @dataclass
@@ -231,7 +352,8 @@ class _Reader:
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
+            with contextlib.suppress(OSError):  # its last writes may fail as the others did
+                self._file.close()
             assert self._file_path is not None
             self._file_path.unlink(missing_ok=True)
 
@@ -254,19 +376,25 @@ def boundary_of(content_type: str) -> bytes:
     return boundary
 
 
-async def _arriving(body: AsyncIterator[bytes], idle_timeout: float) -> AsyncIterator[bytes]:
-    """The body's chunks, as long as each arrives within `idle_timeout` of the one before."""
+async def _arriving(
+    body: AsyncIterator[bytes], idle_timeout: float, pace: UploadPace
+) -> AsyncIterator[bytes]:
+    """The body's chunks, as long as each arrives within `idle_timeout` of the one before and
+    the whole keeps the pace."""
     chunks = aiter(body)
     while True:
+        wait = min(idle_timeout, pace.time_left())
         try:
-            async with asyncio.timeout(idle_timeout):
+            async with asyncio.timeout(max(wait, 0.0)):
                 chunk = await anext(chunks)
         except StopAsyncIteration:
             return
         except TimeoutError:
+            pace.check()  # past the deadline: says so
             raise Stalled(
                 f"The upload stalled: nothing arrived for {idle_timeout:g} seconds."
             ) from None
+        pace.arrived(len(chunk))
         yield chunk
 
 
@@ -287,9 +415,27 @@ async def read_upload(
     content_type: str, body: AsyncIterator[bytes], limits: UploadLimits, staging: Path
 ) -> UploadForm:
     """Parse the body into spooled files and text fields. On any error every spooled file is
-    removed before the error propagates."""
-    reader = _Reader(limits, staging)
+    removed before the error propagates; every error raised here comes before the body was read
+    to its end, so it asks for the connection to be closed."""
+    try:
+        with UPLOAD_SLOTS.take(limits.max_concurrent):
+            return await _read_upload(content_type, body, limits, staging)
+    except DomainError as exc:
+        exc.headers = {**(exc.headers or {}), "Connection": "close"}
+        raise
+
+
+async def _read_upload(
+    content_type: str, body: AsyncIterator[bytes], limits: UploadLimits, staging: Path
+) -> UploadForm:
     boundary = boundary_of(content_type)
+    pace = UploadPace(
+        deadline=limits.deadline_seconds,
+        min_rate=limits.min_rate_bytes_per_second,
+        window=limits.min_rate_window_seconds,
+        grace=limits.min_rate_grace_seconds,
+    )
+    reader = _Reader(limits, staging)
     try:
         parser = MultipartParser(boundary, _callbacks(reader))
     except (FormParserError, ValueError) as exc:  # say, a boundary over 256 bytes
@@ -297,7 +443,7 @@ async def read_upload(
             f"The multipart body is malformed: {exc}", code="malformed_multipart"
         ) from exc
     try:
-        async for chunk in _arriving(body, limits.idle_timeout_seconds):
+        async for chunk in _arriving(body, limits.idle_timeout_seconds, pace):
             if chunk:
                 parser.write(chunk)
             if reader.probe_due is not None:
@@ -311,6 +457,15 @@ async def read_upload(
         reader.form.discard()
         raise Malformed(
             f"The multipart body is malformed: {exc}", code="malformed_multipart"
+        ) from exc
+    except OSError as exc:
+        # Spooling failed: a full or read-only disk, an I/O error, no file descriptor left.
+        # The server's trouble, and usually a passing one.
+        reader.close()
+        reader.form.discard()
+        raise StorageUnavailable(
+            "The server cannot store uploads right now; please try again later.",
+            retry_after=STAGING_RETRY_AFTER_SECONDS,
         ) from exc
     except BaseException:
         reader.close()
