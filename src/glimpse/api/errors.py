@@ -3,6 +3,7 @@ unexpected (logged here, never shown to the client)."""
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -153,21 +154,64 @@ def _allowed_methods(request: Request) -> list[str]:
 
 # SQLITE_BUSY and SQLITE_LOCKED: another writer held on past the busy timeout.
 _SQLITE_BUSY_CODES = {5, 6}
+# SQLITE_READONLY, SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN: the disk under the database is
+# full, read-only, failing or out of file descriptors. The server's trouble, which an operator
+# fixes without a new release: 503 while it lasts (a broken schema stays a 500).
+_SQLITE_DISK_CODES = {8, 10, 13, 14}
+DATABASE_DISK_RETRY_AFTER_SECONDS = 30
 
 
-def _is_transient(exc: OperationalError) -> bool:
+def _sqlite_primary_code(exc: OperationalError) -> int | None:
     code = getattr(exc.orig, "sqlite_errorcode", None)
-    return code in _SQLITE_BUSY_CODES or bool(exc.connection_invalidated)
+    # Extended codes (SQLITE_IOERR_FSYNC, SQLITE_READONLY_DBMOVED...) keep the primary one in
+    # their low byte.
+    return code & 0xFF if isinstance(code, int) else None
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, OperationalError)
-    if not _is_transient(exc):
-        # A broken schema, a full disk, a read-only file: no "try again" will help.
+    code = _sqlite_primary_code(exc)
+    if code in _SQLITE_BUSY_CODES or exc.connection_invalidated:
+        # A busy database or a server that went away: the transaction rolled back and changed
+        # nothing, so the request may simply be sent again.
+        return _try_again_soon(request, exc, retry_after=1)
+    if code in _SQLITE_DISK_CODES:
+        log.error(
+            "the database cannot be written (%s %s): %s", request.method, request.url.path, exc.orig
+        )
+        return _try_again_soon(request, exc, retry_after=DATABASE_DISK_RETRY_AFTER_SECONDS)
+    # A broken schema: no "try again" will help.
+    return await _unexpected_error(request, exc)
+
+
+# errno values that say the disk (or the process's share of descriptors) is at fault, not the
+# request: full, over quota, read-only, refused to us, failing, out of files.
+_DISK_ERRNOS = {
+    errno.ENOSPC,
+    errno.EACCES,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EIO,
+    errno.EMFILE,
+    errno.ENFILE,
+}
+STORAGE_RETRY_AFTER_SECONDS = 30
+
+
+async def _os_error(request: Request, exc: Exception) -> JSONResponse:
+    # Backends raise StorageUnavailable for these; this catches whatever file access still
+    # lets one through.
+    assert isinstance(exc, OSError)
+    if exc.errno not in _DISK_ERRNOS:
         return await _unexpected_error(request, exc)
-    # A busy database or a server that went away: the transaction rolled back and changed
-    # nothing, so the request may simply be sent again.
-    return _try_again_soon(request, exc, retry_after=1)
+    log.error("storage failed on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(
+        503,
+        "storage_unavailable",
+        "The server cannot store anything right now; please try again later.",
+        headers={"Retry-After": str(STORAGE_RETRY_AFTER_SECONDS)},
+        body_unread=getattr(request.state, "body_unread", False),
+    )
 
 
 async def _node_lease_expired(request: Request, exc: Exception) -> JSONResponse:
@@ -209,4 +253,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(NodeLeaseExpired, _node_lease_expired)
     app.add_exception_handler(ClientDisconnect, _client_gone)
+    app.add_exception_handler(OSError, _os_error)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
 import time
 from typing import Any, Literal
 
@@ -69,10 +71,50 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+@functools.cache  # (an exception is not cached: a failed read is tried again next time)
+def _migrations_head() -> str:
+    # The scripts do not change while the process runs; read once, they cannot fail later
+    # (out of file descriptors, the read once gave "not at head None").
+    head = head_revision()
+    if head is None:
+        raise RuntimeError("cannot read the migration scripts")
+    return head
+
+
 async def _check_database(container: Container) -> None:
-    revision = await container.db.schema_revision()
-    if revision != head_revision():
-        raise RuntimeError(f"migrations are at {revision}, not at head {head_revision()}")
+    head = _migrations_head()
+    try:
+        revision = await container.db.schema_revision()
+    except Exception as exc:
+        # SQLAlchemy's message carries the SQL and a link; the driver's says what went wrong.
+        reason = getattr(exc, "orig", None) or exc
+        raise RuntimeError(f"cannot open the database: {reason}") from exc
+    if revision != head:
+        raise RuntimeError(f"migrations are at {revision}, not at head {head}")
+
+
+def free_bytes(folder: os.PathLike[str] | str) -> int:
+    """Bytes an unprivileged process may still write on the filesystem holding `folder`."""
+    stats = os.statvfs(folder)
+    return stats.f_bavail * stats.f_frsize
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / (1024 * 1024):.0f} MB"
+
+
+async def _check_storage(container: Container) -> None:
+    # A full disk still answers a small write (and the first writes of an upload), so the
+    # store is "unavailable" once it is below the floor, before it fails uploads half-way.
+    # The staging folder lies on the store's filesystem, or on the disk uploads spool to.
+    floor = container.settings.storage_free_bytes_floor
+    if floor:
+        free = await asyncio.to_thread(free_bytes, container.storage.staging_dir())
+        if free < floor:
+            raise RuntimeError(
+                f"only {_megabytes(free)} free, below the floor of {_megabytes(floor)}"
+            )
+    await container.storage.check()
 
 
 async def _run_check(name: str, check: Any) -> tuple[str, str]:
@@ -99,7 +141,7 @@ async def readyz(container: ContainerDep) -> JSONResponse:
     """Every configured backend answers a real round trip and the schema is at head."""
     results = await asyncio.gather(
         _run_check("database", _check_database(container)),
-        _run_check("storage", container.storage.check()),
+        _run_check("storage", _check_storage(container)),
         _run_check("queue", container.queue.check()),
     )
     checks = dict(results)

@@ -1,0 +1,230 @@
+"""A full, read-only or failing disk under the uploads or the database (issue 12, row 8): the
+API answers 503 with Retry-After, never 500, leaves nothing behind, and /readyz names the
+reason."""
+
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from glimpse.errors import StorageUnavailable
+from glimpse.ops import routes as ops_routes
+from glimpse.posts import upload
+from tests.api.test_upload_validation import BOUNDARY, multipart, refused
+from tests.conftest import Glimpse, assert_error, jpeg_bytes
+
+
+def _unavailable(response: Any, code: str) -> None:
+    assert_error(response, 503, code)
+    assert int(response.headers["retry-after"]) >= 1
+
+
+# --- spooling an upload -----------------------------------------------------------------------
+
+
+async def test_a_full_staging_disk_is_503_storage_unavailable_and_leaves_nothing(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    headers = await glimpse.signup()
+
+    def full(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(upload.tempfile, "mkstemp", full)
+    response = await glimpse.upload(headers)
+    await refused(glimpse, response, 503, "storage_unavailable")
+    _unavailable(response, "storage_unavailable")
+    assert response.headers["connection"] == "close"
+    monkeypatch.undo()
+    assert (await glimpse.upload(headers)).status_code == 202  # and later it works
+
+
+async def test_a_write_failing_half_way_through_a_spooled_file_removes_it(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    headers = await glimpse.signup()
+    real_fdopen = os.fdopen
+
+    class FailingFile:
+        def __init__(self, f: Any) -> None:
+            self.f = f
+            self.written = 0
+
+        def write(self, data: bytes) -> int:
+            self.written += len(data)
+            if self.written > 1000:
+                raise OSError(errno.EIO, "Input/output error")
+            return int(self.f.write(data))
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.f, name)
+
+    monkeypatch.setattr(
+        upload.os, "fdopen", lambda fd, mode: FailingFile(real_fdopen(fd, mode)), raising=True
+    )
+    response = await glimpse.upload(headers, [("a.jpg", jpeg_bytes((640, 480)))])
+    monkeypatch.undo()
+    await refused(glimpse, response, 503, "storage_unavailable")
+
+
+async def test_read_upload_itself_turns_a_failing_staging_disk_into_storage_unavailable(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without relying on the app's handler of stray OSErrors.
+    def read_only(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(upload.tempfile, "mkstemp", read_only)
+    body = multipart([("file", "a.jpg", jpeg_bytes())])
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield body
+
+    limits = upload.UploadLimits(max_files=20, max_image_bytes=10**7, max_image_pixels=10**8)
+    with pytest.raises(StorageUnavailable) as caught:
+        await upload.read_upload(
+            f"multipart/form-data; boundary={BOUNDARY}", chunks(), limits, tmp_path
+        )
+    assert caught.value.code == "storage_unavailable"
+    assert caught.value.headers is not None
+    assert int(caught.value.headers["Retry-After"]) >= 1
+    assert caught.value.headers["Connection"] == "close"
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- storing the originals (a backend that lets an OSError through) ---------------------------
+
+
+async def test_a_full_store_is_503_storage_unavailable_not_500(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    headers = await glimpse.signup()
+
+    async def full(*args: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(glimpse.container.storage, "put_file", full)
+    response = await glimpse.upload(headers)
+    _unavailable(response, "storage_unavailable")
+    assert list(glimpse.container.storage.staging_dir().iterdir()) == []
+
+
+# --- the database's disk ----------------------------------------------------------------------
+
+
+@contextmanager
+def failing_writes(glimpse: Glimpse, code: int, message: str) -> Iterator[None]:
+    """Every statement on the write engine fails as SQLite fails with `code`."""
+    engine = glimpse.container.db.write_engine.sync_engine
+
+    def fail(*args: Any) -> None:
+        error = sqlite3.OperationalError(message)
+        error.sqlite_errorcode = code  # type: ignore[attr-defined]
+        raise error
+
+    event.listen(engine, "before_cursor_execute", fail)
+    try:
+        yield
+    finally:
+        event.remove(engine, "before_cursor_execute", fail)
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        (13, "database or disk is full"),
+        (8, "attempt to write a readonly database"),
+        (10, "disk I/O error"),
+        (266, "disk I/O error"),  # SQLITE_IOERR_READ, an extended code
+        (1032, "attempt to write a readonly database"),  # SQLITE_READONLY_DBMOVED
+        (14, "unable to open database file"),
+    ],
+)
+async def test_a_database_on_a_full_or_read_only_disk_is_503_then_recovers(
+    glimpse: Glimpse, code: int, message: str
+) -> None:
+    body = {"username": "late", "password": "long enough"}
+    with failing_writes(glimpse, code, message):
+        response = await glimpse.client.post("/api/v1/accounts", json=body)
+    _unavailable(response, "unavailable")
+    assert (await glimpse.client.post("/api/v1/accounts", json=body)).status_code == 201
+
+
+async def test_a_really_read_only_database_is_503(glimpse: Glimpse) -> None:
+    db = glimpse.container.db
+    await db.write_engine.dispose()
+
+    def read_only(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute("PRAGMA query_only=ON")
+
+    event.listen(db.write_engine.sync_engine, "connect", read_only)
+    try:
+        response = await glimpse.client.post(
+            "/api/v1/accounts", json={"username": "late", "password": "long enough"}
+        )
+        _unavailable(response, "unavailable")
+    finally:
+        event.remove(db.write_engine.sync_engine, "connect", read_only)
+        await db.write_engine.dispose()
+
+
+# --- /readyz ----------------------------------------------------------------------------------
+
+
+async def test_readyz_reports_storage_unavailable_below_the_free_space_floor(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_statvfs = os.statvfs
+
+    def nearly_full(path: Any) -> Any:
+        stats = real_statvfs(path)
+        return os.statvfs_result(
+            (stats.f_bsize, 4096, stats.f_blocks, 3072, 12 * 256, *tuple(stats)[5:])
+        )
+
+    monkeypatch.setattr(ops_routes.os, "statvfs", nearly_full)
+    response = await glimpse.client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"] == {
+        "database": "ok",
+        "storage": "failed: only 12 MB free, below the floor of 100 MB",
+        "queue": "ok",
+    }
+    monkeypatch.undo()
+    assert (await glimpse.client.get("/readyz")).status_code == 200
+
+
+async def test_readyz_names_why_the_database_cannot_be_opened(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def out_of_files() -> None:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(glimpse.container.db, "schema_revision", out_of_files)
+    response = await glimpse.client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["database"] == (
+        "failed: cannot open the database: [Errno 24] Too many open files"
+    )
+
+
+async def test_readyz_never_blames_the_migrations_when_it_cannot_read_their_scripts(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ops_routes._migrations_head.cache_clear()
+    monkeypatch.setattr(ops_routes, "head_revision", lambda: None)
+    try:
+        response = await glimpse.client.get("/readyz")
+    finally:
+        ops_routes._migrations_head.cache_clear()
+    assert response.status_code == 503
+    reason = response.json()["checks"]["database"]
+    assert reason == "failed: cannot read the migration scripts"
+    assert "not at head" not in reason
