@@ -11,8 +11,10 @@ from glimpse import __version__
 from glimpse.accounts.routes import router as accounts_router
 from glimpse.api.body_limit import BodyLimit
 from glimpse.api.connections import ConnectionCap
+from glimpse.api.docs import router as docs_router
 from glimpse.api.errors import install_error_handlers
 from glimpse.api.head import HeadAsGet
+from glimpse.api.security_headers import SecurityHeaders
 from glimpse.config import Settings
 from glimpse.container import Container, build_container
 from glimpse.media.origin import router as media_router
@@ -39,14 +41,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Self-hostable photo and video sharing.",
         lifespan=lifespan,
+        # Our own /docs (api/docs.py): no CDN, a strict CSP. No ReDoc.
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
-    # Middlewares run outermost last-added first.
+    # The last added runs outermost.
     app.add_middleware(HeadAsGet, router=app.router)  # inside the metrics: a HEAD counts as HEAD
     app.add_middleware(BodyLimit, max_bytes=settings.max_json_body_bytes)
     app.add_middleware(ConnectionCap, limit=settings.max_connections)
     app.add_middleware(MetricsMiddleware)
+    app.add_middleware(SecurityHeaders)  # outermost: on every answer, the refusals above too
     # The media origin first: it takes the most requests, and routes are matched in order.
-    for router in (media_router, accounts_router, posts_router, ops_router):
+    for router in (media_router, accounts_router, posts_router, ops_router, docs_router):
         app.include_router(router)
     return app

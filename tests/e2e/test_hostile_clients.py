@@ -254,3 +254,12 @@ def test_200_slow_uploads_leave_the_api_answering_and_never_out_of_files(
             f"{server.base}/api/v1/filters", headers={"Authorization": f"Bearer {token}"}
         )
         assert api.status_code == 200
+
+
+def test_a_real_server_names_no_software(tmp_path: Path) -> None:
+    with serving(tmp_path / "data") as server:
+        response = httpx.get(f"{server.base}/healthz")
+    assert response.status_code == 200
+    assert "server" not in response.headers
+    assert "date" in response.headers
+    assert response.headers["x-content-type-options"] == "nosniff"

@@ -70,11 +70,14 @@ def error_response(
     body: dict[str, Any] = {"code": code, "message": message}
     if details:
         body["details"] = details
+    # Also set by api/security_headers.py; here too for the 500, which Starlette answers
+    # outside every middleware.
+    headers = {**(headers or {}), "X-Content-Type-Options": "nosniff"}
     if body_unread:
         # Refused before the body was read (say, an upload over the size limit): the rest of it
         # is never read, so this connection cannot carry another request. uvicorn answers, then
         # closes it; it does not pass on what arrives after a complete answer.
-        headers = {**(headers or {}), "Connection": "close"}
+        headers = {**headers, "Connection": "close"}
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hmac
+import ipaddress
 import logging
 import os
 import time
@@ -16,8 +18,10 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from glimpse.api.deps import ContainerDep
+from glimpse.api.errors import error_responses
 from glimpse.container import Container
 from glimpse.db.migrate import head_revision
+from glimpse.errors import NotFound, Unauthenticated
 from glimpse.ops.metrics import JOBS, LATENCY, REQUESTS, exposition, never_failing
 
 router = APIRouter(tags=["operations"])
@@ -152,13 +156,47 @@ async def readyz(container: ContainerDep) -> JSONResponse:
     )
 
 
+# Headers a reverse proxy adds: a request with them came from elsewhere, whatever its socket.
+_FORWARDED_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
+
+
+def _is_loopback(host: str | None) -> bool:
+    try:
+        address = ipaddress.ip_address(host or "")
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def _check_metrics_access(request: Request, token: str) -> None:
+    # Metrics name routes, volumes and failures: an attacker's map. Refused as "not found"
+    # where no token is set, as there is nothing to ask for.
+    if token:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), token.encode()
+        ):
+            raise Unauthenticated("/metrics needs its bearer token.", code="unauthenticated")
+        return
+    client = request.client.host if request.client else None
+    if not _is_loopback(client) or any(h in request.headers for h in _FORWARDED_HEADERS):
+        raise NotFound("Not found.")
+
+
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "metrics"}},
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "metrics"},
+        **error_responses(401, 404),
+    },
 )
 async def metrics(request: Request, container: ContainerDep) -> Response:
-    """Prometheus text format."""
+    """Prometheus text format. With `GLIMPSE_METRICS_TOKEN` set, for `Authorization: Bearer
+    <token>` only; without it, for clients on this machine only."""
+    _check_metrics_access(request, container.settings.metrics_token)
     try:
         counts = await container.queue.state_counts()
         for state in ("queued", "scheduled", "running", "dead"):
