@@ -116,6 +116,23 @@ async def test_a_full_store_is_503_storage_unavailable_not_500(
     assert list(glimpse.container.storage.staging_dir().iterdir()) == []
 
 
+async def test_a_store_that_says_it_is_unavailable_is_503_with_retry_after(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the storage backends raise for a full, read-only or failing disk.
+    headers = await glimpse.signup()
+
+    async def unavailable(*args: Any) -> None:
+        raise StorageUnavailable("The store is full.", retry_after=60)
+
+    monkeypatch.setattr(glimpse.container.storage, "put_file", unavailable)
+    response = await glimpse.upload(headers)
+    _unavailable(response, "storage_unavailable")
+    assert response.headers["retry-after"] == "60"
+    assert list(glimpse.container.storage.staging_dir().iterdir()) == []
+    assert glimpse.stored_files() == []
+
+
 # --- the database's disk ----------------------------------------------------------------------
 
 
