@@ -95,3 +95,34 @@ async def test_the_streamed_upload_is_not_held_to_the_json_cap(glimpse: Glimpse)
     assert len(photo) > 1024
     response = await glimpse.upload(headers, [("a.jpg", photo)])
     assert response.status_code == 202, response.text
+
+
+async def test_an_error_answered_before_the_body_was_read_closes_the_connection(
+    glimpse: Glimpse,
+) -> None:
+    # No token: refused by a dependency, before the upload's body is read.
+    response = await glimpse.client.post(
+        "/api/v1/posts", files=[("file", ("a.jpg", jpeg_bytes(), "image/jpeg"))]
+    )
+    assert_error(response, 401)
+    assert response.headers["connection"] == "close"
+    headers = await glimpse.signup()
+    response = await glimpse.client.post(
+        "/api/v1/posts/1/like", headers=headers, content=b"x" * 100
+    )  # a body no route reads
+    assert_error(response, 404)
+    assert response.headers["connection"] == "close"
+
+
+async def test_an_error_answered_after_the_body_was_read_keeps_the_connection(
+    glimpse: Glimpse,
+) -> None:
+    await glimpse.signup("ada")
+    again = await glimpse.client.post(
+        "/api/v1/accounts", json={"username": "ada", "password": "correct horse"}
+    )
+    assert_error(again, 409)
+    assert "connection" not in again.headers
+    missing = await glimpse.client.get("/api/v1/users/nobody")
+    assert_error(missing, 401)
+    assert "connection" not in missing.headers

@@ -7,11 +7,14 @@ declares a larger Content-Length is refused before any of its body is read, and 
 the moment its bytes pass the cap, having buffered no more than that.
 
 The refusal is API.md's 413 with `Connection: close`: the rest of the body is never read, so the
-connection cannot carry another request.
+connection cannot carry another request. For the same reason any error answered before the body
+was read to its end (a 401 to an upload without a token, a 404 to a POST) says
+`Connection: close` too, whichever handler answered it.
 """
 
 from __future__ import annotations
 
+from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from glimpse.api.errors import early_error_messages
@@ -36,32 +39,40 @@ def _declared_length(scope: Scope) -> int | None:
     return None
 
 
+def _is_chunked(scope: Scope) -> bool:
+    return any(name == b"transfer-encoding" for name, _ in scope["headers"])
+
+
 class BodyLimit:
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (scope["method"], scope["path"]) in STREAMED_UPLOADS:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        capped = (scope["method"], scope["path"]) not in STREAMED_UPLOADS
         declared = _declared_length(scope)
-        if declared is not None and declared > self.max_bytes:
+        if capped and declared is not None and declared > self.max_bytes:
             await self._refuse(send)
             return
 
         received = 0
+        complete = not (declared or _is_chunked(scope))
         started = False
         refused = False
 
         async def counting_receive() -> Message:
-            nonlocal received, refused
+            nonlocal received, complete, refused
             if refused:
                 return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if not message.get("more_body", False):
+                    complete = True
+                if capped and received > self.max_bytes:
                     # Answered from here, while the app waits for the body; to the app the
                     # client has gone, and whatever it answers to that is dropped.
                     refused = True
@@ -76,6 +87,8 @@ class BodyLimit:
                 return
             if message["type"] == "http.response.start":
                 started = True
+                if not complete and message["status"] >= 400:
+                    MutableHeaders(scope=message)["Connection"] = "close"
             await send(message)
 
         await self.app(scope, counting_receive, guarded_send)
