@@ -61,12 +61,15 @@ MULTI_LINE = _pattern(_MULTI_LINE_CONTROLS)
 
 _SINGLE_LINE = re.compile(SINGLE_LINE)
 _MULTI_LINE = re.compile(MULTI_LINE)
+# A lone surrogate is no character (Python's JSON parser lets "\ud800" through). Pydantic
+# refuses it before matching, and Rust's engine cannot even name it, so it is looked for here.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def is_clean_single_line(text: str) -> bool:
     # fullmatch: Python's `$` would also match before a final newline, Rust's does not.
-    return _SINGLE_LINE.fullmatch(text) is not None
+    return _SINGLE_LINE.fullmatch(text) is not None and not _SURROGATE.search(text)
 
 
 def is_clean_multi_line(text: str) -> bool:
-    return _MULTI_LINE.fullmatch(text) is not None
+    return _MULTI_LINE.fullmatch(text) is not None and not _SURROGATE.search(text)
