@@ -20,7 +20,7 @@ from sqlalchemy import text
 
 from glimpse.posts import upload
 from glimpse.posts.upload import HEADER_PROBE_BYTES, HEADER_PROBE_GROWTH
-from tests.conftest import TESTDATA, Glimpse, assert_error, jpeg_bytes
+from tests.conftest import Glimpse, assert_error, jpeg_bytes, testdata
 
 BOUNDARY = "glimpse-test-boundary"
 
@@ -534,7 +534,7 @@ async def test_upload_without_a_token_is_401(glimpse: Glimpse) -> None:
 async def test_truncated_jpeg_fails_with_a_reason_only_its_author_sees(glimpse: Glimpse) -> None:
     author = await glimpse.signup("alice")
     other = await glimpse.signup("bob")
-    data = (TESTDATA / "invalid" / "corrupted.jpg").read_bytes()
+    data = testdata("invalid/corrupted.jpg").read_bytes()
     response = await glimpse.upload(author, files=[("corrupted.jpg", data)])
     post = await process(glimpse, author, response)
     assert post["status"] == "failed"
@@ -552,7 +552,7 @@ async def test_truncated_jpeg_fails_with_a_reason_only_its_author_sees(glimpse: 
 
 async def test_photo_with_malformed_exif_becomes_ready(glimpse: Glimpse) -> None:
     headers = await glimpse.signup()
-    data = (TESTDATA / "invalid" / "invalid_exif_image01088.jpg").read_bytes()
+    data = testdata("invalid/invalid_exif_image01088.jpg").read_bytes()
     post = await process(glimpse, headers, await glimpse.upload(headers, files=[("e.jpg", data)]))
     assert post["status"] == "ready", post
     assert len(post["media"][0]["variants"]) == 8
@@ -561,7 +561,7 @@ async def test_photo_with_malformed_exif_becomes_ready(glimpse: Glimpse) -> None
 async def test_heic_from_a_phone_becomes_ready_as_jpeg_and_webp(glimpse: Glimpse) -> None:
     headers = await glimpse.signup()
     name = "IMG_5195.HEIC"
-    data = (TESTDATA / "heic" / name).read_bytes()
+    data = testdata(f"heic/{name}").read_bytes()
     response = await glimpse.upload(headers, files=[(name, data)])
     post = await process(glimpse, headers, response)
     assert post["status"] == "ready", post
@@ -598,7 +598,7 @@ async def test_rgba_png_becomes_ready_with_transparency_flattened_onto_white(
     glimpse: Glimpse,
 ) -> None:
     headers = await glimpse.signup()
-    data = (TESTDATA / "large" / "goldfish.png").read_bytes()
+    data = testdata("large/goldfish.png").read_bytes()
     response = await glimpse.upload(headers, files=[("goldfish.png", data)])
     post = await process(glimpse, headers, response)
     assert post["status"] == "ready", post

@@ -17,7 +17,7 @@ import psutil
 import pytest
 from PIL import Image
 
-from tests.conftest import TESTDATA
+from tests.conftest import testdata
 
 
 def _free_port() -> int:
@@ -115,9 +115,7 @@ def test_serve_processes_an_upload_and_serves_clean_variants(server: Server) -> 
     with httpx.Client(base_url=server.base, timeout=30) as client:
         headers = _sign_up(client)
         # Orientation 6, with GPS tags.
-        post_id = _publish(
-            client, headers, TESTDATA / "camera" / "canon_hdr_YES.jpg", filter="juno"
-        )
+        post_id = _publish(client, headers, testdata("camera/canon_hdr_YES.jpg"), filter="juno")
         post = _wait_ready(client, headers, post_id)
         assert post["status"] == "ready"
         media = post["media"][0]  # type: ignore[index]
@@ -134,7 +132,7 @@ def test_serve_processes_an_upload_and_serves_clean_variants(server: Server) -> 
 def test_the_api_metrics_include_what_the_worker_processes_did(server: Server) -> None:
     with httpx.Client(base_url=server.base, timeout=30) as client:
         headers = _sign_up(client)
-        post_id = _publish(client, headers, TESTDATA / "camera" / "DSCN0010.jpg")
+        post_id = _publish(client, headers, testdata("camera/DSCN0010.jpg"))
         assert _wait_ready(client, headers, post_id)["status"] == "ready"
         # Counted in the worker process once the job is settled (a moment after the post
         # turned ready), shown by the API process.
@@ -212,7 +210,7 @@ def test_queued_work_survives_a_restart_and_a_separate_worker_finishes_it(data_d
     server = Server(data_dir, "--no-workers")
     with httpx.Client(base_url=server.base, timeout=30) as client:
         headers = _sign_up(client)
-        post_id = _publish(client, headers, TESTDATA / "orientation" / "Landscape_3.jpg")
+        post_id = _publish(client, headers, testdata("orientation/Landscape_3.jpg"))
     assert [p.name for p in (data_dir / "metrics").iterdir()] != []  # this serve's, while it runs
     assert server.stop() == 0
     assert list((data_dir / "metrics").iterdir()) == []  # a clean stop takes its metrics along
