@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, settings
 
 from glimpse.app import create_app
 from glimpse.config import Settings
-from tests.e2e.test_serve import Server
+from tests.servers import Server
 
 # The document the app itself publishes; built without starting it.
 schema = schemathesis.openapi.from_dict(create_app(Settings()).openapi())
@@ -44,8 +44,9 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
     server = Server(data_dir, "--workers", "1", env={"GLIMPSE_MAX_IMAGE_BYTES": "2000000"})
     try:
         yield Session(server)
-    finally:
         assert server.stop() == 0
+    finally:
+        server.close()  # whatever failed, no server outlives the tests
 
 
 @schema.parametrize()
