@@ -68,13 +68,25 @@ class Process:
 
 
 class Server(Process):
-    """`glimpse serve` on a free port, ready to answer once constructed."""
+    """`glimpse serve` on a free port, ready to answer once constructed. The address is given
+    by --host/--port flags, or with `via_env` by GLIMPSE_HOST/GLIMPSE_PORT."""
 
-    def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        host: str = "127.0.0.1",
+        via_env: bool = False,
+    ) -> None:
         self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "glimpse.cli", "serve", "--port", str(self.port)]
-        super().__init__([*command, "--data-dir", str(data_dir), *args], env)
+        self.base = f"http://{host}:{self.port}"
+        command = [sys.executable, "-m", "glimpse.cli", "serve", "--data-dir", str(data_dir)]
+        if via_env:
+            env = {**(env or {}), "GLIMPSE_HOST": host, "GLIMPSE_PORT": str(self.port)}
+        else:
+            command += ["--host", host, "--port", str(self.port)]
+        super().__init__([*command, *args], env)
         try:
             self._wait_ready()
         except BaseException:
@@ -92,6 +104,15 @@ class Server(Process):
             assert self.process.poll() is None, "glimpse serve exited during start-up"
             time.sleep(0.1)
         raise AssertionError("glimpse serve did not become ready")
+
+    def worker_processes(self) -> list[psutil.Process]:
+        """The worker processes this serve started."""
+        return [
+            p
+            for p in psutil.Process(self.pid).children()
+            if "multiprocessing" in " ".join(p.cmdline())
+            and "resource_tracker" not in " ".join(p.cmdline())
+        ]
 
 
 class Worker(Process):

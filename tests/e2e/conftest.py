@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,8 +21,8 @@ def started() -> Iterator[list[Process]]:
 
 @pytest.fixture
 def start_server(started: list[Process]) -> Callable[..., Server]:
-    def start(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> Server:
-        server = Server(data_dir, *args, env=env)
+    def start(data_dir: Path, *args: str, **options: Any) -> Server:
+        server = Server(data_dir, *args, **options)
         started.append(server)
         return server
 

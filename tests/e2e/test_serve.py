@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import testdata
-from tests.servers import Server, Worker
+from tests.servers import Server, Worker, free_port
 
 StartServer = Callable[..., Server]
 
@@ -186,12 +186,7 @@ def test_workers_stop_by_themselves_when_serve_is_killed_outright(
     data_dir: Path, start_server: StartServer
 ) -> None:
     server = start_server(data_dir, "--workers", "1")
-    workers = [
-        p
-        for p in psutil.Process(server.process.pid).children()
-        if "multiprocessing" in " ".join(p.cmdline())
-        and "resource_tracker" not in " ".join(p.cmdline())
-    ]
+    workers = server.worker_processes()
     assert len(workers) == 1
     server.process.send_signal(signal.SIGKILL)
     server.process.wait(timeout=10)
@@ -215,3 +210,33 @@ def test_an_unusable_metrics_folder_costs_only_the_shared_metrics(
         assert response.status_code == 200
         assert "glimpse_http_requests_total" in response.text
     assert server.stop() == 0
+
+
+def test_host_port_and_workers_come_from_their_variables(
+    data_dir: Path, start_server: StartServer
+) -> None:
+    # 127.0.0.2 is loopback too, and no default: the server answering there listened where
+    # GLIMPSE_HOST and GLIMPSE_PORT said.
+    server = start_server(data_dir, host="127.0.0.2", via_env=True, env={"GLIMPSE_WORKERS": "2"})
+    assert len(server.worker_processes()) == 2
+    assert server.stop() == 0
+
+
+def test_flags_win_over_the_variables(
+    data_dir: Path, tmp_path: Path, start_server: StartServer
+) -> None:
+    elsewhere = free_port()
+    server = start_server(
+        data_dir,
+        "--workers",
+        "1",
+        env={"GLIMPSE_HOST": "127.0.0.2", "GLIMPSE_PORT": str(elsewhere), "GLIMPSE_WORKERS": "2"},
+    )
+    assert httpx.get(f"{server.base}/healthz").status_code == 200  # where --host/--port said
+    assert len(server.worker_processes()) == 1
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.2:{elsewhere}/healthz")
+    no_workers = start_server(tmp_path / "other", "--no-workers", env={"GLIMPSE_WORKERS": "2"})
+    assert no_workers.worker_processes() == []
+    assert server.stop() == 0
+    assert no_workers.stop() == 0
