@@ -538,8 +538,22 @@ async def test_truncated_jpeg_fails_with_a_reason_only_its_author_sees(glimpse: 
     response = await glimpse.upload(author, files=[("corrupted.jpg", data)])
     post = await process(glimpse, author, response)
     assert post["status"] == "failed"
-    assert isinstance(post["error"]["code"], str) and post["error"]["code"]
+    # A reason in the photo itself, not "kept failing": and so tried once, never retried.
+    assert post["error"]["code"] == "undecodable_image", post
     assert isinstance(post["error"]["message"], str) and post["error"]["message"]
+    async with glimpse.container.db.read() as session:
+        attempts = (
+            (
+                await session.execute(
+                    text(
+                        "SELECT attempts FROM jobs WHERE name = 'process_media' AND state = 'dead'"
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert attempts == [1]
     assert_error(await glimpse.client.get(f"/api/v1/posts/{post['id']}", headers=other), 404)
     # Nothing was published: not in the grid, not counted.
     grid = await glimpse.client.get("/api/v1/users/alice/posts", headers=author)
