@@ -282,6 +282,32 @@ async def test_upload_over_daily_quota_is_429_with_retry_after(glimpse: Glimpse)
     assert int(response.headers["Retry-After"]) > 0
 
 
+PHOTO = jpeg_bytes((400, 300))
+
+
+@pytest.mark.parametrize(
+    ("settings", "code"),
+    [
+        # Room for one photo and a half: the second photo passes the quota.
+        ({"quota_bytes_per_day": len(PHOTO) * 3 // 2}, "quota_bytes"),
+        ({"quota_bytes_stored": len(PHOTO) * 3 // 2}, "quota_storage"),
+    ],
+    indirect=["settings"],
+)
+async def test_upload_over_a_byte_quota_is_429_with_retry_after(
+    glimpse: Glimpse, code: str
+) -> None:
+    headers = await glimpse.signup("alice")
+    assert (await glimpse.upload(headers, files=[("a.jpg", PHOTO)])).status_code == 202
+    response = await glimpse.upload(headers, files=[("b.jpg", PHOTO)])
+    assert_error(response, 429, code)
+    assert int(response.headers["Retry-After"]) > 0
+    # Refused whole: nothing of it was stored or counted.
+    me = (await glimpse.client.get("/api/v1/me", headers=headers)).json()
+    assert me["usage"]["uploads_today"] == 1
+    assert me["usage"]["bytes_today"] == len(PHOTO)
+
+
 async def test_patch_me_changes_display_name_bio_and_privacy(glimpse: Glimpse) -> None:
     headers = await glimpse.signup("alice")
     response = await glimpse.client.patch(
