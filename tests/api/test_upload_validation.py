@@ -17,6 +17,7 @@ import httpx
 import pytest
 from PIL import Image
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from glimpse.posts import upload
 from glimpse.posts.upload import HEADER_PROBE_BYTES, HEADER_PROBE_GROWTH
@@ -526,6 +527,30 @@ async def test_upload_without_a_token_is_401(glimpse: Glimpse) -> None:
     await refused(glimpse, response, 401)
     response = await glimpse.upload({"Authorization": "Bearer nope"})
     await refused(glimpse, response, 401)
+
+
+async def test_a_failed_write_after_the_originals_were_stored_removes_them(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The originals are stored before the transaction that records the post; if that
+    # transaction fails, nothing records them and the request must take them away again.
+    from glimpse.posts import service
+
+    real_create_post = service.create_post
+
+    async def create_then_fail(*args: Any, **kwargs: Any) -> Any:
+        await real_create_post(*args, **kwargs)
+        assert len(glimpse.stored_files()) == 2  # stored by now, as the test means
+        raise OperationalError("COMMIT", {}, Exception("disk I/O"), connection_invalidated=True)
+
+    headers = await glimpse.signup()
+    monkeypatch.setattr(service, "create_post", create_then_fail)
+    files = [("a.jpg", jpeg_bytes()), ("b.jpg", jpeg_bytes(color=(1, 2, 3)))]
+    response = await glimpse.upload(headers, files=files)
+    assert_error(response, 503)
+    await assert_nothing_written(glimpse)
+    monkeypatch.setattr(service, "create_post", real_create_post)
+    assert (await glimpse.upload(headers, files=files)).status_code == 202
 
 
 # --- accepted, then processed -----------------------------------------------------------------
