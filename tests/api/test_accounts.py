@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -188,6 +189,28 @@ async def test_token_issued_already_expired_is_refused(glimpse: Glimpse) -> None
     assert response.status_code == 200
     headers = {"Authorization": f"Bearer {response.json()['access_token']}"}
     assert_error(await glimpse.client.get("/api/v1/me", headers=headers), 401)
+
+
+async def test_tokens_are_stored_only_as_their_hash(glimpse: Glimpse) -> None:
+    # A copy of the database (a backup, a stolen disk) must not let anyone sign in as anyone.
+    await create(glimpse, username="alice", password="correct horse")
+    tokens = []
+    for _ in range(2):
+        response = await token_for(glimpse, "alice", "correct horse")
+        tokens.append(response.json()["access_token"])
+    async with glimpse.container.db.read() as session:
+        rows = (await session.execute(text("SELECT * FROM access_tokens"))).all()
+    assert len(rows) == len(tokens)
+    stored = [str(value) for row in rows for value in row]
+    for token in tokens:
+        assert not any(token in value for value in stored), "a token is stored as it is"
+        assert hashlib.sha256(token.encode()).hexdigest() in stored
+    database = glimpse.container.settings.data_dir / "glimpse.db"
+    on_disk = b"".join(
+        p.read_bytes() for p in (database, database.with_name("glimpse.db-wal")) if p.exists()
+    )
+    for token in tokens:
+        assert token.encode() not in on_disk
 
 
 async def test_expired_token_is_401(glimpse: Glimpse) -> None:
