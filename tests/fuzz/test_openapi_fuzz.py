@@ -11,6 +11,12 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from glimpse.app import create_app
 from glimpse.config import Settings
@@ -54,10 +60,19 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
     max_examples=25,
     deadline=None,
     suppress_health_check=list(HealthCheck),
-    derandomize=True,
 )
 def test_no_input_gets_a_server_error(case: Any, session: Session) -> None:
     response = case.call(base_url=session.server.base, headers=session.headers, timeout=30)
+    case.validate_response(
+        response,
+        checks=[
+            not_a_server_error,
+            response_schema_conformance,
+            status_code_conformance,
+            content_type_conformance,
+        ],
+        headers=session.headers,
+    )
     assert response.status_code < 500, (case.method, case.formatted_path, response.text)
     if response.status_code >= 400:
         body = response.json()
