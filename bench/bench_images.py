@@ -46,12 +46,11 @@ from glimpse.media.planning import (
     jpeg_draft_scale,
     plan_variants,
 )
+from testdata import testdata
 
-REPO = Path(__file__).resolve().parents[1]
-TESTDATA = REPO.parent / "shared" / "testdata"
 PHOTOS = {
-    "8 MP (iphone_hdr_YES.jpg)": TESTDATA / "camera" / "iphone_hdr_YES.jpg",
-    "20 MP (Kleiber_by_Lukas_Baubkus.jpg)": TESTDATA / "large" / "Kleiber_by_Lukas_Baubkus.jpg",
+    "8 MP (iphone_hdr_YES.jpg)": testdata("camera/iphone_hdr_YES.jpg"),
+    "20 MP (Kleiber_by_Lukas_Baubkus.jpg)": testdata("large/Kleiber_by_Lukas_Baubkus.jpg"),
 }
 FILTER = "clarendon"
 BIG_SIZE = (8660, 5773)

@@ -24,7 +24,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_upload_latency import TESTDATA, free_port, serve_command
+from bench_upload_latency import free_port, serve_command
+from testdata import testdata
 
 REFERENCE_APP = textwrap.dedent(
     """
@@ -103,7 +104,7 @@ def main() -> None:
                 client.post("/api/v1/accounts", json=body).raise_for_status()
                 token = client.post("/api/v1/auth/token", json=body).json()["access_token"]
                 headers = {"Authorization": f"Bearer {token}"}
-                photo = (TESTDATA / "camera" / "iphone_hdr_YES.jpg").read_bytes()
+                photo = testdata("camera/iphone_hdr_YES.jpg").read_bytes()
                 post_id = client.post(
                     "/api/v1/posts", headers=headers, files=[("file", ("p.jpg", photo))]
                 ).json()["id"]

@@ -28,12 +28,11 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-TESTDATA = ROOT.parent / "shared" / "testdata"
+from testdata import testdata
 
 
 def twelve_megapixel_jpeg() -> bytes:
-    image = Image.open(TESTDATA / "large" / "Kleiber_by_Lukas_Baubkus.jpg").convert("RGB")
+    image = Image.open(testdata("large/Kleiber_by_Lukas_Baubkus.jpg")).convert("RGB")
     image = image.resize((4000, 3000), Image.Resampling.LANCZOS)
     out = io.BytesIO()
     image.save(out, "JPEG", quality=90)

@@ -18,7 +18,39 @@ from glimpse.container import Container
 from glimpse.db.migrate import upgrade_to_head
 from glimpse.worker import drain
 
-TESTDATA = Path(__file__).resolve().parents[1].parent / "shared" / "testdata"
+# The test photographs live in the repo (tests/data/README.md says where each comes from).
+TESTDATA = Path(__file__).resolve().parent / "data"
+
+
+def testdata(relative: str) -> Path:
+    """The test photograph at `relative` under tests/data/; a missing one is an error that names
+    it, never a test that silently runs on nothing (or a parametrised case that vanishes)."""
+    path = TESTDATA / relative
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"test photograph {relative!r} is missing: expected at {path} "
+            "(tests/data/ is part of the repository; see tests/data/README.md)"
+        )
+    return path
+
+
+testdata.__test__ = False  # type: ignore[attr-defined]  # a helper, though its name starts with "test"
+
+
+# The photographs that parametrised tests run on, named one by one: a glob of a missing or
+# emptied folder would make their cases vanish without a word.
+ORIENTATION_PHOTOS = [
+    f"orientation/{shape}_{n}.jpg" for shape in ("Landscape", "Portrait") for n in range(9)
+]
+CAMERA_PHOTOS = [
+    "camera/DSCN0010.jpg",
+    "camera/DSCN0021.jpg",
+    "camera/DSCN0025.jpg",
+    "camera/canon_hdr_YES.jpg",
+    "camera/iphone_hdr_YES.jpg",
+]
+LARGE_JPEGS = ["large/Kleiber_by_Lukas_Baubkus.jpg", "large/string.jpg"]
+HEIC_PHOTOS = ["heic/IMG_5195.HEIC", "heic/iphone_13_pro_max.HEIC"]
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
+from glimpse import __version__
 from glimpse.config import Settings
 from glimpse.db.migrate import upgrade_to_head
 
@@ -29,6 +30,25 @@ MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 app = typer.Typer(help="Glimpse: self-hostable photo and video sharing.", no_args_is_help=True)
 log = logging.getLogger("glimpse")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"glimpse {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Glimpse: self-hostable photo and video sharing."""
+
 
 DataDir = Annotated[
     Path | None,
@@ -43,6 +63,15 @@ def _settings(data_dir: Path | None) -> Settings:
     if data_dir is not None:
         settings = settings.model_copy(update={"data_dir": data_dir})
     return settings
+
+
+def worker_count(settings: Settings, workers: int | None, no_workers: bool) -> int:
+    """Worker processes beside the API: --no-workers, else the flag, else GLIMPSE_WORKERS;
+    unset or 0 means one per core."""
+    if no_workers:
+        return 0
+    chosen = workers if workers is not None else settings.workers
+    return chosen or os.cpu_count() or 1
 
 
 def _setup_logging() -> None:
@@ -239,10 +268,22 @@ def _is_alive(serve_folder: Path) -> bool:
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            help="Address to listen on (or GLIMPSE_HOST; default 127.0.0.1).", show_default=False
+        ),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(help="Port to listen on (or GLIMPSE_PORT; default 8000).", show_default=False),
+    ] = None,
     workers: Annotated[
-        int | None, typer.Option(help="Worker processes beside the API (default: one per core).")
+        int | None,
+        typer.Option(
+            help="Worker processes beside the API (or GLIMPSE_WORKERS; default or 0: one per core).",
+            show_default=False,
+        ),
     ] = None,
     no_workers: Annotated[bool, typer.Option("--no-workers", help="Run the API alone.")] = False,
     data_dir: DataDir = None,
@@ -250,13 +291,14 @@ def serve(
     """Run the API and its worker processes. Creates and migrates the embedded database on first start."""
     _setup_logging()
     settings = _settings(data_dir)
+    host = host if host is not None else settings.host
+    port = port if port is not None else settings.port
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     own_metrics = _share_metrics(settings.data_dir / "metrics")
     if settings.is_sqlite:
         upgrade_to_head(settings.resolved_database_url)
     settings.resolved_secret_key()  # made once here, before the processes race to make it
-    count = 0 if no_workers else (workers if workers is not None else os.cpu_count() or 1)
-    supervisor = WorkerSupervisor(settings, count)
+    supervisor = WorkerSupervisor(settings, worker_count(settings, workers, no_workers))
     supervisor.start()
     from glimpse.app import create_app
 

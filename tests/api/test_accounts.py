@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -190,6 +191,28 @@ async def test_token_issued_already_expired_is_refused(glimpse: Glimpse) -> None
     assert_error(await glimpse.client.get("/api/v1/me", headers=headers), 401)
 
 
+async def test_tokens_are_stored_only_as_their_hash(glimpse: Glimpse) -> None:
+    # A copy of the database (a backup, a stolen disk) must not let anyone sign in as anyone.
+    await create(glimpse, username="alice", password="correct horse")
+    tokens = []
+    for _ in range(2):
+        response = await token_for(glimpse, "alice", "correct horse")
+        tokens.append(response.json()["access_token"])
+    async with glimpse.container.db.read() as session:
+        rows = (await session.execute(text("SELECT * FROM access_tokens"))).all()
+    assert len(rows) == len(tokens)
+    stored = [str(value) for row in rows for value in row]
+    for token in tokens:
+        assert not any(token in value for value in stored), "a token is stored as it is"
+        assert hashlib.sha256(token.encode()).hexdigest() in stored
+    database = glimpse.container.settings.data_dir / "glimpse.db"
+    on_disk = b"".join(
+        p.read_bytes() for p in (database, database.with_name("glimpse.db-wal")) if p.exists()
+    )
+    for token in tokens:
+        assert token.encode() not in on_disk
+
+
 async def test_expired_token_is_401(glimpse: Glimpse) -> None:
     headers = await glimpse.signup("alice")
     assert (await glimpse.client.get("/api/v1/me", headers=headers)).status_code == 200
@@ -280,6 +303,32 @@ async def test_upload_over_daily_quota_is_429_with_retry_after(glimpse: Glimpse)
     response = await glimpse.upload(headers)
     assert_error(response, 429)
     assert int(response.headers["Retry-After"]) > 0
+
+
+PHOTO = jpeg_bytes((400, 300))
+
+
+@pytest.mark.parametrize(
+    ("settings", "code"),
+    [
+        # Room for one photo and a half: the second photo passes the quota.
+        ({"quota_bytes_per_day": len(PHOTO) * 3 // 2}, "quota_bytes"),
+        ({"quota_bytes_stored": len(PHOTO) * 3 // 2}, "quota_storage"),
+    ],
+    indirect=["settings"],
+)
+async def test_upload_over_a_byte_quota_is_429_with_retry_after(
+    glimpse: Glimpse, code: str
+) -> None:
+    headers = await glimpse.signup("alice")
+    assert (await glimpse.upload(headers, files=[("a.jpg", PHOTO)])).status_code == 202
+    response = await glimpse.upload(headers, files=[("b.jpg", PHOTO)])
+    assert_error(response, 429, code)
+    assert int(response.headers["Retry-After"]) > 0
+    # Refused whole: nothing of it was stored or counted.
+    me = (await glimpse.client.get("/api/v1/me", headers=headers)).json()
+    assert me["usage"]["uploads_today"] == 1
+    assert me["usage"]["bytes_today"] == len(PHOTO)
 
 
 async def test_patch_me_changes_display_name_bio_and_privacy(glimpse: Glimpse) -> None:

@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from glimpse.media import origin
 from glimpse.posts import service as posts_service
+from glimpse.worker import drain
 from tests.conftest import Glimpse, assert_error, jpeg_bytes
 
 
@@ -326,9 +327,13 @@ async def test_private_media_with_a_forged_or_expired_signature_is_404(
     assert (await glimpse.client.get(signed)).status_code == 200
     plain, query = signed.split("?")
     exp, sig = (part.split("=", 1)[1] for part in query.split("&"))
+    # Another last character, always: replacing it with "A" forged nothing whenever the real
+    # signature ended in "A" (a whole hour in four, as the expiry is rounded to the hour).
+    flipped = sig[:-1] + ("A" if sig[-1] != "A" else "B")
+    assert flipped != sig
     for url in (
         f"{plain}?exp={int(exp) + 3600}&sig={sig}",  # a later expiry, same signature
-        f"{plain}?exp={exp}&sig={sig[:-1]}A",
+        f"{plain}?exp={exp}&sig={flipped}",
         f"{plain}?exp={exp}",
         f"{plain}?sig={sig}",
         f"{plain}?exp=1&sig={sig}",
@@ -339,6 +344,29 @@ async def test_private_media_with_a_forged_or_expired_signature_is_404(
     # Signed for another key, it opens nothing else.
     other_key = plain.rsplit("/", 1)[0] + "/" + "ab" * 32 + ".jpg"
     assert_error(await glimpse.client.get(f"{other_key}?exp={exp}&sig={sig}"), 404)
+
+
+async def test_media_of_a_post_still_processing_is_signed_private_and_not_public(
+    glimpse: Glimpse,
+) -> None:
+    # A two-photo post whose first photo is done: its variants exist, the post is unfinished.
+    headers = await glimpse.signup("alice")
+    photos = [("a.jpg", jpeg_bytes((400, 300))), ("b.jpg", jpeg_bytes((300, 400), (9, 9, 9)))]
+    post_id = (await glimpse.upload(headers, files=photos)).json()["id"]
+    for _ in range(10):
+        await drain(glimpse.container, max_jobs=1)
+        post = (await glimpse.client.get(f"/api/v1/posts/{post_id}", headers=headers)).json()
+        urls = [v["url"] for m in post["media"] for v in m["variants"]]
+        if urls:
+            break
+    assert post["status"] == "processing" and urls, post
+    for url in urls:
+        plain, _, query = url.partition("?")
+        assert query.startswith("exp=") and "&sig=" in query, url
+        assert_error(await glimpse.client.get(plain), 404, "media_not_found")
+        served = await glimpse.client.get(url)
+        assert served.status_code == 200
+        assert served.headers["cache-control"] == "private, no-cache"
 
 
 def _count_lookups(monkeypatch: pytest.MonkeyPatch) -> list[str]:

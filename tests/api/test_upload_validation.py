@@ -17,10 +17,11 @@ import httpx
 import pytest
 from PIL import Image
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from glimpse.posts import upload
 from glimpse.posts.upload import HEADER_PROBE_BYTES, HEADER_PROBE_GROWTH
-from tests.conftest import TESTDATA, Glimpse, assert_error, jpeg_bytes
+from tests.conftest import Glimpse, assert_error, jpeg_bytes, testdata
 
 BOUNDARY = "glimpse-test-boundary"
 
@@ -528,18 +529,56 @@ async def test_upload_without_a_token_is_401(glimpse: Glimpse) -> None:
     await refused(glimpse, response, 401)
 
 
+async def test_a_failed_write_after_the_originals_were_stored_removes_them(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The originals are stored before the transaction that records the post; if that
+    # transaction fails, nothing records them and the request must take them away again.
+    from glimpse.posts import service
+
+    real_create_post = service.create_post
+
+    async def create_then_fail(*args: Any, **kwargs: Any) -> Any:
+        await real_create_post(*args, **kwargs)
+        assert len(glimpse.stored_files()) == 2  # stored by now, as the test means
+        raise OperationalError("COMMIT", {}, Exception("disk I/O"), connection_invalidated=True)
+
+    headers = await glimpse.signup()
+    monkeypatch.setattr(service, "create_post", create_then_fail)
+    files = [("a.jpg", jpeg_bytes()), ("b.jpg", jpeg_bytes(color=(1, 2, 3)))]
+    response = await glimpse.upload(headers, files=files)
+    assert_error(response, 503)
+    await assert_nothing_written(glimpse)
+    monkeypatch.setattr(service, "create_post", real_create_post)
+    assert (await glimpse.upload(headers, files=files)).status_code == 202
+
+
 # --- accepted, then processed -----------------------------------------------------------------
 
 
 async def test_truncated_jpeg_fails_with_a_reason_only_its_author_sees(glimpse: Glimpse) -> None:
     author = await glimpse.signup("alice")
     other = await glimpse.signup("bob")
-    data = (TESTDATA / "invalid" / "corrupted.jpg").read_bytes()
+    data = testdata("invalid/corrupted.jpg").read_bytes()
     response = await glimpse.upload(author, files=[("corrupted.jpg", data)])
     post = await process(glimpse, author, response)
     assert post["status"] == "failed"
-    assert isinstance(post["error"]["code"], str) and post["error"]["code"]
+    # A reason in the photo itself, not "kept failing": and so tried once, never retried.
+    assert post["error"]["code"] == "undecodable_image", post
     assert isinstance(post["error"]["message"], str) and post["error"]["message"]
+    async with glimpse.container.db.read() as session:
+        attempts = (
+            (
+                await session.execute(
+                    text(
+                        "SELECT attempts FROM jobs WHERE name = 'process_media' AND state = 'dead'"
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert attempts == [1]
     assert_error(await glimpse.client.get(f"/api/v1/posts/{post['id']}", headers=other), 404)
     # Nothing was published: not in the grid, not counted.
     grid = await glimpse.client.get("/api/v1/users/alice/posts", headers=author)
@@ -552,7 +591,7 @@ async def test_truncated_jpeg_fails_with_a_reason_only_its_author_sees(glimpse: 
 
 async def test_photo_with_malformed_exif_becomes_ready(glimpse: Glimpse) -> None:
     headers = await glimpse.signup()
-    data = (TESTDATA / "invalid" / "invalid_exif_image01088.jpg").read_bytes()
+    data = testdata("invalid/invalid_exif_image01088.jpg").read_bytes()
     post = await process(glimpse, headers, await glimpse.upload(headers, files=[("e.jpg", data)]))
     assert post["status"] == "ready", post
     assert len(post["media"][0]["variants"]) == 8
@@ -561,7 +600,7 @@ async def test_photo_with_malformed_exif_becomes_ready(glimpse: Glimpse) -> None
 async def test_heic_from_a_phone_becomes_ready_as_jpeg_and_webp(glimpse: Glimpse) -> None:
     headers = await glimpse.signup()
     name = "IMG_5195.HEIC"
-    data = (TESTDATA / "heic" / name).read_bytes()
+    data = testdata(f"heic/{name}").read_bytes()
     response = await glimpse.upload(headers, files=[(name, data)])
     post = await process(glimpse, headers, response)
     assert post["status"] == "ready", post
@@ -598,7 +637,7 @@ async def test_rgba_png_becomes_ready_with_transparency_flattened_onto_white(
     glimpse: Glimpse,
 ) -> None:
     headers = await glimpse.signup()
-    data = (TESTDATA / "large" / "goldfish.png").read_bytes()
+    data = testdata("large/goldfish.png").read_bytes()
     response = await glimpse.upload(headers, files=[("goldfish.png", data)])
     post = await process(glimpse, headers, response)
     assert post["status"] == "ready", post

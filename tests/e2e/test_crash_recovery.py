@@ -4,18 +4,17 @@ the dead one's lease runs out."""
 from __future__ import annotations
 
 import io
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 from PIL import Image
 
-from tests.e2e.test_serve import Server, _sign_up, _wait_ready
+from tests.e2e.test_serve import _sign_up, _wait_ready
+from tests.servers import Server, Worker
 
 LEASE_SECONDS = "2"
 
@@ -29,17 +28,6 @@ def _slow_photo() -> bytes:
     return out.getvalue()
 
 
-def _start_worker(data_dir: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "glimpse.cli", "worker", "--data-dir", str(data_dir)],
-        env={
-            **os.environ,
-            "GLIMPSE_LOG_LEVEL": "WARNING",
-            "GLIMPSE_JOB_LEASE_SECONDS": LEASE_SECONDS,
-        },
-    )
-
-
 def _job_states(data_dir: Path) -> list[tuple[str, str, int]]:
     with sqlite3.connect(data_dir / "glimpse.db") as db:
         return list(
@@ -49,36 +37,36 @@ def _job_states(data_dir: Path) -> list[tuple[str, str, int]]:
         )
 
 
-def test_a_worker_killed_mid_job_leaves_work_another_worker_finishes(tmp_path: Path) -> None:
+def test_a_worker_killed_mid_job_leaves_work_another_worker_finishes(
+    tmp_path: Path,
+    start_server: Callable[..., Server],
+    start_worker: Callable[..., Worker],
+) -> None:
     data_dir = tmp_path / "data"
-    server = Server(data_dir, "--no-workers")
-    try:
-        with httpx.Client(base_url=server.base, timeout=60) as client:
-            headers = _sign_up(client)
-            response = client.post(
-                "/api/v1/posts", headers=headers, files=[("file", ("big.png", _slow_photo()))]
-            )
-            assert response.status_code == 202, response.text
-            post_id = response.json()["id"]
+    server = start_server(data_dir, "--no-workers")
+    lease = {"GLIMPSE_JOB_LEASE_SECONDS": LEASE_SECONDS}
+    with httpx.Client(base_url=server.base, timeout=60) as client:
+        headers = _sign_up(client)
+        response = client.post(
+            "/api/v1/posts", headers=headers, files=[("file", ("big.png", _slow_photo()))]
+        )
+        assert response.status_code == 202, response.text
+        post_id = response.json()["id"]
 
-            doomed = _start_worker(data_dir)
-            deadline = time.monotonic() + 30
-            while _job_states(data_dir) != [("process_media", "running", 1)]:
-                assert time.monotonic() < deadline, _job_states(data_dir)
-                time.sleep(0.005)
-            doomed.send_signal(signal.SIGKILL)  # no chance to finish or clean up
-            doomed.wait(timeout=10)
-            post = client.get(f"/api/v1/posts/{post_id}", headers=headers).json()
-            assert post["status"] == "processing"  # the kill came before the work was stored
+        doomed = start_worker(data_dir, lease)
+        deadline = time.monotonic() + 30
+        while _job_states(data_dir) != [("process_media", "running", 1)]:
+            assert time.monotonic() < deadline, _job_states(data_dir)
+            time.sleep(0.005)
+        doomed.process.send_signal(signal.SIGKILL)  # no chance to finish or clean up
+        doomed.process.wait(timeout=10)
+        post = client.get(f"/api/v1/posts/{post_id}", headers=headers).json()
+        assert post["status"] == "processing"  # the kill came before the work was stored
 
-            survivor = _start_worker(data_dir)
-            try:
-                post = _wait_ready(client, headers, post_id)
-            finally:
-                survivor.send_signal(signal.SIGTERM)
-                assert survivor.wait(timeout=60) == 0
-        assert post["status"] == "ready"
-        assert all(v["width"] > 0 for m in post["media"] for v in m["variants"])  # type: ignore[index]
-        assert _job_states(data_dir) == []  # done, not dead
-    finally:
-        assert server.stop() == 0
+        survivor = start_worker(data_dir, lease)
+        post = _wait_ready(client, headers, post_id)
+        assert survivor.stop() == 0
+    assert post["status"] == "ready"
+    assert all(v["width"] > 0 for m in post["media"] for v in m["variants"])  # type: ignore[index]
+    assert _job_states(data_dir) == []  # done, not dead
+    assert server.stop() == 0

@@ -6,10 +6,8 @@ import io
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -17,48 +15,10 @@ import psutil
 import pytest
 from PIL import Image
 
-from tests.conftest import TESTDATA
+from tests.conftest import testdata
+from tests.servers import Server, Worker, free_port
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "glimpse.cli",
-                "serve",
-                "--port",
-                str(self.port),
-                "--data-dir",
-                str(data_dir),
-                *args,
-            ],
-            env={**os.environ, "GLIMPSE_LOG_LEVEL": "WARNING", **(env or {})},
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert self.process.poll() is None, "glimpse serve exited during start-up"
-            time.sleep(0.1)
-        self.stop()
-        raise AssertionError("glimpse serve did not become ready")
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=60)
+StartServer = Callable[..., Server]
 
 
 @pytest.fixture
@@ -67,11 +27,8 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def server(data_dir: Path) -> Iterator[Server]:
-    server = Server(data_dir, "--workers", "1")
-    yield server
-    if server.process.poll() is None:
-        server.stop()
+def server(data_dir: Path, start_server: StartServer) -> Server:
+    return start_server(data_dir, "--workers", "1")
 
 
 def _sign_up(client: httpx.Client, username: str = "ada") -> dict[str, str]:
@@ -115,9 +72,7 @@ def test_serve_processes_an_upload_and_serves_clean_variants(server: Server) -> 
     with httpx.Client(base_url=server.base, timeout=30) as client:
         headers = _sign_up(client)
         # Orientation 6, with GPS tags.
-        post_id = _publish(
-            client, headers, TESTDATA / "camera" / "canon_hdr_YES.jpg", filter="juno"
-        )
+        post_id = _publish(client, headers, testdata("camera/canon_hdr_YES.jpg"), filter="juno")
         post = _wait_ready(client, headers, post_id)
         assert post["status"] == "ready"
         media = post["media"][0]  # type: ignore[index]
@@ -134,7 +89,7 @@ def test_serve_processes_an_upload_and_serves_clean_variants(server: Server) -> 
 def test_the_api_metrics_include_what_the_worker_processes_did(server: Server) -> None:
     with httpx.Client(base_url=server.base, timeout=30) as client:
         headers = _sign_up(client)
-        post_id = _publish(client, headers, TESTDATA / "camera" / "DSCN0010.jpg")
+        post_id = _publish(client, headers, testdata("camera/DSCN0010.jpg"))
         assert _wait_ready(client, headers, post_id)["status"] == "ready"
         # Counted in the worker process once the job is settled (a moment after the post
         # turned ready), shown by the API process.
@@ -161,84 +116,77 @@ def test_serve_refuses_path_traversal_over_raw_http(server: Server, data_dir: Pa
         assert secret.encode() not in answer and b"SQLite format" not in answer
 
 
-def test_serve_answers_413_before_reading_an_oversized_body(data_dir: Path) -> None:
-    server = Server(data_dir, "--no-workers", env={"GLIMPSE_MAX_IMAGE_BYTES": "100000"})
-    try:
-        with httpx.Client(base_url=server.base, timeout=30) as client:
-            headers = _sign_up(client)
-            big = b"\xff\xd8\xff\xe0" + os.urandom(3_000_000)
-            response = client.post(
-                "/api/v1/posts", headers=headers, files=[("file", ("big.jpg", big))]
-            )
-            assert response.status_code == 413
-            assert response.json()["error"]["code"] == "file_too_large"
-            assert not list((data_dir / "media").rglob("upload-*"))
-    finally:
-        assert server.stop() == 0
-
-
-def test_a_stalled_upload_is_answered_and_its_connection_let_go(data_dir: Path) -> None:
-    server = Server(data_dir, "--no-workers", env={"GLIMPSE_UPLOAD_IDLE_TIMEOUT_SECONDS": "1"})
-    try:
-        with httpx.Client(base_url=server.base, timeout=30) as client:
-            token = _sign_up(client)["Authorization"]
-        part = (
-            b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'
-            + b"\xff\xd8\xff\xe0"
-            + b"\x00" * 100_000
-        )
-        head = (
-            "POST /api/v1/posts HTTP/1.1\r\nHost: glimpse\r\n"
-            f"Authorization: {token}\r\n"
-            "Content-Type: multipart/form-data; boundary=B\r\n"
-            f"Content-Length: {len(part) + 500_000}\r\n\r\n"
-        ).encode()
-        # The server must close the connection itself, not hold it for the 30 s an error may
-        # spend draining a body that is still arriving: the socket gives up before that.
-        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as s:
-            s.sendall(head + part)  # ...and then nothing more
-            answer = b""
-            while chunk := s.recv(65536):
-                answer += chunk
-        assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
-        assert b'"upload_stalled"' in answer
-        assert not list((data_dir / "media").rglob("upload-*"))
-    finally:
-        assert server.stop() == 0
-
-
-def test_queued_work_survives_a_restart_and_a_separate_worker_finishes_it(data_dir: Path) -> None:
-    # The API alone accepts the upload; nothing processes it before the server goes away.
-    server = Server(data_dir, "--no-workers")
+def test_serve_answers_413_before_reading_an_oversized_body(
+    data_dir: Path, start_server: StartServer
+) -> None:
+    server = start_server(data_dir, "--no-workers", env={"GLIMPSE_MAX_IMAGE_BYTES": "100000"})
     with httpx.Client(base_url=server.base, timeout=30) as client:
         headers = _sign_up(client)
-        post_id = _publish(client, headers, TESTDATA / "orientation" / "Landscape_3.jpg")
+        big = b"\xff\xd8\xff\xe0" + os.urandom(3_000_000)
+        response = client.post("/api/v1/posts", headers=headers, files=[("file", ("big.jpg", big))])
+        assert response.status_code == 413
+        assert response.json()["error"]["code"] == "file_too_large"
+        assert not list((data_dir / "media").rglob("upload-*"))
+    assert server.stop() == 0
+
+
+def test_a_stalled_upload_is_answered_and_its_connection_let_go(
+    data_dir: Path, start_server: StartServer
+) -> None:
+    server = start_server(
+        data_dir, "--no-workers", env={"GLIMPSE_UPLOAD_IDLE_TIMEOUT_SECONDS": "1"}
+    )
+    with httpx.Client(base_url=server.base, timeout=30) as client:
+        token = _sign_up(client)["Authorization"]
+    part = (
+        b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'
+        + b"\xff\xd8\xff\xe0"
+        + b"\x00" * 100_000
+    )
+    head = (
+        "POST /api/v1/posts HTTP/1.1\r\nHost: glimpse\r\n"
+        f"Authorization: {token}\r\n"
+        "Content-Type: multipart/form-data; boundary=B\r\n"
+        f"Content-Length: {len(part) + 500_000}\r\n\r\n"
+    ).encode()
+    # The server must close the connection itself, not hold it for the 30 s an error may
+    # spend draining a body that is still arriving: the socket gives up before that.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as s:
+        s.sendall(head + part)  # ...and then nothing more
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert b'"upload_stalled"' in answer
+    assert not list((data_dir / "media").rglob("upload-*"))
+    assert server.stop() == 0
+
+
+def test_queued_work_survives_a_restart_and_a_separate_worker_finishes_it(
+    data_dir: Path, start_server: StartServer, start_worker: Callable[..., Worker]
+) -> None:
+    # The API alone accepts the upload; nothing processes it before the server goes away.
+    server = start_server(data_dir, "--no-workers")
+    with httpx.Client(base_url=server.base, timeout=30) as client:
+        headers = _sign_up(client)
+        post_id = _publish(client, headers, testdata("orientation/Landscape_3.jpg"))
     assert [p.name for p in (data_dir / "metrics").iterdir()] != []  # this serve's, while it runs
     assert server.stop() == 0
     assert list((data_dir / "metrics").iterdir()) == []  # a clean stop takes its metrics along
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "glimpse.cli", "worker", "--data-dir", str(data_dir)],
-        env={**os.environ, "GLIMPSE_LOG_LEVEL": "WARNING"},
-    )
-    try:
-        server = Server(data_dir, "--no-workers")
-        with httpx.Client(base_url=server.base, timeout=30) as client:
-            post = _wait_ready(client, headers, post_id)
-        assert post["status"] == "ready"
-        assert server.stop() == 0
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        assert worker.wait(timeout=60) == 0
+    worker = start_worker(data_dir)
+    server = start_server(data_dir, "--no-workers")
+    with httpx.Client(base_url=server.base, timeout=30) as client:
+        post = _wait_ready(client, headers, post_id)
+    assert post["status"] == "ready"
+    assert server.stop() == 0
+    assert worker.stop() == 0
 
 
-def test_workers_stop_by_themselves_when_serve_is_killed_outright(data_dir: Path) -> None:
-    server = Server(data_dir, "--workers", "1")
-    workers = [
-        p
-        for p in psutil.Process(server.process.pid).children()
-        if "multiprocessing" in " ".join(p.cmdline())
-        and "resource_tracker" not in " ".join(p.cmdline())
-    ]
+def test_workers_stop_by_themselves_when_serve_is_killed_outright(
+    data_dir: Path, start_server: StartServer
+) -> None:
+    server = start_server(data_dir, "--workers", "1")
+    workers = server.worker_processes()
     assert len(workers) == 1
     server.process.send_signal(signal.SIGKILL)
     server.process.wait(timeout=10)
@@ -249,18 +197,50 @@ def test_workers_stop_by_themselves_when_serve_is_killed_outright(data_dir: Path
 
 
 def test_an_unusable_metrics_folder_costs_only_the_shared_metrics(
-    data_dir: Path, tmp_path: Path
+    data_dir: Path, tmp_path: Path, start_server: StartServer
 ) -> None:
     not_a_folder = tmp_path / "a-file"
     not_a_folder.write_text("")
-    server = Server(
+    server = start_server(
         data_dir, "--no-workers", env={"PROMETHEUS_MULTIPROC_DIR": str(not_a_folder / "metrics")}
     )
-    try:
-        with httpx.Client(base_url=server.base, timeout=30) as client:
-            assert client.get("/healthz").status_code == 200
-            response = client.get("/metrics")
-            assert response.status_code == 200
-            assert "glimpse_http_requests_total" in response.text
-    finally:
-        assert server.stop() == 0
+    with httpx.Client(base_url=server.base, timeout=30) as client:
+        assert client.get("/healthz").status_code == 200
+        response = client.get("/metrics")
+        assert response.status_code == 200
+        assert "glimpse_http_requests_total" in response.text
+    assert server.stop() == 0
+
+
+def test_host_port_and_workers_come_from_their_variables(
+    data_dir: Path, start_server: StartServer
+) -> None:
+    # 127.0.0.2 is loopback too, and no default: the server answering there listened where
+    # GLIMPSE_HOST and GLIMPSE_PORT said.
+    # One more worker than cores, so that the default could not give the same count.
+    count = (os.cpu_count() or 1) + 1
+    server = start_server(
+        data_dir, host="127.0.0.2", via_env=True, env={"GLIMPSE_WORKERS": str(count)}
+    )
+    assert len(server.worker_processes()) == count
+    assert server.stop() == 0
+
+
+def test_flags_win_over_the_variables(
+    data_dir: Path, tmp_path: Path, start_server: StartServer
+) -> None:
+    elsewhere = free_port()
+    server = start_server(
+        data_dir,
+        "--workers",
+        "1",
+        env={"GLIMPSE_HOST": "127.0.0.2", "GLIMPSE_PORT": str(elsewhere), "GLIMPSE_WORKERS": "2"},
+    )
+    assert httpx.get(f"{server.base}/healthz").status_code == 200  # where --host/--port said
+    assert len(server.worker_processes()) == 1
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.2:{elsewhere}/healthz")
+    no_workers = start_server(tmp_path / "other", "--no-workers", env={"GLIMPSE_WORKERS": "2"})
+    assert no_workers.worker_processes() == []
+    assert server.stop() == 0
+    assert no_workers.stop() == 0

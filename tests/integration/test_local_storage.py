@@ -222,6 +222,52 @@ async def test_writes_reach_the_disk_before_the_object_is_visible(
         assert store + folder in synced
 
 
+class _Fsync:
+    """One fsync call: what it synced, and whether the object's final name existed yet."""
+
+    def __init__(self, fd: int, final: Path) -> None:
+        st = os.fstat(fd)
+        self.is_dir = stat.S_ISDIR(st.st_mode)
+        self.inode = st.st_ino
+        self.path = os.readlink(f"/proc/self/fd/{fd}")
+        self.final_visible = final.exists()
+
+
+@pytest.mark.parametrize("how", ["put_bytes", "put_file"])
+async def test_each_write_syncs_its_bytes_before_the_rename_and_its_folder_after(
+    storage: LocalStorage, root: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    # put_bytes (variants) and put_file (originals) each, on their own: a test of both writes
+    # at once passed as long as either of them synced.
+    key = f"{how}/ab/object"
+    final = root.resolve() / key
+    await storage.put_bytes(f"{how}/ab/other", b"the folder exists already", "text/plain")
+    calls: list[_Fsync] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        calls.append(_Fsync(fd, final))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    if how == "put_bytes":
+        await storage.put_bytes(key, b"variant bytes", "image/jpeg")
+    else:
+        staged = storage.staging_dir() / "upload.part"
+        staged.write_bytes(b"original bytes")
+        await storage.put_file(key, staged, "image/jpeg")
+
+    inode = final.stat().st_ino
+    assert any(not c.is_dir and c.inode == inode and not c.final_visible for c in calls), (
+        "the object's bytes were not synced before it took its name",
+        [(c.path, c.final_visible) for c in calls],
+    )
+    assert any(c.is_dir and c.path == str(final.parent) and c.final_visible for c in calls), (
+        "the folder holding the new name was not synced after the rename",
+        [(c.path, c.final_visible) for c in calls],
+    )
+
+
 def _folders_fail_to_fsync(monkeypatch: pytest.MonkeyPatch, error: int) -> None:
     real_fsync = os.fsync
 

@@ -15,7 +15,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -24,6 +23,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+
+from glimpse.db.migrate import current_revision
 
 
 def use_wal(dbapi_connection: Any) -> None:
@@ -99,9 +100,7 @@ class Database:
     async def schema_revision(self) -> str | None:
         """The Alembic revision the database is at (a real round trip, for /readyz)."""
         async with self.read_engine.connect() as connection:
-            return await connection.run_sync(
-                lambda sync: MigrationContext.configure(sync).get_current_revision()
-            )
+            return await connection.run_sync(current_revision)
 
     async def dispose(self) -> None:
         await self.write_engine.dispose()

@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
@@ -11,8 +9,7 @@ from glimpse.media.filters import (
     tone_curve,
     vignette_factor,
 )
-
-TESTDATA = Path(__file__).resolve().parents[3].parent / "shared" / "testdata"
+from tests.conftest import testdata
 
 NON_NORMAL = [name for name in FILTERS if name != "normal"]
 BLACK_AND_WHITE = ("moon", "inkwell")
@@ -20,7 +17,7 @@ BLACK_AND_WHITE = ("moon", "inkwell")
 
 @pytest.fixture(scope="module")
 def photo() -> Image.Image:
-    with Image.open(TESTDATA / "orientation" / "Landscape_1.jpg") as im:
+    with Image.open(testdata("orientation/Landscape_1.jpg")) as im:
         im.draft("RGB", (450, 300))
         return im.convert("RGB")
 

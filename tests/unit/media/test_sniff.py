@@ -13,8 +13,7 @@ from glimpse.media.sniff import (
     jpeg_scan_damage,
     sniff_media_type,
 )
-
-TESTDATA = Path(__file__).resolve().parents[3].parent / "shared" / "testdata"
+from tests.conftest import CAMERA_PHOTOS, HEIC_PHOTOS, LARGE_JPEGS, ORIENTATION_PHOTOS, testdata
 
 
 def _head(path: Path) -> bytes:
@@ -45,12 +44,12 @@ def _ftyp(major: bytes, *compatible: bytes) -> bytes:
     ],
 )
 def test_real_files_are_sniffed_by_content(relative: str, expected: MediaType) -> None:
-    assert sniff_media_type(_head(TESTDATA / relative)) is expected
+    assert sniff_media_type(_head(testdata(relative))) is expected
 
 
 def test_png_renamed_jpg_is_png(tmp_path: Path) -> None:
     liar = tmp_path / "holiday.jpg"
-    liar.write_bytes((TESTDATA / "large" / "goldfish.png").read_bytes()[:4096])
+    liar.write_bytes(testdata("large/goldfish.png").read_bytes()[:4096])
     assert sniff_media_type(_head(liar)) is MediaType.PNG
 
 
@@ -102,25 +101,21 @@ def test_only_image_types_are_images() -> None:
 
 
 @pytest.mark.parametrize(
-    "path",
-    sorted((TESTDATA / "orientation").glob("*.jpg"))
-    + sorted((TESTDATA / "camera").glob("*.jpg"))
-    + sorted((TESTDATA / "large").glob("*.jpg"))
-    + [TESTDATA / "invalid" / "invalid_exif_image01088.jpg"],
-    ids=lambda p: p.name,
+    "relative",
+    ORIENTATION_PHOTOS + CAMERA_PHOTOS + LARGE_JPEGS + ["invalid/invalid_exif_image01088.jpg"],
 )
-def test_intact_jpegs_show_no_scan_damage(path: Path) -> None:
-    assert jpeg_scan_damage(path.read_bytes()) is None
+def test_intact_jpegs_show_no_scan_damage(relative: str) -> None:
+    assert jpeg_scan_damage(testdata(relative).read_bytes()) is None
 
 
 def test_overwritten_scan_data_is_damage() -> None:
-    damage = jpeg_scan_damage((TESTDATA / "invalid" / "corrupted.jpg").read_bytes())
+    damage = jpeg_scan_damage(testdata("invalid/corrupted.jpg").read_bytes())
     assert damage is not None
     assert "corrupt" in damage
 
 
 def test_restart_markers_in_sequence_pass_and_a_lost_one_is_damage() -> None:
-    photo = Image.open(TESTDATA / "orientation" / "Landscape_1.jpg").reduce(4)
+    photo = Image.open(testdata("orientation/Landscape_1.jpg")).reduce(4)
     for progressive in (False, True):
         data = _photo_bytes(photo, progressive=progressive)
         assert data.count(b"\xff\xd3") > 0
@@ -143,9 +138,9 @@ def _box(kind: bytes, payload: bytes, *, declared: int | None = None, wide: bool
     return size.to_bytes(4, "big") + kind + payload
 
 
-@pytest.mark.parametrize("path", sorted((TESTDATA / "heic").glob("*.HEIC")), ids=lambda p: p.name)
-def test_whole_heic_files_are_not_truncated(path: Path) -> None:
-    assert iso_bmff_truncation(path.read_bytes()) is None
+@pytest.mark.parametrize("relative", HEIC_PHOTOS)
+def test_whole_heic_files_are_not_truncated(relative: str) -> None:
+    assert iso_bmff_truncation(testdata(relative).read_bytes()) is None
 
 
 @pytest.mark.parametrize(
