@@ -120,7 +120,7 @@ def build_container(settings: Settings, *, node_id: int | None = None) -> Contai
         ids=IdGenerator(
             fixed_node if fixed_node is not None else random.SystemRandom().randint(0, MAX_NODE)
         ),
-        passwords=PasswordHasher(settings.password_hash_concurrency),
+        passwords=PasswordHasher(settings.password_hash_concurrency, settings.password_hash_queue),
         secret_key=secret_key,
         media_urls=MediaUrls(
             settings.media_base_url, secret_key, settings.private_media_url_ttl_seconds
