@@ -16,7 +16,6 @@ from glimpse.accounts.schemas import (
 )
 from glimpse.api.deps import Caller, ContainerDep
 from glimpse.api.errors import error_responses
-from glimpse.errors import Unauthenticated
 from glimpse.posts import service as posts
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"], responses=error_responses(422, 503))
@@ -46,34 +45,17 @@ def user_out(user: User, viewer_id: int | None) -> UserOut:
 )
 async def create_account(body: AccountCreate, container: ContainerDep) -> UserOut:
     """Create an account. The username is lowercase letters, digits, `_` and `.`; new accounts are public."""
-    async with container.db.read() as session:
-        # Checked before hashing too, so that a taken name costs no argon2 round.
-        await accounts.ensure_username_free(session, body.username)
-    password_hash = await container.passwords.hash(body.password)
-    async with container.db.write() as session:
-        user = await accounts.create_account(
-            session,
-            container.ids,
-            username=body.username,
-            password_hash=password_hash,
-            display_name=body.display_name,
-        )
+    user = await accounts.sign_up(
+        container, username=body.username, password=body.password, display_name=body.display_name
+    )
     return user_out(user, user.id)
 
 
 @router.post("/auth/token", response_model=TokenOut, responses=error_responses(400, 401))
 async def issue_token(body: TokenRequest, container: ContainerDep) -> TokenOut:
     """Trade a username and password for a bearer token."""
-    async with container.db.read() as session:
-        user = await accounts.find_user(session, body.username)
-    # Verified outside any transaction: argon2 takes tens of milliseconds on purpose.
-    password_hash = user.password_hash if user else None
-    if user is None or not await container.passwords.verify(password_hash, body.password):
-        raise Unauthenticated("Wrong username or password.", code="invalid_credentials")
-    ttl = container.settings.token_ttl_seconds
-    async with container.db.write() as session:
-        token = accounts.issue_token(session, container.ids, user, ttl)
-    return TokenOut(access_token=token, expires_in=ttl)
+    issued = await accounts.sign_in(container, body.username, body.password)
+    return TokenOut(access_token=issued.token, expires_in=issued.expires_in)
 
 
 @router.delete("/auth/token", status_code=status.HTTP_204_NO_CONTENT, responses=_AUTHENTICATED)
