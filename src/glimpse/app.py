@@ -11,6 +11,7 @@ from glimpse import __version__
 from glimpse.accounts.routes import router as accounts_router
 from glimpse.api.errors import install_error_handlers
 from glimpse.api.head import HeadAsGet
+from glimpse.api.throttling import ThrottleMiddleware
 from glimpse.config import Settings
 from glimpse.container import Container, build_container
 from glimpse.media.origin import router as media_router
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(ThrottleMiddleware)  # inside the metrics: a 429 is counted as one
     app.add_middleware(HeadAsGet, router=app.router)  # inside the metrics: a HEAD counts as HEAD
     app.add_middleware(MetricsMiddleware)
     # The media origin first: it takes the most requests, and routes are matched in order.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 
 from glimpse.accounts import service as accounts
 from glimpse.accounts.models import User
@@ -16,7 +16,9 @@ from glimpse.accounts.schemas import (
 )
 from glimpse.api.deps import Caller, ContainerDep
 from glimpse.api.errors import error_responses
+from glimpse.api.throttling import ClientAddress, count_against
 from glimpse.posts import service as posts
+from glimpse.throttling import SIGNUP
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"], responses=error_responses(422, 503))
 _AUTHENTICATED = error_responses(401)
@@ -41,20 +43,33 @@ def user_out(user: User, viewer_id: int | None) -> UserOut:
     "/accounts",
     status_code=status.HTTP_201_CREATED,
     response_model=UserOut,
-    responses=error_responses(400, 409),
+    responses=error_responses(400, 409, 429),
 )
-async def create_account(body: AccountCreate, container: ContainerDep) -> UserOut:
+async def create_account(
+    body: AccountCreate, request: Request, address: ClientAddress, container: ContainerDep
+) -> UserOut:
     """Create an account. The username is lowercase letters, digits, `_` and `.`; new accounts are public."""
+    await count_against(
+        request,
+        container.throttle,
+        SIGNUP,
+        "address",
+        address,
+        message="Too many new accounts from this address; please try again later.",
+    )
     user = await accounts.sign_up(
         container, username=body.username, password=body.password, display_name=body.display_name
     )
     return user_out(user, user.id)
 
 
-@router.post("/auth/token", response_model=TokenOut, responses=error_responses(400, 401))
-async def issue_token(body: TokenRequest, container: ContainerDep) -> TokenOut:
-    """Trade a username and password for a bearer token."""
-    issued = await accounts.sign_in(container, body.username, body.password)
+@router.post("/auth/token", response_model=TokenOut, responses=error_responses(400, 401, 429))
+async def issue_token(
+    body: TokenRequest, address: ClientAddress, container: ContainerDep
+) -> TokenOut:
+    """Trade a username and password for a bearer token. Repeated failures are throttled
+    (429 with Retry-After)."""
+    issued = await accounts.sign_in(container, body.username, body.password, address)
     return TokenOut(access_token=issued.token, expires_in=issued.expires_in)
 
 

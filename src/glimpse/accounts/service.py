@@ -93,19 +93,26 @@ class IssuedToken:
     expires_in: int
 
 
-async def sign_in(container: Container, username: str, password: str) -> IssuedToken:
+async def sign_in(
+    container: Container, username: str, password: str, client_address: str
+) -> IssuedToken:
     """Trade a username and password for a new bearer token, or raise Unauthenticated.
 
     Costs one argon2 verify whatever the username: an unknown one (or one no account can
     have) is verified against the hasher's dummy hash, so the answer takes as long as for a
-    wrong password and response times do not tell which usernames exist.
+    wrong password and response times do not tell which usernames exist. Failed attempts are
+    limited per address and per account (throttling.SignInGuard says how the owner keeps a
+    way in); once a budget is spent the answer is 429, before any password is looked at.
     """
-    async with container.db.read() as session:
-        user = await find_user(session, username)
-    # Verified outside any transaction: argon2 takes tens of milliseconds on purpose.
-    verified = await container.passwords.verify(user.password_hash if user else None, password)
-    if user is None or not verified:
-        raise Unauthenticated("Wrong username or password.", code="invalid_credentials")
+    async with container.sign_ins.attempt(username, client_address) as attempt:
+        async with container.db.read() as session:
+            user = await find_user(session, username)
+        # Verified outside any transaction: argon2 takes tens of milliseconds on purpose.
+        verified = await container.passwords.verify(user.password_hash if user else None, password)
+        if user is None or not verified:
+            attempt.failed()
+            raise Unauthenticated("Wrong username or password.", code="invalid_credentials")
+        attempt.succeeded()
     ttl = container.settings.token_ttl_seconds
     async with container.db.write() as session:
         token = issue_token(session, container.ids, user, ttl)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 
 from glimpse.api.deps import Caller, ContainerDep, EntityId
 from glimpse.api.errors import error_responses
+from glimpse.api.throttling import count_against
 from glimpse.backends.storage import Storage
 from glimpse.container import Container
 from glimpse.errors import UnsupportedMediaType
@@ -25,6 +26,7 @@ from glimpse.posts.upload import (
     too_many_pixels,
     upload_limits,
 )
+from glimpse.throttling import UPLOAD
 
 router = APIRouter(prefix="/api/v1", tags=["posts"], responses=error_responses(401, 422, 503))
 
@@ -114,6 +116,14 @@ async def create_post(request: Request, caller: Caller, container: ContainerDep)
     limits = upload_limits(settings)
     # Until the body is fully read, an error response closes the connection (api/errors.py).
     request.state.body_unread = True
+    await count_against(
+        request,
+        container.throttle,
+        UPLOAD,
+        "account",
+        str(caller.user.id),
+        message="Too many uploads; please try again later.",
+    )
     form = await read_upload(
         request.headers.get("content-type", ""), request.stream(), limits, storage.staging_dir()
     )
