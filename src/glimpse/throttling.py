@@ -43,6 +43,8 @@ DEFAULT_BUDGETS = {
     SIGNUP: "100/hour",
 }
 
+Key = tuple[str, ...]
+
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -177,37 +179,40 @@ class SignInGuard:
 
     - from an address that has signed in to this account before ("known"), against the
       (account, address) pair;
-    - from any other address, against the account's shared "unknown addresses" key.
+    - from any other address, against the account's one shared key for strangers.
 
-    A password-guessing botnet therefore gets `signin_failures` guesses per window at one
-    account in all, however many addresses it has, while the owner, signing in from an
-    address it used before, is judged only by its own failures there and is never locked out
-    by theirs. (An owner on a new address during such an attack must wait for the window, as
-    with any account lockout.) Accounts are keyed by the name asked for, existing or not, so
-    that throttling behaves alike for both and does not tell which names exist.
+    An attempt from a stranger is refused when either its address or the account's strangers'
+    key is spent; an attempt from a known address only when its own pair is spent. So a
+    password-guessing botnet gets `signin_failures` guesses per window at one account in all,
+    however many addresses it has, while the owner, signing in from an address it used before
+    (even one it shares with the attacker, behind one NAT), is judged only by its own failures
+    there and is never locked out by theirs. (An owner on a new address during such an attack
+    waits for the window, as with any lockout.) Accounts are keyed by the name asked for,
+    existing or not, so that throttling behaves alike for both and does not tell which exist.
 
-    When a key's budget is spent the attempt is refused before the password is looked at.
-    Attempts in flight reserve their place: N at once against K remaining admit exactly K, even
-    though failures are only counted once their verify has finished.
+    When a budget is spent the attempt is refused before the password is looked at. Attempts
+    in flight reserve their place: N at once against K remaining admit exactly K, although
+    failures are counted only once their verify has finished.
 
     Known pairs are remembered in memory, the most recent `known_capacity` of them (a restart
-    forgets them: then everyone counts as "unknown" until they sign in again).
+    forgets them: everyone is a stranger again until they next sign in).
     """
 
     def __init__(self, throttle: Throttle, known_capacity: int = 100_000) -> None:
         self._throttle = throttle
         self._known: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._known_capacity = known_capacity
-        self._in_flight: dict[tuple[str, ...], int] = {}
+        self._in_flight: dict[Key, int] = {}
         self._lock = asyncio.Lock()
 
-    def _keys(self, username: str, address: str) -> list[tuple[str, ...]]:
-        account_key: tuple[str, ...]
+    def _keys(self, username: str, address: str) -> tuple[list[Key], list[Key]]:
+        """The keys an attempt is judged by, and the keys its failure counts against."""
+        by_address: Key = ("address", address)
         if (username, address) in self._known:
-            account_key = ("account", username, "known", address)
-        else:
-            account_key = ("account", username, "unknown")
-        return [("address", address), account_key]
+            pair: Key = ("account", username, "known", address)
+            return [pair], [by_address, pair]
+        strangers: Key = ("account", username, "strangers")
+        return [by_address, strangers], [by_address, strangers]
 
     @contextlib.asynccontextmanager
     async def attempt(self, username: str, address: str) -> AsyncIterator[SignInAttempt]:
@@ -218,9 +223,9 @@ class SignInGuard:
             if attempt.outcome:
                 self._remember(username, address)
             return
-        keys = self._keys(username, address)
+        judged_by, counted = self._keys(username, address)
         async with self._lock:  # check and reserve as one step
-            for key in keys:
+            for key in judged_by:
                 verdict = await self._throttle.remaining(SIGNIN_FAILURES, *key)
                 assert verdict is not None
                 if verdict.remaining - self._in_flight.get(key, 0) <= 0:
@@ -228,20 +233,20 @@ class SignInGuard:
                         Verdict(False, verdict.limit, 0, verdict.reset_seconds),
                         "Too many failed sign-ins; please wait before trying again.",
                     )
-            self._reserve(keys, +1)
+            self._reserve(counted, +1)
         attempt = SignInAttempt()
         try:
             yield attempt
         finally:
             # Counted before the reservation is let go, so the place is never free in between.
             if attempt.outcome is False:
-                for key in keys:
+                for key in counted:
                     await self._throttle.hit(SIGNIN_FAILURES, *key)
-            self._reserve(keys, -1)
+            self._reserve(counted, -1)
         if attempt.outcome:
             self._remember(username, address)
 
-    def _reserve(self, keys: Iterable[tuple[str, ...]], delta: int) -> None:
+    def _reserve(self, keys: Iterable[Key], delta: int) -> None:
         for key in keys:
             count = self._in_flight.get(key, 0) + delta
             if count:

@@ -261,3 +261,24 @@ async def test_successful_sign_ins_do_not_spend_the_failure_budget(glimpse: Glim
     for _ in range(5):
         response = await glimpse.client.post("/api/v1/auth/token", json=ALICE)
         assert response.status_code == 200
+
+
+@budgets("signin_failures=3/minute", trusted_proxy_hops=1)
+async def test_the_owner_gets_in_from_a_known_address_an_attacker_shares(glimpse: Glimpse) -> None:
+    await glimpse.client.post("/api/v1/accounts", json=ALICE)
+    assert (await sign_in(glimpse, "10.0.0.1", ALICE["password"])).status_code == 200
+    # Someone behind the same NAT guesses at other accounts until the address is spent.
+    for name in ("bob", "carol", "dave", "erin"):
+        await glimpse.client.post(
+            "/api/v1/auth/token",
+            json={"username": name, "password": "guess"},
+            headers=sent_from("10.0.0.1"),
+        )
+    response = await glimpse.client.post(
+        "/api/v1/auth/token",
+        json={"username": "frank", "password": "guess"},
+        headers=sent_from("10.0.0.1"),
+    )
+    assert_throttled(response, 3)
+    # Alice signed in from there before: she is judged by her own failures only.
+    assert (await sign_in(glimpse, "10.0.0.1", ALICE["password"])).status_code == 200
