@@ -31,7 +31,7 @@ log = logging.getLogger("glimpse")
 
 
 def _load_job_handlers() -> None:
-    # Importing a slice's jobs module registers its handlers (see backends/queue/registry.py).
+    # Importing a slice's jobs module registers its handlers (see glimpse/jobs.py).
     import glimpse.posts.jobs  # noqa: F401
 
 
