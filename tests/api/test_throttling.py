@@ -282,3 +282,16 @@ async def test_the_owner_gets_in_from_a_known_address_an_attacker_shares(glimpse
     assert_throttled(response, 3)
     # Alice signed in from there before: she is judged by her own failures only.
     assert (await sign_in(glimpse, "10.0.0.1", ALICE["password"])).status_code == 200
+
+
+async def test_every_api_operation_documents_its_429(glimpse: Glimpse) -> None:
+    document = (await glimpse.client.get("/openapi.json")).json()
+    operations = [
+        (path, method, op)
+        for path, ops in document["paths"].items()
+        if path.startswith("/api/")
+        for method, op in ops.items()
+    ]
+    assert operations
+    for path, method, op in operations:
+        assert "429" in op["responses"], (method, path)

@@ -20,7 +20,8 @@ from glimpse.api.throttling import ClientAddress, count_against
 from glimpse.posts import service as posts
 from glimpse.throttling import SIGNUP
 
-router = APIRouter(prefix="/api/v1", tags=["accounts"], responses=error_responses(422, 503))
+# 429: every /api/ request counts against a budget (api/throttling.py).
+router = APIRouter(prefix="/api/v1", tags=["accounts"], responses=error_responses(422, 429, 503))
 _AUTHENTICATED = error_responses(401)
 
 
@@ -43,7 +44,7 @@ def user_out(user: User, viewer_id: int | None) -> UserOut:
     "/accounts",
     status_code=status.HTTP_201_CREATED,
     response_model=UserOut,
-    responses=error_responses(400, 409, 429),
+    responses=error_responses(400, 409),
 )
 async def create_account(
     body: AccountCreate, request: Request, address: ClientAddress, container: ContainerDep
@@ -63,7 +64,7 @@ async def create_account(
     return user_out(user, user.id)
 
 
-@router.post("/auth/token", response_model=TokenOut, responses=error_responses(400, 401, 429))
+@router.post("/auth/token", response_model=TokenOut, responses=error_responses(400, 401))
 async def issue_token(
     body: TokenRequest, address: ClientAddress, container: ContainerDep
 ) -> TokenOut:

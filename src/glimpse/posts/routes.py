@@ -17,7 +17,8 @@ from glimpse.posts.upload import read_upload, upload_limits
 from glimpse.posts.uploading import create_post_from_upload
 from glimpse.throttling import UPLOAD
 
-router = APIRouter(prefix="/api/v1", tags=["posts"], responses=error_responses(401, 422, 503))
+# 429: every /api/ request counts against a budget (api/throttling.py).
+router = APIRouter(prefix="/api/v1", tags=["posts"], responses=error_responses(401, 422, 429, 503))
 
 _UPLOAD_BODY = {
     "requestBody": {
@@ -50,7 +51,7 @@ _UPLOAD_BODY = {
     status_code=status.HTTP_202_ACCEPTED,
     response_model=PostOut,
     openapi_extra=_UPLOAD_BODY,
-    responses=error_responses(400, 413, 415, 429),
+    responses=error_responses(400, 413, 415),
 )
 async def create_post(request: Request, caller: Caller, container: ContainerDep) -> PostOut:
     """Upload 1..20 photos as one post. Answers at once with `status: processing`; the photos
