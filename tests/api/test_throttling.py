@@ -44,6 +44,9 @@ def sent_from(address: str) -> dict[str, str]:
 @budgets("api=10/minute")
 async def test_parallel_requests_with_one_token_admit_exactly_the_budget(glimpse: Glimpse) -> None:
     headers = await glimpse.signup()  # (counted against the address, not the token)
+    # A token's first request still counts against the address; once it is known good, the
+    # token has a budget of its own.
+    assert (await glimpse.client.get("/api/v1/me", headers=headers)).status_code == 200
     responses = await asyncio.gather(
         *(glimpse.client.get("/api/v1/me", headers=headers) for _ in range(25))
     )
@@ -67,6 +70,8 @@ async def test_parallel_requests_without_a_token_admit_exactly_the_budget_per_ad
 @budgets("api=5/minute")
 async def test_every_counted_response_reports_its_budget(glimpse: Glimpse) -> None:
     headers = await glimpse.signup()
+    first = await glimpse.client.get("/api/v1/me", headers=headers)  # (the address's third)
+    assert first.headers["RateLimit-Remaining"] == "2"
     remaining = []
     for _ in range(5):
         response = await glimpse.client.get("/api/v1/me", headers=headers)
@@ -82,16 +87,28 @@ async def test_every_counted_response_reports_its_budget(glimpse: Glimpse) -> No
         assert response.status_code == 200 and "RateLimit-Limit" not in response.headers
 
 
-@budgets("api=4/minute")
+@budgets("api=6/minute")
 async def test_each_token_and_each_address_has_its_own_budget(glimpse: Glimpse) -> None:
     alice = await glimpse.signup("alice")
-    bob = await glimpse.signup("bob")  # the address has now spent all 4 of its own
-    assert_throttled(await glimpse.client.get("/api/v1/filters"), 4)
-    for _ in range(4):
+    bob = await glimpse.signup("bob")
+    # Each token's first request counts against the address: 6 of 6 spent.
+    assert (await glimpse.client.get("/api/v1/me", headers=alice)).status_code == 200
+    assert (await glimpse.client.get("/api/v1/me", headers=bob)).status_code == 200
+    assert_throttled(await glimpse.client.get("/api/v1/filters"), 6)
+    for _ in range(6):
         assert (await glimpse.client.get("/api/v1/me", headers=alice)).status_code == 200
-    assert_throttled(await glimpse.client.get("/api/v1/me", headers=alice), 4)
+    assert_throttled(await glimpse.client.get("/api/v1/me", headers=alice), 6)
     # Alice's spent budget is hers alone.
     assert (await glimpse.client.get("/api/v1/me", headers=bob)).status_code == 200
+
+
+@budgets("api=5/minute")
+async def test_made_up_tokens_spend_the_address_budget(glimpse: Glimpse) -> None:
+    responses = [
+        await glimpse.client.get("/api/v1/me", headers={"Authorization": f"Bearer glp_fake{i}"})
+        for i in range(8)
+    ]
+    assert [r.status_code for r in responses] == [401] * 5 + [429] * 3
 
 
 @budgets("api=3/minute", trusted_proxy_hops=1)

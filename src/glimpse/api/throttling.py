@@ -1,9 +1,12 @@
 """Throttling over HTTP: who the client is, the `api` budget on every /api/ request, and the
 RateLimit-* headers (glimpse/throttling.py holds the budgets themselves).
 
-The `api` budget is counted per bearer token when a request carries one, else per client
-address, before the request reaches its route (so before any body is read and before the
-token is even looked up). Routes count their own budgets (`upload`, `signup`) with
+The `api` budget is counted before the request reaches its route (so before any body is read
+and before the token is looked up): per bearer token when the request carries one this process
+has seen accepted, else per client address. (Keyed by any token at all, a client could send each
+request with a new made-up one and never run out, while filling memory with their counts; so a
+token's requests count against the address until one of them was answered other than 401.)
+Routes count their own budgets (`upload`, `signup`) with
 `count_against`; every response then reports the budget closest to running out among those it
 counted against.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from collections import OrderedDict
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -91,8 +95,11 @@ class ThrottleMiddleware:
     """Counts every /api/ request against the `api` budget (or `reads`/`writes`) and adds the
     RateLimit-* headers to whatever answers it. With throttling `off` it only passes through."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, known_tokens: int = 100_000) -> None:
         self.app = app
+        # Hashes of tokens answered other than 401 lately, the most recent `known_tokens`.
+        self._known_tokens: OrderedDict[str, None] = OrderedDict()
+        self._known_capacity = known_tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/api/"):
@@ -105,10 +112,11 @@ class ThrottleMiddleware:
             return
         state: dict[str, Any] = scope.setdefault("state", {})
         budget = request_budget(throttle.budgets, scope["method"])
+        token = _bearer_token(scope)
+        token_hash = hashlib.sha256(token.encode()).hexdigest()[:32] if token else ""
         if budget is not None:
-            token = _bearer_token(scope)
-            if token:
-                key = ("token", hashlib.sha256(token.encode()).hexdigest()[:32])
+            if token_hash in self._known_tokens:
+                key = ("token", token_hash)
             else:
                 key = ("address", client_address(scope, container.settings.trusted_proxy_hops))
             verdict = await throttle.hit(budget, *key)
@@ -126,6 +134,8 @@ class ThrottleMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
+                if token_hash and message["status"] != 401:
+                    self._remember_token(token_hash)
                 kept: Verdict | None = state.get(_VERDICT)
                 headers = MutableHeaders(scope=message)
                 # A 429 of a route's own budget already names that budget.
@@ -135,3 +145,9 @@ class ThrottleMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+    def _remember_token(self, token_hash: str) -> None:
+        self._known_tokens[token_hash] = None
+        self._known_tokens.move_to_end(token_hash)
+        if len(self._known_tokens) > self._known_capacity:
+            self._known_tokens.popitem(last=False)
