@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from glimpse.api.throttling import client_address
+from glimpse.config import Settings
 from glimpse.throttling import DEFAULT_BUDGETS, parse_rate_limits, request_budget
 
 
@@ -90,3 +93,9 @@ def test_ipv6_clients_are_budgeted_by_their_64() -> None:
     assert one == client_address(scope("2001:db8:1:2:ffff::9"), 0) == "2001:db8:1:2::/64"
     assert one != client_address(scope("2001:db8:1:3::1"), 0)
     assert client_address(scope("::ffff:1.2.3.4"), 0) == "1.2.3.4"
+
+
+def test_settings_refuse_a_malformed_rate_limit_setting_at_start_up(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="rate limit"):
+        Settings(data_dir=tmp_path, rate_limits="api=lots")
+    assert Settings(data_dir=tmp_path, rate_limits="off").rate_limits == "off"
