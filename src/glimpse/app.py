@@ -15,6 +15,7 @@ from glimpse.api.docs import router as docs_router
 from glimpse.api.errors import install_error_handlers
 from glimpse.api.head import HeadAsGet
 from glimpse.api.security_headers import SecurityHeaders
+from glimpse.api.throttling import ThrottleMiddleware
 from glimpse.config import Settings
 from glimpse.container import Container, build_container
 from glimpse.media.origin import router as media_router
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     # The last added runs outermost.
+    app.add_middleware(ThrottleMiddleware)  # inside the metrics: a 429 is counted as one
     app.add_middleware(HeadAsGet, router=app.router)  # inside the metrics: a HEAD counts as HEAD
     app.add_middleware(BodyLimit, max_bytes=settings.max_json_body_bytes)
     app.add_middleware(ConnectionCap, limit=settings.max_connections)

@@ -6,8 +6,10 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from glimpse.throttling import parse_rate_limits
 
 
 class Settings(BaseSettings):
@@ -73,7 +75,8 @@ class Settings(BaseSettings):
     # Sign-ins and sign-ups waiting for a password-hash slot; past this they get 503.
     password_hash_queue: int = Field(default=16, ge=0)
 
-    # Throttling: budgets in the `limits` library's notation, or "off".
+    # Throttling: budgets in the `limits` library's notation, or "off" (see glimpse/throttling.py:
+    # a budget left out keeps its default, NAME=off lifts one, `reads`/`writes` split `api`).
     rate_limits: str = "api=300/5minute;upload=30/30minute;signin_failures=5/minute;signup=100/hour"
     # How many reverse proxies in front append to X-Forwarded-For: the client address is the
     # hop that many from the right. 0 means the socket's peer is the client.
@@ -108,6 +111,13 @@ class Settings(BaseSettings):
     # Deleted posts' media go after this grace period, so a processing job that is storing
     # the same content-addressed bytes at that moment cannot lose them (see posts/jobs.py).
     media_gc_delay_seconds: float = 30.0
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _rate_limits_parse(cls, value: str) -> str:
+        # Refused at start-up with the part that is wrong, not at the first request.
+        parse_rate_limits(value)
+        return value
 
     @property
     def resolved_database_url(self) -> str:

@@ -25,12 +25,13 @@ from glimpse.db.node_leases import acquire_node, release_node, renew_node
 from glimpse.ids import MAX_NODE, IdGenerator
 from glimpse.media.origin_cache import OriginCache
 from glimpse.media.urls import MediaUrls
+from glimpse.throttling import SignInGuard, Throttle
 
 log = logging.getLogger("glimpse")
 
 
 def _load_job_handlers() -> None:
-    # Importing a slice's jobs module registers its handlers (see backends/queue/registry.py).
+    # Importing a slice's jobs module registers its handlers (see glimpse/jobs.py).
     import glimpse.posts.jobs  # noqa: F401
 
 
@@ -50,6 +51,8 @@ class Container:
     secret_key: bytes
     media_urls: MediaUrls
     origin_cache: OriginCache
+    throttle: Throttle
+    sign_ins: SignInGuard
     # Lease the ids' node from the database at start(), unless build_container fixed it.
     lease_node: bool = True
     holder: str = ""
@@ -88,6 +91,7 @@ class Container:
                 await self._renewal
             with contextlib.suppress(Exception):
                 await release_node(self.db, self.ids.node, self.holder)
+        await self.throttle.close()
         await self.queue.close()
         await self.db.dispose()
 
@@ -105,6 +109,8 @@ def build_container(settings: Settings, *, node_id: int | None = None) -> Contai
         synchronous=settings.database_synchronous,
     )
     secret_key = settings.resolved_secret_key().encode()
+    # Counts kept in this process's memory (DESIGN.md: in Redis once there are replicas).
+    throttle = Throttle(settings.rate_limits, "async+memory://")
     return Container(
         settings=settings,
         db=db,
@@ -120,7 +126,7 @@ def build_container(settings: Settings, *, node_id: int | None = None) -> Contai
         ids=IdGenerator(
             fixed_node if fixed_node is not None else random.SystemRandom().randint(0, MAX_NODE)
         ),
-        passwords=PasswordHasher(settings.password_hash_concurrency),
+        passwords=PasswordHasher(settings.password_hash_concurrency, settings.password_hash_queue),
         secret_key=secret_key,
         media_urls=MediaUrls(
             settings.media_base_url, secret_key, settings.private_media_url_ttl_seconds
@@ -128,6 +134,8 @@ def build_container(settings: Settings, *, node_id: int | None = None) -> Contai
         origin_cache=OriginCache(
             ttl_seconds=settings.origin_cache_ttl_seconds, max_bytes=settings.origin_cache_bytes
         ),
+        throttle=throttle,
+        sign_ins=SignInGuard(throttle),
         lease_node=fixed_node is None,
         holder=holder,
     )

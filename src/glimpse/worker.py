@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator
 
 from glimpse.backends.queue.base import ClaimedJob, retry_delay
 from glimpse.backends.queue.outbox import ensure_pending
-from glimpse.backends.queue.registry import PermanentJobError, UnknownJob, registry
 from glimpse.container import Container
+from glimpse.jobs import PermanentJobError, UnknownJob, registry
 from glimpse.ops.metrics import JOB_SECONDS, JOBS_RUN, never_failing
 
 log = logging.getLogger("glimpse.worker")

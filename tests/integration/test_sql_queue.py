@@ -20,7 +20,10 @@ from sqlalchemy import select
 from glimpse.backends.queue.base import ClaimedJob
 from glimpse.backends.queue.models import Job, JobState
 from glimpse.backends.queue.outbox import enqueue
-from glimpse.backends.queue.registry import (
+from glimpse.config import Settings
+from glimpse.container import Container, build_container
+from glimpse.db.migrate import upgrade_to_head
+from glimpse.jobs import (
     DeadHandler,
     Handler,
     Payload,
@@ -28,9 +31,6 @@ from glimpse.backends.queue.registry import (
     UnknownJob,
     registry,
 )
-from glimpse.config import Settings
-from glimpse.container import Container, build_container
-from glimpse.db.migrate import upgrade_to_head
 from glimpse.worker import StartupError, drain, run_job, run_worker, schedule_periodic_jobs
 
 MakeContainer = Callable[..., Container]

@@ -1,30 +1,63 @@
 """argon2id password hashing, off the event loop and bounded.
 
 A hash costs tens of milliseconds of CPU on purpose; run inline it would stall every request on
-the loop, and run unbounded a burst of sign-ins would queue hundreds of threads.
+the loop, and run unbounded a burst of sign-ins would queue hundreds of threads. So hashes run
+`concurrency` at a time, at most `queue` callers wait for a turn, and the next one is told at
+once to come back later (503): a flood of sign-ins would otherwise make an honest one wait for
+all of them (seconds) and hold their connections meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import argon2
 
+from glimpse.errors import Unavailable
+
+# What a refused caller is told: a queue of a few waiters drains in well under a second.
+BUSY_RETRY_AFTER_SECONDS = 1
+
 
 class PasswordHasher:
-    def __init__(self, concurrency: int) -> None:
+    def __init__(self, concurrency: int, queue: int = 16) -> None:
         self._hasher = argon2.PasswordHasher()  # argon2id, RFC 9106 low-memory parameters
         self._slots = asyncio.Semaphore(max(1, concurrency))
+        self._queue = max(0, queue)
+        self._waiting = 0
         # Verifying against this when the user does not exist keeps sign-in timing the same,
-        # so response times do not reveal which usernames exist.
+        # so response times do not reveal which usernames exist. Made by the same hasher, so
+        # it has the parameters (and the cost) of every real hash.
         self._dummy_hash = self._hasher.hash("not a real password")
 
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        if self._slots.locked() and self._waiting >= self._queue:
+            raise Unavailable(
+                "Too many sign-ins at once; please try again in a moment.",
+                retry_after=BUSY_RETRY_AFTER_SECONDS,
+                code="busy",
+            )
+        self._waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            yield
+        finally:
+            self._slots.release()
+
     async def hash(self, password: str) -> str:
-        async with self._slots:
+        async with self._slot():
             return await asyncio.to_thread(self._hasher.hash, password)
 
     async def verify(self, password_hash: str | None, password: str) -> bool:
-        async with self._slots:
+        """True when `password` matches. With no hash (no such user) it verifies against the
+        dummy hash all the same, and answers False: the same work either way."""
+        async with self._slot():
             return await asyncio.to_thread(self._verify, password_hash, password)
 
     def _verify(self, password_hash: str | None, password: str) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 
 from glimpse.accounts import service as accounts
 from glimpse.accounts.models import User
@@ -16,10 +16,12 @@ from glimpse.accounts.schemas import (
 )
 from glimpse.api.deps import Caller, ContainerDep
 from glimpse.api.errors import error_responses
-from glimpse.errors import Unauthenticated
+from glimpse.api.throttling import ClientAddress, count_against
 from glimpse.posts import service as posts
+from glimpse.throttling import SIGNUP
 
-router = APIRouter(prefix="/api/v1", tags=["accounts"], responses=error_responses(422, 503))
+# 429: every /api/ request counts against a budget (api/throttling.py).
+router = APIRouter(prefix="/api/v1", tags=["accounts"], responses=error_responses(422, 429, 503))
 _AUTHENTICATED = error_responses(401)
 
 
@@ -44,36 +46,32 @@ def user_out(user: User, viewer_id: int | None) -> UserOut:
     response_model=UserOut,
     responses=error_responses(400, 409),
 )
-async def create_account(body: AccountCreate, container: ContainerDep) -> UserOut:
+async def create_account(
+    body: AccountCreate, request: Request, address: ClientAddress, container: ContainerDep
+) -> UserOut:
     """Create an account. The username is lowercase letters, digits, `_` and `.`; new accounts are public."""
-    async with container.db.read() as session:
-        # Checked before hashing too, so that a taken name costs no argon2 round.
-        await accounts.ensure_username_free(session, body.username)
-    password_hash = await container.passwords.hash(body.password)
-    async with container.db.write() as session:
-        user = await accounts.create_account(
-            session,
-            container.ids,
-            username=body.username,
-            password_hash=password_hash,
-            display_name=body.display_name,
-        )
+    await count_against(
+        request,
+        container.throttle,
+        SIGNUP,
+        "address",
+        address,
+        message="Too many new accounts from this address; please try again later.",
+    )
+    user = await accounts.sign_up(
+        container, username=body.username, password=body.password, display_name=body.display_name
+    )
     return user_out(user, user.id)
 
 
 @router.post("/auth/token", response_model=TokenOut, responses=error_responses(400, 401))
-async def issue_token(body: TokenRequest, container: ContainerDep) -> TokenOut:
-    """Trade a username and password for a bearer token."""
-    async with container.db.read() as session:
-        user = await accounts.find_user(session, body.username)
-    # Verified outside any transaction: argon2 takes tens of milliseconds on purpose.
-    password_hash = user.password_hash if user else None
-    if user is None or not await container.passwords.verify(password_hash, body.password):
-        raise Unauthenticated("Wrong username or password.", code="invalid_credentials")
-    ttl = container.settings.token_ttl_seconds
-    async with container.db.write() as session:
-        token = accounts.issue_token(session, container.ids, user, ttl)
-    return TokenOut(access_token=token, expires_in=ttl)
+async def issue_token(
+    body: TokenRequest, address: ClientAddress, container: ContainerDep
+) -> TokenOut:
+    """Trade a username and password for a bearer token. Repeated failures are throttled
+    (429 with Retry-After)."""
+    issued = await accounts.sign_in(container, body.username, body.password, address)
+    return TokenOut(access_token=issued.token, expires_in=issued.expires_in)
 
 
 @router.delete("/auth/token", status_code=status.HTTP_204_NO_CONTENT, responses=_AUTHENTICATED)

@@ -1,10 +1,16 @@
-"""Accounts and tokens: the rules. Callers own the transaction; errors are domain errors."""
+"""Accounts and tokens: the rules. Callers own the transaction; errors are domain errors.
+
+Two use cases, `sign_up` and `sign_in`, run whole (hashing outside any transaction, then one
+write) so that every way in (the API, the web app's forms) shares one implementation; they take
+the container and own their transactions, as a route would.
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,6 +22,9 @@ from glimpse.accounts.tokens import hash_token, new_token
 from glimpse.db.base import utcnow
 from glimpse.errors import Conflict, NotFound, Unauthenticated
 from glimpse.ids import IdGenerator
+
+if TYPE_CHECKING:
+    from glimpse.container import Container
 
 _USERNAME = re.compile(USERNAME_PATTERN)
 
@@ -58,6 +67,56 @@ async def create_account(
     except IntegrityError as exc:  # a concurrent sign-up took the name between check and insert
         raise Conflict("That username is taken.", code="username_taken") from exc
     return user
+
+
+async def sign_up(
+    container: Container, *, username: str, password: str, display_name: str | None
+) -> User:
+    """Create an account with this password (hashed here, outside any transaction)."""
+    async with container.db.read() as session:
+        # Checked before hashing too, so that a taken name costs no argon2 round.
+        await ensure_username_free(session, username)
+    password_hash = await container.passwords.hash(password)
+    async with container.db.write() as session:
+        return await create_account(
+            session,
+            container.ids,
+            username=username,
+            password_hash=password_hash,
+            display_name=display_name,
+        )
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    expires_in: int
+
+
+async def sign_in(
+    container: Container, username: str, password: str, client_address: str
+) -> IssuedToken:
+    """Trade a username and password for a new bearer token, or raise Unauthenticated.
+
+    Costs one argon2 verify whatever the username: an unknown one (or one no account can
+    have) is verified against the hasher's dummy hash, so the answer takes as long as for a
+    wrong password and response times do not tell which usernames exist. Failed attempts are
+    limited per address and per account (throttling.SignInGuard says how the owner keeps a
+    way in); once a budget is spent the answer is 429, before any password is looked at.
+    """
+    async with container.sign_ins.attempt(username, client_address) as attempt:
+        async with container.db.read() as session:
+            user = await find_user(session, username)
+        # Verified outside any transaction: argon2 takes tens of milliseconds on purpose.
+        verified = await container.passwords.verify(user.password_hash if user else None, password)
+        if user is None or not verified:
+            attempt.failed()
+            raise Unauthenticated("Wrong username or password.", code="invalid_credentials")
+        attempt.succeeded()
+    ttl = container.settings.token_ttl_seconds
+    async with container.db.write() as session:
+        token = issue_token(session, container.ids, user, ttl)
+    return IssuedToken(token, ttl)
 
 
 def issue_token(

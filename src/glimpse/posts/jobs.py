@@ -8,10 +8,10 @@ import contextlib
 import logging
 import time
 
-from glimpse.backends.queue.registry import Payload, PermanentJobError, job
 from glimpse.backends.storage import ObjectMissing
 from glimpse.container import Container
 from glimpse.ids import smallest_id_at
+from glimpse.jobs import Payload, PermanentJobError, job
 from glimpse.media import images
 from glimpse.posts import repository, service
 from glimpse.posts.models import PostStatus

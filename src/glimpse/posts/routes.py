@@ -2,31 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
 from glimpse.api.deps import Caller, ContainerDep, EntityId
 from glimpse.api.errors import error_responses
-from glimpse.backends.storage import Storage
-from glimpse.container import Container
-from glimpse.errors import UnsupportedMediaType
-from glimpse.media import images
+from glimpse.api.throttling import count_against
 from glimpse.media.filters import FILTERS
 from glimpse.pagination import MAX_LIMIT, check_limit, decode_cursor, encode_cursor
 from glimpse.posts import service
 from glimpse.posts.schemas import FilterList, FilterOut, PostOut, PostPage
-from glimpse.posts.upload import (
-    StagedFile,
-    UploadForm,
-    discarding,
-    read_upload,
-    too_many_pixels,
-    upload_limits,
-)
+from glimpse.posts.upload import read_upload, upload_limits
+from glimpse.posts.uploading import create_post_from_upload
+from glimpse.throttling import UPLOAD
 
-router = APIRouter(prefix="/api/v1", tags=["posts"], responses=error_responses(401, 422, 503))
+# 429: every /api/ request counts against a budget (api/throttling.py).
+router = APIRouter(prefix="/api/v1", tags=["posts"], responses=error_responses(401, 422, 429, 503))
 
 _UPLOAD_BODY = {
     "requestBody": {
@@ -54,107 +46,34 @@ _UPLOAD_BODY = {
 }
 
 
-async def _check_headers(files: list[StagedFile], max_pixels: int) -> None:
-    """Judge each image from its header alone, before anything is decoded. (Its first bytes
-    were sniffed as it arrived; a file whose header then does not parse only looks like an
-    image.)"""
-    for f in files:
-        try:
-            header = await asyncio.to_thread(images.read_image_header, f.path)
-        except images.UndecodableImage:
-            raise UnsupportedMediaType(
-                f"{f.filename or 'A file'} is not a readable image.", code="unreadable_image"
-            ) from None
-        if header.width * header.height > max_pixels:
-            raise too_many_pixels(max_pixels)
-
-
-async def _store_originals(
-    container: Container, post_id: int, form: UploadForm
-) -> list[service.NewMedia]:
-    storage = container.storage
-    alt_texts = form.fields.get("alt_text", [])
-    stored: list[service.NewMedia] = []
-    try:
-        for index, f in enumerate(form.files):
-            media_id = container.ids.next_id()
-            key = service.original_key(post_id, media_id)
-            await storage.put_file(key, f.path, f.media_type.value)
-            stored.append(
-                service.NewMedia(
-                    media_id=media_id,
-                    original_key=key,
-                    media_type=f.media_type.value,
-                    size=f.size,
-                    alt_text=alt_texts[index] if index < len(alt_texts) else "",
-                )
-            )
-    except BaseException:
-        await _remove_originals(storage, stored)
-        raise
-    return stored
-
-
-async def _remove_originals(storage: Storage, media: list[service.NewMedia]) -> None:
-    for m in media:
-        await storage.delete(m.original_key)
-
-
 @router.post(
     "/posts",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=PostOut,
     openapi_extra=_UPLOAD_BODY,
-    responses=error_responses(400, 413, 415, 429),
+    responses=error_responses(400, 413, 415),
 )
 async def create_post(request: Request, caller: Caller, container: ContainerDep) -> PostOut:
     """Upload 1..20 photos as one post. Answers at once with `status: processing`; the photos
     are resized and filtered in the background and the post becomes `ready` (or `failed`)."""
-    settings, storage = container.settings, container.storage
-    limits = upload_limits(settings)
     # Until the body is fully read, an error response closes the connection (api/errors.py).
     request.state.body_unread = True
+    await count_against(
+        request,
+        container.throttle,
+        UPLOAD,
+        "account",
+        str(caller.user.id),
+        message="Too many uploads; please try again later.",
+    )
     form = await read_upload(
-        request.headers.get("content-type", ""), request.stream(), limits, storage.staging_dir()
+        request.headers.get("content-type", ""),
+        request.stream(),
+        upload_limits(container.settings),
+        container.storage.staging_dir(),
     )
     request.state.body_unread = False
-    with discarding(form):
-        caption, filter_name = service.check_post_fields(
-            form.first("caption"),
-            form.first("filter"),
-            form.fields.get("alt_text", []),
-            len(form.files),
-            settings,
-        )
-        await _check_headers(form.files, settings.max_image_pixels)
-        async with container.db.read() as session:
-            await service.check_quota(
-                session, settings, caller.user.id, sum(f.size for f in form.files)
-            )
-        post_id = container.ids.next_id()
-        media = await _store_originals(container, post_id, form)
-    try:
-        async with container.db.write() as session:
-            post = await service.create_post(
-                session,
-                container.ids,
-                settings,
-                post_id=post_id,
-                author_id=caller.user.id,
-                caption=caption,
-                filter_name=filter_name,
-                media=media,
-            )
-            # Built before the commit: once the post exists, nothing may fail this request
-            # (a client told to retry would upload the same post twice).
-            [view] = await service.post_views(session, [post], caller.user.id, container.media_urls)
-    except Exception:
-        # The transaction failed, so nothing records these originals. (A cancellation, say at
-        # shutdown, may have come after the commit: those are left to the sweep of abandoned
-        # uploads, which removes them only if nothing records them.)
-        await _remove_originals(storage, media)
-        raise
-    return view
+    return await create_post_from_upload(container, caller.user.id, form)
 
 
 @router.get("/posts/{post_id}", response_model=PostOut, responses=error_responses(404))

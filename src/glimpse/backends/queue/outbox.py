@@ -11,8 +11,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from glimpse.backends.queue.models import Job, JobState
-from glimpse.backends.queue.registry import registry
 from glimpse.ids import IdGenerator
+from glimpse.jobs import registry
 
 
 def enqueue(

@@ -1,0 +1,114 @@
+"""The upload use case: a received upload becomes a post.
+
+One function for every way in (the API's POST /posts, the stories route and the web app's form
+to come, an import): the caller parses its transport into an UploadForm (posts/upload.py
+spools the files) and calls `create_post_from_upload`. It owns its transactions, as a route
+would: a read for the quota, then one write for the post, its media and their jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from glimpse.backends.storage import Storage
+from glimpse.container import Container
+from glimpse.errors import UnsupportedMediaType
+from glimpse.media import images
+from glimpse.posts import service
+from glimpse.posts.schemas import PostOut
+from glimpse.posts.upload import StagedFile, UploadForm, discarding, too_many_pixels
+
+
+async def create_post_from_upload(
+    container: Container, author_id: int, form: UploadForm
+) -> PostOut:
+    """Check the fields, the images' headers and the quota, store the originals, and insert
+    the post (status `processing`) with one processing job per photo, in one transaction.
+
+    Takes the form's spooled files over: they are gone when this returns or raises. If the
+    transaction fails, the stored originals are removed again, so a failed upload leaves
+    nothing behind. Raises domain errors (Invalid, TooLarge, UnsupportedMediaType, Throttled
+    for a quota).
+    """
+    settings = container.settings
+    with discarding(form):
+        caption, filter_name = service.check_post_fields(
+            form.first("caption"),
+            form.first("filter"),
+            form.fields.get("alt_text", []),
+            len(form.files),
+            settings,
+        )
+        await _check_headers(form.files, settings.max_image_pixels)
+        async with container.db.read() as session:
+            await service.check_quota(session, settings, author_id, sum(f.size for f in form.files))
+        post_id = container.ids.next_id()
+        media = await _store_originals(container, post_id, form)
+    try:
+        async with container.db.write() as session:
+            post = await service.create_post(
+                session,
+                container.ids,
+                settings,
+                post_id=post_id,
+                author_id=author_id,
+                caption=caption,
+                filter_name=filter_name,
+                media=media,
+            )
+            # Built before the commit: once the post exists, nothing may fail this request
+            # (a client told to retry would upload the same post twice).
+            [view] = await service.post_views(session, [post], author_id, container.media_urls)
+    except Exception:
+        # The transaction failed, so nothing records these originals. (A cancellation, say at
+        # shutdown, may have come after the commit: those are left to the sweep of abandoned
+        # uploads, which removes them only if nothing records them.)
+        await _remove_originals(container.storage, media)
+        raise
+    return view
+
+
+async def _check_headers(files: list[StagedFile], max_pixels: int) -> None:
+    """Judge each image from its header alone, before anything is decoded. (Its first bytes
+    were sniffed as it arrived; a file whose header then does not parse only looks like an
+    image.)"""
+    for f in files:
+        try:
+            header = await asyncio.to_thread(images.read_image_header, f.path)
+        except images.UndecodableImage:
+            raise UnsupportedMediaType(
+                f"{f.filename or 'A file'} is not a readable image.", code="unreadable_image"
+            ) from None
+        if header.width * header.height > max_pixels:
+            raise too_many_pixels(max_pixels)
+
+
+async def _store_originals(
+    container: Container, post_id: int, form: UploadForm
+) -> list[service.NewMedia]:
+    storage = container.storage
+    alt_texts = form.fields.get("alt_text", [])
+    stored: list[service.NewMedia] = []
+    try:
+        for index, f in enumerate(form.files):
+            media_id = container.ids.next_id()
+            key = service.original_key(post_id, media_id)
+            await storage.put_file(key, f.path, f.media_type.value)
+            stored.append(
+                service.NewMedia(
+                    media_id=media_id,
+                    original_key=key,
+                    media_type=f.media_type.value,
+                    size=f.size,
+                    alt_text=alt_texts[index] if index < len(alt_texts) else "",
+                )
+            )
+    except BaseException:
+        await _remove_originals(storage, stored)
+        raise
+    return stored
+
+
+async def _remove_originals(storage: Storage, media: list[service.NewMedia]) -> None:
+    for m in media:
+        await storage.delete(m.original_key)

@@ -1,0 +1,261 @@
+"""Throttling: named budgets of requests in moving windows, counted with the `limits` library.
+
+The setting (`GLIMPSE_RATE_LIMITS`, DESIGN.md) names budgets in the library's notation:
+`api=300/5minute;upload=30/30minute;signin_failures=5/minute;signup=100/hour`, or `off`.
+A budget left out keeps its default; `name=off` lifts that one budget.
+
+- `api`: every /api/v1 request, per bearer token, or per client address without one. Naming
+  `reads` and/or `writes` gives GET/HEAD/OPTIONS and the other methods budgets of their own
+  (each falls back to `api`).
+- `upload`: new posts, per account, counted before the body is read.
+- `signin_failures`: failed sign-ins, per client address and per account (see SignInGuard).
+- `signup`: new accounts, per client address.
+
+Counts live in the library's storage, chosen by URL: `async+memory://` in this process now;
+`async+redis://...` shares them between API replicas later without other changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+
+from limits import RateLimitItem, parse
+from limits.aio.storage import Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
+
+from glimpse.errors import Throttled
+
+API, READS, WRITES = "api", "reads", "writes"
+UPLOAD, SIGNIN_FAILURES, SIGNUP = "upload", "signin_failures", "signup"
+BUDGET_NAMES = (API, READS, WRITES, UPLOAD, SIGNIN_FAILURES, SIGNUP)
+
+DEFAULT_BUDGETS = {
+    API: "300/5minute",
+    UPLOAD: "30/30minute",
+    SIGNIN_FAILURES: "5/minute",
+    SIGNUP: "100/hour",
+}
+
+Key = tuple[str, ...]
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def parse_rate_limits(setting: str) -> dict[str, RateLimitItem]:
+    """The budgets a setting names, over DEFAULT_BUDGETS; {} for `off`. ValueError names the
+    part that is wrong."""
+    setting = setting.strip()
+    if setting.lower() == "off":
+        return {}
+    texts = dict(DEFAULT_BUDGETS)
+    for part in filter(None, (p.strip() for p in setting.split(";"))):
+        name, sep, value = (s.strip() for s in part.partition("="))
+        if not sep or name not in BUDGET_NAMES:
+            raise ValueError(
+                f"rate limit {part!r}: expected NAME=N/PERIOD, NAME one of {', '.join(BUDGET_NAMES)}"
+            )
+        texts[name] = value
+    budgets: dict[str, RateLimitItem] = {}
+    for name, value in texts.items():
+        if value.lower() == "off":
+            continue
+        try:
+            item = parse(value)
+        except ValueError:
+            raise ValueError(
+                f"rate limit {name}={value!r}: expected N/PERIOD, say 300/5minute"
+            ) from None
+        if item.amount < 1:
+            raise ValueError(f"rate limit {name}={value!r}: the amount must be at least 1")
+        budgets[name] = item
+    return budgets
+
+
+def request_budget(budgets: dict[str, RateLimitItem], method: str) -> str | None:
+    """Which budget an API request of this method counts against, if any."""
+    name = READS if method.upper() in _SAFE_METHODS else WRITES
+    if name in budgets:
+        return name
+    return API if API in budgets else None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One budget's state after a request was counted against it: what RateLimit-* report."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_seconds: int  # until the window has room again (RateLimit-Reset)
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset_seconds),
+        }
+
+
+def throttled(verdict: Verdict, message: str) -> Throttled:
+    """The 429 for a budget that is spent, with Retry-After and its RateLimit-* headers."""
+    error = Throttled(message, retry_after=verdict.reset_seconds)
+    error.headers = {**(error.headers or {}), **verdict.headers()}
+    return error
+
+
+class Throttle:
+    """Counts hits against the configured budgets. Exact under concurrency: the storage takes
+    a window's entries under a lock, so N requests at once against a budget of K admit K."""
+
+    def __init__(self, setting: str, storage_url: str = "async+memory://") -> None:
+        self.budgets = parse_rate_limits(setting)
+        storage = storage_from_string(storage_url)
+        if not isinstance(storage, Storage):
+            raise ValueError(f"{storage_url!r} is not an async storage (async+memory://, ...)")
+        self._storage = storage
+        self._limiter = MovingWindowRateLimiter(self._storage)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.budgets)
+
+    async def hit(self, budget: str, *key: str) -> Verdict | None:
+        """Count one request against `budget` for `key`; None when that budget is off."""
+        item = self.budgets.get(budget)
+        if item is None:
+            return None
+        allowed = await self._limiter.hit(item, budget, *key)
+        return await self._verdict(item, allowed, budget, *key)
+
+    async def remaining(self, budget: str, *key: str) -> Verdict | None:
+        """The budget's state for `key`, counting nothing."""
+        item = self.budgets.get(budget)
+        if item is None:
+            return None
+        return await self._verdict(item, True, budget, *key)
+
+    async def _verdict(self, item: RateLimitItem, allowed: bool, *key: str) -> Verdict:
+        stats = await self._limiter.get_window_stats(item, *key)
+        remaining = max(0, stats.remaining)
+        # When room remains the window resets when its oldest entry leaves; reported either way.
+        reset = max(1, math.ceil(stats.reset_time - time.time()))
+        return Verdict(allowed, item.amount, remaining, reset)
+
+    async def close(self) -> None:
+        # The memory storage expires old entries in a task of its own; stop it with the loop.
+        timer = getattr(self._storage, "timer", None)
+        if isinstance(timer, asyncio.Task):
+            timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await timer
+
+
+@dataclass
+class SignInAttempt:
+    """What the caller learned: it marks the attempt `succeeded()` or `failed()`; an attempt
+    marked neither (say, the hasher was busy) is not counted."""
+
+    outcome: bool | None = None
+
+    def succeeded(self) -> None:
+        self.outcome = True
+
+    def failed(self) -> None:
+        self.outcome = False
+
+
+class SignInGuard:
+    """Limits failed sign-ins without letting an attacker lock the owner out.
+
+    Each failure counts against the client address (so one address cannot guess at many
+    accounts) and against an account-side key that depends on where it came from:
+
+    - from an address that has signed in to this account before ("known"), against the
+      (account, address) pair;
+    - from any other address, against the account's one shared key for strangers.
+
+    An attempt from a stranger is refused when either its address or the account's strangers'
+    key is spent; an attempt from a known address only when its own pair is spent. So a
+    password-guessing botnet gets `signin_failures` guesses per window at one account in all,
+    however many addresses it has, while the owner, signing in from an address it used before
+    (even one it shares with the attacker, behind one NAT), is judged only by its own failures
+    there and is never locked out by theirs. (An owner on a new address during such an attack
+    waits for the window, as with any lockout.) Accounts are keyed by the name asked for,
+    existing or not, so that throttling behaves alike for both and does not tell which exist.
+
+    When a budget is spent the attempt is refused before the password is looked at. Attempts
+    in flight reserve their place: N at once against K remaining admit exactly K, although
+    failures are counted only once their verify has finished.
+
+    Known pairs are remembered in memory, the most recent `known_capacity` of them (a restart
+    forgets them: everyone is a stranger again until they next sign in).
+    """
+
+    def __init__(self, throttle: Throttle, known_capacity: int = 100_000) -> None:
+        self._throttle = throttle
+        self._known: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._known_capacity = known_capacity
+        self._in_flight: dict[Key, int] = {}
+        self._lock = asyncio.Lock()
+
+    def _keys(self, username: str, address: str) -> tuple[list[Key], list[Key]]:
+        """The keys an attempt is judged by, and the keys its failure counts against."""
+        by_address: Key = ("address", address)
+        if (username, address) in self._known:
+            pair: Key = ("account", username, "known", address)
+            return [pair], [by_address, pair]
+        strangers: Key = ("account", username, "strangers")
+        return [by_address, strangers], [by_address, strangers]
+
+    @contextlib.asynccontextmanager
+    async def attempt(self, username: str, address: str) -> AsyncIterator[SignInAttempt]:
+        """Admit one sign-in attempt or raise Throttled; count it as it turns out."""
+        if SIGNIN_FAILURES not in self._throttle.budgets:
+            attempt = SignInAttempt()
+            yield attempt
+            if attempt.outcome:
+                self._remember(username, address)
+            return
+        judged_by, counted = self._keys(username, address)
+        async with self._lock:  # check and reserve as one step
+            for key in judged_by:
+                verdict = await self._throttle.remaining(SIGNIN_FAILURES, *key)
+                assert verdict is not None
+                if verdict.remaining - self._in_flight.get(key, 0) <= 0:
+                    raise throttled(
+                        Verdict(False, verdict.limit, 0, verdict.reset_seconds),
+                        "Too many failed sign-ins; please wait before trying again.",
+                    )
+            self._reserve(counted, +1)
+        attempt = SignInAttempt()
+        try:
+            yield attempt
+        finally:
+            # Counted before the reservation is let go, so the place is never free in between.
+            if attempt.outcome is False:
+                for key in counted:
+                    await self._throttle.hit(SIGNIN_FAILURES, *key)
+            self._reserve(counted, -1)
+        if attempt.outcome:
+            self._remember(username, address)
+
+    def _reserve(self, keys: Iterable[Key], delta: int) -> None:
+        for key in keys:
+            count = self._in_flight.get(key, 0) + delta
+            if count:
+                self._in_flight[key] = count
+            else:
+                self._in_flight.pop(key, None)
+
+    def _remember(self, username: str, address: str) -> None:
+        self._known[(username, address)] = None
+        self._known.move_to_end((username, address))
+        while len(self._known) > self._known_capacity:
+            self._known.popitem(last=False)

@@ -1,0 +1,40 @@
+"""The password hasher's bounded wait line: past it, callers are refused at once (503)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from glimpse.accounts.passwords import PasswordHasher
+from glimpse.errors import Unavailable
+
+
+async def test_callers_past_the_wait_line_get_unavailable_at_once() -> None:
+    hasher = PasswordHasher(concurrency=1, queue=1)
+    stored = await hasher.hash("correct horse")
+    outcomes = await asyncio.gather(
+        *(hasher.verify(stored, "correct horse") for _ in range(5)), return_exceptions=True
+    )
+    # One hashes, one waits for its slot, the other three are turned away.
+    assert outcomes.count(True) == 2, outcomes
+    refused = [o for o in outcomes if isinstance(o, Unavailable)]
+    assert len(refused) == 3, outcomes
+    assert all(int(e.headers["Retry-After"]) >= 1 for e in refused if e.headers)
+    assert all(e.status == 503 for e in refused)
+
+
+async def test_the_wait_line_frees_up_as_hashes_finish() -> None:
+    hasher = PasswordHasher(concurrency=1, queue=0)
+    stored = await hasher.hash("correct horse")
+    # One at a time is never refused: each finds the slot free.
+    for _ in range(3):
+        assert await hasher.verify(stored, "correct horse")
+    first, second = await asyncio.gather(
+        hasher.verify(stored, "x"), hasher.verify(stored, "y"), return_exceptions=True
+    )
+    assert first is False and isinstance(second, Unavailable)
+    assert await hasher.verify(stored, "correct horse")
+
+
+async def test_unknown_user_is_verified_against_the_dummy_hash() -> None:
+    hasher = PasswordHasher(concurrency=1)
+    assert await hasher.verify(None, "not a real password") is False
