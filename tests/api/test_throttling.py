@@ -111,6 +111,16 @@ async def test_made_up_tokens_spend_the_address_budget(glimpse: Glimpse) -> None
     assert [r.status_code for r in responses] == [401] * 5 + [429] * 3
 
 
+@budgets("api=3/minute")
+async def test_a_made_up_token_a_route_never_checked_earns_no_budget(glimpse: Glimpse) -> None:
+    fake = {"Authorization": "Bearer glp_fake"}
+    # Sign-up reads no token: its answer (here 422) says nothing about the token's worth.
+    response = await glimpse.client.post("/api/v1/accounts", json={}, headers=fake)
+    assert response.status_code == 422
+    responses = [await glimpse.client.get("/api/v1/me", headers=fake) for _ in range(3)]
+    assert [r.status_code for r in responses] == [401, 401, 429]
+
+
 @budgets("api=3/minute", trusted_proxy_hops=1)
 async def test_behind_a_trusted_proxy_the_forwarded_address_is_budgeted(glimpse: Glimpse) -> None:
     for _ in range(3):

@@ -27,7 +27,13 @@ ContainerDep = Annotated[Container, Depends(get_container)]
 _bearer = HTTPBearer(auto_error=False, description="A token from POST /api/v1/auth/token")
 
 
+# Set in the request's scope state once its token was found good: only such a token earns a
+# throttling budget of its own (api/throttling.py).
+TOKEN_AUTHENTICATED = "token_authenticated"
+
+
 async def get_caller(
+    request: Request,
     container: ContainerDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> Authenticated:
@@ -35,7 +41,9 @@ async def get_caller(
     if not token:
         raise Unauthenticated("A bearer token is required.", code="unauthenticated")
     async with container.db.read() as session:
-        return await accounts.authenticate(session, token)
+        caller = await accounts.authenticate(session, token)
+    request.scope.setdefault("state", {})[TOKEN_AUTHENTICATED] = True
+    return caller
 
 
 Caller = Annotated[Authenticated, Depends(get_caller)]

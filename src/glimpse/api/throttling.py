@@ -22,7 +22,7 @@ from fastapi import Depends, Request
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from glimpse.api.deps import ContainerDep
+from glimpse.api.deps import TOKEN_AUTHENTICATED, ContainerDep
 from glimpse.api.errors import error_response
 from glimpse.throttling import Throttle, Verdict, request_budget, throttled
 
@@ -134,7 +134,9 @@ class ThrottleMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                if token_hash and message["status"] != 401:
+                # Only a token a route found good: a made-up one sent to a route that reads
+                # no token (say, sign-up) must not earn a budget of its own.
+                if token_hash and state.get(TOKEN_AUTHENTICATED):
                     self._remember_token(token_hash)
                 kept: Verdict | None = state.get(_VERDICT)
                 headers = MutableHeaders(scope=message)
