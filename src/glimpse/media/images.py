@@ -40,6 +40,7 @@ from glimpse.media.planning import (
 from glimpse.media.sniff import (
     SNIFF_BYTES,
     MediaType,
+    check_structure,
     iso_bmff_truncation,
     jpeg_scan_damage,
     sniff_media_type,
@@ -124,6 +125,11 @@ class UndecodableImage(Exception):
     """permanent: the bytes cannot be decoded (truncated, corrupt, lying about type)"""
 
 
+class TooComplexImage(UndecodableImage):
+    """permanent: the file is built to make decoding cost far more than any real photo (more
+    scans or chunks than any encoder writes)"""
+
+
 def read_image_header(path: str | os.PathLike[str]) -> ImageHeader:
     """Type and stored size of an image file, without decoding its pixels.
 
@@ -144,12 +150,16 @@ def process_image(data: bytes, filter_name: str) -> ProcessedImage:
     """Decode an original and produce every variant, filtered, stripped of metadata.
 
     Output is deterministic: the same bytes and filter always give the same files.
-    Raises KeyError for an unknown filter and UndecodableImage for bytes that cannot be
+    Raises KeyError for an unknown filter, TooComplexImage for a file built to make decoding
+    crawl (refused before any decoder runs) and UndecodableImage for bytes that cannot be
     decoded.
     """
     if filter_name not in FILTERS:
         # The caller's bug, not the image's: fail before spending time on decoding.
         raise KeyError(filter_name)
+    problem = check_structure(data)
+    if problem is not None:
+        raise (TooComplexImage if problem.too_complex else UndecodableImage)(problem.reason)
     media_type = sniff_media_type(data[:SNIFF_BYTES])
     # The decoders would quietly fill what is damaged or missing with grey or green.
     damage = (

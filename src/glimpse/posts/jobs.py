@@ -41,6 +41,8 @@ async def process_media(container: Container, payload: Payload) -> None:
         ) from None
     try:
         processed = await asyncio.to_thread(images.process_image, original, post.filter_name)
+    except images.TooComplexImage as exc:
+        raise PermanentJobError("image_too_complex", str(exc)) from exc
     except images.UndecodableImage as exc:
         raise PermanentJobError("undecodable_image", str(exc)) from exc
     del original
