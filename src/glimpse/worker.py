@@ -1,7 +1,7 @@
 """The worker: claims jobs and runs their registered handlers.
 
-Image work is CPU-bound; handlers push it to a thread so that this event loop stays free to
-notice a stop signal. A worker process runs `concurrency` jobs at a time (default one: one
+Image work is CPU-bound; handlers push it to a child process (media/decoding.py), waited on from
+a thread so that this event loop stays free to notice a stop signal. A worker process runs `concurrency` jobs at a time (default one: one
 process per core is the unit of scale).
 """
 
@@ -19,6 +19,7 @@ from glimpse.backends.queue.base import ClaimedJob, retry_delay
 from glimpse.backends.queue.outbox import ensure_pending
 from glimpse.backends.queue.registry import PermanentJobError, UnknownJob, registry
 from glimpse.container import Container
+from glimpse.media import decoding
 from glimpse.ops.metrics import JOB_SECONDS, JOBS_RUN, never_failing
 
 log = logging.getLogger("glimpse.worker")
@@ -212,9 +213,12 @@ async def run_worker(container: Container, stop: asyncio.Event, concurrency: int
                 # The queue itself failed us; the lease will run out and the job come back.
                 log.exception("job %s %s could not be settled", job.name, job.id)
 
-    await asyncio.gather(
-        keep_periodic_jobs_scheduled(), *(lane() for _ in range(max(1, concurrency)))
-    )
+    try:
+        await asyncio.gather(
+            keep_periodic_jobs_scheduled(), *(lane() for _ in range(max(1, concurrency)))
+        )
+    finally:
+        await asyncio.to_thread(decoding.shutdown)
 
 
 async def drain(container: Container, *, max_jobs: int = 10_000) -> int:

@@ -12,7 +12,7 @@ from glimpse.backends.queue.registry import Payload, PermanentJobError, job
 from glimpse.backends.storage import ObjectMissing
 from glimpse.container import Container
 from glimpse.ids import smallest_id_at
-from glimpse.media import images
+from glimpse.media import decoding, images
 from glimpse.posts import repository, service
 from glimpse.posts.models import PostStatus
 
@@ -40,8 +40,14 @@ async def process_media(container: Container, payload: Payload) -> None:
             "original_missing", "The uploaded file is gone; please upload it again."
         ) from None
     try:
-        processed = await asyncio.to_thread(images.process_image, original, post.filter_name)
-    except images.TooComplexImage as exc:
+        # Never decoded in this process: a hostile file costs a child process its budget.
+        processed = await asyncio.to_thread(
+            decoding.decode_in_child,
+            original,
+            post.filter_name,
+            decoding.DecodeBudget.from_settings(container.settings),
+        )
+    except (images.TooComplexImage, decoding.DecodeBudgetExceeded) as exc:
         raise PermanentJobError("image_too_complex", str(exc)) from exc
     except images.UndecodableImage as exc:
         raise PermanentJobError("undecodable_image", str(exc)) from exc

@@ -33,7 +33,9 @@ def png_chunk(kind: bytes, body: bytes) -> bytes:
 def scan_bomb(scans: int) -> bytes:
     """A progressive JPEG whose last scan is repeated until it has `scans` scans: the shape of
     the probe's 7000x7000 file of one 75-byte scan repeated 25,000 times."""
-    data = jpeg((256, 256), progressive=True, quality=80)
+    out = io.BytesIO()
+    Image.linear_gradient("L").convert("RGB").save(out, "JPEG", progressive=True, quality=80)
+    data = out.getvalue()
     last = data.rindex(b"\xff\xda")
     assert data.endswith(b"\xff\xd9")
     existing = data.count(b"\xff\xda")
