@@ -19,6 +19,7 @@ from glimpse.backends.queue.base import ClaimedJob, retry_delay
 from glimpse.backends.queue.outbox import ensure_pending
 from glimpse.backends.queue.registry import PermanentJobError, UnknownJob, registry
 from glimpse.container import Container
+from glimpse.errors import StorageUnavailable
 from glimpse.media import decoding
 from glimpse.ops.metrics import JOB_SECONDS, JOBS_RUN, never_failing
 
@@ -70,6 +71,8 @@ async def _run_job(container: Container, job: ClaimedJob) -> str:
             await spec.handler(container, job.payload)
     except PermanentJobError as exc:
         return await _bury(container, job, exc)
+    except StorageUnavailable as exc:
+        return await _retry_storage_fault(container, job, exc)
     except Exception as exc:
         log.warning("job %s %s attempt %d failed: %r", job.name, job.id, job.attempts, exc)
         if job.attempts >= job.max_attempts:
@@ -145,6 +148,52 @@ async def _bury(
             return "retried"
     await container.queue.bury(job, f"{error.code}: {error.message}\n{detail}")
     return "dead"
+
+
+# The first line of a last_error that _retry_storage_fault left: since when, and how many times.
+_STORAGE_FAULT = re.compile(r"storage_unavailable since ([0-9.]+) \(([0-9]+) times\): ")
+
+
+async def _retry_storage_fault(
+    container: Container, job: ClaimedJob, error: StorageUnavailable
+) -> str:
+    """The store is full, read-only or failing: nothing the job did, and it usually comes back.
+    Retry without counting the attempt, at most `storage_retry_max_delay_seconds` apart (so work
+    resumes within that of storage coming back), for `storage_retry_window_seconds` from the
+    first of these faults in a row; only then is the job buried."""
+    settings = container.settings
+    now = time.time()
+    since, times = now, 0
+    match = _STORAGE_FAULT.match(job.last_error or "")
+    if match:
+        since, times = float(match.group(1)), int(match.group(2))
+    times += 1
+    if now - since >= settings.storage_retry_window_seconds:
+        return await _bury(
+            container,
+            job,
+            PermanentJobError(
+                "storage_unavailable",
+                "The media store stayed unavailable too long; please upload the photo again.",
+            ),
+            detail=traceback.format_exc(),
+        )
+    delay = retry_delay(
+        times, settings.job_retry_base_seconds, settings.storage_retry_max_delay_seconds
+    )
+    log.warning(
+        "job %s %s: storage unavailable (%d times in a row); retrying in %.0f s: %s",
+        job.name,
+        job.id,
+        times,
+        delay,
+        error.message,
+    )
+    reason = f"storage_unavailable since {since:.3f} ({times} times): {error.message}"
+    await container.queue.retry(
+        job, f"{reason}\n{traceback.format_exc()}", delay, count_attempt=False
+    )
+    return "retried"
 
 
 # The first line of a last_error that _bury left: "<code>: <message>" (a traceback's first

@@ -94,12 +94,15 @@ class SqlJobQueue:
         async with self._db.write() as session:
             await session.execute(text(f"DELETE FROM jobs WHERE {self._OWNED}"), self._owner(job))
 
-    async def retry(self, job: ClaimedJob, error: str, delay_seconds: float) -> None:
+    async def retry(
+        self, job: ClaimedJob, error: str, delay_seconds: float, *, count_attempt: bool = True
+    ) -> None:
+        refund = "" if count_attempt else ", attempts = attempts - 1"
         async with self._db.write() as session:
             await session.execute(
                 text(
                     "UPDATE jobs SET state = 'queued', available_at = :at, locked_by = NULL,"
-                    f" last_error = :error WHERE {self._OWNED}"
+                    f" last_error = :error{refund} WHERE {self._OWNED}"
                 ),
                 {
                     **self._owner(job),
