@@ -15,6 +15,7 @@ to be killed. bench/bench_decode_budget.py measures both.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import multiprocessing
 import os
@@ -177,6 +178,7 @@ class _Pool:
 
 
 _POOL = _Pool()
+_LIBC = ctypes.CDLL(None)
 
 
 def _death(exitcode: int | None, budget: DecodeBudget, elapsed: float) -> Exception:
@@ -193,7 +195,6 @@ def _death(exitcode: int | None, budget: DecodeBudget, elapsed: float) -> Except
 
 def _child_loop(conn: Connection) -> None:
     """Run tasks until the parent closes its end (or goes away)."""
-    page = os.sysconf("SC_PAGE_SIZE")
     while True:
         try:
             budget, function, args = conn.recv()
@@ -212,8 +213,11 @@ def _child_loop(conn: Connection) -> None:
             outcome = ("memory", None)
         except Exception as exc:
             outcome = ("error", exc)
-        with open("/proc/self/statm", "rb") as statm:
-            rss = int(statm.read().split()[1]) * page
+        # The original (up to 50 MB) and the decoder's buffers are garbage now: hand the pages
+        # back before measuring, so that only a child that stays big is replaced.
+        del function, args
+        _give_back_free_memory()
+        rss = _resident_bytes()
         try:
             conn.send((*outcome, rss))
         except MemoryError:
@@ -221,6 +225,23 @@ def _child_loop(conn: Connection) -> None:
         except Exception as exc:  # an exception or result that does not pickle
             died = DecoderDied(f"the decoder's answer could not be sent: {exc!r}")
             conn.send(("error", died, rss))
+        del outcome
+        _give_back_free_memory()  # (the answer's pickle; the parent is not waiting for this)
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm", "rb") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _give_back_free_memory() -> None:
+    """glibc keeps freed heap pages for reuse; malloc_trim returns them to the system (a
+    millisecond or two). Elsewhere (musl) there is nothing to call, and recycling does it.
+    (No gc.collect(): reference counting has freed the images already, and a full collection
+    costs 5-20 ms a task.)"""
+    trim = getattr(_LIBC, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 def _limit(which: int, soft: int) -> None:
