@@ -206,3 +206,19 @@ async def test_a_store_down_past_the_window_buries_the_job(glimpse: Glimpse, dis
     assert (await _processing_job(glimpse)).state == JobState.DEAD
     failed = await _post(glimpse, headers, post["id"])
     assert (failed["status"], failed["error"]["code"]) == ("failed", "storage_unavailable")
+
+
+async def test_a_store_below_its_free_space_floor_fails_its_check(tmp_path: Path) -> None:
+    await LocalStorage(tmp_path / "roomy", free_bytes_floor=1).check()
+    full = LocalStorage(tmp_path / "full", free_bytes_floor=2**62)  # more than any disk has
+    with pytest.raises(StorageUnavailable, match="free"):
+        await full.check()
+
+
+@pytest.mark.parametrize("settings", [{"storage_free_bytes_floor": 2**62}], indirect=True)
+async def test_readyz_reports_a_full_disk(glimpse: Glimpse) -> None:
+    response = await glimpse.client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["checks"]["storage"].startswith("failed") and "free" in body["checks"]["storage"]
+    assert body["checks"]["database"] == "ok"

@@ -82,8 +82,11 @@ def _fsync_dir(folder: Path) -> None:
 
 
 class LocalStorage:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, free_bytes_floor: int = 0) -> None:
         self.root = root.resolve()
+        # Below this much free space check() fails: a disk that is nearly full is reported
+        # before writes start failing, and before SQLite (often on the same disk) runs out.
+        self._free_bytes_floor = free_bytes_floor
         self._tmp = self.root / ".staging"
         self._tmp.mkdir(parents=True, exist_ok=True)
         self._sweep_staging()
@@ -203,6 +206,15 @@ class LocalStorage:
         return self._tmp
 
     async def check(self) -> None:
+        if self._free_bytes_floor:
+            with _unavailable_on_disk_faults("report its free space"):
+                free = (await asyncio.to_thread(shutil.disk_usage, self.root)).free
+            if free < self._free_bytes_floor:
+                raise StorageUnavailable(
+                    f"The media store's disk has {free // 2**20} MB free, below the floor of"
+                    f" {self._free_bytes_floor // 2**20} MB.",
+                    retry_after=RETRY_AFTER_SECONDS,
+                )
         probe = "readyz/probe"
         await self.put_bytes(probe, b"ok", "text/plain")
         if await self.get_bytes(probe) != b"ok":
