@@ -6,7 +6,10 @@ Run from the repository root: `python bench/bench_decode_budget.py [--repeat N]`
    (`images.process_image`) and in a warm decoding child (`decoding.decode_in_child`: the bytes
    go to the child and eight encoded variants come back by pickle), interleaved round by round
    in the same run. Goal: under 10 % added.
-2. Memory: the worker's resident memory (this process plus its decoding children) when idle,
+2. Hostile files of the probe (issue 12, rows 4 and 6): how long the API's header read
+   (`images.read_image_header`, now parsed without Pillow) and the worker's structure check
+   (`sniff.check_structure`) take on them, next to the Pillow header parse they replace.
+3. Memory: the worker's resident memory (this process plus its decoding children) when idle,
    right after a 50 MP 16-bit RGBA PNG was processed, and next to it the same in-process in a
    fresh interpreter, which is what the worker did before. Goal: back to idle.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import io
 import json
 import os
 import random
@@ -35,6 +39,7 @@ from typing import Any
 import psutil
 
 from glimpse.media import decoding, images
+from glimpse.media.sniff import check_structure
 
 REPO = Path(__file__).resolve().parents[1]
 # The test photos are moving into the repository (tests/data/); until then they sit beside it.
@@ -157,6 +162,62 @@ def time_photos(repeat: int) -> None:
     print()
 
 
+def hostile_files(folder: Path) -> None:
+    from PIL import Image, JpegImagePlugin, PngImagePlugin
+
+    print("## Hostile files: header read and structure check\n")
+    files: dict[str, tuple[Path, type[Any]]] = {}
+    ihdr = struct.pack(">IIBBBBB", 7000, 7000, 8, 2, 0, 0, 0)
+    empty_chunks = folder / "chunks.png"
+    with empty_chunks.open("wb") as out:
+        out.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr))
+        out.write(chunk(b"zzZz", b"") * 3_000_000)
+        out.write(chunk(b"IEND", b""))
+    files["PNG of 3 million empty chunks"] = (empty_chunks, PngImagePlugin.PngImageFile)
+    small = io.BytesIO()
+    Image.new("RGB", (64, 64), "red").save(small, "JPEG")
+    jpeg = small.getvalue()
+    app0_end = 4 + int.from_bytes(jpeg[4:6], "big")
+    junk = folder / "junk.jpg"
+    junk.write_bytes(jpeg[:app0_end] + b"\x00" * 45_000_000 + jpeg[app0_end:])
+    files["JPEG with 45 MB of junk before its frame"] = (junk, JpegImagePlugin.JpegImageFile)
+    flat = io.BytesIO()
+    Image.linear_gradient("L").resize((7000, 7000)).convert("RGB").save(
+        flat, "JPEG", progressive=True, quality=60
+    )
+    data = flat.getvalue()
+    last = data.rindex(b"\xff\xda")
+    bomb = folder / "scans.jpg"
+    bomb.write_bytes(data[:last] + data[last:-2] * 25_000 + b"\xff\xd9")
+    files["7000x7000 JPEG of 25,000 scans"] = (bomb, JpegImagePlugin.JpegImageFile)
+    print("| file | size | Pillow header parse (before) | read_image_header | check_structure |")
+    print("|---|---|---|---|---|")
+    for label, (path, plugin) in files.items():
+        started = time.perf_counter()
+        with path.open("rb") as fp, plugin(fp):
+            pass
+        pillow = time.perf_counter() - started
+        started = time.perf_counter()
+        try:
+            images.read_image_header(path)
+            header = "read"
+        except images.UndecodableImage:
+            header = "refused"
+        ours = time.perf_counter() - started
+        content = path.read_bytes()
+        started = time.perf_counter()
+        problem = check_structure(content)
+        structure = time.perf_counter() - started
+        del content
+        print(
+            f"| {label} | {path.stat().st_size / 2**20:.1f} MB | {pillow * 1000:.0f} ms |"
+            f" {ours * 1000:.2f} ms ({header}) | {structure * 1000:.1f} ms"
+            f" ({'refused' if problem else 'passed'}) |"
+        )
+        path.unlink()
+    print()
+
+
 def memory(big: Path) -> None:
     print("## Worker resident memory around a 50 MP 16-bit RGBA PNG\n")
     # A warm child, as a worker has after its first photo.
@@ -222,6 +283,8 @@ def main() -> None:
         big = Path(folder) / "big16.png"
         write_big_png(big)
         memory(big)
+        big.unlink()
+        hostile_files(Path(folder))
     decoding.shutdown()
 
 

@@ -17,7 +17,13 @@ import io
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from glimpse.media.sniff import SNIFF_BYTES, MediaType, is_image, sniff_media_type
+from glimpse.media.sniff import (
+    MAX_JPEG_JUNK_BYTES,
+    SNIFF_BYTES,
+    MediaType,
+    is_image,
+    sniff_media_type,
+)
 
 # At most this many bytes are read from a file (the seeks over skipped data read nothing).
 HEADER_READ_LIMIT = 256 * 1024
@@ -26,9 +32,6 @@ HEADER_READ_LIMIT = 256 * 1024
 # DQT, DHT...); ICC profiles split over many APP2 segments are the longest runs seen, a few
 # dozen. A few hundred is generous.
 MAX_JPEG_HEADER_SEGMENTS = 300
-# libjpeg skips stray bytes between segments with a warning. A real file has none, or a few
-# from a sloppy editor; megabytes of them are an attempt at making the parser crawl.
-MAX_JPEG_JUNK_BYTES = 1024
 
 # JPEG frame headers (SOFn); C4 (DHT), C8 (reserved) and CC (DAC) share the range but are not.
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}

@@ -177,6 +177,9 @@ MAX_JPEG_SCANS = 64
 # Markers with a length, in the whole first image: a dozen before the frame in camera files
 # (more when an ICC profile is split), two or three per scan after it.
 MAX_JPEG_SEGMENTS = 512
+# libjpeg skips stray bytes between segments with a warning, one at a time. A real file has
+# none, or a few from a sloppy editor; megabytes of them are there to make parsers crawl.
+MAX_JPEG_JUNK_BYTES = 1024
 # Huffman-coded JPEG data needs at least one bit per 8x8 block of its full-resolution component
 # (a DC code; an image of one flat colour gets exactly that from an optimising encoder, and
 # 2 bits from libjpeg at any quality). Declared pixels per byte of entropy-coded data past
@@ -226,10 +229,13 @@ _ARITHMETIC_FRAMES = frozenset({0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 
 def _jpeg_structure(data: bytes) -> StructureProblem | None:
     size = len(data)
-    pos, segments, scans, entropy_bytes = 2, 0, 0, 0
+    pos, segments, scans, entropy_bytes, junk = 2, 0, 0, 0, 0
     pixels, arithmetic = 0, False
     while (marker := _NEXT_MARKER.search(data, pos)) is not None:
         code, at = marker[1][0], marker.start()
+        junk += at - pos  # (0 when the segment before ended where it said it would)
+        if junk > MAX_JPEG_JUNK_BYTES:
+            return StructureProblem(True, "the JPEG has junk between its segments")
         if code == 0xD9:  # end of the (first) image; what follows is never decoded
             break
         if code in (0x01, 0xD8):

@@ -137,3 +137,18 @@ def test_a_real_png_passes() -> None:
     out = io.BytesIO()
     Image.effect_noise((800, 600), 60).save(out, "PNG")
     assert check_structure(out.getvalue()) is None
+
+
+def _with_junk_after_app0(junk: bytes) -> bytes:
+    data = jpeg((64, 64))
+    app0_end = 4 + int.from_bytes(data[4:6], "big")
+    return data[:app0_end] + junk + data[app0_end:]
+
+
+def test_a_few_stray_bytes_between_segments_pass() -> None:
+    assert check_structure(_with_junk_after_app0(b"\x00" * 10 + b"\xff" * 10)) is None
+
+
+def test_megabytes_of_junk_between_segments_are_too_complex() -> None:
+    problem = check_structure(_with_junk_after_app0(b"\x00" * 5_000_000))
+    assert problem is not None and problem.too_complex and "junk" in problem.reason
