@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import os
+import resource
 import struct
+import sys
 import time
 from typing import Any
 
@@ -86,6 +88,30 @@ def test_a_child_left_big_by_a_task_is_replaced() -> None:
     assert run_in_child(BUDGET, os.getpid) == first
     run_in_child(BUDGET, allocate, decoding.RECYCLE_RSS_BYTES + 2**20, True)
     assert run_in_child(BUDGET, os.getpid) != first
+
+
+def loaded_modules() -> set[str]:
+    return set(sys.modules)
+
+
+def leave_address_space_full() -> int:
+    """What a task under a tight memory budget leaves behind: no room for one more mapping
+    (the limit is below what the process already has mapped)."""
+    with open("/proc/self/statm") as statm:
+        size = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    resource.setrlimit(resource.RLIMIT_AS, (size // 2, resource.getrlimit(resource.RLIMIT_AS)[1]))
+    return os.getpid()
+
+
+def test_a_previous_task_s_budget_does_not_hold_while_the_next_one_is_received() -> None:
+    # Receiving a task imports the module of its function (here one no child has loaded yet:
+    # not imported at the top, or children would import it with this module).
+    from tests.integration import decoding_probe
+
+    assert decoding_probe.__name__ not in run_in_child(BUDGET, loaded_modules)
+    pid = run_in_child(BUDGET, leave_address_space_full)
+    assert run_in_child(BUDGET, decoding_probe.double, 21) == 42
+    assert run_in_child(BUDGET, os.getpid) == pid
 
 
 def test_a_child_that_dies_otherwise_is_reported_as_such() -> None:

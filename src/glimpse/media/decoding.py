@@ -196,10 +196,16 @@ def _death(exitcode: int | None, budget: DecodeBudget, elapsed: float) -> Except
 def _child_loop(conn: Connection) -> None:
     """Run tasks until the parent closes its end (or goes away)."""
     while True:
+        # Between tasks the limits are the hard ones: unpickling the next task may import the
+        # module of its function, which a previous task's memory budget must not refuse.
+        _relax_limits()
         try:
             budget, function, args = conn.recv()
         except (EOFError, OSError):
             return
+        except Exception as exc:  # a task that cannot be unpickled here
+            conn.send(("error", DecoderDied(f"the task could not be received: {exc!r}"), 0))
+            continue
         # RLIMIT_CPU counts the process's whole life: the budget starts from what it has used.
         # SIGXCPU at the soft limit ends the process (Python leaves its default action).
         usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -242,6 +248,12 @@ def _give_back_free_memory() -> None:
     trim = getattr(_LIBC, "malloc_trim", None)
     if trim is not None:
         trim(0)
+
+
+def _relax_limits() -> None:
+    for which in (resource.RLIMIT_CPU, resource.RLIMIT_AS):
+        hard = resource.getrlimit(which)[1]
+        resource.setrlimit(which, (hard, hard))
 
 
 def _limit(which: int, soft: int) -> None:
