@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import resource
+import signal
 import struct
 import sys
 import time
@@ -112,6 +113,14 @@ def test_a_previous_task_s_budget_does_not_hold_while_the_next_one_is_received()
     pid = run_in_child(BUDGET, leave_address_space_full)
     assert run_in_child(BUDGET, decoding_probe.double, 21) == 42
     assert run_in_child(BUDGET, os.getpid) == pid
+
+
+def test_an_idle_child_killed_while_it_waited_is_replaced_without_an_error() -> None:
+    pid = run_in_child(BUDGET, os.getpid)
+    [idle] = [c for c in decoding._POOL._idle if c.process.pid == pid]
+    os.kill(pid, signal.SIGKILL)
+    idle.process.join(10)
+    assert run_in_child(BUDGET, os.getpid) != pid
 
 
 def test_a_child_that_dies_otherwise_is_reported_as_such() -> None:

@@ -22,7 +22,6 @@ import os
 import resource
 import signal
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -91,9 +90,9 @@ def shutdown() -> None:
     _POOL.close()
 
 
-# A child is replaced once its resident memory passes this after a task: glibc keeps what a big
-# decode allocated (a 50 MP 16-bit PNG peaks at 620 MB) for the process's lifetime. An ordinary
-# photo leaves a child at about 100-150 MB; a fresh one is about 60 MB.
+# A child is replaced once its resident memory passes this after a task (and after it handed
+# freed pages back with malloc_trim): whatever a decode left behind, such as fragments of a
+# 50 MP PNG's 620 MB, goes with the process. Between tasks a child holds 60-90 MB.
 RECYCLE_RSS_BYTES = 256 * 2**20
 # ... and after this many tasks in any case, so that slow leaks in codecs cannot accumulate.
 RECYCLE_AFTER_TASKS = 200
@@ -116,13 +115,12 @@ class _Child:
     def run(self, budget: DecodeBudget, function: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         """The task's outcome; raises when the child had to be killed or died (it is then
         unusable and the caller must not return it to the pool)."""
-        started = time.monotonic()
         self.tasks += 1
         try:
             self.conn.send((budget, function, args))
         except (BrokenPipeError, EOFError, OSError):
             self.stop()
-            raise _death(self.process.exitcode, budget, 0.0) from None
+            raise _death(self.process.exitcode, budget) from None
         if not self.conn.poll(budget.timeout_seconds):
             self.stop()
             raise DecodeBudgetExceeded(
@@ -132,7 +130,7 @@ class _Child:
             return self.conn.recv()
         except (EOFError, OSError):
             self.stop()
-            raise _death(self.process.exitcode, budget, time.monotonic() - started) from None
+            raise _death(self.process.exitcode, budget) from None
 
     def stop(self) -> None:
         self.conn.close()
@@ -149,6 +147,9 @@ class _Pool:
     def run(self, budget: DecodeBudget, function: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         with self._lock:
             child = self._idle.pop() if self._idle else None
+        if child is not None and not child.process.is_alive():  # killed while it waited
+            child.stop()
+            child = None
         if child is None:
             child = _Child()
         kind, value, rss = child.run(budget, function, args)
@@ -181,12 +182,10 @@ _POOL = _Pool()
 _LIBC = ctypes.CDLL(None)
 
 
-def _death(exitcode: int | None, budget: DecodeBudget, elapsed: float) -> Exception:
-    if exitcode == -signal.SIGXCPU or (
-        # A child that ignored SIGXCPU gets SIGKILL at the hard limit; the OOM killer sends it
-        # too, but a child that has not lived past its CPU budget cannot have spent it.
-        exitcode == -signal.SIGKILL and elapsed >= budget.cpu_seconds
-    ):
+def _death(exitcode: int | None, budget: DecodeBudget) -> Exception:
+    # SIGXCPU is the CPU budget. Anything else (a codec's crash, the kernel's OOM killer's
+    # SIGKILL when the machine has less memory than the budget) may not recur: worth a retry.
+    if exitcode == -signal.SIGXCPU:
         return DecodeBudgetExceeded(
             f"decoding needed more than {budget.cpu_seconds} s of CPU; the image is too complex"
         )
@@ -207,7 +206,8 @@ def _child_loop(conn: Connection) -> None:
             conn.send(("error", DecoderDied(f"the task could not be received: {exc!r}"), 0))
             continue
         # RLIMIT_CPU counts the process's whole life: the budget starts from what it has used.
-        # SIGXCPU at the soft limit ends the process (Python leaves its default action).
+        # SIGXCPU at the soft limit ends the process (Python leaves its default action); the
+        # wall-clock timeout backs it up.
         usage = resource.getrusage(resource.RUSAGE_SELF)
         spent = math.ceil(usage.ru_utime + usage.ru_stime)
         _limit(resource.RLIMIT_CPU, spent + budget.cpu_seconds)
