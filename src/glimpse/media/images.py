@@ -14,6 +14,7 @@ stored orientation, and only the small result is rotated, filtered and resized a
 from __future__ import annotations
 
 import io
+import mmap
 import os
 import struct
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from glimpse.media.planning import (
 from glimpse.media.sniff import (
     SNIFF_BYTES,
     MediaType,
+    StructureProblem,
     check_structure,
     iso_bmff_truncation,
     jpeg_scan_damage,
@@ -144,6 +146,17 @@ def read_image_header(path: str | os.PathLike[str]) -> ImageHeader:
         except UnreadableHeader as exc:
             raise UndecodableImage(str(exc)) from exc
     return ImageHeader(header.media_type, header.width, header.height)
+
+
+def check_file_structure(path: str | os.PathLike[str]) -> StructureProblem | None:
+    """`sniff.check_structure` of a spooled upload, read through mmap (no copy of the file in
+    this process's memory): a few ms for the largest upload, so the API can refuse a scan bomb
+    or a chunk flood with 415/422 before it is stored. The worker checks again regardless."""
+    with open(path, "rb") as fp:
+        if os.fstat(fp.fileno()).st_size == 0:
+            return None
+        with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            return check_structure(view)  # type: ignore[arg-type]
 
 
 def process_image(data: bytes, filter_name: str) -> ProcessedImage:

@@ -7,11 +7,17 @@ import io
 import random
 import struct
 import zlib
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from glimpse.media.images import TooComplexImage, UndecodableImage, process_image
+from glimpse.media.images import (
+    TooComplexImage,
+    UndecodableImage,
+    check_file_structure,
+    process_image,
+)
 from glimpse.media.sniff import (
     MAX_JPEG_SCANS,
     MAX_JPEG_SEGMENTS,
@@ -152,3 +158,17 @@ def test_a_few_stray_bytes_between_segments_pass() -> None:
 def test_megabytes_of_junk_between_segments_are_too_complex() -> None:
     problem = check_structure(_with_junk_after_app0(b"\x00" * 5_000_000))
     assert problem is not None and problem.too_complex and "junk" in problem.reason
+
+
+def test_a_spooled_file_is_checked_like_its_bytes(tmp_path: Path) -> None:
+    cases = {
+        "bomb": scan_bomb(1000),
+        "liar": lying_jpeg((7000, 7000)),
+        "fine": jpeg((64, 64)),
+        "chunks": _png(extra=png_chunk(b"zzZz", b"") * 5000),
+        "empty": b"",
+    }
+    for name, data in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        assert check_file_structure(path) == check_structure(data), name
