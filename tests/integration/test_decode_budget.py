@@ -3,6 +3,7 @@ costs one job, never the worker, and other users' photos go on being processed."
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import resource
@@ -10,6 +11,7 @@ import signal
 import struct
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -134,6 +136,16 @@ def test_the_function_s_own_errors_come_back_as_they_are() -> None:
         decoding.decode_in_child(b"not an image", "normal", BUDGET)
     processed = decoding.decode_in_child(jpeg_bytes((640, 480)), "normal", BUDGET)
     assert (processed.width, processed.height) == (640, 480)
+
+
+def test_a_file_is_read_by_the_child(tmp_path: Path) -> None:
+    path = tmp_path / "original"
+    path.write_bytes(jpeg_bytes((640, 480)))
+    processed = decoding.decode_in_child(path, "normal", BUDGET)
+    assert (processed.width, processed.height) == (640, 480)
+    with pytest.raises(decoding.OriginalUnreadable) as raised:
+        decoding.decode_in_child(tmp_path / "gone", "normal", BUDGET)
+    assert raised.value.errno == errno.ENOENT
 
 
 # -- Through the worker -------------------------------------------------------------------

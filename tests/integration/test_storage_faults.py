@@ -21,6 +21,7 @@ from glimpse.backends.queue.models import Job, JobState
 from glimpse.backends.storage import LocalStorage, ObjectMissing
 from glimpse.backends.storage import local as local_storage
 from glimpse.errors import StorageUnavailable
+from glimpse.media import decoding
 from glimpse.posts import service
 from tests.conftest import Glimpse, assert_error
 
@@ -222,3 +223,24 @@ async def test_readyz_reports_a_full_disk(glimpse: Glimpse) -> None:
     body = response.json()
     assert body["checks"]["storage"].startswith("failed") and "free" in body["checks"]["storage"]
     assert body["checks"]["database"] == "ok"
+
+
+@pytest.mark.parametrize("settings", [{"job_retry_base_seconds": 1}], indirect=True)
+async def test_an_original_the_decoding_child_cannot_read_is_a_storage_fault(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The child reads the original from the disk itself; what it meets comes back as errno.
+    def unreadable(*args: Any) -> Any:
+        raise decoding.OriginalUnreadable(errno.EIO, "Input/output error")
+
+    headers = await glimpse.signup()
+    post = (await glimpse.upload(headers)).json()
+    monkeypatch.setattr(decoding, "decode_in_child", unreadable)
+    await glimpse.run_jobs()
+    job = await _processing_job(glimpse)
+    assert (job.state, job.attempts) == (JobState.QUEUED, 0)
+    assert (job.last_error or "").startswith("storage_unavailable")
+    monkeypatch.undo()
+    await _make_due(glimpse)
+    await glimpse.run_jobs()
+    assert (await _post(glimpse, headers, post["id"]))["status"] == "ready"

@@ -25,7 +25,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from glimpse.media import images
 
@@ -65,14 +66,43 @@ class DecoderDied(Exception):
     perhaps the machine's fault, so worth another try."""
 
 
-def decode_in_child(data: bytes, filter_name: str, budget: DecodeBudget) -> images.ProcessedImage:
-    """`images.process_image` in a child process under `budget`.
+class OriginalUnreadable(Exception):
+    """The child could not read the original's file (errno and message of the OSError)."""
 
-    Raises what process_image raises (UndecodableImage, TooComplexImage, KeyError), or
-    DecodeBudgetExceeded, or DecoderDied.
+    def __init__(self, errno: int | None, message: str) -> None:
+        super().__init__(errno, message)
+        self.errno = errno
+        self.message = message
+
+    def as_os_error(self) -> OSError:
+        return OSError(self.errno, self.message)
+
+
+def decode_in_child(
+    source: bytes | Path, filter_name: str, budget: DecodeBudget
+) -> images.ProcessedImage:
+    """`images.process_image` in a child process under `budget`, of the original's bytes or of
+    its file (which the child then reads itself: the bytes need not pass through the caller,
+    which saves about 2 ms a MB).
+
+    Raises what process_image raises (UndecodableImage, TooComplexImage, KeyError),
+    OriginalUnreadable, DecodeBudgetExceeded or DecoderDied.
     """
-    # Looked up at call time, so that a test can swap in a (module-level) stand-in.
-    return run_in_child(budget, images.process_image, data, filter_name)
+    # process_image is looked up at call time and travels by reference, so that a test can swap
+    # in a (module-level) stand-in.
+    if isinstance(source, Path):
+        processed = run_in_child(budget, _read_then_call, images.process_image, source, filter_name)
+        return cast(images.ProcessedImage, processed)
+    return run_in_child(budget, images.process_image, source, filter_name)
+
+
+def _read_then_call(function: Callable[..., T], path: Path, *args: Any) -> T:
+    try:
+        with open(path, "rb") as original:
+            data = original.read()
+    except OSError as exc:
+        raise OriginalUnreadable(exc.errno, exc.strerror or str(exc)) from None
+    return function(data, *args)
 
 
 def run_in_child(budget: DecodeBudget, function: Callable[..., T], *args: Any) -> T:

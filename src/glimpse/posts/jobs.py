@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import time
+from pathlib import Path
 
 from glimpse.backends.queue.registry import Payload, PermanentJobError, job
-from glimpse.backends.storage import ObjectMissing
+from glimpse.backends.storage import ObjectMissing, disk_fault
 from glimpse.container import Container
 from glimpse.ids import smallest_id_at
 from glimpse.media import decoding, images
@@ -33,12 +35,17 @@ async def process_media(container: Container, payload: Payload) -> None:
         post = await repository.get_post(session, media.post_id) if media else None
     if media is None or post is None or media.status == PostStatus.FAILED:
         return  # the post was deleted (or already failed) meanwhile
-    try:
-        original = await container.storage.get_bytes(media.original_key)
-    except ObjectMissing:
-        raise PermanentJobError(
-            "original_missing", "The uploaded file is gone; please upload it again."
-        ) from None
+    missing = PermanentJobError(
+        "original_missing", "The uploaded file is gone; please upload it again."
+    )
+    # On a local disk the decoding child reads the original itself (up to 50 MB that need not
+    # pass through this process); other stores hand over its bytes.
+    original: bytes | Path | None = container.storage.local_path(media.original_key)
+    if original is None:
+        try:
+            original = await container.storage.get_bytes(media.original_key)
+        except ObjectMissing:
+            raise missing from None
     try:
         # Never decoded in this process: a hostile file costs a child process its budget.
         processed = await asyncio.to_thread(
@@ -47,6 +54,10 @@ async def process_media(container: Container, payload: Payload) -> None:
             post.filter_name,
             decoding.DecodeBudget.from_settings(container.settings),
         )
+    except decoding.OriginalUnreadable as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
+            raise missing from None
+        raise disk_fault(exc.as_os_error(), "read files") from exc
     except (images.TooComplexImage, decoding.DecodeBudgetExceeded) as exc:
         raise PermanentJobError("image_too_complex", str(exc)) from exc
     except images.UndecodableImage as exc:

@@ -6,7 +6,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from glimpse.backends.storage.base import InvalidKey, ObjectMissing, Storage, check_key
-from glimpse.backends.storage.local import LocalStorage
+from glimpse.backends.storage.local import LocalStorage, disk_fault
 
 
 def storage_from_url(url: str, *, free_bytes_floor: int = 0) -> Storage:
@@ -23,5 +23,6 @@ __all__ = [
     "ObjectMissing",
     "Storage",
     "check_key",
+    "disk_fault",
     "storage_from_url",
 ]

@@ -49,18 +49,29 @@ TRANSIENT_ERRNOS = frozenset(
 RETRY_AFTER_SECONDS = 30
 
 
+def disk_fault(exc: OSError, action: str) -> Exception:
+    """StorageUnavailable for a fault of the disk or the mount (`action`: what could not be
+    done, as in "store files"); the error itself for anything else."""
+    if not (isinstance(exc, TimeoutError) or exc.errno in TRANSIENT_ERRNOS):
+        return exc
+    reason = os.strerror(exc.errno) if exc.errno else "timed out"
+    unavailable = StorageUnavailable(
+        f"The media store cannot {action} now ({reason.lower()}); please try again later.",
+        retry_after=RETRY_AFTER_SECONDS,
+    )
+    unavailable.__cause__ = exc
+    return unavailable
+
+
 @contextlib.contextmanager
 def _unavailable_on_disk_faults(action: str) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        if not (isinstance(exc, TimeoutError) or exc.errno in TRANSIENT_ERRNOS):
+        fault = disk_fault(exc, action)
+        if fault is exc:
             raise
-        reason = os.strerror(exc.errno) if exc.errno else "timed out"
-        raise StorageUnavailable(
-            f"The media store cannot {action} now ({reason.lower()}); please try again later.",
-            retry_after=RETRY_AFTER_SECONDS,
-        ) from exc
+        raise fault from exc
 
 
 def _read_file(path: Path) -> bytes:
