@@ -114,7 +114,9 @@ def build_container(settings: Settings, *, node_id: int | None = None) -> Contai
     return Container(
         settings=settings,
         db=db,
-        storage=storage_from_url(settings.resolved_storage_url),
+        storage=storage_from_url(
+            settings.resolved_storage_url, free_bytes_floor=settings.storage_free_bytes_floor
+        ),
         queue=queue_from_url(
             settings.resolved_queue_url,
             db,

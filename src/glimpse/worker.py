@@ -1,7 +1,7 @@
 """The worker: claims jobs and runs their registered handlers.
 
-Image work is CPU-bound; handlers push it to a thread so that this event loop stays free to
-notice a stop signal. A worker process runs `concurrency` jobs at a time (default one: one
+Image work is CPU-bound; handlers push it to a child process (media/decoding.py), waited on from
+a thread so that this event loop stays free to notice a stop signal. A worker process runs `concurrency` jobs at a time (default one: one
 process per core is the unit of scale).
 """
 
@@ -18,7 +18,9 @@ from collections.abc import AsyncIterator
 from glimpse.backends.queue.base import ClaimedJob, retry_delay
 from glimpse.backends.queue.outbox import ensure_pending
 from glimpse.container import Container
+from glimpse.errors import StorageUnavailable
 from glimpse.jobs import PermanentJobError, UnknownJob, registry
+from glimpse.media import decoding
 from glimpse.ops.metrics import JOB_SECONDS, JOBS_RUN, never_failing
 
 log = logging.getLogger("glimpse.worker")
@@ -69,6 +71,8 @@ async def _run_job(container: Container, job: ClaimedJob) -> str:
             await spec.handler(container, job.payload)
     except PermanentJobError as exc:
         return await _bury(container, job, exc)
+    except StorageUnavailable as exc:
+        return await _retry_storage_fault(container, job, exc)
     except Exception as exc:
         log.warning("job %s %s attempt %d failed: %r", job.name, job.id, job.attempts, exc)
         if job.attempts >= job.max_attempts:
@@ -146,6 +150,52 @@ async def _bury(
     return "dead"
 
 
+# The first line of a last_error that _retry_storage_fault left: since when, and how many times.
+_STORAGE_FAULT = re.compile(r"storage_unavailable since ([0-9.]+) \(([0-9]+) times\): ")
+
+
+async def _retry_storage_fault(
+    container: Container, job: ClaimedJob, error: StorageUnavailable
+) -> str:
+    """The store is full, read-only or failing: nothing the job did, and it usually comes back.
+    Retry without counting the attempt, at most `storage_retry_max_delay_seconds` apart (so work
+    resumes within that of storage coming back), for `storage_retry_window_seconds` from the
+    first of these faults in a row; only then is the job buried."""
+    settings = container.settings
+    now = time.time()
+    since, times = now, 0
+    match = _STORAGE_FAULT.match(job.last_error or "")
+    if match:
+        since, times = float(match.group(1)), int(match.group(2))
+    times += 1
+    if now - since >= settings.storage_retry_window_seconds:
+        return await _bury(
+            container,
+            job,
+            PermanentJobError(
+                "storage_unavailable",
+                "The media store stayed unavailable too long; please upload the photo again.",
+            ),
+            detail=traceback.format_exc(),
+        )
+    delay = retry_delay(
+        times, settings.job_retry_base_seconds, settings.storage_retry_max_delay_seconds
+    )
+    log.warning(
+        "job %s %s: storage unavailable (%d times in a row); retrying in %.0f s: %s",
+        job.name,
+        job.id,
+        times,
+        delay,
+        error.message,
+    )
+    reason = f"storage_unavailable since {since:.3f} ({times} times): {error.message}"
+    await container.queue.retry(
+        job, f"{reason}\n{traceback.format_exc()}", delay, count_attempt=False
+    )
+    return "retried"
+
+
 # The first line of a last_error that _bury left: "<code>: <message>" (a traceback's first
 # line, "Traceback (most recent call last):", never looks like that).
 _REASON = re.compile(r"([a-z][a-z0-9_]*): (.+)")
@@ -212,9 +262,12 @@ async def run_worker(container: Container, stop: asyncio.Event, concurrency: int
                 # The queue itself failed us; the lease will run out and the job come back.
                 log.exception("job %s %s could not be settled", job.name, job.id)
 
-    await asyncio.gather(
-        keep_periodic_jobs_scheduled(), *(lane() for _ in range(max(1, concurrency)))
-    )
+    try:
+        await asyncio.gather(
+            keep_periodic_jobs_scheduled(), *(lane() for _ in range(max(1, concurrency)))
+        )
+    finally:
+        await asyncio.to_thread(decoding.shutdown)
 
 
 async def drain(container: Container, *, max_jobs: int = 10_000) -> int:

@@ -195,29 +195,6 @@ async def test_a_really_read_only_database_is_503(glimpse: Glimpse) -> None:
 # --- /readyz ----------------------------------------------------------------------------------
 
 
-async def test_readyz_reports_storage_unavailable_below_the_free_space_floor(
-    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    real_statvfs = os.statvfs
-
-    def nearly_full(path: Any) -> Any:
-        stats = real_statvfs(path)
-        return os.statvfs_result(
-            (stats.f_bsize, 4096, stats.f_blocks, 3072, 12 * 256, *tuple(stats)[5:])
-        )
-
-    monkeypatch.setattr(ops_routes.os, "statvfs", nearly_full)
-    response = await glimpse.client.get("/readyz")
-    assert response.status_code == 503
-    assert response.json()["checks"] == {
-        "database": "ok",
-        "storage": "failed: only 12 MB free, below the floor of 100 MB",
-        "queue": "ok",
-    }
-    monkeypatch.undo()
-    assert (await glimpse.client.get("/readyz")).status_code == 200
-
-
 async def test_readyz_names_why_the_database_cannot_be_opened(
     glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from glimpse.backends.storage import InvalidKey, LocalStorage, ObjectMissing, storage_from_url
+from glimpse.errors import StorageUnavailable
 
 
 @pytest.fixture
@@ -298,6 +299,7 @@ async def test_a_failing_folder_fsync_is_reported_as_the_io_error_it_is(
     staged = storage.staging_dir() / "upload.part"
     staged.write_bytes(b"original")
     _folders_fail_to_fsync(monkeypatch, errno.EIO)
-    with pytest.raises(OSError) as failure:
+    with pytest.raises(StorageUnavailable) as failure:
         await storage.put_file("originals/2026/r/m", staged, "image/jpeg")
-    assert failure.value.errno == errno.EIO
+    cause = failure.value.__cause__
+    assert isinstance(cause, OSError) and cause.errno == errno.EIO

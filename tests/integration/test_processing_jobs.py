@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select, update
 
 from glimpse.backends.queue.models import Job, JobState
-from glimpse.media import images
+from glimpse.media import decoding
 from glimpse.posts import jobs, service
 from glimpse.posts.models import Media, MediaVariant
 from tests.conftest import Glimpse, jpeg_bytes
@@ -95,15 +95,15 @@ async def test_variants_stored_for_a_post_deleted_during_processing_are_purged(
     headers = await glimpse.signup()
     post = (await glimpse.upload(headers)).json()
     entered, leave = threading.Event(), threading.Event()
-    real_process_image = images.process_image
+    real_decode = decoding.decode_in_child
 
-    def slow_process_image(*args: Any, **kwargs: Any) -> Any:
+    def slow_decode(*args: Any, **kwargs: Any) -> Any:
         # Hold the image work open until the author has deleted the post.
         entered.set()
         leave.wait(10)
-        return real_process_image(*args, **kwargs)
+        return real_decode(*args, **kwargs)
 
-    monkeypatch.setattr(images, "process_image", slow_process_image)
+    monkeypatch.setattr(decoding, "decode_in_child", slow_decode)
     worker = asyncio.create_task(glimpse.run_jobs())
     assert await asyncio.to_thread(entered.wait, 10)
     response = await glimpse.client.delete(f"/api/v1/posts/{post['id']}", headers=headers)

@@ -14,6 +14,7 @@ stored orientation, and only the small result is rotated, filtered and resized a
 from __future__ import annotations
 
 import io
+import mmap
 import os
 import struct
 from dataclasses import dataclass
@@ -21,17 +22,10 @@ from typing import BinaryIO
 
 import blurhash
 import pillow_heif
-from PIL import (
-    GifImagePlugin,
-    Image,
-    ImageCms,
-    ImageFile,
-    JpegImagePlugin,
-    PngImagePlugin,
-    WebPImagePlugin,
-)
+from PIL import Image, ImageCms, JpegImagePlugin
 
 from glimpse.media.filters import FILTERS, apply_filter
+from glimpse.media.headers import UnreadableHeader, read_header_size
 from glimpse.media.planning import (
     SQUARE_VARIANT,
     VariantPlan,
@@ -47,7 +41,8 @@ from glimpse.media.planning import (
 from glimpse.media.sniff import (
     SNIFF_BYTES,
     MediaType,
-    is_image,
+    StructureProblem,
+    check_structure,
     iso_bmff_truncation,
     jpeg_scan_damage,
     sniff_media_type,
@@ -132,48 +127,52 @@ class UndecodableImage(Exception):
     """permanent: the bytes cannot be decoded (truncated, corrupt, lying about type)"""
 
 
-# Header readers by sniffed type. Constructing the plugin's image class parses the
-# header exactly as Image.open would, minus Image.open's decompression-bomb check: the
-# caller wants the size of a huge image in order to refuse it with its own limit.
-_HEADER_READERS: dict[MediaType, type[ImageFile.ImageFile]] = {
-    MediaType.JPEG: JpegImagePlugin.JpegImageFile,
-    MediaType.PNG: PngImagePlugin.PngImageFile,
-    MediaType.WEBP: WebPImagePlugin.WebPImageFile,
-    MediaType.GIF: GifImagePlugin.GifImageFile,
-    MediaType.HEIC: pillow_heif.HeifImageFile,
-}
+class TooComplexImage(UndecodableImage):
+    """permanent: the file is built to make decoding cost far more than any real photo (more
+    scans or chunks than any encoder writes)"""
 
 
 def read_image_header(path: str | os.PathLike[str]) -> ImageHeader:
     """Type and stored size of an image file, without decoding its pixels.
 
-    Raises UndecodableImage when the file is not an image type Glimpse accepts or its
-    header cannot be parsed. Never raises for size: comparing pixels to a limit is the
-    caller's decision.
+    Parsed without decoder libraries (see `headers`), so it reads a few KB and takes well under
+    a millisecond whatever the file holds. Raises UndecodableImage when the file is not an image
+    type Glimpse accepts or its header cannot be parsed. Never raises for size: comparing pixels
+    to a limit is the caller's decision.
     """
     with open(path, "rb") as fp:
-        media_type = sniff_media_type(fp.read(SNIFF_BYTES))
-        if media_type is None or not is_image(media_type):
-            raise UndecodableImage("the file is not a JPEG, PNG, WebP, HEIC or GIF image")
-        fp.seek(0)
         try:
-            with _HEADER_READERS[media_type](fp) as im:
-                width, height = im.size
-        except _DECODE_ERRORS as exc:
-            raise UndecodableImage(f"the {media_type.name} header cannot be read: {exc}") from exc
-    return ImageHeader(media_type, width, height)
+            header = read_header_size(fp)
+        except UnreadableHeader as exc:
+            raise UndecodableImage(str(exc)) from exc
+    return ImageHeader(header.media_type, header.width, header.height)
+
+
+def check_file_structure(path: str | os.PathLike[str]) -> StructureProblem | None:
+    """`sniff.check_structure` of a spooled upload, read through mmap (no copy of the file in
+    this process's memory): a few ms for the largest upload, so the API can refuse a scan bomb
+    or a chunk flood with 415/422 before it is stored. The worker checks again regardless."""
+    with open(path, "rb") as fp:
+        if os.fstat(fp.fileno()).st_size == 0:
+            return None
+        with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            return check_structure(view)  # type: ignore[arg-type]
 
 
 def process_image(data: bytes, filter_name: str) -> ProcessedImage:
     """Decode an original and produce every variant, filtered, stripped of metadata.
 
     Output is deterministic: the same bytes and filter always give the same files.
-    Raises KeyError for an unknown filter and UndecodableImage for bytes that cannot be
+    Raises KeyError for an unknown filter, TooComplexImage for a file built to make decoding
+    crawl (refused before any decoder runs) and UndecodableImage for bytes that cannot be
     decoded.
     """
     if filter_name not in FILTERS:
         # The caller's bug, not the image's: fail before spending time on decoding.
         raise KeyError(filter_name)
+    problem = check_structure(data)
+    if problem is not None:
+        raise (TooComplexImage if problem.too_complex else UndecodableImage)(problem.reason)
     media_type = sniff_media_type(data[:SNIFF_BYTES])
     # The decoders would quietly fill what is damaged or missing with grey or green.
     damage = (

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import re
+from dataclasses import dataclass
 
 
 class MediaType(enum.StrEnum):
@@ -114,7 +115,7 @@ def jpeg_scan_damage(data: bytes) -> str | None:
     (broken headers, truncation) is left to the decoder to reject.
     """
     pos, size = 2, len(data)
-    while True:
+    for _ in range(MAX_JPEG_SEGMENTS):
         if pos + 4 > size or data[pos] != 0xFF:
             return None
         marker = data[pos + 1]
@@ -126,6 +127,8 @@ def jpeg_scan_damage(data: bytes) -> str | None:
             pos += 2
         else:
             pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    else:
+        return None  # (more segments than check_structure lets through: refused there)
     # Whatever follows the end of the image (a phone's second picture, trailers) is
     # never decoded, so it is not judged.
     codes = b"".join(_JPEG_MARKER_CODES.findall(data, pos)).split(_EOI, 1)[0]
@@ -162,3 +165,141 @@ def iso_bmff_truncation(data: bytes) -> str | None:
             return f"the file ends {offset + size - len(data)} bytes early, inside its {box!r} box"
         offset += size
     return None  # (a few stray bytes after the last box are padding, not a missing picture)
+
+
+# -- Structure: what no camera or editor writes, refused before any decoder runs ------------
+
+# Progressive JPEGs have 10 scans in colour (6 in grey) as libjpeg and every camera write them;
+# hand-tuned scan scripts (jpegtran, mozjpeg) stay under 20. Each scan makes the decoder pass
+# over the whole coefficient buffer again, so a 7000x7000 file of 25,000 tiny scans costs
+# minutes of CPU. 64 is several times anything real.
+MAX_JPEG_SCANS = 64
+# Markers with a length, in the whole first image: a dozen before the frame in camera files
+# (more when an ICC profile is split), two or three per scan after it.
+MAX_JPEG_SEGMENTS = 512
+# libjpeg skips stray bytes between segments with a warning, one at a time. A real file has
+# none, or a few from a sloppy editor; megabytes of them are there to make parsers crawl.
+MAX_JPEG_JUNK_BYTES = 1024
+# Huffman-coded JPEG data needs at least one bit per 8x8 block of its full-resolution component
+# (a DC code; an image of one flat colour gets exactly that from an optimising encoder, and
+# 2 bits from libjpeg at any quality). Declared pixels per byte of entropy-coded data past
+# 2048, a quarter of a bit per block, mean the data ends long before the picture does: the
+# decoder would paint the rest grey.
+MAX_JPEG_PIXELS_PER_DATA_BYTE = 2048
+# PNG: image data is often split into many IDAT chunks (libpng writes 8 KB each); anything else
+# (text, colour, APNG frame control) comes in tens. Empty chunks and data chunks under 1 KB on
+# average beyond a few thousand are a file built to make the decoder loop.
+MAX_PNG_OTHER_CHUNKS = 4096
+MAX_PNG_SMALL_DATA_CHUNKS = 4096
+MIN_PNG_AVERAGE_DATA_CHUNK = 1024
+
+
+@dataclass(frozen=True)
+class StructureProblem:
+    """Why a file is refused before decoding. `too_complex`: more structure than any camera
+    writes (a file built to make decoders work for minutes); otherwise its data is short of
+    what its header declares."""
+
+    too_complex: bool
+    reason: str
+
+
+def check_structure(data: bytes) -> StructureProblem | None:
+    """Refuse, without decoding, an image whose structure no real encoder produces.
+
+    Runs in linear time with small constants (a regex pass over JPEG data, a walk of PNG chunk
+    headers that stops at its bounds): milliseconds for the largest upload accepted. Formats
+    other than JPEG and PNG pass unchecked (their decoders bound themselves).
+    """
+    media_type = sniff_media_type(data[:SNIFF_BYTES])
+    if media_type is MediaType.JPEG:
+        return _jpeg_structure(data)
+    if media_type is MediaType.PNG:
+        return _png_structure(data)
+    return None
+
+
+# A marker that ends entropy-coded data or starts a segment: 0xFF then anything but stuffing
+# (00), fill (FF), restart markers (D0-D7) and codes that cannot occur (02-BF, left to
+# jpeg_scan_damage).
+_NEXT_MARKER = re.compile(rb"\xff([\x01\xc0-\xcf\xd8-\xfe])")
+_JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_ARITHMETIC_FRAMES = frozenset({0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def _jpeg_structure(data: bytes) -> StructureProblem | None:
+    size = len(data)
+    pos, segments, scans, entropy_bytes, junk = 2, 0, 0, 0, 0
+    pixels, arithmetic = 0, False
+    while (marker := _NEXT_MARKER.search(data, pos)) is not None:
+        code, at = marker[1][0], marker.start()
+        junk += at - pos  # (0 when the segment before ended where it said it would)
+        if junk > MAX_JPEG_JUNK_BYTES:
+            return StructureProblem(True, "the JPEG has junk between its segments")
+        if code == 0xD9:  # end of the (first) image; what follows is never decoded
+            break
+        if code in (0x01, 0xD8):
+            pos = at + 2
+            continue
+        segments += 1
+        if segments > MAX_JPEG_SEGMENTS:
+            return StructureProblem(
+                True, f"the JPEG has more than {MAX_JPEG_SEGMENTS} segments; no camera writes that"
+            )
+        if at + 4 > size:
+            break
+        body = at + 4
+        length = int.from_bytes(data[at + 2 : at + 4], "big")
+        if code in _JPEG_FRAMES and body + 5 <= size:
+            height = int.from_bytes(data[body + 1 : body + 3], "big")
+            width = int.from_bytes(data[body + 3 : body + 5], "big")
+            pixels, arithmetic = width * height, code in _ARITHMETIC_FRAMES
+        if code == 0xDA:
+            scans += 1
+            if scans > MAX_JPEG_SCANS:
+                return StructureProblem(
+                    True, f"the JPEG has more than {MAX_JPEG_SCANS} scans; no camera writes that"
+                )
+            start = at + 2 + length
+            end_of_scan = _NEXT_MARKER.search(data, start)
+            pos = end_of_scan.start() if end_of_scan is not None else size
+            entropy_bytes += max(0, pos - start)
+            continue
+        pos = at + 2 + length
+    # Arithmetic coding (which no browser displays and Pillow cannot write) codes a flat area
+    # in almost nothing, so only Huffman-coded data is held to the bound.
+    if not arithmetic and pixels > entropy_bytes * MAX_JPEG_PIXELS_PER_DATA_BYTE:
+        return StructureProblem(
+            False,
+            f"the JPEG declares {pixels} pixels but holds only {entropy_bytes} bytes of image"
+            " data, far less than any encoder writes for that size",
+        )
+    return None
+
+
+def _png_structure(data: bytes) -> StructureProblem | None:
+    size, pos = len(data), 8
+    other = data_chunks = data_bytes = 0
+    while pos + 8 <= size:
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        if kind in (b"IDAT", b"fdAT") and length > 0:
+            data_chunks += 1
+            data_bytes += length
+            if (
+                data_chunks > MAX_PNG_SMALL_DATA_CHUNKS
+                and data_bytes < data_chunks * MIN_PNG_AVERAGE_DATA_CHUNK
+            ):
+                return StructureProblem(
+                    True, "the PNG splits its image data into more tiny chunks than any encoder"
+                )
+        else:
+            other += 1
+            if other > MAX_PNG_OTHER_CHUNKS:
+                return StructureProblem(
+                    True, f"the PNG has more than {MAX_PNG_OTHER_CHUNKS} chunks besides its data"
+                )
+        if kind == b"IEND":
+            break
+        pos += 12 + length
+    return None

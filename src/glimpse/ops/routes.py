@@ -7,7 +7,6 @@ import functools
 import hmac
 import ipaddress
 import logging
-import os
 import time
 from typing import Any, Literal
 
@@ -97,27 +96,9 @@ async def _check_database(container: Container) -> None:
         raise RuntimeError(f"migrations are at {revision}, not at head {head}")
 
 
-def free_bytes(folder: os.PathLike[str] | str) -> int:
-    """Bytes an unprivileged process may still write on the filesystem holding `folder`."""
-    stats = os.statvfs(folder)
-    return stats.f_bavail * stats.f_frsize
-
-
-def _megabytes(size: int) -> str:
-    return f"{size / (1024 * 1024):.0f} MB"
-
-
 async def _check_storage(container: Container) -> None:
-    # A full disk still answers a small write (and the first writes of an upload), so the
-    # store is "unavailable" once it is below the floor, before it fails uploads half-way.
-    # The staging folder lies on the store's filesystem, or on the disk uploads spool to.
-    floor = container.settings.storage_free_bytes_floor
-    if floor:
-        free = await asyncio.to_thread(free_bytes, container.storage.staging_dir())
-        if free < floor:
-            raise RuntimeError(
-                f"only {_megabytes(free)} free, below the floor of {_megabytes(floor)}"
-            )
+    # The store's own check also fails below the free-space floor (backends/storage/local.py):
+    # a full disk still answers a small write, and would fail uploads half-way.
     await container.storage.check()
 
 

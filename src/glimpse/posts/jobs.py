@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import time
+from pathlib import Path
 
-from glimpse.backends.storage import ObjectMissing
+from glimpse.backends.storage import ObjectMissing, disk_fault
 from glimpse.container import Container
 from glimpse.ids import smallest_id_at
 from glimpse.jobs import Payload, PermanentJobError, job
-from glimpse.media import images
+from glimpse.media import decoding, images
 from glimpse.posts import repository, service
 from glimpse.posts.models import PostStatus
 
@@ -33,14 +35,31 @@ async def process_media(container: Container, payload: Payload) -> None:
         post = await repository.get_post(session, media.post_id) if media else None
     if media is None or post is None or media.status == PostStatus.FAILED:
         return  # the post was deleted (or already failed) meanwhile
+    missing = PermanentJobError(
+        "original_missing", "The uploaded file is gone; please upload it again."
+    )
+    # On a local disk the decoding child reads the original itself (up to 50 MB that need not
+    # pass through this process); other stores hand over its bytes.
+    original: bytes | Path | None = container.storage.local_path(media.original_key)
+    if original is None:
+        try:
+            original = await container.storage.get_bytes(media.original_key)
+        except ObjectMissing:
+            raise missing from None
     try:
-        original = await container.storage.get_bytes(media.original_key)
-    except ObjectMissing:
-        raise PermanentJobError(
-            "original_missing", "The uploaded file is gone; please upload it again."
-        ) from None
-    try:
-        processed = await asyncio.to_thread(images.process_image, original, post.filter_name)
+        # Never decoded in this process: a hostile file costs a child process its budget.
+        processed = await asyncio.to_thread(
+            decoding.decode_in_child,
+            original,
+            post.filter_name,
+            decoding.DecodeBudget.from_settings(container.settings),
+        )
+    except decoding.OriginalUnreadable as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
+            raise missing from None
+        raise disk_fault(exc.as_os_error(), "read files") from exc
+    except (images.TooComplexImage, decoding.DecodeBudgetExceeded) as exc:
+        raise PermanentJobError("image_too_complex", str(exc)) from exc
     except images.UndecodableImage as exc:
         raise PermanentJobError("undecodable_image", str(exc)) from exc
     del original

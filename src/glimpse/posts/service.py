@@ -204,6 +204,7 @@ async def create_post(
             PROCESS_MEDIA_JOB,
             {"media_id": m.media_id},
             max_attempts=settings.job_max_attempts,
+            owner=author_id,
         )
     await repository.add_usage(session, author_id, utc_day(now), 1, sum(m.size for m in media))
     return post

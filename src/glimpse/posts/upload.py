@@ -197,7 +197,10 @@ class UploadForm:
 
     def discard(self) -> None:
         for f in self.files:
-            f.path.unlink(missing_ok=True)
+            # A read-only or failing disk must not turn the answer into a 500: what cannot be
+            # removed now, the hourly sweep of spooled files removes later.
+            with contextlib.suppress(OSError):
+                f.path.unlink(missing_ok=True)
 
     def first(self, name: str) -> str | None:
         values = self.fields.get(name)

@@ -12,7 +12,7 @@ import asyncio
 
 from glimpse.backends.storage import Storage
 from glimpse.container import Container
-from glimpse.errors import UnsupportedMediaType
+from glimpse.errors import Invalid, UnsupportedMediaType
 from glimpse.media import images
 from glimpse.posts import service
 from glimpse.posts.schemas import PostOut
@@ -69,7 +69,7 @@ async def create_post_from_upload(
 
 
 async def _check_headers(files: list[StagedFile], max_pixels: int) -> None:
-    """Judge each image from its header alone, before anything is decoded. (Its first bytes
+    """Judge each image from its header and structure alone, before anything is decoded. (Its first bytes
     were sniffed as it arrived; a file whose header then does not parse only looks like an
     image.)"""
     for f in files:
@@ -81,6 +81,18 @@ async def _check_headers(files: list[StagedFile], max_pixels: int) -> None:
             ) from None
         if header.width * header.height > max_pixels:
             raise too_many_pixels(max_pixels)
+        # A scan bomb or a chunk flood is refused here, before it is stored and queued (the
+        # worker checks again, and decodes under a budget in any case): a few ms a file.
+        problem = await asyncio.to_thread(images.check_file_structure, f.path)
+        if problem is not None and problem.too_complex:
+            raise Invalid(
+                f"{f.filename or 'A file'} is built in a way no camera writes: {problem.reason}",
+                code="image_too_complex",
+            )
+        if problem is not None:
+            raise UnsupportedMediaType(
+                f"{f.filename or 'A file'} is damaged: {problem.reason}", code="unreadable_image"
+            )
 
 
 async def _store_originals(

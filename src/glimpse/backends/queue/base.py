@@ -40,8 +40,11 @@ class JobConsumer(Protocol):
     async def complete(self, job: ClaimedJob) -> None:
         """The work is stored: forget the job."""
 
-    async def retry(self, job: ClaimedJob, error: str, delay_seconds: float) -> None:
-        """Give the job back to run again after `delay_seconds`."""
+    async def retry(
+        self, job: ClaimedJob, error: str, delay_seconds: float, *, count_attempt: bool = True
+    ) -> None:
+        """Give the job back to run again after `delay_seconds`. With count_attempt=False this
+        run does not count against max_attempts (the fault was not the job's: storage was down)."""
 
     async def bury(self, job: ClaimedJob, error: str) -> None:
         """Move the job to dead letters, where operators can see it."""

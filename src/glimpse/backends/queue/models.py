@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Float, Index, String, Text, text
+from sqlalchemy import BigInteger, Float, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from glimpse.db.base import Base, utcnow
@@ -30,6 +30,7 @@ class Job(Base):
             sqlite_where=text("state != 'dead'"),
             postgresql_where=text("state != 'dead'"),
         ),
+        Index("ix_jobs_owner_state", "owner", "state"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
@@ -41,4 +42,7 @@ class Job(Base):
     available_at: Mapped[float] = mapped_column(Float)
     locked_by: Mapped[str | None] = mapped_column(String(64), default=None)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    # Whose work this is (an account id), so that claims can be fair across accounts; None for
+    # the system's own jobs (purges, sweeps).
+    owner: Mapped[int | None] = mapped_column(BigInteger, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -23,7 +23,10 @@ def enqueue(
     *,
     max_attempts: int,
     delay_seconds: float = 0.0,
+    owner: int | None = None,
 ) -> int:
+    """Add a job to the caller's transaction. `owner` (an account id) is whose work it is:
+    claims take the due jobs of the accounts with the least work under way first."""
     registry.get(name)  # an unknown name is a bug: fail in the request, not later in a worker
     # Round-trip through JSON now, as a broker would, so a payload that only works in-process
     # fails here and not after deployment.
@@ -38,6 +41,7 @@ def enqueue(
             attempts=0,
             max_attempts=max_attempts,
             available_at=time.time() + delay_seconds,
+            owner=owner,
         )
     )
     return job_id

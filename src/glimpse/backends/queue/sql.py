@@ -3,6 +3,11 @@
 A claim is one UPDATE ... WHERE id = (SELECT ... LIMIT 1) RETURNING statement, so two workers can
 never take the same job; on PostgreSQL the inner SELECT adds FOR UPDATE SKIP LOCKED so that they do
 not queue behind each other either.
+
+Claims are fair across accounts (a job's `owner`): among due jobs, the account with the fewest
+jobs running goes first, then the one with the fewest waiting, then the one waiting longest; and
+its oldest due job is taken. One account's 20-photo post of slow files therefore delays another
+account's single photo by at most one job per worker, not twenty.
 """
 
 from __future__ import annotations
@@ -29,11 +34,22 @@ class SqlJobQueue:
         self._lease = lease_seconds
         self._poll = poll_seconds
         skip_locked = "" if db.is_sqlite else " FOR UPDATE SKIP LOCKED"
+        due = "state != 'dead' AND available_at <= :now AND name IN :names"
         self._claim_sql = text(
             "UPDATE jobs SET state = 'running', attempts = attempts + 1,"
             " available_at = :lease_until, locked_by = :worker"
-            " WHERE id = (SELECT id FROM jobs WHERE state != 'dead' AND available_at <= :now"
-            f" AND name IN :names ORDER BY available_at LIMIT 1{skip_locked})"
+            " WHERE id = ("
+            # The account to serve: grouped over due jobs only, so it costs one pass over them
+            # (and a count of running jobs per account that has any due).
+            " WITH chosen AS (SELECT owner FROM jobs AS waiting"
+            f" WHERE {due} GROUP BY owner ORDER BY"
+            " (SELECT count(*) FROM jobs AS running WHERE running.owner = waiting.owner"
+            " AND running.state = 'running' AND running.available_at > :now),"
+            " count(*), min(available_at) LIMIT 1)"
+            # (COALESCE: the system's own jobs have no owner, and NULL equals nothing.)
+            f" SELECT id FROM jobs WHERE {due}"
+            " AND COALESCE(owner, -1) = (SELECT COALESCE(owner, -1) FROM chosen)"
+            f" ORDER BY available_at LIMIT 1{skip_locked})"
             " RETURNING id, name, payload, attempts, max_attempts, last_error"
         ).bindparams(bindparam("names", expanding=True))
 
@@ -78,12 +94,15 @@ class SqlJobQueue:
         async with self._db.write() as session:
             await session.execute(text(f"DELETE FROM jobs WHERE {self._OWNED}"), self._owner(job))
 
-    async def retry(self, job: ClaimedJob, error: str, delay_seconds: float) -> None:
+    async def retry(
+        self, job: ClaimedJob, error: str, delay_seconds: float, *, count_attempt: bool = True
+    ) -> None:
+        refund = "" if count_attempt else ", attempts = attempts - 1"
         async with self._db.write() as session:
             await session.execute(
                 text(
                     "UPDATE jobs SET state = 'queued', available_at = :at, locked_by = NULL,"
-                    f" last_error = :error WHERE {self._OWNED}"
+                    f" last_error = :error{refund} WHERE {self._OWNED}"
                 ),
                 {
                     **self._owner(job),

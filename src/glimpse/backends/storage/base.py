@@ -26,6 +26,9 @@ def check_key(key: str) -> str:
 
 
 class Storage(Protocol):
+    """Every method raises glimpse.errors.StorageUnavailable when the store cannot serve it now
+    (a full, read-only or failing disk, a timeout): a fault that passes, unlike ObjectMissing."""
+
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
         """Store `data` under `key` atomically: readers see the old object or the new, never half."""
 

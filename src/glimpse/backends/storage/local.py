@@ -3,6 +3,11 @@
 Every write is atomic and durable: the bytes are fsynced in a temporary file, renamed into place,
 and the directory entry fsynced, so that neither a crash nor a power cut leaves a half-written
 object or loses one whose key the database already holds. (fsync costs about 0.3 ms a file here.)
+
+A disk that is full, read-only, refusing access or failing (the OS errors in `TRANSIENT_ERRNOS`,
+and timeouts) raises StorageUnavailable: the API answers 503 with Retry-After, and the worker
+retries the job for as long as storage_retry_window_seconds, since the store usually comes back
+(space freed, a mount remounted) and the photo is not at fault.
 """
 
 from __future__ import annotations
@@ -15,15 +20,63 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from glimpse.backends.storage.base import ObjectMissing, check_key
+from glimpse.errors import StorageUnavailable
 
 # While an upload arrives its spooled files are touched every minute (posts/upload.py) until
 # they are moved into place; one nobody has touched for an hour was cut off by a crash.
 STALE_STAGING_SECONDS = 3600
+
+
+# Faults of the disk or the mount, not of the request or the object: they pass.
+TRANSIENT_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,  # full
+        errno.EDQUOT,  # over the user's quota
+        errno.EROFS,  # remounted read-only (after errors, or by an operator)
+        errno.EACCES,  # permissions changed under us
+        errno.EPERM,
+        errno.EIO,  # a failing disk or a network mount that lost its server
+        errno.ETIMEDOUT,
+        errno.ESTALE,  # NFS handle of a folder replaced on the server
+    }
+)
+# What the API tells clients to wait before trying again.
+RETRY_AFTER_SECONDS = 30
+
+
+def disk_fault(exc: OSError, action: str) -> Exception:
+    """StorageUnavailable for a fault of the disk or the mount (`action`: what could not be
+    done, as in "store files"); the error itself for anything else."""
+    if not (isinstance(exc, TimeoutError) or exc.errno in TRANSIENT_ERRNOS):
+        return exc
+    reason = os.strerror(exc.errno) if exc.errno else "timed out"
+    unavailable = StorageUnavailable(
+        f"The media store cannot {action} now ({reason.lower()}); please try again later.",
+        retry_after=RETRY_AFTER_SECONDS,
+    )
+    unavailable.__cause__ = exc
+    return unavailable
+
+
+@contextlib.contextmanager
+def _unavailable_on_disk_faults(action: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        fault = disk_fault(exc, action)
+        if fault is exc:
+            raise
+        raise fault from exc
+
+
+def _read_file(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -40,8 +93,11 @@ def _fsync_dir(folder: Path) -> None:
 
 
 class LocalStorage:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, free_bytes_floor: int = 0) -> None:
         self.root = root.resolve()
+        # Below this much free space check() fails: a disk that is nearly full is reported
+        # before writes start failing, and before SQLite (often on the same disk) runs out.
+        self._free_bytes_floor = free_bytes_floor
         self._tmp = self.root / ".staging"
         self._tmp.mkdir(parents=True, exist_ok=True)
         self._sweep_staging()
@@ -90,7 +146,10 @@ class LocalStorage:
                 os.fsync(f.fileno())
             self._rename_in(Path(tmp), path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            # On a disk that fails the write, the clean-up may fail too: the first error is the
+            # one to report, and the sweep of staging takes the file later.
+            with contextlib.suppress(OSError):
+                Path(tmp).unlink(missing_ok=True)
             raise
 
     def _move_in(self, path: Path, source: Path) -> None:
@@ -108,26 +167,35 @@ class LocalStorage:
             source.unlink(missing_ok=True)
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
-        await asyncio.to_thread(self._write_atomically, self._path(key), lambda f: f.write(data))
+        path = self._path(key)
+        with _unavailable_on_disk_faults("store files"):
+            await asyncio.to_thread(self._write_atomically, path, lambda f: f.write(data))
 
     async def put_file(self, key: str, path: Path, content_type: str) -> None:
-        await asyncio.to_thread(self._move_in, self._path(key), path)
+        target = self._path(key)
+        with _unavailable_on_disk_faults("store files"):
+            await asyncio.to_thread(self._move_in, target, path)
 
     async def get_bytes(self, key: str) -> bytes:
+        path = self._path(key)
         try:
-            return await asyncio.to_thread(self._path(key).read_bytes)
+            with _unavailable_on_disk_faults("read files"):
+                return await asyncio.to_thread(_read_file, path)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
             raise ObjectMissing(key) from exc
 
     async def size(self, key: str) -> int | None:
         try:
-            st = self._path(key).stat()
+            with _unavailable_on_disk_faults("read files"):
+                st = self._path(key).stat()
         except (FileNotFoundError, NotADirectoryError, ObjectMissing):
             return None
         return st.st_size if stat.S_ISREG(st.st_mode) else None
 
     async def delete(self, key: str) -> None:
-        await asyncio.to_thread(self._path(key).unlink, missing_ok=True)
+        path = self._path(key)
+        with _unavailable_on_disk_faults("delete files"):
+            await asyncio.to_thread(path.unlink, missing_ok=True)
 
     async def list_keys(self, prefix: str) -> list[str]:
         folder = self._path(prefix.rstrip("/"))
@@ -139,7 +207,8 @@ class LocalStorage:
                 p.relative_to(self.root).as_posix() for p in folder.rglob("*") if p.is_file()
             )
 
-        return await asyncio.to_thread(walk)
+        with _unavailable_on_disk_faults("list files"):
+            return await asyncio.to_thread(walk)
 
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
@@ -148,6 +217,15 @@ class LocalStorage:
         return self._tmp
 
     async def check(self) -> None:
+        if self._free_bytes_floor:
+            with _unavailable_on_disk_faults("report its free space"):
+                free = (await asyncio.to_thread(shutil.disk_usage, self.root)).free
+            if free < self._free_bytes_floor:
+                raise StorageUnavailable(
+                    f"The media store's disk has {free // 2**20} MB free, below the floor of"
+                    f" {self._free_bytes_floor // 2**20} MB.",
+                    retry_after=RETRY_AFTER_SECONDS,
+                )
         probe = "readyz/probe"
         await self.put_bytes(probe, b"ok", "text/plain")
         if await self.get_bytes(probe) != b"ok":

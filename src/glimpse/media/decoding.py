@@ -1,0 +1,292 @@
+"""Decoding in a child process, under a budget of CPU time, memory and wall-clock time.
+
+A decoder fed hostile bytes can run for minutes or allocate gigabytes; in the worker's own
+process that would stall every job behind it, or get the worker killed, and the job would come
+back after its lease to do it again. Here each decode runs in a child process with RLIMIT_CPU and
+RLIMIT_AS set, and is killed once its wall-clock time runs out: one hostile file costs one job.
+
+Children are forked from a `forkserver` that has already imported Pillow and the codecs, so they
+inherit neither the worker's event loop nor its database connections, and are kept warm: a child
+runs task after task (a fresh one would cost 20-40 ms of start-up and first-use work a photo). It
+is replaced after a task that left it big, which is what gives memory back: a 50 MP 16-bit PNG
+peaks at 620 MB, which glibc would otherwise keep for the process's lifetime; and whenever it had
+to be killed. bench/bench_decode_budget.py measures both.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import multiprocessing
+import os
+import resource
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from glimpse.media import images
+
+if TYPE_CHECKING:
+    from glimpse.config import Settings
+
+T = TypeVar("T")
+
+# Imported once in the fork server, so that each child starts with them loaded. (Only recorded
+# here: the server starts with the first decode, never at import.)
+_PRELOAD = ["glimpse.media.decoder_preload"]
+_CONTEXT = multiprocessing.get_context("forkserver")
+_CONTEXT.set_forkserver_preload(_PRELOAD)
+
+
+@dataclass(frozen=True)
+class DecodeBudget:
+    cpu_seconds: int
+    memory_bytes: int
+    timeout_seconds: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DecodeBudget:
+        return cls(
+            cpu_seconds=settings.decode_cpu_seconds,
+            memory_bytes=settings.decode_memory_bytes,
+            timeout_seconds=settings.decode_timeout_seconds,
+        )
+
+
+class DecodeBudgetExceeded(Exception):
+    """permanent: decoding this file needs more CPU time, memory or time than it is allowed"""
+
+
+class DecoderDied(Exception):
+    """The child died for a reason that is not its budget (a crash, the kernel's OOM killer):
+    perhaps the machine's fault, so worth another try."""
+
+
+class OriginalUnreadable(Exception):
+    """The child could not read the original's file (errno and message of the OSError)."""
+
+    def __init__(self, errno: int | None, message: str) -> None:
+        super().__init__(errno, message)
+        self.errno = errno
+        self.message = message
+
+    def as_os_error(self) -> OSError:
+        return OSError(self.errno, self.message)
+
+
+def decode_in_child(
+    source: bytes | Path, filter_name: str, budget: DecodeBudget
+) -> images.ProcessedImage:
+    """`images.process_image` in a child process under `budget`, of the original's bytes or of
+    its file (which the child then reads itself: the bytes need not pass through the caller,
+    which saves about 2 ms a MB).
+
+    Raises what process_image raises (UndecodableImage, TooComplexImage, KeyError),
+    OriginalUnreadable, DecodeBudgetExceeded or DecoderDied.
+    """
+    # process_image is looked up at call time and travels by reference, so that a test can swap
+    # in a (module-level) stand-in.
+    if isinstance(source, Path):
+        processed = run_in_child(budget, _read_then_call, images.process_image, source, filter_name)
+        return cast(images.ProcessedImage, processed)
+    return run_in_child(budget, images.process_image, source, filter_name)
+
+
+def _read_then_call(function: Callable[..., T], path: Path, *args: Any) -> T:
+    try:
+        with open(path, "rb") as original:
+            data = original.read()
+    except OSError as exc:
+        raise OriginalUnreadable(exc.errno, exc.strerror or str(exc)) from None
+    return function(data, *args)
+
+
+def run_in_child(budget: DecodeBudget, function: Callable[..., T], *args: Any) -> T:
+    """Call `function(*args)` in a decoding child under `budget` and return its result.
+
+    `function`, its arguments and its result travel by pickle. An exception it raises is raised
+    here; exceeding the budget raises DecodeBudgetExceeded; any other death, DecoderDied.
+    """
+    return _POOL.run(budget, function, args)  # type: ignore[no-any-return]
+
+
+def shutdown() -> None:
+    """Stop the idle children (a worker calls it on its way out; they also stop by themselves
+    when this process is gone)."""
+    _POOL.close()
+
+
+# A child is replaced once its resident memory passes this after a task (and after it handed
+# freed pages back with malloc_trim): whatever a decode left behind, such as fragments of a
+# 50 MP PNG's 620 MB, goes with the process. Between tasks a child holds 60-90 MB.
+RECYCLE_RSS_BYTES = 256 * 2**20
+# ... and after this many tasks in any case, so that slow leaks in codecs cannot accumulate.
+RECYCLE_AFTER_TASKS = 200
+# Children kept waiting for work; more run only while more decodes run at once.
+MAX_IDLE_CHILDREN = 4
+
+
+class _Child:
+    """One decoding process, reused for task after task until it must be replaced."""
+
+    def __init__(self) -> None:
+        self.conn, child_end = _CONTEXT.Pipe(duplex=True)
+        self.process = _CONTEXT.Process(
+            target=_child_loop, args=(child_end,), name="glimpse-decoder", daemon=True
+        )
+        self.process.start()
+        child_end.close()
+        self.tasks = 0
+
+    def run(self, budget: DecodeBudget, function: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        """The task's outcome; raises when the child had to be killed or died (it is then
+        unusable and the caller must not return it to the pool)."""
+        self.tasks += 1
+        try:
+            self.conn.send((budget, function, args))
+        except (BrokenPipeError, EOFError, OSError):
+            self.stop()
+            raise _death(self.process.exitcode, budget) from None
+        if not self.conn.poll(budget.timeout_seconds):
+            self.stop()
+            raise DecodeBudgetExceeded(
+                f"decoding took longer than {budget.timeout_seconds:g} s; the image is too complex"
+            )
+        try:
+            return self.conn.recv()
+        except (EOFError, OSError):
+            self.stop()
+            raise _death(self.process.exitcode, budget) from None
+
+    def stop(self) -> None:
+        self.conn.close()
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join()
+
+
+class _Pool:
+    def __init__(self) -> None:
+        self._idle: list[_Child] = []
+        self._lock = threading.Lock()
+
+    def run(self, budget: DecodeBudget, function: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        with self._lock:
+            child = self._idle.pop() if self._idle else None
+        if child is not None and not child.process.is_alive():  # killed while it waited
+            child.stop()
+            child = None
+        if child is None:
+            child = _Child()
+        kind, value, rss = child.run(budget, function, args)
+        if kind == "memory" or rss > RECYCLE_RSS_BYTES or child.tasks >= RECYCLE_AFTER_TASKS:
+            child.stop()
+        else:
+            with self._lock:
+                keep = len(self._idle) < MAX_IDLE_CHILDREN
+                if keep:
+                    self._idle.append(child)
+            if not keep:
+                child.stop()
+        if kind == "ok":
+            return value
+        if kind == "memory":
+            raise DecodeBudgetExceeded(
+                f"decoding needed more than {budget.memory_bytes // 2**20} MB of memory;"
+                " the image is too complex"
+            )
+        raise value  # the function's own exception
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for child in idle:
+            child.stop()
+
+
+_POOL = _Pool()
+_LIBC = ctypes.CDLL(None)
+
+
+def _death(exitcode: int | None, budget: DecodeBudget) -> Exception:
+    # SIGXCPU is the CPU budget. Anything else (a codec's crash, the kernel's OOM killer's
+    # SIGKILL when the machine has less memory than the budget) may not recur: worth a retry.
+    if exitcode == -signal.SIGXCPU:
+        return DecodeBudgetExceeded(
+            f"decoding needed more than {budget.cpu_seconds} s of CPU; the image is too complex"
+        )
+    return DecoderDied(f"the decoding process died (exit code {exitcode})")
+
+
+def _child_loop(conn: Connection) -> None:
+    """Run tasks until the parent closes its end (or goes away)."""
+    while True:
+        # Between tasks the limits are the hard ones: unpickling the next task may import the
+        # module of its function, which a previous task's memory budget must not refuse.
+        _relax_limits()
+        try:
+            budget, function, args = conn.recv()
+        except (EOFError, OSError):
+            return
+        except Exception as exc:  # a task that cannot be unpickled here
+            conn.send(("error", DecoderDied(f"the task could not be received: {exc!r}"), 0))
+            continue
+        # RLIMIT_CPU counts the process's whole life: the budget starts from what it has used.
+        # SIGXCPU at the soft limit ends the process (Python leaves its default action); the
+        # wall-clock timeout backs it up.
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        spent = math.ceil(usage.ru_utime + usage.ru_stime)
+        _limit(resource.RLIMIT_CPU, spent + budget.cpu_seconds)
+        _limit(resource.RLIMIT_AS, budget.memory_bytes)
+        outcome: tuple[str, Any]
+        try:
+            outcome = ("ok", function(*args))
+        except MemoryError:
+            outcome = ("memory", None)
+        except Exception as exc:
+            outcome = ("error", exc)
+        # The original (up to 50 MB) and the decoder's buffers are garbage now: hand the pages
+        # back before measuring, so that only a child that stays big is replaced.
+        del function, args
+        _give_back_free_memory()
+        rss = _resident_bytes()
+        try:
+            conn.send((*outcome, rss))
+        except MemoryError:
+            conn.send(("memory", None, rss))
+        except Exception as exc:  # an exception or result that does not pickle
+            died = DecoderDied(f"the decoder's answer could not be sent: {exc!r}")
+            conn.send(("error", died, rss))
+        del outcome
+        _give_back_free_memory()  # (the answer's pickle; the parent is not waiting for this)
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm", "rb") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _give_back_free_memory() -> None:
+    """glibc keeps freed heap pages for reuse; malloc_trim returns them to the system (a
+    millisecond or two). Elsewhere (musl) there is nothing to call, and recycling does it.
+    (No gc.collect(): reference counting has freed the images already, and a full collection
+    costs 5-20 ms a task.)"""
+    trim = getattr(_LIBC, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
+def _relax_limits() -> None:
+    for which in (resource.RLIMIT_CPU, resource.RLIMIT_AS):
+        hard = resource.getrlimit(which)[1]
+        resource.setrlimit(which, (hard, hard))
+
+
+def _limit(which: int, soft: int) -> None:
+    """Set a soft limit, leaving the hard one as it is (so that the next task may raise it)."""
+    hard = resource.getrlimit(which)[1]
+    resource.setrlimit(which, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))

@@ -1,0 +1,225 @@
+"""Decoding runs in child processes under a CPU, memory and wall-clock budget: a hostile file
+costs one job, never the worker, and other users' photos go on being processed."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import resource
+import signal
+import struct
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from glimpse.media import decoding, images
+from glimpse.media.decoding import DecodeBudget, DecodeBudgetExceeded, DecoderDied, run_in_child
+from tests.conftest import Glimpse, jpeg_bytes
+from tests.unit.media.test_structure import lying_jpeg, scan_bomb
+
+BUDGET = DecodeBudget(cpu_seconds=1, memory_bytes=512 * 2**20, timeout_seconds=30)
+
+
+# Stand-ins run in the child: module-level, so that they travel by pickle as references.
+
+
+def burn_cpu(seconds: float | None) -> float:
+    """Spin for `seconds` of this process's CPU time (forever with None)."""
+    start = time.process_time()
+    while seconds is None or time.process_time() - start < seconds:
+        sum(range(10_000))
+    return time.process_time() - start
+
+
+def allocate(n_bytes: int, keep: bool = False) -> int:
+    block = bytearray(n_bytes)
+    block[::4096] = b"\x01" * len(block[::4096])  # touch every page: resident, not just reserved
+    if keep:
+        _kept.append(block)
+    return len(block)
+
+
+_kept: list[bytearray] = []
+
+
+def burn_cpu_when_marked(data: bytes, filter_name: str) -> images.ProcessedImage:
+    """process_image, except for files carrying the marker: those decode forever."""
+    if b"BURN-CPU" in data:
+        burn_cpu(None)
+    return images.process_image(data, filter_name)
+
+
+def test_the_work_runs_in_another_process() -> None:
+    assert run_in_child(BUDGET, os.getpid) != os.getpid()
+
+
+def test_a_task_past_its_cpu_budget_is_stopped_and_the_next_one_runs() -> None:
+    with pytest.raises(DecodeBudgetExceeded, match=r"more than 1 s of CPU"):
+        run_in_child(BUDGET, burn_cpu, None)
+    assert run_in_child(BUDGET, sum, [1, 2, 3]) == 6
+
+
+def test_the_cpu_budget_is_per_task_in_a_reused_child() -> None:
+    pids = set()
+    for _ in range(3):
+        assert run_in_child(BUDGET, burn_cpu, 0.5) >= 0.5
+        pids.add(run_in_child(BUDGET, os.getpid))
+    assert len(pids) == 1  # warm: the same child did all of it, 1.5 s of CPU in total
+
+
+def test_a_task_past_its_memory_budget_is_stopped() -> None:
+    small = DecodeBudget(cpu_seconds=10, memory_bytes=256 * 2**20, timeout_seconds=30)
+    with pytest.raises(DecodeBudgetExceeded, match=r"more than 256 MB of memory"):
+        run_in_child(small, allocate, 512 * 2**20)
+    assert run_in_child(small, allocate, 2**20) == 2**20
+
+
+def test_a_task_past_its_wall_clock_budget_is_killed() -> None:
+    quick = DecodeBudget(cpu_seconds=10, memory_bytes=512 * 2**20, timeout_seconds=0.5)
+    with pytest.raises(DecodeBudgetExceeded, match=r"longer than 0.5 s"):
+        run_in_child(quick, time.sleep, 60)
+    assert run_in_child(quick, sum, [1]) == 1
+
+
+def test_a_child_left_big_by_a_task_is_replaced() -> None:
+    first = run_in_child(BUDGET, os.getpid)
+    assert run_in_child(BUDGET, os.getpid) == first
+    run_in_child(BUDGET, allocate, decoding.RECYCLE_RSS_BYTES + 2**20, True)
+    assert run_in_child(BUDGET, os.getpid) != first
+
+
+def loaded_modules() -> set[str]:
+    return set(sys.modules)
+
+
+def leave_address_space_full() -> int:
+    """What a task under a tight memory budget leaves behind: no room for one more mapping
+    (the limit is below what the process already has mapped)."""
+    with open("/proc/self/statm") as statm:
+        size = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    resource.setrlimit(resource.RLIMIT_AS, (size // 2, resource.getrlimit(resource.RLIMIT_AS)[1]))
+    return os.getpid()
+
+
+def test_a_previous_task_s_budget_does_not_hold_while_the_next_one_is_received() -> None:
+    # Receiving a task imports the module of its function (here one no child has loaded yet:
+    # not imported at the top, or children would import it with this module).
+    from tests.integration import decoding_probe
+
+    assert decoding_probe.__name__ not in run_in_child(BUDGET, loaded_modules)
+    pid = run_in_child(BUDGET, leave_address_space_full)
+    assert run_in_child(BUDGET, decoding_probe.double, 21) == 42
+    assert run_in_child(BUDGET, os.getpid) == pid
+
+
+def test_an_idle_child_killed_while_it_waited_is_replaced_without_an_error() -> None:
+    pid = run_in_child(BUDGET, os.getpid)
+    [idle] = [c for c in decoding._POOL._idle if c.process.pid == pid]
+    os.kill(pid, signal.SIGKILL)
+    idle.process.join(10)
+    assert run_in_child(BUDGET, os.getpid) != pid
+
+
+def test_a_child_that_dies_otherwise_is_reported_as_such() -> None:
+    with pytest.raises(DecoderDied):
+        run_in_child(BUDGET, os._exit, 3)
+    assert run_in_child(BUDGET, sum, [2]) == 2
+
+
+def test_the_function_s_own_errors_come_back_as_they_are() -> None:
+    with pytest.raises(images.UndecodableImage):
+        decoding.decode_in_child(b"not an image", "normal", BUDGET)
+    processed = decoding.decode_in_child(jpeg_bytes((640, 480)), "normal", BUDGET)
+    assert (processed.width, processed.height) == (640, 480)
+
+
+def test_a_file_is_read_by_the_child(tmp_path: Path) -> None:
+    path = tmp_path / "original"
+    path.write_bytes(jpeg_bytes((640, 480)))
+    processed = decoding.decode_in_child(path, "normal", BUDGET)
+    assert (processed.width, processed.height) == (640, 480)
+    with pytest.raises(decoding.OriginalUnreadable) as raised:
+        decoding.decode_in_child(tmp_path / "gone", "normal", BUDGET)
+    assert raised.value.errno == errno.ENOENT
+
+
+# -- Through the worker -------------------------------------------------------------------
+
+
+async def _post(glimpse: Glimpse, headers: dict[str, str], post_id: str) -> Any:
+    response = await glimpse.client.get(f"/api/v1/posts/{post_id}", headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _with_comment(jpeg: bytes, comment: bytes) -> bytes:
+    return jpeg[:2] + b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment + jpeg[2:]
+
+
+async def _race(glimpse: Glimpse, hostile: bytes) -> tuple[Any, Any]:
+    """Mallory uploads `hostile`, then Bob an ordinary photo; the worker runs everything."""
+    mallory = await glimpse.signup("mallory")
+    bob = await glimpse.signup("bob")
+    bad = await glimpse.upload(mallory, [("bomb.jpg", hostile)])
+    assert bad.status_code == 202, bad.text
+    good = await glimpse.upload(bob, [("photo.jpg", jpeg_bytes())])
+    assert good.status_code == 202, good.text
+    assert await glimpse.run_jobs() == 2
+    return await _post(glimpse, mallory, bad.json()["id"]), await _post(
+        glimpse, bob, good.json()["id"]
+    )
+
+
+def _past_the_upload_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The API refuses such files at upload (tests/api/test_hostile_images.py); the worker must
+    hold too, for files that came another way (an import, a store written by older code)."""
+    monkeypatch.setattr(images, "check_file_structure", lambda path: None)
+
+
+async def test_a_scan_bomb_fails_as_too_complex_and_another_user_s_photo_gets_ready(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _past_the_upload_check(monkeypatch)
+    bad, good = await _race(glimpse, scan_bomb(25_000))
+    assert bad["status"] == "failed"
+    assert bad["error"]["code"] == "image_too_complex"
+    assert "scans" in bad["error"]["message"]
+    assert good["status"] == "ready"
+
+
+async def test_a_jpeg_lying_about_its_size_fails_as_undecodable(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _past_the_upload_check(monkeypatch)
+    bad, good = await _race(glimpse, lying_jpeg((7000, 7000)))
+    assert (bad["status"], bad["error"]["code"]) == ("failed", "undecodable_image")
+    assert good["status"] == "ready"
+
+
+@pytest.mark.parametrize("settings", [{"decode_cpu_seconds": 1}], indirect=True)
+async def test_a_decode_past_its_cpu_budget_fails_the_post_and_the_worker_goes_on(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(images, "process_image", burn_cpu_when_marked)
+    bad, good = await _race(glimpse, _with_comment(jpeg_bytes(), b"BURN-CPU"))
+    assert (bad["status"], bad["error"]["code"]) == ("failed", "image_too_complex")
+    assert "1 s of CPU" in bad["error"]["message"]
+    assert good["status"] == "ready"
+
+
+@pytest.mark.parametrize("settings", [{"decode_memory_bytes": 256 * 2**20}], indirect=True)
+async def test_a_decode_past_its_memory_budget_fails_the_post_and_the_worker_goes_on(
+    glimpse: Glimpse,
+) -> None:
+    # 48 MP of one colour: a 150 KB file whose decoded pixels take 192 MB, and more to resize.
+    out = io.BytesIO()
+    Image.new("RGB", (8000, 6000), "teal").save(out, "PNG")
+    bad, good = await _race(glimpse, out.getvalue())
+    assert (bad["status"], bad["error"]["code"]) == ("failed", "image_too_complex")
+    assert "MB of memory" in bad["error"]["message"]
+    assert good["status"] == "ready"
