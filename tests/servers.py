@@ -30,7 +30,14 @@ class Process:
 
     def __init__(self, command: list[str], env: dict[str, str] | None) -> None:
         self.process = subprocess.Popen(
-            command, env={**os.environ, "GLIMPSE_LOG_LEVEL": "WARNING", **(env or {})}
+            command,
+            # Throttling off unless a test sets budgets: tests act from one address, fast.
+            env={
+                **os.environ,
+                "GLIMPSE_LOG_LEVEL": "WARNING",
+                "GLIMPSE_RATE_LIMITS": "off",
+                **(env or {}),
+            },
         )
 
     @property

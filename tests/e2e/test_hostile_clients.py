@@ -61,7 +61,8 @@ def serving(data_dir: Path, open_files: int | None = None, **env: str) -> Iterat
             "--data-dir",
             str(data_dir),
         ],
-        env={**os.environ, "GLIMPSE_LOG_LEVEL": "WARNING", **env},
+        # Throttling off: these tests are about connections and bodies, from one address.
+        env={**os.environ, "GLIMPSE_LOG_LEVEL": "WARNING", "GLIMPSE_RATE_LIMITS": "off", **env},
         preexec_fn=limit_open_files,
     )
     try:
