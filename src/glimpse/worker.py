@@ -1,8 +1,8 @@
 """The worker: claims jobs and runs their registered handlers.
 
 Image work is CPU-bound; handlers push it to a child process (media/decoding.py), waited on from
-a thread so that this event loop stays free to notice a stop signal. A worker process runs `concurrency` jobs at a time (default one: one
-process per core is the unit of scale).
+a thread so that this event loop stays free to notice a stop signal. A worker process runs
+`concurrency` jobs at a time (default one: one process per core is the unit of scale).
 """
 
 from __future__ import annotations
