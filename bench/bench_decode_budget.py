@@ -41,13 +41,12 @@ import psutil
 
 from glimpse.media import decoding, images
 from glimpse.media.sniff import check_structure
+from testdata import testdata
 
 REPO = Path(__file__).resolve().parents[1]
-# The test photos are moving into the repository (tests/data/); until then they sit beside it.
-TESTDATA = REPO.parent / "shared" / "testdata"
 PHOTOS = {
-    "8 MP (iphone_hdr_YES.jpg)": TESTDATA / "camera" / "iphone_hdr_YES.jpg",
-    "20 MP (Kleiber_by_Lukas_Baubkus.jpg)": TESTDATA / "large" / "Kleiber_by_Lukas_Baubkus.jpg",
+    "8 MP (iphone_hdr_YES.jpg)": testdata("camera/iphone_hdr_YES.jpg"),
+    "20 MP (Kleiber_by_Lukas_Baubkus.jpg)": testdata("large/Kleiber_by_Lukas_Baubkus.jpg"),
 }
 FILTER = "clarendon"
 BUDGET = decoding.DecodeBudget(cpu_seconds=60, memory_bytes=2 * 2**30, timeout_seconds=120)

@@ -168,3 +168,11 @@ async def test_metrics_with_a_token_need_it_from_everyone(glimpse: Glimpse) -> N
         right = await client.get("/metrics", headers={"Authorization": "Bearer s3cret-metrics"})
     assert right.status_code == 200
     assert "glimpse_http_requests_total" in right.text
+
+
+# an IPv4-mapped loopback peer (a dual-stack socket) is this machine.
+def test_ipv4_mapped_loopback_is_loopback() -> None:
+    from glimpse.ops.routes import _is_loopback
+
+    assert _is_loopback("::ffff:127.0.0.1")
+    assert not _is_loopback("::ffff:192.0.2.1")

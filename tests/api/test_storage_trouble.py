@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import pathlib
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -222,3 +223,20 @@ async def test_readyz_never_blames_the_migrations_when_it_cannot_read_their_scri
     reason = response.json()["checks"]["database"]
     assert reason == "failed: cannot read the migration scripts"
     assert "not at head" not in reason
+
+
+async def test_a_refused_upload_on_a_read_only_staging_disk_keeps_its_answer(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    headers = await glimpse.signup()
+    real_unlink = pathlib.Path.unlink
+
+    def read_only(self: pathlib.Path, *args: Any, **kwargs: Any) -> None:
+        if self.name.startswith("upload-"):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        real_unlink(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "unlink", read_only)
+    response = await glimpse.upload(headers, caption="x" * 2201)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "caption_too_long"

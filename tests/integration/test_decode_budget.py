@@ -223,3 +223,16 @@ async def test_a_decode_past_its_memory_budget_fails_the_post_and_the_worker_goe
     assert (bad["status"], bad["error"]["code"]) == ("failed", "image_too_complex")
     assert "MB of memory" in bad["error"]["message"]
     assert good["status"] == "ready"
+
+
+# the wall-clock budget is what stops the child, not some later deadline.
+def test_the_wall_clock_budget_stops_a_task_promptly() -> None:
+    import time
+
+    from glimpse.media.decoding import DecodeBudget, DecodeBudgetExceeded, run_in_child
+
+    quick = DecodeBudget(cpu_seconds=10, memory_bytes=512 * 2**20, timeout_seconds=0.5)
+    started = time.monotonic()
+    with pytest.raises(DecodeBudgetExceeded):
+        run_in_child(quick, time.sleep, 60)
+    assert time.monotonic() - started < 5  # ten times the budget: room for a loaded machine

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from sqlalchemy import select, update
 from glimpse.backends.queue.models import Job, JobState
 from glimpse.backends.storage import LocalStorage, ObjectMissing
 from glimpse.backends.storage import local as local_storage
+from glimpse.backends.storage.local import disk_fault
 from glimpse.errors import StorageUnavailable
 from glimpse.media import decoding
 from glimpse.posts import service
@@ -244,3 +246,60 @@ async def test_an_original_the_decoding_child_cannot_read_is_a_storage_fault(
     await _make_due(glimpse)
     await glimpse.run_jobs()
     assert (await _post(glimpse, headers, post["id"]))["status"] == "ready"
+
+
+# the free-space floor is compared in bytes: one byte under it fails the check.
+async def test_free_space_floor_is_in_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    floor = 100 * 2**20
+    store = LocalStorage(tmp_path / "store", free_bytes_floor=floor)
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(
+        "glimpse.backends.storage.local.shutil.disk_usage",
+        lambda _p: type(usage)(usage.total, usage.total - floor + 1, floor - 1),
+    )
+    with pytest.raises(StorageUnavailable, match="free"):
+        await store.check()
+    monkeypatch.setattr(
+        "glimpse.backends.storage.local.shutil.disk_usage",
+        lambda _p: type(usage)(usage.total, usage.total - floor, floor),
+    )
+    await store.check()
+
+
+# a timeout without an errno (asyncio, a network mount's client) is a storage fault too.
+async def test_a_plain_timeout_is_a_storage_fault() -> None:
+    fault = disk_fault(TimeoutError("timed out"), "store files")
+    assert isinstance(fault, StorageUnavailable)
+    assert "timed out" in fault.message
+
+
+async def _faulting_since(glimpse: Glimpse, seconds_ago: float) -> None:
+    since = time.time() - seconds_ago
+    async with glimpse.container.db.write() as session:
+        await session.execute(
+            update(Job)
+            .where(Job.state == JobState.QUEUED)
+            .values(
+                last_error=f"storage_unavailable since {since:.3f} (5 times): full", available_at=0
+            )
+        )
+
+
+@pytest.mark.parametrize("settings", [{"job_retry_base_seconds": 1}], indirect=True)
+async def test_the_window_counts_from_the_first_fault_in_seconds(
+    glimpse: Glimpse, disk: Disk
+) -> None:
+    headers = await glimpse.signup()
+    await glimpse.upload(headers)
+    disk.failing = errno.ENOSPC
+    await glimpse.run_jobs()
+    # Two minutes into a 30-minute window: retried again.
+    await _faulting_since(glimpse, 120)
+    await glimpse.run_jobs()
+    assert (await _processing_job(glimpse)).state == JobState.QUEUED
+    # Past the window since the first fault: buried.
+    await _faulting_since(glimpse, glimpse.container.settings.storage_retry_window_seconds + 1)
+    await glimpse.run_jobs()
+    assert (await _processing_job(glimpse)).state == JobState.DEAD

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+
+import pytest
 
 from glimpse.accounts.passwords import PasswordHasher
-from glimpse.errors import Unavailable
+from glimpse.errors import Throttled, Unavailable
+from glimpse.throttling import SignInGuard, Throttle
 
 
 async def test_callers_past_the_wait_line_get_unavailable_at_once() -> None:
@@ -38,3 +42,33 @@ async def test_the_wait_line_frees_up_as_hashes_finish() -> None:
 async def test_unknown_user_is_verified_against_the_dummy_hash() -> None:
     hasher = PasswordHasher(concurrency=1)
     assert await hasher.verify(None, "not a real password") is False
+
+
+# an attempt marked neither succeeded nor failed (hasher busy) spends no failure budget.
+async def test_unmarked_sign_in_attempts_are_not_counted() -> None:
+    throttle = Throttle("signin_failures=1/minute")
+    guard = SignInGuard(throttle)
+    try:
+        for _ in range(3):
+            async with guard.attempt("ada", "192.0.2.1"):
+                pass  # say, the hasher answered 503
+        async with guard.attempt("ada", "192.0.2.1") as attempt:
+            attempt.failed()
+        with pytest.raises(Throttled):
+            async with guard.attempt("ada", "192.0.2.1"):
+                pass
+    finally:
+        await throttle.close()
+
+
+# a verify cancelled mid-hash (client went away) gives its slot back.
+async def test_a_cancelled_verify_releases_its_slot() -> None:
+    hasher = PasswordHasher(concurrency=1, queue=0)
+    stored = await hasher.hash("correct horse")
+    task = asyncio.create_task(hasher.verify(stored, "correct horse"))
+    await asyncio.sleep(0.005)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.3)  # the cancelled thread finishes
+    assert await hasher.verify(stored, "correct horse") is True

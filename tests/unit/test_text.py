@@ -122,3 +122,10 @@ def test_long_adversarial_text_is_judged_at_once() -> None:
         assert is_clean_multi_line(unit * 1000)
         assert not is_clean_multi_line(unit * 1000 + "\u202e")
         assert not is_clean_multi_line(unit * 1000 + "\u200d")
+
+
+# a zero-width space is no joiner, even between Arabic letters.
+@pytest.mark.parametrize("text", ["\u0645\u200b\u06cc", "\u0645\u200e\u06cc", "\u0915\u200b\u0937"])
+async def test_only_zwnj_and_zwj_join_letters(text: str) -> None:
+    assert not is_clean_single_line(text)
+    assert not is_clean_multi_line(text)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,8 +21,7 @@ from glimpse.media.headers import (
     read_header_size,
 )
 from glimpse.media.sniff import MediaType
-
-TESTDATA = Path(__file__).resolve().parents[3].parent / "shared" / "testdata"
+from tests.conftest import testdata
 
 
 class CountingReader(io.BytesIO):
@@ -104,7 +102,7 @@ def test_a_gif_frame_outside_the_logical_screen_grows_it_as_decoders_do() -> Non
     ],
 )
 def test_camera_files(path: str, size: tuple[int, int]) -> None:
-    data = (TESTDATA / path).read_bytes()
+    data = testdata(path).read_bytes()
     header = header_of(data)
     assert (header.width, header.height) == size
 
@@ -184,7 +182,7 @@ def _seeds() -> list[bytes]:
         encode(image, "PNG"),
         encode(image, "GIF"),
         encode(image, "WEBP"),
-        (TESTDATA / "heic" / "IMG_5195.HEIC").read_bytes()[:8192],
+        testdata("heic/IMG_5195.HEIC").read_bytes()[:8192],
     ]
 
 

@@ -172,3 +172,14 @@ def test_a_spooled_file_is_checked_like_its_bytes(tmp_path: Path) -> None:
         path = tmp_path / name
         path.write_bytes(data)
         assert check_file_structure(path) == check_structure(data), name
+
+
+# bytes after the end of the image do not count as image data.
+async def test_a_lying_jpeg_with_a_large_trailer_is_still_refused() -> None:
+    out = io.BytesIO()
+    Image.effect_noise((64, 64), 40).convert("RGB").save(out, "JPEG", quality=90)
+    data = bytearray(out.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", 7000, 7000)
+    problem = check_structure(bytes(data) + b"\x00" * (2 * 2**20))  # a trailer, never decoded
+    assert problem is not None and not problem.too_complex

@@ -1,0 +1,68 @@
+"""The body cap and the connection cap as plain ASGI apps: exact at their limits, and a place
+in the cap is given back when a request ends."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from glimpse.api.body_limit import BodyLimit
+from glimpse.api.connections import ConnectionCap
+
+
+async def _call(app: Any, path: str, method: str = "POST", length: int | None = None) -> list[dict]:
+    headers = [] if length is None else [(b"content-length", str(length).encode())]
+    scope = {"type": "http", "method": method, "path": path, "headers": headers}
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent
+
+
+async def _ok(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+# the declared-length cap is exact: cap passes, cap + 1 is 413.
+async def test_body_limit_boundary_is_exact() -> None:
+    app = BodyLimit(_ok, max_bytes=2048)
+    assert (await _call(app, "/api/v1/auth/token", length=2048))[0]["status"] == 200
+    assert (await _call(app, "/api/v1/auth/token", length=2049))[0]["status"] == 413
+
+
+# operations routes are never refused by the connection cap.
+async def test_readyz_passes_a_full_connection_cap() -> None:
+    cap = ConnectionCap(_ok, limit=0)
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert (await _call(cap, path, method="GET"))[0]["status"] == 200, path
+    assert (await _call(cap, "/api/v1/filters", method="GET"))[0]["status"] == 503
+
+
+# the cap, fast.
+async def test_connection_cap_refuses_past_its_limit_and_frees_its_places() -> None:
+    release = asyncio.Event()
+
+    async def slow(scope: Any, receive: Any, send: Any) -> None:
+        await release.wait()
+        await _ok(scope, receive, send)
+
+    cap = ConnectionCap(slow, limit=2)
+    held = [asyncio.create_task(_call(cap, "/api/v1/filters", method="GET")) for _ in range(2)]
+    await asyncio.sleep(0.01)
+    refused = await asyncio.wait_for(_call(cap, "/api/v1/filters", method="GET"), 2)
+    start = refused[0]
+    headers = {k.decode().lower(): v.decode() for k, v in start["headers"]}
+    assert start["status"] == 503
+    assert int(headers["retry-after"]) >= 1
+    assert headers["connection"] == "close"
+    release.set()
+    assert [(await asyncio.wait_for(t, 2))[0]["status"] for t in held] == [200, 200]
+    assert cap.active == 0
+    assert (await _call(cap, "/api/v1/filters", method="GET"))[0]["status"] == 200
