@@ -307,6 +307,7 @@ def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
     from glimpse.api.connections import plan_connections, raise_open_files_limit
+    from glimpse.api.http_protocol import guarded_protocol
 
     # Connections are capped below the open files this process may hold (api/connections.py).
     plan = plan_connections(
@@ -324,6 +325,7 @@ def serve(
             timeout_graceful_shutdown=30,
             limit_concurrency=plan.server_limit,
             server_header=False,  # no banner naming the server software
+            http=guarded_protocol(settings),  # header size, header deadline, per-client cap
         )
     finally:
         supervisor.stop()

@@ -72,6 +72,13 @@ class Settings(BaseSettings):
     # request gets 503 with Retry-After (file descriptors can never run out).
     max_connections: int = Field(default=1000, ge=1)
     max_concurrent_uploads: int = Field(default=64, ge=1)
+    # Request headers (the HTTP server's phase, before any route runs): at most this many bytes,
+    # complete within this many seconds of the request's first byte; and at most this many open
+    # connections from one client address (0: no cap; not applied behind a trusted proxy, where
+    # every connection comes from the proxy).
+    max_header_bytes: int = Field(default=64 * 1024, ge=4096)
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    max_connections_per_client: int = Field(default=256, ge=0)
     # Sign-ins and sign-ups waiting for a password-hash slot; past this they get 503.
     password_hash_queue: int = Field(default=16, ge=0)
 

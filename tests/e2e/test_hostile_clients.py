@@ -205,7 +205,12 @@ def test_600_slow_uploads_leave_the_api_answering_and_never_out_of_files(
 ) -> None:
     # 400 open files: without the connection cap, the slow uploads (a socket and a spooled
     # file each) would use them all up.
-    with serving(tmp_path / "data", open_files=400, GLIMPSE_MAX_CONNECTIONS="50") as server:
+    with serving(
+        tmp_path / "data",
+        open_files=400,
+        GLIMPSE_MAX_CONNECTIONS="50",
+        GLIMPSE_MAX_CONNECTIONS_PER_CLIENT="0",  # all 600 come from this one address
+    ) as server:
         body = {"username": "slow", "password": "correct horse"}
         assert httpx.post(f"{server.base}/api/v1/accounts", json=body).status_code == 201
         token = httpx.post(f"{server.base}/api/v1/auth/token", json=body).json()["access_token"]
@@ -267,3 +272,74 @@ def test_a_real_server_names_no_software(tmp_path: Path) -> None:
     assert "server" not in response.headers
     assert "date" in response.headers
     assert response.headers["x-content-type-options"] == "nosniff"
+
+
+# --- the header phase: huge headers, trickled headers, one client's many connections ----------
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> bool:
+    """Whether the server closes the connection (reading to its end) within `seconds`."""
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(65536):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+    return True
+
+
+def test_headers_past_their_cap_are_431_without_the_server_growing(tmp_path: Path) -> None:
+    with serving(tmp_path / "data") as server:
+        before = server.rss()
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: glimpse.test\r\nX-Big: ")
+            sent = 0
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                while sent < 200 * MB:
+                    readable, _, _ = select.select([sock], [], [], 0)
+                    if readable:
+                        break
+                    sock.sendall(b"a" * 65536)
+                    sent += 65536
+            status, headers, body = read_response(sock)
+        grown = server.rss() - before
+    assert status == 431
+    assert headers["connection"] == "close"
+    assert json.loads(body)["error"]["code"] == "headers_too_large"
+    assert sent < 16 * MB, sent
+    assert grown < 20 * MB, grown
+
+
+def test_headers_that_trickle_past_their_deadline_close_the_connection(tmp_path: Path) -> None:
+    with serving(tmp_path / "data", GLIMPSE_HEADER_TIMEOUT_SECONDS="1") as server:
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: glimpse.test\r\n")
+            started = time.monotonic()
+            closed = False
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                while time.monotonic() - started < 8:
+                    sock.sendall(b"X")  # a byte now and then: the idle timer never fires
+                    if _closed_within(sock, 0.3):
+                        closed = True
+                        break
+            assert closed, "the server waited for the headers past their deadline"
+        # An ordinary request is unaffected.
+        assert httpx.get(f"http://127.0.0.1:{server.port}/healthz").status_code == 200
+
+
+def test_one_client_cannot_hold_more_than_its_share_of_connections(tmp_path: Path) -> None:
+    with serving(tmp_path / "data", GLIMPSE_MAX_CONNECTIONS_PER_CLIENT="5") as server:
+        held = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(5)]
+        try:
+            time.sleep(0.3)  # the server has taken them all
+            with socket.create_connection(("127.0.0.1", server.port)) as extra:
+                assert _closed_within(extra, 5), "a sixth connection was kept"
+            held.pop().close()
+            time.sleep(0.3)
+            response = httpx.get(f"http://127.0.0.1:{server.port}/healthz")
+            assert response.status_code == 200
+        finally:
+            for sock in held:
+                sock.close()
