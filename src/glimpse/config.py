@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     # request gets 503 with Retry-After (file descriptors can never run out).
     max_connections: int = Field(default=1000, ge=1)
     max_concurrent_uploads: int = Field(default=64, ge=1)
+    # ... of which one account may hold this many (0: no cap of its own), so that a few accounts
+    # trickling uploads just above the minimum rate cannot hold every slot.
+    max_concurrent_uploads_per_account: int = Field(default=4, ge=0)
     # Request headers (the HTTP server's phase, before any route runs): at most this many bytes,
     # complete within this many seconds of the request's first byte; and at most this many open
     # connections from one client address (0: no cap; not applied behind a trusted proxy, where

@@ -118,3 +118,39 @@ async def test_an_upload_past_the_concurrent_cap_is_503_before_its_body_is_read(
     assert UPLOAD_SLOTS.taken == 0
     # The slot is free again.
     assert (await glimpse.upload(headers)).status_code == 202
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"max_concurrent_uploads": 10, "max_concurrent_uploads_per_account": 1}],
+    indirect=True,
+)
+async def test_one_account_holds_only_its_share_of_the_upload_slots(glimpse: Glimpse) -> None:
+    alice = await glimpse.signup("alice")
+    bob = await glimpse.signup("bob")
+    body = multipart([("file", "a.jpg", jpeg_bytes())])
+    go_on = asyncio.Event()
+
+    async def held() -> AsyncIterator[bytes]:
+        yield body[:300]
+        await go_on.wait()
+        yield body[300:]
+
+    first = asyncio.create_task(
+        glimpse.client.post(
+            "/api/v1/posts", headers={**alice, "Content-Type": MULTIPART}, content=held()
+        )
+    )
+    while UPLOAD_SLOTS.taken == 0:
+        await asyncio.sleep(0.01)
+    try:
+        second = await glimpse.upload(alice)
+        assert_error(second, 429, "throttled")
+        assert int(second.headers["retry-after"]) >= 1
+        # Another account is not held up by Alice's share.
+        assert (await glimpse.upload(bob)).status_code == 202
+    finally:
+        go_on.set()
+        assert (await first).status_code == 202
+    assert UPLOAD_SLOTS.taken == 0
+    assert (await glimpse.upload(alice)).status_code == 202

@@ -71,6 +71,7 @@ async def create_post(request: Request, caller: Caller, container: ContainerDep)
         request.stream(),
         upload_limits(container.settings),
         container.storage.staging_dir(),
+        uploader=str(caller.user.id),
     )
     request.state.body_unread = False
     return await create_post_from_upload(container, caller.user.id, form)

@@ -14,7 +14,7 @@ import os
 import tempfile
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +29,7 @@ from glimpse.errors import (
     Malformed,
     Stalled,
     StorageUnavailable,
+    Throttled,
     TooLarge,
     Unavailable,
     UnsupportedMediaType,
@@ -68,6 +69,7 @@ class UploadLimits:
     min_rate_window_seconds: float = 60.0
     min_rate_grace_seconds: float = 10.0
     max_concurrent: int = 64
+    max_concurrent_per_uploader: int = 0
 
 
 def upload_limits(settings: Settings) -> UploadLimits:
@@ -82,6 +84,7 @@ def upload_limits(settings: Settings) -> UploadLimits:
         settings.upload_min_rate_window_seconds,
         settings.upload_min_rate_grace_seconds,
         settings.max_concurrent_uploads,
+        settings.max_concurrent_uploads_per_account,
     )
 
 
@@ -155,14 +158,17 @@ class UploadPace:
 class UploadSlots:
     """How many uploads this process is receiving, against a cap: each holds a connection,
     spooled files and a file descriptor, so past the cap a new one is turned away before its
-    body is read rather than let the process run out of them."""
+    body is read rather than let the process run out of them. One uploader (an account) may
+    hold only its own share of them, so that a few accounts sending just fast enough cannot
+    keep everyone else out."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.taken = 0
+        self._by_uploader: Counter[str] = Counter()
 
     @contextlib.contextmanager
-    def take(self, limit: int) -> Iterator[None]:
+    def take(self, limit: int, uploader: str = "", per_uploader: int = 0) -> Iterator[None]:
         with self._lock:
             if self.taken >= limit:
                 raise Unavailable(
@@ -170,12 +176,24 @@ class UploadSlots:
                     retry_after=BUSY_RETRY_AFTER_SECONDS,
                     code="busy",
                 )
+            if uploader and per_uploader and self._by_uploader[uploader] >= per_uploader:
+                raise Throttled(
+                    f"You are already sending {per_uploader} uploads; please wait for one"
+                    " to finish.",
+                    retry_after=BUSY_RETRY_AFTER_SECONDS,
+                )
             self.taken += 1
+            if uploader:
+                self._by_uploader[uploader] += 1
         try:
             yield
         finally:
             with self._lock:
                 self.taken -= 1
+                if uploader:
+                    self._by_uploader[uploader] -= 1
+                    if self._by_uploader[uploader] <= 0:
+                        del self._by_uploader[uploader]
 
 
 # One per process: the cap is on what this process holds, whichever app instance reads it.
@@ -415,13 +433,17 @@ def _callbacks(reader: _Reader) -> MultipartCallbacks:
 
 
 async def read_upload(
-    content_type: str, body: AsyncIterator[bytes], limits: UploadLimits, staging: Path
+    content_type: str,
+    body: AsyncIterator[bytes],
+    limits: UploadLimits,
+    staging: Path,
+    uploader: str = "",
 ) -> UploadForm:
     """Parse the body into spooled files and text fields. On any error every spooled file is
     removed before the error propagates; every error raised here comes before the body was read
     to its end, so it asks for the connection to be closed."""
     try:
-        with UPLOAD_SLOTS.take(limits.max_concurrent):
+        with UPLOAD_SLOTS.take(limits.max_concurrent, uploader, limits.max_concurrent_per_uploader):
             return await _read_upload(content_type, body, limits, staging)
     except DomainError as exc:
         exc.headers = {**(exc.headers or {}), "Connection": "close"}
