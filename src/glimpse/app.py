@@ -45,6 +45,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Our own /docs (api/docs.py): no CDN, a strict CSP. No ReDoc.
         docs_url=None,
         redoc_url=None,
+        # A path with a stray slash is a 404, not a redirect that would echo the Host header
+        # back as an absolute Location (an open redirect for whoever controls that header).
+        redirect_slashes=False,
     )
     install_error_handlers(app)
     # The last added runs outermost.

@@ -176,3 +176,12 @@ def test_ipv4_mapped_loopback_is_loopback() -> None:
 
     assert _is_loopback("::ffff:127.0.0.1")
     assert not _is_loopback("::ffff:192.0.2.1")
+
+
+async def test_a_stray_slash_is_404_never_a_redirect_to_the_host_header(glimpse: Glimpse) -> None:
+    headers = await glimpse.signup()
+    response = await glimpse.client.get(
+        "/api/v1/me/", headers={**headers, "Host": "evil.example"}, follow_redirects=False
+    )
+    assert_error(response, 404)
+    assert "location" not in response.headers

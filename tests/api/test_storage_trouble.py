@@ -171,7 +171,7 @@ async def test_a_database_on_a_full_or_read_only_disk_is_503_then_recovers(
     body = {"username": "late", "password": "long enough"}
     with failing_writes(glimpse, code, message):
         response = await glimpse.client.post("/api/v1/accounts", json=body)
-    _unavailable(response, "unavailable")
+    _unavailable(response, "storage_unavailable")
     assert (await glimpse.client.post("/api/v1/accounts", json=body)).status_code == 201
 
 
@@ -187,7 +187,7 @@ async def test_a_really_read_only_database_is_503(glimpse: Glimpse) -> None:
         response = await glimpse.client.post(
             "/api/v1/accounts", json={"username": "late", "password": "long enough"}
         )
-        _unavailable(response, "unavailable")
+        _unavailable(response, "storage_unavailable")
     finally:
         event.remove(db.write_engine.sync_engine, "connect", read_only)
         await db.write_engine.dispose()

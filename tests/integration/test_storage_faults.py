@@ -224,7 +224,9 @@ async def test_readyz_reports_a_full_disk(glimpse: Glimpse) -> None:
     assert response.status_code == 503
     body = response.json()
     assert body["checks"]["storage"].startswith("failed") and "free" in body["checks"]["storage"]
-    assert body["checks"]["database"] == "ok"
+    # The embedded database lies on a disk below the same floor.
+    assert "free" in body["checks"]["database"]
+    assert body["checks"]["queue"] == "ok"
 
 
 @pytest.mark.parametrize("settings", [{"job_retry_base_seconds": 1}], indirect=True)

@@ -182,7 +182,7 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
         log.error(
             "the database cannot be written (%s %s): %s", request.method, request.url.path, exc.orig
         )
-        return _try_again_soon(request, exc, retry_after=DATABASE_DISK_RETRY_AFTER_SECONDS)
+        return _storage_unavailable(request, retry_after=DATABASE_DISK_RETRY_AFTER_SECONDS)
     # A broken schema: no "try again" will help.
     return await _unexpected_error(request, exc)
 
@@ -208,11 +208,17 @@ async def _os_error(request: Request, exc: Exception) -> JSONResponse:
     if exc.errno not in _DISK_ERRNOS:
         return await _unexpected_error(request, exc)
     log.error("storage failed on %s %s: %s", request.method, request.url.path, exc)
+    return _storage_unavailable(request, retry_after=STORAGE_RETRY_AFTER_SECONDS)
+
+
+def _storage_unavailable(request: Request, retry_after: int) -> JSONResponse:
+    # A full, read-only or failing disk (the store's or the database's): say so, rather than
+    # "busy", so that an operator reading a client's report looks at the disk.
     return error_response(
         503,
         "storage_unavailable",
         "The server cannot store anything right now; please try again later.",
-        headers={"Retry-After": str(STORAGE_RETRY_AFTER_SECONDS)},
+        headers={"Retry-After": str(retry_after)},
         body_unread=getattr(request.state, "body_unread", False),
     )
 

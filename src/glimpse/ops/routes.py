@@ -7,13 +7,16 @@ import functools
 import hmac
 import ipaddress
 import logging
+import shutil
 import time
+from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
+from sqlalchemy.engine import make_url
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from glimpse.api.deps import ContainerDep
@@ -94,6 +97,23 @@ async def _check_database(container: Container) -> None:
         raise RuntimeError(f"cannot open the database: {reason}") from exc
     if revision != head:
         raise RuntimeError(f"migrations are at {revision}, not at head {head}")
+    await asyncio.to_thread(_check_database_disk, container)
+
+
+def _check_database_disk(container: Container) -> None:
+    # A full disk still answers reads (and this check's round trip): an embedded database is
+    # "unavailable" below the same free-space floor as the store, before writes start failing.
+    settings = container.settings
+    floor = settings.storage_free_bytes_floor
+    database = make_url(settings.resolved_database_url).database if settings.is_sqlite else None
+    if not floor or not database:
+        return
+    free = shutil.disk_usage(Path(database).resolve().parent).free
+    if free < floor:
+        raise RuntimeError(
+            f"the database's disk has {free // 2**20} MB free, below the floor of"
+            f" {floor // 2**20} MB"
+        )
 
 
 async def _check_storage(container: Container) -> None:
