@@ -32,9 +32,15 @@ import re
 _SINGLE_LINE_CONTROLS = r"\x00-\x1f\x7f-\x9f\u2028\u2029"
 _MULTI_LINE_CONTROLS = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
 # Bidi marks, embeddings, overrides and isolates; zero-width spaces, joiners and marks, word
-# joiner and invisible operators, the BOM; tag characters.
+# joiner and invisible operators, the BOM; tag characters. Then the other characters that show
+# nothing (Unicode's Default_Ignorable ones, and blanks that are letters): the soft hyphen
+# ("ad\u00admin" shows as "admin"), the combining grapheme joiner, Hangul fillers (a "blank"
+# name), Khmer and Mongolian invisible vowels and selectors, the braille blank, the interlinear
+# annotation characters and musical formatting controls.
 _INVISIBLE = (
     r"\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\U000e0000-\U000e007f"
+    r"\u00ad\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u2800\u3164\uffa0\ufff0-\ufffb"
+    r"\U0001d173-\U0001d17a"
 )
 # Emoji blocks (pictographs, dingbats, symbols, arrows and skin tones); close enough to the
 # Unicode emoji list for deciding what a joiner may join.

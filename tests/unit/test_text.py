@@ -54,6 +54,16 @@ IMPERSONATIONS = [
     "👍\u200da",
     "\u200c",
     "a\ud800b",  # a lone surrogate
+    "ad\u00admin",  # a soft hyphen: shows as "admin"
+    "a\u034flice",  # combining grapheme joiner
+    "\u3164",  # a Hangul filler: a blank name
+    "\u115f\u1160",
+    "\uffa0",
+    "\u2800\u2800",  # braille blanks
+    "a\u17b4b",  # Khmer invisible vowel
+    "a\u180eb",  # Mongolian vowel separator
+    "a\ufff9b\ufffb",  # interlinear annotation
+    "a\U0001d173b",  # musical formatting
 ]
 
 
