@@ -14,12 +14,14 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Annotated
 
 import typer
 import uvicorn
+from sqlalchemy.exc import SQLAlchemyError
 
 from glimpse import __version__
 from glimpse.config import Settings
@@ -266,6 +268,21 @@ def _is_alive(serve_folder: Path) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def _clear_start_up_errors(settings: Settings) -> Iterator[None]:
+    """A data folder or database that cannot be used (read-only, full, missing permissions)
+    stops the command with one line that says so, not a traceback."""
+    try:
+        yield
+    except (OSError, SQLAlchemyError) as exc:
+        reason = getattr(exc, "orig", None) or exc
+        typer.echo(
+            f"glimpse: cannot use the data folder {settings.data_dir} or its database: {reason}",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+
+
 @app.command()
 def serve(
     host: Annotated[
@@ -293,11 +310,12 @@ def serve(
     settings = _settings(data_dir)
     host = host if host is not None else settings.host
     port = port if port is not None else settings.port
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    own_metrics = _share_metrics(settings.data_dir / "metrics")
-    if settings.is_sqlite:
-        upgrade_to_head(settings.resolved_database_url)
-    settings.resolved_secret_key()  # made once here, before the processes race to make it
+    with _clear_start_up_errors(settings):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        own_metrics = _share_metrics(settings.data_dir / "metrics")
+        if settings.is_sqlite:
+            upgrade_to_head(settings.resolved_database_url)
+        settings.resolved_secret_key()  # made once here, before the processes race to make it
     supervisor = WorkerSupervisor(settings, worker_count(settings, workers, no_workers))
     supervisor.start()
     from glimpse.app import create_app
@@ -348,7 +366,8 @@ def migrate(data_dir: DataDir = None) -> None:
     """Apply pending database migrations."""
     _setup_logging()
     settings = _settings(data_dir)
-    upgrade_to_head(settings.resolved_database_url)
+    with _clear_start_up_errors(settings):
+        upgrade_to_head(settings.resolved_database_url)
     typer.echo("database is at the newest migration")
 
 

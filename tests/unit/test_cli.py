@@ -2,6 +2,7 @@
 
 import importlib.metadata
 import os
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -48,3 +49,13 @@ def test_host_port_and_workers_are_read_from_glimpse_variables(
     monkeypatch.setenv("GLIMPSE_WORKERS", "4")
     settings = Settings()
     assert (settings.host, settings.port, settings.workers) == ("0.0.0.0", 9123, 4)
+
+
+@pytest.mark.parametrize("command", ["migrate", "serve"])
+def test_an_unusable_data_folder_stops_with_one_clear_line(tmp_path: Path, command: str) -> None:
+    not_a_folder = tmp_path / "data"
+    not_a_folder.write_text("a file where the data folder should be")
+    result = CliRunner().invoke(app, [command, "--data-dir", str(not_a_folder)])
+    assert result.exit_code == 1
+    assert "cannot use the data folder" in result.output
+    assert "Traceback" not in result.output
