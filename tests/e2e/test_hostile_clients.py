@@ -210,6 +210,7 @@ def test_600_slow_uploads_leave_the_api_answering_and_never_out_of_files(
         open_files=400,
         GLIMPSE_MAX_CONNECTIONS="50",
         GLIMPSE_MAX_CONNECTIONS_PER_CLIENT="0",  # all 600 come from this one address
+        GLIMPSE_MAX_CONCURRENT_UPLOADS_PER_ACCOUNT="0",  # ... and from one account
     ) as server:
         body = {"username": "slow", "password": "correct horse"}
         assert httpx.post(f"{server.base}/api/v1/accounts", json=body).status_code == 201
