@@ -27,7 +27,15 @@ from glimpse.media import decoding
 from glimpse.posts import service
 from tests.conftest import Glimpse, assert_error
 
-FAULTS = [errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO]
+FAULTS = [
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EIO,
+    errno.EMFILE,
+]
 
 
 class Disk:

@@ -88,7 +88,9 @@ def check_post_fields(
         raise Invalid("An alt text is too long.", code="alt_text_too_long")
     if not all(is_clean_multi_line(text) for text in (caption, *alt_texts)):
         raise Invalid(
-            "Captions and alt texts may not contain control characters.", code="invalid_text"
+            "Captions and alt texts may not contain control characters or invisible ones"
+            " (bidi overrides, zero-width and tag characters).",
+            code="invalid_text",
         )
     return caption, filter_name
 

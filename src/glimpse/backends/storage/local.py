@@ -43,6 +43,8 @@ TRANSIENT_ERRNOS = frozenset(
         errno.EIO,  # a failing disk or a network mount that lost its server
         errno.ETIMEDOUT,
         errno.ESTALE,  # NFS handle of a folder replaced on the server
+        errno.EMFILE,  # out of file descriptors: the process's trouble, and it passes
+        errno.ENFILE,
     }
 )
 # What the API tells clients to wait before trying again.
