@@ -1,8 +1,12 @@
 """The cost of throttling: read and upload throughput with GLIMPSE_RATE_LIMITS on vs `off`.
 
-Two `glimpse serve --no-workers` on free ports, alike but for the setting: one with budgets so
-large that they never trip (what is measured is the bookkeeping: a moving-window hit per
-request, the RateLimit-* headers, the upload budget), one with `off`. Each round measures both,
+Two `glimpse serve --no-workers` on free ports, alike but for the setting: one with the default
+budgets (`--budgets never-trip` for budgets of 10^9 instead), one with `off`. The requests come
+from `--accounts` accounts in turn, each signed up from an address of its own (through a trusted
+proxy hop), so that the default budgets never trip: what is measured is their bookkeeping (a
+moving-window hit per request, the RateLimit-* headers, the upload budget). Budgets of 10^9
+keep every request of the run in one window, whose list the `limits` memory storage walks: they
+cost more than any real budget. Each round measures both,
 alternating which goes first in short slices, so that the machine's drift hits both alike; the
 medians of each side, and the median of the per-pair ratios (the robust figure), are printed.
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import itertools
 import os
 import signal
 import socket
@@ -36,7 +41,8 @@ from PIL import Image
 NEVER_TRIPS = ";".join(
     f"{name}=1000000000/5minute" for name in ("api", "upload", "signin_failures", "signup")
 )
-CREDENTIALS = {"username": "bench", "password": "correct horse battery"}
+DEFAULT_BUDGETS = "api=300/5minute;upload=30/30minute;signin_failures=5/minute;signup=100/hour"
+PASSWORD = "correct horse battery"
 
 
 def free_port() -> int:
@@ -46,7 +52,7 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, data_dir: Path, rate_limits: str) -> None:
+    def __init__(self, data_dir: Path, rate_limits: str, accounts: int) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         pin = ["taskset", "-c", "0"] if (os.cpu_count() or 1) > 1 else []
@@ -57,6 +63,7 @@ class Server:
             env={
                 **os.environ,
                 "GLIMPSE_RATE_LIMITS": rate_limits,
+                "GLIMPSE_TRUSTED_PROXY_HOPS": "1",
                 "GLIMPSE_LOG_LEVEL": "WARNING",
             },
             stdout=subprocess.DEVNULL,
@@ -64,11 +71,20 @@ class Server:
         )
         try:
             self._wait_until_ready()
+            self.tokens: list[dict[str, str]] = []
             with httpx.Client(base_url=self.base, timeout=30) as client:
-                client.post("/api/v1/accounts", json=CREDENTIALS).raise_for_status()
-                response = client.post("/api/v1/auth/token", json=CREDENTIALS)
-                response.raise_for_status()
-            self.headers = {"Authorization": f"Bearer {response.json()['access_token']}"}
+                for i in range(accounts):
+                    # Each account from an address of its own, as real users are.
+                    via = {"X-Forwarded-For": f"10.{i // 65536}.{i // 256 % 256}.{i % 256}"}
+                    body = {"username": f"bench{i}", "password": PASSWORD}
+                    client.post("/api/v1/accounts", json=body, headers=via).raise_for_status()
+                    response = client.post("/api/v1/auth/token", json=body, headers=via)
+                    response.raise_for_status()
+                    token = {"Authorization": f"Bearer {response.json()['access_token']}"}
+                    # Its first authenticated answer makes the token known: from then on it
+                    # has a budget of its own.
+                    client.get("/api/v1/me", headers={**token, **via}).raise_for_status()
+                    self.tokens.append(token)
         except BaseException:
             self.stop()
             raise
@@ -113,6 +129,7 @@ async def throughput(
     server's CPU time per request (less disturbed than the rate by whatever else runs)."""
     photo = small_jpeg()
     done = 0
+    turn = itertools.count()
     deadline = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     async with httpx.AsyncClient(base_url=server.base, timeout=60, limits=limits) as client:
@@ -120,13 +137,14 @@ async def throughput(
         async def loop() -> None:
             nonlocal done
             while time.perf_counter() < deadline:
+                headers = server.tokens[next(turn) % len(server.tokens)]
                 if kind == "reads":
-                    response = await client.get("/api/v1/me", headers=server.headers)
+                    response = await client.get("/api/v1/me", headers=headers)
                     expected = 200
                 else:
                     response = await client.post(
                         "/api/v1/posts",
-                        headers=server.headers,
+                        headers=headers,
                         files=[("file", ("p.jpg", photo, "image/jpeg"))],
                     )
                     expected = 202
@@ -158,6 +176,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--accounts", type=int, default=120)
+    parser.add_argument("--budgets", choices=["default", "never-trip"], default="default")
     parser.add_argument("--kinds", default="reads,uploads", help="reads, uploads or both")
     args = parser.parse_args()
     kinds = args.kinds.split(",")
@@ -166,8 +186,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         servers: dict[str, Server] = {}
         try:
-            servers["on"] = Server(Path(tmp) / "on", NEVER_TRIPS)
-            servers["off"] = Server(Path(tmp) / "off", "off")
+            budgets = DEFAULT_BUDGETS if args.budgets == "default" else NEVER_TRIPS
+            servers["on"] = Server(Path(tmp) / "on", budgets, args.accounts)
+            servers["off"] = Server(Path(tmp) / "off", "off", args.accounts)
             rates: dict[tuple[str, str], list[float]] = {}
             cpu: dict[tuple[str, str], list[float]] = {}
             for kind in kinds:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +100,49 @@ def test_settings_refuse_a_malformed_rate_limit_setting_at_start_up(tmp_path: Pa
     with pytest.raises(ValidationError, match="rate limit"):
         Settings(data_dir=tmp_path, rate_limits="api=lots")
     assert Settings(data_dir=tmp_path, rate_limits="off").rate_limits == "off"
+
+
+# -- the memory storage's expiry (glimpse.throttling.MovingWindowMemory) ------------------------
+
+
+async def test_many_clients_cost_no_expiry_pass_with_a_thread_hop_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from limits.aio.storage import MemoryStorage
+
+    from glimpse.throttling import Throttle
+
+    passes: list[float] = []
+
+    async def library_expiry_pass(self: Any) -> None:
+        passes.append(1.0)
+
+    monkeypatch.setattr(MemoryStorage, "_MemoryStorage__expire_events", library_expiry_pass)
+    throttle = Throttle("api=300/5minute")
+    try:
+        for client in range(500):
+            verdict = await throttle.hit("api", "token", str(client))
+            assert verdict is not None and verdict.allowed
+        await asyncio.sleep(0)  # let any task the storage scheduled run
+        assert passes == []
+    finally:
+        await throttle.close()
+
+
+async def test_spent_entries_are_dropped_once_their_window_has_passed() -> None:
+    from glimpse.throttling import MovingWindowMemory, Throttle
+
+    throttle = Throttle("api=2/second")
+    storage = throttle._storage
+    assert isinstance(storage, MovingWindowMemory)
+    try:
+        for _ in range(2):
+            assert (await throttle.hit("api", "old")).allowed  # type: ignore[union-attr]
+        assert not (await throttle.hit("api", "old")).allowed  # type: ignore[union-attr]
+        await asyncio.sleep(1.1)
+        storage._next_expiry = 0.0  # the next hit runs the (once a second) pass
+        assert (await throttle.hit("api", "new")).allowed  # type: ignore[union-attr]
+        assert not any("old" in key for key in storage.events)
+        assert (await throttle.hit("api", "old")).allowed  # type: ignore[union-attr]
+    finally:
+        await throttle.close()
