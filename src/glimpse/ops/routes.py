@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import hmac
 import ipaddress
 import logging
@@ -77,10 +76,9 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@functools.cache  # (an exception is not cached: a failed read is tried again next time)
 def _migrations_head() -> str:
-    # The scripts do not change while the process runs; read once, they cannot fail later
-    # (out of file descriptors, the read once gave "not at head None").
+    # head_revision() reads the scripts once per process, so that running out of file
+    # descriptors later cannot make it "None" (which once read as "not at head None").
     head = head_revision()
     if head is None:
         raise RuntimeError("cannot read the migration scripts")
