@@ -5,6 +5,7 @@ in tests/unit/test_upload_pace.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -76,11 +77,10 @@ async def test_an_upload_slower_than_the_minimum_rate_is_cut_and_leaves_nothing(
     assert response.headers["connection"] == "close"
 
 
-@pytest.mark.parametrize("settings", [{"max_concurrent_uploads": 1}], indirect=True)
-async def test_an_upload_past_the_concurrent_cap_is_503_before_its_body_is_read(
-    glimpse: Glimpse,
-) -> None:
-    headers = await glimpse.signup()
+@contextlib.asynccontextmanager
+async def _an_upload_held_open(glimpse: Glimpse, headers: dict[str, str]) -> AsyncIterator[None]:
+    """An upload whose body stops half-way (holding its slot) until the block ends; it then
+    finishes and must be accepted."""
     body = multipart([("file", "a.jpg", jpeg_bytes())])
     go_on = asyncio.Event()
 
@@ -96,7 +96,20 @@ async def test_an_upload_past_the_concurrent_cap_is_503_before_its_body_is_read(
     )
     while UPLOAD_SLOTS.taken == 0:
         await asyncio.sleep(0.01)
+    try:
+        yield
+    finally:
+        go_on.set()
+        assert (await first).status_code == 202
+    assert UPLOAD_SLOTS.taken == 0
 
+
+@pytest.mark.parametrize("settings", [{"max_concurrent_uploads": 1}], indirect=True)
+async def test_an_upload_past_the_concurrent_cap_is_503_before_its_body_is_read(
+    glimpse: Glimpse,
+) -> None:
+    headers = await glimpse.signup()
+    body = multipart([("file", "a.jpg", jpeg_bytes())])
     pulled = 0
 
     async def counted() -> AsyncIterator[bytes]:
@@ -104,7 +117,7 @@ async def test_an_upload_past_the_concurrent_cap_is_503_before_its_body_is_read(
         pulled += 1
         yield body
 
-    try:
+    async with _an_upload_held_open(glimpse, headers):
         second = await glimpse.client.post(
             "/api/v1/posts", headers={**headers, "Content-Type": MULTIPART}, content=counted()
         )
@@ -112,10 +125,6 @@ async def test_an_upload_past_the_concurrent_cap_is_503_before_its_body_is_read(
         assert int(second.headers["retry-after"]) >= 1
         assert second.headers["connection"] == "close"
         assert pulled == 0
-    finally:
-        go_on.set()
-        assert (await first).status_code == 202
-    assert UPLOAD_SLOTS.taken == 0
     # The slot is free again.
     assert (await glimpse.upload(headers)).status_code == 202
 
@@ -128,29 +137,10 @@ async def test_an_upload_past_the_concurrent_cap_is_503_before_its_body_is_read(
 async def test_one_account_holds_only_its_share_of_the_upload_slots(glimpse: Glimpse) -> None:
     alice = await glimpse.signup("alice")
     bob = await glimpse.signup("bob")
-    body = multipart([("file", "a.jpg", jpeg_bytes())])
-    go_on = asyncio.Event()
-
-    async def held() -> AsyncIterator[bytes]:
-        yield body[:300]
-        await go_on.wait()
-        yield body[300:]
-
-    first = asyncio.create_task(
-        glimpse.client.post(
-            "/api/v1/posts", headers={**alice, "Content-Type": MULTIPART}, content=held()
-        )
-    )
-    while UPLOAD_SLOTS.taken == 0:
-        await asyncio.sleep(0.01)
-    try:
+    async with _an_upload_held_open(glimpse, alice):
         second = await glimpse.upload(alice)
         assert_error(second, 429, "throttled")
         assert int(second.headers["retry-after"]) >= 1
         # Another account is not held up by Alice's share.
         assert (await glimpse.upload(bob)).status_code == 202
-    finally:
-        go_on.set()
-        assert (await first).status_code == 202
-    assert UPLOAD_SLOTS.taken == 0
     assert (await glimpse.upload(alice)).status_code == 202
