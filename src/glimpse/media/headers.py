@@ -102,6 +102,10 @@ def read_header_size(fp: BinaryIO) -> HeaderSize:
         width, height = _READERS[media_type](_BoundedReader(fp))
     except IndexError as exc:  # a structure that runs past the bytes it was read into
         raise UnreadableHeader(f"the {media_type.name} header is cut short") from exc
+    except (OSError, ValueError) as exc:  # a box or segment length no file can have (2^64)
+        raise UnreadableHeader(
+            f"the {media_type.name} header declares an impossible length"
+        ) from exc
     if width <= 0 or height <= 0:
         raise UnreadableHeader(f"the {media_type.name} header declares an empty image")
     return HeaderSize(media_type, width, height)
