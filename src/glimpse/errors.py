@@ -96,3 +96,10 @@ class StorageUnavailable(Unavailable):
     """The store cannot take a write now (full, read-only, failing disk, timeouts)."""
 
     code = "storage_unavailable"
+    # A disk is freed or remounted by an operator: minutes, not a moment.
+    RETRY_AFTER_SECONDS = 30
+
+    def __init__(
+        self, message: str, *, retry_after: int = RETRY_AFTER_SECONDS, code: str | None = None
+    ):
+        super().__init__(message, retry_after=retry_after, code=code)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
+from glimpse.config import Settings
 from glimpse.errors import StorageUnavailable
 from glimpse.ops import routes as ops_routes
 from glimpse.posts import upload
@@ -88,10 +89,9 @@ async def test_read_upload_itself_turns_a_failing_staging_disk_into_storage_unav
     async def chunks() -> AsyncIterator[bytes]:
         yield body
 
-    limits = upload.UploadLimits(max_files=20, max_image_bytes=10**7, max_image_pixels=10**8)
     with pytest.raises(StorageUnavailable) as caught:
         await upload.read_upload(
-            f"multipart/form-data; boundary={BOUNDARY}", chunks(), limits, tmp_path
+            f"multipart/form-data; boundary={BOUNDARY}", chunks(), Settings(), tmp_path
         )
     assert caught.value.code == "storage_unavailable"
     assert caught.value.headers is not None

@@ -18,7 +18,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 from starlette.types import Message
 
-from glimpse.errors import DomainError
+from glimpse.errors import DomainError, StorageUnavailable
 from glimpse.ids import NodeLeaseExpired
 
 log = logging.getLogger("glimpse.api")
@@ -161,7 +161,6 @@ _SQLITE_BUSY_CODES = {5, 6}
 # full, read-only, failing or out of file descriptors. The server's trouble, which an operator
 # fixes without a new release: 503 while it lasts (a broken schema stays a 500).
 _SQLITE_DISK_CODES = {8, 10, 13, 14}
-DATABASE_DISK_RETRY_AFTER_SECONDS = 30
 
 
 def _sqlite_primary_code(exc: OperationalError) -> int | None:
@@ -182,7 +181,7 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
         log.error(
             "the database cannot be written (%s %s): %s", request.method, request.url.path, exc.orig
         )
-        return _storage_unavailable(request, retry_after=DATABASE_DISK_RETRY_AFTER_SECONDS)
+        return await _storage_unavailable(request)
     # A broken schema: no "try again" will help.
     return await _unexpected_error(request, exc)
 
@@ -198,7 +197,6 @@ _DISK_ERRNOS = {
     errno.EMFILE,
     errno.ENFILE,
 }
-STORAGE_RETRY_AFTER_SECONDS = 30
 
 
 async def _os_error(request: Request, exc: Exception) -> JSONResponse:
@@ -208,18 +206,16 @@ async def _os_error(request: Request, exc: Exception) -> JSONResponse:
     if exc.errno not in _DISK_ERRNOS:
         return await _unexpected_error(request, exc)
     log.error("storage failed on %s %s: %s", request.method, request.url.path, exc)
-    return _storage_unavailable(request, retry_after=STORAGE_RETRY_AFTER_SECONDS)
+    return await _storage_unavailable(request)
 
 
-def _storage_unavailable(request: Request, retry_after: int) -> JSONResponse:
-    # A full, read-only or failing disk (the store's or the database's): say so, rather than
-    # "busy", so that an operator reading a client's report looks at the disk.
-    return error_response(
-        503,
-        "storage_unavailable",
-        "The server cannot store anything right now; please try again later.",
-        headers={"Retry-After": str(retry_after)},
-        body_unread=getattr(request.state, "body_unread", False),
+async def _storage_unavailable(request: Request) -> JSONResponse:
+    # A full, read-only or failing disk (the store's or the database's) is answered like the
+    # store's own StorageUnavailable, rather than "busy": an operator reading a client's report
+    # then looks at the disk.
+    return await _domain_error(
+        request,
+        StorageUnavailable("The server cannot store anything right now; please try again later."),
     )
 
 

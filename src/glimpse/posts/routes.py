@@ -13,7 +13,7 @@ from glimpse.media.filters import FILTERS
 from glimpse.pagination import MAX_LIMIT, check_limit, decode_cursor, encode_cursor
 from glimpse.posts import service
 from glimpse.posts.schemas import FilterList, FilterOut, PostOut, PostPage
-from glimpse.posts.upload import read_upload, upload_limits
+from glimpse.posts.upload import read_upload
 from glimpse.posts.uploading import create_post_from_upload
 from glimpse.throttling import UPLOAD
 
@@ -69,7 +69,7 @@ async def create_post(request: Request, caller: Caller, container: ContainerDep)
     form = await read_upload(
         request.headers.get("content-type", ""),
         request.stream(),
-        upload_limits(container.settings),
+        container.settings,
         container.storage.staging_dir(),
         uploader=str(caller.user.id),
     )

@@ -55,37 +55,6 @@ HEADER_PROBE_GROWTH = 4
 KEEP_FRESH_SECONDS = 60.0
 # When to try again after "too many uploads at once" and "the staging disk failed".
 BUSY_RETRY_AFTER_SECONDS = 10
-STAGING_RETRY_AFTER_SECONDS = 30
-
-
-@dataclass(frozen=True)
-class UploadLimits:
-    max_files: int
-    max_image_bytes: int
-    max_image_pixels: int
-    idle_timeout_seconds: float = 60.0
-    deadline_seconds: float = 1800.0
-    min_rate_bytes_per_second: int = 0
-    min_rate_window_seconds: float = 60.0
-    min_rate_grace_seconds: float = 10.0
-    max_concurrent: int = 64
-    max_concurrent_per_uploader: int = 0
-
-
-def upload_limits(settings: Settings) -> UploadLimits:
-    """The limits an upload is read under, from the settings."""
-    return UploadLimits(
-        settings.max_files_per_post,
-        settings.max_image_bytes,
-        settings.max_image_pixels,
-        settings.upload_idle_timeout_seconds,
-        settings.upload_deadline_seconds,
-        settings.upload_min_rate_bytes_per_second,
-        settings.upload_min_rate_window_seconds,
-        settings.upload_min_rate_grace_seconds,
-        settings.max_concurrent_uploads,
-        settings.max_concurrent_uploads_per_account,
-    )
 
 
 class UploadPace:
@@ -226,8 +195,8 @@ class UploadForm:
 
 
 class _Reader:
-    def __init__(self, limits: UploadLimits, staging: Path) -> None:
-        self.limits = limits
+    def __init__(self, settings: Settings, staging: Path) -> None:
+        self.settings = settings
         self.staging = staging
         self.form = UploadForm()
         self.parts = 0
@@ -276,9 +245,10 @@ class _Reader:
             )
         self._value = bytearray()
         if self._name == "file":
-            if len(self.form.files) >= self.limits.max_files:
+            if len(self.form.files) >= self.settings.max_files_per_post:
                 raise TooLarge(
-                    f"A post holds at most {self.limits.max_files} files.", code="too_many_files"
+                    f"A post holds at most {self.settings.max_files_per_post} files.",
+                    code="too_many_files",
                 )
             fd, path = tempfile.mkstemp(dir=self.staging, prefix="upload-")
             self._file = os.fdopen(fd, "wb")
@@ -301,9 +271,9 @@ class _Reader:
             self._head += chunk[: SNIFF_BYTES - len(self._head)]
             if len(self._head) >= SNIFF_BYTES:
                 self._media_type = self._sniff()
-        if self._size > self.limits.max_image_bytes:
+        if self._size > self.settings.max_image_bytes:
             raise TooLarge(
-                f"A photo may be at most {self.limits.max_image_bytes // (1024 * 1024)} MB.",
+                f"A photo may be at most {self.settings.max_image_bytes // (1024 * 1024)} MB.",
                 code="file_too_large",
             )
         self._file.write(chunk)
@@ -333,9 +303,9 @@ class _Reader:
             header = read_image_header(path)
         except UndecodableImage:
             return  # the header lies further on; it is looked for again later
-        self._next_probe = self.limits.max_image_bytes + 1  # found: no need to look again
-        if header.width * header.height > self.limits.max_image_pixels:
-            raise too_many_pixels(self.limits.max_image_pixels)
+        self._next_probe = self.settings.max_image_bytes + 1  # found: no need to look again
+        if header.width * header.height > self.settings.max_image_pixels:
+            raise too_many_pixels(self.settings.max_image_pixels)
 
     def _sniff(self) -> MediaType:
         media_type = sniff_media_type(self._head)
@@ -435,7 +405,7 @@ def _callbacks(reader: _Reader) -> MultipartCallbacks:
 async def read_upload(
     content_type: str,
     body: AsyncIterator[bytes],
-    limits: UploadLimits,
+    settings: Settings,
     staging: Path,
     uploader: str = "",
 ) -> UploadForm:
@@ -443,24 +413,26 @@ async def read_upload(
     removed before the error propagates; every error raised here comes before the body was read
     to its end, so it asks for the connection to be closed."""
     try:
-        with UPLOAD_SLOTS.take(limits.max_concurrent, uploader, limits.max_concurrent_per_uploader):
-            return await _read_upload(content_type, body, limits, staging)
+        with UPLOAD_SLOTS.take(
+            settings.max_concurrent_uploads, uploader, settings.max_concurrent_uploads_per_account
+        ):
+            return await _read_upload(content_type, body, settings, staging)
     except DomainError as exc:
         exc.headers = {**(exc.headers or {}), "Connection": "close"}
         raise
 
 
 async def _read_upload(
-    content_type: str, body: AsyncIterator[bytes], limits: UploadLimits, staging: Path
+    content_type: str, body: AsyncIterator[bytes], settings: Settings, staging: Path
 ) -> UploadForm:
     boundary = boundary_of(content_type)
     pace = UploadPace(
-        deadline=limits.deadline_seconds,
-        min_rate=limits.min_rate_bytes_per_second,
-        window=limits.min_rate_window_seconds,
-        grace=limits.min_rate_grace_seconds,
+        deadline=settings.upload_deadline_seconds,
+        min_rate=settings.upload_min_rate_bytes_per_second,
+        window=settings.upload_min_rate_window_seconds,
+        grace=settings.upload_min_rate_grace_seconds,
     )
-    reader = _Reader(limits, staging)
+    reader = _Reader(settings, staging)
     try:
         parser = MultipartParser(boundary, _callbacks(reader))
     except (FormParserError, ValueError) as exc:  # say, a boundary over 256 bytes
@@ -468,7 +440,7 @@ async def _read_upload(
             f"The multipart body is malformed: {exc}", code="malformed_multipart"
         ) from exc
     try:
-        async for chunk in _arriving(body, limits.idle_timeout_seconds, pace):
+        async for chunk in _arriving(body, settings.upload_idle_timeout_seconds, pace):
             if chunk:
                 parser.write(chunk)
             if reader.probe_due is not None:
@@ -490,7 +462,7 @@ async def _read_upload(
         reader.form.discard()
         raise StorageUnavailable(
             "The server cannot store uploads right now; please try again later.",
-            retry_after=STAGING_RETRY_AFTER_SECONDS,
+            retry_after=StorageUnavailable.RETRY_AFTER_SECONDS,
         ) from exc
     except BaseException:
         reader.close()

@@ -47,8 +47,6 @@ TRANSIENT_ERRNOS = frozenset(
         errno.ENFILE,
     }
 )
-# What the API tells clients to wait before trying again.
-RETRY_AFTER_SECONDS = 30
 
 
 def disk_fault(exc: OSError, action: str) -> Exception:
@@ -59,7 +57,7 @@ def disk_fault(exc: OSError, action: str) -> Exception:
     reason = os.strerror(exc.errno) if exc.errno else "timed out"
     unavailable = StorageUnavailable(
         f"The media store cannot {action} now ({reason.lower()}); please try again later.",
-        retry_after=RETRY_AFTER_SECONDS,
+        retry_after=StorageUnavailable.RETRY_AFTER_SECONDS,
     )
     unavailable.__cause__ = exc
     return unavailable
@@ -226,7 +224,7 @@ class LocalStorage:
                 raise StorageUnavailable(
                     f"The media store's disk has {free // 2**20} MB free, below the floor of"
                     f" {self._free_bytes_floor // 2**20} MB.",
-                    retry_after=RETRY_AFTER_SECONDS,
+                    retry_after=StorageUnavailable.RETRY_AFTER_SECONDS,
                 )
         probe = "readyz/probe"
         await self.put_bytes(probe, b"ok", "text/plain")
