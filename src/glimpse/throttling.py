@@ -286,11 +286,14 @@ class SignInGuard:
         try:
             yield attempt
         finally:
-            # Counted before the reservation is let go, so the place is never free in between.
-            if attempt.outcome is False:
-                for key in counted:
-                    await self._throttle.hit(SIGNIN_FAILURES, *key)
-            self._reserve(counted, -1)
+            # Counted before the reservation is let go, so the place is never free in between;
+            # and let go even if counting fails or is cancelled, or it would stay taken for good.
+            try:
+                if attempt.outcome is False:
+                    for key in counted:
+                        await self._throttle.hit(SIGNIN_FAILURES, *key)
+            finally:
+                self._reserve(counted, -1)
         if attempt.outcome:
             self._remember(username, address)
 

@@ -236,3 +236,45 @@ def test_the_wall_clock_budget_stops_a_task_promptly() -> None:
     with pytest.raises(DecodeBudgetExceeded):
         run_in_child(quick, time.sleep, 60)
     assert time.monotonic() - started < 5  # ten times the budget: room for a loaded machine
+
+
+def _refuse_to_unpickle() -> None:
+    raise RuntimeError("this answer cannot be read back")
+
+
+class _Unreadable:
+    """Pickles in the child; unpickling it in the worker raises."""
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return (_refuse_to_unpickle, ())
+
+
+def answer_that_does_not_unpickle() -> _Unreadable:
+    return _Unreadable()
+
+
+def test_a_child_whose_answer_cannot_be_read_is_stopped_not_kept() -> None:
+    import multiprocessing
+
+    before = {c.pid for c in multiprocessing.active_children()}
+    with pytest.raises(RuntimeError, match="cannot be read back"):
+        run_in_child(BUDGET, answer_that_does_not_unpickle)
+    idle = {c.process.pid for c in decoding._POOL._idle}
+    left_running = {c.pid for c in multiprocessing.active_children()} - before - idle
+    assert left_running == set()
+    assert run_in_child(BUDGET, sum, [1, 2]) == 3
+
+
+def allow_core_dumps() -> int:
+    resource.setrlimit(resource.RLIMIT_CORE, (resource.getrlimit(resource.RLIMIT_CORE)[1],) * 2)
+    return os.getpid()
+
+
+def core_limit() -> tuple[int, int]:
+    return os.getpid(), resource.getrlimit(resource.RLIMIT_CORE)[0]
+
+
+def test_no_task_may_write_a_core_dump_when_its_cpu_budget_kills_it() -> None:
+    # Whatever a previous task left (here: core dumps allowed), each task runs without them.
+    pid = run_in_child(BUDGET, allow_core_dumps)
+    assert run_in_child(BUDGET, core_limit) == (pid, 0)

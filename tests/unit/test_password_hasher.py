@@ -72,3 +72,22 @@ async def test_a_cancelled_verify_releases_its_slot() -> None:
         await task
     await asyncio.sleep(0.3)  # the cancelled thread finishes
     assert await hasher.verify(stored, "correct horse") is True
+
+
+async def test_a_failure_that_cannot_be_counted_still_gives_its_place_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    throttle = Throttle("signin_failures=5/minute")
+    guard = SignInGuard(throttle)
+
+    async def storage_down(*args: object) -> None:
+        raise RuntimeError("the budget's storage went away")
+
+    try:
+        monkeypatch.setattr(throttle, "hit", storage_down)
+        with pytest.raises(RuntimeError):
+            async with guard.attempt("ada", "192.0.2.1") as attempt:
+                attempt.failed()
+        assert guard._in_flight == {}
+    finally:
+        await throttle.close()

@@ -182,7 +182,13 @@ class _Pool:
             child = None
         if child is None:
             child = _Child()
-        kind, value, rss = child.run(budget, function, args)
+        try:
+            kind, value, rss = child.run(budget, function, args)
+        except BaseException:
+            # Whatever went wrong past the cases run() handles (an answer that does not
+            # unpickle, an interrupt), this child's state is unknown: it never runs again.
+            child.stop()
+            raise
         if kind == "memory" or rss > RECYCLE_RSS_BYTES or child.tasks >= RECYCLE_AFTER_TASKS:
             child.stop()
         else:
@@ -242,6 +248,9 @@ def _child_loop(conn: Connection) -> None:
         spent = math.ceil(usage.ru_utime + usage.ru_stime)
         _limit(resource.RLIMIT_CPU, spent + budget.cpu_seconds)
         _limit(resource.RLIMIT_AS, budget.memory_bytes)
+        # A task stopped by its CPU budget dies of SIGXCPU, which would write a core dump as large
+        # as its memory budget for each hostile file.
+        _limit(resource.RLIMIT_CORE, 0)
         outcome: tuple[str, Any]
         try:
             outcome = ("ok", function(*args))
