@@ -122,12 +122,9 @@ class ThrottleMiddleware:
             verdict = await throttle.hit(budget, *key)
             record_verdict(state, verdict)
             if verdict is not None and not verdict.allowed:
+                error = throttled(verdict, "Too many requests; please slow down.")
                 response = error_response(
-                    429,
-                    "throttled",
-                    "Too many requests; please slow down.",
-                    headers={"Retry-After": str(verdict.reset_seconds), **verdict.headers()},
-                    body_unread=True,
+                    error.status, error.code, error.message, headers=error.headers, body_unread=True
                 )
                 await response(scope, receive, send)
                 return
