@@ -100,6 +100,8 @@ def read_header_size(fp: BinaryIO) -> HeaderSize:
     fp.seek(0)
     try:
         width, height = _READERS[media_type](_BoundedReader(fp))
+    except UnreadableHeader:
+        raise  # (a ValueError itself: said precisely where it was found)
     except IndexError as exc:  # a structure that runs past the bytes it was read into
         raise UnreadableHeader(f"the {media_type.name} header is cut short") from exc
     except (OSError, ValueError) as exc:  # a box or segment length no file can have (2^64)
