@@ -18,6 +18,9 @@ from glimpse.api.security_headers import SecurityHeaders
 from glimpse.api.throttling import ThrottleMiddleware
 from glimpse.config import Settings
 from glimpse.container import Container, build_container
+from glimpse.engagement.routes import router as engagement_router
+from glimpse.feed.routes import router as feed_router
+from glimpse.graph.routes import router as graph_router
 from glimpse.media.origin import router as media_router
 from glimpse.ops.routes import MetricsMiddleware
 from glimpse.ops.routes import router as ops_router
@@ -58,6 +61,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(SecurityHeaders)  # outermost: on every answer, the refusals above too
     # The media origin first: it takes the most requests, and routes are matched in order.
-    for router in (media_router, accounts_router, posts_router, ops_router, docs_router):
+    for router in (
+        media_router,
+        feed_router,
+        accounts_router,
+        graph_router,
+        posts_router,
+        engagement_router,
+        ops_router,
+        docs_router,
+    ):
         app.include_router(router)
     return app

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     # NORMAL syncs at checkpoints only (a process crash loses nothing, a power cut the last commits).
     database_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     queue_url: str = ""
+    # Where materialised feeds live: empty for tables in the database (sql://).
+    cache_url: str = ""
 
     # Mixed into cursor signatures. Empty: a random key is made once and kept in data_dir.
     secret_key: str = ""
@@ -122,6 +124,14 @@ class Settings(BaseSettings):
     # the same content-addressed bytes at that moment cannot lose them (see posts/jobs.py).
     media_gc_delay_seconds: float = 30.0
 
+    # Feeds: how many post ids a materialised feed keeps (older posts are read from the
+    # database); accounts with more followers than this are not fanned out on write but merged
+    # into feeds when they are read; a feed not read for this long is dropped (rebuilt on the
+    # next read), so fan-out spends nothing on inactive users.
+    feed_cap: int = Field(default=1000, ge=100)
+    feed_fanout_max_followers: int = Field(default=10_000, ge=0)
+    feed_idle_ttl_seconds: float = Field(default=14 * 86400.0, gt=0)
+
     @field_validator("rate_limits")
     @classmethod
     def _rate_limits_parse(cls, value: str) -> str:
@@ -143,6 +153,10 @@ class Settings(BaseSettings):
     def resolved_queue_url(self) -> str:
         # The embedded queue lives in the database: the outbox and the queue are one table.
         return self.queue_url or "sql://"
+
+    @property
+    def resolved_cache_url(self) -> str:
+        return self.cache_url or "sql://"
 
     @property
     def is_sqlite(self) -> bool:

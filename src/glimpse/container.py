@@ -17,11 +17,13 @@ import uuid
 from dataclasses import dataclass
 
 from glimpse.accounts.passwords import PasswordHasher
+from glimpse.backends.feed import FeedStore, feed_store_from_url
 from glimpse.backends.queue import JobConsumer, queue_from_url
 from glimpse.backends.storage import Storage, storage_from_url
 from glimpse.config import Settings
 from glimpse.db.database import Database
 from glimpse.db.node_leases import acquire_node, release_node, renew_node
+from glimpse.feed.memo import ViewerMemo
 from glimpse.ids import MAX_NODE, IdGenerator
 from glimpse.media.origin_cache import OriginCache
 from glimpse.media.urls import MediaUrls
@@ -32,12 +34,15 @@ log = logging.getLogger("glimpse")
 
 def _load_job_handlers() -> None:
     # Importing a slice's jobs module registers its handlers (see glimpse/jobs.py).
+    import glimpse.feed.jobs
     import glimpse.posts.jobs  # noqa: F401
 
 
 # A crashed process's node comes free after this long; a live one renews well before.
 NODE_LEASE_SECONDS = 600.0
 NODE_RENEW_SECONDS = 60.0
+# How old the feed's per-viewer answers may be (feed.memo.ViewerMemo).
+VIEWER_MEMO_SECONDS = 5.0
 
 
 @dataclass
@@ -46,6 +51,7 @@ class Container:
     db: Database
     storage: Storage
     queue: JobConsumer
+    feed_store: FeedStore
     ids: IdGenerator
     passwords: PasswordHasher
     secret_key: bytes
@@ -53,6 +59,7 @@ class Container:
     origin_cache: OriginCache
     throttle: Throttle
     sign_ins: SignInGuard
+    viewer_memo: ViewerMemo
     # Lease the ids' node from the database at start(), unless build_container fixed it.
     lease_node: bool = True
     holder: str = ""
@@ -93,6 +100,7 @@ class Container:
                 await release_node(self.db, self.ids.node, self.holder)
         await self.throttle.close()
         await self.queue.close()
+        await self.feed_store.close()
         await self.db.dispose()
 
 
@@ -124,6 +132,7 @@ def build_container(settings: Settings, *, node_id: int | None = None) -> Contai
             lease_seconds=settings.job_lease_seconds,
             poll_seconds=settings.worker_poll_seconds,
         ),
+        feed_store=feed_store_from_url(settings.resolved_cache_url, db, cap=settings.feed_cap),
         # Until start() leases a node, a random one (only tests make ids before start()).
         ids=IdGenerator(
             fixed_node if fixed_node is not None else random.SystemRandom().randint(0, MAX_NODE)
@@ -138,6 +147,7 @@ def build_container(settings: Settings, *, node_id: int | None = None) -> Contai
         ),
         throttle=throttle,
         sign_ins=SignInGuard(throttle),
+        viewer_memo=ViewerMemo(ttl_seconds=VIEWER_MEMO_SECONDS),
         lease_node=fixed_node is None,
         holder=holder,
     )

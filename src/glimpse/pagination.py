@@ -61,3 +61,13 @@ def check_limit(limit: int | None) -> int:
     if not 1 <= limit <= MAX_LIMIT:
         raise Invalid(f"limit must be between 1 and {MAX_LIMIT}.", code="invalid_limit")
     return limit
+
+
+def decode_keyset(secret: bytes, kind: str, cursor: str | None) -> int | None:
+    """The `before` key of a newest-first list's cursor (None for the first page)."""
+    if not cursor:
+        return None
+    before = decode_cursor(secret, kind, cursor).get("before")
+    if not isinstance(before, int) or isinstance(before, bool):
+        raise Malformed("The cursor is not one this server issued.", code="invalid_cursor")
+    return before

@@ -21,6 +21,10 @@ class User(Base):
     post_count: Mapped[int] = mapped_column(default=0)
     follower_count: Mapped[int] = mapped_column(default=0)
     following_count: Mapped[int] = mapped_column(default=0)
+    # Set once the account has more followers than fan-out serves (feed_fanout_max_followers):
+    # its posts are then merged into feeds when they are read instead of pushed into each. It
+    # stays set, so that no post made meanwhile falls between the two.
+    feed_pull: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -17,27 +17,13 @@ from glimpse.accounts.schemas import (
 from glimpse.api.deps import Caller, ContainerDep
 from glimpse.api.errors import error_responses
 from glimpse.api.throttling import ClientAddress, count_against
+from glimpse.graph import service as graph
 from glimpse.posts import service as posts
 from glimpse.throttling import SIGNUP
 
 # 429: every /api/ request counts against a budget (api/throttling.py).
 router = APIRouter(prefix="/api/v1", tags=["accounts"], responses=error_responses(422, 429, 503))
 _AUTHENTICATED = error_responses(401)
-
-
-def user_out(user: User, viewer_id: int | None) -> UserOut:
-    return UserOut(
-        id=user.id,
-        username=user.username,
-        display_name=user.display_name,
-        bio=user.bio,
-        is_private=user.is_private,
-        post_count=user.post_count,
-        follower_count=user.follower_count,
-        following_count=user.following_count,
-        # The social graph arrives with its own issue; until then nobody follows anybody.
-        follow_status="self" if viewer_id == user.id else "none",
-    )
 
 
 @router.post(
@@ -61,7 +47,7 @@ async def create_account(
     user = await accounts.sign_up(
         container, username=body.username, password=body.password, display_name=body.display_name
     )
-    return user_out(user, user.id)
+    return UserOut.of(user, "self")
 
 
 @router.post("/auth/token", response_model=TokenOut, responses=error_responses(400, 401))
@@ -86,7 +72,7 @@ async def _me(container: ContainerDep, user: User) -> MeOut:
     async with container.db.read() as session:
         usage = await posts.usage(session, user.id)
     return MeOut(
-        **user_out(user, user.id).model_dump(), usage=usage, quota=posts.quota(container.settings)
+        **UserOut.of(user, "self").model_dump(), usage=usage, quota=posts.quota(container.settings)
     )
 
 
@@ -101,12 +87,17 @@ async def update_me(body: ProfileUpdate, caller: Caller, container: ContainerDep
     """Change the display name, bio or privacy of the caller's account."""
     async with container.db.write() as session:
         user = await accounts.update_profile(session, caller.user.id, body)
+        if body.is_private is False:
+            await graph.accept_all_requests(
+                session, container.ids, container.settings, caller.user.id
+            )
     return await _me(container, user)
 
 
 @router.get("/users/{username}", response_model=UserOut, responses=error_responses(401, 404))
 async def get_user(username: str, caller: Caller, container: ContainerDep) -> UserOut:
-    """A user's public profile."""
+    """A user's profile, with the caller's `follow_status` towards it. 404 for an account
+    that blocks the caller."""
     async with container.db.read() as session:
-        user = await accounts.get_visible_user(session, username)
-    return user_out(user, caller.user.id)
+        user, relation = await graph.visible_user(session, username, caller.user.id)
+    return UserOut.of(user, graph.follow_status(caller.user.id, user.id, relation))

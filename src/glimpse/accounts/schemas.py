@@ -1,10 +1,13 @@
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer, StringConstraints
 
 from glimpse.text import MULTI_LINE, SINGLE_LINE
+
+if TYPE_CHECKING:
+    from glimpse.accounts.models import User
 
 # 64-bit ids travel as strings: JavaScript numbers lose precision past 2^53.
 IdStr = Annotated[int, PlainSerializer(str, return_type=str, when_used="json")]
@@ -69,6 +72,26 @@ class UserOut(UserSummary):
     follower_count: int
     following_count: int
     follow_status: Literal["none", "pending", "following", "self"]
+
+    @classmethod
+    def of(cls, user: User, follow_status: str) -> UserOut:
+        """`follow_status`: the caller's relation to the user (graph.service.follow_status)."""
+        return cls(
+            id=user.id,
+            username=user.username,
+            display_name=user.display_name,
+            bio=user.bio,
+            is_private=user.is_private,
+            post_count=user.post_count,
+            follower_count=user.follower_count,
+            following_count=user.following_count,
+            follow_status=follow_status,
+        )
+
+
+class UserPage(BaseModel):
+    items: list[UserOut]
+    next_cursor: str | None
 
 
 class Usage(BaseModel):

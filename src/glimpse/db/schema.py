@@ -1,15 +1,25 @@
 """Every slice's models, imported in one place so that Alembic and tests see the whole schema."""
 
 from glimpse.accounts.models import AccessToken, User
+from glimpse.backends.feed.models import FeedEntry, FeedRow
 from glimpse.backends.queue.models import Job
 from glimpse.db.base import Base
 from glimpse.db.node_leases import NodeLease
+from glimpse.engagement.models import Comment, Like
+from glimpse.graph.models import Block, Follow, FollowRequest
 from glimpse.posts.models import Media, MediaVariant, Post, UploadUsage
 
 __all__ = [
     "AccessToken",
     "Base",
+    "Block",
+    "Comment",
+    "FeedEntry",
+    "FeedRow",
+    "Follow",
+    "FollowRequest",
     "Job",
+    "Like",
     "Media",
     "MediaVariant",
     "NodeLease",

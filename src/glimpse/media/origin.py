@@ -91,6 +91,7 @@ async def get_media(
     container: ContainerDep,
     exp: Annotated[str | None, Query(description="expiry of a private media URL")] = None,
     sig: Annotated[str | None, Query(description="signature of a private media URL")] = None,
+    v: Annotated[str | None, Query(description="the viewer a private media URL is for")] = None,
 ) -> Response:
     """A stored variant, with immutable caching, ETag / If-None-Match and byte ranges. Media
     only some may see needs the signed URL its post shows them."""
@@ -111,7 +112,7 @@ async def get_media(
     entry = entry or await _look_up(container, key)
     if entry.visibility is None:
         raise _gone()
-    if entry.visibility == "private" and not container.media_urls.allows(key, exp, sig):
+    if entry.visibility == "private" and not await _viewer_may_see(container, key, exp, sig, v):
         raise _gone()  # (never confirm that private media exists)
     visibility, size, cached = entry.visibility, entry.size, entry.data
     etag = f'"{match.group(2)}"'
@@ -155,6 +156,22 @@ async def get_media(
     return Response(
         await _read(storage, key, path, 0, size, cached), media_type=content_type, headers=headers
     )
+
+
+async def _viewer_may_see(
+    container: Container, key: str, exp: str | None, sig: str | None, v: str | None
+) -> bool:
+    """A private key is served to the viewer its URL was signed for, while that viewer may
+    still see a post that uses it (graph.visibility, asked again after the cache TTL)."""
+    viewer_id = container.media_urls.signed_viewer(key, exp, sig, v)
+    if viewer_id is None:
+        return False
+    allowed = container.origin_cache.verdict(key, viewer_id)
+    if allowed is None:
+        async with container.db.read() as session:
+            allowed = await posts.key_visible_to(session, key, viewer_id)
+        container.origin_cache.remember_verdict(key, viewer_id, allowed)
+    return allowed
 
 
 async def _look_up(container: Container, key: str) -> OriginEntry:

@@ -4,7 +4,9 @@ bytes of small files.
 Keys are content-addressed, so a key's bytes never change and may be kept for as long as there
 is room. Who may see them does change (a post deleted, an account gone private), so that answer
 is kept only for `ttl_seconds`: such a change reaches the origin within that time, and a hot
-photo costs one database lookup per TTL instead of one per request.
+photo costs one database lookup per TTL instead of one per request. For private media the
+answer is per viewer (the one its signed URL names): an unfollow or a block reaches it within
+the same TTL.
 """
 
 from __future__ import annotations
@@ -39,6 +41,21 @@ class OriginCache:
         self._clock = clock
         self._entries: OrderedDict[str, OriginEntry] = OrderedDict()
         self._bytes = 0
+        # (key, viewer) -> (may see it, when that was checked): private media's verdicts.
+        self._verdicts: OrderedDict[tuple[str, int], tuple[bool, float]] = OrderedDict()
+
+    def verdict(self, key: str, viewer_id: int) -> bool | None:
+        """Whether this viewer may see this private key, if checked within the TTL."""
+        hit = self._verdicts.get((key, viewer_id))
+        if hit is None or self._clock() - hit[1] > self._ttl:
+            return None
+        return hit[0]
+
+    def remember_verdict(self, key: str, viewer_id: int, allowed: bool) -> None:
+        self._verdicts[(key, viewer_id)] = (allowed, self._clock())
+        self._verdicts.move_to_end((key, viewer_id))
+        while len(self._verdicts) > self._max_entries:
+            self._verdicts.popitem(last=False)
 
     def get(self, key: str) -> OriginEntry | None:
         """The entry if its visibility is still fresh; None means "look it up"."""

@@ -81,7 +81,7 @@ async def process_media(container: Container, payload: Payload) -> None:
     async with container.db.write() as session:
         current = await repository.get_media(session, media_id)
         recorded = current is not None and await service.record_processed_media(
-            session, current, processed, keys
+            session, container.ids, container.settings, current, processed, keys
         )
         if not recorded:  # deleted while we worked: no need to wait for the guard
             service.schedule_purge(session, container.ids, container.settings, keys)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import ColumnElement, delete, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -81,6 +81,21 @@ async def key_audience(session: AsyncSession, key: str) -> list[tuple[str, bool]
         .where(MediaVariant.key == key)
     )
     return [(status, is_private) for status, is_private in rows]
+
+
+async def key_used_by_post_matching(
+    session: AsyncSession, key: str, condition: ColumnElement[bool]
+) -> bool:
+    """Whether a post that meets `condition` uses this variant key."""
+    row = await session.execute(
+        select(Post.id)
+        .select_from(MediaVariant)
+        .join(Media, Media.id == MediaVariant.media_id)
+        .join(Post, Post.id == Media.post_id)
+        .where(MediaVariant.key == key, condition)
+        .limit(1)
+    )
+    return row.first() is not None
 
 
 async def keys_of_post(session: AsyncSession, post_id: int) -> list[str]:

@@ -12,13 +12,17 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from glimpse.accounts import service as accounts_service
 from glimpse.accounts.models import User
 from glimpse.accounts.schemas import Quota, Usage, UserSummary
 from glimpse.backends.queue.outbox import enqueue
 from glimpse.config import Settings
 from glimpse.db.base import utcnow
+from glimpse.engagement import repository as engagement_repository
 from glimpse.errors import Forbidden, Invalid, NotFound, Throttled
+from glimpse.feed.names import FAN_OUT_JOB, UNFAN_OUT_JOB
+from glimpse.graph import repository as graph_repository
+from glimpse.graph import service as graph
+from glimpse.graph.visibility import can_see_post, post_visible_to
 from glimpse.ids import IdGenerator, id_timestamp_ms
 from glimpse.media.filters import FILTERS
 from glimpse.media.images import ProcessedImage
@@ -212,23 +216,22 @@ async def create_post(
     return post
 
 
-def can_see_post(post: Post, author: User, viewer_id: int) -> bool:
+async def can_see(session: AsyncSession, post: Post, author: User, viewer_id: int) -> bool:
+    """graph.visibility's rule for one loaded post."""
     if post.author_id == viewer_id:
         return True
     if post.status != PostStatus.READY:
-        return False
-    # Followers arrive with the social graph; until then a private account's posts are its own.
-    return not author.is_private
+        return False  # (no need to ask the graph)
+    relation = await graph_repository.relation(session, viewer_id, post.author_id)
+    return can_see_post(viewer_id, post.status, post.author_id, author.is_private, relation)
 
 
 async def list_profile_posts(
     session: AsyncSession, username: str, viewer_id: int, before_id: int | None, limit: int
 ) -> tuple[list[Post], bool]:
-    """One page of a user's ready posts, newest first, and whether more follow."""
-    author = await accounts_service.get_visible_user(session, username)
-    # Followers arrive with the social graph; until then a private account's grid is its own.
-    if author.is_private and author.id != viewer_id:
-        raise Forbidden("This account is private.", code="private_account")
+    """One page of a user's ready posts, newest first, and whether more follow. 404 for an
+    account that blocks the viewer, 403 for a private one the viewer does not follow."""
+    author = await graph.visible_content_owner(session, username, viewer_id)
     posts = await repository.list_ready_posts_by_author(session, author.id, before_id, limit + 1)
     return posts[:limit], len(posts) > limit
 
@@ -237,7 +240,7 @@ async def get_visible_post(session: AsyncSession, post_id: int, viewer_id: int) 
     post = await repository.get_post(session, post_id)
     if post is not None:
         authors = await repository.load_authors(session, {post.author_id})
-        if can_see_post(post, authors[post.author_id], viewer_id):
+        if await can_see(session, post, authors[post.author_id], viewer_id):
             return post
     raise NotFound("No such post.", code="post_not_found")
 
@@ -253,6 +256,11 @@ async def media_visibility(session: AsyncSession, key: str) -> str | None:
     return "public" if public else "private"
 
 
+async def key_visible_to(session: AsyncSession, key: str, viewer_id: int) -> bool:
+    """Whether some post that uses this stored variant is one the viewer may see."""
+    return await repository.key_used_by_post_matching(session, key, post_visible_to(viewer_id))
+
+
 async def delete_post(
     session: AsyncSession, ids: IdGenerator, settings: Settings, post_id: int, viewer_id: int
 ) -> None:
@@ -262,12 +270,22 @@ async def delete_post(
         raise NotFound("No such post.", code="post_not_found")
     if post.author_id != viewer_id:
         authors = await repository.load_authors(session, {post.author_id})
-        if can_see_post(post, authors[post.author_id], viewer_id):
+        if await can_see(session, post, authors[post.author_id], viewer_id):
             raise Forbidden("Only the author may delete a post.", code="not_author")
         raise NotFound("No such post.", code="post_not_found")
     keys = await repository.keys_of_post(session, post_id)
     if post.status == PostStatus.READY:
         await repository.change_post_count(session, post.author_id, -1)
+        # Feeds already skip a post that is gone; this takes its entries out of them.
+        enqueue(
+            session,
+            ids,
+            UNFAN_OUT_JOB,
+            {"post_id": post_id, "author_id": post.author_id},
+            max_attempts=settings.job_max_attempts,
+            owner=post.author_id,
+        )
+    await engagement_repository.delete_of_post(session, post_id)
     await repository.delete_post(session, post_id)
     schedule_purge(session, ids, settings, keys)
 
@@ -297,12 +315,15 @@ def schedule_purge(
 
 async def record_processed_media(
     session: AsyncSession,
+    ids: IdGenerator,
+    settings: Settings,
     media: Media,
     processed: ProcessedImage,
     keys: Sequence[str],
 ) -> bool:
-    """Store what processing made and finish the post when it was the last media item.
-    Idempotent: running it again replaces the variants with identical ones."""
+    """Store what processing made and finish the post when it was the last media item, with
+    the job that delivers it to its author's followers' feeds. Idempotent: running it again
+    replaces the variants with identical ones (and the post is ready only once)."""
     post = await repository.lock_post(session, media.post_id)
     if post is None:
         return False
@@ -332,6 +353,14 @@ async def record_processed_media(
     await session.flush()
     if await repository.mark_post_ready_if_complete(session, post.id):
         await repository.change_post_count(session, post.author_id, +1)
+        enqueue(
+            session,
+            ids,
+            FAN_OUT_JOB,
+            {"post_id": post.id},
+            max_attempts=settings.job_max_attempts,
+            owner=post.author_id,
+        )
     return True
 
 
@@ -354,6 +383,7 @@ async def post_views(
     """Posts as API.md shows them, with authors, media and variants loaded in three queries."""
     authors = await repository.load_authors(session, {p.author_id for p in posts})
     media_by_post, variants = await repository.load_media(session, [p.id for p in posts])
+    liked = await engagement_repository.liked_among(session, viewer_id, [p.id for p in posts])
     views = []
     for post in posts:
         author = authors[post.author_id]
@@ -372,8 +402,7 @@ async def post_views(
                 created_at=post.created_at,
                 like_count=post.like_count,
                 comment_count=post.comment_count,
-                # Likes arrive with the feed; nobody can have liked anything yet.
-                liked_by_me=False,
+                liked_by_me=post.id in liked,
                 media=[
                     _media_view(
                         m,
@@ -381,6 +410,7 @@ async def post_views(
                         media_urls,
                         # (as media_visibility judges it for the origin)
                         public=post.status == PostStatus.READY and not author.is_private,
+                        viewer_id=viewer_id,
                     )
                     for m in media_by_post.get(post.id, [])
                 ],
@@ -390,7 +420,12 @@ async def post_views(
 
 
 def _media_view(
-    media: Media, variants: list[MediaVariant], media_urls: MediaUrls, *, public: bool
+    media: Media,
+    variants: list[MediaVariant],
+    media_urls: MediaUrls,
+    *,
+    public: bool,
+    viewer_id: int,
 ) -> MediaOut:
     ordered = sorted(variants, key=lambda v: (_VARIANT_ORDER.get(v.name, 99), v.content_type))
     return MediaOut(
@@ -405,7 +440,7 @@ def _media_view(
                 width=v.width,
                 height=v.height,
                 content_type=v.content_type,
-                url=media_urls.url(v.key, public=public),
+                url=media_urls.url(v.key, public=public, viewer=viewer_id),
             )
             for v in ordered
         ],

@@ -1,0 +1,230 @@
+"""The embedded feed store: two tables in the SQL database (shared by the API and the worker
+processes, and surviving restarts).
+
+`feeds` has one row per materialised feed; `feed_entries` (user, post) rows, a WITHOUT ROWID
+table on SQLite so that one user's entries sit together in primary-key order and a page is one
+range read. Pushing a post to 10,000 feeds is one INSERT ... SELECT per batch of followers,
+which inserts only into feeds that exist. Caps are kept loosely: each feed counts its entries,
+and only one that passes the cap by a tenth is trimmed (so a push costs no per-feed queries).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from glimpse.backends.feed.base import Entry, FeedWindow
+from glimpse.db.database import Database
+
+# Ids per IN (...) list: well under SQLite's limit on bound variables.
+_BATCH = 1000
+
+
+class SqlFeedStore:
+    # A read marks the feed active at most this often (a write per read would cost every read).
+    TOUCH_SECONDS = 3600.0
+
+    def __init__(self, db: Database, *, cap: int) -> None:
+        self._db = db
+        self.cap = cap
+        self._trim_past = cap + max(1, cap // 10)
+
+    async def window(self, user_id: int, below: int | None, limit: int) -> FeedWindow | None:
+        async with self._db.read() as session:
+            row = (
+                await session.execute(
+                    text("SELECT horizon_id, built_at, read_at FROM feeds WHERE user_id = :u"),
+                    {"u": user_id},
+                )
+            ).first()
+            if row is None or row.built_at == 0:
+                return None
+            entries = await session.execute(
+                text(
+                    "SELECT post_id, author_id FROM feed_entries WHERE user_id = :u"
+                    " AND post_id < :below AND post_id >= :horizon"
+                    " ORDER BY post_id DESC LIMIT :limit"
+                ),
+                {
+                    "u": user_id,
+                    "below": below if below is not None else 2**63 - 1,
+                    "horizon": row.horizon_id,
+                    "limit": limit,
+                },
+            )
+            return FeedWindow(
+                entries=[(e[0], e[1]) for e in entries],
+                horizon_id=row.horizon_id,
+                read_at=row.read_at,
+            )
+
+    async def begin_rebuild(self, user_id: int, now: float) -> None:
+        async with self._db.write() as session:
+            await session.execute(
+                text(
+                    "INSERT INTO feeds (user_id, horizon_id, size, built_at, read_at)"
+                    " VALUES (:u, 0, 0, 0, :now) ON CONFLICT (user_id) DO NOTHING"
+                ),
+                {"u": user_id, "now": now},
+            )
+
+    async def finish_rebuild(
+        self, user_id: int, entries: Sequence[Entry], horizon_id: int, now: float
+    ) -> None:
+        async with self._db.write() as session:
+            if entries:
+                await session.execute(
+                    text(
+                        "INSERT INTO feed_entries (user_id, post_id, author_id)"
+                        " VALUES (:u, :p, :a) ON CONFLICT DO NOTHING"
+                    ),
+                    [{"u": user_id, "p": p, "a": a} for p, a in entries],
+                )
+            await session.execute(
+                text(
+                    "UPDATE feeds SET horizon_id = :h, built_at = :now, read_at = :now,"
+                    " size = (SELECT count(*) FROM feed_entries WHERE user_id = :u)"
+                    " WHERE user_id = :u"
+                ),
+                {"u": user_id, "h": horizon_id, "now": now},
+            )
+
+    async def push(self, post_id: int, author_id: int, user_ids: Collection[int]) -> int:
+        ids = sorted(set(user_ids))
+        pushed = 0
+        insert = text(
+            "INSERT INTO feed_entries (user_id, post_id, author_id)"
+            " SELECT user_id, :p, :a FROM feeds WHERE user_id IN :ids"
+            " ON CONFLICT DO NOTHING"
+        ).bindparams(bindparam("ids", expanding=True))
+        count = text(
+            "UPDATE feeds SET size = size + 1 WHERE user_id IN :ids RETURNING user_id, size"
+        ).bindparams(bindparam("ids", expanding=True))
+        for start in range(0, len(ids), _BATCH):
+            batch = ids[start : start + _BATCH]
+            async with self._db.write() as session:
+                await session.execute(insert, {"p": post_id, "a": author_id, "ids": batch})
+                sizes = list(await session.execute(count, {"ids": batch}))
+                pushed += len(sizes)
+                for user_id, size in sizes:
+                    if size > self._trim_past:
+                        await self._trim(session, user_id)
+        return pushed
+
+    async def _trim(self, session: AsyncSession, user_id: int) -> None:
+        # The cap-th newest entry becomes the horizon: it and everything newer stay.
+        kth = (
+            await session.execute(
+                text(
+                    "SELECT post_id FROM feed_entries WHERE user_id = :u"
+                    " ORDER BY post_id DESC LIMIT 1 OFFSET :k"
+                ),
+                {"u": user_id, "k": self.cap - 1},
+            )
+        ).scalar_one_or_none()
+        if kth is None:
+            await session.execute(
+                text(
+                    "UPDATE feeds SET size = (SELECT count(*) FROM feed_entries"
+                    " WHERE user_id = :u) WHERE user_id = :u"
+                ),
+                {"u": user_id},
+            )
+            return
+        await session.execute(
+            text("DELETE FROM feed_entries WHERE user_id = :u AND post_id < :k"),
+            {"u": user_id, "k": kth},
+        )
+        await session.execute(
+            text(
+                "UPDATE feeds SET size = :cap,"
+                " horizon_id = CASE WHEN horizon_id > :k THEN horizon_id ELSE :k END"
+                " WHERE user_id = :u"
+            ),
+            {"u": user_id, "k": kth, "cap": self.cap},
+        )
+
+    async def merge(self, user_id: int, entries: Sequence[Entry]) -> None:
+        if not entries:
+            return
+        async with self._db.write() as session:
+            horizon = (
+                await session.execute(
+                    text("SELECT horizon_id FROM feeds WHERE user_id = :u"), {"u": user_id}
+                )
+            ).scalar_one_or_none()
+            if horizon is None:
+                return  # no feed: its rebuild will read these from the database
+            kept = [{"u": user_id, "p": p, "a": a} for p, a in entries if p >= horizon]
+            if not kept:
+                return
+            await session.execute(
+                text(
+                    "INSERT INTO feed_entries (user_id, post_id, author_id)"
+                    " VALUES (:u, :p, :a) ON CONFLICT DO NOTHING"
+                ),
+                kept,
+            )
+            size = (
+                await session.execute(
+                    text("UPDATE feeds SET size = size + :n WHERE user_id = :u RETURNING size"),
+                    {"u": user_id, "n": len(kept)},
+                )
+            ).scalar_one()
+            if size > self._trim_past:
+                await self._trim(session, user_id)
+
+    async def remove_author(self, user_id: int, author_id: int) -> None:
+        async with self._db.write() as session:
+            await session.execute(
+                text("DELETE FROM feed_entries WHERE user_id = :u AND author_id = :a"),
+                {"u": user_id, "a": author_id},
+            )
+
+    async def remove_post(self, post_id: int, user_ids: Collection[int]) -> None:
+        ids = sorted(set(user_ids))
+        statement = text(
+            "DELETE FROM feed_entries WHERE post_id = :p AND user_id IN :ids"
+        ).bindparams(bindparam("ids", expanding=True))
+        for start in range(0, len(ids), _BATCH):
+            async with self._db.write() as session:
+                await session.execute(statement, {"p": post_id, "ids": ids[start : start + _BATCH]})
+
+    async def touch(self, user_id: int, now: float) -> None:
+        async with self._db.write() as session:
+            await session.execute(
+                text("UPDATE feeds SET read_at = :now WHERE user_id = :u AND read_at < :now"),
+                {"u": user_id, "now": now},
+            )
+
+    async def expire(self, idle_since: float, limit: int) -> int:
+        async with self._db.write() as session:
+            users = list(
+                (
+                    await session.execute(
+                        text("SELECT user_id FROM feeds WHERE read_at < :t LIMIT :n"),
+                        {"t": idle_since, "n": limit},
+                    )
+                ).scalars()
+            )
+            for user_id in users:
+                await self._drop(session, user_id)
+            return len(users)
+
+    async def drop(self, user_id: int) -> None:
+        async with self._db.write() as session:
+            await self._drop(session, user_id)
+
+    @staticmethod
+    async def _drop(session: AsyncSession, user_id: int) -> None:
+        await session.execute(text("DELETE FROM feeds WHERE user_id = :u"), {"u": user_id})
+        await session.execute(text("DELETE FROM feed_entries WHERE user_id = :u"), {"u": user_id})
+
+    async def check(self) -> None:
+        async with self._db.read() as session:
+            await session.execute(text("SELECT 1 FROM feeds LIMIT 1"))
+
+    async def close(self) -> None:
+        return None

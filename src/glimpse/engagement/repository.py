@@ -1,0 +1,100 @@
+"""All SQL of likes and comments. Counters on the post move in the same transaction, by the rows
+a statement really added or removed, so they stay exact under any number of racing requests."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from glimpse.accounts.models import User
+from glimpse.db.statements import insert_ignoring_duplicates
+from glimpse.engagement.models import Comment, Like
+from glimpse.graph.visibility import blocked_between
+from glimpse.posts.models import Post
+
+
+async def add_like(session: AsyncSession, post_id: int, user_id: int, now: datetime) -> bool:
+    added = await insert_ignoring_duplicates(
+        session, Like, post_id=post_id, user_id=user_id, created_at=now
+    )
+    if added:
+        await session.execute(
+            update(Post).where(Post.id == post_id).values(like_count=Post.like_count + 1)
+        )
+    return added
+
+
+async def remove_like(session: AsyncSession, post_id: int, user_id: int) -> bool:
+    result = await session.execute(
+        delete(Like).where(Like.post_id == post_id, Like.user_id == user_id)
+    )
+    removed = bool(result.rowcount)  # type: ignore[attr-defined]
+    if removed:
+        await session.execute(
+            update(Post).where(Post.id == post_id).values(like_count=Post.like_count - 1)
+        )
+    return removed
+
+
+async def liked_among(session: AsyncSession, user_id: int, post_ids: Collection[int]) -> set[int]:
+    if not post_ids:
+        return set()
+    result = await session.execute(
+        select(Like.post_id).where(Like.user_id == user_id, Like.post_id.in_(list(post_ids)))
+    )
+    return set(result.scalars())
+
+
+async def add_comment(session: AsyncSession, comment: Comment) -> None:
+    session.add(comment)
+    await session.flush()
+    await session.execute(
+        update(Post).where(Post.id == comment.post_id).values(comment_count=Post.comment_count + 1)
+    )
+
+
+async def comments_page(
+    session: AsyncSession, post_id: int, viewer_id: int, after: int | None, limit: int
+) -> list[tuple[Comment, User]]:
+    """Oldest first; never those of accounts that block the viewer or that the viewer blocks."""
+    query = (
+        select(Comment, User)
+        .join(User, User.id == Comment.author_id)
+        .where(Comment.post_id == post_id, ~blocked_between(viewer_id, Comment.author_id))
+    )
+    if after is not None:
+        query = query.where(Comment.id > after)
+    rows = await session.execute(query.order_by(Comment.id).limit(limit))
+    return [(row[0], row[1]) for row in rows]
+
+
+async def delete_of_post(session: AsyncSession, post_id: int) -> None:
+    await session.execute(delete(Like).where(Like.post_id == post_id))
+    await session.execute(delete(Comment).where(Comment.post_id == post_id))
+
+
+async def interactions_by_author(
+    session: AsyncSession, viewer_id: int, since: datetime
+) -> dict[int, int]:
+    """How often the viewer liked or commented on each author's posts since `since`: the
+    feed's affinity. Two index range scans over the viewer's own recent activity."""
+    counts: dict[int, int] = {}
+    likes = await session.execute(
+        select(Post.author_id, func.count())
+        .join(Like, Like.post_id == Post.id)
+        .where(Like.user_id == viewer_id, Like.created_at >= since)
+        .group_by(Post.author_id)
+    )
+    comments = await session.execute(
+        select(Post.author_id, func.count())
+        .join(Comment, Comment.post_id == Post.id)
+        .where(Comment.author_id == viewer_id, Comment.created_at >= since)
+        .group_by(Post.author_id)
+    )
+    for author_id, n in (*likes, *comments):
+        counts[author_id] = counts.get(author_id, 0) + int(n)
+    counts.pop(viewer_id, None)  # liking one's own posts is no affinity
+    return counts

@@ -1,0 +1,30 @@
+"""A small per-process memo of answers about a viewer, for the feed's read path."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+
+
+class ViewerMemo:
+    """Per-process answers about a viewer that may be a few seconds old: the followed accounts
+    merged at read time, and the affinity counts. Neither can show what the viewer may not see
+    (every candidate is checked afresh); a stale answer only delays a new follow of a large
+    account by `ttl_seconds`, or ranks with slightly older affinity."""
+
+    def __init__(self, ttl_seconds: float, max_entries: int = 10_000) -> None:
+        self._ttl = ttl_seconds
+        self._max = max_entries
+        self._entries: OrderedDict[tuple[str, int], tuple[float, object]] = OrderedDict()
+
+    def get(self, kind: str, viewer_id: int) -> object | None:
+        hit = self._entries.get((kind, viewer_id))
+        if hit is None or time.monotonic() - hit[0] > self._ttl:
+            return None
+        return hit[1]
+
+    def put(self, kind: str, viewer_id: int, value: object) -> None:
+        self._entries[(kind, viewer_id)] = (time.monotonic(), value)
+        self._entries.move_to_end((kind, viewer_id))
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)

@@ -1,0 +1,54 @@
+"""HTTP route of the home feed."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+
+from glimpse.api.deps import Caller, ContainerDep
+from glimpse.api.errors import error_responses
+from glimpse.errors import Malformed
+from glimpse.feed import service
+from glimpse.feed.cursors import FeedPosition, from_cursor_fields, to_cursor_fields
+from glimpse.pagination import MAX_LIMIT, check_limit, decode_cursor, encode_cursor
+from glimpse.posts import service as posts
+from glimpse.posts.schemas import PostPage
+
+router = APIRouter(prefix="/api/v1", tags=["feed"], responses=error_responses(401, 422, 429, 503))
+_KIND = "feed"
+
+
+@router.get("/feed", response_model=PostPage, responses=error_responses(400))
+async def read_feed(
+    caller: Caller,
+    container: ContainerDep,
+    limit: Annotated[int | None, Query(ge=1, le=MAX_LIMIT)] = None,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    order: Annotated[
+        Literal["ranked", "latest"],
+        Query(description="`ranked` by engagement and recency, or `latest` first"),
+    ] = "ranked",
+) -> PostPage:
+    """Posts of the accounts the caller follows, and the caller's own. A walk page by page
+    never repeats a post and never skips one, however the ranking changes meanwhile."""
+    page_size = check_limit(limit)
+    position: FeedPosition | None = None
+    if cursor:
+        try:
+            position = from_cursor_fields(decode_cursor(container.secret_key, _KIND, cursor))
+        except ValueError:
+            position = None
+        if position is None or position.order != order:
+            raise Malformed(
+                "The cursor is not one this server issued for this order.", code="invalid_cursor"
+            )
+    page = await service.read_feed(container, caller.user.id, position, order, page_size)
+    async with container.db.read() as session:
+        items = await posts.post_views(session, page.posts, caller.user.id, container.media_urls)
+    next_cursor = (
+        encode_cursor(container.secret_key, _KIND, to_cursor_fields(page.next_position))
+        if page.next_position is not None
+        else None
+    )
+    return PostPage(items=items, next_cursor=next_cursor)

@@ -1,0 +1,206 @@
+"""The home feed: reading it (candidates, visibility, ranking, cursors), rebuilding a feed that
+is missing, and the fan-out that keeps feeds filled.
+
+Candidates come from three places, merged newest first:
+- the user's materialised feed (fan-out on write put followed accounts' posts there), for ids at
+  or above its horizon;
+- below the horizon (the feed was trimmed to its cap, or never held older posts), the posts
+  table itself, so scrolling never stops at the cache's edge;
+- the recent posts of followed accounts too large to fan out (the hybrid merge).
+Whatever they say, each candidate is checked against the posts, follows and blocks tables as
+they are now (feed/repository.feed_posts), so an unfollow, a block or a deletion counts from the
+very next read, before any job has cleaned the feed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from glimpse.db.base import utcnow
+from glimpse.engagement import repository as engagement_repository
+from glimpse.feed import repository
+from glimpse.feed.cursors import WINDOW, FeedPosition, Order
+from glimpse.feed.ranking import Candidate, rank_candidates
+from glimpse.graph import repository as graph_repository
+from glimpse.ids import id_timestamp_ms
+from glimpse.posts.models import Post
+
+if TYPE_CHECKING:
+    from glimpse.container import Container
+
+# A page that finds most candidates gone (unfollowed, deleted) looks at most this many windows
+# before answering with what it has and a cursor to go on from.
+MAX_WINDOWS_PER_PAGE = 8
+# The viewer's affinity to an author counts their likes and comments of this long.
+AFFINITY_DAYS = 30
+
+
+@dataclass
+class FeedPage:
+    posts: list[Post]
+    next_position: FeedPosition | None
+
+
+async def read_feed(
+    container: Container, viewer_id: int, position: FeedPosition | None, order: Order, limit: int
+) -> FeedPage:
+    """One page of the viewer's home feed, from `position` (None: the top)."""
+    reader = _Reader(container, viewer_id)
+    if order == "latest":
+        return await reader.latest(position or FeedPosition(order="latest"), limit)
+    return await reader.ranked(position or FeedPosition(order="ranked"), limit)
+
+
+async def rebuild_feed(container: Container, user_id: int) -> None:
+    """Build a missing feed from the database: the newest `feed_cap` posts of the accounts the
+    user follows (but those merged at read time) and their own."""
+    store, cap = container.feed_store, container.settings.feed_cap
+    now = time.time()
+    # Live before reading: a post that becomes ready from here on is pushed to it, one that
+    # became ready before is in what we read.
+    await store.begin_rebuild(user_id, now)
+    async with container.db.read() as session:
+        entries = await repository.followed_posts(session, user_id, None, cap, include_pulled=False)
+    horizon = entries[-1][0] if len(entries) >= cap else 0
+    await store.finish_rebuild(user_id, entries, horizon, now)
+
+
+class _Reader:
+    def __init__(self, container: Container, viewer_id: int) -> None:
+        self.container = container
+        self.viewer_id = viewer_id
+        self.store = container.feed_store
+        self._touched = False
+
+    async def latest(self, position: FeedPosition, limit: int) -> FeedPage:
+        served: list[Post] = []
+        below, more = position.before, True
+        for _ in range(MAX_WINDOWS_PER_PAGE):
+            ids, floor, more = await self._candidates(below, limit + 1 - len(served))
+            visible = await self._visible(ids)
+            served.extend(visible[i] for i in ids if i in visible)
+            below = floor if floor is not None else below
+            if len(served) > limit or not more:
+                break
+        if len(served) > limit:
+            return FeedPage(served[:limit], replace(position, before=served[limit - 1].id))
+        if more and below is not None:  # looked long enough: go on from where we stopped
+            return FeedPage(served, replace(position, before=below))
+        return FeedPage(served, None)
+
+    async def ranked(self, position: FeedPosition, limit: int) -> FeedPage:
+        served: list[Post] = []
+        pending = list(position.pending)
+        floor, more = position.floor, position.more
+        if pending:
+            visible = await self._visible(pending)
+            kept = [visible[i] for i in pending if i in visible]
+            served, pending = kept[:limit], [p.id for p in kept[limit:]]
+        affinity: dict[int, int] | None = None
+        windows = 0
+        while len(served) < limit and more and windows < MAX_WINDOWS_PER_PAGE:
+            windows += 1
+            ids, new_floor, more = await self._candidates(floor, WINDOW)
+            floor = new_floor if new_floor is not None else floor
+            visible = await self._visible(ids)
+            if not visible:
+                continue
+            if affinity is None:
+                affinity = await self._affinity()
+            ranked = rank_candidates(
+                [_candidate(post) for post in visible.values()],
+                now_ms=int(time.time() * 1000),
+                affinity=affinity,
+            )
+            take = limit - len(served)
+            served.extend(visible[c.post_id] for c in ranked[:take])
+            pending = [c.post_id for c in ranked[take:]]
+        if not pending and not more:
+            return FeedPage(served, None)
+        return FeedPage(
+            served, FeedPosition(order="ranked", pending=tuple(pending), floor=floor, more=more)
+        )
+
+    async def _candidates(self, below: int | None, n: int) -> tuple[list[int], int | None, bool]:
+        """The next `n` candidate ids below `below`, newest first; the lowest id looked at (the
+        next call's `below`); and whether any may be left below it."""
+        window = await self.store.window(self.viewer_id, below, n)
+        if window is None:
+            await rebuild_feed(self.container, self.viewer_id)
+            window = await self.store.window(self.viewer_id, below, n)
+        if window is None:
+            # Still none (dropped again at once): the database alone answers.
+            horizon, cached = _NO_BOUND, []
+        else:
+            horizon, cached = window.horizon_id, window.entries
+            await self._touch(window.read_at)
+        sources = [[p for p, _ in cached]]
+        exhausted = [len(cached) < n]
+        async with self.container.db.read() as session:
+            if len(cached) < n and horizon > 0:
+                older = await repository.followed_posts(
+                    session, self.viewer_id, min(below or _NO_BOUND, horizon), n
+                )
+                sources.append([p for p, _ in older])
+                exhausted.append(len(older) < n)
+            pulled = await self._pulled_accounts(session)
+            if pulled:
+                large = await repository.posts_of_authors(session, pulled, below, n)
+                sources.append([p for p, _ in large])
+                exhausted.append(len(large) < n)
+        merged = sorted({p for source in sources for p in source}, reverse=True)
+        more = not all(exhausted)
+        if len(merged) > n:
+            merged, more = merged[:n], True
+        return merged, (merged[-1] if merged else None), more
+
+    async def _visible(self, ids: Sequence[int]) -> dict[int, Post]:
+        async with self.container.db.read() as session:
+            return await repository.feed_posts(session, self.viewer_id, ids)
+
+    async def _pulled_accounts(self, session: AsyncSession) -> list[int]:
+        memo = self.container.viewer_memo
+        cached = memo.get("pulled", self.viewer_id)
+        if isinstance(cached, list):
+            return cached
+        pulled = await graph_repository.followed_pull_accounts(session, self.viewer_id)
+        memo.put("pulled", self.viewer_id, pulled)
+        return pulled
+
+    async def _affinity(self) -> dict[int, int]:
+        memo = self.container.viewer_memo
+        cached = memo.get("affinity", self.viewer_id)
+        if isinstance(cached, dict):
+            return cached
+        since = utcnow() - timedelta(days=AFFINITY_DAYS)
+        async with self.container.db.read() as session:
+            affinity = await engagement_repository.interactions_by_author(
+                session, self.viewer_id, since
+            )
+        memo.put("affinity", self.viewer_id, affinity)
+        return affinity
+
+    async def _touch(self, read_at: float) -> None:
+        now = time.time()
+        if not self._touched and now - read_at > self.store.TOUCH_SECONDS:
+            self._touched = True
+            await self.store.touch(self.viewer_id, now)
+
+
+_NO_BOUND = 2**63 - 1
+
+
+def _candidate(post: Post) -> Candidate:
+    return Candidate(
+        post_id=post.id,
+        author_id=post.author_id,
+        created_ms=id_timestamp_ms(post.id),
+        like_count=post.like_count,
+        comment_count=post.comment_count,
+    )
