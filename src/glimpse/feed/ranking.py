@@ -145,5 +145,5 @@ def rank_candidates(
         if author == run_author:
             run_length += 1
         else:
-            run_author, run_length = author, run_length + 1
+            run_author, run_length = author, 1
     return ranked
