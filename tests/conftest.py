@@ -66,6 +66,8 @@ def settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
         worker_poll_seconds=0.01,
         # Tests look at the origin right after changing who may see a post.
         origin_cache_ttl_seconds=0,
+        # ... and at the feed right after changing the graph.
+        feed_viewer_memo_seconds=0,
         rate_limits="off",  # tests make many requests; throttling tests set their budgets
     ).model_copy(update=getattr(request, "param", {}))
 

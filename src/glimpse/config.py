@@ -131,6 +131,9 @@ class Settings(BaseSettings):
     feed_cap: int = Field(default=1000, ge=100)
     feed_fanout_max_followers: int = Field(default=10_000, ge=0)
     feed_idle_ttl_seconds: float = Field(default=14 * 86400.0, gt=0)
+    # How old the read path's per-viewer answers may be (feed/memo.py): the large accounts a
+    # viewer follows, and their affinity to authors.
+    feed_viewer_memo_seconds: float = Field(default=5.0, ge=0)
 
     @field_validator("rate_limits")
     @classmethod

@@ -41,8 +41,6 @@ def _load_job_handlers() -> None:
 # A crashed process's node comes free after this long; a live one renews well before.
 NODE_LEASE_SECONDS = 600.0
 NODE_RENEW_SECONDS = 60.0
-# How old the feed's per-viewer answers may be (feed.memo.ViewerMemo).
-VIEWER_MEMO_SECONDS = 5.0
 
 
 @dataclass
@@ -147,7 +145,7 @@ def build_container(settings: Settings, *, node_id: int | None = None) -> Contai
         ),
         throttle=throttle,
         sign_ins=SignInGuard(throttle),
-        viewer_memo=ViewerMemo(ttl_seconds=VIEWER_MEMO_SECONDS),
+        viewer_memo=ViewerMemo(ttl_seconds=settings.feed_viewer_memo_seconds),
         lease_node=fixed_node is None,
         holder=holder,
     )

@@ -83,7 +83,11 @@ async def quick_post(glimpse: Glimpse, author_id: int, caption: str = "") -> int
 
 
 async def feed(
-    glimpse: Glimpse, headers: Headers, order: str = "ranked", limit: int = 20, cursor: str | None = None
+    glimpse: Glimpse,
+    headers: Headers,
+    order: str = "ranked",
+    limit: int = 20,
+    cursor: str | None = None,
 ) -> dict[str, Any]:
     params: dict[str, Any] = {"order": order, "limit": limit}
     if cursor:

@@ -174,7 +174,9 @@ async def test_lists_page_newest_first_without_repeats_or_gaps(glimpse: Glimpse)
         assert seen == expected
     # Each listed user carries the caller's follow_status towards them.
     await follow(glimpse, star, "fan05")
-    page = await glimpse.client.get("/api/v1/users/star/followers", headers=star, params={"limit": 100})
+    page = await glimpse.client.get(
+        "/api/v1/users/star/followers", headers=star, params={"limit": 100}
+    )
     statuses = {u["username"]: u["follow_status"] for u in page.json()["items"]}
     assert statuses["fan05"] == "following" and statuses["fan06"] == "none"
     me = await glimpse.client.get("/api/v1/users/fan05/followers", headers=star)
@@ -185,7 +187,9 @@ async def test_list_cursors_are_tamper_evident(glimpse: Glimpse) -> None:
     star = await glimpse.signup("star")
     for i in range(3):
         await follow(glimpse, await glimpse.signup(f"fan{i}"), "star")
-    page = await glimpse.client.get("/api/v1/users/star/followers", headers=star, params={"limit": 1})
+    page = await glimpse.client.get(
+        "/api/v1/users/star/followers", headers=star, params={"limit": 1}
+    )
     cursor = page.json()["next_cursor"]
     body, sig = cursor.split(".")
     for bad in [

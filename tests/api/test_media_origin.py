@@ -326,24 +326,29 @@ async def test_private_media_with_a_forged_or_expired_signature_is_404(
     signed = await _url_shown_now(glimpse, variant)
     assert (await glimpse.client.get(signed)).status_code == 200
     plain, query = signed.split("?")
-    exp, sig = (part.split("=", 1)[1] for part in query.split("&"))
+    params = dict(part.split("=", 1) for part in query.split("&"))
+    exp, sig, v = params["exp"], params["sig"], params["v"]
     # Another last character, always: replacing it with "A" forged nothing whenever the real
     # signature ended in "A" (a whole hour in four, as the expiry is rounded to the hour).
     flipped = sig[:-1] + ("A" if sig[-1] != "A" else "B")
     assert flipped != sig
+    assert (await glimpse.client.get(f"{plain}?exp={exp}&v={v}&sig={sig}")).status_code == 200
     for url in (
-        f"{plain}?exp={int(exp) + 3600}&sig={sig}",  # a later expiry, same signature
-        f"{plain}?exp={exp}&sig={flipped}",
-        f"{plain}?exp={exp}",
-        f"{plain}?sig={sig}",
-        f"{plain}?exp=1&sig={sig}",
-        f"{plain}?exp=%F0%9F%93%B7&sig=%F0%9F%93%B7",
-        f"{plain}?exp={'9' * 40}&sig={sig}",
+        f"{plain}?exp={int(exp) + 3600}&v={v}&sig={sig}",  # a later expiry, same signature
+        f"{plain}?exp={exp}&v={v}&sig={flipped}",
+        f"{plain}?exp={exp}&v={int(v) + 1}&sig={sig}",  # another viewer
+        f"{plain}?exp={exp}&sig={sig}",  # no viewer
+        f"{plain}?exp={exp}&v={v}",
+        f"{plain}?v={v}&sig={sig}",
+        f"{plain}?exp=1&v={v}&sig={sig}",
+        f"{plain}?exp=%F0%9F%93%B7&v=%F0%9F%93%B7&sig=%F0%9F%93%B7",
+        f"{plain}?exp={'9' * 40}&v={v}&sig={sig}",
+        f"{plain}?exp={exp}&v={'9' * 40}&sig={sig}",
     ):
         assert_error(await glimpse.client.get(url), 404, "media_not_found")
     # Signed for another key, it opens nothing else.
     other_key = plain.rsplit("/", 1)[0] + "/" + "ab" * 32 + ".jpg"
-    assert_error(await glimpse.client.get(f"{other_key}?exp={exp}&sig={sig}"), 404)
+    assert_error(await glimpse.client.get(f"{other_key}?exp={exp}&v={v}&sig={sig}"), 404)
 
 
 async def test_media_of_a_post_still_processing_is_signed_private_and_not_public(

@@ -64,7 +64,7 @@ async def test_metrics_count_requests_by_route_and_jobs_by_outcome(glimpse: Glim
     headers = await glimpse.signup()
     await glimpse.upload(headers)
     await glimpse.client.get("/api/v1/users/nobody", headers=headers)
-    assert await glimpse.run_jobs() == 1
+    assert await glimpse.run_jobs() == 2  # the photo, then the post's fan-out
 
     response = await glimpse.client.get("/metrics")
     assert response.status_code == 200

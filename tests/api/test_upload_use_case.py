@@ -41,7 +41,7 @@ async def test_a_spooled_form_becomes_a_processing_post(glimpse: Glimpse) -> Non
     assert [m.alt_text for m in post.media] == ["first", ""]
     assert not any(f.path.exists() for f in form.files)  # the spooled files were taken over
     assert len(glimpse.stored_files()) == 2  # the originals
-    assert await glimpse.run_jobs() == 2
+    assert await glimpse.run_jobs() == 2 + 1  # the photos, then the post's fan-out
 
 
 async def test_a_refused_form_leaves_nothing_behind(glimpse: Glimpse) -> None:

@@ -169,7 +169,7 @@ async def _race(glimpse: Glimpse, hostile: bytes) -> tuple[Any, Any]:
     assert bad.status_code == 202, bad.text
     good = await glimpse.upload(bob, [("photo.jpg", jpeg_bytes())])
     assert good.status_code == 202, good.text
-    assert await glimpse.run_jobs() == 2
+    assert await glimpse.run_jobs() == 3  # the two photos, and the fan-out of Bob's post
     return await _post(glimpse, mallory, bad.json()["id"]), await _post(
         glimpse, bob, good.json()["id"]
     )

@@ -57,7 +57,7 @@ async def _get_post(glimpse: Glimpse, headers: dict[str, str], post_id: int) -> 
 async def test_processing_a_photo_twice_changes_nothing(glimpse: Glimpse) -> None:
     headers = await glimpse.signup()
     post = (await glimpse.upload(headers, filter="clarendon")).json()
-    assert await glimpse.run_jobs() == 1
+    assert await glimpse.run_jobs() == 2  # the photo, then the post's fan-out
     first_view = (await _get_post(glimpse, headers, post["id"])).json()
     keys = await _variant_keys(glimpse, post["id"])
     files = glimpse.stored_files()
@@ -152,7 +152,7 @@ async def test_variants_of_runs_that_died_before_recording_them_are_purged(
 async def test_the_guard_of_a_recorded_run_keeps_its_variants(glimpse: Glimpse) -> None:
     headers = await glimpse.signup()
     post = (await glimpse.upload(headers)).json()
-    assert await glimpse.run_jobs() == 1
+    assert await glimpse.run_jobs() == 2  # the photo, then the post's fan-out
     files = glimpse.stored_files()
 
     await _make_every_job_due(glimpse)
@@ -168,13 +168,13 @@ async def test_deleting_a_post_keeps_media_another_post_still_uses(glimpse: Glim
     photo = jpeg_bytes((900, 700), (10, 120, 200))
     first = (await glimpse.upload(headers, files=[("a.jpg", photo)])).json()
     second = (await glimpse.upload(headers, files=[("b.jpg", photo)])).json()
-    assert await glimpse.run_jobs() == 2
+    assert await glimpse.run_jobs() == 2 + 2  # the photos, and the two posts' fan-outs
     shared = await _variant_keys(glimpse, first["id"])
     assert shared and shared == await _variant_keys(glimpse, second["id"])
 
     response = await glimpse.client.delete(f"/api/v1/posts/{first['id']}", headers=headers)
     assert response.status_code == 204
-    assert await glimpse.run_jobs() == 1  # the purge
+    assert await glimpse.run_jobs() == 2  # the purge, and the post's removal from feeds
 
     second_view = (await _get_post(glimpse, headers, second["id"])).json()
     assert second_view["status"] == "ready"
@@ -221,7 +221,7 @@ async def test_purge_racing_a_repost_of_the_same_photo_loses_nothing(
     headers = await glimpse.signup()
     photo = jpeg_bytes((900, 700), (200, 30, 90))
     first = (await glimpse.upload(headers, files=[("a.jpg", photo)])).json()
-    assert await glimpse.run_jobs() == 1
+    assert await glimpse.run_jobs() == 2  # the photo, then the post's fan-out
     keys = await _variant_keys(glimpse, first["id"])
     assert (
         await glimpse.client.delete(f"/api/v1/posts/{first['id']}", headers=headers)
@@ -275,7 +275,7 @@ async def test_sweep_removes_originals_that_no_upload_recorded(
     await jobs.sweep_abandoned_uploads(glimpse.container, {})
     assert await storage.size(orphan) is None
     assert await storage.size(media.original_key) is not None  # recorded: kept
-    assert await glimpse.run_jobs() == 1  # and the post still processes
+    assert await glimpse.run_jobs() == 2  # and the post still processes (and fans out)
 
 
 async def test_sweep_removes_spooled_uploads_nobody_writes_any_more(glimpse: Glimpse) -> None:
@@ -301,7 +301,7 @@ async def test_a_late_dead_letter_does_not_fail_a_photo_that_was_processed(
     # dead letters, and then the first run finished: the photo is there, the post stays ready.
     headers = await glimpse.signup()
     post = (await glimpse.upload(headers)).json()
-    assert await glimpse.run_jobs() == 1
+    assert await glimpse.run_jobs() == 2  # the photo, then the post's fan-out
     [media] = await _media_of(glimpse, post["id"])
 
     async with glimpse.container.db.write() as session:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 import time
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from glimpse.accounts.models import User
 from glimpse.container import Container
 from glimpse.feed import repository
@@ -87,6 +89,18 @@ async def remove_post_from_feeds(container: Container, payload: Payload) -> None
         after = batch[-1][0]
 
 
+async def _merged_at_read_time(container: Container, session: AsyncSession, author: User) -> bool:
+    """Whether the author's posts are merged into feeds when read rather than pushed; an
+    account past the threshold becomes one here, for good (see User.feed_pull)."""
+    if (
+        not author.feed_pull
+        and author.follower_count > container.settings.feed_fanout_max_followers
+    ):
+        await graph_repository.mark_feed_pull(session, author.id)
+        author.feed_pull = True
+    return author.feed_pull
+
+
 async def _follows(container: Container, user_id: int, author_id: int) -> bool:
     async with container.db.read() as session:
         return (await graph_repository.relation(session, user_id, author_id)).follows
@@ -99,9 +113,9 @@ async def merge_author_into_feed(container: Container, payload: Payload) -> None
     user_id, author_id = int(payload["user_id"]), int(payload["author_id"])
     if not await _follows(container, user_id, author_id):
         return
-    async with container.db.read() as session:
+    async with container.db.write() as session:
         author = await session.get(User, author_id)
-        if author is None or author.feed_pull:
+        if author is None or await _merged_at_read_time(container, session, author):
             return
         entries = await repository.posts_of_authors(
             session, [author_id], None, container.settings.feed_cap

@@ -10,7 +10,7 @@ class ViewerMemo:
     """Per-process answers about a viewer that may be a few seconds old: the followed accounts
     merged at read time, and the affinity counts. Neither can show what the viewer may not see
     (every candidate is checked afresh); a stale answer only delays a new follow of a large
-    account by `ttl_seconds`, or ranks with slightly older affinity."""
+    account by `ttl_seconds` (settings.feed_viewer_memo_seconds), or ranks with slightly older affinity."""
 
     def __init__(self, ttl_seconds: float, max_entries: int = 10_000) -> None:
         self._ttl = ttl_seconds
@@ -19,7 +19,7 @@ class ViewerMemo:
 
     def get(self, kind: str, viewer_id: int) -> object | None:
         hit = self._entries.get((kind, viewer_id))
-        if hit is None or time.monotonic() - hit[0] > self._ttl:
+        if hit is None or time.monotonic() - hit[0] >= self._ttl:
             return None
         return hit[1]
 
