@@ -39,17 +39,21 @@ async def _world(
     return headers, post
 
 
+def _by_viewer(*statuses: tuple[int, int]) -> dict[str, tuple[int, int]]:
+    return dict(zip(VIEWERS, statuses, strict=True))
+
+
 # What each viewer gets from each route: public author, then private author.
 EXPECTED: dict[str, dict[str, tuple[int, int]]] = {
     #                 self        follower    stranger    blocked     blocker
-    "profile": dict(zip(VIEWERS, [(200, 200), (200, 200), (200, 200), (404, 404), (200, 200)])),
-    "grid": dict(zip(VIEWERS, [(200, 200), (200, 200), (200, 403), (404, 404), (403, 403)])),
-    "post": dict(zip(VIEWERS, [(200, 200), (200, 200), (200, 404), (404, 404), (404, 404)])),
-    "comments": dict(zip(VIEWERS, [(200, 200), (200, 200), (200, 404), (404, 404), (404, 404)])),
-    "followers": dict(zip(VIEWERS, [(200, 200), (200, 200), (200, 403), (404, 404), (403, 403)])),
-    "following": dict(zip(VIEWERS, [(200, 200), (200, 200), (200, 403), (404, 404), (403, 403)])),
-    "like": dict(zip(VIEWERS, [(204, 204), (204, 204), (204, 404), (404, 404), (404, 404)])),
-    "comment": dict(zip(VIEWERS, [(201, 201), (201, 201), (201, 404), (404, 404), (404, 404)])),
+    "profile": _by_viewer((200, 200), (200, 200), (200, 200), (404, 404), (200, 200)),
+    "grid": _by_viewer((200, 200), (200, 200), (200, 403), (404, 404), (403, 403)),
+    "post": _by_viewer((200, 200), (200, 200), (200, 404), (404, 404), (404, 404)),
+    "comments": _by_viewer((200, 200), (200, 200), (200, 404), (404, 404), (404, 404)),
+    "followers": _by_viewer((200, 200), (200, 200), (200, 403), (404, 404), (403, 403)),
+    "following": _by_viewer((200, 200), (200, 200), (200, 403), (404, 404), (403, 403)),
+    "like": _by_viewer((204, 204), (204, 204), (204, 404), (404, 404), (404, 404)),
+    "comment": _by_viewer((201, 201), (201, 201), (201, 404), (404, 404), (404, 404)),
 }
 IN_FEED = {"self": True, "follower": True, "stranger": False, "blocked": False, "blocker": False}
 
