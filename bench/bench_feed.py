@@ -253,6 +253,7 @@ def build_graph(
 
     con = sqlite3.connect(db_path, isolation_level=None)
     con.execute("PRAGMA synchronous=OFF")
+    con.execute(f"PRAGMA journal_mode={os.environ.get('LOADJ', 'WAL')}")
     con.execute("PRAGMA cache_size=-1000000")  # 1 GB: random index inserts stay in memory
     con.execute("PRAGMA foreign_keys=OFF")
     con.execute("PRAGMA temp_store=MEMORY")
@@ -436,3 +437,137 @@ def build_graph(
         likes=len(like_rows),
         index_strategy=index_strategy,
     )
+
+
+def prepare(args: argparse.Namespace, data_dir: Path, clock: Clock) -> Graph:
+    from glimpse.config import Settings
+    from glimpse.db.migrate import upgrade_to_head
+
+    settings = Settings(data_dir=data_dir, rate_limits="off")
+    db_path = data_dir / "glimpse.db"
+    if args.reuse and (data_dir / "graph.json").exists():
+        graph = Graph.load(data_dir / "graph.json")
+        print(f"reusing {data_dir} (loaded in {graph.load_seconds:.0f} s)")
+        return graph
+    if data_dir.exists():
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True)
+    started = time.perf_counter()
+    with clock.step("migrations (upgrade_to_head)"):
+        upgrade_to_head(settings.resolved_database_url)
+    graph = build_graph(
+        db_path,
+        n_users=args.users,
+        n_posts=args.posts,
+        max_followers=args.max_followers or int(0.6 * args.users),
+        exponent=args.exponent,
+        fanout_followers=args.fanout_followers or min(10_000, args.users // 10),
+        fanout_max=settings.feed_fanout_max_followers,
+        media_fraction=args.media_fraction,
+        n_viewers=args.viewers,
+        n_cold=args.cold_viewers,
+        likes_per_viewer=args.likes_per_viewer,
+        index_strategy=args.index_strategy,
+        seed=args.seed,
+        clock=clock,
+    )
+    graph.load_seconds = time.perf_counter() - started
+    graph.steps = dict(clock.steps)
+    graph.db_bytes = db_path.stat().st_size
+    graph.save(data_dir / "graph.json")
+    return graph
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    data = parser.add_argument_group("the synthetic graph")
+    data.add_argument("--users", type=int, default=100_000, help="accounts (default 100,000)")
+    data.add_argument("--posts", type=int, default=1_000_000, help="ready posts (default 1,000,000)")
+    data.add_argument(
+        "--max-followers", type=int, default=0,
+        help="followers of the most followed account (default 60%% of --users)",
+    )  # fmt: skip
+    data.add_argument(
+        "--exponent", type=float, default=0.8,
+        help="power law: the rank-r account has max-followers * r**-exponent (default 0.8)",
+    )  # fmt: skip
+    data.add_argument(
+        "--fanout-followers", type=int, default=0,
+        help="the fan-out account's exact follower count (default 10,000, or users/10)",
+    )  # fmt: skip
+    data.add_argument(
+        "--media-fraction", type=float, default=1.0,
+        help="share of posts with a photo and its 8 variant rows (default 1.0)",
+    )  # fmt: skip
+    data.add_argument("--viewers", type=int, default=1000, help="measured viewers (default 1000)")
+    data.add_argument(
+        "--cold-viewers", type=int, default=100,
+        help="viewers whose feed is never built before their first read (default 100)",
+    )  # fmt: skip
+    data.add_argument(
+        "--likes-per-viewer", type=int, default=30,
+        help="likes of followed accounts' posts per measured viewer (affinity, liked_by_me)",
+    )  # fmt: skip
+    data.add_argument(
+        "--index-strategy", choices=["keep", "rebuild"], default="rebuild",
+        help="load into the migrated indexes, or drop the secondary ones and rebuild after",
+    )  # fmt: skip
+    data.add_argument("--seed", type=int, default=13)
+    data.add_argument(
+        "--keep", type=Path, default=None,
+        help="load into this folder and keep it (default: a temporary folder, removed)",
+    )  # fmt: skip
+    data.add_argument("--reuse", action="store_true", help="with --keep: reuse a loaded folder")
+    run = parser.add_argument_group("the measurements")
+    run.add_argument(
+        "--parts", default="naive,read,fanout,freshness",
+        help="comma-separated: naive, read, fanout, freshness (default all)",
+    )  # fmt: skip
+    run.add_argument("--seconds", type=float, default=10, help="each wrk run (default 10)")
+    run.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
+    run.add_argument("--deep-page", type=int, default=10, help="the deep page's number (10)")
+    run.add_argument(
+        "--deep-viewers", type=int, default=300,
+        help="viewers whose walk to the deep page is made first (default 300)",
+    )  # fmt: skip
+    run.add_argument(
+        "--paced-seconds", type=float, default=15,
+        help="the open-loop run at half the peak rate (default 15)",
+    )  # fmt: skip
+    run.add_argument("--fanout-rounds", type=int, default=7, help="fan-out repetitions (7)")
+    run.add_argument("--fresh-seconds", type=float, default=60, help="freshness run (60 s)")
+    run.add_argument("--fresh-rate", type=float, default=1.0, help="uploads per second (1)")
+    run.add_argument("--fresh-followers", type=int, default=3, help="followers polling (3)")
+    run.add_argument("--poll-ms", type=float, default=25, help="polling interval (25 ms)")
+    run.add_argument(
+        "--profile", type=Path, default=None,
+        help="py-spy the server during the first-page run; collapsed stacks go here",
+    )  # fmt: skip
+    args = parser.parse_args()
+    parts = set(args.parts.split(","))
+
+    clock = Clock()
+    with contextlib.ExitStack() as stack:
+        if args.keep is not None:
+            data_dir = args.keep.resolve()
+        else:
+            data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "data"
+        print(f"data dir {data_dir}")
+        graph = prepare(args, data_dir, clock)
+        print(
+            f"graph: {graph.users:,} users, {graph.follows:,} follows, {graph.posts:,} posts"
+            f" ({graph.media_posts:,} with media), {graph.likes:,} likes;"
+            f" loaded in {graph.load_seconds:.0f} s, {graph.db_bytes / 2**30:.2f} GiB"
+        )
+        print(
+            f"  largest accounts' followers: {graph.top_followers};"
+            f" {len(graph.pull_accounts)} merged at read time (feed_pull)"
+        )
+
+
+if __name__ == "__main__":
+    main()
