@@ -44,7 +44,8 @@ def pack_ids(ids: Sequence[int]) -> str:
 def unpack_ids(text: str) -> list[int]:
     """ValueError for anything pack_ids could not have made."""
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        # validate=True: characters outside the alphabet are an error, not skipped.
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ValueError("not base64url") from exc
     if len(raw) % 8:
