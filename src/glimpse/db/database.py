@@ -10,13 +10,18 @@ answered request survives a power cut as well as a crash; on this machine's disk
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Executable, event
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -25,6 +30,16 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from glimpse.db.migrate import current_revision
+
+
+def _sqlite_datetime(value: datetime) -> str:
+    # As SQLAlchemy's SQLite DateTime stores it (db/base.UTCDateTime hands it UTC), so that
+    # the text compares in time order with what is stored.
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+# Positional "?" parameters, as the sqlite3 module takes them.
+_QMARK_SQLITE = sqlite.dialect(paramstyle="qmark")
 
 
 def use_wal(dbapi_connection: Any) -> None:
@@ -82,6 +97,76 @@ class Database:
             self.read_engine = self.write_engine
         self._write_sessions = async_sessionmaker(self.write_engine, expire_on_commit=False)
         self._read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
+        self._sqlite_path = parsed.database if self.is_sqlite else None
+        self._busy_timeout_ms = busy_timeout_ms
+        self._quick: threading.local = threading.local()
+        # Hot-path statements, compiled for the quick connection once (they are module-level
+        # constants, so the statement object itself is kept to make its id() safe to key by).
+        self._statements: dict[int, tuple[Executable, str, list[str], dict[str, Any]]] = {}
+
+    async def fetch(
+        self, statement: Executable, params: Mapping[str, Any] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """The rows of one read statement of a hot path, as a snapshot of its own.
+
+        On SQLite it runs right here, on the event loop, on a read-only connection of this
+        thread's: an indexed read of pages in the page cache takes microseconds, where the hop
+        to aiosqlite's thread and back, and the session around it, cost hundreds (measured in
+        bench/bench_feed.py). A WAL reader never waits for writers, so the loop is not held
+        behind another process's transaction. The statement is compiled once per process.
+        Elsewhere it is a read transaction like `read()`. Errors are SQLAlchemy's, as from a
+        session, so the API maps them the same way."""
+        params = params or {}
+        if self._sqlite_path is None:
+            async with self.read() as session:
+                return [tuple(row) for row in await session.execute(statement, dict(params))]
+        sql, names, defaults = self._compiled(statement)
+        values: list[Any] = []
+        for name in names:
+            value = params[name] if name in params else defaults[name]
+            if isinstance(value, list | tuple):
+                # An expanding IN: one placeholder per value, as SQLAlchemy renders it.
+                sql = sql.replace(
+                    f"__[POSTCOMPILE_{name}]", ", ".join("?" * len(value)) or "NULL", 1
+                )
+                values.extend(value)
+            elif isinstance(value, datetime):
+                values.append(_sqlite_datetime(value))
+            else:
+                values.append(value)
+        connection = self._quick_connection()
+        try:
+            return connection.execute(sql, values).fetchall()
+        except sqlite3.OperationalError as exc:
+            raise OperationalError(sql, values, exc) from exc
+        except sqlite3.Error as exc:
+            raise DatabaseError(sql, values, exc) from exc
+
+    def _compiled(self, statement: Executable) -> tuple[str, list[str], dict[str, Any]]:
+        cached = self._statements.get(id(statement))
+        if cached is None or cached[0] is not statement:
+            compiled = statement.compile(dialect=_QMARK_SQLITE)  # type: ignore[attr-defined]
+            # (params: the values the statement itself holds, such as a status literal)
+            cached = (statement, compiled.string, list(compiled.positiontup or ()), compiled.params)
+            self._statements[id(statement)] = cached
+        return cached[1], cached[2], cached[3]
+
+    def _quick_connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._quick, "connection", None)
+        if connection is None:
+            assert self._sqlite_path is not None
+            try:
+                connection = sqlite3.connect(
+                    self._sqlite_path,
+                    isolation_level=None,  # autocommit: each statement its own snapshot
+                    check_same_thread=True,
+                    timeout=self._busy_timeout_ms / 1000,
+                )
+                connection.execute("PRAGMA query_only=ON")
+            except sqlite3.OperationalError as exc:
+                raise OperationalError("connect", (), exc) from exc
+            self._quick.connection = connection
+        return connection
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
@@ -103,6 +188,10 @@ class Database:
             return await connection.run_sync(current_revision)
 
     async def dispose(self) -> None:
+        connection = getattr(self._quick, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._quick.connection = None
         await self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             await self.read_engine.dispose()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from glimpse.accounts.models import User
@@ -74,27 +74,3 @@ async def comments_page(
 async def delete_of_post(session: AsyncSession, post_id: int) -> None:
     await session.execute(delete(Like).where(Like.post_id == post_id))
     await session.execute(delete(Comment).where(Comment.post_id == post_id))
-
-
-async def interactions_by_author(
-    session: AsyncSession, viewer_id: int, since: datetime
-) -> dict[int, int]:
-    """How often the viewer liked or commented on each author's posts since `since`: the
-    feed's affinity. Two index range scans over the viewer's own recent activity."""
-    counts: dict[int, int] = {}
-    likes = await session.execute(
-        select(Post.author_id, func.count())
-        .join(Like, Like.post_id == Post.id)
-        .where(Like.user_id == viewer_id, Like.created_at >= since)
-        .group_by(Post.author_id)
-    )
-    comments = await session.execute(
-        select(Post.author_id, func.count())
-        .join(Comment, Comment.post_id == Post.id)
-        .where(Comment.author_id == viewer_id, Comment.created_at >= since)
-        .group_by(Post.author_id)
-    )
-    for author_id, n in (*likes, *comments):
-        counts[author_id] = counts.get(author_id, 0) + int(n)
-    counts.pop(viewer_id, None)  # liking one's own posts is no affinity
-    return counts

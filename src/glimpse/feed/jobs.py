@@ -117,9 +117,9 @@ async def merge_author_into_feed(container: Container, payload: Payload) -> None
         author = await session.get(User, author_id)
         if author is None or await _merged_at_read_time(container, session, author):
             return
-        entries = await repository.posts_of_authors(
-            session, [author_id], None, container.settings.feed_cap
-        )
+    entries = await repository.posts_of_authors(
+        container.db, [author_id], None, container.settings.feed_cap
+    )
     await container.feed_store.merge(user_id, entries)
 
 

@@ -1,78 +1,130 @@
-"""All SQL of the feed that reads the posts and follows tables (the feed store has its own)."""
+"""All SQL of the feed that reads the posts and follows tables (the feed store has its own).
+
+These run on every feed read, so they go through the quick path (Database.fetch): statements
+built once, here, with their parameters bound at each call.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from datetime import datetime
 
-from sqlalchemy import or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Executable, bindparam, or_, select
 
 from glimpse.accounts.models import User
 from glimpse.backends.feed import Entry
+from glimpse.db.database import Database
+from glimpse.engagement.models import Comment, Like
 from glimpse.graph.models import Follow
 from glimpse.graph.visibility import in_feed_of
 from glimpse.posts.models import Post, PostStatus
+from glimpse.posts.views import POST_COLUMNS, PostRow
 
 _NO_BOUND = 2**63 - 1
 
 
-async def followed_posts(
-    session: AsyncSession,
-    user_id: int,
-    below: int | None,
-    limit: int,
-    *,
-    include_pulled: bool = True,
-) -> list[Entry]:
-    """The naive feed (fan-out on read): the newest ready posts of the accounts the user
-    follows, and the user's own, below `below`. What rebuilds a feed and what a walk reads past
-    the cached window. `include_pulled=False` leaves out accounts merged in at read time."""
-    followed = select(Follow.followee_id).where(Follow.follower_id == user_id)
+def _followed_posts(include_pulled: bool) -> Executable:
+    followed = select(Follow.followee_id).where(Follow.follower_id == bindparam("user"))
     if not include_pulled:
         followed = followed.join(User, User.id == Follow.followee_id).where(
             User.feed_pull.is_(False)
         )
-    rows = await session.execute(
+    return (
         select(Post.id, Post.author_id)
         .where(
             Post.status == PostStatus.READY,
-            Post.id < (below if below is not None else _NO_BOUND),
-            or_(Post.author_id == user_id, Post.author_id.in_(followed)),
+            Post.id < bindparam("below"),
+            or_(Post.author_id == bindparam("user"), Post.author_id.in_(followed)),
         )
         .order_by(Post.id.desc())
-        .limit(limit)
+        .limit(bindparam("limit"))
+    )
+
+
+_FOLLOWED_POSTS = _followed_posts(include_pulled=True)
+_FOLLOWED_PUSHED_POSTS = _followed_posts(include_pulled=False)
+_POSTS_OF_AUTHORS = (
+    select(Post.id, Post.author_id)
+    .where(
+        Post.author_id.in_(bindparam("authors", expanding=True)),
+        Post.status == PostStatus.READY,
+        Post.id < bindparam("below"),
+    )
+    .order_by(Post.id.desc())
+    .limit(bindparam("limit"))
+)
+_FEED_POSTS = select(*POST_COLUMNS).where(
+    Post.id.in_(bindparam("ids", expanding=True)), in_feed_of(bindparam("viewer"))
+)
+_PULLED_FOLLOWED = (
+    select(User.id)
+    .join(Follow, Follow.followee_id == User.id)
+    .where(Follow.follower_id == bindparam("user"), User.feed_pull.is_(True))
+)
+_LIKED_AUTHORS = (
+    select(Post.author_id)
+    .join(Like, Like.post_id == Post.id)
+    .where(Like.user_id == bindparam("viewer"), Like.created_at >= bindparam("since"))
+)
+_COMMENTED_AUTHORS = (
+    select(Post.author_id)
+    .join(Comment, Comment.post_id == Post.id)
+    .where(Comment.author_id == bindparam("viewer"), Comment.created_at >= bindparam("since"))
+)
+
+
+async def followed_posts(
+    db: Database, user_id: int, below: int | None, limit: int, *, include_pulled: bool = True
+) -> list[Entry]:
+    """The naive feed (fan-out on read): the newest ready posts of the accounts the user
+    follows, and the user's own, below `below`. What rebuilds a feed and what a walk reads past
+    the cached window. `include_pulled=False` leaves out accounts merged in at read time."""
+    statement = _FOLLOWED_POSTS if include_pulled else _FOLLOWED_PUSHED_POSTS
+    rows = await db.fetch(
+        statement,
+        {"user": user_id, "below": below if below is not None else _NO_BOUND, "limit": limit},
     )
     return [(row[0], row[1]) for row in rows]
 
 
 async def posts_of_authors(
-    session: AsyncSession, author_ids: Collection[int], below: int | None, limit: int
+    db: Database, author_ids: Collection[int], below: int | None, limit: int
 ) -> list[Entry]:
     """The newest ready posts of these accounts below `below` (the hybrid merge of accounts
     too large to fan out, and a new follow's recent posts): one index range per author."""
     if not author_ids:
         return []
-    rows = await session.execute(
-        select(Post.id, Post.author_id)
-        .where(
-            Post.author_id.in_(list(author_ids)),
-            Post.status == PostStatus.READY,
-            Post.id < (below if below is not None else _NO_BOUND),
-        )
-        .order_by(Post.id.desc())
-        .limit(limit)
+    rows = await db.fetch(
+        _POSTS_OF_AUTHORS,
+        {
+            "authors": sorted(author_ids),
+            "below": below if below is not None else _NO_BOUND,
+            "limit": limit,
+        },
     )
     return [(row[0], row[1]) for row in rows]
 
 
-async def feed_posts(
-    session: AsyncSession, viewer_id: int, post_ids: Sequence[int]
-) -> dict[int, Post]:
+async def feed_posts(db: Database, viewer_id: int, post_ids: Sequence[int]) -> dict[int, PostRow]:
     """Those of these posts that belong in the viewer's feed now (graph.visibility.in_feed_of):
     whatever the cache says, an unfollow, a block or a deletion counts from the very next read."""
     if not post_ids:
         return {}
-    rows = await session.execute(
-        select(Post).where(Post.id.in_(list(post_ids)), in_feed_of(viewer_id))
-    )
-    return {post.id: post for post in rows.scalars()}
+    rows = await db.fetch(_FEED_POSTS, {"ids": list(post_ids), "viewer": viewer_id})
+    return {row[0]: PostRow.from_row(row) for row in rows}
+
+
+async def followed_pull_accounts(db: Database, user_id: int) -> list[int]:
+    """The accounts this user follows whose posts are merged into feeds at read time."""
+    return [row[0] for row in await db.fetch(_PULLED_FOLLOWED, {"user": user_id})]
+
+
+async def interactions_by_author(db: Database, viewer_id: int, since: datetime) -> dict[int, int]:
+    """How often the viewer liked or commented on each author's posts since `since`: the
+    feed's affinity. Two index range scans over the viewer's own recent activity."""
+    counts: dict[int, int] = {}
+    for statement in (_LIKED_AUTHORS, _COMMENTED_AUTHORS):
+        for (author_id,) in await db.fetch(statement, {"viewer": viewer_id, "since": since}):
+            counts[author_id] = counts.get(author_id, 0) + 1
+    counts.pop(viewer_id, None)  # liking one's own posts is no affinity
+    return counts

@@ -12,8 +12,8 @@ from glimpse.errors import Malformed
 from glimpse.feed import service
 from glimpse.feed.cursors import FeedPosition, from_cursor_fields, to_cursor_fields
 from glimpse.pagination import MAX_LIMIT, check_limit, decode_cursor, encode_cursor
-from glimpse.posts import service as posts
 from glimpse.posts.schemas import PostPage
+from glimpse.posts.views import post_views
 
 router = APIRouter(prefix="/api/v1", tags=["feed"], responses=error_responses(401, 422, 429, 503))
 _KIND = "feed"
@@ -44,8 +44,7 @@ async def read_feed(
                 "The cursor is not one this server issued for this order.", code="invalid_cursor"
             )
     page = await service.read_feed(container, caller.user.id, position, order, page_size)
-    async with container.db.read() as session:
-        items = await posts.post_views(session, page.posts, caller.user.id, container.media_urls)
+    items = await post_views(container.db, page.posts, caller.user.id, container.media_urls)
     next_cursor = (
         encode_cursor(container.secret_key, _KIND, to_cursor_fields(page.next_position))
         if page.next_position is not None

@@ -20,16 +20,12 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from glimpse.db.base import utcnow
-from glimpse.engagement import repository as engagement_repository
 from glimpse.feed import repository
 from glimpse.feed.cursors import WINDOW, FeedPosition, Order
 from glimpse.feed.ranking import Candidate, rank_candidates
-from glimpse.graph import repository as graph_repository
 from glimpse.ids import id_timestamp_ms
-from glimpse.posts.models import Post
+from glimpse.posts.views import PostRow
 
 if TYPE_CHECKING:
     from glimpse.container import Container
@@ -43,7 +39,7 @@ AFFINITY_DAYS = 30
 
 @dataclass
 class FeedPage:
-    posts: list[Post]
+    posts: list[PostRow]
     next_position: FeedPosition | None
 
 
@@ -65,8 +61,9 @@ async def rebuild_feed(container: Container, user_id: int) -> None:
     # Live before reading: a post that becomes ready from here on is pushed to it, one that
     # became ready before is in what we read.
     await store.begin_rebuild(user_id, now)
-    async with container.db.read() as session:
-        entries = await repository.followed_posts(session, user_id, None, cap, include_pulled=False)
+    entries = await repository.followed_posts(
+        container.db, user_id, None, cap, include_pulled=False
+    )
     horizon = entries[-1][0] if len(entries) >= cap else 0
     await store.finish_rebuild(user_id, entries, horizon, now)
 
@@ -79,7 +76,7 @@ class _Reader:
         self._touched = False
 
     async def latest(self, position: FeedPosition, limit: int) -> FeedPage:
-        served: list[Post] = []
+        served: list[PostRow] = []
         below, more = position.before, True
         for _ in range(MAX_WINDOWS_PER_PAGE):
             ids, floor, more = await self._candidates(below, limit + 1 - len(served))
@@ -95,7 +92,7 @@ class _Reader:
         return FeedPage(served, None)
 
     async def ranked(self, position: FeedPosition, limit: int) -> FeedPage:
-        served: list[Post] = []
+        served: list[PostRow] = []
         pending = list(position.pending)
         floor, more = position.floor, position.more
         if pending:
@@ -142,34 +139,33 @@ class _Reader:
             await self._touch(window.read_at)
         sources = [[p for p, _ in cached]]
         exhausted = [len(cached) < n]
-        async with self.container.db.read() as session:
-            if len(cached) < n and horizon > 0:
-                older = await repository.followed_posts(
-                    session, self.viewer_id, min(below or _NO_BOUND, horizon), n
-                )
-                sources.append([p for p, _ in older])
-                exhausted.append(len(older) < n)
-            pulled = await self._pulled_accounts(session)
-            if pulled:
-                large = await repository.posts_of_authors(session, pulled, below, n)
-                sources.append([p for p, _ in large])
-                exhausted.append(len(large) < n)
+        db = self.container.db
+        if len(cached) < n and horizon > 0:
+            older = await repository.followed_posts(
+                db, self.viewer_id, min(below or _NO_BOUND, horizon), n
+            )
+            sources.append([p for p, _ in older])
+            exhausted.append(len(older) < n)
+        pulled = await self._pulled_accounts()
+        if pulled:
+            large = await repository.posts_of_authors(db, pulled, below, n)
+            sources.append([p for p, _ in large])
+            exhausted.append(len(large) < n)
         merged = sorted({p for source in sources for p in source}, reverse=True)
         more = not all(exhausted)
         if len(merged) > n:
             merged, more = merged[:n], True
         return merged, (merged[-1] if merged else None), more
 
-    async def _visible(self, ids: Sequence[int]) -> dict[int, Post]:
-        async with self.container.db.read() as session:
-            return await repository.feed_posts(session, self.viewer_id, ids)
+    async def _visible(self, ids: Sequence[int]) -> dict[int, PostRow]:
+        return await repository.feed_posts(self.container.db, self.viewer_id, ids)
 
-    async def _pulled_accounts(self, session: AsyncSession) -> list[int]:
+    async def _pulled_accounts(self) -> list[int]:
         memo = self.container.viewer_memo
         cached = memo.get("pulled", self.viewer_id)
         if isinstance(cached, list):
             return cached
-        pulled = await graph_repository.followed_pull_accounts(session, self.viewer_id)
+        pulled = await repository.followed_pull_accounts(self.container.db, self.viewer_id)
         memo.put("pulled", self.viewer_id, pulled)
         return pulled
 
@@ -179,10 +175,7 @@ class _Reader:
         if isinstance(cached, dict):
             return cached
         since = utcnow() - timedelta(days=AFFINITY_DAYS)
-        async with self.container.db.read() as session:
-            affinity = await engagement_repository.interactions_by_author(
-                session, self.viewer_id, since
-            )
+        affinity = await repository.interactions_by_author(self.container.db, self.viewer_id, since)
         memo.put("affinity", self.viewer_id, affinity)
         return affinity
 
@@ -196,7 +189,7 @@ class _Reader:
 _NO_BOUND = 2**63 - 1
 
 
-def _candidate(post: Post) -> Candidate:
+def _candidate(post: PostRow) -> Candidate:
     return Candidate(
         post_id=post.id,
         author_id=post.author_id,

@@ -200,15 +200,5 @@ async def followed_ids(session: AsyncSession, user_id: int) -> list[int]:
     return list(result.scalars())
 
 
-async def followed_pull_accounts(session: AsyncSession, user_id: int) -> list[int]:
-    """The accounts this user follows whose posts are merged into feeds at read time."""
-    result = await session.execute(
-        select(User.id)
-        .join(Follow, Follow.followee_id == User.id)
-        .where(Follow.follower_id == user_id, User.feed_pull.is_(True))
-    )
-    return list(result.scalars())
-
-
 async def mark_feed_pull(session: AsyncSession, user_id: int) -> None:
     await session.execute(update(User).where(User.id == user_id).values(feed_pull=True))

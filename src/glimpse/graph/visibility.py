@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, and_, exists, false, or_, select
+from sqlalchemy import BindParameter, ColumnElement, and_, exists, false, or_, select
 from sqlalchemy.orm import InstrumentedAttribute
 
 from glimpse.accounts.models import User
@@ -53,13 +53,13 @@ def can_see_post(
 
 
 def follows(
-    viewer_id: int, owner_id: ColumnElement[int] | InstrumentedAttribute[int]
+    viewer_id: int | BindParameter[int], owner_id: ColumnElement[int] | InstrumentedAttribute[int]
 ) -> ColumnElement[bool]:
     return exists().where(Follow.follower_id == viewer_id, Follow.followee_id == owner_id)
 
 
 def blocked_between(
-    viewer_id: int, owner_id: ColumnElement[int] | InstrumentedAttribute[int]
+    viewer_id: int | BindParameter[int], owner_id: ColumnElement[int] | InstrumentedAttribute[int]
 ) -> ColumnElement[bool]:
     return or_(
         exists().where(Block.blocker_id == viewer_id, Block.blocked_id == owner_id),
@@ -98,7 +98,7 @@ def post_visible_to(
     )
 
 
-def in_feed_of(viewer_id: int) -> ColumnElement[bool]:
+def in_feed_of(viewer_id: int | BindParameter[int]) -> ColumnElement[bool]:
     """The SQL form of "this post belongs in the viewer's home feed": a ready post of the
     viewer's own or of an account the viewer follows, neither blocking the other. (A subset of
     post_visible_to: a followed account's posts are visible to its followers.)"""

@@ -15,6 +15,7 @@ from glimpse.posts import service
 from glimpse.posts.schemas import FilterList, FilterOut, PostOut, PostPage
 from glimpse.posts.upload import read_upload
 from glimpse.posts.uploading import create_post_from_upload
+from glimpse.posts.views import PostRow, post_views
 from glimpse.throttling import UPLOAD
 
 # 429: every /api/ request counts against a budget (api/throttling.py).
@@ -82,7 +83,7 @@ async def get_post(post_id: EntityId, caller: Caller, container: ContainerDep) -
     """One post. Its author also sees it while it is processing or after it failed."""
     async with container.db.read() as session:
         post = await service.get_visible_post(session, post_id, caller.user.id)
-        views = await service.post_views(session, [post], caller.user.id, container.media_urls)
+    views = await post_views(container.db, [PostRow.of(post)], caller.user.id, container.media_urls)
     return views[0]
 
 
@@ -122,7 +123,9 @@ async def list_user_posts(
         posts, more = await service.list_profile_posts(
             session, username, caller.user.id, before, page_size
         )
-        items = await service.post_views(session, posts, caller.user.id, container.media_urls)
+    items = await post_views(
+        container.db, [PostRow.of(p) for p in posts], caller.user.id, container.media_urls
+    )
     next_cursor = (
         encode_cursor(container.secret_key, "user_posts", {"before": posts[-1].id})
         if more

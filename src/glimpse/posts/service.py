@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from glimpse.accounts.models import User
-from glimpse.accounts.schemas import Quota, Usage, UserSummary
+from glimpse.accounts.schemas import Quota, Usage
 from glimpse.backends.queue.outbox import enqueue
 from glimpse.config import Settings
 from glimpse.db.base import utcnow
@@ -26,17 +26,14 @@ from glimpse.graph.visibility import can_see_post, post_visible_to
 from glimpse.ids import IdGenerator, id_timestamp_ms
 from glimpse.media.filters import FILTERS
 from glimpse.media.images import ProcessedImage
-from glimpse.media.urls import MediaUrls
 from glimpse.posts import repository
 from glimpse.posts.models import Media, MediaVariant, Post, PostStatus
-from glimpse.posts.schemas import MediaOut, PostError, PostOut, VariantOut
 from glimpse.text import is_clean_multi_line
 
 PROCESS_MEDIA_JOB = "process_media"
 PURGE_KEYS_JOB = "purge_media_keys"
 SWEEP_UPLOADS_JOB = "sweep_abandoned_uploads"
 
-_VARIANT_ORDER = {"w1080": 0, "w640": 1, "w320": 2, "sq150": 3}
 _EXTENSIONS = {"image/jpeg": "jpg", "image/webp": "webp", "video/mp4": "mp4"}
 
 
@@ -375,73 +372,3 @@ async def fail_media(session: AsyncSession, media_id: int, code: str, message: s
         post.status = PostStatus.FAILED
         post.error_code = code
         post.error_message = message
-
-
-async def post_views(
-    session: AsyncSession, posts: Sequence[Post], viewer_id: int, media_urls: MediaUrls
-) -> list[PostOut]:
-    """Posts as API.md shows them, with authors, media and variants loaded in three queries."""
-    authors = await repository.load_authors(session, {p.author_id for p in posts})
-    media_by_post, variants = await repository.load_media(session, [p.id for p in posts])
-    liked = await engagement_repository.liked_among(session, viewer_id, [p.id for p in posts])
-    views = []
-    for post in posts:
-        author = authors[post.author_id]
-        views.append(
-            PostOut(
-                id=post.id,
-                author=UserSummary(
-                    id=author.id, username=author.username, display_name=author.display_name
-                ),
-                caption=post.caption,
-                filter=post.filter_name,
-                status=post.status,
-                error=PostError(code=post.error_code, message=post.error_message or "")
-                if post.error_code
-                else None,
-                created_at=post.created_at,
-                like_count=post.like_count,
-                comment_count=post.comment_count,
-                liked_by_me=post.id in liked,
-                media=[
-                    _media_view(
-                        m,
-                        variants.get(m.id, []),
-                        media_urls,
-                        # (as media_visibility judges it for the origin)
-                        public=post.status == PostStatus.READY and not author.is_private,
-                        viewer_id=viewer_id,
-                    )
-                    for m in media_by_post.get(post.id, [])
-                ],
-            )
-        )
-    return views
-
-
-def _media_view(
-    media: Media,
-    variants: list[MediaVariant],
-    media_urls: MediaUrls,
-    *,
-    public: bool,
-    viewer_id: int,
-) -> MediaOut:
-    ordered = sorted(variants, key=lambda v: (_VARIANT_ORDER.get(v.name, 99), v.content_type))
-    return MediaOut(
-        kind=media.kind,
-        width=media.width,
-        height=media.height,
-        blurhash=media.blurhash,
-        alt_text=media.alt_text,
-        variants=[
-            VariantOut(
-                name=v.name,
-                width=v.width,
-                height=v.height,
-                content_type=v.content_type,
-                url=media_urls.url(v.key, public=public, viewer=viewer_id),
-            )
-            for v in ordered
-        ],
-    )

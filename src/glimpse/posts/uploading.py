@@ -17,6 +17,7 @@ from glimpse.media import images
 from glimpse.posts import service
 from glimpse.posts.schemas import PostOut
 from glimpse.posts.upload import StagedFile, UploadForm, discarding, too_many_pixels
+from glimpse.posts.views import PostRow, post_views
 
 
 async def create_post_from_upload(
@@ -58,7 +59,7 @@ async def create_post_from_upload(
             )
             # Built before the commit: once the post exists, nothing may fail this request
             # (a client told to retry would upload the same post twice).
-            [view] = await service.post_views(session, [post], author_id, container.media_urls)
+            [view] = await post_views(session, [PostRow.of(post)], author_id, container.media_urls)
     except Exception:
         # The transaction failed, so nothing records these originals. (A cancellation, say at
         # shutdown, may have come after the commit: those are left to the sweep of abandoned

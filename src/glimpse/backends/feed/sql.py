@@ -20,6 +20,12 @@ from glimpse.db.database import Database
 
 # Ids per IN (...) list: well under SQLite's limit on bound variables.
 _BATCH = 1000
+# The feed's row, and its entries below `below` (none: one row of NULLs), newest first.
+_WINDOW = text(
+    "SELECT f.horizon_id, f.built_at, f.read_at, e.post_id, e.author_id FROM feeds AS f"
+    " LEFT JOIN feed_entries AS e ON e.user_id = f.user_id AND e.post_id < :below"
+    " AND e.post_id >= f.horizon_id WHERE f.user_id = :u ORDER BY e.post_id DESC LIMIT :limit"
+)
 
 
 class SqlFeedStore:
@@ -32,33 +38,18 @@ class SqlFeedStore:
         self._trim_past = cap + max(1, cap // 10)
 
     async def window(self, user_id: int, below: int | None, limit: int) -> FeedWindow | None:
-        async with self._db.read() as session:
-            row = (
-                await session.execute(
-                    text("SELECT horizon_id, built_at, read_at FROM feeds WHERE user_id = :u"),
-                    {"u": user_id},
-                )
-            ).first()
-            if row is None or row.built_at == 0:
-                return None
-            entries = await session.execute(
-                text(
-                    "SELECT post_id, author_id FROM feed_entries WHERE user_id = :u"
-                    " AND post_id < :below AND post_id >= :horizon"
-                    " ORDER BY post_id DESC LIMIT :limit"
-                ),
-                {
-                    "u": user_id,
-                    "below": below if below is not None else 2**63 - 1,
-                    "horizon": row.horizon_id,
-                    "limit": limit,
-                },
-            )
-            return FeedWindow(
-                entries=[(e[0], e[1]) for e in entries],
-                horizon_id=row.horizon_id,
-                read_at=row.read_at,
-            )
+        # Every feed read starts here: one statement on the quick path (Database.fetch), so the
+        # entries and the horizon they are complete above come from one snapshot (a trim in
+        # between would otherwise hide what it removed from both).
+        rows = await self._db.fetch(
+            _WINDOW,
+            {"u": user_id, "below": below if below is not None else 2**63 - 1, "limit": limit},
+        )
+        if not rows or rows[0][1] == 0:
+            return None
+        horizon_id, _, read_at = rows[0][:3]
+        entries = [(row[3], row[4]) for row in rows if row[3] is not None]
+        return FeedWindow(entries=entries, horizon_id=horizon_id, read_at=read_at)
 
     async def begin_rebuild(self, user_id: int, now: float) -> None:
         async with self._db.write() as session:

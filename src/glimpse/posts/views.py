@@ -1,0 +1,190 @@
+"""Posts as API.md shows them, built from plain rows in a few statements.
+
+Every list of posts (a post, a profile grid, a page of the feed) goes through `post_views`: four
+statements for any number of posts (authors, media, variants, the viewer's likes), read through
+the quick path (Database.fetch) or, inside a transaction that has not committed yet (a new
+upload's answer), through its session. `PostRow` is the plain value a view is made of, so hot
+paths need not build ORM objects for posts they only show.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Executable, bindparam, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from glimpse.accounts.models import User
+from glimpse.accounts.schemas import UserSummary
+from glimpse.db.database import Database
+from glimpse.engagement.models import Like
+from glimpse.media.urls import MediaUrls
+from glimpse.posts.models import Media, MediaVariant, Post, PostStatus
+from glimpse.posts.schemas import MediaOut, PostError, PostOut, VariantOut
+
+_VARIANT_ORDER = {"w1080": 0, "w640": 1, "w320": 2, "sq150": 3}
+
+
+@dataclass(frozen=True)
+class PostRow:
+    id: int
+    author_id: int
+    caption: str
+    filter_name: str
+    status: str
+    error_code: str | None
+    error_message: str | None
+    like_count: int
+    comment_count: int
+    created_at: datetime
+
+    @classmethod
+    def of(cls, post: Post) -> PostRow:
+        return cls(*(getattr(post, name) for name in POST_COLUMN_NAMES))
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> PostRow:
+        values = list(row)
+        values[-1] = as_utc(values[-1])
+        return cls(*values)
+
+
+POST_COLUMN_NAMES = (
+    "id",
+    "author_id",
+    "caption",
+    "filter_name",
+    "status",
+    "error_code",
+    "error_message",
+    "like_count",
+    "comment_count",
+    "created_at",
+)
+# The columns of PostRow, in its order: `select(*POST_COLUMNS)` reads rows for PostRow.from_row.
+POST_COLUMNS = tuple(getattr(Post, name) for name in POST_COLUMN_NAMES)
+
+
+def as_utc(value: datetime | str) -> datetime:
+    """A timestamp as the quick path returns it (SQLite keeps text) or as a session does."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+_AUTHORS = select(User.id, User.username, User.display_name, User.is_private).where(
+    User.id.in_(bindparam("ids", expanding=True))
+)
+_MEDIA = (
+    select(
+        Media.id,
+        Media.post_id,
+        Media.kind,
+        Media.width,
+        Media.height,
+        Media.blurhash,
+        Media.alt_text,
+    )
+    .where(Media.post_id.in_(bindparam("ids", expanding=True)))
+    .order_by(Media.post_id, Media.position)
+)
+_VARIANTS = select(
+    MediaVariant.media_id,
+    MediaVariant.name,
+    MediaVariant.content_type,
+    MediaVariant.width,
+    MediaVariant.height,
+    MediaVariant.key,
+).where(MediaVariant.media_id.in_(bindparam("ids", expanding=True)))
+_LIKED = select(Like.post_id).where(
+    Like.user_id == bindparam("viewer"), Like.post_id.in_(bindparam("ids", expanding=True))
+)
+
+
+async def _rows(
+    source: Database | AsyncSession, statement: Executable, params: Mapping[str, Any]
+) -> list[tuple[Any, ...]]:
+    if isinstance(source, Database):
+        return await source.fetch(statement, params)
+    return [tuple(row) for row in await source.execute(statement, dict(params))]
+
+
+async def post_views(
+    source: Database | AsyncSession,
+    posts: Sequence[PostRow],
+    viewer_id: int,
+    media_urls: MediaUrls,
+) -> list[PostOut]:
+    if not posts:
+        return []
+    post_ids = [p.id for p in posts]
+    authors = {
+        row[0]: row
+        for row in await _rows(source, _AUTHORS, {"ids": sorted({p.author_id for p in posts})})
+    }
+    media_by_post: dict[int, list[tuple[Any, ...]]] = {}
+    for row in await _rows(source, _MEDIA, {"ids": post_ids}):
+        media_by_post.setdefault(row[1], []).append(row)
+    media_ids = [row[0] for rows in media_by_post.values() for row in rows]
+    variants: dict[int, list[tuple[Any, ...]]] = {}
+    if media_ids:
+        for row in await _rows(source, _VARIANTS, {"ids": media_ids}):
+            variants.setdefault(row[0], []).append(row)
+    liked = {row[0] for row in await _rows(source, _LIKED, {"ids": post_ids, "viewer": viewer_id})}
+    views = []
+    for post in posts:
+        _, username, display_name, author_private = authors[post.author_id]
+        # As media_visibility judges it for the origin: plain URLs only for what anyone may see.
+        public = post.status == PostStatus.READY and not author_private
+        views.append(
+            PostOut(
+                id=post.id,
+                author=UserSummary(id=post.author_id, username=username, display_name=display_name),
+                caption=post.caption,
+                filter=post.filter_name,
+                status=post.status,
+                error=PostError(code=post.error_code, message=post.error_message or "")
+                if post.error_code
+                else None,
+                created_at=post.created_at,
+                like_count=post.like_count,
+                comment_count=post.comment_count,
+                liked_by_me=post.id in liked,
+                media=[
+                    _media_view(m, variants.get(m[0], []), media_urls, public, viewer_id)
+                    for m in media_by_post.get(post.id, [])
+                ],
+            )
+        )
+    return views
+
+
+def _media_view(
+    media: tuple[Any, ...],
+    variants: list[tuple[Any, ...]],
+    media_urls: MediaUrls,
+    public: bool,
+    viewer_id: int,
+) -> MediaOut:
+    _, _, kind, width, height, blurhash, alt_text = media
+    ordered = sorted(variants, key=lambda v: (_VARIANT_ORDER.get(v[1], 99), v[2]))
+    return MediaOut(
+        kind=kind,
+        width=width,
+        height=height,
+        blurhash=blurhash,
+        alt_text=alt_text,
+        variants=[
+            VariantOut(
+                name=name,
+                width=w,
+                height=h,
+                content_type=content_type,
+                url=media_urls.url(key, public=public, viewer=viewer_id),
+            )
+            for _, name, content_type, w, h, key in ordered
+        ],
+    )
