@@ -27,6 +27,7 @@ from glimpse.feed.memo import ViewerMemo
 from glimpse.ids import MAX_NODE, IdGenerator
 from glimpse.media.origin_cache import OriginCache
 from glimpse.media.urls import MediaUrls
+from glimpse.posts.views import MediaViewCache
 from glimpse.throttling import SignInGuard, Throttle
 
 log = logging.getLogger("glimpse")
@@ -58,6 +59,7 @@ class Container:
     throttle: Throttle
     sign_ins: SignInGuard
     viewer_memo: ViewerMemo
+    media_views: MediaViewCache
     # Lease the ids' node from the database at start(), unless build_container fixed it.
     lease_node: bool = True
     holder: str = ""
@@ -146,6 +148,7 @@ def build_container(settings: Settings, *, node_id: int | None = None) -> Contai
         throttle=throttle,
         sign_ins=SignInGuard(throttle),
         viewer_memo=ViewerMemo(ttl_seconds=settings.feed_viewer_memo_seconds),
+        media_views=MediaViewCache(),
         lease_node=fixed_node is None,
         holder=holder,
     )

@@ -20,6 +20,7 @@ from glimpse.accounts.models import AccessToken, User
 from glimpse.accounts.schemas import USERNAME_PATTERN, ProfileUpdate
 from glimpse.accounts.tokens import hash_token, new_token
 from glimpse.db.base import utcnow
+from glimpse.db.database import Database
 from glimpse.errors import Conflict, NotFound, Unauthenticated
 from glimpse.ids import IdGenerator
 
@@ -140,8 +141,8 @@ def issue_token(
     return token
 
 
-async def authenticate(session: AsyncSession, token: str) -> Authenticated:
-    found = await repository.get_user_by_token_hash(session, hash_token(token), utcnow())
+async def authenticate(db: Database, token: str) -> Authenticated:
+    found = await repository.get_user_by_token_hash(db, hash_token(token), utcnow())
     if found is None:
         raise Unauthenticated("The token is missing, expired or revoked.", code="invalid_token")
     return Authenticated(user=found[0], token_id=found[1])

@@ -40,8 +40,7 @@ async def get_caller(
     token = credentials.credentials.strip() if credentials else ""
     if not token:
         raise Unauthenticated("A bearer token is required.", code="unauthenticated")
-    async with container.db.read() as session:
-        caller = await accounts.authenticate(session, token)
+    caller = await accounts.authenticate(container.db, token)
     request.scope.setdefault("state", {})[TOKEN_AUTHENTICATED] = True
     return caller
 

@@ -37,6 +37,13 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value
 
 
+def as_utc(value: datetime | str) -> datetime:
+    """A timestamp as the quick path returns it (SQLite keeps text) or as a session does."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

@@ -9,7 +9,8 @@ paths need not build ORM objects for posts they only show.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,12 +19,12 @@ from sqlalchemy import Executable, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from glimpse.accounts.models import User
-from glimpse.accounts.schemas import UserSummary
+from glimpse.db.base import as_utc
 from glimpse.db.database import Database
 from glimpse.engagement.models import Like
 from glimpse.media.urls import MediaUrls
 from glimpse.posts.models import Media, MediaVariant, Post, PostStatus
-from glimpse.posts.schemas import MediaOut, PostError, PostOut, VariantOut
+from glimpse.posts.schemas import PostOut
 
 _VARIANT_ORDER = {"w1080": 0, "w640": 1, "w320": 2, "sq150": 3}
 
@@ -68,13 +69,6 @@ POST_COLUMN_NAMES = (
 POST_COLUMNS = tuple(getattr(Post, name) for name in POST_COLUMN_NAMES)
 
 
-def as_utc(value: datetime | str) -> datetime:
-    """A timestamp as the quick path returns it (SQLite keeps text) or as a session does."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 _AUTHORS = select(User.id, User.username, User.display_name, User.is_private).where(
     User.id.in_(bindparam("ids", expanding=True))
 )
@@ -112,12 +106,50 @@ async def _rows(
     return [tuple(row) for row in await source.execute(statement, dict(params))]
 
 
+class MediaViewCache:
+    """The media part of public posts' views, per process. A ready post's media and variants
+    never change, and public media has plain URLs (the same for every viewer), so a hot post
+    costs no media reads at all. Only consulted for posts the caller has just checked may be
+    seen, and only while the author is public (private media's URLs are signed per viewer)."""
+
+    def __init__(self, max_posts: int = 20_000) -> None:
+        self._max = max_posts
+        self._entries: OrderedDict[int, list[dict[str, Any]]] = OrderedDict()
+
+    def get(self, post_id: int) -> list[dict[str, Any]] | None:
+        entry = self._entries.get(post_id)
+        if entry is not None:
+            self._entries.move_to_end(post_id)
+        return entry
+
+    def put(self, post_id: int, media: list[dict[str, Any]]) -> None:
+        self._entries[post_id] = media
+        self._entries.move_to_end(post_id)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+
 async def post_views(
     source: Database | AsyncSession,
     posts: Sequence[PostRow],
     viewer_id: int,
     media_urls: MediaUrls,
+    cache: MediaViewCache | None = None,
 ) -> list[PostOut]:
+    """Posts as API.md shows them, as models."""
+    data = await post_view_data(source, posts, viewer_id, media_urls, cache)
+    return [PostOut.model_validate(view) for view in data]
+
+
+async def post_view_data(
+    source: Database | AsyncSession,
+    posts: Sequence[PostRow],
+    viewer_id: int,
+    media_urls: MediaUrls,
+    cache: MediaViewCache | None = None,
+) -> list[dict[str, Any]]:
+    """Posts as API.md shows them, as the JSON values of PostOut (ids as strings, times in
+    RFC 3339): what a hot route serialises directly, with no model in between."""
     if not posts:
         return []
     post_ids = [p.id for p in posts]
@@ -125,41 +157,77 @@ async def post_views(
         row[0]: row
         for row in await _rows(source, _AUTHORS, {"ids": sorted({p.author_id for p in posts})})
     }
-    media_by_post: dict[int, list[tuple[Any, ...]]] = {}
-    for row in await _rows(source, _MEDIA, {"ids": post_ids}):
-        media_by_post.setdefault(row[1], []).append(row)
+
+    def is_public(post: PostRow) -> bool:
+        # As media_visibility judges it for the origin: plain URLs only for what anyone may see.
+        return post.status == PostStatus.READY and not authors[post.author_id][3]
+
+    media: dict[int, list[dict[str, Any]]] = {}
+    if cache is not None:
+        for post in posts:
+            hit = cache.get(post.id) if is_public(post) else None
+            if hit is not None:
+                media[post.id] = hit
+    missing = [p for p in posts if p.id not in media]
+    if missing:
+        media.update(await _media_of(source, missing, is_public, viewer_id, media_urls))
+        if cache is not None:
+            for post in missing:
+                if is_public(post):
+                    cache.put(post.id, media[post.id])
+    liked = {row[0] for row in await _rows(source, _LIKED, {"ids": post_ids, "viewer": viewer_id})}
+    views = []
+    for post in posts:
+        _, username, display_name, _ = authors[post.author_id]
+        view: dict[str, Any] = {
+            "id": str(post.id),
+            "author": {
+                "id": str(post.author_id),
+                "username": username,
+                "display_name": display_name,
+            },
+            "caption": post.caption,
+            "filter": post.filter_name,
+            "status": post.status,
+            "created_at": _rfc3339(post.created_at),
+            "like_count": post.like_count,
+            "comment_count": post.comment_count,
+            "liked_by_me": post.id in liked,
+            "media": media[post.id],
+        }
+        if post.error_code:  # (API.md: `error?`, only on failed posts)
+            view["error"] = {"code": post.error_code, "message": post.error_message or ""}
+        views.append(view)
+    return views
+
+
+def _rfc3339(value: datetime) -> str:
+    # As pydantic writes a UTC datetime (PostOut.created_at), so both paths agree.
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+async def _media_of(
+    source: Database | AsyncSession,
+    posts: Sequence[PostRow],
+    is_public: Callable[[PostRow], bool],
+    viewer_id: int,
+    media_urls: MediaUrls,
+) -> dict[int, list[dict[str, Any]]]:
+    media_by_post: dict[int, list[tuple[Any, ...]]] = {p.id: [] for p in posts}
+    for row in await _rows(source, _MEDIA, {"ids": [p.id for p in posts]}):
+        media_by_post[row[1]].append(row)
     media_ids = [row[0] for rows in media_by_post.values() for row in rows]
     variants: dict[int, list[tuple[Any, ...]]] = {}
     if media_ids:
         for row in await _rows(source, _VARIANTS, {"ids": media_ids}):
             variants.setdefault(row[0], []).append(row)
-    liked = {row[0] for row in await _rows(source, _LIKED, {"ids": post_ids, "viewer": viewer_id})}
-    views = []
-    for post in posts:
-        _, username, display_name, author_private = authors[post.author_id]
-        # As media_visibility judges it for the origin: plain URLs only for what anyone may see.
-        public = post.status == PostStatus.READY and not author_private
-        views.append(
-            PostOut(
-                id=post.id,
-                author=UserSummary(id=post.author_id, username=username, display_name=display_name),
-                caption=post.caption,
-                filter=post.filter_name,
-                status=post.status,
-                error=PostError(code=post.error_code, message=post.error_message or "")
-                if post.error_code
-                else None,
-                created_at=post.created_at,
-                like_count=post.like_count,
-                comment_count=post.comment_count,
-                liked_by_me=post.id in liked,
-                media=[
-                    _media_view(m, variants.get(m[0], []), media_urls, public, viewer_id)
-                    for m in media_by_post.get(post.id, [])
-                ],
-            )
-        )
-    return views
+    return {
+        post.id: [
+            _media_view(m, variants.get(m[0], []), media_urls, is_public(post), viewer_id)
+            for m in media_by_post[post.id]
+        ]
+        for post in posts
+    }
 
 
 def _media_view(
@@ -168,23 +236,23 @@ def _media_view(
     media_urls: MediaUrls,
     public: bool,
     viewer_id: int,
-) -> MediaOut:
+) -> dict[str, Any]:
     _, _, kind, width, height, blurhash, alt_text = media
     ordered = sorted(variants, key=lambda v: (_VARIANT_ORDER.get(v[1], 99), v[2]))
-    return MediaOut(
-        kind=kind,
-        width=width,
-        height=height,
-        blurhash=blurhash,
-        alt_text=alt_text,
-        variants=[
-            VariantOut(
-                name=name,
-                width=w,
-                height=h,
-                content_type=content_type,
-                url=media_urls.url(key, public=public, viewer=viewer_id),
-            )
+    return {
+        "kind": kind,
+        "width": width,
+        "height": height,
+        "blurhash": blurhash,
+        "alt_text": alt_text,
+        "variants": [
+            {
+                "name": name,
+                "width": w,
+                "height": h,
+                "content_type": content_type,
+                "url": media_urls.url(key, public=public, viewer=viewer_id),
+            }
             for _, name, content_type, w, h, key in ordered
         ],
-    )
+    }
