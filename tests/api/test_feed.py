@@ -476,3 +476,38 @@ async def test_forged_or_foreign_feed_cursors_are_a_400(glimpse: Glimpse) -> Non
     bad_order = await glimpse.client.get("/api/v1/feed", headers=viewer, params={"order": "best"})
     assert_error(bad_order, 422)
     assert_error(await glimpse.client.get("/api/v1/feed"), 401)
+
+
+# --- what a feed page shows -------------------------------------------------------------------
+
+
+async def test_a_feed_item_is_the_same_post_that_get_shows(glimpse: Glimpse) -> None:
+    # The feed serialises its pages itself (posts/views.post_view_data); the post route goes
+    # through the PostOut model. A client must not tell the two apart.
+    alice, bob = await glimpse.signup("alice"), await glimpse.signup("bob")
+    await follow(glimpse, bob, "alice")
+    post = await publish(glimpse, alice, caption="same \u00e9verywhere", filter="clarendon")
+    await like(glimpse, bob, post["id"])
+    for viewer in (alice, bob):
+        for order in ("ranked", "latest"):
+            [item] = (await feed(glimpse, viewer, order))["items"]
+            shown = await glimpse.client.get(f"/api/v1/posts/{post['id']}", headers=viewer)
+            assert item == shown.json()
+
+
+async def test_media_urls_in_the_feed_turn_signed_when_the_author_goes_private(
+    glimpse: Glimpse,
+) -> None:
+    alice, bob = await glimpse.signup("alice"), await glimpse.signup("bob")
+    await follow(glimpse, bob, "alice")
+    await publish(glimpse, alice)
+    [item] = (await feed(glimpse, bob))["items"]  # (its media view is now kept in memory)
+    urls = [v["url"] for v in item["media"][0]["variants"]]
+    assert urls and not any("sig=" in u for u in urls)
+    await go_private(glimpse, alice)
+    [item] = (await feed(glimpse, bob))["items"]
+    urls = [v["url"] for v in item["media"][0]["variants"]]
+    assert all("sig=" in u and "&v=" in u for u in urls)
+    for url in urls[:2]:
+        assert (await glimpse.client.get(url)).status_code == 200
+        assert (await glimpse.client.get(url.split("?")[0])).status_code == 404

@@ -1,0 +1,77 @@
+"""Database.fetch, the quick read path of hot routes: the same rows as a session gives, on a
+read-only connection, with errors the API maps as it maps a session's."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import bindparam, select, text
+from sqlalchemy.exc import OperationalError
+
+from glimpse.accounts.models import User
+from glimpse.db.base import utcnow
+from glimpse.db.database import Database
+from glimpse.db.migrate import upgrade_to_head
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> Database:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'g.db'}"
+    upgrade_to_head(url)
+    database = Database(url)
+    now = utcnow()
+    async with database.write() as session:
+        for i in range(5):
+            session.add(
+                User(
+                    id=i + 1,
+                    username=f"u{i}",
+                    display_name="",
+                    bio="",
+                    is_private=i % 2 == 0,
+                    password_hash="x",
+                    post_count=0,
+                    follower_count=0,
+                    following_count=0,
+                    created_at=now - timedelta(hours=i),
+                )
+            )
+    yield database
+    await database.dispose()
+
+
+RECENT = (
+    select(User.id, User.is_private, User.created_at)
+    .where(User.created_at >= bindparam("since"), User.id.in_(bindparam("ids", expanding=True)))
+    .order_by(User.id)
+)
+
+
+async def test_fetch_gives_the_rows_a_session_gives(db: Database) -> None:
+    since = utcnow() - timedelta(hours=2, minutes=30)
+    params = {"since": since, "ids": [1, 2, 3, 4, 5]}
+    quick = await db.fetch(RECENT, params)
+    async with db.read() as session:
+        slow = [tuple(r) for r in await session.execute(RECENT, params)]
+    assert [r[0] for r in quick] == [r[0] for r in slow] == [1, 2, 3]
+    assert [bool(r[1]) for r in quick] == [r[1] for r in slow]
+
+
+async def test_an_empty_in_list_matches_nothing(db: Database) -> None:
+    assert await db.fetch(RECENT, {"since": utcnow() - timedelta(days=9), "ids": []}) == []
+
+
+async def test_the_quick_connection_cannot_write(db: Database) -> None:
+    with pytest.raises(OperationalError):
+        await db.fetch(text("DELETE FROM users"))
+    async with db.read() as session:
+        assert (await session.execute(text("select count(*) from users"))).scalar_one() == 5
+
+
+async def test_sqlite_errors_arrive_as_sqlalchemys_with_their_code(db: Database) -> None:
+    # api/errors.py maps OperationalError by its SQLite code (busy, disk full, read-only...).
+    with pytest.raises(OperationalError) as raised:
+        await db.fetch(text("SELECT * FROM no_such_table"))
+    assert isinstance(getattr(raised.value.orig, "sqlite_errorcode", None), int)
