@@ -194,6 +194,7 @@ def _candidate(post: PostRow) -> Candidate:
         post_id=post.id,
         author_id=post.author_id,
         created_ms=id_timestamp_ms(post.id),
-        like_count=post.like_count,
-        comment_count=post.comment_count,
+        # (Counters never go below zero; if one ever did, the page must still rank.)
+        like_count=max(0, post.like_count),
+        comment_count=max(0, post.comment_count),
     )
