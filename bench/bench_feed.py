@@ -253,7 +253,6 @@ def build_graph(
 
     con = sqlite3.connect(db_path, isolation_level=None)
     con.execute("PRAGMA synchronous=OFF")
-    con.execute(f"PRAGMA journal_mode={os.environ.get('LOADJ', 'WAL')}")
     con.execute("PRAGMA cache_size=-1000000")  # 1 GB: random index inserts stay in memory
     con.execute("PRAGMA foreign_keys=OFF")
     con.execute("PRAGMA temp_store=MEMORY")
@@ -439,11 +438,18 @@ def build_graph(
     )
 
 
-def prepare(args: argparse.Namespace, data_dir: Path, clock: Clock) -> Graph:
+def bench_settings(args: argparse.Namespace, data_dir: Path) -> Any:
     from glimpse.config import Settings
+
+    return Settings(
+        data_dir=data_dir, rate_limits="off", feed_fanout_max_followers=args.fanout_max
+    )
+
+
+def prepare(args: argparse.Namespace, data_dir: Path, clock: Clock) -> Graph:
     from glimpse.db.migrate import upgrade_to_head
 
-    settings = Settings(data_dir=data_dir, rate_limits="off")
+    settings = bench_settings(args, data_dir)
     db_path = data_dir / "glimpse.db"
     if args.reuse and (data_dir / "graph.json").exists():
         graph = Graph.load(data_dir / "graph.json")
@@ -515,6 +521,11 @@ def main() -> None:
     data.add_argument(
         "--index-strategy", choices=["keep", "rebuild"], default="rebuild",
         help="load into the migrated indexes, or drop the secondary ones and rebuild after",
+    )  # fmt: skip
+    data.add_argument(
+        "--fanout-max", type=int, default=10_000,
+        help="GLIMPSE_FEED_FANOUT_MAX_FOLLOWERS: accounts past it are merged at read time"
+        " (default 10,000, the setting's default)",
     )  # fmt: skip
     data.add_argument("--seed", type=int, default=13)
     data.add_argument(

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import hashlib
 import logging
 import multiprocessing
 import os
 import shutil
 import signal
+import stat
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -183,6 +186,20 @@ class WorkerSupervisor:
                 process.kill()
 
 
+def metrics_root(data_dir: Path) -> Path:
+    """Where the serves of this data directory keep their shared metrics: in memory (/dev/shm),
+    not on the data disk. prometheus_client's files are memory-mapped and sparse, so on a full
+    disk the first metric written into a page with no block behind it kills the process with
+    SIGBUS, where every route should answer 503 storage_unavailable. One folder per data
+    directory, so that two Glimpses on one machine keep apart."""
+    # A folder everyone may write to: _share_metrics makes ours 0700 and refuses one that some
+    # other user (or a symlink) holds.
+    shm = Path("/dev/shm")  # noqa: S108
+    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+    return base / f"glimpse-metrics-{os.getuid()}-{digest}"
+
+
 def _share_metrics(folder: Path) -> Path | None:
     """Let the API's /metrics show its workers' metrics too: prometheus_client's multiprocess
     mode, which must be chosen before any of serve's processes imports it.
@@ -200,7 +217,10 @@ def _share_metrics(folder: Path) -> Path | None:
             target = Path(chosen)
             target.mkdir(parents=True, exist_ok=True)
         else:
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(mode=0o700, exist_ok=True)
+            held = folder.lstat()
+            if not stat.S_ISDIR(held.st_mode) or held.st_uid != os.getuid() or held.st_mode & 0o077:
+                raise PermissionError(f"{folder} is not a private folder of this user")
             _remove_metrics_of_stopped_serves(folder)
             target = _claim_metrics_folder(folder)
         probe = target / f".probe-{os.getpid()}"
@@ -312,7 +332,7 @@ def serve(
     port = port if port is not None else settings.port
     with _clear_start_up_errors(settings):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        own_metrics = _share_metrics(settings.data_dir / "metrics")
+        own_metrics = _share_metrics(metrics_root(settings.data_dir))
         if settings.is_sqlite:
             upgrade_to_head(settings.resolved_database_url)
         settings.resolved_secret_key()  # made once here, before the processes race to make it

@@ -15,6 +15,7 @@ import psutil
 import pytest
 from PIL import Image
 
+from glimpse.cli import metrics_root
 from tests.conftest import testdata
 from tests.servers import Server, Worker, free_port
 
@@ -170,9 +171,11 @@ def test_queued_work_survives_a_restart_and_a_separate_worker_finishes_it(
     with httpx.Client(base_url=server.base, timeout=30) as client:
         headers = _sign_up(client)
         post_id = _publish(client, headers, testdata("orientation/Landscape_3.jpg"))
-    assert [p.name for p in (data_dir / "metrics").iterdir()] != []  # this serve's, while it runs
+    metrics = metrics_root(data_dir)
+    assert not metrics.is_relative_to(data_dir)  # in memory, off the data disk
+    assert [p.name for p in metrics.iterdir()] != []  # this serve's, while it runs
     assert server.stop() == 0
-    assert list((data_dir / "metrics").iterdir()) == []  # a clean stop takes its metrics along
+    assert list(metrics.iterdir()) == []  # a clean stop takes its metrics along
     worker = start_worker(data_dir)
     server = start_server(data_dir, "--no-workers")
     with httpx.Client(base_url=server.base, timeout=30) as client:

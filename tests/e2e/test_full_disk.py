@@ -1,0 +1,102 @@
+"""`glimpse serve` on a data disk that fills up: every route answers (503 where it must write,
+the feed and other reads where they can), no process dies, and all works again once space
+returns. A real tmpfs, mounted for the test (root only, as CI runs)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.servers import Server
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("mount") is None, reason="mounting a tmpfs needs root"
+)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount_point)], check=True
+    )
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def _fill(disk: Path) -> Path:
+    filler = disk / "filler"
+    with filler.open("wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * (1 << 20))
+                f.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def _token(client: httpx.Client, name: str) -> dict[str, str]:
+    assert (
+        client.post(
+            "/api/v1/accounts", json={"username": name, "password": "correct horse"}
+        ).status_code
+        == 201
+    )
+    response = client.post(
+        "/api/v1/auth/token", json={"username": name, "password": "correct horse"}
+    )
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+def test_a_full_data_disk_gets_503s_and_no_process_dies(
+    small_disk: Path, start_server: Callable[..., Server]
+) -> None:
+    data_dir = small_disk / "data"
+    env = {"GLIMPSE_RATE_LIMITS": "off", "GLIMPSE_STORAGE_FREE_BYTES_FLOOR": "0"}
+    server = start_server(data_dir, "--workers", "1", env=env)
+    with httpx.Client(base_url=server.base, timeout=30) as client:
+        alice, bob = _token(client, "alice"), _token(client, "bob")
+        assert client.post("/api/v1/users/alice/follow", headers=bob).status_code == 200
+        assert client.get("/api/v1/feed", headers=bob).status_code == 200
+        filler = _fill(small_disk)
+        answers = []
+        for _ in range(3):  # every kind of route, more than once: metrics are written each time
+            for method, path, body in [
+                ("GET", "/api/v1/feed", None),
+                ("GET", "/api/v1/feed?order=latest", None),
+                ("GET", "/api/v1/users/alice", None),
+                ("GET", "/api/v1/users/alice/followers", None),
+                ("POST", "/api/v1/users/bob/follow", None),
+                ("DELETE", "/api/v1/users/alice/follow", None),
+                ("POST", "/api/v1/users/alice/block", None),
+                ("GET", "/api/v1/me", None),
+                ("GET", "/healthz", None),
+                ("POST", "/api/v1/auth/token", {"username": "alice", "password": "wrong horse"}),
+            ]:
+                response = client.request(
+                    method, path, headers=alice if "bob" in path else bob, json=body
+                )
+                answers.append((path, response.status_code))
+                assert response.status_code < 500 or response.status_code == 503, (
+                    path,
+                    response.text,
+                )
+                if response.status_code == 503:
+                    assert response.headers.get("Retry-After"), path
+        assert server.process.poll() is None, "glimpse serve died on a full disk"
+        assert all(p.is_running() for p in server.worker_processes())
+        assert ("/healthz", 200) in answers
+        filler.unlink()
+        assert client.post("/api/v1/users/bob/follow", headers=alice).status_code == 200
+        assert client.get("/api/v1/feed", headers=alice).status_code == 200
+    assert server.stop() == 0
