@@ -511,3 +511,20 @@ async def test_media_urls_in_the_feed_turn_signed_when_the_author_goes_private(
     for url in urls[:2]:
         assert (await glimpse.client.get(url)).status_code == 200
         assert (await glimpse.client.get(url.split("?")[0])).status_code == 404
+
+
+@pytest.mark.parametrize("settings", [{"feed_cap": 100}], indirect=True)
+async def test_following_an_account_with_more_posts_than_the_cap_still_scrolls_to_its_first(
+    glimpse: Glimpse,
+) -> None:
+    alice, bob = await glimpse.signup("alice"), await glimpse.signup("bob")
+    await feed(glimpse, bob)  # bob's feed exists before the follow: the follow merges into it
+    alice_id = await user_id(glimpse, alice)
+    posts = [await quick_post(glimpse, alice_id) for _ in range(130)]
+    await glimpse.run_jobs()
+    await follow(glimpse, bob, "alice")
+    await glimpse.run_jobs()
+    assert len(await entries_of(glimpse, await user_id(glimpse, bob))) == 100
+    expected = [str(p) for p in sorted(posts, reverse=True)]
+    assert await walk_feed(glimpse, bob, "latest", limit=30) == expected
+    assert sorted(await walk_feed(glimpse, bob, "ranked", limit=30), reverse=True) == expected

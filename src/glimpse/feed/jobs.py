@@ -117,10 +117,12 @@ async def merge_author_into_feed(container: Container, payload: Payload) -> None
         author = await session.get(User, author_id)
         if author is None or await _merged_at_read_time(container, session, author):
             return
-    entries = await repository.posts_of_authors(
-        container.db, [author_id], None, container.settings.feed_cap
-    )
-    await container.feed_store.merge(user_id, entries)
+    cap = container.settings.feed_cap
+    entries = await repository.posts_of_authors(container.db, [author_id], None, cap + 1)
+    # An account with more posts than a feed keeps: only its newest `cap` are merged, and the
+    # feed is complete only above the oldest of them (the rest is read from the database).
+    complete_above = entries[cap - 1][0] if len(entries) > cap else 0
+    await container.feed_store.merge(user_id, entries[:cap], complete_above)
 
 
 @job(REMOVE_AUTHOR_JOB)

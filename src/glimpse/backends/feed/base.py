@@ -48,9 +48,10 @@ class FeedStore(Protocol):
         """Add one post to the feeds of those of `user_ids` that have one (fan-out on write);
         how many feeds that was. Feeds past their cap are trimmed back to it."""
 
-    async def merge(self, user_id: int, entries: Sequence[Entry]) -> None:
+    async def merge(self, user_id: int, entries: Sequence[Entry], complete_above: int = 0) -> None:
         """Add entries to one user's feed if it has one (say, a newly followed account's
-        recent posts); those below its horizon are left to the database."""
+        recent posts); those below its horizon are left to the database. `complete_above`: the
+        entries are all there are only from this id up, so the horizon rises to it."""
 
     async def remove_author(self, user_id: int, author_id: int) -> None:
         """Take an author's posts out of one user's feed (unfollow, block)."""

@@ -137,13 +137,15 @@ class SqlFeedStore:
             {"u": user_id, "k": kth, "cap": self.cap},
         )
 
-    async def merge(self, user_id: int, entries: Sequence[Entry]) -> None:
-        if not entries:
-            return
+    async def merge(self, user_id: int, entries: Sequence[Entry], complete_above: int = 0) -> None:
         async with self._db.write() as session:
             horizon = (
                 await session.execute(
-                    text("SELECT horizon_id FROM feeds WHERE user_id = :u"), {"u": user_id}
+                    text(
+                        "UPDATE feeds SET horizon_id = CASE WHEN horizon_id > :c"
+                        " THEN horizon_id ELSE :c END WHERE user_id = :u RETURNING horizon_id"
+                    ),
+                    {"u": user_id, "c": complete_above},
                 )
             ).scalar_one_or_none()
             if horizon is None:
