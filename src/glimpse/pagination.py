@@ -63,11 +63,20 @@ def check_limit(limit: int | None) -> int:
     return limit
 
 
-def decode_keyset(secret: bytes, kind: str, cursor: str | None) -> int | None:
+def encode_keyset(secret: bytes, kind: str, before: int, of: str = "") -> str:
+    """The cursor of a newest-first list that continues below `before`. `of` names whose list
+    it is (a username), so that one account's cursor is refused by another's list."""
+    return encode_cursor(secret, kind, {"before": before, "of": of})
+
+
+def decode_keyset(secret: bytes, kind: str, cursor: str | None, of: str = "") -> int | None:
     """The `before` key of a newest-first list's cursor (None for the first page)."""
     if not cursor:
         return None
-    before = decode_cursor(secret, kind, cursor).get("before")
-    if not isinstance(before, int) or isinstance(before, bool):
-        raise Malformed("The cursor is not one this server issued.", code="invalid_cursor")
+    position = decode_cursor(secret, kind, cursor)
+    before = position.get("before")
+    if not isinstance(before, int) or isinstance(before, bool) or position.get("of") != of:
+        raise Malformed(
+            "The cursor is not one this server issued for this list.", code="invalid_cursor"
+        )
     return before

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Path, Request, Security
+from fastapi import Depends, Path, Query, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from glimpse.accounts import service as accounts
@@ -49,3 +49,7 @@ Caller = Annotated[Authenticated, Depends(get_caller)]
 
 # Every id in a path: a 64-bit integer (ids.py), so anything else is refused before a query.
 EntityId = Annotated[int, Path(ge=0, le=2**63 - 1)]
+
+# A page size: checked by pagination.check_limit, so that 0 or 101 get API.md's 422
+# `invalid_limit` rather than a generic validation error. (Not a number at all is `invalid`.)
+PageLimit = Annotated[int | None, Query(description="items per page: 1 to 100 (default 20)")]

@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from glimpse.api.deps import Caller, ContainerDep, EntityId
+from glimpse.api.deps import Caller, ContainerDep, EntityId, PageLimit
 from glimpse.api.errors import error_responses
 from glimpse.engagement import service
 from glimpse.engagement.schemas import CommentCreate, CommentOut, CommentPage
 from glimpse.errors import Malformed
-from glimpse.pagination import MAX_LIMIT, check_limit, decode_cursor, encode_cursor
+from glimpse.pagination import check_limit, decode_cursor, encode_cursor
 
 # 429: every /api/ request counts against a budget (api/throttling.py).
 router = APIRouter(prefix="/api/v1", tags=["posts"], responses=error_responses(401, 422, 429, 503))
@@ -66,7 +66,7 @@ async def list_comments(
     post_id: EntityId,
     caller: Caller,
     container: ContainerDep,
-    limit: Annotated[int | None, Query(ge=1, le=MAX_LIMIT)] = None,
+    limit: PageLimit = None,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> CommentPage:
     """A post's comments, oldest first."""

@@ -7,12 +7,12 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 
-from glimpse.api.deps import Caller, ContainerDep
+from glimpse.api.deps import Caller, ContainerDep, PageLimit
 from glimpse.api.errors import error_responses
 from glimpse.errors import Malformed
 from glimpse.feed import service
 from glimpse.feed.cursors import FeedPosition, from_cursor_fields, to_cursor_fields
-from glimpse.pagination import MAX_LIMIT, check_limit, decode_cursor, encode_cursor
+from glimpse.pagination import check_limit, decode_cursor, encode_cursor
 from glimpse.posts.schemas import PostPage
 from glimpse.posts.views import post_view_data
 
@@ -24,7 +24,7 @@ _KIND = "feed"
 async def read_feed(
     caller: Caller,
     container: ContainerDep,
-    limit: Annotated[int | None, Query(ge=1, le=MAX_LIMIT)] = None,
+    limit: PageLimit = None,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     order: Annotated[
         Literal["ranked", "latest"],

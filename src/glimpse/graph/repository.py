@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from glimpse.accounts.models import User
 from glimpse.db.statements import insert_ignoring_duplicates
 from glimpse.graph.models import Block, Follow, FollowRequest
-from glimpse.graph.visibility import Relation
+from glimpse.graph.visibility import Relation, blocked_between
 
 
 async def relation(session: AsyncSession, viewer_id: int, other_id: int) -> Relation:
@@ -137,13 +137,14 @@ async def remove_block(session: AsyncSession, blocker_id: int, blocked_id: int) 
 
 
 async def followers_page(
-    session: AsyncSession, user_id: int, before: int | None, limit: int
+    session: AsyncSession, user_id: int, viewer_id: int, before: int | None, limit: int
 ) -> list[tuple[int, User]]:
-    """(follow id, follower), newest follows first."""
+    """(follow id, follower), newest follows first; never an account that blocks the viewer
+    or that the viewer blocks (it would show what its own profile hides)."""
     query = (
         select(Follow.id, User)
         .join(User, User.id == Follow.follower_id)
-        .where(Follow.followee_id == user_id)
+        .where(Follow.followee_id == user_id, ~blocked_between(viewer_id, User.id))
     )
     if before is not None:
         query = query.where(Follow.id < before)
@@ -152,13 +153,14 @@ async def followers_page(
 
 
 async def following_page(
-    session: AsyncSession, user_id: int, before: int | None, limit: int
+    session: AsyncSession, user_id: int, viewer_id: int, before: int | None, limit: int
 ) -> list[tuple[int, User]]:
-    """(follow id, followed account), newest follows first."""
+    """(follow id, followed account), newest follows first; never an account that blocks the
+    viewer or that the viewer blocks."""
     query = (
         select(Follow.id, User)
         .join(User, User.id == Follow.followee_id)
-        .where(Follow.follower_id == user_id)
+        .where(Follow.follower_id == user_id, ~blocked_between(viewer_id, User.id))
     )
     if before is not None:
         query = query.where(Follow.id < before)

@@ -10,19 +10,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from glimpse.accounts.models import User
 from glimpse.accounts.schemas import UserOut, UserPage
-from glimpse.api.deps import Caller, ContainerDep
+from glimpse.api.deps import Caller, ContainerDep, PageLimit
 from glimpse.api.errors import error_responses
 from glimpse.graph import repository
 from glimpse.graph import service as graph
 from glimpse.graph.schemas import FollowOut
-from glimpse.pagination import MAX_LIMIT, check_limit, decode_keyset, encode_cursor
+from glimpse.pagination import check_limit, decode_keyset, encode_keyset
 
 # 429: every /api/ request counts against a budget (api/throttling.py).
 router = APIRouter(
     prefix="/api/v1", tags=["social graph"], responses=error_responses(401, 422, 429, 503)
 )
 
-Limit = Annotated[int | None, Query(ge=1, le=MAX_LIMIT)]
 Cursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
 
 
@@ -33,13 +32,12 @@ async def _user_page(
     next_key: int | None,
     secret: bytes,
     kind: str,
+    of: str,
 ) -> UserPage:
     statuses = await repository.follow_statuses(session, viewer_id, [u.id for u in users])
     return UserPage(
         items=[UserOut.of(u, statuses[u.id]) for u in users],
-        next_cursor=encode_cursor(secret, kind, {"before": next_key})
-        if next_key is not None
-        else None,
+        next_cursor=encode_keyset(secret, kind, next_key, of) if next_key is not None else None,
     )
 
 
@@ -78,12 +76,12 @@ async def _list(
     kind: str,
 ) -> UserPage:
     page_size = check_limit(limit)
-    before = decode_keyset(container.secret_key, kind, cursor)
+    before = decode_keyset(container.secret_key, kind, cursor, username)
     lister = graph.list_followers if kind == "followers" else graph.list_following
     async with container.db.read() as session:
         users, next_key = await lister(session, username, caller.user.id, before, page_size)
         return await _user_page(
-            session, caller.user.id, users, next_key, container.secret_key, kind
+            session, caller.user.id, users, next_key, container.secret_key, kind, username
         )
 
 
@@ -94,7 +92,7 @@ async def list_followers(
     username: str,
     caller: Caller,
     container: ContainerDep,
-    limit: Limit = None,
+    limit: PageLimit = None,
     cursor: Cursor = None,
 ) -> UserPage:
     """Who follows this account, newest first. 403 for a private account the caller does not
@@ -109,7 +107,7 @@ async def list_following(
     username: str,
     caller: Caller,
     container: ContainerDep,
-    limit: Limit = None,
+    limit: PageLimit = None,
     cursor: Cursor = None,
 ) -> UserPage:
     """Whom this account follows, newest first. 403 for a private account the caller does not
@@ -119,7 +117,7 @@ async def list_following(
 
 @router.get("/me/follow-requests", response_model=UserPage, responses=error_responses(400))
 async def list_follow_requests(
-    caller: Caller, container: ContainerDep, limit: Limit = None, cursor: Cursor = None
+    caller: Caller, container: ContainerDep, limit: PageLimit = None, cursor: Cursor = None
 ) -> UserPage:
     """Who asked to follow the caller (a private account), newest first."""
     page_size = check_limit(limit)
@@ -129,7 +127,7 @@ async def list_follow_requests(
             session, caller.user.id, before, page_size
         )
         return await _user_page(
-            session, caller.user.id, users, next_key, container.secret_key, "follow_requests"
+            session, caller.user.id, users, next_key, container.secret_key, "follow_requests", ""
         )
 
 

@@ -178,7 +178,7 @@ async def list_followers(
     session: AsyncSession, username: str, viewer_id: int, before: int | None, limit: int
 ) -> PageOfUsers:
     owner = await visible_content_owner(session, username, viewer_id)
-    rows = await repository.followers_page(session, owner.id, before, limit + 1)
+    rows = await repository.followers_page(session, owner.id, viewer_id, before, limit + 1)
     return _page(rows, limit)
 
 
@@ -186,7 +186,7 @@ async def list_following(
     session: AsyncSession, username: str, viewer_id: int, before: int | None, limit: int
 ) -> PageOfUsers:
     owner = await visible_content_owner(session, username, viewer_id)
-    rows = await repository.following_page(session, owner.id, before, limit + 1)
+    rows = await repository.following_page(session, owner.id, viewer_id, before, limit + 1)
     return _page(rows, limit)
 
 

@@ -6,11 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
-from glimpse.api.deps import Caller, ContainerDep, EntityId
+from glimpse.api.deps import Caller, ContainerDep, EntityId, PageLimit
 from glimpse.api.errors import error_responses
 from glimpse.api.throttling import count_against
 from glimpse.media.filters import FILTERS
-from glimpse.pagination import MAX_LIMIT, check_limit, decode_cursor, encode_cursor
+from glimpse.pagination import check_limit, decode_keyset, encode_keyset
 from glimpse.posts import service
 from glimpse.posts.schemas import FilterList, FilterOut, PostOut, PostPage
 from glimpse.posts.upload import read_upload
@@ -108,17 +108,12 @@ async def list_user_posts(
     username: str,
     caller: Caller,
     container: ContainerDep,
-    limit: Annotated[int | None, Query(ge=1, le=MAX_LIMIT)] = None,
+    limit: PageLimit = None,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> PostPage:
     """A user's ready posts, newest first (the profile grid)."""
     page_size = check_limit(limit)
-    before = None
-    if cursor:
-        position = decode_cursor(container.secret_key, "user_posts", cursor)
-        before = position.get("before")
-        if not isinstance(before, int):
-            before = -1  # signed but meaningless: treat as the end of the list
+    before = decode_keyset(container.secret_key, "user_posts", cursor, username)
     async with container.db.read() as session:
         posts, more = await service.list_profile_posts(
             session, username, caller.user.id, before, page_size
@@ -127,9 +122,7 @@ async def list_user_posts(
         container.db, [PostRow.of(p) for p in posts], caller.user.id, container.media_urls
     )
     next_cursor = (
-        encode_cursor(container.secret_key, "user_posts", {"before": posts[-1].id})
-        if more
-        else None
+        encode_keyset(container.secret_key, "user_posts", posts[-1].id, username) if more else None
     )
     return PostPage(items=items, next_cursor=next_cursor)
 
