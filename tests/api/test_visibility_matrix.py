@@ -132,3 +132,32 @@ async def test_the_media_origin_follows_the_same_rule(glimpse: Glimpse, private:
     # A block reaches the origin too.
     await block(glimpse, headers["self"], "follower")
     assert (await _fetch(glimpse, url)).status_code == 404
+
+
+async def test_refusing_a_private_post_runs_the_same_statements_as_a_missing_one(
+    glimpse: Glimpse,
+) -> None:
+    # Timing must not tell a stranger whether a private post exists: both 404s do the same reads.
+    from sqlalchemy import event
+
+    author, stranger = await glimpse.signup("author"), await glimpse.signup("stranger")
+    post = await publish(glimpse, author)
+    await go_private(glimpse, author)
+    statements: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement.split()[0])
+
+    engine = glimpse.container.db.read_engine.sync_engine
+    counts = []
+    for post_id in (post["id"], str(int(post["id"]) + 1)):
+        for path in (f"/api/v1/posts/{post_id}", f"/api/v1/posts/{post_id}/comments"):
+            statements.clear()
+            event.listen(engine, "before_cursor_execute", count)
+            try:
+                response = await glimpse.client.get(path, headers=stranger)
+            finally:
+                event.remove(engine, "before_cursor_execute", count)
+            assert response.status_code == 404
+            counts.append(len(statements))
+    assert counts[:2] == counts[2:], counts

@@ -30,6 +30,9 @@ from glimpse.posts import repository
 from glimpse.posts.models import Media, MediaVariant, Post, PostStatus
 from glimpse.text import is_clean_multi_line
 
+# An id no account has (ids are never negative): what a missing post's author is looked up as.
+NO_SUCH_USER = -1
+
 PROCESS_MEDIA_JOB = "process_media"
 PURGE_KEYS_JOB = "purge_media_keys"
 SWEEP_UPLOADS_JOB = "sweep_abandoned_uploads"
@@ -214,11 +217,10 @@ async def create_post(
 
 
 async def can_see(session: AsyncSession, post: Post, author: User, viewer_id: int) -> bool:
-    """graph.visibility's rule for one loaded post."""
+    """graph.visibility's rule for one loaded post. The graph is asked whatever the post's
+    state, so that a post one may not see takes as long to refuse as one that is not there."""
     if post.author_id == viewer_id:
         return True
-    if post.status != PostStatus.READY:
-        return False  # (no need to ask the graph)
     relation = await graph_repository.relation(session, viewer_id, post.author_id)
     return can_see_post(viewer_id, post.status, post.author_id, author.is_private, relation)
 
@@ -239,6 +241,11 @@ async def get_visible_post(session: AsyncSession, post_id: int, viewer_id: int) 
         authors = await repository.load_authors(session, {post.author_id})
         if await can_see(session, post, authors[post.author_id], viewer_id):
             return post
+    else:
+        # The same statements as for a post the viewer may not see: how long a 404 takes
+        # must not tell whether a private post exists.
+        await repository.load_authors(session, {NO_SUCH_USER})
+        await graph_repository.relation(session, viewer_id, NO_SUCH_USER)
     raise NotFound("No such post.", code="post_not_found")
 
 
