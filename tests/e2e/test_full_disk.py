@@ -66,9 +66,15 @@ def test_a_full_data_disk_gets_503s_and_no_process_dies(
     server = start_server(data_dir, "--workers", "1", env=env)
     with httpx.Client(base_url=server.base, timeout=30) as client:
         alice, bob = _token(client, "alice"), _token(client, "bob")
+        carol = _token(client, "carol")  # never reads her feed before the disk is full
         assert client.post("/api/v1/users/alice/follow", headers=bob).status_code == 200
+        assert client.post("/api/v1/users/alice/follow", headers=carol).status_code == 200
         assert client.get("/api/v1/feed", headers=bob).status_code == 200
         filler = _fill(small_disk)
+        # Reads need no disk space: a feed that has to be rebuilt is read from the posts.
+        for order in ("ranked", "latest"):
+            response = client.get("/api/v1/feed", headers=carol, params={"order": order})
+            assert response.status_code == 200, response.text
         answers = []
         for _ in range(3):  # every kind of route, more than once: metrics are written each time
             for method, path, body in [

@@ -14,11 +14,15 @@ very next read, before any job has cleaned the feed.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING
+
+from sqlalchemy.exc import OperationalError
 
 from glimpse.db.base import utcnow
 from glimpse.feed import repository
@@ -29,6 +33,8 @@ from glimpse.posts.views import PostRow
 
 if TYPE_CHECKING:
     from glimpse.container import Container
+
+log = logging.getLogger("glimpse.feed")
 
 # A page that finds most candidates gone (unfollowed, deleted) looks at most this many windows
 # before answering with what it has and a cursor to go on from.
@@ -129,10 +135,18 @@ class _Reader:
         next call's `below`); and whether any may be left below it."""
         window = await self.store.window(self.viewer_id, below, n)
         if window is None:
-            await rebuild_feed(self.container, self.viewer_id)
-            window = await self.store.window(self.viewer_id, below, n)
+            try:
+                await rebuild_feed(self.container, self.viewer_id)
+            except OperationalError:
+                # The cache cannot be written (a full or read-only disk, a busy database): the
+                # read still can be answered, from the database alone.
+                log.warning(
+                    "could not rebuild the feed of %d; reading it from posts", self.viewer_id
+                )
+            else:
+                window = await self.store.window(self.viewer_id, below, n)
         if window is None:
-            # Still none (dropped again at once): the database alone answers.
+            # Still none (dropped again at once, or not rebuilt): the database alone answers.
             horizon, cached = _NO_BOUND, []
         else:
             horizon, cached = window.horizon_id, window.entries
@@ -183,7 +197,10 @@ class _Reader:
         now = time.time()
         if not self._touched and now - read_at > self.store.TOUCH_SECONDS:
             self._touched = True
-            await self.store.touch(self.viewer_id, now)
+            # Best effort: a read is not refused because the mark of activity cannot be written
+            # (it is tried again on the next read).
+            with contextlib.suppress(OperationalError):
+                await self.store.touch(self.viewer_id, now)
 
 
 _NO_BOUND = 2**63 - 1
