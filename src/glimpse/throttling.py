@@ -10,6 +10,8 @@ A budget left out keeps its default; `name=off` lifts that one budget.
 - `upload`: new posts, per account, counted before the body is read.
 - `signin_failures`: failed sign-ins, per client address and per account (see SignInGuard).
 - `signup`: new accounts, per client address.
+- `follows`: follow requests (POST .../follow), per account.
+- `comments`: new comments, per account.
 
 Counts live in the library's storage, chosen by URL: `async+memory://` in this process now;
 `async+redis://...` shares them between API replicas later without other changes.
@@ -35,13 +37,18 @@ from glimpse.errors import Throttled
 
 API, READS, WRITES = "api", "reads", "writes"
 UPLOAD, SIGNIN_FAILURES, SIGNUP = "upload", "signin_failures", "signup"
-BUDGET_NAMES = (API, READS, WRITES, UPLOAD, SIGNIN_FAILURES, SIGNUP)
+FOLLOWS, COMMENTS = "follows", "comments"
+BUDGET_NAMES = (API, READS, WRITES, UPLOAD, SIGNIN_FAILURES, SIGNUP, FOLLOWS, COMMENTS)
 
 DEFAULT_BUDGETS = {
     API: "300/5minute",
     UPLOAD: "30/30minute",
     SIGNIN_FAILURES: "5/minute",
     SIGNUP: "100/hour",
+    # A follow makes a job merge up to a feed's cap of posts, and a burst of them is how spam
+    # accounts grow: more than a person does in an hour, fewer than a script would.
+    FOLLOWS: "200/hour",
+    COMMENTS: "100/hour",
 }
 
 Key = tuple[str, ...]

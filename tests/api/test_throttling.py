@@ -322,3 +322,32 @@ async def test_every_api_operation_documents_its_429(glimpse: Glimpse) -> None:
     assert operations
     for path, method, op in operations:
         assert "429" in op["responses"], (method, path)
+
+
+@budgets("follows=3/minute;comments=2/minute")
+async def test_follows_and_comments_have_budgets_of_their_own_per_account(
+    glimpse: Glimpse,
+) -> None:
+    from tests.api.social import quick_post, user_id
+
+    alice, bob = await glimpse.signup("alice"), await glimpse.signup("bob")
+    for name in ("c", "d", "e", "f"):
+        await glimpse.signup(name)
+    answers = [
+        await glimpse.client.post(f"/api/v1/users/{n}/follow", headers=alice) for n in "cdef"
+    ]
+    assert [r.status_code for r in answers[:3]] == [200, 200, 200]
+    assert_throttled(answers[3], 3)
+    # Bob's budget is his own.
+    assert (await glimpse.client.post("/api/v1/users/f/follow", headers=bob)).status_code == 200
+    post_id = await quick_post(glimpse, await user_id(glimpse, bob))
+    comments = [
+        await glimpse.client.post(
+            f"/api/v1/posts/{post_id}/comments", headers=alice, json={"text": "hi"}
+        )
+        for _ in range(3)
+    ]
+    assert [r.status_code for r in comments[:2]] == [201, 201]
+    assert_throttled(comments[2], 2)
+    shown = await glimpse.client.get(f"/api/v1/posts/{post_id}", headers=bob)
+    assert shown.json()["comment_count"] == 2  # the refused one left nothing

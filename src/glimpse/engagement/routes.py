@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 
 from glimpse.api.deps import Caller, ContainerDep, EntityId, PageLimit
 from glimpse.api.errors import error_responses
+from glimpse.api.throttling import count_against
 from glimpse.engagement import service
 from glimpse.engagement.schemas import CommentCreate, CommentOut, CommentPage
 from glimpse.errors import Malformed
 from glimpse.pagination import check_limit, decode_cursor, encode_cursor
+from glimpse.throttling import COMMENTS
 
 # 429: every /api/ request counts against a budget (api/throttling.py).
 router = APIRouter(prefix="/api/v1", tags=["posts"], responses=error_responses(401, 422, 429, 503))
@@ -50,9 +52,21 @@ async def unlike_post(post_id: EntityId, caller: Caller, container: ContainerDep
     responses=error_responses(400, 404, 409, 413),
 )
 async def add_comment(
-    post_id: EntityId, body: CommentCreate, caller: Caller, container: ContainerDep
+    post_id: EntityId,
+    body: CommentCreate,
+    request: Request,
+    caller: Caller,
+    container: ContainerDep,
 ) -> CommentOut:
     """Comment on a post (1 to 2,200 characters)."""
+    await count_against(
+        request,
+        container.throttle,
+        COMMENTS,
+        "account",
+        str(caller.user.id),
+        message="Too many comments; please try again later.",
+    )
     async with container.db.write() as session:
         return await service.add_comment(
             session, container.ids, container.settings, post_id, caller.user, body.text

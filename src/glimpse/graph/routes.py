@@ -5,17 +5,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from glimpse.accounts.models import User
 from glimpse.accounts.schemas import UserOut, UserPage
 from glimpse.api.deps import Caller, ContainerDep, PageLimit
 from glimpse.api.errors import error_responses
+from glimpse.api.throttling import count_against
 from glimpse.graph import repository
 from glimpse.graph import service as graph
 from glimpse.graph.schemas import FollowOut
 from glimpse.pagination import check_limit, decode_keyset, encode_keyset
+from glimpse.throttling import FOLLOWS
 
 # 429: every /api/ request counts against a budget (api/throttling.py).
 router = APIRouter(
@@ -44,9 +46,19 @@ async def _user_page(
 @router.post(
     "/users/{username}/follow", response_model=FollowOut, responses=error_responses(403, 404)
 )
-async def follow(username: str, caller: Caller, container: ContainerDep) -> FollowOut:
+async def follow(
+    username: str, request: Request, caller: Caller, container: ContainerDep
+) -> FollowOut:
     """Follow an account: `following` at once for a public one, `pending` for a private one
     until its owner accepts. Idempotent."""
+    await count_against(
+        request,
+        container.throttle,
+        FOLLOWS,
+        "account",
+        str(caller.user.id),
+        message="Too many follows; please try again later.",
+    )
     async with container.db.write() as session:
         outcome = await graph.follow(
             session, container.ids, container.settings, caller.user.id, username
