@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from glimpse.accounts.models import User
+from glimpse.db.database import Database
 from glimpse.db.statements import insert_ignoring_duplicates
 from glimpse.graph.models import Block, Follow, FollowRequest
 from glimpse.graph.visibility import Relation, blocked_between
@@ -183,16 +184,21 @@ async def requests_page(
     return [(row[0], row[1]) for row in rows]
 
 
+_FOLLOWER_BATCH = (
+    select(Follow.id, Follow.follower_id)
+    .where(Follow.followee_id == bindparam("user"), Follow.id > bindparam("after"))
+    .order_by(Follow.id)
+    .limit(bindparam("limit"))
+)
+
+
 async def follower_batch(
-    session: AsyncSession, user_id: int, after_follow_id: int, limit: int
+    db: Database, user_id: int, after_follow_id: int, limit: int
 ) -> list[tuple[int, int]]:
     """(follow id, follower id) of the account's next followers in follow order: a keyset walk
-    of the (followee, id) index, for fan-out in batches."""
-    rows = await session.execute(
-        select(Follow.id, Follow.follower_id)
-        .where(Follow.followee_id == user_id, Follow.id > after_follow_id)
-        .order_by(Follow.id)
-        .limit(limit)
+    of the (followee, id) index, for fan-out in batches (on the quick path)."""
+    rows = await db.fetch(
+        _FOLLOWER_BATCH, {"user": user_id, "after": after_follow_id, "limit": limit}
     )
     return [(row[0], row[1]) for row in rows]
 
