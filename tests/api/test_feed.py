@@ -528,3 +528,45 @@ async def test_following_an_account_with_more_posts_than_the_cap_still_scrolls_t
     expected = [str(p) for p in sorted(posts, reverse=True)]
     assert await walk_feed(glimpse, bob, "latest", limit=30) == expected
     assert sorted(await walk_feed(glimpse, bob, "ranked", limit=30), reverse=True) == expected
+
+
+async def test_whatever_the_cache_holds_a_feed_shows_only_what_belongs_in_it(
+    glimpse: Glimpse,
+) -> None:
+    viewer, friend, stranger = (
+        await glimpse.signup("viewer"),
+        await glimpse.signup("friend"),
+        await glimpse.signup("stranger"),
+    )
+    vid, fid, sid = [await user_id(glimpse, h) for h in (viewer, friend, stranger)]
+    await follow(glimpse, viewer, "friend")
+    await feed(glimpse, viewer)
+    good = await quick_post(glimpse, fid)
+    stranger_post = await quick_post(glimpse, sid)  # public, but not followed
+    processing = (await glimpse.upload(viewer)).json()["id"]  # the viewer's own, unfinished
+    await glimpse.run_jobs()
+    blocked_friend = await glimpse.signup("blocker")
+    bid = await user_id(glimpse, blocked_friend)
+    await follow(glimpse, viewer, "blocker")
+    blocker_post = await quick_post(glimpse, bid)
+    await glimpse.run_jobs()
+    await block(glimpse, blocked_friend, "viewer")
+    async with glimpse.container.db.write() as s:
+        await s.execute(
+            text("update posts set status = 'processing' where id = :p"), {"p": int(processing)}
+        )
+        for post_id, author in [
+            (stranger_post, sid),
+            (int(processing), vid),
+            (blocker_post, bid),
+            (12345, fid),
+        ]:
+            await s.execute(
+                text(
+                    "insert into feed_entries (user_id, post_id, author_id) values (:u, :p, :a)"
+                    " on conflict do nothing"
+                ),
+                {"u": vid, "p": post_id, "a": author},
+            )
+    for order in ("latest", "ranked"):
+        assert await feed_ids(glimpse, viewer, order) == [str(good)], order
