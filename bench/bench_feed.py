@@ -676,7 +676,9 @@ SERVER_SCRIPT = textwrap.dedent(
     gc.callbacks.append(on_gc)
 
     @app.get("/bench-gc")
-    async def bench_gc() -> dict:
+    async def bench_gc(freeze: int = 0) -> dict:
+        if freeze:  # --gc-freeze: what was made so far is never scanned again by full passes
+            gc.freeze()
         summary = {
             str(g): [len(p), sum(p) * 1000, max(p, default=0) * 1000] for g, p in pauses.items()
         }
@@ -730,9 +732,9 @@ class AppServer:
             raise SystemExit("server did not start")
         self.ps = psutil.Process(self.process.pid)
 
-    def gc_pauses(self) -> str:
+    def gc_pauses(self, freeze: bool = False) -> str:
         """The server's collector pauses since the last call, per generation."""
-        stats = httpx.get(f"{self.base}/bench-gc", timeout=10).json()
+        stats = httpx.get(f"{self.base}/bench-gc?freeze={int(freeze)}", timeout=10).json()
         objects = stats.pop("objects")
         return f"GC ({objects:,} objects tracked) " + ", ".join(
             f"gen{g}: {n}x, {total:.0f} ms, max {worst:.1f} ms"
@@ -795,13 +797,15 @@ def run_wrk(
     """wrk -t1 on the client core, rotating over `lines` ("path<TAB>token")."""
     (work / "rotate.lua").write_text(WRK_SCRIPT)
     (work / "requests.txt").write_text("\n".join(lines) + "\n")
-    command = [*pin(CLIENT_CORE), "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s"]
+    command = [*pin(CLIENT_CORE), "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
     command += ["--latency", "-s", str(work / "rotate.lua"), server.base, "--"]
     command += [str(work / "requests.txt")]
     children = os.times()
     cpu = server.cpu()
     started = time.perf_counter()
-    out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=seconds + 60)
+    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
+    if out.returncode != 0:
+        raise SystemExit(f"wrk failed: {out.stdout}{out.stderr}")
     elapsed = time.perf_counter() - started
     server_cpu = server.cpu() - cpu
     after = os.times()
@@ -1157,7 +1161,7 @@ def feed_reads(
             ("hello (again)", hello),
         ]
         peaks: dict[str, Load] = {}
-        server.gc_pauses()
+        server.gc_pauses(freeze=args.gc_freeze)
         for name, lines in runs:
             peaks[name] = run_wrk(server, lines, args.seconds, args.connections, work)
             p = peaks[name]
@@ -1330,7 +1334,8 @@ async def fan_out(args: argparse.Namespace, data_dir: Path, graph: Graph) -> dic
             f" {spent['follower_batch'] * 1000:.1f} ms, pushes {spent['push'] * 1000:.1f} ms;"
             f" by hand (sqlite3): the follower reads {by_hand['reads'] * 1000:.1f} ms, the"
             f" store's statements {by_hand['push'] * 1000:.1f} ms"
-            f" (of which UPDATE ... RETURNING {by_hand['update'] * 1000:.1f} ms)"
+            f" (of which the size UPDATEs {by_hand['update'] * 1000:.1f} ms, the commits"
+            f" {by_hand['commit'] * 1000:.1f} ms)"
         )
         if args.profile is not None:
             import cProfile
@@ -1363,42 +1368,48 @@ async def fan_out(args: argparse.Namespace, data_dir: Path, graph: Graph) -> dic
 def store_statements_by_hand(
     con: sqlite3.Connection, author: int, followers: list[int], post_id: int
 ) -> dict[str, float]:
-    """The statements fan_out_post sends (glimpse/backends/feed/sql.py push, and the follower
-    keyset walk), sent by hand through sqlite3: the floor of the approach, without the stack.
-    The push's rows are removed afterwards and the feeds' sizes put back."""
+    """The statements fan_out_post sends (as of commit 4eb7196: the follower keyset walk in
+    batches of FAN_OUT_BATCH; per batch one transaction of, per 1,000 feeds, INSERT ... SELECT,
+    UPDATE of the sizes and a SELECT of the feeds past their cap), sent by hand through sqlite3:
+    the floor of the approach without the stack. Its rows are removed and the sizes put back."""
+    from glimpse.feed.jobs import FAN_OUT_BATCH
+
     started = time.perf_counter()
     after = 0
     while rows := con.execute(
-        "SELECT id, follower_id FROM follows WHERE followee_id = ? AND id > ? ORDER BY id"
-        " LIMIT 1000",
-        (author, after),
+        "SELECT id, follower_id FROM follows WHERE followee_id = ? AND id > ? ORDER BY id LIMIT ?",
+        (author, after, FAN_OUT_BATCH),
     ).fetchall():
         after = rows[-1][0]
     reads = time.perf_counter() - started
-    update = 0.0
+    update = commit = 0.0
     started = time.perf_counter()
-    for start in range(0, len(followers), 1000):
-        batch = followers[start : start + 1000]
-        marks = ",".join("?" * len(batch))
+    for outer in range(0, len(followers), FAN_OUT_BATCH):
         con.execute("BEGIN IMMEDIATE")
-        con.execute(
-            "INSERT INTO feed_entries (user_id, post_id, author_id) SELECT user_id, ?, ?"
-            f" FROM feeds WHERE user_id IN ({marks}) ON CONFLICT DO NOTHING",
-            [post_id, author, *batch],
-        )
+        chunk = followers[outer : outer + FAN_OUT_BATCH]
+        for start in range(0, len(chunk), 1000):
+            batch = chunk[start : start + 1000]
+            marks = ",".join("?" * len(batch))
+            con.execute(
+                "INSERT INTO feed_entries (user_id, post_id, author_id) SELECT user_id, ?, ?"
+                f" FROM feeds WHERE user_id IN ({marks}) ON CONFLICT DO NOTHING",
+                [post_id, author, *batch],
+            )
+            t = time.perf_counter()
+            con.execute(f"UPDATE feeds SET size = size + 1 WHERE user_id IN ({marks})", batch)
+            update += time.perf_counter() - t
+            con.execute(
+                f"SELECT user_id FROM feeds WHERE user_id IN ({marks}) AND size > 1100", batch
+            ).fetchall()
         t = time.perf_counter()
-        con.execute(
-            f"UPDATE feeds SET size = size + 1 WHERE user_id IN ({marks}) RETURNING user_id, size",
-            batch,
-        ).fetchall()
-        update += time.perf_counter() - t
         con.execute("COMMIT")
+        commit += time.perf_counter() - t
     push = time.perf_counter() - started
     con.execute("BEGIN IMMEDIATE")
     con.execute("DELETE FROM feed_entries WHERE post_id = ?", (post_id,))
     con.executemany("UPDATE feeds SET size = size - 1 WHERE user_id = ?", [(f,) for f in followers])
     con.execute("COMMIT")
-    return {"reads": reads, "push": push, "update": update}
+    return {"reads": reads, "push": push, "update": update, "commit": commit}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1815,6 +1826,10 @@ def main() -> None:
     run.add_argument(
         "--access-log", choices=["on", "off"], default="on",
         help="uvicorn's access log, on as under `glimpse serve` (to /dev/null here)",
+    )  # fmt: skip
+    run.add_argument(
+        "--gc-freeze", action="store_true",
+        help="an experiment: gc.freeze() in the server after the warm-up (not what serve does)",
     )  # fmt: skip
     run.add_argument(
         "--profile", type=Path, default=None,
