@@ -19,7 +19,8 @@ filled with sqlite3 executemany. Then, side by side in the same run:
   follower seeing the post in GET /api/v1/feed?order=latest.
 
     python bench/bench_feed.py                         # full size (100k users, 1M posts)
-    python bench/bench_feed.py --users 10000 --posts 100000 --fanout-followers 1000 --seconds 5
+    python bench/bench_feed.py --users 10000 --posts 100000 --fanout-max 2000 --seconds 5
+    python bench/bench_feed.py --keep /tmp/feedfull --reuse --parts read   # again, no reload
 
 Needs `wrk` (apt-get install wrk). `--keep DIR` keeps (and with `--reuse`, reuses) the loaded
 data dir; `--parts` chooses what runs. Every server runs on 127.0.0.1 and is stopped at the end.
