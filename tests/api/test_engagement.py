@@ -207,3 +207,21 @@ async def test_deleting_a_post_deletes_its_likes_and_comments(glimpse: Glimpse) 
         for table in ("likes", "comments"):
             count = (await s.execute(text(f"select count(*) from {table}"))).scalar_one()
             assert count == 0, table
+
+
+async def test_comments_of_an_account_that_blocks_the_viewer_are_not_shown(
+    glimpse: Glimpse,
+) -> None:
+    alice, bob, hider = (
+        await glimpse.signup("alice"),
+        await glimpse.signup("bob"),
+        await glimpse.signup("hider"),
+    )
+    post_id = await quick_post(glimpse, await user_id(glimpse, alice))
+    for who, text in [(bob, "hello"), (hider, "quiet")]:
+        await glimpse.client.post(
+            f"/api/v1/posts/{post_id}/comments", headers=who, json={"text": text}
+        )
+    await block(glimpse, hider, "bob")  # the comment's author blocks the viewer
+    listed = await glimpse.client.get(f"/api/v1/posts/{post_id}/comments", headers=bob)
+    assert [c["text"] for c in listed.json()["items"]] == ["hello"]

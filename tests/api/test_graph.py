@@ -243,3 +243,72 @@ async def test_counts_stay_exact_under_concurrent_follows_and_unfollows(glimpse:
     )
     assert len(followers.json()["items"]) == 12
     assert await user_id(glimpse, star) > 0
+
+
+async def test_follow_requests_page_newest_first_and_leave_other_requests_alone(
+    glimpse: Glimpse,
+) -> None:
+    bob, dave = await glimpse.signup("bob"), await glimpse.signup("dave")
+    await go_private(glimpse, bob)
+    await go_private(glimpse, dave)
+    names = ["carol", "erin", "frank"]
+    askers = {n: await glimpse.signup(n) for n in names}
+    for n in names:
+        await follow(glimpse, askers[n], "bob")
+    await follow(glimpse, askers["carol"], "dave")
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 1, **({"cursor": cursor} if cursor else {})}
+        page = await glimpse.client.get("/api/v1/me/follow-requests", headers=bob, params=params)
+        assert page.status_code == 200, page.text
+        seen += [u["username"] for u in page.json()["items"]]
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(names))
+    await unfollow(glimpse, askers["carol"], "bob")  # withdraws from bob only
+    daves = await glimpse.client.get("/api/v1/me/follow-requests", headers=dave)
+    assert [u["username"] for u in daves.json()["items"]] == ["carol"]
+
+
+async def test_going_public_leaves_no_request_behind(glimpse: Glimpse) -> None:
+    alice, bob = await glimpse.signup("alice"), await glimpse.signup("bob")
+    await go_private(glimpse, alice)
+    await follow(glimpse, bob, "alice")
+    await go_private(glimpse, alice, False)
+    await go_private(glimpse, alice)
+    listed = await glimpse.client.get("/api/v1/me/follow-requests", headers=alice)
+    assert listed.json()["items"] == []
+    assert (await profile(glimpse, bob, "alice"))["follow_status"] == "following"
+
+
+async def test_following_again_after_an_accepted_request_is_following(glimpse: Glimpse) -> None:
+    alice, bob = await glimpse.signup("alice"), await glimpse.signup("bob")
+    await go_private(glimpse, alice)
+    assert await follow(glimpse, bob, "alice") == "pending"
+    await accept(glimpse, alice, "bob")
+    assert await follow(glimpse, bob, "alice") == "following"
+    listed = await glimpse.client.get("/api/v1/me/follow-requests", headers=alice)
+    assert listed.json()["items"] == []
+
+
+async def test_the_lists_of_an_account_one_blocks_are_refused_as_blocked(glimpse: Glimpse) -> None:
+    alice = await glimpse.signup("alice")
+    await glimpse.signup("bob")
+    await block(glimpse, alice, "bob")
+    for kind in ("followers", "following", "posts"):
+        response = await glimpse.client.get(f"/api/v1/users/bob/{kind}", headers=alice)
+        assert_error(response, 403, "blocked_account")
+
+
+async def test_an_empty_cursor_is_the_first_page(glimpse: Glimpse) -> None:
+    star = await glimpse.signup("star")
+    await follow(glimpse, await glimpse.signup("fan"), "star")
+    for path in ("/api/v1/users/star/followers", "/api/v1/users/star/posts", "/api/v1/feed"):
+        response = await glimpse.client.get(path, headers=star, params={"cursor": ""})
+        assert response.status_code == 200, (path, response.text)
+    followers = await glimpse.client.get(
+        "/api/v1/users/star/followers", headers=star, params={"cursor": ""}
+    )
+    assert [u["username"] for u in followers.json()["items"]] == ["fan"]

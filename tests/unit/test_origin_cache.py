@@ -53,3 +53,27 @@ def test_entry_count_is_bounded_too() -> None:
     for key in "abcd":
         cache.put(key, None, 0, None)
     assert len(cache) == 3 and cache.get("a") is None
+
+
+def test_a_viewers_verdict_is_kept_for_the_ttl_only_and_per_viewer() -> None:
+    clock = Clock()
+    cache = OriginCache(ttl_seconds=10, max_bytes=1000, clock=clock)
+    assert cache.verdict("k", 1) is None
+    cache.remember_verdict("k", 1, True)
+    cache.remember_verdict("k", 2, False)
+    assert (cache.verdict("k", 1), cache.verdict("k", 2), cache.verdict("other", 1)) == (
+        True,
+        False,
+        None,
+    )
+    clock.now += 10
+    assert cache.verdict("k", 1) is True
+    clock.now += 0.1
+    assert cache.verdict("k", 1) is None  # asked again: an unfollow counts from here
+
+
+def test_verdicts_are_bounded_oldest_first() -> None:
+    cache = OriginCache(ttl_seconds=60, max_bytes=1000, max_entries=2)
+    for viewer in (1, 2, 3):
+        cache.remember_verdict("k", viewer, True)
+    assert [cache.verdict("k", v) for v in (1, 2, 3)] == [None, True, True]
