@@ -570,3 +570,160 @@ async def test_whatever_the_cache_holds_a_feed_shows_only_what_belongs_in_it(
             )
     for order in ("latest", "ranked"):
         assert await feed_ids(glimpse, viewer, order) == [str(good)], order
+
+
+# --- edges the mutation run found untested ------------------------------------------------------
+
+
+async def test_a_latest_page_exactly_filled_ends_the_walk(glimpse: Glimpse) -> None:
+    viewer, a, b = [await glimpse.signup(n) for n in ("viewer", "a", "b")]
+    await follow(glimpse, viewer, "a")
+    await follow(glimpse, viewer, "b")
+    await feed(glimpse, viewer)
+    await quick_post(glimpse, await user_id(glimpse, b))
+    a_posts = [await quick_post(glimpse, await user_id(glimpse, a)) for _ in range(2)]
+    await glimpse.run_jobs()
+    await unfollow(glimpse, viewer, "b")  # b's post still in the store: the read drops it
+    page = await feed(glimpse, viewer, "latest", limit=2)
+    assert [p["id"] for p in page["items"]] == [str(p) for p in reversed(a_posts)]
+    assert page["next_cursor"] is None
+
+
+async def test_posts_pinned_in_a_ranked_cursor_are_checked_again_when_served(
+    glimpse: Glimpse,
+) -> None:
+    viewer, a, b = [await glimpse.signup(n) for n in ("viewer", "a", "b")]
+    await follow(glimpse, viewer, "a")
+    await follow(glimpse, viewer, "b")
+    for author in (a, b):
+        for _ in range(4):
+            await quick_post(glimpse, await user_id(glimpse, author))
+    await glimpse.run_jobs()
+    first = await feed(glimpse, viewer, "ranked", limit=2)
+    await unfollow(glimpse, viewer, "b")
+    cursor, authors = first["next_cursor"], []
+    while cursor:
+        page = await feed(glimpse, viewer, "ranked", 2, cursor)
+        authors += [p["author"]["username"] for p in page["items"]]
+        cursor = page["next_cursor"]
+    assert authors and "b" not in authors
+
+
+@pytest.mark.parametrize("settings", [{"feed_fanout_max_followers": 0}], indirect=True)
+async def test_a_large_accounts_posts_are_paged_like_the_rest(glimpse: Glimpse) -> None:
+    viewer, star = await glimpse.signup("viewer"), await glimpse.signup("star")
+    await follow(glimpse, viewer, "star")
+    await feed(glimpse, viewer)
+    posts = [await quick_post(glimpse, await user_id(glimpse, star)) for _ in range(7)]
+    await glimpse.run_jobs()
+    assert await entries_of(glimpse, await user_id(glimpse, viewer)) == []  # merged at read time
+    expected = [str(p) for p in sorted(posts, reverse=True)]
+    assert await walk_feed(glimpse, viewer, "latest", limit=2) == expected
+    ranked = await walk_feed(glimpse, viewer, "ranked", limit=2)
+    assert sorted(ranked, reverse=True) == expected and len(ranked) == len(set(ranked))
+
+
+@pytest.mark.parametrize("settings", [{"feed_fanout_max_followers": 1}], indirect=True)
+async def test_an_account_at_the_threshold_is_still_fanned_out(glimpse: Glimpse) -> None:
+    fan, small = await glimpse.signup("fan"), await glimpse.signup("small")
+    await feed(glimpse, fan)
+    await follow(glimpse, fan, "small")  # exactly one follower: at the threshold, not past it
+    await glimpse.run_jobs()  # the merge job runs before small posts anything
+    post_id = await quick_post(glimpse, await user_id(glimpse, small))
+    await glimpse.run_jobs()
+    assert await entries_of(glimpse, await user_id(glimpse, fan)) == [post_id]
+
+
+async def test_fan_out_reaches_followers_past_its_first_batch(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from glimpse.feed import jobs
+
+    monkeypatch.setattr(jobs, "FAN_OUT_BATCH", 2)
+    author = await glimpse.signup("author")
+    fans = [await glimpse.signup(f"fan{i}") for i in range(5)]
+    for fan in fans:
+        await follow(glimpse, fan, "author")
+        await feed(glimpse, fan)
+    post_id = await quick_post(glimpse, await user_id(glimpse, author))
+    await glimpse.run_jobs()
+    for fan in fans:
+        assert await entries_of(glimpse, await user_id(glimpse, fan)) == [post_id]
+    assert (
+        await glimpse.client.delete(f"/api/v1/posts/{post_id}", headers=author)
+    ).status_code == 204
+    await glimpse.run_jobs()
+    for fan in fans:
+        assert await entries_of(glimpse, await user_id(glimpse, fan)) == []
+
+
+async def test_feed_jobs_run_out_of_order_agree_with_the_final_relation(glimpse: Glimpse) -> None:
+    from glimpse.feed.jobs import merge_author_into_feed, remove_author_from_feed
+
+    alice, bob = await glimpse.signup("alice"), await glimpse.signup("bob")
+    aid, bid = await user_id(glimpse, alice), await user_id(glimpse, bob)
+    await feed(glimpse, bob)
+    post_id = await quick_post(glimpse, aid)
+    await glimpse.run_jobs()
+    await follow(glimpse, bob, "alice")
+    await unfollow(glimpse, bob, "alice")
+    await follow(glimpse, bob, "alice")  # following in the end
+    payload = {"user_id": bid, "author_id": aid}
+    await merge_author_into_feed(glimpse.container, payload)
+    await remove_author_from_feed(glimpse.container, payload)  # the old unfollow's, late
+    assert await entries_of(glimpse, bid) == [post_id]
+    await unfollow(glimpse, bob, "alice")  # not following in the end
+    await remove_author_from_feed(glimpse.container, payload)
+    await merge_author_into_feed(glimpse.container, payload)  # the old follow's, late
+    assert await entries_of(glimpse, bid) == []
+
+
+async def _ranked_first(glimpse: Glimpse, viewer: dict[str, str]) -> str:
+    return str((await feed(glimpse, viewer, "ranked", limit=1))["items"][0]["author"]["username"])
+
+
+async def test_affinity_counts_recent_likes_of_others_only(glimpse: Glimpse) -> None:
+    viewer, friend, other = [await glimpse.signup(n) for n in ("viewer", "friend", "other")]
+    vid, fid, oid = [await user_id(glimpse, h) for h in (viewer, friend, other)]
+    await follow(glimpse, viewer, "friend")
+    await follow(glimpse, viewer, "other")
+    liked = [await quick_post(glimpse, fid) for _ in range(5)]
+    own = [await quick_post(glimpse, vid) for _ in range(5)]
+    old = [await quick_post(glimpse, oid) for _ in range(5)]
+    await glimpse.run_jobs()
+    for post_id in liked + own + old:
+        await like(glimpse, viewer, post_id)
+    async with glimpse.container.db.write() as s:  # the likes of `other`: years old
+        await s.execute(
+            text(
+                "update likes set created_at = '2020-01-01 00:00:00.000000'"
+                f" where post_id in ({','.join(map(str, old))})"
+            )
+        )
+        await s.execute(text("update posts set like_count = 0"))
+    await quick_post(glimpse, fid)
+    await quick_post(glimpse, oid)  # newer than the friend's: only affinity can lift the friend
+    await glimpse.run_jobs()
+    assert await _ranked_first(glimpse, viewer) == "friend"
+    # Likes of one's own posts are no affinity: a newer post of `other` beats the viewer's own.
+    await quick_post(glimpse, vid)
+    await quick_post(glimpse, oid)
+    await glimpse.run_jobs()
+    async with glimpse.container.db.write() as s:
+        await s.execute(text(f"delete from likes where post_id in ({','.join(map(str, liked))})"))
+    assert await _ranked_first(glimpse, viewer) == "other"
+
+
+async def test_media_views_of_private_posts_are_not_kept_for_others(glimpse: Glimpse) -> None:
+    alice, bob, carol = [await glimpse.signup(n) for n in ("alice", "bob", "carol")]
+    await go_private(glimpse, alice)
+    await follow(glimpse, bob, "alice")
+    await glimpse.client.post("/api/v1/me/follow-requests/bob/accept", headers=alice)
+    await publish(glimpse, alice)
+    [seen] = (await feed(glimpse, bob))["items"]  # signed for bob
+    assert all("sig=" in v["url"] for v in seen["media"][0]["variants"])
+    await go_private(glimpse, alice, False)
+    await follow(glimpse, carol, "alice")
+    await glimpse.run_jobs()
+    [seen] = (await feed(glimpse, carol))["items"]
+    assert not any("sig=" in v["url"] for v in seen["media"][0]["variants"])

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from tests.api.social import accept, block, feed_ids, follow, go_private
 from tests.api.test_posts import publish
@@ -161,3 +162,53 @@ async def test_refusing_a_private_post_runs_the_same_statements_as_a_missing_one
             assert response.status_code == 404
             counts.append(len(statements))
     assert counts[:2] == counts[2:], counts
+
+
+async def _variant_key(glimpse: Glimpse, post_id: str) -> str:
+    async with glimpse.container.db.read() as s:
+        return str(
+            (
+                await s.execute(
+                    text(
+                        "select v.key from media_variants v join media m on m.id = v.media_id"
+                        " where m.post_id = :p limit 1"
+                    ),
+                    {"p": int(post_id)},
+                )
+            ).scalar_one()
+        )
+
+
+async def test_a_signed_url_opens_a_processing_post_to_its_author_only(glimpse: Glimpse) -> None:
+    author, fan = await glimpse.signup("author"), await glimpse.signup("fan")
+    await follow(glimpse, fan, "author")
+    post = await publish(glimpse, author)
+    async with glimpse.container.db.write() as s:  # say, a second photo still processing
+        await s.execute(
+            text("update posts set status = 'processing' where id = :p"), {"p": int(post["id"])}
+        )
+    key = await _variant_key(glimpse, post["id"])
+    urls = glimpse.container.media_urls
+    ids = {
+        name: int((await glimpse.client.get("/api/v1/me", headers=h)).json()["id"])
+        for name, h in (("author", author), ("fan", fan))
+    }
+    assert (
+        await glimpse.client.get(urls.url(key, public=False, viewer=ids["author"]))
+    ).status_code == 200
+    assert (
+        await glimpse.client.get(urls.url(key, public=False, viewer=ids["fan"]))
+    ).status_code == 404
+
+
+@pytest.mark.parametrize("settings", [{"origin_cache_ttl_seconds": 60}], indirect=True)
+async def test_the_origin_remembers_a_refusal_as_a_refusal(glimpse: Glimpse) -> None:
+    author, fan = await glimpse.signup("author"), await glimpse.signup("fan")
+    await follow(glimpse, fan, "author")
+    post = await publish(glimpse, author)
+    await go_private(glimpse, author)
+    shown = await glimpse.client.get(f"/api/v1/posts/{post['id']}", headers=fan)
+    url = shown.json()["media"][0]["variants"][0]["url"]
+    await glimpse.client.delete("/api/v1/users/author/follow", headers=fan)
+    assert (await glimpse.client.get(url)).status_code == 404
+    assert (await glimpse.client.get(url)).status_code == 404  # (from the origin's memory)
