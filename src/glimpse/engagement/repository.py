@@ -3,7 +3,6 @@ a statement really added or removed, so they stay exact under any number of raci
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from datetime import datetime
 
 from sqlalchemy import delete, select, update
@@ -37,15 +36,6 @@ async def remove_like(session: AsyncSession, post_id: int, user_id: int) -> bool
             update(Post).where(Post.id == post_id).values(like_count=Post.like_count - 1)
         )
     return removed
-
-
-async def liked_among(session: AsyncSession, user_id: int, post_ids: Collection[int]) -> set[int]:
-    if not post_ids:
-        return set()
-    result = await session.execute(
-        select(Like.post_id).where(Like.user_id == user_id, Like.post_id.in_(list(post_ids)))
-    )
-    return set(result.scalars())
 
 
 async def add_comment(session: AsyncSession, comment: Comment) -> None:

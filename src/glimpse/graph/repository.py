@@ -203,10 +203,5 @@ async def follower_batch(
     return [(row[0], row[1]) for row in rows]
 
 
-async def followed_ids(session: AsyncSession, user_id: int) -> list[int]:
-    result = await session.execute(select(Follow.followee_id).where(Follow.follower_id == user_id))
-    return list(result.scalars())
-
-
 async def mark_feed_pull(session: AsyncSession, user_id: int) -> None:
     await session.execute(update(User).where(User.id == user_id).values(feed_pull=True))

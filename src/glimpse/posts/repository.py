@@ -35,31 +35,6 @@ async def load_authors(session: AsyncSession, user_ids: set[int]) -> dict[int, U
     return {u.id: u for u in result.scalars()}
 
 
-async def load_media(
-    session: AsyncSession, post_ids: Sequence[int]
-) -> tuple[dict[int, list[Media]], dict[int, list[MediaVariant]]]:
-    if not post_ids:
-        return {}, {}
-    media_rows = (
-        await session.execute(
-            select(Media).where(Media.post_id.in_(post_ids)).order_by(Media.post_id, Media.position)
-        )
-    ).scalars()
-    by_post: dict[int, list[Media]] = {}
-    media_ids: list[int] = []
-    for m in media_rows:
-        by_post.setdefault(m.post_id, []).append(m)
-        media_ids.append(m.id)
-    variants: dict[int, list[MediaVariant]] = {}
-    if media_ids:
-        rows = (
-            await session.execute(select(MediaVariant).where(MediaVariant.media_id.in_(media_ids)))
-        ).scalars()
-        for v in rows:
-            variants.setdefault(v.media_id, []).append(v)
-    return by_post, variants
-
-
 async def list_ready_posts_by_author(
     session: AsyncSession, author_id: int, before_id: int | None, limit: int
 ) -> list[Post]:
