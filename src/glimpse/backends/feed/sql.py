@@ -10,9 +10,10 @@ and only one that passes the cap by a tenth is trimmed (so a push costs no per-f
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Sequence
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import TextClause, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from glimpse.backends.feed.base import Entry, FeedWindow
@@ -20,15 +21,24 @@ from glimpse.db.database import Database
 
 # Ids per IN (...) list: well under SQLite's limit on bound variables.
 _BATCH = 1000
-_PUSH = text(
-    "INSERT INTO feed_entries (user_id, post_id, author_id)"
-    " SELECT user_id, :p, :a FROM feeds WHERE user_id IN :ids ON CONFLICT DO NOTHING"
-).bindparams(bindparam("ids", expanding=True))
-_COUNT_PUSHED = text("UPDATE feeds SET size = size + 1 WHERE user_id IN :ids").bindparams(
-    bindparam("ids", expanding=True)
-)
-_PAST_CAP = text("SELECT user_id FROM feeds WHERE user_id IN :ids AND size > :past").bindparams(
-    bindparam("ids", expanding=True)
+
+
+def _push_statements(ids_in: str) -> tuple[TextClause, TextClause, TextClause]:
+    """Add the post to the feeds among the ids that exist; count it in their sizes; read back
+    the feeds now past the cap. `ids_in` is how the statements name the set of ids."""
+    return (
+        text(
+            "INSERT INTO feed_entries (user_id, post_id, author_id)"
+            f" SELECT user_id, :p, :a FROM feeds WHERE user_id IN {ids_in} ON CONFLICT DO NOTHING"
+        ),
+        text(f"UPDATE feeds SET size = size + 1 WHERE user_id IN {ids_in}"),
+        text(f"SELECT user_id FROM feeds WHERE user_id IN {ids_in} AND size > :past"),
+    )
+
+
+_PUSH_JSON = _push_statements("(SELECT value FROM json_each(:ids))")
+_PUSH_IN = tuple(
+    statement.bindparams(bindparam("ids", expanding=True)) for statement in _push_statements(":ids")
 )
 # The feed's row, and its entries below `below` (none: one row of NULLs), newest first.
 _WINDOW = text(
@@ -97,14 +107,25 @@ class SqlFeedStore:
         pushed = 0
         # One transaction for the whole call (the caller hands over a few thousand followers at
         # a time): every commit costs an fsync, and ten of them cost more than the rows.
+        statements: tuple[TextClause, ...]
+        if self._db.is_sqlite:
+            # One JSON array for all the ids: SQLAlchemy renders an IN list parameter by
+            # parameter (20 ms of a 10,000-follower fan-out), and SQLite's json_each reads it
+            # as a table at C speed, with no limit on bound variables.
+            statements = _PUSH_JSON
+            batches: list[str | list[int]] = [json.dumps(ids)] if ids else []
+        else:
+            statements = _PUSH_IN
+            batches = [ids[start : start + _BATCH] for start in range(0, len(ids), _BATCH)]
+        insert, count, past_cap = statements
         async with self._db.write() as session:
-            for start in range(0, len(ids), _BATCH):
-                batch = {"p": post_id, "a": author_id, "ids": ids[start : start + _BATCH]}
-                await session.execute(_PUSH, batch)
-                pushed += (await session.execute(_COUNT_PUSHED, batch)).rowcount  # type: ignore[attr-defined]
+            for batch in batches:
+                values = {"p": post_id, "a": author_id, "ids": batch}
+                await session.execute(insert, values)
+                pushed += (await session.execute(count, values)).rowcount  # type: ignore[attr-defined]
                 # Only the few feeds now past their cap come back, not a row per feed.
                 for (user_id,) in await session.execute(
-                    _PAST_CAP, {**batch, "past": self._trim_past}
+                    past_cap, {**values, "past": self._trim_past}
                 ):
                     await self._trim(session, user_id)
         return int(pushed)

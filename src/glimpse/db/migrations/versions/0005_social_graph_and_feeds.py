@@ -107,7 +107,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("follower_id", "followee_id", name=op.f("pk_follows")),
     )
     with op.batch_alter_table("follows", schema=None) as batch_op:
-        batch_op.create_index("ix_follows_followee_id_id", ["followee_id", "id"], unique=False)
+        batch_op.create_index(
+            "ix_follows_followee_id_id", ["followee_id", "id", "follower_id"], unique=False
+        )
         batch_op.create_index("ix_follows_follower_id_id", ["follower_id", "id"], unique=False)
 
     op.create_table(
