@@ -110,3 +110,10 @@ async def test_every_matched_route_has_its_own_label_and_unknown_paths_share_one
         labels = {"method": "GET", "route": route, "status": status}
         assert sample(after, requests, **labels) == sample(before, requests, **labels) + count
     assert "/no/such/page" not in after
+
+
+async def test_what_start_up_made_is_out_of_the_collectors_sight(glimpse: Glimpse) -> None:
+    # gc.freeze() after start-up: full collections no longer walk the app's long-lived objects.
+    import gc
+
+    assert gc.get_freeze_count() > 10_000
