@@ -727,3 +727,12 @@ async def test_media_views_of_private_posts_are_not_kept_for_others(glimpse: Gli
     await glimpse.run_jobs()
     [seen] = (await feed(glimpse, carol))["items"]
     assert not any("sig=" in v["url"] for v in seen["media"][0]["variants"])
+
+
+async def test_the_expiry_job_keeps_feeds_read_lately(glimpse: Glimpse) -> None:
+    from glimpse.feed.jobs import expire_inactive_feeds
+
+    bob = await glimpse.signup("bob")
+    await feed(glimpse, bob)
+    await expire_inactive_feeds(glimpse.container, {})
+    assert await has_feed(glimpse, await user_id(glimpse, bob))

@@ -87,3 +87,9 @@ def test_a_signature_is_for_one_viewer_only() -> None:
     for other in (str(VIEWER + 1), "0", "", "04242", "+4242", "9" * 20, "\u0664242"):
         assert urls.signed_viewer(KEY, exp, sig, other) is None, other
     assert urls.signed_viewer(KEY, exp, sig, None) is None
+
+
+def test_a_viewer_past_64_bits_is_no_viewer() -> None:
+    urls = MediaUrls("", b"secret", 3600, Clock(1_000_000.0))
+    query = parse_qs(urlsplit(urls.url(KEY, public=False, viewer=2**63)).query)
+    assert urls.signed_viewer(KEY, query["exp"][0], query["sig"][0], query["v"][0]) is None

@@ -147,3 +147,13 @@ def test_limit_out_of_bounds_is_invalid(limit: int) -> None:
     with pytest.raises(Invalid) as caught:
         check_limit(limit)
     assert caught.value.code == "invalid_limit"
+
+
+def test_a_keyset_cursor_whose_key_is_no_id_is_refused() -> None:
+    from glimpse.pagination import decode_keyset, encode_keyset
+
+    assert decode_keyset(b"k", "followers", encode_keyset(b"k", "followers", 5, "ann"), "ann") == 5
+    for before in (True, "5", 1.5, None):
+        cursor = encode_cursor(b"k", "followers", {"before": before, "of": "ann"})
+        with pytest.raises(Malformed):
+            decode_keyset(b"k", "followers", cursor, "ann")

@@ -45,7 +45,8 @@ def test_a_latest_position_round_trips(before: int) -> None:
 def test_a_whole_window_of_the_largest_ids_fits_in_a_cursor() -> None:
     # encode_cursor refuses positions past its size limit: a full window must never be one.
     position = FeedPosition(order="ranked", pending=(2**63 - 1,) * WINDOW, floor=2**63 - 1)
-    encode_cursor(b"secret", "feed", to_cursor_fields(position))
+    cursor = encode_cursor(b"secret", "feed", to_cursor_fields(position))
+    assert from_cursor_fields(decode_cursor(b"secret", "feed", cursor)) == position
 
 
 @pytest.mark.parametrize(
