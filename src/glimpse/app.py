@@ -26,6 +26,7 @@ from glimpse.media.origin import router as media_router
 from glimpse.ops.routes import MetricsMiddleware
 from glimpse.ops.routes import router as ops_router
 from glimpse.posts.routes import router as posts_router
+from glimpse.stories.routes import router as stories_router
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         graph_router,
         posts_router,
         engagement_router,
+        stories_router,
         ops_router,
         docs_router,
     ):

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     origin_cache_bytes: int = 64 * 1024 * 1024
 
     token_ttl_seconds: int = 30 * 24 * 3600
+    # How long a story lives (API.md); tests and demos set it to seconds.
+    story_ttl_seconds: int = Field(default=86_400, ge=1)
     # argon2id hashing is deliberately slow; more concurrent hashes than cores only queue up.
     password_hash_concurrency: int = 2
 

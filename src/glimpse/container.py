@@ -14,7 +14,9 @@ import random
 import socket
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from glimpse.accounts.passwords import PasswordHasher
 from glimpse.backends.feed import FeedStore, feed_store_from_url
@@ -36,7 +38,8 @@ log = logging.getLogger("glimpse")
 def _load_job_handlers() -> None:
     # Importing a slice's jobs module registers its handlers (see glimpse/jobs.py).
     import glimpse.feed.jobs
-    import glimpse.posts.jobs  # noqa: F401
+    import glimpse.posts.jobs
+    import glimpse.stories.jobs  # noqa: F401
 
 
 # A crashed process's node comes free after this long; a live one renews well before.
@@ -63,7 +66,13 @@ class Container:
     # Lease the ids' node from the database at start(), unless build_container fixed it.
     lease_node: bool = True
     holder: str = ""
+    # Seconds since the epoch. Whatever expires (stories) asks this, so that a test can move
+    # time instead of sleeping; media_urls keeps a clock of its own, set to the same one.
+    clock: Callable[[], float] = field(default=time.time)
     _renewal: asyncio.Task[None] | None = None
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
 
     async def start(self) -> None:
         """Take what needs the database: the lease on this process's id node."""

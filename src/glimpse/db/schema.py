@@ -8,6 +8,7 @@ from glimpse.db.node_leases import NodeLease
 from glimpse.engagement.models import Comment, Like
 from glimpse.graph.models import Block, Follow, FollowRequest
 from glimpse.posts.models import Media, MediaVariant, Post, UploadUsage
+from glimpse.stories.models import Highlight, HighlightStory, Story, StoryView
 
 __all__ = [
     "AccessToken",
@@ -18,12 +19,16 @@ __all__ = [
     "FeedRow",
     "Follow",
     "FollowRequest",
+    "Highlight",
+    "HighlightStory",
     "Job",
     "Like",
     "Media",
     "MediaVariant",
     "NodeLease",
     "Post",
+    "Story",
+    "StoryView",
     "UploadUsage",
     "User",
 ]

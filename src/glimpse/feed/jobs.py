@@ -22,7 +22,7 @@ from glimpse.feed.names import (
 from glimpse.graph import repository as graph_repository
 from glimpse.jobs import Payload, job
 from glimpse.posts import repository as posts_repository
-from glimpse.posts.models import PostStatus
+from glimpse.posts.models import PostKind, PostStatus
 
 log = logging.getLogger("glimpse.feed")
 
@@ -39,8 +39,8 @@ async def fan_out_post(container: Container, payload: Payload) -> None:
     post_id = int(payload["post_id"])
     async with container.db.write() as session:
         post = await posts_repository.get_post(session, post_id)
-        if post is None or post.status != PostStatus.READY:
-            return  # deleted meanwhile
+        if post is None or post.status != PostStatus.READY or post.kind != PostKind.POST:
+            return  # deleted meanwhile (and stories are never in feeds)
         author = await session.get(User, post.author_id)
         if author is None:
             return

@@ -17,7 +17,7 @@ from glimpse.db.database import Database
 from glimpse.engagement.models import Comment, Like
 from glimpse.graph.models import Follow
 from glimpse.graph.visibility import in_feed_of
-from glimpse.posts.models import Post, PostStatus
+from glimpse.posts.models import Post, PostKind, PostStatus
 from glimpse.posts.views import POST_COLUMNS, PostRow
 
 _NO_BOUND = 2**63 - 1
@@ -32,6 +32,7 @@ def _followed_posts(include_pulled: bool) -> Executable:
     return (
         select(Post.id, Post.author_id)
         .where(
+            Post.kind == PostKind.POST,
             Post.status == PostStatus.READY,
             Post.id < bindparam("below"),
             or_(Post.author_id == bindparam("user"), Post.author_id.in_(followed)),
@@ -47,6 +48,7 @@ _POSTS_OF_AUTHORS = (
     select(Post.id, Post.author_id)
     .where(
         Post.author_id.in_(bindparam("authors", expanding=True)),
+        Post.kind == PostKind.POST,
         Post.status == PostStatus.READY,
         Post.id < bindparam("below"),
     )

@@ -10,13 +10,15 @@ author alone also sees their own posts while they are processing or after they f
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import BindParameter, ColumnElement, and_, exists, false, or_, select
 from sqlalchemy.orm import InstrumentedAttribute
 
 from glimpse.accounts.models import User
 from glimpse.graph.models import Block, Follow
-from glimpse.posts.models import Post, PostStatus
+from glimpse.posts.models import Post, PostKind, PostStatus
+from glimpse.stories.models import HighlightStory, Story
 
 
 @dataclass(frozen=True)
@@ -103,9 +105,21 @@ def in_feed_of(viewer_id: int | BindParameter[int]) -> ColumnElement[bool]:
     viewer's own or of an account the viewer follows, neither blocking the other. (A subset of
     post_visible_to: a followed account's posts are visible to its followers.)"""
     return and_(
+        Post.kind == PostKind.POST,
         Post.status == PostStatus.READY,
         or_(
             Post.author_id == viewer_id,
             and_(follows(viewer_id, Post.author_id), ~blocked_between(viewer_id, Post.author_id)),
         ),
+    )
+
+
+def still_shown(now: datetime) -> ColumnElement[bool]:
+    """Over the posts table: a post, or a story that is live at `now` or that a highlight
+    holds. (Expiry is exact: a story is shown until the second it expires, whatever the reaper
+    has done yet.)"""
+    return or_(
+        Post.kind == PostKind.POST,
+        exists().where(Story.id == Post.id, Story.expires_at > now),
+        exists().where(HighlightStory.story_id == Post.id),
     )

@@ -17,6 +17,7 @@ import io
 import mmap
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -28,11 +29,15 @@ from glimpse.media.filters import FILTERS, apply_filter
 from glimpse.media.headers import UnreadableHeader, read_header_size
 from glimpse.media.planning import (
     SQUARE_VARIANT,
+    STORY_SIZE,
+    STORY_VARIANT,
+    Box,
     VariantPlan,
     blurhash_size,
     box_to_stored,
     centre_square_box,
     clamp_aspect_box,
+    cover_box,
     jpeg_draft_request,
     jpeg_draft_scale,
     plan_variants,
@@ -159,8 +164,10 @@ def check_file_structure(path: str | os.PathLike[str]) -> StructureProblem | Non
             return check_structure(view)  # type: ignore[arg-type]
 
 
-def process_image(data: bytes, filter_name: str) -> ProcessedImage:
-    """Decode an original and produce every variant, filtered, stripped of metadata.
+def process_image(data: bytes, filter_name: str, story: bool = False) -> ProcessedImage:
+    """Decode an original and produce every variant, filtered, stripped of metadata; with
+    `story`, also the full-screen `story` variant (1080x1920, cover-cropped from the upright
+    photo, not from the clamped one: a portrait story keeps its height).
 
     Output is deterministic: the same bytes and filter always give the same files.
     Raises KeyError for an unknown filter, TooComplexImage for a file built to make decoding
@@ -186,6 +193,7 @@ def process_image(data: bytes, filter_name: str) -> ProcessedImage:
         raise UndecodableImage(f"the image is damaged: {damage}")
     try:
         decoded = _decode_largest_variant(io.BytesIO(data))
+        full_screen = _decode_story_variant(io.BytesIO(data)) if story else None
     except _DECODE_ERRORS as exc:
         raise UndecodableImage(f"the image cannot be decoded: {exc}") from exc
 
@@ -194,9 +202,14 @@ def process_image(data: bytes, filter_name: str) -> ProcessedImage:
     del filtered
     # From w320 (or the photo itself when smaller): the blurhash only needs a thumbnail.
     hash_ = _blurhash(images[2])
+    outputs = list(zip(decoded.plans, images, strict=True))
+    if full_screen is not None:
+        width, height = STORY_SIZE
+        plan = VariantPlan(STORY_VARIANT, width, height)
+        outputs.insert(0, (plan, apply_filter(full_screen.image, filter_name)))
 
     variants: list[EncodedVariant] = []
-    for plan, image in zip(decoded.plans, images, strict=True):
+    for plan, image in outputs:
         # Resampled images inherit the original's info (EXIF, XMP, comments) and some
         # encoders read it from there: it goes before anything is written.
         image.info.clear()
@@ -217,27 +230,49 @@ class _Decoded:
 
 
 def _decode_largest_variant(fp: BinaryIO) -> _Decoded:
+    plans: list[VariantPlan] = []
+
+    def clamped(upright_width: int, upright_height: int) -> tuple[Box, tuple[int, int]]:
+        crop = clamp_aspect_box(upright_width, upright_height)
+        plans.extend(plan_variants(crop[2] - crop[0], crop[3] - crop[1]))
+        return crop, (plans[0].width, plans[0].height)
+
+    image, crop, icc_profile = _decode_box(fp, clamped)
+    return _Decoded(image, crop[2] - crop[0], crop[3] - crop[1], plans, icc_profile)
+
+
+def _decode_story_variant(fp: BinaryIO) -> _Decoded:
+    def covered(upright_width: int, upright_height: int) -> tuple[Box, tuple[int, int]]:
+        return cover_box(upright_width, upright_height, *STORY_SIZE), STORY_SIZE
+
+    image, crop, icc_profile = _decode_box(fp, covered)
+    return _Decoded(image, crop[2] - crop[0], crop[3] - crop[1], [], icc_profile)
+
+
+def _decode_box(
+    fp: BinaryIO, plan: Callable[[int, int], tuple[Box, tuple[int, int]]]
+) -> tuple[Image.Image, Box, bytes | None]:
+    """The part of the image `plan` chooses (a box on the upright image) at the size it
+    chooses, upright, RGB; with its ICC profile. `plan` is given the upright size."""
     with Image.open(fp, formats=_PILLOW_FORMATS) as im:
         stored_width, stored_height = im.size
         orientation = _orientation(im)
         upright_width, upright_height = upright_size(stored_width, stored_height, orientation)
-        crop = clamp_aspect_box(upright_width, upright_height)
+        crop, (target_width, target_height) = plan(upright_width, upright_height)
         crop_width, crop_height = crop[2] - crop[0], crop[3] - crop[1]
-        plans = plan_variants(crop_width, crop_height)
-        largest = plans[0]
 
         scale = 1.0
         if isinstance(im, JpegImagePlugin.JpegImageFile):
-            dct = jpeg_draft_scale(crop_width, crop_height, largest.width, largest.height)
+            dct = jpeg_draft_scale(crop_width, crop_height, target_width, target_height)
             drafted = im.draft("RGB", jpeg_draft_request(stored_width, stored_height, dct))
             if drafted is not None:
                 scale = stored_width / drafted[1][2]
 
         source, icc_profile = _to_resizable(im)
         left, top, right, bottom = box_to_stored(crop, upright_width, upright_height, orientation)
-        target = (largest.width, largest.height)
+        target = (target_width, target_height)
         if orientation in (5, 6, 7, 8):
-            target = (largest.height, largest.width)
+            target = (target_height, target_width)
         # Crop and resize in one resampling pass, in the stored orientation: the
         # decoded pixels are never rotated or cropped on their own. The box is in
         # full-resolution coordinates; the draft decoded at 1/scale of that.
@@ -252,7 +287,7 @@ def _decode_largest_variant(fp: BinaryIO) -> _Decoded:
         image = image.transpose(_UPRIGHT[orientation])
     image = _flatten_to_rgb(image)
     image, icc_profile = _fit_profile(image, icc_profile)
-    return _Decoded(image, crop_width, crop_height, plans, icc_profile)
+    return image, crop, icc_profile
 
 
 def _orientation(im: Image.Image) -> int:

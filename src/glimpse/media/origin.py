@@ -169,7 +169,7 @@ async def _viewer_may_see(
     allowed = container.origin_cache.verdict(key, viewer_id)
     if allowed is None:
         async with container.db.read() as session:
-            allowed = await posts.key_visible_to(session, key, viewer_id)
+            allowed = await posts.key_visible_to(session, key, viewer_id, container.now())
         container.origin_cache.remember_verdict(key, viewer_id, allowed)
     return allowed
 

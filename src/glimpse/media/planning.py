@@ -18,6 +18,10 @@ _MAX_NUM, _MAX_DEN = 191, 100
 
 WIDTH_VARIANTS: tuple[tuple[str, int], ...] = (("w1080", 1080), ("w640", 640), ("w320", 320))
 SQUARE_VARIANT: tuple[str, int] = ("sq150", 150)
+# Stories also get a full-screen variant: 9:16, cover-cropped (the whole screen filled, the
+# photo's overflow cut off evenly), always this size, as a phone shows it edge to edge.
+STORY_VARIANT = "story"
+STORY_SIZE: tuple[int, int] = (1080, 1920)
 
 # JPEG DCT scaling in libjpeg decodes at 1/1, 1/2, 1/4 or 1/8 of the stored size.
 _DCT_SCALES = (8, 4, 2, 1)
@@ -140,6 +144,20 @@ def blurhash_size(width: int, height: int, longest: int = 32) -> tuple[int, int]
         return w, _scaled_height(width, height, w)
     h = min(longest, height)
     return max(1, (2 * width * h + height) // (2 * height)), h
+
+
+def cover_box(width: int, height: int, target_width: int, target_height: int) -> Box:
+    """The largest centred box of the target's aspect ratio inside a width x height image: what
+    is left when the image is scaled to cover the target and the overflow is cut off evenly."""
+    if min(width, height, target_width, target_height) < 1:
+        raise ValueError("sizes must be positive")
+    if width * target_height > height * target_width:  # wider than the target: trim the sides
+        new_width = max(1, height * target_width // target_height)
+        left = (width - new_width) // 2
+        return (left, 0, left + new_width, height)
+    new_height = max(1, width * target_height // target_width)
+    top = (height - new_height) // 2
+    return (0, top, width, top + new_height)
 
 
 def centre_square_box(width: int, height: int) -> Box:

@@ -26,12 +26,16 @@ class MediaUrls:
     ttl_seconds: int  # a signed URL works for between one and two of these
     clock: Callable[[], float] = field(default=time.time)
 
-    def url(self, key: str, *, public: bool, viewer: int = 0) -> str:
-        """A plain URL for public media; else one signed for `viewer` (an account id)."""
+    def url(self, key: str, *, public: bool, viewer: int = 0, not_after: int | None = None) -> str:
+        """A plain URL for public media; else one signed for `viewer` (an account id), and
+        that stops working at `not_after` (seconds since the epoch) if that comes sooner: a
+        story's media, whose URLs die with it."""
         plain = f"{self.base_url}/media/{key}"
         if public:
             return plain
         expires = (int(self.clock()) // self.ttl_seconds + 2) * self.ttl_seconds
+        if not_after is not None:
+            expires = min(expires, not_after)
         sig = signature(self.secret, _message(key, expires, viewer), _SIG_BYTES)
         return f"{plain}?exp={expires}&v={viewer}&sig={sig}"
 

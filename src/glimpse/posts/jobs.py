@@ -16,7 +16,7 @@ from glimpse.ids import smallest_id_at
 from glimpse.jobs import Payload, PermanentJobError, job
 from glimpse.media import decoding, images
 from glimpse.posts import repository, service
-from glimpse.posts.models import PostStatus
+from glimpse.posts.models import PostKind, PostStatus
 
 log = logging.getLogger("glimpse.jobs")
 
@@ -53,6 +53,7 @@ async def process_media(container: Container, payload: Payload) -> None:
             original,
             post.filter_name,
             decoding.DecodeBudget.from_settings(container.settings),
+            post.kind == PostKind.STORY,
         )
     except decoding.OriginalUnreadable as exc:
         if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):

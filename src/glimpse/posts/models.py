@@ -14,12 +14,25 @@ class PostStatus:
     FAILED = "failed"
 
 
+class PostKind:
+    """A story is a post row too, so that it takes the same upload, processing, storage and
+    media-origin path; every read of posts as posts (grids, feeds, likes) names the kind."""
+
+    POST = "post"
+    STORY = "story"
+
+
 class Post(Base):
     __tablename__ = "posts"
-    __table_args__ = (Index("ix_posts_author_status_id", "author_id", "status", "id"),)
+    # kind before status: grids and feeds read `kind = 'post' AND status = 'ready'` from this
+    # index alone, with stories (which may outnumber posts) out of the range.
+    __table_args__ = (Index("ix_posts_author_kind_status_id", "author_id", "kind", "status", "id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     author_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(
+        String(8), default=PostKind.POST, server_default=PostKind.POST
+    )
     caption: Mapped[str] = mapped_column(Text, default="")
     filter_name: Mapped[str] = mapped_column(String(32), default="normal")
     status: Mapped[str] = mapped_column(String(16), default=PostStatus.PROCESSING)

@@ -10,7 +10,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from glimpse.accounts.models import User
-from glimpse.posts.models import Media, MediaVariant, Post, PostStatus, UploadUsage
+from glimpse.posts.models import Media, MediaVariant, Post, PostKind, PostStatus, UploadUsage
 
 
 async def get_post(session: AsyncSession, post_id: int) -> Post | None:
@@ -38,24 +38,27 @@ async def load_authors(session: AsyncSession, user_ids: set[int]) -> dict[int, U
 async def list_ready_posts_by_author(
     session: AsyncSession, author_id: int, before_id: int | None, limit: int
 ) -> list[Post]:
-    query = select(Post).where(Post.author_id == author_id, Post.status == PostStatus.READY)
+    query = select(Post).where(
+        Post.author_id == author_id, Post.kind == PostKind.POST, Post.status == PostStatus.READY
+    )
     if before_id is not None:
         query = query.where(Post.id < before_id)
     result = await session.execute(query.order_by(Post.id.desc()).limit(limit))
     return list(result.scalars())
 
 
-async def key_audience(session: AsyncSession, key: str) -> list[tuple[str, bool]]:
-    """(post status, author is private) for every post whose media uses this variant key."""
+async def key_audience(session: AsyncSession, key: str) -> list[tuple[str, bool, str]]:
+    """(post status, author is private, post kind) for every post whose media uses this
+    variant key."""
     rows = await session.execute(
-        select(Post.status, User.is_private)
+        select(Post.status, User.is_private, Post.kind)
         .select_from(MediaVariant)
         .join(Media, Media.id == MediaVariant.media_id)
         .join(Post, Post.id == Media.post_id)
         .join(User, User.id == Post.author_id)
         .where(MediaVariant.key == key)
     )
-    return [(status, is_private) for status, is_private in rows]
+    return [(status, is_private, kind) for status, is_private, kind in rows]
 
 
 async def key_used_by_post_matching(

@@ -8,15 +8,13 @@ from fastapi import APIRouter, Query, Request, Response, status
 
 from glimpse.api.deps import Caller, ContainerDep, EntityId, PageLimit
 from glimpse.api.errors import error_responses
-from glimpse.api.throttling import count_against
+from glimpse.api.uploads import receive_upload
 from glimpse.media.filters import FILTERS
 from glimpse.pagination import check_limit, decode_keyset, encode_keyset
 from glimpse.posts import service
 from glimpse.posts.schemas import FilterList, FilterOut, PostOut, PostPage
-from glimpse.posts.upload import read_upload
 from glimpse.posts.uploading import create_post_from_upload
 from glimpse.posts.views import PostRow, post_views
-from glimpse.throttling import UPLOAD
 
 # 429: every /api/ request counts against a budget (api/throttling.py).
 router = APIRouter(prefix="/api/v1", tags=["posts"], responses=error_responses(401, 422, 429, 503))
@@ -57,24 +55,7 @@ _UPLOAD_BODY = {
 async def create_post(request: Request, caller: Caller, container: ContainerDep) -> PostOut:
     """Upload 1..20 photos as one post. Answers at once with `status: processing`; the photos
     are resized and filtered in the background and the post becomes `ready` (or `failed`)."""
-    # Until the body is fully read, an error response closes the connection (api/errors.py).
-    request.state.body_unread = True
-    await count_against(
-        request,
-        container.throttle,
-        UPLOAD,
-        "account",
-        str(caller.user.id),
-        message="Too many uploads; please try again later.",
-    )
-    form = await read_upload(
-        request.headers.get("content-type", ""),
-        request.stream(),
-        container.settings,
-        container.storage.staging_dir(),
-        uploader=str(caller.user.id),
-    )
-    request.state.body_unread = False
+    form = await receive_upload(request, container, caller.user.id)
     return await create_post_from_upload(container, caller.user.id, form)
 
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import and_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from glimpse.accounts.models import User
@@ -22,12 +23,12 @@ from glimpse.errors import Forbidden, Invalid, NotFound, Throttled
 from glimpse.feed.names import FAN_OUT_JOB, UNFAN_OUT_JOB
 from glimpse.graph import repository as graph_repository
 from glimpse.graph import service as graph
-from glimpse.graph.visibility import can_see_post, post_visible_to
+from glimpse.graph.visibility import can_see_post, post_visible_to, still_shown
 from glimpse.ids import IdGenerator, id_timestamp_ms
 from glimpse.media.filters import FILTERS
 from glimpse.media.images import ProcessedImage
 from glimpse.posts import repository
-from glimpse.posts.models import Media, MediaVariant, Post, PostStatus
+from glimpse.posts.models import Media, MediaVariant, Post, PostKind, PostStatus
 from glimpse.text import is_clean_multi_line
 
 # An id no account has (ids are never negative): what a missing post's author is looked up as.
@@ -169,14 +170,17 @@ async def create_post(
     caption: str,
     filter_name: str,
     media: Sequence[NewMedia],
+    kind: str = PostKind.POST,
+    now: datetime | None = None,
 ) -> Post:
-    """Insert the post, its media and one processing job per media item, all in the caller's
-    transaction (the jobs table is the outbox)."""
-    now = utcnow()
+    """Insert the post (or story: `kind`), its media and one processing job per media item,
+    all in the caller's transaction (the jobs table is the outbox)."""
+    now = now or utcnow()
     await check_quota(session, settings, author_id, sum(m.size for m in media), now)
     post = Post(
         id=post_id,
         author_id=author_id,
+        kind=kind,
         caption=caption,
         filter_name=filter_name,
         status=PostStatus.PROCESSING,
@@ -237,7 +241,7 @@ async def list_profile_posts(
 
 async def get_visible_post(session: AsyncSession, post_id: int, viewer_id: int) -> Post:
     post = await repository.get_post(session, post_id)
-    if post is not None:
+    if post is not None and post.kind == PostKind.POST:  # (a story is no post: stories/)
         authors = await repository.load_authors(session, {post.author_id})
         if await can_see(session, post, authors[post.author_id], viewer_id):
             return post
@@ -256,13 +260,23 @@ async def media_visibility(session: AsyncSession, key: str) -> str | None:
     audience = await repository.key_audience(session, key)
     if not audience:
         return None
-    public = any(s == PostStatus.READY and not private for s, private in audience)
+    # A story's media is never public: it must stop being served when the story expires, and
+    # a CDN would keep an immutable copy for a year.
+    public = any(
+        status == PostStatus.READY and not private and kind == PostKind.POST
+        for status, private, kind in audience
+    )
     return "public" if public else "private"
 
 
-async def key_visible_to(session: AsyncSession, key: str, viewer_id: int) -> bool:
-    """Whether some post that uses this stored variant is one the viewer may see."""
-    return await repository.key_used_by_post_matching(session, key, post_visible_to(viewer_id))
+async def key_visible_to(
+    session: AsyncSession, key: str, viewer_id: int, now: datetime | None = None
+) -> bool:
+    """Whether some post that uses this stored variant is one the viewer may see (a story
+    only while it lives, or while a highlight holds it)."""
+    return await repository.key_used_by_post_matching(
+        session, key, and_(post_visible_to(viewer_id), still_shown(now or utcnow()))
+    )
 
 
 async def delete_post(
@@ -270,7 +284,7 @@ async def delete_post(
 ) -> None:
     """Delete the post and, after a grace period, whatever stored media no other post uses."""
     post = await repository.lock_post(session, post_id)
-    if post is None:
+    if post is None or post.kind != PostKind.POST:
         raise NotFound("No such post.", code="post_not_found")
     if post.author_id != viewer_id:
         authors = await repository.load_authors(session, {post.author_id})
@@ -355,7 +369,11 @@ async def record_processed_media(
     media.status = PostStatus.READY
     session.add(media)
     await session.flush()
-    if await repository.mark_post_ready_if_complete(session, post.id):
+    # A story is not counted, nor fanned out to feeds: the tray reads stories where they are.
+    if (
+        await repository.mark_post_ready_if_complete(session, post.id)
+        and post.kind == PostKind.POST
+    ):
         await repository.change_post_count(session, post.author_id, +1)
         enqueue(
             session,

@@ -195,8 +195,9 @@ class UploadForm:
 
 
 class _Reader:
-    def __init__(self, settings: Settings, staging: Path) -> None:
+    def __init__(self, settings: Settings, staging: Path, max_files: int) -> None:
         self.settings = settings
+        self.max_files = max_files
         self.staging = staging
         self.form = UploadForm()
         self.parts = 0
@@ -245,9 +246,9 @@ class _Reader:
             )
         self._value = bytearray()
         if self._name == "file":
-            if len(self.form.files) >= self.settings.max_files_per_post:
+            if len(self.form.files) >= self.max_files:
                 raise TooLarge(
-                    f"A post holds at most {self.settings.max_files_per_post} files.",
+                    f"This upload takes at most {self.max_files} file(s).",
                     code="too_many_files",
                 )
             fd, path = tempfile.mkstemp(dir=self.staging, prefix="upload-")
@@ -408,22 +409,30 @@ async def read_upload(
     settings: Settings,
     staging: Path,
     uploader: str = "",
+    max_files: int | None = None,
 ) -> UploadForm:
     """Parse the body into spooled files and text fields. On any error every spooled file is
     removed before the error propagates; every error raised here comes before the body was read
-    to its end, so it asks for the connection to be closed."""
+    to its end, so it asks for the connection to be closed. `max_files` (a story's one) is
+    settings.max_files_per_post unless given."""
     try:
         with UPLOAD_SLOTS.take(
             settings.max_concurrent_uploads, uploader, settings.max_concurrent_uploads_per_account
         ):
-            return await _read_upload(content_type, body, settings, staging)
+            return await _read_upload(
+                content_type, body, settings, staging, max_files or settings.max_files_per_post
+            )
     except DomainError as exc:
         exc.headers = {**(exc.headers or {}), "Connection": "close"}
         raise
 
 
 async def _read_upload(
-    content_type: str, body: AsyncIterator[bytes], settings: Settings, staging: Path
+    content_type: str,
+    body: AsyncIterator[bytes],
+    settings: Settings,
+    staging: Path,
+    max_files: int,
 ) -> UploadForm:
     boundary = boundary_of(content_type)
     pace = UploadPace(
@@ -432,7 +441,7 @@ async def _read_upload(
         window=settings.upload_min_rate_window_seconds,
         grace=settings.upload_min_rate_grace_seconds,
     )
-    reader = _Reader(settings, staging)
+    reader = _Reader(settings, staging, max_files)
     try:
         parser = MultipartParser(boundary, _callbacks(reader))
     except (FormParserError, ValueError) as exc:  # say, a boundary over 256 bytes

@@ -9,15 +9,22 @@ would: a read for the quota, then one write for the post, its media and their jo
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from glimpse.backends.storage import Storage
 from glimpse.container import Container
 from glimpse.errors import Invalid, UnsupportedMediaType
 from glimpse.media import images
 from glimpse.posts import service
+from glimpse.posts.models import Post, PostKind
 from glimpse.posts.schemas import PostOut
 from glimpse.posts.upload import StagedFile, UploadForm, discarding, too_many_pixels
 from glimpse.posts.views import PostRow, post_views
+
+T = TypeVar("T")
 
 
 async def create_post_from_upload(
@@ -31,6 +38,24 @@ async def create_post_from_upload(
     nothing behind. Raises domain errors (Invalid, TooLarge, UnsupportedMediaType, Throttled
     for a quota).
     """
+
+    async def answer(session: AsyncSession, post: Post) -> PostOut:
+        [view] = await post_views(session, [PostRow.of(post)], author_id, container.media_urls)
+        return view
+
+    return await store_upload(container, author_id, form, PostKind.POST, answer)
+
+
+async def store_upload(
+    container: Container,
+    author_id: int,
+    form: UploadForm,
+    kind: str,
+    finish: Callable[[AsyncSession, Post], Awaitable[T]],
+) -> T:
+    """The use case behind every upload: a post, or a story (`kind`), whose extra rows and
+    answer `finish` adds and builds inside the same transaction, before it commits (once the
+    post exists, nothing may fail the request: a client told to retry would upload it twice)."""
     settings = container.settings
     with discarding(form):
         caption, filter_name = service.check_post_fields(
@@ -56,17 +81,17 @@ async def create_post_from_upload(
                 caption=caption,
                 filter_name=filter_name,
                 media=media,
+                kind=kind,
+                now=container.now(),
             )
-            # Built before the commit: once the post exists, nothing may fail this request
-            # (a client told to retry would upload the same post twice).
-            [view] = await post_views(session, [PostRow.of(post)], author_id, container.media_urls)
+            answer = await finish(session, post)
     except Exception:
         # The transaction failed, so nothing records these originals. (A cancellation, say at
         # shutdown, may have come after the commit: those are left to the sweep of abandoned
         # uploads, which removes them only if nothing records them.)
         await _remove_originals(container.storage, media)
         raise
-    return view
+    return answer
 
 
 async def _check_headers(files: list[StagedFile], max_pixels: int) -> None:

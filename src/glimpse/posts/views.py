@@ -26,7 +26,7 @@ from glimpse.media.urls import MediaUrls
 from glimpse.posts.models import Media, MediaVariant, Post, PostStatus
 from glimpse.posts.schemas import PostOut
 
-_VARIANT_ORDER = {"w1080": 0, "w640": 1, "w320": 2, "sq150": 3}
+_VARIANT_ORDER = {"story": 0, "w1080": 1, "w640": 2, "w320": 3, "sq150": 4}
 
 
 @dataclass(frozen=True)
@@ -213,8 +213,23 @@ async def _media_of(
     viewer_id: int,
     media_urls: MediaUrls,
 ) -> dict[int, list[dict[str, Any]]]:
-    media_by_post: dict[int, list[tuple[Any, ...]]] = {p.id: [] for p in posts}
-    for row in await _rows(source, _MEDIA, {"ids": [p.id for p in posts]}):
+    public = {post.id: is_public(post) for post in posts}
+    return await media_views_of(
+        source,
+        [post.id for post in posts],
+        lambda post_id, key: media_urls.url(key, public=public[post_id], viewer=viewer_id),
+    )
+
+
+async def media_views_of(
+    source: Database | AsyncSession,
+    post_ids: Sequence[int],
+    url_of: Callable[[int, str], str | None],
+) -> dict[int, list[dict[str, Any]]]:
+    """The Media views of these posts (or stories), in order; `url_of(post id, key)` says
+    where each variant is fetched, or None to leave that variant out."""
+    media_by_post: dict[int, list[tuple[Any, ...]]] = {post_id: [] for post_id in post_ids}
+    for row in await _rows(source, _MEDIA, {"ids": list(post_ids)}):
         media_by_post[row[1]].append(row)
     media_ids = [row[0] for rows in media_by_post.values() for row in rows]
     variants: dict[int, list[tuple[Any, ...]]] = {}
@@ -222,37 +237,31 @@ async def _media_of(
         for row in await _rows(source, _VARIANTS, {"ids": media_ids}):
             variants.setdefault(row[0], []).append(row)
     return {
-        post.id: [
-            _media_view(m, variants.get(m[0], []), media_urls, is_public(post), viewer_id)
-            for m in media_by_post[post.id]
-        ]
-        for post in posts
+        post_id: [_media_view(m, variants.get(m[0], []), post_id, url_of) for m in rows]
+        for post_id, rows in media_by_post.items()
     }
 
 
 def _media_view(
     media: tuple[Any, ...],
     variants: list[tuple[Any, ...]],
-    media_urls: MediaUrls,
-    public: bool,
-    viewer_id: int,
+    post_id: int,
+    url_of: Callable[[int, str], str | None],
 ) -> dict[str, Any]:
     _, _, kind, width, height, blurhash, alt_text = media
     ordered = sorted(variants, key=lambda v: (_VARIANT_ORDER.get(v[1], 99), v[2]))
+    views = []
+    for _, name, content_type, w, h, key in ordered:
+        url = url_of(post_id, key)
+        if url is not None:
+            views.append(
+                {"name": name, "width": w, "height": h, "content_type": content_type, "url": url}
+            )
     return {
         "kind": kind,
         "width": width,
         "height": height,
         "blurhash": blurhash,
         "alt_text": alt_text,
-        "variants": [
-            {
-                "name": name,
-                "width": w,
-                "height": h,
-                "content_type": content_type,
-                "url": media_urls.url(key, public=public, viewer=viewer_id),
-            }
-            for _, name, content_type, w, h, key in ordered
-        ],
+        "variants": views,
     }
