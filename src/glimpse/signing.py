@@ -17,7 +17,9 @@ def b64(data: bytes) -> str:
 
 def signature(secret: bytes, message: bytes, size: int) -> str:
     """The first `size` bytes of HMAC-SHA256, base64url without padding."""
-    return b64(hmac.new(secret, message, hashlib.sha256).digest()[:size])
+    # hmac.digest is the one-shot C path: a fifth of hmac.new's cost, which a tray of hundreds
+    # of stories, each with ten signed URLs, pays thousands of times.
+    return b64(hmac.digest(secret, message, hashlib.sha256)[:size])
 
 
 def signature_matches(secret: bytes, message: bytes, claimed: str, size: int) -> bool:

@@ -98,7 +98,7 @@ _LIKED = select(Like.post_id).where(
 )
 
 
-async def _rows(
+async def fetch_rows(
     source: Database | AsyncSession, statement: Executable, params: Mapping[str, Any]
 ) -> list[tuple[Any, ...]]:
     if isinstance(source, Database):
@@ -155,7 +155,7 @@ async def post_view_data(
     post_ids = [p.id for p in posts]
     authors = {
         row[0]: row
-        for row in await _rows(source, _AUTHORS, {"ids": sorted({p.author_id for p in posts})})
+        for row in await fetch_rows(source, _AUTHORS, {"ids": sorted({p.author_id for p in posts})})
     }
 
     def is_public(post: PostRow) -> bool:
@@ -175,7 +175,9 @@ async def post_view_data(
             for post in missing:
                 if is_public(post):
                     cache.put(post.id, media[post.id])
-    liked = {row[0] for row in await _rows(source, _LIKED, {"ids": post_ids, "viewer": viewer_id})}
+    liked = {
+        row[0] for row in await fetch_rows(source, _LIKED, {"ids": post_ids, "viewer": viewer_id})
+    }
     views = []
     for post in posts:
         _, username, display_name, _ = authors[post.author_id]
@@ -189,7 +191,7 @@ async def post_view_data(
             "caption": post.caption,
             "filter": post.filter_name,
             "status": post.status,
-            "created_at": _rfc3339(post.created_at),
+            "created_at": rfc3339(post.created_at),
             "like_count": post.like_count,
             "comment_count": post.comment_count,
             "liked_by_me": post.id in liked,
@@ -201,7 +203,7 @@ async def post_view_data(
     return views
 
 
-def _rfc3339(value: datetime) -> str:
+def rfc3339(value: datetime) -> str:
     # As pydantic writes a UTC datetime (PostOut.created_at), so both paths agree.
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -229,12 +231,12 @@ async def media_views_of(
     """The Media views of these posts (or stories), in order; `url_of(post id, key)` says
     where each variant is fetched, or None to leave that variant out."""
     media_by_post: dict[int, list[tuple[Any, ...]]] = {post_id: [] for post_id in post_ids}
-    for row in await _rows(source, _MEDIA, {"ids": list(post_ids)}):
+    for row in await fetch_rows(source, _MEDIA, {"ids": list(post_ids)}):
         media_by_post[row[1]].append(row)
     media_ids = [row[0] for rows in media_by_post.values() for row in rows]
     variants: dict[int, list[tuple[Any, ...]]] = {}
     if media_ids:
-        for row in await _rows(source, _VARIANTS, {"ids": media_ids}):
+        for row in await fetch_rows(source, _VARIANTS, {"ids": media_ids}):
             variants.setdefault(row[0], []).append(row)
     return {
         post_id: [_media_view(m, variants.get(m[0], []), post_id, url_of) for m in rows]

@@ -7,12 +7,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, delete, exists, select, update
+from sqlalchemy import Select, bindparam, delete, exists, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from glimpse.accounts.models import User
+from glimpse.db.base import as_utc
+from glimpse.db.database import Database
 from glimpse.graph.models import Follow
 from glimpse.graph.visibility import blocked_between
 from glimpse.posts.models import Media, MediaVariant, Post, PostStatus
@@ -72,25 +74,35 @@ async def live_stories_of(
     return [_row(r) for r in rows]
 
 
-async def tray(session: AsyncSession, viewer_id: int, now: datetime) -> list[tuple[StoryRow, bool]]:
-    """Every live, ready story of the accounts the viewer follows, with whether the viewer saw
-    it: one statement, whatever the number of accounts (a range of the stories index per
-    followed account, and a look-up of the view)."""
-    seen = exists().where(StoryView.story_id == Story.id, StoryView.viewer_id == viewer_id)
-    query = (
-        select(*_STORY_COLUMNS, seen)
-        .select_from(Follow)
-        .join(Story, Story.author_id == Follow.followee_id)
-        .join(Post, Post.id == Story.id)
-        .where(
-            Follow.follower_id == viewer_id,
-            Story.expires_at > now,
-            Post.status == PostStatus.READY,
-            ~blocked_between(viewer_id, Story.author_id),
-        )
-        .order_by(Story.id)
+_TRAY = (
+    select(
+        *_STORY_COLUMNS,
+        exists().where(StoryView.story_id == Story.id, StoryView.viewer_id == bindparam("viewer")),
     )
-    return [(_row(r[:-1]), bool(r[-1])) for r in await session.execute(query)]
+    .select_from(Follow)
+    .join(Story, Story.author_id == Follow.followee_id)
+    .join(Post, Post.id == Story.id)
+    .where(
+        Follow.follower_id == bindparam("viewer"),
+        Story.expires_at > bindparam("now"),
+        Post.status == PostStatus.READY,
+        ~blocked_between(bindparam("viewer"), Story.author_id),
+    )
+)
+
+
+async def tray(db: Database, viewer_id: int, now: datetime) -> list[tuple[StoryRow, bool]]:
+    """Every live, ready story of the accounts the viewer follows, with whether the viewer saw
+    it: one statement on the quick path, whatever the number of accounts (per followed account
+    a range of the stories index, which holds only what has not expired yet at its end)."""
+    rows = await db.fetch(_TRAY, {"viewer": viewer_id, "now": now})
+    return [
+        (
+            StoryRow(r[0], r[1], r[2], r[3], r[4], as_utc(r[5]), as_utc(r[6])),
+            bool(r[7]),
+        )
+        for r in rows
+    ]
 
 
 async def seen_among(session: AsyncSession, viewer_id: int, story_ids: Collection[int]) -> set[int]:

@@ -3,17 +3,20 @@ archive, and highlights."""
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from glimpse.accounts.schemas import UserSummary
 from glimpse.api.deps import Caller, ContainerDep, EntityId, PageLimit
 from glimpse.api.errors import error_responses
 from glimpse.api.uploads import receive_upload
 from glimpse.container import Container
 from glimpse.pagination import check_limit, decode_keyset, encode_keyset
 from glimpse.posts.schemas import MediaOut
+from glimpse.posts.views import rfc3339
 from glimpse.stories import repository, service
 from glimpse.stories.models import Highlight
 from glimpse.stories.schemas import (
@@ -24,12 +27,11 @@ from glimpse.stories.schemas import (
     StoryOut,
     StoryPage,
     Tray,
-    TrayItem,
     ViewerOut,
     ViewerPage,
 )
 from glimpse.stories.uploading import create_story_from_upload
-from glimpse.stories.views import author_summaries, story_views
+from glimpse.stories.views import story_view_data
 
 # 429: every /api/ request counts against a budget (api/throttling.py).
 router = APIRouter(
@@ -73,29 +75,29 @@ async def create_story(request: Request, caller: Caller, container: ContainerDep
 
 
 @router.get("/stories/tray", response_model=Tray)
-async def read_tray(caller: Caller, container: ContainerDep) -> Tray:
+async def read_tray(caller: Caller, container: ContainerDep) -> Response:
     """The accounts the caller follows that have live stories: those with a story the caller
-    has not seen first, then by their latest story."""
+    has not seen first, then by their latest story; each account's stories oldest first."""
     now = container.now()
-    async with container.db.read() as session:
-        entries, seen = await service.tray(session, caller.user.id, now)
-        stories = [story for entry in entries for story in entry.stories]
-        views = {
-            view.id: view
-            for view in await story_views(
-                session, stories, caller.user.id, now, container.media_urls, seen=seen
-            )
+    entries, seen = await service.tray(container.db, caller.user.id, now)
+    stories = [story for entry in entries for story in entry.stories]
+    views = await story_view_data(
+        container.db, stories, caller.user.id, now, container.media_urls, seen=seen
+    )
+    by_id = {story.id: view for story, view in zip(stories, views, strict=True)}
+    items = [
+        {
+            "user": by_id[entry.stories[0].id]["author"],
+            "has_unseen": entry.has_unseen,
+            "latest_at": rfc3339(entry.latest_at),
+            "stories": [by_id[story.id] for story in entry.stories],
         }
-    return Tray(
-        items=[
-            TrayItem(
-                user=views[entry.stories[0].id].author,
-                has_unseen=entry.has_unseen,
-                latest_at=entry.latest_at,
-                stories=[views[story.id] for story in entry.stories],
-            )
-            for entry in entries
-        ]
+        for entry in entries
+    ]
+    # Serialised once, from plain values (as the feed is): hundreds of stories, each with ten
+    # signed URLs, would cost several times more as models validated on the way out.
+    return Response(
+        json.dumps({"items": items}, separators=(",", ":")), media_type="application/json"
     )
 
 
@@ -108,10 +110,10 @@ async def list_user_stories(username: str, caller: Caller, container: ContainerD
     async with container.db.read() as session:
         stories = await service.user_stories(session, username, caller.user.id, now)
         seen = await repository.seen_among(session, caller.user.id, [s.id for s in stories])
-        items = await story_views(
+        items = await story_view_data(
             session, stories, caller.user.id, now, container.media_urls, seen=seen
         )
-    return StoryList(items=items)
+    return StoryList.model_validate({"items": items})
 
 
 @router.get("/stories/{story_id}", response_model=StoryOut, responses=error_responses(404))
@@ -121,10 +123,10 @@ async def get_story(story_id: EntityId, caller: Caller, container: ContainerDep)
     async with container.db.read() as session:
         story = await service.get_story(session, story_id, caller.user.id, now)
         seen = await repository.seen_among(session, caller.user.id, [story.id])
-        [view] = await story_views(
+        [view] = await story_view_data(
             session, [story], caller.user.id, now, container.media_urls, seen=seen
         )
-    return view
+    return StoryOut.model_validate(view)
 
 
 @router.post(
@@ -159,9 +161,16 @@ async def list_viewers(
         rows, more = await service.list_viewers(
             session, story_id, caller.user.id, before, page_size
         )
-        users = await author_summaries(session, [user.id for _, user, _ in rows])
     return ViewerPage(
-        items=[ViewerOut(user=users[user.id], viewed_at=at) for _, user, at in rows],
+        items=[
+            ViewerOut(
+                user=UserSummary(
+                    id=user.id, username=user.username, display_name=user.display_name
+                ),
+                viewed_at=at,
+            )
+            for _, user, at in rows
+        ],
         next_cursor=encode_keyset(container.secret_key, "story_viewers", rows[-1][0], str(story_id))
         if more
         else None,
@@ -181,11 +190,11 @@ async def read_archive(
     async with container.db.read() as session:
         stories, more = await service.archive(session, caller.user.id, before, page_size)
         held = await repository.held(session, [s.id for s in stories])
-        items = await story_views(
+        items = await story_view_data(
             session, stories, caller.user.id, now, container.media_urls, held=held
         )
     return StoryPage(
-        items=items,
+        items=[StoryOut.model_validate(item) for item in items],
         next_cursor=encode_keyset(container.secret_key, "story_archive", stories[-1].id, me)
         if more
         else None,
@@ -200,8 +209,8 @@ async def _highlight_views(
     stories = await repository.stories_by_id(session, every_id)
     seen = await repository.seen_among(session, viewer_id, every_id)
     views = {
-        view.id: view
-        for view in await story_views(
+        int(view["id"]): StoryOut.model_validate(view)
+        for view in await story_view_data(
             session,
             list(stories.values()),
             viewer_id,

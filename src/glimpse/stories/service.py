@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from glimpse.accounts.models import User
 from glimpse.backends.queue.outbox import enqueue
 from glimpse.config import Settings
+from glimpse.db.database import Database
 from glimpse.errors import Forbidden, Invalid, NotFound
 from glimpse.graph import repository as graph_repository
 from glimpse.graph import service as graph
@@ -105,11 +106,9 @@ def arrange_tray(rows: Sequence[tuple[StoryRow, bool]]) -> list[TrayEntry]:
     return entries
 
 
-async def tray(
-    session: AsyncSession, viewer_id: int, now: datetime
-) -> tuple[list[TrayEntry], set[int]]:
+async def tray(db: Database, viewer_id: int, now: datetime) -> tuple[list[TrayEntry], set[int]]:
     """The tray and the ids of the stories in it that the viewer has seen."""
-    rows = await repository.tray(session, viewer_id, now)
+    rows = await repository.tray(db, viewer_id, now)
     return arrange_tray(rows), {story.id for story, seen in rows if seen}
 
 

@@ -14,7 +14,7 @@ from glimpse.stories.lifetime import expiry_of
 from glimpse.stories.models import Story
 from glimpse.stories.repository import StoryRow
 from glimpse.stories.schemas import StoryOut
-from glimpse.stories.views import story_views
+from glimpse.stories.views import story_view_data
 
 
 async def create_story_from_upload(
@@ -35,7 +35,9 @@ async def create_story_from_upload(
         row = StoryRow(
             post.id, author_id, post.status, None, None, story.created_at, story.expires_at
         )
-        [view] = await story_views(session, [row], author_id, container.now(), container.media_urls)
-        return view
+        [view] = await story_view_data(
+            session, [row], author_id, container.now(), container.media_urls
+        )
+        return StoryOut.model_validate(view)
 
     return await store_upload(container, author_id, form, PostKind.STORY, add_story)

@@ -13,6 +13,7 @@ from glimpse.media.planning import (
     box_to_stored,
     centre_square_box,
     clamp_aspect_box,
+    cover_box,
     jpeg_draft_request,
     jpeg_draft_scale,
     plan_variants,
@@ -167,6 +168,24 @@ def test_draft_never_leaves_the_crop_smaller_than_the_target(width: int, height:
 def test_centre_square_box() -> None:
     assert centre_square_box(320, 213) == (53, 0, 266, 213)
     assert centre_square_box(320, 400) == (0, 40, 320, 360)
+
+
+def test_cover_box_cuts_the_overflow_evenly() -> None:
+    # A landscape photo loses its sides, a too-tall one its top and bottom.
+    assert cover_box(1600, 900, 1080, 1920) == (547, 0, 1053, 900)
+    assert cover_box(1000, 3000, 1080, 1920) == (0, 611, 1000, 2388)
+    assert cover_box(1080, 1920, 1080, 1920) == (0, 0, 1080, 1920)
+
+
+@given(sizes, sizes)
+def test_cover_box_has_the_targets_aspect_and_stays_inside(width: int, height: int) -> None:
+    left, top, right, bottom = cover_box(width, height, 1080, 1920)
+    assert 0 <= left < right <= width and 0 <= top < bottom <= height
+    w, h = right - left, bottom - top
+    assert w == width or h == height  # as large as fits: one side whole
+    # 9:16 to within the rounding of one pixel.
+    assert abs(w * 1920 - h * 1080) <= max(1920, 1080)
+    assert abs(left - (width - right)) <= 1 and abs(top - (height - bottom)) <= 1
 
 
 def test_blurhash_size_keeps_aspect_and_never_upscales() -> None:
