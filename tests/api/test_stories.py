@@ -184,7 +184,7 @@ async def test_a_copied_media_url_stops_working_when_the_story_expires(
 async def test_the_reaper_removes_expired_stories_media_and_nothing_early(
     glimpse: Glimpse, clock: Clock
 ) -> None:
-    ada, bob, _ = await three(glimpse)
+    ada, _, _ = await three(glimpse)
     story = await post_story(glimpse, ada)
     later = await post_story(glimpse, ada, jpeg_bytes((900, 1600), (10, 200, 10)))
     files_before = glimpse.stored_files()
