@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from tests.api.social import accept, block, feed_ids, follow, go_private
 from tests.api.test_posts import publish
-from tests.conftest import Glimpse
+from tests.conftest import Glimpse, jpeg_bytes
 
 VIEWERS = ["self", "follower", "stranger", "blocked", "blocker"]
 
@@ -27,6 +27,18 @@ async def _world(
         headers[name] = await glimpse.signup(name)
     await follow(glimpse, headers["follower"], "author")
     post = await publish(glimpse, author, caption="hello")
+    story = await glimpse.client.post(
+        "/api/v1/stories", headers=author, files=[("file", ("s.jpg", jpeg_bytes(), "image/jpeg"))]
+    )
+    assert story.status_code == 202, story.text
+    highlight = await glimpse.client.post(
+        "/api/v1/me/highlights",
+        headers=author,
+        json={"title": "h", "story_ids": [story.json()["id"]]},
+    )
+    assert highlight.status_code == 201, highlight.text
+    # (Carried beside the post's own fields: the routes below name them.)
+    post = {**post, "story_id": story.json()["id"], "highlight_id": highlight.json()["id"]}
     comment = await glimpse.client.post(
         f"/api/v1/posts/{post['id']}/comments", headers=author, json={"text": "first"}
     )
@@ -55,11 +67,20 @@ EXPECTED: dict[str, dict[str, tuple[int, int]]] = {
     "following": _by_viewer((200, 200), (200, 200), (200, 403), (404, 404), (403, 403)),
     "like": _by_viewer((204, 204), (204, 204), (204, 404), (404, 404), (404, 404)),
     "comment": _by_viewer((201, 201), (201, 201), (201, 404), (404, 404), (404, 404)),
+    "stories": _by_viewer((200, 200), (200, 200), (200, 403), (404, 404), (403, 403)),
+    "story": _by_viewer((200, 200), (200, 200), (200, 404), (404, 404), (404, 404)),
+    "view": _by_viewer((204, 204), (204, 204), (204, 404), (404, 404), (404, 404)),
+    "viewers": _by_viewer((200, 200), (403, 403), (403, 404), (404, 404), (404, 404)),
+    "highlights": _by_viewer((200, 200), (200, 200), (200, 403), (404, 404), (403, 403)),
+    "highlight": _by_viewer((200, 200), (200, 200), (200, 404), (404, 404), (404, 404)),
 }
 IN_FEED = {"self": True, "follower": True, "stranger": False, "blocked": False, "blocker": False}
+# The tray shows followed accounts' stories: not one's own.
+IN_TRAY = {"self": False, "follower": True, "stranger": False, "blocked": False, "blocker": False}
 
 
-def _request(route: str, post_id: str) -> tuple[str, str, dict[str, Any] | None]:
+def _request(route: str, post: dict[str, Any]) -> tuple[str, str, dict[str, Any] | None]:
+    post_id, story_id = post["id"], post["story_id"]
     return {
         "profile": ("GET", "/api/v1/users/author", None),
         "grid": ("GET", "/api/v1/users/author/posts", None),
@@ -69,6 +90,12 @@ def _request(route: str, post_id: str) -> tuple[str, str, dict[str, Any] | None]
         "following": ("GET", "/api/v1/users/author/following", None),
         "like": ("POST", f"/api/v1/posts/{post_id}/like", None),
         "comment": ("POST", f"/api/v1/posts/{post_id}/comments", {"text": "hi"}),
+        "stories": ("GET", "/api/v1/users/author/stories", None),
+        "story": ("GET", f"/api/v1/stories/{story_id}", None),
+        "view": ("POST", f"/api/v1/stories/{story_id}/view", None),
+        "viewers": ("GET", f"/api/v1/stories/{story_id}/viewers", None),
+        "highlights": ("GET", "/api/v1/users/author/highlights", None),
+        "highlight": ("GET", f"/api/v1/highlights/{post['highlight_id']}", None),
     }[route]
 
 
@@ -79,7 +106,7 @@ async def test_every_read_route_applies_the_one_visibility_rule(
     headers, post = await _world(glimpse, private)
     failures = []
     for route, by_viewer in EXPECTED.items():
-        method, path, body = _request(route, post["id"])
+        method, path, body = _request(route, post)
         for viewer, statuses in by_viewer.items():
             expected = statuses[1 if private else 0]
             response = await glimpse.client.request(
@@ -90,7 +117,14 @@ async def test_every_read_route_applies_the_one_visibility_rule(
             if response.status_code == 200 and route == "grid":
                 shown = [p["id"] for p in response.json()["items"]]
                 assert shown == [post["id"]], (viewer, shown)
+            if response.status_code == 200 and route == "stories":
+                shown = [s["id"] for s in response.json()["items"]]
+                assert shown == [post["story_id"]], (viewer, shown)
     assert failures == []
+    for viewer, expected in IN_TRAY.items():
+        tray = await glimpse.client.get("/api/v1/stories/tray", headers=headers[viewer])
+        shown = [s["id"] for item in tray.json()["items"] for s in item["stories"]]
+        assert (post["story_id"] in shown) is expected, viewer
     for viewer, expected in IN_FEED.items():
         assert (post["id"] in await feed_ids(glimpse, headers[viewer])) is expected, viewer
         assert (post["id"] in await feed_ids(glimpse, headers[viewer], "ranked")) is expected

@@ -1,9 +1,10 @@
 """The upload use case: a received upload becomes a post.
 
-One function for every way in (the API's POST /posts, the stories route and the web app's form
-to come, an import): the caller parses its transport into an UploadForm (posts/upload.py
-spools the files) and calls `create_post_from_upload`. It owns its transactions, as a route
-would: a read for the quota, then one write for the post, its media and their jobs.
+One function for every way in (the API's POST /posts, the web app's form to come, an import):
+the caller parses its transport into an UploadForm (posts/upload.py spools the files) and calls
+`create_post_from_upload`; a story (stories/uploading.py) calls `store_upload` beneath it, with
+its own rows and answer. It owns its transactions, as a route would: a read for the quota, then
+one write for the post, its media and their jobs.
 """
 
 from __future__ import annotations
