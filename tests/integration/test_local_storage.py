@@ -120,6 +120,19 @@ async def test_delete_removes_the_object_and_a_missing_one_is_fine(
     assert await storage.size("v/ab/photo.jpg") is None
 
 
+async def test_delete_many_removes_every_object_named_and_nothing_else(
+    storage: LocalStorage,
+) -> None:
+    for name in ("a", "b", "c"):
+        await storage.put_bytes(f"v/ab/{name}.jpg", b"x", "image/jpeg")
+
+    await storage.delete_many(["v/ab/a.jpg", "v/ab/c.jpg", "never/existed"])
+    await storage.delete_many(["v/ab/a.jpg"])  # deletes are retried
+    await storage.delete_many([])
+
+    assert [await storage.size(f"v/ab/{n}.jpg") for n in "abc"] == [None, 1, None]
+
+
 BAD_KEYS = [
     "",
     "..",
@@ -161,6 +174,8 @@ async def test_unsafe_key_is_refused_by_every_operation_and_touches_nothing_outs
         await storage.size(key)
     with pytest.raises(InvalidKey):
         await storage.delete(key)
+    with pytest.raises(InvalidKey):
+        await storage.delete_many(["v/ab/fine.jpg", key])
     with pytest.raises(InvalidKey):
         storage.local_path(key)
 

@@ -104,9 +104,7 @@ async def purge_media_keys(container: Container, payload: Payload) -> None:
     # bytes commits its rows either before (we keep the files) or after (it finds them gone
     # and stores them again). Deleting a few local files takes microseconds.
     async with container.db.write() as session:
-        unused = await repository.unreferenced_keys(session, keys)
-        for key in unused:
-            await container.storage.delete(key)
+        await container.storage.delete_many(await repository.unreferenced_keys(session, keys))
 
 
 # An upload stores its originals a moment before the transaction that records them. If the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -43,6 +44,10 @@ class Storage(Protocol):
 
     async def delete(self, key: str) -> None:
         """Remove the object; a missing one is not an error (deletes are retried)."""
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        """`delete` of each key, in one round trip where the store allows (a purge of an
+        expired story's ten variants, or of thousands of them)."""
 
     async def list_keys(self, prefix: str) -> list[str]:
         """Every key under `prefix` (a key-shaped folder, like "originals/2026112611")."""
