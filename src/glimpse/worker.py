@@ -26,8 +26,18 @@ from glimpse.ops.metrics import JOB_SECONDS, JOBS_RUN, never_failing
 log = logging.getLogger("glimpse.worker")
 
 
-# How often a worker checks that every periodic job has a run waiting.
+# How often a worker checks that every periodic job has a run waiting, at most; a job due more
+# often (the stories' reaper) is checked as often as it is due, or it would run that seldom.
 PERIODIC_CHECK_SECONDS = 60.0
+
+
+def periodic_check_seconds() -> float:
+    return min(
+        [
+            PERIODIC_CHECK_SECONDS,
+            *(spec.every or PERIODIC_CHECK_SECONDS for spec in registry.periodic()),
+        ]
+    )
 
 
 class StartupError(RuntimeError):
@@ -232,7 +242,7 @@ async def run_worker(container: Container, stop: asyncio.Event, concurrency: int
             except Exception:
                 log.exception("scheduling periodic jobs failed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), PERIODIC_CHECK_SECONDS)
+                await asyncio.wait_for(stop.wait(), periodic_check_seconds())
 
     async def idle() -> None:
         try:

@@ -82,9 +82,9 @@ async def process_media(container: Container, payload: Payload) -> None:
     async with container.db.write() as session:
         current = await repository.get_media(session, media_id)
         recorded = current is not None and await service.record_processed_media(
-            session, container.ids, container.settings, current, processed, keys
+            session, container.ids, container.settings, current, processed, keys, container.now()
         )
-        if not recorded:  # deleted while we worked: no need to wait for the guard
+        if not recorded:  # deleted (or expired) while we worked: no need to wait for the guard
             service.schedule_purge(session, container.ids, container.settings, keys)
     if recorded:
         # A purge (this run's own guard, or another post's with the same bytes) may have taken

@@ -76,6 +76,11 @@ async def key_used_by_post_matching(
     return row.first() is not None
 
 
+async def post_matches(session: AsyncSession, post_id: int, condition: ColumnElement[bool]) -> bool:
+    row = await session.execute(select(Post.id).where(Post.id == post_id, condition))
+    return row.first() is not None
+
+
 async def keys_of_post(session: AsyncSession, post_id: int) -> list[str]:
     originals = await session.execute(select(Media.original_key).where(Media.post_id == post_id))
     variants = await session.execute(

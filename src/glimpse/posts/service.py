@@ -338,13 +338,21 @@ async def record_processed_media(
     media: Media,
     processed: ProcessedImage,
     keys: Sequence[str],
+    now: datetime | None = None,
 ) -> bool:
     """Store what processing made and finish the post when it was the last media item, with
     the job that delivers it to its author's followers' feeds. Idempotent: running it again
-    replaces the variants with identical ones (and the post is ready only once)."""
+    replaces the variants with identical ones (and the post is ready only once). False when
+    nothing now uses the files (the caller purges them)."""
     post = await repository.lock_post(session, media.post_id)
     if post is None:
         return False
+    # A story that expired outside every highlight meanwhile (its highlight deleted while its
+    # media was being published again, say) keeps no variants: the reaper may have passed it
+    # already. It finishes as the reaper would leave it, and its files are purged.
+    shown = post.kind == PostKind.POST or await repository.post_matches(
+        session, post.id, still_shown(now or utcnow())
+    )
     await repository.replace_variants(
         session,
         media.id,
@@ -359,7 +367,9 @@ async def record_processed_media(
                 size_bytes=len(v.data),
             )
             for v, key in zip(processed.variants, keys, strict=True)
-        ],
+        ]
+        if shown
+        else [],
     )
     media.width, media.height, media.blurhash = (
         processed.width,
@@ -383,7 +393,7 @@ async def record_processed_media(
             max_attempts=settings.job_max_attempts,
             owner=post.author_id,
         )
-    return True
+    return shown
 
 
 async def fail_media(session: AsyncSession, media_id: int, code: str, message: str) -> None:

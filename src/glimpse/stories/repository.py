@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, bindparam, delete, exists, select, update
+from sqlalchemy import Select, bindparam, delete, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -186,6 +186,13 @@ async def add_highlight(
 
 async def get_highlight(session: AsyncSession, highlight_id: int) -> Highlight | None:
     return await session.get(Highlight, highlight_id)
+
+
+async def count_highlights(session: AsyncSession, owner_id: int) -> int:
+    rows = await session.execute(
+        select(func.count()).select_from(Highlight).where(Highlight.owner_id == owner_id)
+    )
+    return int(rows.scalar_one())
 
 
 async def highlights_of(session: AsyncSession, owner_id: int) -> list[Highlight]:

@@ -159,7 +159,7 @@ async def list_viewers(
     before = decode_keyset(container.secret_key, "story_viewers", cursor, str(story_id))
     async with container.db.read() as session:
         rows, more = await service.list_viewers(
-            session, story_id, caller.user.id, before, page_size
+            session, story_id, caller.user.id, before, page_size, container.now()
         )
     return ViewerPage(
         items=[
@@ -222,8 +222,14 @@ async def _highlight_views(
     }
     out = []
     for highlight in highlights:
-        items = [views[s] for s in story_ids[highlight.id] if s in views]
-        cover: MediaOut | None = items[0].media if items else None
+        items = [
+            views[s]
+            for s in story_ids[highlight.id]
+            # Another's processing or failed story is theirs alone to see, as a post's is.
+            if s in views and (views[s].status == "ready" or highlight.owner_id == viewer_id)
+        ]
+        # The first story with something to show (one being published again has no URLs yet).
+        cover: MediaOut | None = next((item.media for item in items if item.media.variants), None)
         out.append(
             HighlightOut(
                 id=highlight.id,
@@ -240,7 +246,7 @@ async def _highlight_views(
     "/me/highlights",
     status_code=status.HTTP_201_CREATED,
     response_model=HighlightOut,
-    responses=error_responses(400, 404, 413),
+    responses=error_responses(400, 404, 409, 413),
 )
 async def create_highlight(
     body: HighlightCreate, caller: Caller, container: ContainerDep

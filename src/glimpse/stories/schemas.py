@@ -62,8 +62,8 @@ class HighlightCreate(Strict):
 class HighlightOut(BaseModel):
     id: IdStr
     title: str
-    # The first story's media (null when that has no URLs to give, which a highlight's
-    # stories always have once published again).
+    # The media of the first story that has URLs to give (null while none has: stories being
+    # published again, or none the caller may see yet).
     cover: MediaOut | None
     stories: list[StoryOut]
     created_at: datetime

@@ -16,7 +16,7 @@ from glimpse.accounts.models import User
 from glimpse.backends.queue.outbox import enqueue
 from glimpse.config import Settings
 from glimpse.db.database import Database
-from glimpse.errors import Forbidden, Invalid, NotFound
+from glimpse.errors import Conflict, Forbidden, Invalid, NotFound
 from glimpse.graph import repository as graph_repository
 from glimpse.graph import service as graph
 from glimpse.graph.visibility import can_see_content, can_see_post
@@ -31,6 +31,9 @@ from glimpse.text import is_clean_single_line
 
 MAX_TITLE_CHARS = 64
 MAX_HIGHLIGHT_STORIES = 100
+# Every highlight is listed on its owner's profile in one answer (API.md: no pages), each with
+# its stories' signed URLs: this bounds that answer (about 30,000 URLs at most).
+MAX_HIGHLIGHTS = 30
 
 
 def _no_such_story() -> NotFound:
@@ -123,13 +126,20 @@ async def view_story(
 
 
 async def list_viewers(
-    session: AsyncSession, story_id: int, viewer_id: int, before: int | None, limit: int
+    session: AsyncSession,
+    story_id: int,
+    viewer_id: int,
+    before: int | None,
+    limit: int,
+    now: datetime,
 ) -> tuple[list[tuple[int, User, datetime]], bool]:
     """Who viewed one of the caller's stories (expired ones too), the latest first; and
-    whether more follow. 403 for someone else's story the caller may see, else 404."""
+    whether more follow. 403 for someone else's live story the caller may see, else 404 (run
+    through the same statements, so that its time does not tell a hidden story exists)."""
     story = await repository.get_story(session, story_id)
+    allowed = await _author_and_relation_allow(session, story, viewer_id)
     if story is None or story.author_id != viewer_id:
-        if story is not None and await _author_and_relation_allow(session, story, viewer_id):
+        if story is not None and allowed and is_live(story.expires_at, now):
             raise Forbidden("Only the author sees who viewed a story.", code="not_author")
         raise _no_such_story()
     rows = await repository.viewers_page(session, story_id, before, limit + 1)
@@ -186,6 +196,11 @@ async def create_highlight(
     reaper took down are processed again from their kept originals (same bytes, same keys),
     with jobs enqueued in this transaction."""
     title = check_title(title)
+    if await repository.count_highlights(session, owner_id) >= MAX_HIGHLIGHTS:
+        raise Conflict(
+            f"An account keeps at most {MAX_HIGHLIGHTS} highlights; delete one first.",
+            code="too_many_highlights",
+        )
     stories = await repository.stories_by_id(session, story_ids)
     if len(stories) != len(story_ids) or any(s.author_id != owner_id for s in stories.values()):
         # (Someone else's story is as unknown as one that does not exist.)

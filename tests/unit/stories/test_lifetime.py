@@ -99,3 +99,12 @@ def test_titles_are_one_clean_line() -> None:
     for bad in ("", "   ", "a" * 65, "two\nlines", "bidi\u202e"):
         with pytest.raises(Invalid):
             check_title(bad)
+
+
+def test_workers_check_periodic_jobs_as_often_as_the_reaper_is_due() -> None:
+    # Checked once a minute, a job due every 20 s ran once a minute (the attack run saw it).
+    import glimpse.stories.jobs  # noqa: F401  (registers the reaper)
+    from glimpse.stories.jobs import REAP_EVERY_SECONDS
+    from glimpse.worker import periodic_check_seconds
+
+    assert periodic_check_seconds() == REAP_EVERY_SECONDS
