@@ -736,3 +736,67 @@ async def test_the_expiry_job_keeps_feeds_read_lately(glimpse: Glimpse) -> None:
     await feed(glimpse, bob)
     await expire_inactive_feeds(glimpse.container, {})
     assert await has_feed(glimpse, await user_id(glimpse, bob))
+
+
+# --- the route's short way in (feed/routes._FeedRoute) -----------------------------------------
+
+
+async def test_every_feed_query_is_read_as_the_declared_parameters_read_it(
+    glimpse: Glimpse,
+) -> None:
+    # Plain queries skip FastAPI's parameter checks; anything else must still get the answer
+    # the declared parameters give (the last of a repeated parameter, their 422s).
+    viewer = await glimpse.signup("viewer")
+    vid = await user_id(glimpse, viewer)
+    posts = [await quick_post(glimpse, vid) for _ in range(3)]
+    await glimpse.run_jobs()
+    newest_first = [str(p) for p in sorted(posts, reverse=True)]
+    for query, shown in [
+        ("limit=2", 2),
+        ("limit=02", 2),
+        ("limit=1&limit=2", 2),
+        ("limit=2&limit=1", 1),
+        ("limit=%2B2", 2),
+        ("limit=%202", 2),
+        ("limit=1_0", 3),
+        ("cursor=", 3),
+        ("order=latest&order=ranked&limit=3", 3),
+    ]:
+        response = await glimpse.client.get(f"/api/v1/feed?{query}", headers=viewer)
+        assert response.status_code == 200, (query, response.text)
+        assert len(response.json()["items"]) == shown, query
+    latest = await glimpse.client.get("/api/v1/feed?order=ranked&order=latest", headers=viewer)
+    assert [p["id"] for p in latest.json()["items"]] == newest_first
+    for query, code in [
+        ("limit=0", "invalid_limit"),
+        ("limit=101", "invalid_limit"),
+        ("limit=1234567890", "invalid_limit"),
+        ("limit=", "invalid"),
+        ("limit=two", "invalid"),
+        ("order=", "invalid"),
+        ("order=RANKED", "invalid"),
+        ("order=latest&order=best", "invalid"),
+    ]:
+        response = await glimpse.client.get(f"/api/v1/feed?{query}", headers=viewer)
+        assert_error(response, 422, code)
+
+
+async def test_the_feed_reads_its_bearer_token_as_every_route_does(glimpse: Glimpse) -> None:
+    viewer = await glimpse.signup("viewer")
+    token = viewer["Authorization"].removeprefix("Bearer ")
+    for header in (f"bearer {token}", f"Bearer   {token}  "):
+        response = await glimpse.client.get("/api/v1/feed", headers={"Authorization": header})
+        assert response.status_code == 200, header
+    for header, code in [
+        (f"Basic {token}", "unauthenticated"),
+        ("Bearer", "unauthenticated"),
+        ("", "unauthenticated"),
+        ("Bearer glp_made_up", "invalid_token"),
+        (f"Bearer {token}x", "invalid_token"),
+    ]:
+        response = await glimpse.client.get(
+            "/api/v1/feed?limit=5", headers={"Authorization": header} if header else {}
+        )
+        assert_error(response, 401, code)
+    assert (await glimpse.client.delete("/api/v1/auth/token", headers=viewer)).status_code == 204
+    assert_error(await glimpse.client.get("/api/v1/feed", headers=viewer), 401, "invalid_token")

@@ -27,6 +27,12 @@ ContainerDep = Annotated[Container, Depends(get_container)]
 _bearer = HTTPBearer(auto_error=False, description="A token from POST /api/v1/auth/token")
 
 
+async def bearer_credentials(request: Request) -> HTTPAuthorizationCredentials | None:
+    """The bearer credentials as the `Caller` dependency reads them, for a route handler that
+    authenticates without FastAPI's dependency solving (feed/routes.py)."""
+    return await _bearer(request)
+
+
 # Set in the request's scope state once its token was found good: only such a token earns a
 # throttling budget of its own (api/throttling.py).
 TOKEN_AUTHENTICATED = "token_authenticated"
