@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Collection
 
 import pytest
 from sqlalchemy import text
@@ -655,6 +656,41 @@ async def test_fan_out_reaches_followers_past_its_first_batch(
     await glimpse.run_jobs()
     for fan in fans:
         assert await entries_of(glimpse, await user_id(glimpse, fan)) == []
+
+
+async def test_fan_out_writes_one_transaction_per_batch_the_authors_own_feed_in_the_first(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each commit is an fsync, the largest part of a fan-out (bench/bench_feed.py): the
+    # author's own feed must not cost a transaction of its own.
+    from glimpse.feed import jobs
+
+    monkeypatch.setattr(jobs, "FAN_OUT_BATCH", 2)
+    author = await glimpse.signup("author")
+    fans = [await glimpse.signup(f"fan{i}") for i in range(3)]
+    for fan in fans:
+        await follow(glimpse, fan, "author")
+        await feed(glimpse, fan)
+    await feed(glimpse, author)
+    await glimpse.run_jobs()
+    store = glimpse.container.feed_store
+    pushes: list[list[int]] = []
+    real_push = store.push
+
+    async def counted_push(post_id: int, author_id: int, user_ids: Collection[int]) -> int:
+        pushes.append(sorted(user_ids))
+        return await real_push(post_id, author_id, user_ids)
+
+    monkeypatch.setattr(store, "push", counted_push)
+    author_id = await user_id(glimpse, author)
+    fan_ids = [await user_id(glimpse, fan) for fan in fans]
+    post_id = await quick_post(glimpse, author_id)
+    await glimpse.run_jobs()
+    assert len(pushes) == 2  # 1 author + 3 followers, in batches of 2 followers
+    assert sorted(u for push in pushes for u in push) == sorted([author_id, *fan_ids])
+    assert author_id in pushes[0]
+    for viewer in (author_id, *fan_ids):
+        assert await entries_of(glimpse, viewer) == [post_id]
 
 
 async def test_feed_jobs_run_out_of_order_agree_with_the_final_relation(glimpse: Glimpse) -> None:
