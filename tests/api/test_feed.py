@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from glimpse.feed.ranking import Candidate, rank_candidates
+from glimpse.ids import id_timestamp_ms
 from tests.api.social import (
     block,
     feed,
@@ -376,8 +377,6 @@ async def test_ranked_pages_follow_the_ranking_core(glimpse: Glimpse) -> None:
     await glimpse.run_jobs()
     for n, p in enumerate(posts):
         await set_likes(glimpse, p, (n * 7) % 10)
-    from glimpse.ids import id_timestamp_ms
-
     expected = rank_candidates(
         [Candidate(p, aid, id_timestamp_ms(p), (n * 7) % 10, 0) for n, p in enumerate(posts)],
         now_ms=int(time.time() * 1000),
@@ -836,3 +835,52 @@ async def test_the_feed_reads_its_bearer_token_as_every_route_does(glimpse: Glim
         assert_error(response, 401, code)
     assert (await glimpse.client.delete("/api/v1/auth/token", headers=viewer)).status_code == 204
     assert_error(await glimpse.client.get("/api/v1/feed", headers=viewer), 401, "invalid_token")
+
+
+@pytest.mark.parametrize("settings", [{"feed_viewer_memo_seconds": 600}], indirect=True)
+async def test_a_remembered_ranking_gives_way_to_new_likes_posts_and_affinity(
+    glimpse: Glimpse,
+) -> None:
+    # The order of a window is remembered per viewer (feed/service._Reader._rank) only for the
+    # same posts with the same counts: any change is ranked afresh on the very next read.
+    viewer = await glimpse.signup("viewer")
+    authors = [await glimpse.signup(f"a{i}") for i in range(3)]
+    for i in range(3):
+        await follow(glimpse, viewer, f"a{i}")
+    author_ids = [await user_id(glimpse, a) for a in authors]
+    posts = [await quick_post(glimpse, author_ids[n % 3]) for n in range(9)]
+    await glimpse.run_jobs()
+
+    async def ranked() -> list[int]:
+        page = await feed(glimpse, viewer, "ranked", limit=9)
+        return [int(p["id"]) for p in page["items"]]
+
+    def expected() -> list[int]:
+        return [
+            c.post_id
+            for c in rank_candidates(
+                [
+                    Candidate(p, author_ids[n % 3], id_timestamp_ms(p), likes[p], comments[p])
+                    for n, p in enumerate(posts)
+                ],
+                now_ms=int(time.time() * 1000),
+                affinity={},
+            )
+        ]
+
+    likes = dict.fromkeys(posts, 0)
+    comments = dict.fromkeys(posts, 0)
+    assert await ranked() == expected() == sorted(posts, reverse=True)
+    assert await ranked() == expected()  # remembered: the same
+    likes[posts[0]] = 400
+    await set_likes(glimpse, posts[0], 400)  # the oldest, liked: it rises
+    assert (await ranked())[0] == posts[0]
+    assert await ranked() == expected()
+    async with glimpse.container.db.write() as s:
+        await s.execute(text("update posts set comment_count = 300 where id = :p"), {"p": posts[1]})
+    comments[posts[1]] = 300
+    assert await ranked() == expected()
+    assert (await ranked())[0] == posts[1]
+    newest = await quick_post(glimpse, author_ids[0])  # a new post: ranked with the rest
+    await glimpse.run_jobs()
+    assert newest in await ranked()

@@ -117,14 +117,10 @@ class _Reader:
                 continue
             if affinity is None:
                 affinity = await self._affinity()
-            ranked = rank_candidates(
-                [_candidate(post) for post in visible.values()],
-                now_ms=int(time.time() * 1000),
-                affinity=affinity,
-            )
+            ranked = self._rank(list(visible.values()), affinity)
             take = limit - len(served)
-            served.extend(visible[c.post_id] for c in ranked[:take])
-            pending = [c.post_id for c in ranked[take:]]
+            served.extend(ranked[:take])
+            pending = [p[0] for p in ranked[take:]]
         if not pending and not more:
             return _page(served, None)
         return _page(
@@ -172,6 +168,36 @@ class _Reader:
             merged, more = merged[:n], True
         return merged, (merged[-1] if merged else None), more
 
+    def _rank(self, posts: list[PostValues], affinity: dict[int, int]) -> list[PostValues]:
+        """The posts in feed order (rank_candidates).
+
+        A ranking depends on the clock only through the posts' ages, which all grow alike: the
+        same posts with the same counts and the same affinity rank the same a little later (as
+        long as none was stamped in the future). So the order of a viewer's last window is
+        remembered (viewer_memo, a hash of what it depends on and the order as positions) and
+        reused while they are unchanged; a like, a comment, a new or vanished post changes the
+        hash and the window is ranked afresh."""
+        now_ms = int(time.time() * 1000)
+        key = hash(
+            (
+                tuple((p[0], p[1], p[LIKE_COUNT], p[COMMENT_COUNT]) for p in posts),
+                frozenset(affinity.items()),
+            )
+        )
+        memo = self.container.viewer_memo
+        hit = memo.get("ranking", self.viewer_id)
+        if isinstance(hit, tuple) and hit[0] == key and len(hit[1]) == len(posts):
+            # (Positions into these very posts: even a colliding hash could only reorder them.)
+            return [posts[i] for i in hit[1]]
+        position = {p[0]: i for i, p in enumerate(posts)}
+        ranked = rank_candidates(
+            [_candidate(post) for post in posts], now_ms=now_ms, affinity=affinity
+        )
+        order = [position[c.post_id] for c in ranked]
+        if len(posts) <= _MEMO_MAX_POSTS and id_timestamp_ms(max(position)) <= now_ms:
+            memo.put("ranking", self.viewer_id, (key, bytes(order)))
+        return [posts[i] for i in order]
+
     async def _visible(self, ids: Sequence[int]) -> dict[int, PostValues]:
         return await repository.feed_posts(self.container.db, self.viewer_id, ids)
 
@@ -205,6 +231,8 @@ class _Reader:
 
 
 _NO_BOUND = 2**63 - 1
+# A remembered order is kept as one byte per position (a window is WINDOW posts).
+_MEMO_MAX_POSTS = 256
 
 
 def _page(served: list[PostValues], next_position: FeedPosition | None) -> FeedPage:
