@@ -835,6 +835,11 @@ async def test_the_feed_reads_its_bearer_token_as_every_route_does(glimpse: Glim
         assert_error(response, 401, code)
     assert (await glimpse.client.delete("/api/v1/auth/token", headers=viewer)).status_code == 204
     assert_error(await glimpse.client.get("/api/v1/feed", headers=viewer), 401, "invalid_token")
+    other = await glimpse.signup("other")
+    assert (await glimpse.client.get("/api/v1/feed", headers=other)).status_code == 200
+    async with glimpse.container.db.write() as s:
+        await s.execute(text("update access_tokens set expires_at = '2000-01-01 00:00:00.000000'"))
+    assert_error(await glimpse.client.get("/api/v1/feed", headers=other), 401, "invalid_token")
 
 
 @pytest.mark.parametrize("settings", [{"feed_viewer_memo_seconds": 600}], indirect=True)

@@ -10,7 +10,7 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.routing import APIRoute
 
-from glimpse.api.deps import Caller, ContainerDep, PageLimit, bearer_credentials, get_caller
+from glimpse.api.deps import Caller, ContainerDep, PageLimit, get_caller_id
 from glimpse.api.errors import error_responses
 from glimpse.container import Container
 from glimpse.errors import Malformed
@@ -45,8 +45,8 @@ class _FeedRoute(APIRoute):
             if params is None:
                 return await declared(request)
             container: Container = request.app.state.container
-            caller = await get_caller(request, container, await bearer_credentials(request))
-            return await _feed_page(container, caller.user.id, *params)
+            viewer_id = await get_caller_id(request, container)
+            return await _feed_page(container, viewer_id, *params)
 
         return handler
 
