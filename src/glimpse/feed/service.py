@@ -187,7 +187,10 @@ class _Reader:
         memo = self.container.viewer_memo
         hit = memo.get("ranking", self.viewer_id)
         if isinstance(hit, tuple) and hit[0] == key and len(hit[1]) == len(posts):
-            # (Positions into these very posts: even a colliding hash could only reorder them.)
+            # Kept while in use (it is never stale, so the memo's TTL only bounds how long an
+            # idle viewer's order stays). Positions into these very posts: even a colliding
+            # hash could only reorder them.
+            memo.put("ranking", self.viewer_id, hit)
             return [posts[i] for i in hit[1]]
         position = {p[0]: i for i, p in enumerate(posts)}
         ranked = rank_candidates(
