@@ -324,9 +324,10 @@ def build_graph(
                     likes,
                     likes // rng.randrange(8, 30),
                     sql_time(ms),
+                    "post",  # kind (migration 0006 added it last)
                 )
 
-        load("posts", 10, post_rows())
+        load("posts", 11, post_rows())
 
     with_media = [i for i in range(n_posts) if rng.random() < media_fraction]
     with clock.step(f"load media ({len(with_media):,}) and variants ({8 * len(with_media):,})"):
@@ -630,6 +631,7 @@ def _naive_on_postgres(
 
 SERVER_SCRIPT = textwrap.dedent(
     """
+    import os
     import sys
     from pathlib import Path
 
@@ -650,6 +652,11 @@ SERVER_SCRIPT = textwrap.dedent(
     )
     settings = settings.model_copy(update={"max_connections": plan.app_limit})
     app = create_app(settings)
+    if os.environ.get("GLIMPSE_BENCH_RANK_MEMO") == "off":
+        # --rank-memo off: every ranked read ranks its window (as when likes keep changing it).
+        import glimpse.feed.service
+
+        glimpse.feed.service._MEMO_MAX_POSTS = 0
 
     # (b): about 2 KB of JSON, through the same app: every middleware, the same router.
     HELLO = {
@@ -706,7 +713,14 @@ SERVER_SCRIPT = textwrap.dedent(
 class AppServer:
     """One uvicorn process (on the server core) serving the app on the loaded data dir."""
 
-    def __init__(self, data_dir: Path, fanout_max: int, access_log: bool, script_dir: Path):
+    def __init__(
+        self,
+        data_dir: Path,
+        fanout_max: int,
+        access_log: bool,
+        script_dir: Path,
+        rank_memo: str = "on",
+    ):
         script = script_dir / "feed_bench_server.py"
         script.write_text(SERVER_SCRIPT)
         self.port = free_port()
@@ -715,7 +729,11 @@ class AppServer:
         command += [str(self.port), str(fanout_max), "on" if access_log else "off"]
         self.process = subprocess.Popen(
             command,
-            env={**os.environ, "GLIMPSE_LOG_LEVEL": "WARNING"},
+            env={
+                **os.environ,
+                "GLIMPSE_LOG_LEVEL": "WARNING",
+                "GLIMPSE_BENCH_RANK_MEMO": rank_memo,
+            },
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -940,6 +958,13 @@ async def in_process_breakdown(settings: Any, viewers: Sequence[int]) -> dict[st
         from glimpse.posts.views import post_view_data
     except ImportError:  # an older tree: no plain-value views to time
         return {}
+    try:  # as the route serialises its pages (feed/routes.py), since it uses orjson
+        from orjson import dumps
+    except ImportError:
+
+        def dumps(value: Any) -> bytes:
+            return json.dumps(value, separators=(",", ":")).encode()
+
     container = build_container(settings, node_id=8102)
     await container.start()
     db = container.db
@@ -968,7 +993,7 @@ async def in_process_breakdown(settings: Any, viewers: Sequence[int]) -> dict[st
                     db, page.posts, v, container.media_urls, getattr(container, "media_views", None)
                 )
                 t2 = time.perf_counter()
-                json.dumps({"items": items, "next_cursor": None}, separators=(",", ":"))
+                dumps({"items": items, "next_cursor": None})
                 t3 = time.perf_counter()
                 if measured:
                     parts["read_feed"].append(t1 - t0)
@@ -1124,10 +1149,10 @@ def feed_reads(
         print(
             f"  in-process first page (one core, no HTTP), medians: read_feed"
             f" {breakdown['read_feed'] * 1000:.2f} ms, post views {breakdown['views'] * 1000:.2f}"
-            f" ms, json.dumps {breakdown['dumps'] * 1000:.2f} ms;"
+            f" ms, serialising {breakdown['dumps'] * 1000:.2f} ms;"
             f" {breakdown['fetches']:.0f} statements taking {breakdown['fetch_time'] * 1000:.2f} ms"
         )
-    server = AppServer(data_dir, args.fanout_max, args.access_log, work)
+    server = AppServer(data_dir, args.fanout_max, args.access_log, work, args.rank_memo)
     try:
         viewers = graph.viewers
         first = [f"/api/v1/feed?limit=20\t{t}" for _, t in viewers]
@@ -1249,7 +1274,7 @@ async def fan_out(args: argparse.Namespace, data_dir: Path, graph: Graph) -> dic
             con.execute("BEGIN IMMEDIATE")
             con.execute(
                 "INSERT INTO posts VALUES (?, ?, 'fan-out bench', 'normal', 'ready', NULL, NULL,"
-                " 0, 0, ?)",
+                " 0, 0, ?, 'post')",
                 (post_id, author, stamp),
             )
             con.execute("UPDATE users SET post_count = post_count + 1 WHERE id = ?", (author,))
@@ -1585,11 +1610,12 @@ def report(args: argparse.Namespace, graph: Graph, results: dict[str, Any]) -> N
             print(
                 f"\nIn-process first page (no HTTP), medians: read_feed"
                 f" {b['read_feed'] * 1000:.2f} ms, post views {b['views'] * 1000:.2f} ms,"
-                f" json.dumps {b['dumps'] * 1000:.2f} ms; {b['fetches']:.0f} statements in"
+                f" serialising {b['dumps'] * 1000:.2f} ms; {b['fetches']:.0f} statements in"
                 f" {b['fetch_time'] * 1000:.2f} ms."
             )
         print(
-            f"\nFeed reads: one server process on core {SERVER_CORE}, wrk -t1"
+            f"\nFeed reads (window order remembered: {args.rank_memo}): one server process on"
+            f" core {SERVER_CORE}, wrk -t1"
             f" -c{args.connections} on core {CLIENT_CORE}, {args.seconds:g} s each,"
             f" {len(graph.viewers)} viewers in turn. A first page: {page['items']:.1f} posts,"
             f" {page['variants']:.0f} variants, {page['bytes'] / 1024:.1f} KB.\n"
@@ -1827,6 +1853,11 @@ def main() -> None:
     run.add_argument(
         "--access-log", choices=["on", "off"], default="on",
         help="uvicorn's access log, on as under `glimpse serve` (to /dev/null here)",
+    )  # fmt: skip
+    run.add_argument(
+        "--rank-memo", choices=["on", "off"], default="on",
+        help="off: the server ranks every window afresh, as when likes keep changing it (the"
+        " remembered order of a viewer's last window always holds on this static data)",
     )  # fmt: skip
     run.add_argument(
         "--gc-freeze", action="store_true",

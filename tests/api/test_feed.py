@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Collection
 
 import pytest
 from sqlalchemy import text
 
 from glimpse.feed.ranking import Candidate, rank_candidates
+from glimpse.ids import id_timestamp_ms
 from tests.api.social import (
     block,
     feed,
@@ -375,8 +377,6 @@ async def test_ranked_pages_follow_the_ranking_core(glimpse: Glimpse) -> None:
     await glimpse.run_jobs()
     for n, p in enumerate(posts):
         await set_likes(glimpse, p, (n * 7) % 10)
-    from glimpse.ids import id_timestamp_ms
-
     expected = rank_candidates(
         [Candidate(p, aid, id_timestamp_ms(p), (n * 7) % 10, 0) for n, p in enumerate(posts)],
         now_ms=int(time.time() * 1000),
@@ -657,6 +657,41 @@ async def test_fan_out_reaches_followers_past_its_first_batch(
         assert await entries_of(glimpse, await user_id(glimpse, fan)) == []
 
 
+async def test_fan_out_writes_one_transaction_per_batch_the_authors_own_feed_in_the_first(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each commit is an fsync, the largest part of a fan-out (bench/bench_feed.py): the
+    # author's own feed must not cost a transaction of its own.
+    from glimpse.feed import jobs
+
+    monkeypatch.setattr(jobs, "FAN_OUT_BATCH", 2)
+    author = await glimpse.signup("author")
+    fans = [await glimpse.signup(f"fan{i}") for i in range(3)]
+    for fan in fans:
+        await follow(glimpse, fan, "author")
+        await feed(glimpse, fan)
+    await feed(glimpse, author)
+    await glimpse.run_jobs()
+    store = glimpse.container.feed_store
+    pushes: list[list[int]] = []
+    real_push = store.push
+
+    async def counted_push(post_id: int, author_id: int, user_ids: Collection[int]) -> int:
+        pushes.append(sorted(user_ids))
+        return await real_push(post_id, author_id, user_ids)
+
+    monkeypatch.setattr(store, "push", counted_push)
+    author_id = await user_id(glimpse, author)
+    fan_ids = [await user_id(glimpse, fan) for fan in fans]
+    post_id = await quick_post(glimpse, author_id)
+    await glimpse.run_jobs()
+    assert len(pushes) == 2  # 1 author + 3 followers, in batches of 2 followers
+    assert sorted(u for push in pushes for u in push) == sorted([author_id, *fan_ids])
+    assert author_id in pushes[0]
+    for viewer in (author_id, *fan_ids):
+        assert await entries_of(glimpse, viewer) == [post_id]
+
+
 async def test_feed_jobs_run_out_of_order_agree_with_the_final_relation(glimpse: Glimpse) -> None:
     from glimpse.feed.jobs import merge_author_into_feed, remove_author_from_feed
 
@@ -736,3 +771,121 @@ async def test_the_expiry_job_keeps_feeds_read_lately(glimpse: Glimpse) -> None:
     await feed(glimpse, bob)
     await expire_inactive_feeds(glimpse.container, {})
     assert await has_feed(glimpse, await user_id(glimpse, bob))
+
+
+# --- the route's short way in (feed/routes._FeedRoute) -----------------------------------------
+
+
+async def test_every_feed_query_is_read_as_the_declared_parameters_read_it(
+    glimpse: Glimpse,
+) -> None:
+    # Plain queries skip FastAPI's parameter checks; anything else must still get the answer
+    # the declared parameters give (the last of a repeated parameter, their 422s).
+    viewer = await glimpse.signup("viewer")
+    vid = await user_id(glimpse, viewer)
+    posts = [await quick_post(glimpse, vid) for _ in range(3)]
+    await glimpse.run_jobs()
+    newest_first = [str(p) for p in sorted(posts, reverse=True)]
+    for query, shown in [
+        ("limit=2", 2),
+        ("limit=02", 2),
+        ("limit=1&limit=2", 2),
+        ("limit=2&limit=1", 1),
+        ("limit=%2B2", 2),
+        ("limit=%202", 2),
+        ("limit=1_0", 3),
+        ("cursor=", 3),
+        ("order=latest&order=ranked&limit=3", 3),
+    ]:
+        response = await glimpse.client.get(f"/api/v1/feed?{query}", headers=viewer)
+        assert response.status_code == 200, (query, response.text)
+        assert len(response.json()["items"]) == shown, query
+    latest = await glimpse.client.get("/api/v1/feed?order=ranked&order=latest", headers=viewer)
+    assert [p["id"] for p in latest.json()["items"]] == newest_first
+    for query, code in [
+        ("limit=0", "invalid_limit"),
+        ("limit=101", "invalid_limit"),
+        ("limit=1234567890", "invalid_limit"),
+        ("limit=", "invalid"),
+        ("limit=two", "invalid"),
+        ("order=", "invalid"),
+        ("order=RANKED", "invalid"),
+        ("order=latest&order=best", "invalid"),
+    ]:
+        response = await glimpse.client.get(f"/api/v1/feed?{query}", headers=viewer)
+        assert_error(response, 422, code)
+
+
+async def test_the_feed_reads_its_bearer_token_as_every_route_does(glimpse: Glimpse) -> None:
+    viewer = await glimpse.signup("viewer")
+    token = viewer["Authorization"].removeprefix("Bearer ")
+    for header in (f"bearer {token}", f"Bearer   {token}  "):
+        response = await glimpse.client.get("/api/v1/feed", headers={"Authorization": header})
+        assert response.status_code == 200, header
+    for header, code in [
+        (f"Basic {token}", "unauthenticated"),
+        ("Bearer", "unauthenticated"),
+        ("", "unauthenticated"),
+        ("Bearer glp_made_up", "invalid_token"),
+        (f"Bearer {token}x", "invalid_token"),
+    ]:
+        response = await glimpse.client.get(
+            "/api/v1/feed?limit=5", headers={"Authorization": header} if header else {}
+        )
+        assert_error(response, 401, code)
+    assert (await glimpse.client.delete("/api/v1/auth/token", headers=viewer)).status_code == 204
+    assert_error(await glimpse.client.get("/api/v1/feed", headers=viewer), 401, "invalid_token")
+    other = await glimpse.signup("other")
+    assert (await glimpse.client.get("/api/v1/feed", headers=other)).status_code == 200
+    async with glimpse.container.db.write() as s:
+        await s.execute(text("update access_tokens set expires_at = '2000-01-01 00:00:00.000000'"))
+    assert_error(await glimpse.client.get("/api/v1/feed", headers=other), 401, "invalid_token")
+
+
+@pytest.mark.parametrize("settings", [{"feed_viewer_memo_seconds": 600}], indirect=True)
+async def test_a_remembered_ranking_gives_way_to_new_likes_posts_and_affinity(
+    glimpse: Glimpse,
+) -> None:
+    # The order of a window is remembered per viewer (feed/service._Reader._rank) only for the
+    # same posts with the same counts: any change is ranked afresh on the very next read.
+    viewer = await glimpse.signup("viewer")
+    authors = [await glimpse.signup(f"a{i}") for i in range(3)]
+    for i in range(3):
+        await follow(glimpse, viewer, f"a{i}")
+    author_ids = [await user_id(glimpse, a) for a in authors]
+    posts = [await quick_post(glimpse, author_ids[n % 3]) for n in range(9)]
+    await glimpse.run_jobs()
+
+    async def ranked() -> list[int]:
+        page = await feed(glimpse, viewer, "ranked", limit=9)
+        return [int(p["id"]) for p in page["items"]]
+
+    def expected() -> list[int]:
+        return [
+            c.post_id
+            for c in rank_candidates(
+                [
+                    Candidate(p, author_ids[n % 3], id_timestamp_ms(p), likes[p], comments[p])
+                    for n, p in enumerate(posts)
+                ],
+                now_ms=int(time.time() * 1000),
+                affinity={},
+            )
+        ]
+
+    likes = dict.fromkeys(posts, 0)
+    comments = dict.fromkeys(posts, 0)
+    assert await ranked() == expected() == sorted(posts, reverse=True)
+    assert await ranked() == expected()  # remembered: the same
+    likes[posts[0]] = 400
+    await set_likes(glimpse, posts[0], 400)  # the oldest, liked: it rises
+    assert (await ranked())[0] == posts[0]
+    assert await ranked() == expected()
+    async with glimpse.container.db.write() as s:
+        await s.execute(text("update posts set comment_count = 300 where id = :p"), {"p": posts[1]})
+    comments[posts[1]] = 300
+    assert await ranked() == expected()
+    assert (await ranked())[0] == posts[1]
+    newest = await quick_post(glimpse, author_ids[0])  # a new post: ranked with the rest
+    await glimpse.run_jobs()
+    assert newest in await ranked()

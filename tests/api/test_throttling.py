@@ -351,3 +351,18 @@ async def test_follows_and_comments_have_budgets_of_their_own_per_account(
     assert_throttled(comments[2], 2)
     shown = await glimpse.client.get(f"/api/v1/posts/{post_id}", headers=bob)
     assert shown.json()["comment_count"] == 2  # the refused one left nothing
+
+
+@budgets("api=10/minute")
+async def test_a_token_the_feed_accepted_gets_a_budget_of_its_own(glimpse: Glimpse) -> None:
+    # The feed authenticates on a short way of its own (feed/routes.py); a token it accepts
+    # must earn its budget as one accepted by any other route does.
+    headers = await glimpse.signup()
+    assert (await glimpse.client.get("/api/v1/feed", headers=headers)).status_code == 200
+    responses = await asyncio.gather(
+        *(glimpse.client.get("/api/v1/feed", headers=headers) for _ in range(25))
+    )
+    assert statuses(responses) == {200: 10, 429: 15}
+    # The address's budget was left alone by all of them: a stranger there is still heard
+    # (and refused for want of a token, not throttled).
+    assert_error(await glimpse.client.get("/api/v1/filters"), 401)

@@ -3,6 +3,8 @@ read-only connection, with errors the API maps as it maps a session's."""
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 
@@ -75,3 +77,22 @@ async def test_sqlite_errors_arrive_as_sqlalchemys_with_their_code(db: Database)
     with pytest.raises(OperationalError) as raised:
         await db.fetch(text("SELECT * FROM no_such_table"))
     assert isinstance(getattr(raised.value.orig, "sqlite_errorcode", None), int)
+
+
+async def test_quick_reads_see_each_commit_before_and_after_a_checkpoint(db: Database) -> None:
+    # The quick connection maps the database file (QUICK_MMAP_BYTES): a commit is first in the
+    # WAL, then copied into that file by a checkpoint; the next quick read sees it either way.
+    names = select(User.username).where(User.id.in_(bindparam("ids", expanding=True)))
+    assert await db.fetch(names, {"ids": [1]}) == [("u0",)]
+    for step in range(3):
+        async with db.write() as session:
+            await session.execute(
+                text("UPDATE users SET username = :n WHERE id = 1"), {"n": f"renamed{step}"}
+            )
+        assert await db.fetch(names, {"ids": [1]}) == [(f"renamed{step}",)]
+        with closing(sqlite3.connect(str(db.write_engine.url.database))) as other:
+            (busy, _, _) = other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            assert busy == 0
+        assert await db.fetch(names, {"ids": [1]}) == [(f"renamed{step}",)]
+    connection = db._quick_connection()
+    assert connection.execute("PRAGMA mmap_size").fetchone()[0] > 0

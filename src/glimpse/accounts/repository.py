@@ -39,6 +39,25 @@ _TOKEN_USER = (
 )
 
 
+# The same look-up for a caller whose id is all a route needs (the home feed): no account
+# object to build.
+_TOKEN_USER_ID = (
+    select(User.id)
+    .join(AccessToken, AccessToken.user_id == User.id)
+    .where(
+        AccessToken.token_hash == bindparam("hash"),
+        AccessToken.revoked_at.is_(None),
+        AccessToken.expires_at > bindparam("now"),
+    )
+)
+
+
+async def get_user_id_by_token_hash(db: Database, token_hash: str, now: datetime) -> int | None:
+    """The id of the account behind a live token (what get_user_by_token_hash finds)."""
+    rows = await db.fetch(_TOKEN_USER_ID, {"hash": token_hash, "now": now})
+    return int(rows[0][0]) if rows else None
+
+
 async def get_user_by_token_hash(
     db: Database, token_hash: str, now: datetime
 ) -> tuple[User, int] | None:

@@ -41,6 +41,15 @@ def _sqlite_datetime(value: datetime) -> str:
 # Positional "?" parameters, as the sqlite3 module takes them.
 _QMARK_SQLITE = sqlite.dialect(paramstyle="qmark")
 
+# The quick connection reads the database file through a memory map of up to this much (SQLite
+# caps it at its build's limit, 2 GB in the usual builds): a page is then a pointer into the
+# OS page cache rather than a read() into SQLite's own cache of 2,000 pages, which a large file
+# misses all the time, and which any other process's commit empties. A hot-path statement over
+# 64 posts costs a quarter to a third less CPU (bench/bench_feed.py). Pages still in the WAL are
+# read as before. (The price: an I/O error on the disk under a mapped page is a SIGBUS rather
+# than an error code; the same is already true of the WAL's index, which SQLite always maps.)
+QUICK_MMAP_BYTES = 2**31
+
 
 def use_wal(dbapi_connection: Any) -> None:
     """Put the file in WAL mode (a persistent property of the file) unless it already is.
@@ -163,6 +172,7 @@ class Database:
                     timeout=self._busy_timeout_ms / 1000,
                 )
                 connection.execute("PRAGMA query_only=ON")
+                connection.execute(f"PRAGMA mmap_size={QUICK_MMAP_BYTES}")
             except sqlite3.OperationalError as exc:
                 raise OperationalError("connect", (), exc) from exc
             self._quick.connection = connection

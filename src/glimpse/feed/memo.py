@@ -10,7 +10,9 @@ class ViewerMemo:
     """Per-process answers about a viewer that may be a few seconds old: the followed accounts
     merged at read time, and the affinity counts. Neither can show what the viewer may not see
     (every candidate is checked afresh); a stale answer only delays a new follow of a large
-    account by `ttl_seconds` (settings.feed_viewer_memo_seconds), or ranks with slightly older affinity."""
+    account by `ttl_seconds` (settings.feed_viewer_memo_seconds), or ranks with slightly older affinity.
+    Also the order of the viewer's last ranked window, which is never stale: it is used only for
+    the very same posts, counts and affinity (feed/service._Reader._rank)."""
 
     def __init__(self, ttl_seconds: float, max_entries: int = 10_000) -> None:
         self._ttl = ttl_seconds

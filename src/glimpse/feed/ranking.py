@@ -27,8 +27,8 @@ import math
 import sys
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from heapq import heapify, heappop, heappush, heapreplace
+from typing import NamedTuple
 
 __all__ = ["Candidate", "rank_candidates", "score"]
 
@@ -54,9 +54,10 @@ _LN2 = math.log(2)
 _SMALLEST_SCORE = sys.float_info.min
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """A post that may appear in a viewer's home feed, with what ranking needs to know of it."""
+class Candidate(NamedTuple):
+    """A post that may appear in a viewer's home feed, with what ranking needs to know of it.
+    (A named tuple: a read ranks a window of them per request, and a frozen dataclass costs
+    three times as much to make.)"""
 
     post_id: int  # 64-bit time-sortable id; larger = newer
     author_id: int

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Executable, bindparam, or_, select
 
@@ -18,7 +19,14 @@ from glimpse.engagement.models import Comment, Like
 from glimpse.graph.models import Follow
 from glimpse.graph.visibility import in_feed_of
 from glimpse.posts.models import Post, PostKind, PostStatus
-from glimpse.posts.views import POST_COLUMNS, PostRow
+from glimpse.posts.views import POST_COLUMN_NAMES, POST_COLUMNS
+
+# A post as feed_posts returns it: the columns of PostRow, in its order, as the database gave
+# them (PostRow.from_row makes one). A ranked read looks at a whole window of candidates and
+# serves a page of them, so only the posts it serves pay for parsing their timestamps.
+PostValues = tuple[Any, ...]
+LIKE_COUNT = POST_COLUMN_NAMES.index("like_count")
+COMMENT_COUNT = POST_COLUMN_NAMES.index("comment_count")
 
 _NO_BOUND = 2**63 - 1
 
@@ -107,13 +115,15 @@ async def posts_of_authors(
     return [(row[0], row[1]) for row in rows]
 
 
-async def feed_posts(db: Database, viewer_id: int, post_ids: Sequence[int]) -> dict[int, PostRow]:
+async def feed_posts(
+    db: Database, viewer_id: int, post_ids: Sequence[int]
+) -> dict[int, PostValues]:
     """Those of these posts that belong in the viewer's feed now (graph.visibility.in_feed_of):
     whatever the cache says, an unfollow, a block or a deletion counts from the very next read."""
     if not post_ids:
         return {}
     rows = await db.fetch(_FEED_POSTS, {"ids": list(post_ids), "viewer": viewer_id})
-    return {row[0]: PostRow.from_row(row) for row in rows}
+    return {row[0]: row for row in rows}
 
 
 async def followed_pull_accounts(db: Database, user_id: int) -> list[int]:

@@ -28,6 +28,7 @@ from glimpse.db.base import utcnow
 from glimpse.feed import repository
 from glimpse.feed.cursors import WINDOW, FeedPosition, Order
 from glimpse.feed.ranking import Candidate, rank_candidates
+from glimpse.feed.repository import COMMENT_COUNT, LIKE_COUNT, PostValues
 from glimpse.ids import id_timestamp_ms
 from glimpse.posts.views import PostRow
 
@@ -82,7 +83,7 @@ class _Reader:
         self._touched = False
 
     async def latest(self, position: FeedPosition, limit: int) -> FeedPage:
-        served: list[PostRow] = []
+        served: list[PostValues] = []
         below, more = position.before, True
         for _ in range(MAX_WINDOWS_PER_PAGE):
             ids, floor, more = await self._candidates(below, limit + 1 - len(served))
@@ -92,19 +93,19 @@ class _Reader:
             if len(served) > limit or not more:
                 break
         if len(served) > limit:
-            return FeedPage(served[:limit], replace(position, before=served[limit - 1].id))
+            return _page(served[:limit], replace(position, before=served[limit - 1][0]))
         if more and below is not None:  # looked long enough: go on from where we stopped
-            return FeedPage(served, replace(position, before=below))
-        return FeedPage(served, None)
+            return _page(served, replace(position, before=below))
+        return _page(served, None)
 
     async def ranked(self, position: FeedPosition, limit: int) -> FeedPage:
-        served: list[PostRow] = []
+        served: list[PostValues] = []
         pending = list(position.pending)
         floor, more = position.floor, position.more
         if pending:
             visible = await self._visible(pending)
             kept = [visible[i] for i in pending if i in visible]
-            served, pending = kept[:limit], [p.id for p in kept[limit:]]
+            served, pending = kept[:limit], [p[0] for p in kept[limit:]]
         affinity: dict[int, int] | None = None
         windows = 0
         while len(served) < limit and more and windows < MAX_WINDOWS_PER_PAGE:
@@ -116,17 +117,13 @@ class _Reader:
                 continue
             if affinity is None:
                 affinity = await self._affinity()
-            ranked = rank_candidates(
-                [_candidate(post) for post in visible.values()],
-                now_ms=int(time.time() * 1000),
-                affinity=affinity,
-            )
+            ranked = self._rank(list(visible.values()), affinity)
             take = limit - len(served)
-            served.extend(visible[c.post_id] for c in ranked[:take])
-            pending = [c.post_id for c in ranked[take:]]
+            served.extend(ranked[:take])
+            pending = [p[0] for p in ranked[take:]]
         if not pending and not more:
-            return FeedPage(served, None)
-        return FeedPage(
+            return _page(served, None)
+        return _page(
             served, FeedPosition(order="ranked", pending=tuple(pending), floor=floor, more=more)
         )
 
@@ -171,7 +168,40 @@ class _Reader:
             merged, more = merged[:n], True
         return merged, (merged[-1] if merged else None), more
 
-    async def _visible(self, ids: Sequence[int]) -> dict[int, PostRow]:
+    def _rank(self, posts: list[PostValues], affinity: dict[int, int]) -> list[PostValues]:
+        """The posts in feed order (rank_candidates).
+
+        A ranking depends on the clock only through the posts' ages, which all grow alike: the
+        same posts with the same counts and the same affinity rank the same a little later (as
+        long as none was stamped in the future). So the order of a viewer's last window is
+        remembered (viewer_memo, a hash of what it depends on and the order as positions) and
+        reused while they are unchanged; a like, a comment, a new or vanished post changes the
+        hash and the window is ranked afresh."""
+        now_ms = int(time.time() * 1000)
+        key = hash(
+            (
+                tuple((p[0], p[1], p[LIKE_COUNT], p[COMMENT_COUNT]) for p in posts),
+                frozenset(affinity.items()),
+            )
+        )
+        memo = self.container.viewer_memo
+        hit = memo.get("ranking", self.viewer_id)
+        if isinstance(hit, tuple) and hit[0] == key and len(hit[1]) == len(posts):
+            # Kept while in use (it is never stale, so the memo's TTL only bounds how long an
+            # idle viewer's order stays). Positions into these very posts: even a colliding
+            # hash could only reorder them.
+            memo.put("ranking", self.viewer_id, hit)
+            return [posts[i] for i in hit[1]]
+        position = {p[0]: i for i, p in enumerate(posts)}
+        ranked = rank_candidates(
+            [_candidate(post) for post in posts], now_ms=now_ms, affinity=affinity
+        )
+        order = [position[c.post_id] for c in ranked]
+        if len(posts) <= _MEMO_MAX_POSTS and id_timestamp_ms(max(position)) <= now_ms:
+            memo.put("ranking", self.viewer_id, (key, bytes(order)))
+        return [posts[i] for i in order]
+
+    async def _visible(self, ids: Sequence[int]) -> dict[int, PostValues]:
         return await repository.feed_posts(self.container.db, self.viewer_id, ids)
 
     async def _pulled_accounts(self) -> list[int]:
@@ -204,14 +234,20 @@ class _Reader:
 
 
 _NO_BOUND = 2**63 - 1
+# A remembered order is kept as one byte per position (a window is WINDOW posts).
+_MEMO_MAX_POSTS = 256
 
 
-def _candidate(post: PostRow) -> Candidate:
+def _page(served: list[PostValues], next_position: FeedPosition | None) -> FeedPage:
+    return FeedPage([PostRow.from_row(values) for values in served], next_position)
+
+
+def _candidate(post: PostValues) -> Candidate:
     return Candidate(
-        post_id=post.id,
-        author_id=post.author_id,
-        created_ms=id_timestamp_ms(post.id),
+        post_id=post[0],
+        author_id=post[1],
+        created_ms=id_timestamp_ms(post[0]),
         # (Counters never go below zero; if one ever did, the page must still rank.)
-        like_count=max(0, post.like_count),
-        comment_count=max(0, post.comment_count),
+        like_count=max(0, post[LIKE_COUNT]),
+        comment_count=max(0, post[COMMENT_COUNT]),
     )
