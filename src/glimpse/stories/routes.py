@@ -3,9 +3,9 @@ archive, and highlights."""
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Query, Request, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -96,9 +96,7 @@ async def read_tray(caller: Caller, container: ContainerDep) -> Response:
     ]
     # Serialised once, from plain values (as the feed is): hundreds of stories, each with ten
     # signed URLs, would cost several times more as models validated on the way out.
-    return Response(
-        json.dumps({"items": items}, separators=(",", ":")), media_type="application/json"
-    )
+    return Response(orjson.dumps({"items": items}), media_type="application/json")
 
 
 @router.get(
