@@ -14,6 +14,11 @@ class PostStatus:
     FAILED = "failed"
 
 
+class MediaKind:
+    IMAGE = "image"
+    VIDEO = "video"
+
+
 class PostKind:
     """A story is a post row too, so that it takes the same upload, processing, storage and
     media-origin path; every read of posts as posts (grids, feeds, likes) names the kind."""
@@ -44,7 +49,7 @@ class Post(Base):
 
 
 class Media(Base):
-    """One photo (or, later, video) of a post: its private original and, once processed, its variants."""
+    """One photo or video of a post: its private original and, once processed, its variants."""
 
     __tablename__ = "media"
 
@@ -62,6 +67,9 @@ class Media(Base):
     width: Mapped[int | None] = mapped_column(default=None)
     height: Mapped[int | None] = mapped_column(default=None)
     blurhash: Mapped[str | None] = mapped_column(String(128), default=None)
+    # Videos only: the processed length, and how far transcoding has got (percent) while it runs.
+    duration_s: Mapped[float | None] = mapped_column(default=None)
+    progress: Mapped[int | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
