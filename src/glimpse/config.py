@@ -105,6 +105,19 @@ class Settings(BaseSettings):
     decode_memory_bytes: int = Field(default=2 * 1024 * 1024 * 1024, ge=64 * 1024 * 1024)
     decode_timeout_seconds: float = Field(default=120.0, gt=0)
 
+    # Videos (API.md): the largest file, the longest post and story, and the budget of the
+    # child process that transcodes each one (one encoder thread: minutes of CPU for a long 4K
+    # clip). Transcoding jobs run in lanes of their own, `video_worker_concurrency` per worker
+    # process, under a lease of `video_job_lease_seconds`, so photos never wait behind them.
+    max_video_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
+    max_video_seconds: float = Field(default=90.0, gt=0)
+    max_story_video_seconds: float = Field(default=60.0, gt=0)
+    video_decode_cpu_seconds: int = Field(default=1200, ge=1)
+    video_decode_memory_bytes: int = Field(default=2 * 1024 * 1024 * 1024, ge=256 * 1024 * 1024)
+    video_decode_timeout_seconds: float = Field(default=1500.0, gt=0)
+    video_worker_concurrency: int = Field(default=1, ge=0)
+    video_job_lease_seconds: float = Field(default=600.0, gt=0)
+
     # Storage: below this much free space the store is "unavailable" in /readyz, and
     # transient storage faults (full or read-only disk, I/O errors) are retried for at least
     # `storage_retry_window_seconds`, at most `storage_retry_max_delay_seconds` apart.

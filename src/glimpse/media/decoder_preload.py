@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from PIL import Image
 
-import glimpse.media.images  # noqa: F401  (Pillow, pillow_heif, blurhash, the filters)
+# Pillow, pillow_heif, blurhash and the filters; PyAV and FFmpeg's libraries (about 100 ms).
+import glimpse.media.images
+import glimpse.media.video  # noqa: F401
 
 # Pillow imports every format plugin on the first open, and the WebP codec on the first save.
 Image.init()

@@ -28,7 +28,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from glimpse.media import images
+from glimpse.media import images, video
+from glimpse.media.sniff import MediaType
+from glimpse.media.video_planning import VideoProbe
 
 if TYPE_CHECKING:
     from glimpse.config import Settings
@@ -55,6 +57,31 @@ class DecodeBudget:
             memory_bytes=settings.decode_memory_bytes,
             timeout_seconds=settings.decode_timeout_seconds,
         )
+
+    @classmethod
+    def for_video(cls, settings: Settings) -> DecodeBudget:
+        """Transcoding a video: minutes, where a photo takes a fraction of a second."""
+        return cls(
+            cpu_seconds=settings.video_decode_cpu_seconds,
+            memory_bytes=settings.video_decode_memory_bytes,
+            timeout_seconds=settings.video_decode_timeout_seconds,
+        )
+
+    @classmethod
+    def for_video_probe(cls, settings: Settings) -> DecodeBudget:
+        """Probing an upload's video (its header and first frame) before it is accepted: a
+        second of work for any real file; the API waits for it."""
+        return cls(
+            cpu_seconds=VIDEO_PROBE_CPU_SECONDS,
+            memory_bytes=settings.video_decode_memory_bytes,
+            timeout_seconds=VIDEO_PROBE_TIMEOUT_SECONDS,
+        )
+
+
+# A 4K HEVC frame decodes in well under a second; a file that needs more to show its first one
+# is refused at upload.
+VIDEO_PROBE_CPU_SECONDS = 10
+VIDEO_PROBE_TIMEOUT_SECONDS = 20.0
 
 
 class DecodeBudgetExceeded(Exception):
@@ -95,6 +122,47 @@ def decode_in_child(
         processed = run_in_child(budget, _read_then_call, images.process_image, source, *args)
         return cast(images.ProcessedImage, processed)
     return run_in_child(budget, images.process_image, source, *args)
+
+
+def probe_video_in_child(path: Path, media_type: MediaType, budget: DecodeBudget) -> VideoProbe:
+    """`video.probe_video` in a decoding child. Raises UnreadableVideo, OriginalUnreadable,
+    DecodeBudgetExceeded or DecoderDied."""
+    probe = run_in_child(budget, _reading_file, video.probe_video, path, media_type)
+    return cast(VideoProbe, probe)
+
+
+def transcode_in_child(
+    path: Path,
+    media_type: MediaType,
+    staging: Path,
+    story: bool,
+    max_seconds: float,
+    budget: DecodeBudget,
+    progress: Path | None = None,
+) -> video.ProcessedVideo:
+    """`video.transcode_video` in a decoding child under `budget` (the child reads the original
+    from its file and writes the renditions to files under `staging`). Raises what
+    transcode_video raises, with OriginalUnreadable for OSError, DecodeBudgetExceeded or
+    DecoderDied."""
+    processed = run_in_child(
+        budget,
+        _reading_file,
+        video.transcode_video,
+        path,
+        media_type,
+        staging,
+        story,
+        max_seconds,
+        progress,
+    )
+    return cast(video.ProcessedVideo, processed)
+
+
+def _reading_file(function: Callable[..., T], *args: Any) -> T:
+    try:
+        return function(*args)
+    except OSError as exc:
+        raise OriginalUnreadable(exc.errno, exc.strerror or str(exc)) from None
 
 
 def _read_then_call(function: Callable[..., T], path: Path, *args: Any) -> T:

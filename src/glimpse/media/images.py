@@ -384,6 +384,18 @@ def _chain_resize(largest: Image.Image, plans: list[VariantPlan]) -> list[Image.
     return images
 
 
+def encode_still(image: Image.Image) -> list[tuple[str, bytes]]:
+    """An RGB picture (a video's poster) as JPEG and WebP, at the photos' qualities, with no
+    metadata: what `process_image` writes for each variant."""
+    image.info.clear()
+    return _encode(image, None)
+
+
+def blurhash_of(image: Image.Image) -> str:
+    """The blurhash of an RGB picture (a video's poster), as photos get theirs."""
+    return _blurhash(image)
+
+
 def _blurhash(image: Image.Image) -> str:
     tiny = image.resize(blurhash_size(*image.size), Image.Resampling.BOX)
     # blurhash.encode closes the image it is given: hand it a throwaway copy.

@@ -22,6 +22,7 @@ class MediaType(enum.StrEnum):
     GIF = "image/gif"
     MP4 = "video/mp4"
     MOV = "video/quicktime"
+    WEBM = "video/webm"
 
 
 SNIFF_BYTES: int = 64
@@ -31,9 +32,13 @@ _IMAGE_TYPES = frozenset(
     {MediaType.JPEG, MediaType.PNG, MediaType.WEBP, MediaType.HEIC, MediaType.GIF}
 )
 
+_VIDEO_TYPES = frozenset({MediaType.MP4, MediaType.MOV, MediaType.WEBM})
+
 _HEIC_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"})
 _MP4_BRANDS = frozenset(
     {b"isom", b"iso2", b"iso4", b"iso5", b"iso6", b"mp41", b"mp42", b"avc1", b"dash", b"M4V "}
+    # Android phones' (3GPP brands) and Sony cameras'.
+    | {b"3gp4", b"3gp5", b"3gp6", b"MSNV"}
 )
 _MOV_BRANDS = frozenset({b"qt  "})
 # AVIF files also list the generic HEIF brands (mif1, msf1) as compatible, so an AVIF
@@ -70,11 +75,20 @@ def _sniff_iso_bmff(head: bytes) -> MediaType | None:
     return None
 
 
+# WebM is Matroska with the DocType "webm": the EBML header's magic, then (within its first
+# few dozen bytes) the DocType element, ID 0x4282, a one-byte size 0x84, and the name.
+_EBML_MAGIC = b"\x1a\x45\xdf\xa3"
+_WEBM_DOCTYPE = b"\x42\x82\x84webm"
+
+
 def sniff_media_type(head: bytes) -> MediaType | None:
     """Classify a file from its first `SNIFF_BYTES` bytes (magic numbers only).
 
-    Returns None for anything Glimpse does not accept, including AVIF.
+    Returns None for anything Glimpse does not accept, including AVIF, Matroska that is not
+    WebM, and text such as an HLS playlist (whatever its name says).
     """
+    if head.startswith(_EBML_MAGIC):
+        return MediaType.WEBM if _WEBM_DOCTYPE in head else None
     if head.startswith(b"\xff\xd8\xff"):
         return MediaType.JPEG
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -91,6 +105,10 @@ def sniff_media_type(head: bytes) -> MediaType | None:
 def is_image(t: MediaType) -> bool:
     """Whether the type goes through the image pipeline (as opposed to video)."""
     return t in _IMAGE_TYPES
+
+
+def is_video(t: MediaType) -> bool:
+    return t in _VIDEO_TYPES
 
 
 # Inside entropy-coded data an 0xFF byte is followed only by 0x00 (stuffing), 0xFF

@@ -1,0 +1,453 @@
+"""The video adapter: probing and transcoding with PyAV (FFmpeg's libraries, bundled in its wheel).
+
+Runs only in a decoding child (media/decoding.py), never in the API's or the worker's own process:
+FFmpeg's demuxers and decoders read hostile bytes. Everything it decides (limits, sizes, crops,
+bitrates, the poster's moment, which frames a slow-motion clip keeps) comes from the pure
+functions of media/video_planning.py; this module only measures and applies.
+
+Output is deterministic (one encoder thread, no timestamps or version strings written), so a
+job run twice makes byte-identical files and the same content-addressed keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, cast
+
+import av
+import av.error
+from av.audio.resampler import AudioResampler
+from av.filter import Graph
+from av.video.frame import PictureType, VideoFrame
+from PIL import Image
+
+from glimpse.media import images
+from glimpse.media.sniff import MediaType
+from glimpse.media.video_planning import (
+    CRF,
+    OUTPUT_MAX_FRAME_RATE,
+    POSTER_VARIANT,
+    X264_PRESET,
+    VideoProbe,
+    VideoVariantPlan,
+    check_limits,
+    keeps_frame,
+    plan_variants,
+    poster_time,
+    progress_percent,
+    quarter_turns,
+    unsupported_codec,
+    upright_size,
+)
+
+# The demuxer each accepted type is opened with. Named, never guessed: FFmpeg's guess could pick
+# a demuxer that follows URLs (an HLS playlist) for bytes that merely look like one.
+_DEMUXERS = {MediaType.MP4: "mov", MediaType.MOV: "mov", MediaType.WEBM: "matroska"}
+# AAC at the rate and layout every browser plays.
+AUDIO_RATE = 48_000
+_AUDIO_FRAME = 1024
+# How often (in seconds of the source) the progress file is rewritten.
+_PROGRESS_EVERY_S = 1.0
+# A header may understate the length; decoding stops this far past the limit.
+_DURATION_SLACK_S = 1.0
+
+
+class UnreadableVideo(Exception):
+    """permanent: the bytes are not a video FFmpeg can demux and decode"""
+
+
+class VideoRefused(Exception):
+    """permanent: the video is readable but outside a limit or a codec Glimpse handles; `code`
+    is the API's error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class VideoFile:
+    """One encoded rendition, written to a file in the staging folder (too large to pass
+    between processes as bytes)."""
+
+    name: str
+    content_type: str
+    width: int
+    height: int
+    path: Path
+    size: int
+
+
+@dataclass(frozen=True)
+class ProcessedVideo:
+    """What transcoding made: width/height are `mp4_720`'s (upright), the blurhash the poster's."""
+
+    width: int
+    height: int
+    blurhash: str
+    duration_s: float
+    variants: list[images.EncodedVariant | VideoFile] = field(default_factory=list)
+
+
+def probe_video(path: Path, media_type: MediaType) -> VideoProbe:
+    """Container, codecs, stored size, rotation, frame rate and duration, from the header and
+    the first decoded frame (which proves the picture data is there). Raises UnreadableVideo."""
+    with _opened(path, media_type) as container:
+        return _probe(container)
+
+
+def _probe(container: Any) -> VideoProbe:
+    if not container.streams.video:
+        raise UnreadableVideo("the file holds no picture, only sound or data")
+    stream = container.streams.video[0]
+    codec = stream.codec_context
+    audio = container.streams.audio[0].codec_context.name if container.streams.audio else None
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    durations = [container.duration / 1_000_000 if container.duration else 0.0]
+    for s in (*container.streams.video, *container.streams.audio):
+        if s.duration and s.time_base:
+            durations.append(float(s.duration * s.time_base))
+    first = None
+    try:
+        for frame in container.decode(stream):
+            first = frame
+            break
+    except av.error.FFmpegError as exc:
+        raise UnreadableVideo(f"the picture cannot be decoded: {exc}") from None
+    if first is None:
+        raise UnreadableVideo("the file holds no picture that can be decoded")
+    aspect = stream.sample_aspect_ratio
+    return VideoProbe(
+        container=container.format.name,
+        video_codec=codec.name,
+        width=first.width,
+        height=first.height,
+        rotation=round(first.rotation or 0),
+        frame_rate=float(rate) if rate else 0.0,
+        # The longest of what the container and each stream declare: a header that understates
+        # one of them is caught by the longest, and decoding stops at the limit in any case.
+        duration_s=max(durations),
+        audio_codec=audio,
+        pixel_aspect=Fraction(aspect) if aspect else Fraction(1),
+        start_s=float(first.pts * first.time_base) if first.pts is not None else 0.0,
+    )
+
+
+@contextlib.contextmanager
+def _opened(path: Path, media_type: MediaType) -> Iterator[Any]:
+    try:
+        container = av.open(
+            str(path), format=_DEMUXERS[media_type], metadata_errors="ignore", mode="r"
+        )
+    except av.error.FFmpegError as exc:
+        if isinstance(exc, OSError) and not isinstance(exc, av.error.InvalidDataError):
+            raise OSError(exc.errno, exc.strerror) from None  # the disk's fault, not the file's
+        raise UnreadableVideo(f"the file is not a readable video: {exc}") from None
+    try:
+        yield container
+    except av.error.FFmpegError as exc:
+        raise UnreadableVideo(f"the video is damaged: {exc}") from None
+    finally:
+        container.close()
+
+
+def transcode_video(
+    path: Path,
+    media_type: MediaType,
+    staging: Path,
+    story: bool,
+    max_seconds: float,
+    progress: Path | None = None,
+) -> ProcessedVideo:
+    """Every rendition of a video: `mp4_720`, `mp4_480` (and `mp4_story` for a story), H.264
+    High + AAC with the index first (+faststart), turned upright, never upscaled, stripped of
+    metadata; and the `poster` (JPEG and WebP). Files are written under `staging`; `progress`
+    (if given) is rewritten with the percentage done as it goes.
+
+    Raises UnreadableVideo, VideoRefused (a limit, checked again against what is decoded:
+    a header can understate the length), OSError when the original cannot be read.
+    """
+    with _opened(path, media_type) as container:
+        probe = _probe(container)
+        problem = unsupported_codec(probe)
+        if problem is not None:
+            raise VideoRefused("unsupported_video_codec", f"Glimpse cannot play {problem}.")
+        breach = check_limits(probe, max_seconds)
+        if breach is not None:
+            raise VideoRefused(breach.code, breach.message)
+    with _opened(path, media_type) as container:
+        return _Transcode(container, probe, staging, story, max_seconds, progress).run()
+
+
+class _Output:
+    """One MP4 rendition being written: its filter chain, encoders and file."""
+
+    def __init__(
+        self, plan: VideoVariantPlan, source: Any, probe: VideoProbe, path: Path, audio: bool
+    ) -> None:
+        self.plan, self.path = plan, path
+        self.graph = _filter_graph(source, probe, plan)
+        # No version strings, no creation time: the same input always gives the same bytes.
+        self.container = av.open(
+            str(path),
+            mode="w",
+            format="mp4",
+            container_options={"movflags": "+faststart", "fflags": "+bitexact"},
+        )
+        rate = Fraction(min(probe.frame_rate or 30.0, OUTPUT_MAX_FRAME_RATE)).limit_denominator(
+            1001
+        )
+        self.video = self.container.add_stream("libx264", rate=rate)
+        codec = self.video.codec_context
+        codec.width, codec.height, codec.pix_fmt = plan.width, plan.height, "yuv420p"
+        codec.time_base = source.time_base
+        self.video.time_base = source.time_base
+        codec.thread_count = 1
+        codec.options = {
+            "preset": X264_PRESET,
+            "crf": str(CRF),
+            "profile": "high",
+            "maxrate": str(plan.max_bitrate),
+            "bufsize": str(plan.buffer_bits),
+            "flags": "+bitexact",
+        }
+        self.audio = None
+        if audio:
+            self.audio = self.container.add_stream("aac", rate=AUDIO_RATE)
+            acodec = self.audio.codec_context
+            acodec.bit_rate = plan.audio_bitrate
+            acodec.layout = "stereo"
+            acodec.format = "fltp"
+            acodec.options = {"flags": "+bitexact"}
+
+    def encode_video(self, frame: Any) -> None:
+        for packet in self.video.encode(frame):
+            self.container.mux(packet)
+
+    def encode_audio(self, frame: Any) -> None:
+        assert self.audio is not None
+        for packet in self.audio.encode(frame):
+            self.container.mux(packet)
+
+    def close(self) -> None:
+        self.encode_video(None)
+        if self.audio is not None:
+            self.encode_audio(None)
+        self.container.close()
+
+
+def _filter_graph(source: Any, probe: VideoProbe, plan: VideoVariantPlan) -> Graph:
+    """buffer -> turn upright -> crop (stories) -> scale -> square pixels, yuv420p -> sink."""
+    steps: list[tuple[str, str]] = []
+    turns = quarter_turns(probe.rotation)
+    # `rotation` is counter-clockwise (as ffprobe reports it), and the picture must be turned
+    # that way to be shown upright: as FFmpeg's command line does when it autorotates.
+    if turns == 1:
+        steps.append(("transpose", "cclock"))
+    elif turns == 2:
+        steps += [("hflip", ""), ("vflip", "")]
+    elif turns == 3:
+        steps.append(("transpose", "clock"))
+    if probe.pixel_aspect != 1:
+        # Square pixels before cropping, so the crop box is in upright display pixels.
+        width, height = upright_size(probe)
+        steps.append(("scale", f"{width}:{height}"))
+    if plan.crop is not None:
+        x, y, w, h = plan.crop
+        steps.append(("crop", f"{w}:{h}:{x}:{y}"))
+    steps += [
+        ("scale", f"{plan.width}:{plan.height}:flags=bicubic"),
+        ("setsar", "1"),
+        ("format", "yuv420p"),
+    ]
+    graph = Graph()
+    node = graph.add_buffer(template=source)
+    for name, args in steps:
+        following = graph.add(name, args) if args else graph.add(name)
+        node.link_to(following)
+        node = following
+    sink = graph.add("buffersink")
+    node.link_to(sink)
+    graph.configure()
+    return graph
+
+
+class _Transcode:
+    def __init__(
+        self,
+        container: Any,
+        probe: VideoProbe,
+        staging: Path,
+        story: bool,
+        max_seconds: float,
+        progress: Path | None,
+    ) -> None:
+        self.container = container
+        self.probe = probe
+        self.max_seconds = max_seconds
+        self.progress = progress
+        self.source = container.streams.video[0]
+        self.source.codec_context.thread_count = 1
+        audio = container.streams.audio
+        self.audio_source = audio[0] if audio else None
+        self.plans = plan_variants(*upright_size(probe), story)
+        self.outputs: list[_Output] = []
+        try:
+            for plan in self.plans:
+                fd, name = tempfile.mkstemp(dir=staging, prefix="transcode-", suffix=".mp4")
+                os.close(fd)
+                self.outputs.append(
+                    _Output(plan, self.source, probe, Path(name), self.audio_source is not None)
+                )
+        except BaseException:
+            self._discard()
+            raise
+        self.poster_at = poster_time(probe.duration_s)
+        self.poster: Image.Image | None = None
+        self.last_frame: Any = None
+        self.start_s = probe.start_s
+        self.kept_s: float | None = None
+        self.end_s = 0.0
+        self.reported_s = -_PROGRESS_EVERY_S
+        self.resampler = AudioResampler(
+            format="fltp", layout="stereo", rate=AUDIO_RATE, frame_size=_AUDIO_FRAME
+        )
+        self.audio_samples = 0
+
+    def run(self) -> ProcessedVideo:
+        try:
+            streams = [self.source] + ([self.audio_source] if self.audio_source else [])
+            for packet in self.container.demux(*streams):
+                if packet.stream is self.source:
+                    for frame in packet.decode():
+                        self._video_frame(frame)
+                else:
+                    for aframe in packet.decode():
+                        self._audio_frame(aframe)
+            for aframe in self.resampler.resample(None) if self.audio_source else []:
+                self._encode_audio(aframe)
+            if self.kept_s is None:
+                raise UnreadableVideo("the file holds no picture that can be decoded")
+            for output in self.outputs:
+                output.close()
+            return self._result()
+        except BaseException:
+            self._discard()
+            raise
+
+    def _video_frame(self, frame: Any) -> None:
+        if frame.pts is None:
+            return  # (a frame with no time cannot be placed; decoders give none to real ones)
+        elapsed = float(frame.pts * frame.time_base) - self.start_s
+        if elapsed < 0:
+            return  # before the first frame shown: an edit list's hidden lead-in
+        if elapsed > self.max_seconds + _DURATION_SLACK_S:
+            raise VideoRefused(
+                "video_too_long",
+                f"A video here may be at most {self.max_seconds:g} seconds long; this one is"
+                " longer than its header says.",
+            )
+        if not keeps_frame(elapsed, self.kept_s, OUTPUT_MAX_FRAME_RATE):
+            return
+        self.kept_s = elapsed
+        frame.pts = round(elapsed / frame.time_base)
+        frame_end = elapsed + (
+            float(frame.duration * frame.time_base)
+            if frame.duration
+            else 1 / max(1.0, min(self.probe.frame_rate or 30, OUTPUT_MAX_FRAME_RATE))
+        )
+        self.end_s = max(self.end_s, frame_end)
+        for output in self.outputs:
+            output.graph.push(frame)
+            while True:
+                try:
+                    filtered = cast(VideoFrame, output.graph.pull())
+                except (av.error.BlockingIOError, av.error.EOFError):
+                    break
+                # Keyframes are the encoder's choice, as on FFmpeg's command line: a source's
+                # I-frames would otherwise force ours.
+                filtered.pict_type = PictureType.NONE
+                if output.plan.name == "mp4_720":
+                    self._consider_for_poster(filtered, elapsed)
+                output.encode_video(filtered)
+        self._report(elapsed)
+
+    def _consider_for_poster(self, frame: Any, elapsed: float) -> None:
+        if self.poster is None and elapsed >= self.poster_at:
+            self.poster = frame.to_image()
+        self.last_frame = frame
+
+    def _audio_frame(self, frame: Any) -> None:
+        if frame.pts is None:
+            return
+        # Sound before the first picture is cut, as an edit list's hidden lead-in of pictures
+        # is: the output starts with the first frame shown.
+        time_s = float(frame.pts * frame.time_base) - self.start_s
+        if time_s < 0 or time_s > self.max_seconds + _DURATION_SLACK_S:
+            return
+        if self.audio_samples == 0 and time_s > 0:
+            # Sound that starts late starts late in the output too.
+            self.audio_samples = round(time_s * AUDIO_RATE)
+        for resampled in self.resampler.resample(frame):
+            self._encode_audio(resampled)
+
+    def _encode_audio(self, frame: Any) -> None:
+        frame.pts = self.audio_samples
+        frame.time_base = Fraction(1, AUDIO_RATE)
+        self.audio_samples += frame.samples
+        for output in self.outputs:
+            output.encode_audio(frame)
+
+    def _report(self, elapsed: float) -> None:
+        if self.progress is None or elapsed - self.reported_s < _PROGRESS_EVERY_S:
+            return
+        self.reported_s = elapsed
+        # Rewritten in place: a reader sees the old number or the new one (a few bytes).
+        with contextlib.suppress(OSError):
+            self.progress.write_text(str(progress_percent(elapsed, self.probe.duration_s)))
+
+    def _result(self) -> ProcessedVideo:
+        poster = self.poster
+        if poster is None:  # shorter than the poster's moment
+            if self.last_frame is None:
+                raise UnreadableVideo("the file holds no picture that can be decoded")
+            poster = self.last_frame.to_image()
+        variants: list[images.EncodedVariant | VideoFile] = [
+            VideoFile(
+                o.plan.name,
+                MediaType.MP4.value,
+                o.plan.width,
+                o.plan.height,
+                o.path,
+                o.path.stat().st_size,
+            )
+            for o in self.outputs
+        ]
+        for content_type, data in images.encode_still(poster):
+            variants.append(
+                images.EncodedVariant(
+                    POSTER_VARIANT, content_type, poster.width, poster.height, data
+                )
+            )
+        main = next(o.plan for o in self.outputs if o.plan.name == "mp4_720")
+        return ProcessedVideo(
+            width=main.width,
+            height=main.height,
+            blurhash=images.blurhash_of(poster),
+            duration_s=round(self.end_s, 3),
+            variants=variants,
+        )
+
+    def _discard(self) -> None:
+        for output in self.outputs:
+            with contextlib.suppress(Exception):
+                output.container.close()
+            with contextlib.suppress(OSError):
+                output.path.unlink(missing_ok=True)
