@@ -17,6 +17,7 @@ from glimpse.config import Settings
 from glimpse.container import Container
 from glimpse.db.migrate import upgrade_to_head
 from glimpse.worker import drain
+from tests.clips import Clip, make_clip
 
 # The test photographs live in the repo (tests/data/README.md says where each comes from).
 TESTDATA = Path(__file__).resolve().parent / "data"
@@ -157,3 +158,29 @@ async def glimpse(settings: Settings) -> AsyncIterator[Glimpse]:
             event_hooks={"response": [_no_server_error]},
         ) as client:
             yield Glimpse(client, app.state.container)
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Clip]:
+    """The video clips the tests share, made once per session (each a second or less, a few
+    dozen KB): H.264 + AAC in MP4 at 720p, iPhone-like HEVC in MOV with a GPS location, VP9 +
+    Opus in WebM at odd dimensions, and a silent MP4 filmed rotated by 90 degrees."""
+    folder = tmp_path_factory.mktemp("clips")
+    return {
+        "h264": make_clip(folder / "h264.mp4", size=(1280, 720), seconds=1.0),
+        "hevc": make_clip(
+            folder / "hevc.mov",
+            container="mov",
+            codec="libx265",
+            seconds=0.5,
+            metadata={"location": GPS_LOCATION},
+        ),
+        "vp9": make_clip(
+            folder / "vp9.webm", container="webm", codec="libvpx-vp9", size=(321, 241), seconds=0.5
+        ),
+        "rotated": make_clip(folder / "rotated.mp4", seconds=0.5, audio=False, rotation=90),
+    }
+
+
+# Where the HEVC clip says it was filmed (ISO 6709, as an iPhone writes it in its QuickTime atoms).
+GPS_LOCATION = "+27.5916+086.5640+8850/"

@@ -33,6 +33,13 @@ class JobSpec:
     on_dead: DeadHandler | None
     # Periodic jobs: workers keep one run of it pending, due `every` seconds from scheduling.
     every: float | None = None
+    # Which of a worker's lanes runs it: long work (a video's transcode) has a lane of its own,
+    # with its own concurrency and lease, so that short jobs never wait behind it.
+    lane: str = "default"
+
+
+DEFAULT_LANE = "default"
+VIDEO_LANE = "video"
 
 
 class UnknownJob(LookupError):
@@ -44,12 +51,17 @@ class JobRegistry:
         self._specs: dict[str, JobSpec] = {}
 
     def job(
-        self, name: str, *, on_dead: DeadHandler | None = None, every: float | None = None
+        self,
+        name: str,
+        *,
+        on_dead: DeadHandler | None = None,
+        every: float | None = None,
+        lane: str = DEFAULT_LANE,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             if name in self._specs and self._specs[name].handler is not handler:
                 raise ValueError(f"job {name!r} is registered twice")
-            self._specs[name] = JobSpec(name, handler, on_dead, every)
+            self._specs[name] = JobSpec(name, handler, on_dead, every, lane)
             return handler
 
         return register
@@ -60,8 +72,9 @@ class JobRegistry:
         except KeyError:
             raise UnknownJob(name) from None
 
-    def names(self) -> set[str]:
-        return set(self._specs)
+    def names(self, lane: str | None = None) -> set[str]:
+        """Every registered name, or those of one lane."""
+        return {name for name, spec in self._specs.items() if lane in (None, spec.lane)}
 
     def periodic(self) -> list[JobSpec]:
         return [spec for spec in self._specs.values() if spec.every is not None]

@@ -2,7 +2,8 @@
 
 Image work is CPU-bound; handlers push it to a child process (media/decoding.py), waited on from
 a thread so that this event loop stays free to notice a stop signal. A worker process runs
-`concurrency` jobs at a time (default one: one process per core is the unit of scale).
+`concurrency` jobs at a time (default one: one process per core is the unit of scale), plus
+`video_worker_concurrency` video transcodes in lanes of their own.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from glimpse.backends.queue.base import ClaimedJob, retry_delay
 from glimpse.backends.queue.outbox import ensure_pending
 from glimpse.container import Container
 from glimpse.errors import StorageUnavailable
-from glimpse.jobs import PermanentJobError, UnknownJob, registry
+from glimpse.jobs import DEFAULT_LANE, VIDEO_LANE, PermanentJobError, UnknownJob, registry
 from glimpse.media import decoding
 from glimpse.ops.metrics import JOB_SECONDS, JOBS_RUN, never_failing
 
@@ -108,7 +109,7 @@ async def _lease_kept(container: Container, job: ClaimedJob) -> AsyncIterator[No
     let alone buried as "kept failing" while it is about to succeed. Only up to
     `job_max_run_seconds`: a handler hung for good lets the lease lapse like a dead worker."""
     settings = container.settings
-    every = max(0.05, settings.job_lease_seconds / 3)
+    every = max(0.05, (job.lease_seconds or settings.job_lease_seconds) / 3)
     give_up_at = time.monotonic() + settings.job_max_run_seconds
     done = asyncio.Event()
 
@@ -244,23 +245,23 @@ async def run_worker(container: Container, stop: asyncio.Event, concurrency: int
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), periodic_check_seconds())
 
-    async def idle() -> None:
+    async def idle(names: set[str]) -> None:
         try:
-            await container.queue.wait_for_work(registry.names(), 1.0)
+            await container.queue.wait_for_work(names, 1.0)
         except Exception:
             # The next claim tries the queue again (and backs off if it fails too).
             log.exception("waiting for work failed")
 
-    async def lane() -> None:
+    async def lane(names: set[str], lease_seconds: float | None) -> None:
         while not stop.is_set():
             try:
-                job = await container.queue.claim(registry.names())
+                job = await container.queue.claim(names, lease_seconds=lease_seconds)
             except Exception:
                 log.exception("claiming a job failed")
                 job = None
                 await asyncio.sleep(1.0)
             if job is None:
-                waiter = asyncio.ensure_future(idle())
+                waiter = asyncio.ensure_future(idle(names))
                 stopper = asyncio.ensure_future(stop.wait())
                 await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
                 for task in (waiter, stopper):
@@ -272,10 +273,15 @@ async def run_worker(container: Container, stop: asyncio.Event, concurrency: int
                 # The queue itself failed us; the lease will run out and the job come back.
                 log.exception("job %s %s could not be settled", job.name, job.id)
 
+    # Short jobs (photos, fan-out, purges) in `concurrency` lanes; videos in lanes of their own,
+    # under their longer lease, so that a photo never waits for a transcode to finish.
+    short = registry.names(DEFAULT_LANE)
+    videos = registry.names(VIDEO_LANE)
+    video_lanes = container.settings.video_worker_concurrency if videos else 0
+    lanes = [lane(short, None) for _ in range(max(1, concurrency))]
+    lanes += [lane(videos, container.settings.video_job_lease_seconds) for _ in range(video_lanes)]
     try:
-        await asyncio.gather(
-            keep_periodic_jobs_scheduled(), *(lane() for _ in range(max(1, concurrency)))
-        )
+        await asyncio.gather(keep_periodic_jobs_scheduled(), *lanes)
     finally:
         await asyncio.to_thread(decoding.shutdown)
 

@@ -117,6 +117,10 @@ class EncodedVariant:
     height: int
     data: bytes
 
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
 
 @dataclass(frozen=True)
 class ProcessedImage:

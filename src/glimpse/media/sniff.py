@@ -37,8 +37,6 @@ _VIDEO_TYPES = frozenset({MediaType.MP4, MediaType.MOV, MediaType.WEBM})
 _HEIC_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"})
 _MP4_BRANDS = frozenset(
     {b"isom", b"iso2", b"iso4", b"iso5", b"iso6", b"mp41", b"mp42", b"avc1", b"dash", b"M4V "}
-    # Android phones' (3GPP brands) and Sony cameras'.
-    | {b"3gp4", b"3gp5", b"3gp6", b"MSNV"}
 )
 _MOV_BRANDS = frozenset({b"qt  "})
 # AVIF files also list the generic HEIF brands (mif1, msf1) as compatible, so an AVIF

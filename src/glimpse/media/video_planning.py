@@ -139,8 +139,13 @@ def scaled_to_shorter_side(width: int, height: int, shorter: int) -> tuple[int, 
     if scale >= 1.0:
         return _even(width), _even(height)
     if width <= height:
-        return _even(shorter), _even(height * scale + 0.5)
-    return _even(width * scale + 0.5), _even(shorter)
+        return _even(shorter), _nearest_even(height * scale, height)
+    return _nearest_even(width * scale, width), _even(shorter)
+
+
+def _nearest_even(value: float, at_most: int) -> int:
+    """The even number nearest `value` (as FFmpeg's `scale=-2:480` picks), within `at_most`."""
+    return min(_even(at_most), max(2, round(value / 2) * 2))
 
 
 def plan_variants(upright_width: int, upright_height: int, story: bool) -> list[VideoVariantPlan]:

@@ -7,18 +7,25 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
+import shutil
 import time
+import uuid
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import TypeVar
 
-from glimpse.backends.storage import ObjectMissing, disk_fault
+from glimpse.backends.storage import ObjectMissing, Storage, disk_fault
 from glimpse.container import Container
 from glimpse.ids import smallest_id_at
-from glimpse.jobs import Payload, PermanentJobError, job
-from glimpse.media import decoding, images
+from glimpse.jobs import VIDEO_LANE, Payload, PermanentJobError, job
+from glimpse.media import decoding, images, video
+from glimpse.media.sniff import MediaType
 from glimpse.posts import repository, service
 from glimpse.posts.models import PostKind, PostStatus
 
 log = logging.getLogger("glimpse.jobs")
+T = TypeVar("T")
 
 
 async def _media_failed(container: Container, payload: Payload, error: PermanentJobError) -> None:
@@ -35,9 +42,7 @@ async def process_media(container: Container, payload: Payload) -> None:
         post = await repository.get_post(session, media.post_id) if media else None
     if media is None or post is None or media.status == PostStatus.FAILED:
         return  # the post was deleted (or already failed) meanwhile
-    missing = PermanentJobError(
-        "original_missing", "The uploaded file is gone; please upload it again."
-    )
+    missing = _original_missing()
     # On a local disk the decoding child reads the original itself (up to 50 MB that need not
     # pass through this process); other stores hand over its bytes.
     original: bytes | Path | None = container.storage.local_path(media.original_key)
@@ -93,6 +98,179 @@ async def process_media(container: Container, payload: Payload) -> None:
         for variant, key in zip(processed.variants, keys, strict=True):
             if await container.storage.size(key) is None:
                 await container.storage.put_bytes(key, variant.data, variant.content_type)
+
+
+# How often the transcode's progress file is read, and the percentage written to the post.
+PROGRESS_POLL_SECONDS = 2.0
+
+
+@job(service.TRANSCODE_VIDEO_JOB, on_dead=_media_failed, lane=VIDEO_LANE)
+async def transcode_video(container: Container, payload: Payload) -> None:
+    """Make every rendition of one uploaded video and, with the post's last media item, finish
+    the post. The same steps in the same order as `process_media`; the renditions are files."""
+    media_id = int(payload["media_id"])
+    async with container.db.read() as session:
+        media = await repository.get_media(session, media_id)
+        post = await repository.get_post(session, media.post_id) if media else None
+    if media is None or post is None or media.status == PostStatus.FAILED:
+        return  # the post was deleted (or already failed) meanwhile
+    storage, settings = container.storage, container.settings
+    staging = storage.staging_dir()
+    # The child reads the original from its file (up to 200 MB never pass through a bytes
+    # object), from the store's disk, or from a copy fetched into staging from other stores.
+    fetched: Path | None = None
+    original = storage.local_path(media.original_key)
+    progress = _staged_name(staging, f"progress-{media_id}-")
+    try:
+        if original is None:
+            original = fetched = _staged_name(staging, f"original-{media_id}-")
+            try:
+                await storage.fetch_to_file(media.original_key, fetched)
+            except ObjectMissing:
+                raise _original_missing() from None
+        try:
+            processed = await _reporting_progress(
+                container,
+                media_id,
+                progress,
+                asyncio.to_thread(
+                    decoding.transcode_in_child,
+                    original,
+                    MediaType(media.original_type),
+                    staging,
+                    post.kind == PostKind.STORY,
+                    service.max_video_seconds(settings, post.kind),
+                    decoding.DecodeBudget.for_video(settings),
+                    progress,
+                ),
+            )
+        except decoding.OriginalUnreadable as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
+                raise _original_missing() from None
+            raise disk_fault(exc.as_os_error(), "read files") from exc
+        except decoding.DecodeBudgetExceeded as exc:
+            raise PermanentJobError("video_too_complex", str(exc)) from exc
+        except video.VideoRefused as exc:
+            raise PermanentJobError(exc.code, exc.message) from exc
+        except video.UnreadableVideo as exc:
+            raise PermanentJobError("undecodable_video", str(exc)) from exc
+    finally:
+        for leftover in (progress, fetched):
+            if leftover is not None:
+                with contextlib.suppress(OSError):
+                    leftover.unlink(missing_ok=True)
+    try:
+        await _store_processed_video(container, media_id, processed)
+    finally:
+        # What a put did not consume (all of it after a failure): staging is no place to keep
+        # them, and the sweep would take an hour.
+        for variant in processed.variants:
+            if isinstance(variant, video.VideoFile):
+                with contextlib.suppress(OSError):
+                    variant.path.unlink(missing_ok=True)
+
+
+def _original_missing() -> PermanentJobError:
+    return PermanentJobError(
+        "original_missing", "The uploaded file is gone; please upload it again."
+    )
+
+
+def _staged_name(staging: Path, prefix: str) -> Path:
+    # A name of its own for each run: a job run twice at once (a lease that lapsed) must not
+    # write into the other run's files.
+    return staging / f"{prefix}{uuid.uuid4().hex}"
+
+
+async def _reporting_progress(
+    container: Container, media_id: int, progress: Path, work: Awaitable[T]
+) -> T:
+    """Await `work`, copying the percentage the child writes to `progress` onto the media row
+    every PROGRESS_POLL_SECONDS, for the post's author to see."""
+    task = asyncio.ensure_future(work)
+    reported = 0
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=PROGRESS_POLL_SECONDS)
+        if done:
+            return task.result()
+        try:
+            percent = int(await asyncio.to_thread(progress.read_text) or 0)
+        except (OSError, ValueError):
+            continue  # not written yet, or caught mid-write: the next look will do
+        if percent <= reported:
+            continue
+        reported = percent
+        try:
+            async with container.db.write() as session:
+                await service.record_progress(session, media_id, percent)
+        except Exception:
+            # A courtesy to the author: a busy database must not fail the transcode.
+            log.warning("recording the progress of media %s failed", media_id, exc_info=True)
+
+
+async def _store_processed_video(
+    container: Container, media_id: int, processed: video.ProcessedVideo
+) -> None:
+    storage = container.storage
+    keys = [await _key_of(v) for v in processed.variants]
+    # As in process_media: a purge scheduled first takes the files should this run die between
+    # storing and recording them. It waits a video's lease, by when this run is done or dead.
+    async with container.db.write() as session:
+        service.schedule_purge(
+            session,
+            container.ids,
+            container.settings,
+            keys,
+            delay_seconds=container.settings.video_job_lease_seconds,
+        )
+    # Files first, rows second: a row never points at a file that is not there yet.
+    for variant, key in zip(processed.variants, keys, strict=True):
+        await _put_variant(storage, key, variant)
+    async with container.db.write() as session:
+        current = await repository.get_media(session, media_id)
+        recorded = current is not None and await service.record_processed_media(
+            session, container.ids, container.settings, current, processed, keys, container.now()
+        )
+        if not recorded:
+            service.schedule_purge(session, container.ids, container.settings, keys)
+    if recorded:
+        # A purge may have taken a file between our put and our commit (see process_media).
+        for variant, key in zip(processed.variants, keys, strict=True):
+            if await storage.size(key) is None:
+                await _put_variant(storage, key, variant)
+
+
+async def _key_of(variant: images.EncodedVariant | video.VideoFile) -> str:
+    if isinstance(variant, video.VideoFile):
+        return await asyncio.to_thread(service.file_variant_key, variant.path, variant.content_type)
+    return service.variant_key(variant.data, variant.content_type)
+
+
+async def _put_variant(
+    storage: Storage, key: str, variant: images.EncodedVariant | video.VideoFile
+) -> None:
+    if not isinstance(variant, video.VideoFile):
+        await storage.put_bytes(key, variant.data, variant.content_type)
+        return
+    # put_file consumes the file it is given: hand it a second name of the rendition, so that
+    # the rendition is still there should it have to be stored again.
+    copy = _staged_name(variant.path.parent, "put-")
+    try:
+        await asyncio.to_thread(_link_or_copy, variant.path, copy)
+    except OSError as exc:
+        raise disk_fault(exc, "store files") from exc
+    try:
+        await storage.put_file(key, copy, variant.content_type)
+    finally:
+        with contextlib.suppress(OSError):
+            copy.unlink(missing_ok=True)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 @job(service.PURGE_KEYS_JOB)

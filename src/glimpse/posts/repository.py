@@ -129,6 +129,15 @@ async def originals_under(session: AsyncSession, folder: str) -> set[str]:
     return set(result.scalars())
 
 
+async def set_progress(session: AsyncSession, media_id: int, percent: int) -> None:
+    # Only while it is processing: a late report must not touch a finished (or failed) item.
+    await session.execute(
+        update(Media)
+        .where(Media.id == media_id, Media.status == PostStatus.PROCESSING)
+        .values(progress=percent)
+    )
+
+
 async def replace_variants(
     session: AsyncSession, media_id: int, variants: Sequence[MediaVariant]
 ) -> None:

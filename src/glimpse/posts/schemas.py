@@ -22,6 +22,10 @@ class MediaOut(BaseModel):
     height: int | None
     blurhash: str | None
     alt_text: str
+    # Videos only (absent for photos): the length in seconds, and while the post is
+    # processing, the percentage of its transcode done.
+    duration_s: float | None = Field(default=None, exclude_if=lambda value: value is None)
+    progress: int | None = Field(default=None, exclude_if=lambda value: value is None)
     variants: list[VariantOut]
 
 

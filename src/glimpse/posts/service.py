@@ -9,6 +9,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import and_
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,14 +28,16 @@ from glimpse.graph.visibility import can_see_post, post_visible_to, still_shown
 from glimpse.ids import IdGenerator, id_timestamp_ms
 from glimpse.media.filters import FILTERS
 from glimpse.media.images import ProcessedImage
+from glimpse.media.video import ProcessedVideo
 from glimpse.posts import repository
-from glimpse.posts.models import Media, MediaVariant, Post, PostKind, PostStatus
+from glimpse.posts.models import Media, MediaKind, MediaVariant, Post, PostKind, PostStatus
 from glimpse.text import is_clean_multi_line
 
 # An id no account has (ids are never negative): what a missing post's author is looked up as.
 NO_SUCH_USER = -1
 
 PROCESS_MEDIA_JOB = "process_media"
+TRANSCODE_VIDEO_JOB = "transcode_video"
 PURGE_KEYS_JOB = "purge_media_keys"
 SWEEP_UPLOADS_JOB = "sweep_abandoned_uploads"
 
@@ -50,6 +53,15 @@ class NewMedia:
     media_type: str
     size: int
     alt_text: str
+    kind: str = MediaKind.IMAGE
+    duration_s: float | None = None  # a video's, as its container declares it
+
+
+def max_video_seconds(settings: Settings, kind: str) -> float:
+    """The longest video a post (90 s by default) or a story (60 s) may hold."""
+    return (
+        settings.max_story_video_seconds if kind == PostKind.STORY else settings.max_video_seconds
+    )
 
 
 def original_key(post_id: int, media_id: int) -> str:
@@ -65,7 +77,17 @@ def originals_folder(unix_ms: int) -> str:
 def variant_key(data: bytes, content_type: str) -> str:
     """Content-addressed: the same bytes always get the same key, and a key is never reused for
     other bytes, which is what lets the origin mark them immutable."""
-    digest = hashlib.sha256(data).hexdigest()
+    return _key_of(hashlib.sha256(data).hexdigest(), content_type)
+
+
+def file_variant_key(path: Path, content_type: str) -> str:
+    """`variant_key` of a file's bytes, read a megabyte at a time (a video's renditions are
+    tens of megabytes)."""
+    with open(path, "rb") as f:
+        return _key_of(hashlib.file_digest(f, "sha256").hexdigest(), content_type)
+
+
+def _key_of(digest: str, content_type: str) -> str:
     return f"v/{digest[:2]}/{digest}.{_EXTENSIONS[content_type]}"
 
 
@@ -197,12 +219,14 @@ async def create_post(
                 post_id=post_id,
                 author_id=author_id,
                 position=position,
-                kind="image",
+                kind=m.kind,
                 status=PostStatus.PROCESSING,
                 original_key=m.original_key,
                 original_type=m.media_type,
                 original_bytes=m.size,
                 alt_text=m.alt_text,
+                duration_s=m.duration_s,
+                progress=0 if m.kind == MediaKind.VIDEO else None,
                 created_at=now,
             )
         )
@@ -211,7 +235,7 @@ async def create_post(
         enqueue(
             session,
             ids,
-            PROCESS_MEDIA_JOB,
+            TRANSCODE_VIDEO_JOB if m.kind == MediaKind.VIDEO else PROCESS_MEDIA_JOB,
             {"media_id": m.media_id},
             max_attempts=settings.job_max_attempts,
             owner=author_id,
@@ -336,7 +360,7 @@ async def record_processed_media(
     ids: IdGenerator,
     settings: Settings,
     media: Media,
-    processed: ProcessedImage,
+    processed: ProcessedImage | ProcessedVideo,
     keys: Sequence[str],
     now: datetime | None = None,
 ) -> bool:
@@ -364,7 +388,7 @@ async def record_processed_media(
                 width=v.width,
                 height=v.height,
                 key=key,
-                size_bytes=len(v.data),
+                size_bytes=v.size,
             )
             for v, key in zip(processed.variants, keys, strict=True)
         ]
@@ -376,6 +400,8 @@ async def record_processed_media(
         processed.height,
         processed.blurhash,
     )
+    if isinstance(processed, ProcessedVideo):
+        media.duration_s, media.progress = processed.duration_s, None
     media.status = PostStatus.READY
     session.add(media)
     await session.flush()
@@ -394,6 +420,11 @@ async def record_processed_media(
             owner=post.author_id,
         )
     return shown
+
+
+async def record_progress(session: AsyncSession, media_id: int, percent: int) -> None:
+    """How far a video's transcode has got, for its author to see while the post processes."""
+    await repository.set_progress(session, media_id, percent)
 
 
 async def fail_media(session: AsyncSession, media_id: int, code: str, message: str) -> None:

@@ -35,7 +35,7 @@ from glimpse.errors import (
     UnsupportedMediaType,
 )
 from glimpse.media.images import UndecodableImage, read_image_header
-from glimpse.media.sniff import SNIFF_BYTES, MediaType, is_image, sniff_media_type
+from glimpse.media.sniff import SNIFF_BYTES, MediaType, is_video, sniff_media_type
 
 if TYPE_CHECKING:  # (python-multipart declares it for type checkers only)
     from python_multipart.multipart import MultipartCallbacks
@@ -272,7 +272,13 @@ class _Reader:
             self._head += chunk[: SNIFF_BYTES - len(self._head)]
             if len(self._head) >= SNIFF_BYTES:
                 self._media_type = self._sniff()
-        if self._size > self.settings.max_image_bytes:
+        if self._media_type is not None and is_video(self._media_type):
+            if self._size > self.settings.max_video_bytes:
+                raise TooLarge(
+                    f"A video may be at most {self.settings.max_video_bytes // (1024 * 1024)} MB.",
+                    code="file_too_large",
+                )
+        elif self._size > self.settings.max_image_bytes:
             raise TooLarge(
                 f"A photo may be at most {self.settings.max_image_bytes // (1024 * 1024)} MB.",
                 code="file_too_large",
@@ -312,13 +318,14 @@ class _Reader:
         media_type = sniff_media_type(self._head)
         if media_type is None:
             raise UnsupportedMediaType(
-                f"{self._filename or 'A file'} is not a JPEG, PNG, WebP, HEIC or GIF image.",
+                f"{self._filename or 'A file'} is not a JPEG, PNG, WebP, HEIC or GIF image, nor"
+                " an MP4, MOV or WebM video.",
                 code="unsupported_media_type",
             )
-        if not is_image(media_type):
-            raise UnsupportedMediaType(
-                "Video uploads are not supported by this server yet.", code="unsupported_media_type"
-            )
+        if is_video(media_type):
+            # A video's length and size are read from its whole file once it has arrived (its
+            # index often comes last), in a decoding child: no image header to look for.
+            self._next_probe = self.settings.max_video_bytes + 1
         return media_type
 
     def on_part_end(self) -> None:

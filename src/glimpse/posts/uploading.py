@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from glimpse.backends.storage import Storage
+from glimpse.backends.storage import Storage, disk_fault
 from glimpse.container import Container
-from glimpse.errors import Invalid, UnsupportedMediaType
-from glimpse.media import images
+from glimpse.errors import Invalid, TooLarge, Unavailable, UnsupportedMediaType
+from glimpse.media import decoding, images, video
+from glimpse.media.sniff import is_video
+from glimpse.media.video_planning import check_limits, unsupported_codec
 from glimpse.posts import service
-from glimpse.posts.models import Post, PostKind
+from glimpse.posts.models import MediaKind, Post, PostKind
 from glimpse.posts.schemas import PostOut
 from glimpse.posts.upload import StagedFile, UploadForm, discarding, too_many_pixels
 from glimpse.posts.views import PostRow, post_views
@@ -31,8 +34,9 @@ T = TypeVar("T")
 async def create_post_from_upload(
     container: Container, author_id: int, form: UploadForm
 ) -> PostOut:
-    """Check the fields, the images' headers and the quota, store the originals, and insert
-    the post (status `processing`) with one processing job per photo, in one transaction.
+    """Check the fields, the images' headers, the videos' containers and the quota, store the
+    originals, and insert the post (status `processing`) with one processing job per photo or
+    video, in one transaction.
 
     Takes the form's spooled files over: they are gone when this returns or raises. If the
     transaction fails, the stored originals are removed again, so a failed upload leaves
@@ -66,11 +70,15 @@ async def store_upload(
             len(form.files),
             settings,
         )
-        await _check_headers(form.files, settings.max_image_pixels)
+        images_, videos = _split_by_kind(form.files)
+        await _check_headers(images_, settings.max_image_pixels)
+        durations = await _check_videos(
+            container, videos, service.max_video_seconds(settings, kind)
+        )
         async with container.db.read() as session:
             await service.check_quota(session, settings, author_id, sum(f.size for f in form.files))
         post_id = container.ids.next_id()
-        media = await _store_originals(container, post_id, form)
+        media = await _store_originals(container, post_id, form, durations)
     try:
         async with container.db.write() as session:
             post = await service.create_post(
@@ -93,6 +101,59 @@ async def store_upload(
         await _remove_originals(container.storage, media)
         raise
     return answer
+
+
+def _split_by_kind(files: list[StagedFile]) -> tuple[list[StagedFile], list[StagedFile]]:
+    videos = [f for f in files if is_video(f.media_type)]
+    return [f for f in files if not is_video(f.media_type)], videos
+
+
+async def _check_videos(
+    container: Container, files: list[StagedFile], max_seconds: float
+) -> dict[Path, float]:
+    """Judge each video from its container and first frame, in a decoding child (FFmpeg's
+    demuxers read the hostile bytes there, under a budget), before it is stored and queued:
+    a file that is no video, a codec we cannot play, or a video past a limit of API.md is
+    refused now, not a minute into its transcode. Returns each one's declared duration."""
+    durations: dict[Path, float] = {}
+    budget = decoding.DecodeBudget.for_video_probe(container.settings)
+    for f in files:
+        name = f.filename or "A video"
+        try:
+            probe = await asyncio.to_thread(
+                decoding.probe_video_in_child, f.path, f.media_type, budget
+            )
+        except video.UnreadableVideo as exc:
+            raise UnsupportedMediaType(
+                f"{name} is not a readable video: {exc}", code="unreadable_video"
+            ) from None
+        except decoding.DecodeBudgetExceeded:
+            raise Invalid(
+                f"{name} takes far more work to open than any real video.",
+                code="video_too_complex",
+            ) from None
+        except decoding.OriginalUnreadable as exc:
+            raise disk_fault(exc.as_os_error(), "read spooled uploads") from None
+        except decoding.DecoderDied:
+            raise Unavailable(
+                "The server could not check this video just now; please try again.",
+                retry_after=VIDEO_CHECK_RETRY_AFTER_SECONDS,
+            ) from None
+        codec = unsupported_codec(probe)
+        if codec is not None:
+            raise UnsupportedMediaType(
+                f"{name} cannot be played here: Glimpse does not handle {codec}.",
+                code="unsupported_video_codec",
+            )
+        breach = check_limits(probe, max_seconds)
+        if breach is not None:
+            raise TooLarge(breach.message, code=breach.code)
+        durations[f.path] = probe.duration_s
+    return durations
+
+
+# When to try again after the checking process died (a passing fault of this machine).
+VIDEO_CHECK_RETRY_AFTER_SECONDS = 5
 
 
 async def _check_headers(files: list[StagedFile], max_pixels: int) -> None:
@@ -123,7 +184,7 @@ async def _check_headers(files: list[StagedFile], max_pixels: int) -> None:
 
 
 async def _store_originals(
-    container: Container, post_id: int, form: UploadForm
+    container: Container, post_id: int, form: UploadForm, durations: dict[Path, float]
 ) -> list[service.NewMedia]:
     storage = container.storage
     alt_texts = form.fields.get("alt_text", [])
@@ -132,6 +193,7 @@ async def _store_originals(
         for index, f in enumerate(form.files):
             media_id = container.ids.next_id()
             key = service.original_key(post_id, media_id)
+            duration = durations.get(f.path)  # (before put_file moves the file away)
             await storage.put_file(key, f.path, f.media_type.value)
             stored.append(
                 service.NewMedia(
@@ -140,6 +202,8 @@ async def _store_originals(
                     media_type=f.media_type.value,
                     size=f.size,
                     alt_text=alt_texts[index] if index < len(alt_texts) else "",
+                    kind=MediaKind.VIDEO if is_video(f.media_type) else MediaKind.IMAGE,
+                    duration_s=duration or None,
                 )
             )
     except BaseException:

@@ -23,10 +23,20 @@ from glimpse.db.base import as_utc
 from glimpse.db.database import Database
 from glimpse.engagement.models import Like
 from glimpse.media.urls import MediaUrls
-from glimpse.posts.models import Media, MediaVariant, Post, PostStatus
+from glimpse.posts.models import Media, MediaKind, MediaVariant, Post, PostStatus
 from glimpse.posts.schemas import PostOut
 
-_VARIANT_ORDER = {"story": 0, "w1080": 1, "w640": 2, "w320": 3, "sq150": 4}
+_VARIANT_ORDER = {
+    "story": 0,
+    "w1080": 1,
+    "w640": 2,
+    "w320": 3,
+    "sq150": 4,
+    "mp4_story": 5,
+    "mp4_720": 6,
+    "mp4_480": 7,
+    "poster": 8,
+}
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,8 @@ _MEDIA = (
         Media.height,
         Media.blurhash,
         Media.alt_text,
+        Media.duration_s,
+        Media.progress,
     )
     .where(Media.post_id.in_(bindparam("ids", expanding=True)))
     .order_by(Media.post_id, Media.position)
@@ -250,7 +262,7 @@ def _media_view(
     post_id: int,
     url_of: Callable[[int, str], str | None],
 ) -> dict[str, Any]:
-    _, _, kind, width, height, blurhash, alt_text = media
+    _, _, kind, width, height, blurhash, alt_text, duration_s, progress = media
     ordered = sorted(variants, key=lambda v: (_VARIANT_ORDER.get(v[1], 99), v[2]))
     views = []
     for _, name, content_type, w, h, key in ordered:
@@ -259,7 +271,7 @@ def _media_view(
             views.append(
                 {"name": name, "width": w, "height": h, "content_type": content_type, "url": url}
             )
-    return {
+    view: dict[str, Any] = {
         "kind": kind,
         "width": width,
         "height": height,
@@ -267,3 +279,10 @@ def _media_view(
         "alt_text": alt_text,
         "variants": views,
     }
+    if kind == MediaKind.VIDEO:
+        # API.md's `duration_s?` (known from the container at upload, exact once transcoded),
+        # and how far transcoding has got while the post is processing.
+        view["duration_s"] = duration_s
+        if progress is not None:
+            view["progress"] = progress
+    return view

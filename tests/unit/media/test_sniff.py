@@ -9,6 +9,7 @@ from glimpse.media.sniff import (
     SNIFF_BYTES,
     MediaType,
     is_image,
+    is_video,
     iso_bmff_truncation,
     jpeg_scan_damage,
     sniff_media_type,
@@ -88,6 +89,34 @@ def test_text_zip_and_empty_are_not_media() -> None:
 )
 def test_iso_bmff_brands(header: bytes, expected: MediaType | None) -> None:
     assert sniff_media_type(header[:SNIFF_BYTES]) is expected
+
+
+# The start of a WebM file as libwebm and FFmpeg write it: the EBML header, DocType "webm".
+_WEBM_HEAD = bytes.fromhex("1a45dfa39f4286810142f7810142f2810442f381084282847765626d42878104")
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        (_WEBM_HEAD, MediaType.WEBM),
+        # Matroska that is not WebM (an .mkv): refused, as are text files named .mp4.
+        (_WEBM_HEAD.replace(b"\x84webm", b"\x88matroska"), None),
+        (b"#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:10\nsegment0.ts\n", None),
+        (b"this is a text file that someone named video.mp4\n", None),
+        (b"GIF89a" + b"\x00" * 40, MediaType.GIF),
+    ],
+)
+def test_webm_and_what_only_pretends_to_be_video(head: bytes, expected: MediaType | None) -> None:
+    assert sniff_media_type(head[:SNIFF_BYTES]) is expected
+
+
+def test_video_types_are_video_and_not_images() -> None:
+    assert {t for t in MediaType if is_video(t)} == {
+        MediaType.MP4,
+        MediaType.MOV,
+        MediaType.WEBM,
+    }
+    assert not any(is_image(t) and is_video(t) for t in MediaType)
 
 
 def test_only_image_types_are_images() -> None:

@@ -21,6 +21,7 @@ class ClaimedJob:
     attempts: int  # including this one
     max_attempts: int
     last_error: str | None = None  # what the previous attempt left, if it failed
+    lease_seconds: float | None = None  # the lease it was claimed under, if not the queue's own
 
     @property
     def exhausted(self) -> bool:
@@ -28,14 +29,18 @@ class ClaimedJob:
 
 
 class JobConsumer(Protocol):
-    async def claim(self, names: Collection[str]) -> ClaimedJob | None:
-        """Take the next due job of one of these names under a lease, or None when nothing is
-        due. (A worker claims only what it has handlers for: during a rolling upgrade, jobs
-        that only newer code knows wait for newer workers.)"""
+    async def claim(
+        self, names: Collection[str], *, lease_seconds: float | None = None
+    ) -> ClaimedJob | None:
+        """Take the next due job of one of these names under a lease (the queue's own, or
+        `lease_seconds`: a video's transcode holds a longer one), or None when nothing is due.
+        (A worker claims only what it has handlers for: during a rolling upgrade, jobs that
+        only newer code knows wait for newer workers.)"""
 
     async def extend(self, job: ClaimedJob) -> bool:
         """Renew the lease of a job still running (the worker calls it while the handler works,
-        so a slow job is not claimed a second time). False when the job is no longer ours."""
+        so a slow job is not claimed a second time), for as long as it was claimed for. False
+        when the job is no longer ours."""
 
     async def complete(self, job: ClaimedJob) -> None:
         """The work is stored: forget the job."""

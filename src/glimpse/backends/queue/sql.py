@@ -53,15 +53,18 @@ class SqlJobQueue:
             " RETURNING id, name, payload, attempts, max_attempts, last_error"
         ).bindparams(bindparam("names", expanding=True))
 
-    async def claim(self, names: Collection[str]) -> ClaimedJob | None:
+    async def claim(
+        self, names: Collection[str], *, lease_seconds: float | None = None
+    ) -> ClaimedJob | None:
         now = time.time()
+        lease = self._lease if lease_seconds is None else lease_seconds
         async with self._db.write() as session:
             row = (
                 await session.execute(
                     self._claim_sql,
                     {
                         "now": now,
-                        "lease_until": now + self._lease,
+                        "lease_until": now + lease,
                         "worker": self._worker,
                         "names": sorted(names),
                     },
@@ -76,6 +79,7 @@ class SqlJobQueue:
             attempts=row.attempts,
             max_attempts=row.max_attempts,
             last_error=row.last_error,
+            lease_seconds=lease_seconds,
         )
 
     # Each of these touches the row only while this worker still holds it: after a lease ran
@@ -86,7 +90,10 @@ class SqlJobQueue:
         async with self._db.write() as session:
             result = await session.execute(
                 text(f"UPDATE jobs SET available_at = :lease_until WHERE {self._OWNED}"),
-                {**self._owner(job), "lease_until": time.time() + self._lease},
+                {
+                    **self._owner(job),
+                    "lease_until": time.time() + (job.lease_seconds or self._lease),
+                },
             )
         return bool(getattr(result, "rowcount", 0))
 

@@ -39,6 +39,10 @@ class Storage(Protocol):
     async def get_bytes(self, key: str) -> bytes:
         """Raises ObjectMissing."""
 
+    async def fetch_to_file(self, key: str, path: Path) -> None:
+        """Copy the object into a local file (a video the decoding child reads, without it
+        passing through memory whole). Raises ObjectMissing."""
+
     async def size(self, key: str) -> int | None:
         """The object's size, or None when there is no such object."""
 

@@ -184,6 +184,14 @@ class LocalStorage:
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
             raise ObjectMissing(key) from exc
 
+    async def fetch_to_file(self, key: str, path: Path) -> None:
+        source = self._path(key)
+        with _unavailable_on_disk_faults("read files"):
+            try:
+                await asyncio.to_thread(shutil.copyfile, source, path)
+            except FileNotFoundError:
+                raise ObjectMissing(key) from None
+
     async def size(self, key: str) -> int | None:
         try:
             with _unavailable_on_disk_faults("read files"):
