@@ -1,0 +1,176 @@
+"""The video adapter against real clips (tests/clips.py): every rendition decodes, is H.264 High
++ AAC in yuv420p at the planned size, lasts as long as its source (within a frame), has its index
+first, is turned upright, and carries no location; bad inputs are refused with their reason."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import av
+import pytest
+from PIL import Image
+
+from glimpse.media import decoding, video
+from glimpse.media.sniff import MediaType
+from glimpse.media.video_planning import STORY_VARIANT
+from tests.clips import GREEN, Clip, declare_duration, top_level_boxes
+from tests.conftest import GPS_LOCATION
+
+BUDGET = decoding.DecodeBudget(cpu_seconds=60, memory_bytes=2 * 2**30, timeout_seconds=120)
+
+
+def transcode(clip: Clip, staging: Path, story: bool = False) -> video.ProcessedVideo:
+    return video.transcode_video(clip.path, MediaType(clip.media_type), staging, story, 90.0)
+
+
+def renditions(processed: video.ProcessedVideo) -> dict[str, video.VideoFile]:
+    return {v.name: v for v in processed.variants if isinstance(v, video.VideoFile)}
+
+
+def stills(processed: video.ProcessedVideo) -> dict[str, bytes]:
+    return {
+        v.content_type: v.data
+        for v in processed.variants
+        if not isinstance(v, video.VideoFile) and v.name == "poster"
+    }
+
+
+def check_rendition(rendition: video.VideoFile, source: Clip) -> None:
+    data = rendition.path.read_bytes()
+    boxes = top_level_boxes(data)
+    assert boxes.index("moov") < boxes.index("mdat"), boxes  # +faststart
+    assert rendition.size == len(data)
+    with av.open(str(rendition.path)) as container:
+        stream = container.streams.video[0]
+        codec = stream.codec_context
+        assert (codec.name, codec.profile, codec.pix_fmt) == ("h264", "High", "yuv420p")
+        assert (codec.width, codec.height) == (rendition.width, rendition.height)
+        assert rendition.width % 2 == 0 and rendition.height % 2 == 0
+        assert [s.codec_context.name for s in container.streams.audio] == (
+            ["aac"] if source.audio else []
+        )
+        frames = list(container.decode(stream))
+        assert all(f.rotation == 0 for f in frames)  # applied, not left for players to apply
+    assert stream.duration is not None and stream.time_base is not None
+    seconds = float(stream.duration * stream.time_base)
+    assert abs(seconds - source.seconds) <= 1 / source.fps + 1e-6, seconds
+    assert len(frames) == round(source.seconds * source.fps)
+    # Nothing that says where or when it was filmed, nor the source's own tags.
+    assert GPS_LOCATION.encode() not in data and b"\xa9xyz" not in data
+    assert b"Lavf" not in data
+
+
+def test_h264_720p_gives_720_and_480_renditions_and_a_poster(
+    clips: dict[str, Clip], tmp_path: Path
+) -> None:
+    clip = clips["h264"]
+    processed = transcode(clip, tmp_path)
+    found = renditions(processed)
+    assert {name: (r.width, r.height) for name, r in found.items()} == {
+        "mp4_720": (1280, 720),
+        "mp4_480": (854, 480),
+    }
+    for rendition in found.values():
+        check_rendition(rendition, clip)
+    assert (processed.width, processed.height) == (1280, 720)
+    assert abs(processed.duration_s - clip.seconds) <= 1 / clip.fps
+    posters = stills(processed)
+    assert Image.open(io.BytesIO(posters["image/jpeg"])).format == "JPEG"
+    assert Image.open(io.BytesIO(posters["image/webp"])).format == "WEBP"
+    assert Image.open(io.BytesIO(posters["image/jpeg"])).size == (1280, 720)
+    assert processed.blurhash and len(processed.blurhash) >= 6
+
+
+def test_iphone_like_hevc_mov_loses_its_location(clips: dict[str, Clip], tmp_path: Path) -> None:
+    clip = clips["hevc"]
+    assert GPS_LOCATION.encode() in clip.path.read_bytes()  # (the source does carry it)
+    processed = transcode(clip, tmp_path)
+    for rendition in renditions(processed).values():
+        check_rendition(rendition, clip)
+        assert (rendition.width, rendition.height) == (320, 240)  # never upscaled
+    for data in stills(processed).values():
+        assert GPS_LOCATION.encode() not in data
+        assert "exif" not in Image.open(io.BytesIO(data)).info
+
+
+def test_vp9_webm_at_odd_dimensions_gives_even_ones(clips: dict[str, Clip], tmp_path: Path) -> None:
+    clip = clips["vp9"]
+    processed = transcode(clip, tmp_path)
+    for rendition in renditions(processed).values():
+        check_rendition(rendition, clip)
+        assert (rendition.width, rendition.height) == (320, 240)
+
+
+def test_a_rotated_silent_clip_is_turned_upright(clips: dict[str, Clip], tmp_path: Path) -> None:
+    clip = clips["rotated"]
+    processed = transcode(clip, tmp_path)
+    found = renditions(processed)
+    for rendition in found.values():
+        check_rendition(rendition, clip)
+        assert (rendition.width, rendition.height) == (240, 320)
+    # Filmed with the green block top-left and turned 90 degrees counter-clockwise for
+    # display (as FFmpeg's command line shows it): the block ends up bottom-left.
+    poster = Image.open(io.BytesIO(stills(processed)["image/jpeg"])).convert("RGB")
+    assert poster.size == (240, 320)
+    assert _close(poster.getpixel((10, poster.height - 10)), GREEN)
+    assert not _close(poster.getpixel((10, 10)), GREEN)
+
+
+def test_a_story_gets_a_9_by_16_rendition(clips: dict[str, Clip], tmp_path: Path) -> None:
+    clip = clips["h264"]
+    processed = transcode(clip, tmp_path, story=True)
+    story = renditions(processed)[STORY_VARIANT]
+    check_rendition(story, clip)
+    assert (story.width, story.height) == (404, 718)  # 9:16 of the 720-high frame, not upscaled
+
+
+def test_the_decoding_child_transcodes_and_reports_progress(
+    clips: dict[str, Clip], tmp_path: Path
+) -> None:
+    clip = clips["h264"]
+    progress = tmp_path / "progress"
+    processed = decoding.transcode_in_child(
+        clip.path, MediaType.MP4, tmp_path, False, 90.0, BUDGET, progress
+    )
+    assert {r.name for r in renditions(processed).values()} == {"mp4_720", "mp4_480"}
+    assert 0 <= int(progress.read_text()) < 100
+
+
+def test_an_mp4_header_followed_by_junk_is_unreadable(tmp_path: Path) -> None:
+    path = tmp_path / "junk.mp4"
+    path.write_bytes(b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + bytes(range(256)) * 40)
+    with pytest.raises(video.UnreadableVideo):
+        video.probe_video(path, MediaType.MP4)
+    with pytest.raises(video.UnreadableVideo):
+        decoding.probe_video_in_child(path, MediaType.MP4, BUDGET)
+
+
+def test_a_10_hour_video_declared_in_the_header_is_refused_before_decoding(
+    clips: dict[str, Clip], tmp_path: Path
+) -> None:
+    path = tmp_path / "long.mp4"
+    path.write_bytes(declare_duration(clips["h264"].path.read_bytes(), 10 * 3600))
+    assert video.probe_video(path, MediaType.MP4).duration_s == pytest.approx(36_000, rel=0.01)
+    with pytest.raises(video.VideoRefused) as refused:
+        video.transcode_video(path, MediaType.MP4, tmp_path, False, 90.0)
+    assert refused.value.code == "video_too_long"
+    assert list(tmp_path.glob("transcode-*")) == []  # nothing left behind
+
+
+def test_decoding_stops_at_the_limit_whatever_the_header_says(
+    clips: dict[str, Clip], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A header that understates the length passes the check made from it; decoding must stop
+    # at the limit all the same, and leave no half-written rendition behind.
+    monkeypatch.setattr(video, "check_limits", lambda probe, max_seconds: None)
+    monkeypatch.setattr(video, "_DURATION_SLACK_S", 0.0)
+    with pytest.raises(video.VideoRefused) as refused:
+        video.transcode_video(clips["h264"].path, MediaType.MP4, tmp_path, False, 0.25)
+    assert refused.value.code == "video_too_long"
+    assert list(tmp_path.glob("transcode-*")) == []
+
+
+def _close(pixel: object, colour: tuple[int, int, int]) -> bool:
+    assert isinstance(pixel, tuple)
+    return all(abs(a - b) < 40 for a, b in zip(pixel, colour, strict=False))
