@@ -160,10 +160,10 @@ async def test_text_named_jpg_is_415_alone_or_after_a_valid_photo(glimpse: Glimp
     await refused(glimpse, response, 415)
 
 
-async def test_video_is_415_for_now(glimpse: Glimpse) -> None:
+async def test_an_mp4_header_with_nothing_playable_after_it_is_415(glimpse: Glimpse) -> None:
     headers = await glimpse.signup()
     response = await glimpse.upload(headers, files=[("clip.mp4", MP4_HEAD)])
-    await refused(glimpse, response, 415, "unsupported_media_type")
+    await refused(glimpse, response, 415, "unreadable_video")
 
 
 async def test_png_named_jpg_is_accepted_and_processed(glimpse: Glimpse) -> None:

@@ -3,13 +3,15 @@ and anything else answer 404, and no key can reach outside the store."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from starlette.responses import FileResponse
+from starlette.responses import FileResponse, StreamingResponse
 
 from glimpse.api.deps import ContainerDep
 from glimpse.api.errors import error_responses
@@ -29,7 +31,7 @@ _CACHE_FOREVER = "public, max-age=31536000, immutable"
 # private has to take effect. Its keys are unguessable, but no CDN may keep a copy.
 _CACHE_PRIVATE = "private, no-cache"
 # Variants are answered from one read: several times faster than streaming them. Larger files
-# (videos, later) are streamed.
+# (videos) are streamed, and so are large ranges of them.
 _SMALL_FILE = 2 * 1024 * 1024
 # 18 digits cover any file size; a longer number is not a range we could serve anyway.
 _RANGE = re.compile(r"^bytes=(\d{0,18})-(\d{0,18})$")
@@ -83,6 +85,22 @@ async def _read(
     except (FileNotFoundError, ObjectMissing):
         raise _gone() from None
     return data[offset : offset + length]
+
+
+# Read from a streamed file this much at a time: large enough that a thread hop per chunk is
+# noise, small enough that a slow client holds little memory.
+_STREAM_CHUNK = 256 * 1024
+
+
+async def _file_section(path: Path, offset: int, length: int) -> AsyncIterator[bytes]:
+    with await asyncio.to_thread(path.open, "rb") as f:
+        await asyncio.to_thread(f.seek, offset)
+        while length > 0:
+            chunk = await asyncio.to_thread(f.read, min(_STREAM_CHUNK, length))
+            if not chunk:  # (the file cannot shrink: keys are never rewritten)
+                return
+            length -= len(chunk)
+            yield chunk
 
 
 async def get_media(
@@ -139,12 +157,23 @@ async def get_media(
     if byte_range is not None:
         first, last = byte_range
         headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+        headers["Content-Length"] = str(last - first + 1)
+        if request.method != "HEAD" and path is not None and last - first + 1 > _SMALL_FILE:
+            # A browser's <video> asks for `bytes=0-` and then seeks: tens of MB each time,
+            # streamed from the file rather than read whole into memory.
+            if not path.is_file():  # purged since we looked
+                raise _gone()
+            return StreamingResponse(
+                _file_section(path, first, last - first + 1),
+                status_code=206,
+                media_type=content_type,
+                headers=headers,
+            )
         body = (
             b""
             if request.method == "HEAD"
             else await _read(storage, key, path, first, last - first + 1, cached)
         )
-        headers["Content-Length"] = str(last - first + 1)
         return Response(body, status_code=206, media_type=content_type, headers=headers)
     if request.method == "HEAD":
         headers["Content-Length"] = str(size)

@@ -1,0 +1,375 @@
+"""Video posts and stories through the API (API.md: Media of kind "video", the video limits, the
+media origin's byte ranges): what is accepted and what it becomes, what is refused and that a
+refusal leaves nothing behind."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+from PIL import Image
+from sqlalchemy import select, text
+
+from glimpse.jobs import DEFAULT_LANE, VIDEO_LANE, registry
+from glimpse.posts import service
+from glimpse.posts.models import Media
+from tests.api.test_upload_validation import process, refused
+from tests.clips import Clip, declare_duration, make_clip, top_level_boxes
+from tests.conftest import Glimpse, jpeg_bytes
+
+
+def variants_of(media: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(v["name"], v["content_type"]): v for v in media["variants"]}
+
+
+async def fetch(glimpse: Glimpse, url: str, **headers: str) -> Any:
+    return await glimpse.client.get(url, headers=headers)
+
+
+async def test_an_mp4_post_becomes_720_and_480_renditions_and_a_poster(
+    glimpse: Glimpse, clips: dict[str, Clip]
+) -> None:
+    headers = await glimpse.signup()
+    clip = clips["h264"]
+    response = await glimpse.upload(headers, files=[("clip.mp4", clip.path.read_bytes())])
+    assert response.status_code == 202, response.text
+    [media] = response.json()["media"]
+    # Known from the container before any transcoding: its kind, its length, no progress yet.
+    assert (media["kind"], media["progress"], media["variants"]) == ("video", 0, [])
+    assert media["duration_s"] == pytest.approx(clip.seconds, abs=0.05)
+    post = await process(glimpse, headers, response)
+    assert post["status"] == "ready"
+    [media] = post["media"]
+    assert media["kind"] == "video" and "progress" not in media
+    assert (media["width"], media["height"]) == (1280, 720)
+    assert media["duration_s"] == pytest.approx(clip.seconds, abs=1 / clip.fps)
+    assert media["blurhash"]
+    found = variants_of(media)
+    assert set(found) == {
+        ("mp4_720", "video/mp4"),
+        ("mp4_480", "video/mp4"),
+        ("poster", "image/jpeg"),
+        ("poster", "image/webp"),
+    }
+    assert (found["mp4_480", "video/mp4"]["width"], found["mp4_480", "video/mp4"]["height"]) == (
+        854,
+        480,
+    )
+    for (name, content_type), variant in found.items():
+        served = await fetch(glimpse, variant["url"])
+        assert served.status_code == 200
+        assert served.headers["content-type"] == content_type
+        if content_type == "video/mp4":
+            boxes = top_level_boxes(served.content)
+            assert boxes.index("moov") < boxes.index("mdat")
+            with av.open(io.BytesIO(served.content)) as container:
+                stream = container.streams.video[0]
+                assert (stream.codec_context.width, stream.codec_context.height) == (
+                    variant["width"],
+                    variant["height"],
+                )
+        else:
+            assert Image.open(io.BytesIO(served.content)).size == (1280, 720), name
+
+
+async def test_the_media_origin_serves_mp4_byte_ranges(
+    glimpse: Glimpse, clips: dict[str, Clip]
+) -> None:
+    headers = await glimpse.signup()
+    response = await glimpse.upload(headers, files=[("clip.mp4", clips["h264"].path.read_bytes())])
+    post = await process(glimpse, headers, response)
+    url = variants_of(post["media"][0])["mp4_720", "video/mp4"]["url"]
+    whole = (await fetch(glimpse, url)).content
+    size = len(whole)
+    assert (await fetch(glimpse, url)).headers["accept-ranges"] == "bytes"
+    # What a browser's <video> asks for first, then a seek into the middle, then the tail.
+    first = await fetch(glimpse, url, Range="bytes=0-")
+    assert first.status_code == 206 and first.content == whole
+    assert first.headers["content-range"] == f"bytes 0-{size - 1}/{size}"
+    middle = await fetch(glimpse, url, Range="bytes=100-199")
+    assert middle.status_code == 206 and middle.content == whole[100:200]
+    assert middle.headers["content-range"] == f"bytes 100-199/{size}"
+    assert middle.headers["content-length"] == "100"
+    tail = await fetch(glimpse, url, Range="bytes=-50")
+    assert tail.status_code == 206 and tail.content == whole[-50:]
+    past = await fetch(glimpse, url, Range=f"bytes={size}-")
+    assert past.status_code == 416
+    assert past.headers["content-range"] == f"bytes */{size}"
+
+
+@pytest.mark.parametrize(
+    "settings", [{"origin_cache_bytes": 0, "origin_cache_ttl_seconds": 0}], indirect=True
+)
+async def test_ranges_of_an_mp4_larger_than_the_small_file_size_are_streamed_from_disk(
+    glimpse: Glimpse, clips: dict[str, Clip], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Videos are larger than the files the origin reads whole: make this one count as large.
+    from glimpse.media import origin
+
+    monkeypatch.setattr(origin, "_SMALL_FILE", 1024)
+    headers = await glimpse.signup()
+    response = await glimpse.upload(headers, files=[("clip.mp4", clips["h264"].path.read_bytes())])
+    post = await process(glimpse, headers, response)
+    url = variants_of(post["media"][0])["mp4_720", "video/mp4"]["url"]
+    whole = (await fetch(glimpse, url)).content
+    part = await fetch(glimpse, url, Range="bytes=2000-")
+    assert part.status_code == 206 and part.content == whole[2000:]
+    assert part.headers["content-range"] == f"bytes 2000-{len(whole) - 1}/{len(whole)}"
+
+
+async def test_a_carousel_mixes_photos_and_videos_in_order(
+    glimpse: Glimpse, clips: dict[str, Clip]
+) -> None:
+    headers = await glimpse.signup()
+    files = [
+        ("one.jpg", jpeg_bytes()),
+        ("two.mov", clips["hevc"].path.read_bytes()),
+        ("three.webm", clips["vp9"].path.read_bytes()),
+        ("four.mp4", clips["rotated"].path.read_bytes()),
+    ]
+    response = await glimpse.upload(headers, files=files, alt_text=["a", "b", "c", "d"])
+    post = await process(glimpse, headers, response)
+    assert post["status"] == "ready"
+    kinds = [(m["kind"], m["alt_text"], m["width"], m["height"]) for m in post["media"]]
+    assert kinds == [
+        ("image", "a", 800, 600),
+        ("video", "b", 320, 240),
+        ("video", "c", 320, 240),
+        ("video", "d", 240, 320),  # filmed sideways, shown upright
+    ]
+    assert "duration_s" not in post["media"][0]
+
+
+async def test_a_video_story_gets_a_full_screen_9_by_16_rendition(
+    glimpse: Glimpse, clips: dict[str, Clip]
+) -> None:
+    headers = await glimpse.signup()
+    response = await glimpse.client.post(
+        "/api/v1/stories",
+        headers=headers,
+        files=[("file", ("story.mp4", clips["h264"].path.read_bytes(), "video/mp4"))],
+    )
+    assert response.status_code == 202, response.text
+    await glimpse.run_jobs()
+    story = (
+        await glimpse.client.get(f"/api/v1/stories/{response.json()['id']}", headers=headers)
+    ).json()
+    assert story["status"] == "ready"
+    found = variants_of(story["media"])
+    assert (
+        found["mp4_story", "video/mp4"]["width"],
+        found["mp4_story", "video/mp4"]["height"],
+    ) == (
+        404,
+        718,
+    )
+    assert ("mp4_720", "video/mp4") in found and ("poster", "image/jpeg") in found
+
+
+@pytest.mark.parametrize("settings", [{"max_story_video_seconds": 0.5}], indirect=True)
+async def test_a_story_is_held_to_the_story_length_and_a_post_is_not(
+    glimpse: Glimpse, clips: dict[str, Clip]
+) -> None:
+    headers = await glimpse.signup()
+    data = clips["h264"].path.read_bytes()  # 1 s: over the stories' 0.5 s, under the posts' 90
+    response = await glimpse.client.post(
+        "/api/v1/stories", headers=headers, files=[("file", ("s.mp4", data, "video/mp4"))]
+    )
+    error = await refused(glimpse, response, 413, "video_too_long")
+    assert "0.5 seconds" in error["message"]
+    assert (await glimpse.upload(headers, files=[("p.mp4", data)])).status_code == 202
+
+
+# --- refused, leaving nothing behind ----------------------------------------------------------
+
+
+async def test_a_zero_length_file_named_mp4_is_415(glimpse: Glimpse) -> None:
+    headers = await glimpse.signup()
+    response = await glimpse.upload(headers, files=[("empty.mp4", b"")])
+    await refused(glimpse, response, 415, "unsupported_media_type")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:10\n#EXTINF:10.0,\nhttp://evil/0.ts\n",
+        b"Just some notes I saved with the wrong name.\n" * 20,
+    ],
+    ids=["hls-playlist", "text"],
+)
+async def test_text_named_mp4_is_415(glimpse: Glimpse, content: bytes) -> None:
+    headers = await glimpse.signup()
+    response = await glimpse.upload(headers, files=[("video.mp4", content)])
+    error = await refused(glimpse, response, 415, "unsupported_media_type")
+    assert "MP4, MOV or WebM" in error["message"]
+
+
+async def test_an_mp4_header_followed_by_junk_is_415(glimpse: Glimpse) -> None:
+    headers = await glimpse.signup()
+    junk = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + bytes(range(256)) * 400
+    response = await glimpse.upload(headers, files=[("junk.mp4", junk)])
+    await refused(glimpse, response, 415, "unreadable_video")
+
+
+async def test_a_10_hour_video_declared_in_its_header_is_413(
+    glimpse: Glimpse, clips: dict[str, Clip]
+) -> None:
+    headers = await glimpse.signup()
+    data = declare_duration(clips["h264"].path.read_bytes(), 10 * 3600)
+    response = await glimpse.upload(headers, files=[("long.mp4", data)])
+    error = await refused(glimpse, response, 413, "video_too_long")
+    assert "90 seconds" in error["message"]
+
+
+@pytest.fixture(scope="module")
+def limit_clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """Clips past the limits of API.md in the one way each, a few KB each."""
+    folder = tmp_path_factory.mktemp("limit-clips")
+    wide = make_clip(folder / "wide.mp4", size=(3856, 16), seconds=0.1, audio=False)
+    fast = make_clip(folder / "fast.mp4", size=(64, 64), seconds=0.05, fps=240, audio=False)
+    return {"wide": wide.path.read_bytes(), "fast": fast.path.read_bytes()}
+
+
+@pytest.mark.parametrize(
+    ("clip", "code"), [("wide", "too_many_pixels"), ("fast", "frame_rate_too_high")]
+)
+async def test_past_4k_or_past_120_fps_is_413(
+    glimpse: Glimpse, limit_clips: dict[str, bytes], clip: str, code: str
+) -> None:
+    headers = await glimpse.signup()
+    response = await glimpse.upload(headers, files=[("clip.mp4", limit_clips[clip])])
+    await refused(glimpse, response, 413, code)
+
+
+@pytest.mark.parametrize("settings", [{"max_video_bytes": 16 * 1024}], indirect=True)
+async def test_a_video_over_the_size_limit_is_413_while_a_photo_keeps_its_own(
+    glimpse: Glimpse, clips: dict[str, Clip]
+) -> None:
+    headers = await glimpse.signup()
+    response = await glimpse.upload(headers, files=[("big.mp4", clips["h264"].path.read_bytes())])
+    error = await refused(glimpse, response, 413, "file_too_large")
+    assert "video" in error["message"]
+    # (The photo limit is not the video one: a 20 KB photo is fine.)
+    photo = jpeg_bytes((400, 300))
+    assert len(photo) > 1024
+    assert (await glimpse.upload(headers, files=[("p.jpg", photo)])).status_code == 202
+
+
+async def test_a_gif_named_mp4_is_the_image_it_is(glimpse: Glimpse) -> None:
+    headers = await glimpse.signup()
+    gif = io.BytesIO()
+    Image.new("RGB", (320, 240), (10, 200, 30)).save(gif, "GIF")
+    response = await glimpse.upload(headers, files=[("funny.mp4", gif.getvalue())])
+    post = await process(glimpse, headers, response)
+    assert post["status"] == "ready"
+    [media] = post["media"]
+    assert media["kind"] == "image" and "duration_s" not in media
+    assert ("w320", "image/jpeg") in variants_of(media)
+
+
+# --- processing -------------------------------------------------------------------------------
+
+
+async def test_a_video_whose_pictures_are_damaged_fails_its_post_with_a_reason(
+    glimpse: Glimpse, clips: dict[str, Clip]
+) -> None:
+    headers = await glimpse.signup()
+    data = bytearray(clips["h264"].path.read_bytes())
+    # The index (at the end of this clip) and the first pictures survive; the rest is noise.
+    mdat = data.find(b"mdat")
+    for at in range(mdat + 4000, data.find(b"moov") - 8):
+        data[at] = (at * 31) & 0xFF
+    response = await glimpse.upload(headers, files=[("damaged.mp4", bytes(data))])
+    post = await process(glimpse, headers, response)
+    if post["status"] == "ready":
+        pytest.skip("the decoder concealed the damage")  # (x264 output of noise is still video)
+    assert post["status"] == "failed"
+    assert post["error"]["code"] == "undecodable_video"
+
+
+async def test_transcoding_twice_gives_the_same_files_and_one_ready_post(
+    glimpse: Glimpse, clips: dict[str, Clip]
+) -> None:
+    headers = await glimpse.signup()
+    response = await glimpse.upload(headers, files=[("clip.webm", clips["vp9"].path.read_bytes())])
+    post = await process(glimpse, headers, response)
+    async with glimpse.container.db.read() as session:
+        media_id = (await session.execute(select(Media.id))).scalar_one()
+    before = sorted(v["url"] for v in post["media"][0]["variants"])
+    stored = glimpse.stored_files()
+    # Delivered again (at least once): the same content-addressed keys, nothing more stored.
+    from glimpse.posts.jobs import transcode_video
+
+    await transcode_video(glimpse.container, {"media_id": media_id})
+    await glimpse.run_jobs()
+    again = (await glimpse.client.get(f"/api/v1/posts/{post['id']}", headers=headers)).json()
+    assert sorted(v["url"] for v in again["media"][0]["variants"]) == before
+    assert glimpse.stored_files() == stored
+    assert list(glimpse.container.storage.staging_dir().iterdir()) == []
+    me = (await glimpse.client.get("/api/v1/me", headers=headers)).json()
+    assert me["post_count"] == 1
+
+
+async def test_a_deleted_video_post_leaves_no_files(
+    glimpse: Glimpse, clips: dict[str, Clip]
+) -> None:
+    headers = await glimpse.signup()
+    response = await glimpse.upload(
+        headers, files=[("clip.mp4", clips["rotated"].path.read_bytes())]
+    )
+    post = await process(glimpse, headers, response)
+    assert (
+        await glimpse.client.delete(f"/api/v1/posts/{post['id']}", headers=headers)
+    ).status_code == 204
+    await glimpse.run_jobs()
+    assert [p for p in glimpse.stored_files() if not p.name.isdigit()] == []
+
+
+async def test_progress_is_shown_on_the_processing_post(
+    glimpse: Glimpse, clips: dict[str, Clip]
+) -> None:
+    headers = await glimpse.signup()
+    response = await glimpse.upload(headers, files=[("clip.mp4", clips["h264"].path.read_bytes())])
+    async with glimpse.container.db.write() as session:
+        media_id = (await session.execute(select(Media.id))).scalar_one()
+        await service.record_progress(session, media_id, 42)
+    shown = (
+        await glimpse.client.get(f"/api/v1/posts/{response.json()['id']}", headers=headers)
+    ).json()
+    assert (shown["status"], shown["media"][0]["progress"]) == ("processing", 42)
+    await glimpse.run_jobs()
+    async with glimpse.container.db.write() as session:
+        await service.record_progress(session, media_id, 77)  # a late report changes nothing
+    done = (
+        await glimpse.client.get(f"/api/v1/posts/{response.json()['id']}", headers=headers)
+    ).json()
+    assert done["status"] == "ready" and "progress" not in done["media"][0]
+
+
+def test_transcoding_has_a_lane_of_its_own() -> None:
+    assert registry.names(VIDEO_LANE) == {service.TRANSCODE_VIDEO_JOB}
+    assert service.PROCESS_MEDIA_JOB in registry.names(DEFAULT_LANE)
+    assert service.TRANSCODE_VIDEO_JOB not in registry.names(DEFAULT_LANE)
+
+
+async def test_a_video_job_is_claimed_only_by_a_video_lane_under_its_longer_lease(
+    glimpse: Glimpse, clips: dict[str, Clip]
+) -> None:
+    headers = await glimpse.signup()
+    # The video first: a photo lane must still take the photo, not wait behind it.
+    await glimpse.upload(headers, files=[("clip.mp4", clips["rotated"].path.read_bytes())])
+    await glimpse.upload(headers, files=[("photo.jpg", jpeg_bytes())])
+    queue = glimpse.container.queue
+    photo_job = await queue.claim(registry.names(DEFAULT_LANE))
+    assert photo_job is not None and photo_job.name == service.PROCESS_MEDIA_JOB
+    assert await queue.claim(registry.names(DEFAULT_LANE)) is None  # the video is not theirs
+    video_job = await queue.claim(registry.names(VIDEO_LANE), lease_seconds=900)
+    assert video_job is not None and video_job.name == service.TRANSCODE_VIDEO_JOB
+    async with glimpse.container.db.read() as session:
+        rows = await session.execute(text("select name, available_at from jobs"))
+        leases = {name: available_at for name, available_at in rows}
+    assert leases[service.TRANSCODE_VIDEO_JOB] - leases[service.PROCESS_MEDIA_JOB] > 600
+    assert await queue.extend(video_job)
