@@ -4,9 +4,11 @@ refusal leaves nothing behind."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import av
 import pytest
@@ -16,6 +18,7 @@ from sqlalchemy import select, text
 from glimpse.jobs import DEFAULT_LANE, VIDEO_LANE, registry
 from glimpse.posts import service
 from glimpse.posts.models import Media
+from tests.api import test_stories as stories_tests
 from tests.api.test_upload_validation import process, refused
 from tests.clips import Clip, declare_duration, make_clip, top_level_boxes
 from tests.conftest import Glimpse, jpeg_bytes
@@ -373,3 +376,32 @@ async def test_a_video_job_is_claimed_only_by_a_video_lane_under_its_longer_leas
         leases = {name: available_at for name, available_at in rows}
     assert leases[service.TRANSCODE_VIDEO_JOB] - leases[service.PROCESS_MEDIA_JOB] > 600
     assert await queue.extend(video_job)
+
+
+@pytest.mark.parametrize("settings", [{"story_ttl_seconds": 3600}], indirect=True)
+async def test_a_highlight_publishes_a_reaped_video_story_again_with_the_same_files(
+    glimpse: Glimpse, clips: dict[str, Clip]
+) -> None:
+    clock = stories_tests.Clock(1_900_000_000.25)
+    glimpse.container.clock = clock
+    glimpse.container.media_urls = dataclasses.replace(glimpse.container.media_urls, clock=clock)
+    ada, bob, _ = await stories_tests.three(glimpse)
+    story = await stories_tests.post_story(glimpse, ada, clips["rotated"].path.read_bytes())
+    shown = await stories_tests.get_story(glimpse, ada, story["id"])
+    before = {(v["name"], urlsplit(v["url"]).path) for v in shown["media"]["variants"]}
+    assert ("mp4_story", "video/mp4") in variants_of(shown["media"])
+    clock.now = stories_tests._at(story["expires_at"]) + 60
+    await stories_tests.reap(glimpse)
+    assert [p for p in glimpse.stored_files() if "/v/" in str(p)] == []
+    response = await glimpse.client.post(
+        "/api/v1/me/highlights", headers=ada, json={"title": "Clip", "story_ids": [story["id"]]}
+    )
+    assert response.status_code == 201, response.text
+    await glimpse.run_jobs()  # a transcode again, from the kept original
+    highlight = (
+        await glimpse.client.get(f"/api/v1/highlights/{response.json()['id']}", headers=bob)
+    ).json()
+    variants = highlight["stories"][0]["media"]["variants"]
+    assert {(v["name"], urlsplit(v["url"]).path) for v in variants} == before
+    for variant in variants:
+        assert (await fetch(glimpse, variant["url"])).status_code == 200

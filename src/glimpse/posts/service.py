@@ -57,6 +57,12 @@ class NewMedia:
     duration_s: float | None = None  # a video's, as its container declares it
 
 
+def processing_job(media_kind: str) -> str:
+    """The job that makes a media item's variants: a photo's, or a video's transcode (which
+    runs in a lane of its own)."""
+    return TRANSCODE_VIDEO_JOB if media_kind == MediaKind.VIDEO else PROCESS_MEDIA_JOB
+
+
 def max_video_seconds(settings: Settings, kind: str) -> float:
     """The longest video a post (90 s by default) or a story (60 s) may hold."""
     return (
@@ -235,7 +241,7 @@ async def create_post(
         enqueue(
             session,
             ids,
-            TRANSCODE_VIDEO_JOB if m.kind == MediaKind.VIDEO else PROCESS_MEDIA_JOB,
+            processing_job(m.kind),
             {"media_id": m.media_id},
             max_attempts=settings.job_max_attempts,
             owner=author_id,

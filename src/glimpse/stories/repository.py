@@ -227,19 +227,22 @@ async def delete_highlight(session: AsyncSession, highlight_id: int) -> list[int
     return story_ids
 
 
-async def media_without_variants(session: AsyncSession, story_ids: Collection[int]) -> list[int]:
-    """Ready media of these stories whose variants were taken down (by the reaper)."""
+async def media_without_variants(
+    session: AsyncSession, story_ids: Collection[int]
+) -> list[tuple[int, str]]:
+    """(id, kind) of the ready media of these stories whose variants were taken down (by the
+    reaper)."""
     if not story_ids:
         return []
     has_variants = exists().where(MediaVariant.media_id == Media.id)
     rows = await session.execute(
-        select(Media.id).where(
+        select(Media.id, Media.kind).where(
             Media.post_id.in_(list(story_ids)),
             Media.status == PostStatus.READY,
             ~has_variants,
         )
     )
-    return list(rows.scalars())
+    return [(media_id, kind) for media_id, kind in rows]
 
 
 async def expired_unarchived(

@@ -22,7 +22,7 @@ from glimpse.graph import service as graph
 from glimpse.graph.visibility import can_see_content, can_see_post
 from glimpse.ids import IdGenerator
 from glimpse.posts import repository as posts_repository
-from glimpse.posts.service import NO_SUCH_USER, PROCESS_MEDIA_JOB
+from glimpse.posts.service import NO_SUCH_USER, processing_job
 from glimpse.stories import repository
 from glimpse.stories.lifetime import is_live
 from glimpse.stories.models import Highlight
@@ -207,11 +207,11 @@ async def create_highlight(
         raise _no_such_story()
     highlight = Highlight(id=ids.next_id(), owner_id=owner_id, title=title, created_at=now)
     await repository.add_highlight(session, highlight, story_ids)
-    for media_id in await repository.media_without_variants(session, story_ids):
+    for media_id, kind in await repository.media_without_variants(session, story_ids):
         enqueue(
             session,
             ids,
-            PROCESS_MEDIA_JOB,
+            processing_job(kind),
             {"media_id": media_id},
             max_attempts=settings.job_max_attempts,
             owner=owner_id,
