@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from glimpse.cli import metrics_root
+from tests.clips import Clip
 from tests.conftest import testdata
 from tests.servers import Server, Worker, free_port
 
@@ -67,6 +68,26 @@ def _raw_get(port: int, target: str) -> bytes:
         while chunk := s.recv(65536):
             chunks.append(chunk)
     return b"".join(chunks)
+
+
+def test_serve_transcodes_a_video_beside_a_photo_and_serves_it_with_ranges(
+    server: Server, clips: dict[str, Clip]
+) -> None:
+    # The API probes the video in a decoding child of its own; a worker process transcodes it
+    # in its video lane while its photo lane takes the photo posted after it.
+    with httpx.Client(base_url=server.base, timeout=30) as client:
+        headers = _sign_up(client)
+        video_id = _publish(client, headers, clips["hevc"].path)
+        photo_id = _publish(client, headers, testdata("camera/DSCN0010.jpg"))
+        assert _wait_ready(client, headers, photo_id)["status"] == "ready"
+        post = _wait_ready(client, headers, video_id)
+        assert post["status"] == "ready", post
+        [media] = post["media"]  # type: ignore[misc]
+        assert media["kind"] == "video"
+        [mp4] = [v for v in media["variants"] if v["name"] == "mp4_720"]
+        part = client.get(mp4["url"], headers={"Range": "bytes=0-99"})
+        assert part.status_code == 206 and len(part.content) == 100
+        assert part.content[4:8] == b"ftyp"
 
 
 def test_serve_processes_an_upload_and_serves_clean_variants(server: Server) -> None:
