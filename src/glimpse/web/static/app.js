@@ -714,6 +714,7 @@
   function closeViewer() {
     if (!playing) return;
     clearTimeout(playing.timer);
+    if (playing.stories.every((s) => s.seen)) playing.ring?.classList.remove("unseen");
     const opener = playing.opener;
     playing = null;
     viewer.hidden = true;
