@@ -30,6 +30,7 @@ from glimpse.engagement import service as engagement
 from glimpse.errors import Conflict, DomainError, Forbidden, NotFound, Throttled, Unauthenticated
 from glimpse.feed.routes import feed_page_data
 from glimpse.graph import service as graph
+from glimpse.pagination import encode_cursor
 from glimpse.posts import service as posts
 from glimpse.posts.views import PostRow, post_view_data
 from glimpse.stories import service as stories
@@ -349,18 +350,19 @@ async def edit_profile(request: Request) -> Response:
 
 
 @router.get("/p/{post_id}")
-async def post_page(request: Request, post_id: int) -> Response:
+async def post_page(request: Request, post_id: str) -> Response:
     """One post with its first comments, as GET /api/v1/posts/{id} and its comments show it."""
     container = _container(request)
     viewer = await sessions.signed_in(request, container)
     if viewer is None:
         return _to_sign_in()
-    if not 0 <= post_id < 2**63:
+    # Any text is a path here: what is no id is a post that does not exist (a page, not JSON).
+    if not post_id.isascii() or not post_id.isdigit() or int(post_id) >= 2**63:
         raise NotFound("No such post.", code="post_not_found")
     me = viewer.user.id
     async with container.db.read() as session:
-        post = await posts.get_visible_post(session, post_id, me)
-        comments, more = await engagement.list_comments(session, post_id, me, None, 50)
+        post = await posts.get_visible_post(session, int(post_id), me)
+        comments, more = await engagement.list_comments(session, post.id, me, None, 50)
     [view] = await post_view_data(container.db, [PostRow.of(post)], me, container.media_urls)
     return await _page(
         request,
@@ -368,7 +370,12 @@ async def post_page(request: Request, post_id: int) -> Response:
         viewer,
         post=view,
         comments=[c.model_dump(mode="json") for c in comments],
-        more_comments=more is not None,
+        # The API's own cursor, for the page's "More comments" (static/app.js).
+        comments_cursor=encode_cursor(
+            container.secret_key, "comments", {"after": more, "post": post.id}
+        )
+        if more is not None
+        else None,
     )
 
 
