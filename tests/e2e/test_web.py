@@ -36,6 +36,15 @@ PHOTO = Path(__file__).parents[1] / "data" / "camera" / "DSCN0010.jpg"
 PHONE = {"width": 375, "height": 812}
 DESKTOP = {"width": 1280, "height": 900}
 PASSWORD = "correct horse battery"
+# Whether every pixel of the upload page's preview has its three channels within 2 of each other.
+_PREVIEW_IS_GREY = """() => {
+  const c = document.querySelector(".previews canvas");
+  const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+  for (let i = 0; i < d.length; i += 4) {
+    if (Math.abs(d[i] - d[i + 1]) > 2 || Math.abs(d[i + 1] - d[i + 2]) > 2) return false;
+  }
+  return true;
+}"""
 
 # With CI=true a missing Chromium fails the run (.ci/run installs it); elsewhere it skips.
 pytestmark = pytest.mark.skipif(
@@ -161,8 +170,12 @@ def test_two_people_post_follow_like_comment_and_watch_stories(
         headers={"Authorization": f"Bearer {token(server, 'ana')}"},
     ).json()["items"]
     label = next(f["label"] for f in filters if f["name"] != "normal")
-    ana.page.get_by_label(label, exact=True).check()
     expect(ana.page.locator(".previews canvas")).to_have_count(1)
+    # The preview is the server's filter applied in the browser: Moon is black and white.
+    ana.page.get_by_label("Moon", exact=True).check()
+    ana.page.wait_for_function(_PREVIEW_IS_GREY)
+    ana.page.get_by_label(label, exact=True).check()
+    ana.page.wait_for_function(f"() => !({_PREVIEW_IS_GREY})()")
     shot(ana.page, "new-post")
     ana.page.goto("/")
     share_post(ana.page, "Evening walk <b>not bold</b>", label)

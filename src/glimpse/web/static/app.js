@@ -472,7 +472,10 @@
           const r2 = m[0] * r + m[1] * g + m[2] * b + m[3];
           const g2 = m[4] * r + m[5] * g + m[6] * b + m[7];
           const b2 = m[8] * r + m[9] * g + m[10] * b + m[11];
-          r = r2; g = g2; b = b2;
+          // Clamped to 0..255 before the vignette, as Pillow stores the matrix's result.
+          r = Math.min(255, Math.max(0, Math.round(r2)));
+          g = Math.min(255, Math.max(0, Math.round(g2)));
+          b = Math.min(255, Math.max(0, Math.round(b2)));
         }
         if (recipe.vignette) {
           const dx = (x / Math.max(1, width - 1)) * 63 - 31.5;
