@@ -27,6 +27,7 @@ from glimpse.ops.routes import MetricsMiddleware
 from glimpse.ops.routes import router as ops_router
 from glimpse.posts.routes import router as posts_router
 from glimpse.stories.routes import router as stories_router
+from glimpse.web.routes import router as web_router
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         stories_router,
         ops_router,
         docs_router,
+        web_router,  # last: its /{username} takes any path of one segment left
     ):
         app.include_router(router)
     return app

@@ -15,11 +15,24 @@ IdStr = Annotated[int, PlainSerializer(str, return_type=str, when_used="json")]
 USERNAME_PATTERN = r"^[a-z0-9_.]{1,30}$"  # API.md's
 
 
+# The web app's pages of one path segment, and the server's own: a profile lives at
+# /{username}, so an account of one of these names could never be shown.
+RESERVED_USERNAMES = frozenset(
+    {
+        "signup", "signin", "signout", "new", "requests", "settings", "static", "docs",
+        "api", "media", "metrics", "healthz", "readyz", "openapi.json", "favicon.ico",
+        "robots.txt", "p", "explore", "admin",
+    }
+)  # fmt: skip
+
+
 def _not_a_dot_segment(name: str) -> str:
     # "." and ".." are path segments that browsers and HTTP clients rewrite: /users/.. could
     # never reach its profile.
     if name in (".", ".."):
         raise ValueError("'.' and '..' cannot be usernames")
+    if name in RESERVED_USERNAMES:
+        raise ValueError("that name is reserved for a page of the site")
     return name
 
 

@@ -1,4 +1,5 @@
-"""Request-scoped dependencies: the container, and the caller behind a bearer token."""
+"""Request-scoped dependencies: the container, and the caller behind a bearer token (or the web
+app's session cookie, which holds one)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from glimpse.accounts import service as accounts
 from glimpse.accounts.service import Authenticated
+from glimpse.accounts.sessions import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, csrf_matches
 from glimpse.container import Container
-from glimpse.errors import Unauthenticated
+from glimpse.errors import Forbidden, Unauthenticated
 
 
 async def get_container(request: Request) -> Container:
@@ -32,10 +34,24 @@ _bearer = HTTPBearer(auto_error=False, description="A token from POST /api/v1/au
 TOKEN_AUTHENTICATED = "token_authenticated"
 
 
-def _bearer_token(credentials: HTTPAuthorizationCredentials | None) -> str:
+def _caller_token(
+    request: Request, container: Container, credentials: HTTPAuthorizationCredentials | None
+) -> str:
+    """The token the request authenticates with: its bearer token, or else its session cookie,
+    which for a state-changing method must come with the page's CSRF token (API.md)."""
     token = credentials.credentials.strip() if credentials else ""
+    if token:
+        return token
+    token = request.cookies.get(SESSION_COOKIE, "").strip()
     if not token:
         raise Unauthenticated("A bearer token is required.", code="unauthenticated")
+    if request.method not in SAFE_METHODS and not csrf_matches(
+        container.secret_key, token, request.headers.get(CSRF_HEADER, "")
+    ):
+        raise Forbidden(
+            "A request signed in by the session cookie needs the page's X-CSRF-Token.",
+            code="csrf_failed",
+        )
     return token
 
 
@@ -48,7 +64,9 @@ async def get_caller(
     container: ContainerDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> Authenticated:
-    caller = await accounts.authenticate(container.db, _bearer_token(credentials))
+    caller = await accounts.authenticate(
+        container.db, _caller_token(request, container, credentials)
+    )
     _token_was_good(request)
     return caller
 
@@ -56,7 +74,8 @@ async def get_caller(
 async def get_caller_id(request: Request, container: Container) -> int:
     """The id of the caller `get_caller` would find, refused alike, for a route handler that
     authenticates without FastAPI's dependency solving and needs no more (feed/routes.py)."""
-    user_id = await accounts.authenticate_id(container.db, _bearer_token(await _bearer(request)))
+    token = _caller_token(request, container, await _bearer(request))
+    user_id = await accounts.authenticate_id(container.db, token)
     _token_was_good(request)
     return user_id
 

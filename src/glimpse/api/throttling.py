@@ -22,6 +22,7 @@ from fastapi import Depends, Request
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from glimpse.accounts.sessions import SESSION_COOKIE
 from glimpse.api.deps import TOKEN_AUTHENTICATED, ContainerDep
 from glimpse.api.errors import error_response
 from glimpse.throttling import Throttle, Verdict, request_budget, throttled
@@ -60,9 +61,21 @@ def _budget_address(address: str) -> str:
     return str(ip)
 
 
-def _bearer_token(scope: Scope) -> str:
-    scheme, _, token = Headers(scope=scope).get("authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
+def _caller_token(scope: Scope) -> str:
+    """The bearer token, or else the session cookie's (api/deps.py reads them in that order)."""
+    headers = Headers(scope=scope)
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return _session_cookie(headers.get("cookie", ""))
+
+
+def _session_cookie(header: str) -> str:
+    for pair in header.split(";"):
+        name, _, value = pair.strip().partition("=")
+        if name == SESSION_COOKIE:
+            return value.strip()
+    return ""
 
 
 def record_verdict(state: dict[str, Any], verdict: Verdict | None) -> None:
@@ -91,8 +104,21 @@ async def get_client_address(request: Request, container: ContainerDep) -> str:
 ClientAddress = Annotated[str, Depends(get_client_address)]
 
 
+# What no budget counts: the media origin (its cache answers most of it, and the page that
+# links it was counted), the web app's and the docs' static files, and the probes operators'
+# monitors send.
+_UNCOUNTED_PREFIXES = ("/media/", "/static/", "/docs/static/")
+_UNCOUNTED = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def counted(path: str) -> bool:
+    """Whether a request to this path counts against a budget: the API's and the web app's
+    pages and forms do (a page costs the same reads as the API route it shows)."""
+    return path not in _UNCOUNTED and not path.startswith(_UNCOUNTED_PREFIXES)
+
+
 class ThrottleMiddleware:
-    """Counts every /api/ request against the `api` budget (or `reads`/`writes`) and adds the
+    """Counts every /api/ request and web page against the `api` budget (or `reads`/`writes`) and adds the
     RateLimit-* headers to whatever answers it. With throttling `off` it only passes through."""
 
     def __init__(self, app: ASGIApp, known_tokens: int = 100_000) -> None:
@@ -102,7 +128,7 @@ class ThrottleMiddleware:
         self._known_capacity = known_tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
+        if scope["type"] != "http" or not counted(scope["path"]):
             await self.app(scope, receive, send)
             return
         container = scope["app"].state.container
@@ -112,7 +138,7 @@ class ThrottleMiddleware:
             return
         state: dict[str, Any] = scope.setdefault("state", {})
         budget = request_budget(throttle.budgets, scope["method"])
-        token = _bearer_token(scope)
+        token = _caller_token(scope)
         token_hash = hashlib.sha256(token.encode()).hexdigest()[:32] if token else ""
         if budget is not None:
             if token_hash in self._known_tokens:

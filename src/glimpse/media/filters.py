@@ -360,6 +360,17 @@ def _pillow_matrix(name: str) -> tuple[float, ...] | None:
     return tuple(v for row in matrix for v in (row[0], row[1], row[2], row[3] * 255))
 
 
+def preview_recipe(name: str) -> dict[str, object]:
+    """What a browser needs to apply the named filter to a preview exactly as apply_filter
+    does: the three channels' 256-entry tables, the 3x4 colour matrix on 0..255 values (None
+    for none), and the vignette's strength (vignette_factor's curve)."""
+    return {
+        "tables": _point_table(name),
+        "matrix": _pillow_matrix(name),
+        "vignette": FILTERS[name].vignette,
+    }
+
+
 def _vignette_mask(size: tuple[int, int], strength: float) -> Image.Image:
     side = _VIGNETTE_MASK_SIZE
     centre = (side - 1) / 2

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from glimpse.api.deps import Caller, ContainerDep, EntityId, PageLimit
 from glimpse.api.errors import error_responses
 from glimpse.api.uploads import receive_upload
-from glimpse.media.filters import FILTERS
+from glimpse.media.filters import FILTERS, preview_recipe
 from glimpse.pagination import check_limit, decode_keyset, encode_keyset
 from glimpse.posts import service
 from glimpse.posts.schemas import FilterList, FilterOut, PostOut, PostPage
@@ -111,4 +111,11 @@ async def list_user_posts(
 @router.get("/filters", response_model=FilterList)
 async def list_filters(caller: Caller) -> FilterList:
     """The filters an upload may name."""
-    return FilterList(items=[FilterOut(name=f.name, label=f.label) for f in FILTERS.values()])
+    return FilterList(
+        items=[
+            FilterOut.model_validate(
+                {"name": f.name, "label": f.label, "preview": preview_recipe(f.name)}
+            )
+            for f in FILTERS.values()
+        ]
+    )

@@ -54,9 +54,18 @@ class PostPage(BaseModel):
     next_cursor: str | None
 
 
+class FilterPreview(BaseModel):
+    """The filter as a browser can apply it to a preview (media/filters.py `preview_recipe`)."""
+
+    tables: list[int]
+    matrix: list[float] | None
+    vignette: float
+
+
 class FilterOut(BaseModel):
     name: str
     label: str
+    preview: FilterPreview
 
 
 class FilterList(BaseModel):

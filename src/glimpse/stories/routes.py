@@ -3,11 +3,10 @@ archive, and highlights."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response, status
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from glimpse.accounts.schemas import UserSummary
 from glimpse.api.deps import Caller, ContainerDep, EntityId, PageLimit
@@ -15,10 +14,8 @@ from glimpse.api.errors import error_responses
 from glimpse.api.uploads import receive_upload
 from glimpse.container import Container
 from glimpse.pagination import check_limit, decode_keyset, encode_keyset
-from glimpse.posts.schemas import MediaOut
 from glimpse.posts.views import rfc3339
 from glimpse.stories import repository, service
-from glimpse.stories.models import Highlight
 from glimpse.stories.schemas import (
     HighlightCreate,
     HighlightList,
@@ -31,7 +28,7 @@ from glimpse.stories.schemas import (
     ViewerPage,
 )
 from glimpse.stories.uploading import create_story_from_upload
-from glimpse.stories.views import story_view_data
+from glimpse.stories.views import highlight_views, story_view_data
 
 # 429: every /api/ request counts against a budget (api/throttling.py).
 router = APIRouter(
@@ -78,14 +75,22 @@ async def create_story(request: Request, caller: Caller, container: ContainerDep
 async def read_tray(caller: Caller, container: ContainerDep) -> Response:
     """The accounts the caller follows that have live stories: those with a story the caller
     has not seen first, then by their latest story; each account's stories oldest first."""
+    items = await tray_data(container, caller.user.id)
+    # Serialised once, from plain values (as the feed is): hundreds of stories, each with ten
+    # signed URLs, would cost several times more as models validated on the way out.
+    return Response(orjson.dumps({"items": items}), media_type="application/json")
+
+
+async def tray_data(container: Container, viewer_id: int) -> list[dict[str, Any]]:
+    """The tray's entries as API.md's plain JSON values; the web app's home page shows the same."""
     now = container.now()
-    entries, seen = await service.tray(container.db, caller.user.id, now)
+    entries, seen = await service.tray(container.db, viewer_id, now)
     stories = [story for entry in entries for story in entry.stories]
     views = await story_view_data(
-        container.db, stories, caller.user.id, now, container.media_urls, seen=seen
+        container.db, stories, viewer_id, now, container.media_urls, seen=seen
     )
     by_id = {story.id: view for story, view in zip(stories, views, strict=True)}
-    items = [
+    return [
         {
             "user": by_id[entry.stories[0].id]["author"],
             "has_unseen": entry.has_unseen,
@@ -94,9 +99,6 @@ async def read_tray(caller: Caller, container: ContainerDep) -> Response:
         }
         for entry in entries
     ]
-    # Serialised once, from plain values (as the feed is): hundreds of stories, each with ten
-    # signed URLs, would cost several times more as models validated on the way out.
-    return Response(orjson.dumps({"items": items}), media_type="application/json")
 
 
 @router.get(
@@ -199,47 +201,6 @@ async def read_archive(
     )
 
 
-async def _highlight_views(
-    session: AsyncSession, container: Container, highlights: list[Highlight], viewer_id: int
-) -> list[HighlightOut]:
-    story_ids = await repository.highlight_story_ids(session, [h.id for h in highlights])
-    every_id = {s for ids in story_ids.values() for s in ids}
-    stories = await repository.stories_by_id(session, every_id)
-    seen = await repository.seen_among(session, viewer_id, every_id)
-    views = {
-        int(view["id"]): StoryOut.model_validate(view)
-        for view in await story_view_data(
-            session,
-            list(stories.values()),
-            viewer_id,
-            container.now(),
-            container.media_urls,
-            seen=seen,
-            held=every_id,
-        )
-    }
-    out = []
-    for highlight in highlights:
-        items = [
-            views[s]
-            for s in story_ids[highlight.id]
-            # Another's processing or failed story is theirs alone to see, as a post's is.
-            if s in views and (views[s].status == "ready" or highlight.owner_id == viewer_id)
-        ]
-        # The first story with something to show (one being published again has no URLs yet).
-        cover: MediaOut | None = next((item.media for item in items if item.media.variants), None)
-        out.append(
-            HighlightOut(
-                id=highlight.id,
-                title=highlight.title,
-                cover=cover,
-                stories=items,
-                created_at=highlight.created_at,
-            )
-        )
-    return out
-
-
 @router.post(
     "/me/highlights",
     status_code=status.HTTP_201_CREATED,
@@ -262,7 +223,7 @@ async def create_highlight(
             story_ids,
             container.now(),
         )
-        [view] = await _highlight_views(session, container, [highlight], caller.user.id)
+        [view] = await highlight_views(session, container, [highlight], caller.user.id)
     return view
 
 
@@ -277,7 +238,7 @@ async def list_user_highlights(
     """An account's highlights, newest first; as visible as its posts."""
     async with container.db.read() as session:
         highlights = await service.user_highlights(session, username, caller.user.id)
-        items = await _highlight_views(session, container, highlights, caller.user.id)
+        items = await highlight_views(session, container, highlights, caller.user.id)
     return HighlightList(items=items)
 
 
@@ -290,7 +251,7 @@ async def get_highlight(
     """One highlight; 404 unless the caller may see its owner's posts."""
     async with container.db.read() as session:
         highlight = await service.visible_highlight(session, highlight_id, caller.user.id)
-        [view] = await _highlight_views(session, container, [highlight], caller.user.id)
+        [view] = await highlight_views(session, container, [highlight], caller.user.id)
     return view
 
 

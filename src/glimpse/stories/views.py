@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,9 +19,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from glimpse.accounts.models import User
 from glimpse.db.database import Database
 from glimpse.media.urls import MediaUrls
+from glimpse.posts.schemas import MediaOut
 from glimpse.posts.views import fetch_rows, media_views_of, rfc3339
+from glimpse.stories import repository
 from glimpse.stories.lifetime import media_shown, url_deadline
+from glimpse.stories.models import Highlight
 from glimpse.stories.repository import StoryRow
+from glimpse.stories.schemas import HighlightOut, StoryOut
+
+if TYPE_CHECKING:
+    from glimpse.container import Container
 
 _AUTHORS = select(User.id, User.username, User.display_name).where(
     User.id.in_(bindparam("ids", expanding=True))
@@ -79,3 +86,45 @@ async def story_view_data(
             view["error"] = {"code": story.error_code, "message": story.error_message or ""}
         views.append(view)
     return views
+
+
+async def highlight_views(
+    session: AsyncSession, container: Container, highlights: list[Highlight], viewer_id: int
+) -> list[HighlightOut]:
+    """Highlights as API.md shows them: each with the stories the viewer may see, and a cover."""
+    story_ids = await repository.highlight_story_ids(session, [h.id for h in highlights])
+    every_id = {s for ids in story_ids.values() for s in ids}
+    stories = await repository.stories_by_id(session, every_id)
+    seen = await repository.seen_among(session, viewer_id, every_id)
+    views = {
+        int(view["id"]): StoryOut.model_validate(view)
+        for view in await story_view_data(
+            session,
+            list(stories.values()),
+            viewer_id,
+            container.now(),
+            container.media_urls,
+            seen=seen,
+            held=every_id,
+        )
+    }
+    out = []
+    for highlight in highlights:
+        items = [
+            views[s]
+            for s in story_ids[highlight.id]
+            # Another's processing or failed story is theirs alone to see, as a post's is.
+            if s in views and (views[s].status == "ready" or highlight.owner_id == viewer_id)
+        ]
+        # The first story with something to show (one being published again has no URLs yet).
+        cover: MediaOut | None = next((item.media for item in items if item.media.variants), None)
+        out.append(
+            HighlightOut(
+                id=highlight.id,
+                title=highlight.title,
+                cover=cover,
+                stories=items,
+                created_at=highlight.created_at,
+            )
+        )
+    return out

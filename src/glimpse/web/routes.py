@@ -1,0 +1,423 @@
+"""The web app's pages: server-rendered from the same services and the same JSON values as the
+public API (no other way in), so that every page shows its content without JavaScript. What
+changes state in place (likes, comments, follows, uploads, stories) is done by static/app.js
+through /api/v1 with the session cookie and the page's CSRF token; only signing in, up and out
+and saving the profile are plain forms, posted here.
+
+Every page is throttled like the API (api/throttling.py counts these paths), answers a domain
+error with an HTML page of the same status, and is sent with a Content-Security-Policy that
+lets it run only our own scripts and styles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.routing import APIRoute
+from pydantic import ValidationError
+from starlette.datastructures import FormData
+
+from glimpse.accounts import service as accounts
+from glimpse.accounts.schemas import AccountCreate, ProfileUpdate, TokenRequest
+from glimpse.accounts.service import Authenticated
+from glimpse.accounts.sessions import CSRF_FIELD
+from glimpse.api.throttling import client_address, count_against
+from glimpse.container import Container
+from glimpse.engagement import service as engagement
+from glimpse.errors import Conflict, DomainError, Forbidden, NotFound, Throttled, Unauthenticated
+from glimpse.feed.routes import feed_page_data
+from glimpse.graph import service as graph
+from glimpse.pagination import encode_cursor
+from glimpse.posts import service as posts
+from glimpse.posts.views import PostRow, post_view_data
+from glimpse.stories import service as stories
+from glimpse.stories.routes import tray_data
+from glimpse.stories.views import highlight_views
+from glimpse.throttling import SIGNUP
+from glimpse.web import sessions
+from glimpse.web.rendering import render, static_file
+
+FEED_PAGE_SIZE = 20  # the issue's: twenty posts a page
+GRID_PAGE_SIZE = 30
+REQUESTS_PAGE_SIZE = 50
+
+RouteHandler = Callable[[Request], Coroutine[Any, Any, Response]]
+
+
+class _PageRoute(APIRoute):
+    """A page's route: a domain error (an unknown user, a throttled request, a database that
+    is not ready) is answered as a page of the same status and headers, not as JSON."""
+
+    def get_route_handler(self) -> RouteHandler:
+        handler = super().get_route_handler()
+
+        async def page_handler(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except DomainError as error:
+                return await _error_page(request, error)
+
+        return page_handler
+
+
+router = APIRouter(include_in_schema=False, route_class=_PageRoute)
+
+
+def _container(request: Request) -> Container:
+    container: Container = request.app.state.container
+    return container
+
+
+async def _page(
+    request: Request,
+    template: str,
+    viewer: Authenticated | None,
+    *,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    **context: Any,
+) -> HTMLResponse:
+    container = _container(request)
+    csrf, fresh_presession = sessions.page_csrf(request, container)
+    response = render(
+        container.settings,
+        template,
+        status=status,
+        headers=headers,
+        viewer=viewer.user if viewer else None,
+        csrf_token=csrf,
+        **context,
+    )
+    if fresh_presession is not None:
+        sessions.set_presession(request, response, fresh_presession)
+    return response
+
+
+async def _error_page(request: Request, error: DomainError) -> Response:
+    container = _container(request)
+    viewer = await sessions.signed_in(request, container) if error.status != 503 else None
+    return await _page(
+        request,
+        "error.html",
+        viewer,
+        status=error.status,
+        headers=error.headers,
+        message=error.message,
+    )
+
+
+def _to_sign_in() -> RedirectResponse:
+    return RedirectResponse("/signin", status_code=303)
+
+
+async def _form(request: Request) -> FormData:
+    # A form of a few short fields: no file, no more fields than the largest form here has.
+    return await request.form(max_files=0, max_fields=8)
+
+
+def _field(form: FormData, name: str, limit: int) -> str:
+    value = form.get(name)
+    return value[: limit + 1] if isinstance(value, str) else ""
+
+
+def _form_expired() -> Forbidden:
+    return Forbidden(
+        "This form has expired (or was sent from another site). Please try again.",
+        code="csrf_failed",
+    )
+
+
+# Sign-up, sign-in, sign-out.
+
+
+@router.get("/")
+async def home(request: Request, order: str = "ranked") -> Response:
+    container = _container(request)
+    viewer = await sessions.signed_in(request, container)
+    if viewer is None:
+        return await _page(request, "welcome.html", None)
+    chosen: Literal["ranked", "latest"] = "latest" if order == "latest" else "ranked"
+    page = await feed_page_data(container, viewer.user.id, FEED_PAGE_SIZE, None, chosen)
+    tray = await tray_data(container, viewer.user.id)
+    async with container.db.read() as session:
+        own = await stories.user_stories(
+            session, viewer.user.username, viewer.user.id, container.now()
+        )
+    return await _page(
+        request,
+        "home.html",
+        viewer,
+        posts=page["items"],
+        next_cursor=page["next_cursor"],
+        order=chosen,
+        tray=tray,
+        has_own_story=any(story.status == "ready" for story in own),
+    )
+
+
+@router.get("/signup")
+async def sign_up_page(request: Request) -> Response:
+    viewer = await sessions.signed_in(request, _container(request))
+    if viewer is not None:
+        return RedirectResponse("/", status_code=303)
+    return await _page(request, "signup.html", None)
+
+
+@router.post("/signup")
+async def sign_up(request: Request) -> Response:
+    container = _container(request)
+    form = await _form(request)
+    username = _field(form, "username", 64)
+    if not sessions.form_csrf_ok(request, container, _field(form, CSRF_FIELD, 64), signed_in=False):
+        raise _form_expired()
+    try:
+        body = AccountCreate.model_validate(
+            {"username": username, "password": _field(form, "password", 300)}
+        )
+    except ValidationError:
+        return await _page(
+            request,
+            "signup.html",
+            None,
+            status=422,
+            username=username,
+            message=(
+                "Choose a username of 1 to 30 lowercase letters, digits, '_' or '.', "
+                "and a password of 8 to 256 characters."
+            ),
+        )
+    await count_against(
+        request,
+        container.throttle,
+        SIGNUP,
+        "address",
+        client_address(request.scope, container.settings.trusted_proxy_hops),
+        message="Too many new accounts from this address; please try again later.",
+    )
+    try:
+        user = await accounts.sign_up(
+            container, username=body.username, password=body.password, display_name=None
+        )
+    except Conflict as taken:
+        return await _page(
+            request, "signup.html", None, status=409, username=username, message=taken.message
+        )
+    ttl = container.settings.token_ttl_seconds
+    async with container.db.write() as session:
+        token = accounts.issue_token(session, container.ids, user, ttl)
+    response = RedirectResponse("/", status_code=303)
+    sessions.start_session(request, response, token, ttl)
+    return response
+
+
+@router.get("/signin")
+async def sign_in_page(request: Request) -> Response:
+    viewer = await sessions.signed_in(request, _container(request))
+    if viewer is not None:
+        return RedirectResponse("/", status_code=303)
+    return await _page(request, "signin.html", None)
+
+
+@router.post("/signin")
+async def sign_in(request: Request) -> Response:
+    """The API's sign-in (accounts.sign_in): throttled per address and account, and as slow
+    for an unknown username as for a wrong password."""
+    container = _container(request)
+    form = await _form(request)
+    username = _field(form, "username", 64)
+    if not sessions.form_csrf_ok(request, container, _field(form, CSRF_FIELD, 64), signed_in=False):
+        raise _form_expired()
+    try:
+        body = TokenRequest.model_validate(
+            {"username": username, "password": _field(form, "password", 256)}
+        )
+        issued = await accounts.sign_in(
+            container,
+            body.username,
+            body.password,
+            client_address(request.scope, container.settings.trusted_proxy_hops),
+        )
+    except (ValidationError, Unauthenticated):
+        return await _page(
+            request,
+            "signin.html",
+            None,
+            status=401,
+            username=username,
+            message="Wrong username or password.",
+        )
+    except Throttled as throttled:
+        return await _page(
+            request,
+            "signin.html",
+            None,
+            status=429,
+            headers=throttled.headers,
+            username=username,
+            message=throttled.message,
+        )
+    response = RedirectResponse("/", status_code=303)
+    sessions.start_session(request, response, issued.token, issued.expires_in)
+    return response
+
+
+@router.post("/signout")
+async def sign_out(request: Request) -> Response:
+    container = _container(request)
+    form = await _form(request)
+    if not sessions.form_csrf_ok(request, container, _field(form, CSRF_FIELD, 64), signed_in=True):
+        raise _form_expired()
+    viewer = await sessions.signed_in(request, container)
+    if viewer is not None:
+        async with container.db.write() as session:
+            await accounts.revoke_token(session, viewer.token_id)
+    response = RedirectResponse("/", status_code=303)
+    sessions.end_session(request, response)
+    return response
+
+
+# Signed-in pages.
+
+
+@router.get("/new")
+async def new_post_page(request: Request) -> Response:
+    viewer = await sessions.signed_in(request, _container(request))
+    if viewer is None:
+        return _to_sign_in()
+    return await _page(request, "new.html", viewer)
+
+
+@router.get("/requests")
+async def follow_requests_page(request: Request) -> Response:
+    container = _container(request)
+    viewer = await sessions.signed_in(request, container)
+    if viewer is None:
+        return _to_sign_in()
+    async with container.db.read() as session:
+        users, _ = await graph.list_follow_requests(
+            session, viewer.user.id, None, REQUESTS_PAGE_SIZE
+        )
+    return await _page(request, "requests.html", viewer, requesters=users)
+
+
+@router.get("/settings/profile")
+async def edit_profile_page(request: Request) -> Response:
+    viewer = await sessions.signed_in(request, _container(request))
+    if viewer is None:
+        return _to_sign_in()
+    return await _page(request, "edit_profile.html", viewer, user=viewer.user)
+
+
+@router.post("/settings/profile")
+async def edit_profile(request: Request) -> Response:
+    """The API's PATCH /api/v1/me, as a form."""
+    container = _container(request)
+    viewer = await sessions.signed_in(request, container)
+    if viewer is None:
+        return _to_sign_in()
+    form = await _form(request)
+    if not sessions.form_csrf_ok(request, container, _field(form, CSRF_FIELD, 64), signed_in=True):
+        raise _form_expired()
+    try:
+        changes = ProfileUpdate.model_validate(
+            {
+                "display_name": _field(form, "display_name", 64),
+                "bio": _field(form, "bio", 500).replace("\r\n", "\n"),
+                "is_private": form.get("is_private") == "on",
+            }
+        )
+    except ValidationError:
+        return await _page(
+            request,
+            "edit_profile.html",
+            viewer,
+            status=422,
+            user=viewer.user,
+            message=(
+                "A display name is one line of at most 64 characters; a bio at most 500 characters."
+            ),
+        )
+    async with container.db.write() as session:
+        await accounts.update_profile(session, viewer.user.id, changes)
+        if changes.is_private is False:
+            await graph.accept_all_requests(
+                session, container.ids, container.settings, viewer.user.id
+            )
+    return RedirectResponse(f"/{viewer.user.username}", status_code=303)
+
+
+@router.get("/p/{post_id}")
+async def post_page(request: Request, post_id: str) -> Response:
+    """One post with its first comments, as GET /api/v1/posts/{id} and its comments show it."""
+    container = _container(request)
+    viewer = await sessions.signed_in(request, container)
+    if viewer is None:
+        return _to_sign_in()
+    # Any text is a path here: what is no id is a post that does not exist (a page, not JSON).
+    if not post_id.isascii() or not post_id.isdigit() or int(post_id) >= 2**63:
+        raise NotFound("No such post.", code="post_not_found")
+    me = viewer.user.id
+    async with container.db.read() as session:
+        post = await posts.get_visible_post(session, int(post_id), me)
+        comments, more = await engagement.list_comments(session, post.id, me, None, 50)
+    [view] = await post_view_data(container.db, [PostRow.of(post)], me, container.media_urls)
+    return await _page(
+        request,
+        "post.html",
+        viewer,
+        post=view,
+        comments=[c.model_dump(mode="json") for c in comments],
+        # The API's own cursor, for the page's "More comments" (static/app.js).
+        comments_cursor=encode_cursor(
+            container.secret_key, "comments", {"after": more, "post": post.id}
+        )
+        if more is not None
+        else None,
+    )
+
+
+@router.get("/static/{name}")
+async def static(name: str) -> Response:
+    return static_file(name)
+
+
+# Last: any other single path segment is a profile.
+@router.get("/{username}")
+async def profile(request: Request, username: str) -> Response:
+    container = _container(request)
+    viewer = await sessions.signed_in(request, container)
+    if viewer is None:
+        return _to_sign_in()
+    me = viewer.user.id
+    async with container.db.read() as session:
+        user, relation = await graph.visible_user(session, username, me)
+        try:
+            found, more = await posts.list_profile_posts(
+                session, username, me, None, GRID_PAGE_SIZE
+            )
+            highlights = await highlight_views(
+                session,
+                container,
+                await stories.user_highlights(session, username, me),
+                me,
+            )
+            private = False
+        except Forbidden:  # a private account the viewer does not follow
+            found, more, highlights, private = [], False, [], True
+    grid = await post_view_data(
+        container.db, [PostRow.of(p) for p in found], me, container.media_urls
+    )
+    return await _page(
+        request,
+        "profile.html",
+        viewer,
+        user=user,
+        follow_status=graph.follow_status(me, user.id, relation),
+        grid=grid,
+        more=more,
+        private=private,
+        highlights=[h.model_dump(mode="json") for h in highlights],
+    )

@@ -1,0 +1,319 @@
+"""The web app's pages and its session through the real app (no browser: tests/e2e/test_web.py
+has one): the session cookie and CSRF tokens, the forms, escaping, the headers every page
+sends, throttling, and what signed-out visitors and strangers get."""
+
+from __future__ import annotations
+
+import re
+from html import unescape
+
+import httpx
+import pytest
+
+from glimpse.accounts.sessions import PRESESSION_COOKIE, SESSION_COOKIE
+from tests.conftest import Glimpse, assert_error
+
+PASSWORD = "correct horse"
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'<meta name="csrf-token" content="([^"]+)"', html)
+    assert found, html
+    return found.group(1)
+
+
+async def form_token(client: httpx.AsyncClient, path: str) -> str:
+    response = await client.get(path)
+    assert response.status_code == 200
+    return csrf_of(response.text)
+
+
+async def web_sign_up(client: httpx.AsyncClient, username: str) -> str:
+    """Sign up through the form; the client keeps the session cookie. Returns the page's
+    CSRF token for the session."""
+    token = await form_token(client, "/signup")
+    response = await client.post(
+        "/signup", data={"csrf_token": token, "username": username, "password": PASSWORD}
+    )
+    assert response.status_code == 303 and response.headers["location"] == "/", response.text
+    return csrf_of((await client.get("/")).text)
+
+
+def fresh_client(glimpse: Glimpse) -> httpx.AsyncClient:
+    """Another browser: its own cookies."""
+    return httpx.AsyncClient(transport=glimpse.client._transport, base_url="http://glimpse.test")
+
+
+async def test_signing_up_signs_in_with_an_httponly_samesite_cookie(glimpse: Glimpse) -> None:
+    client = glimpse.client
+    page = await client.get("/")
+    assert page.status_code == 200
+    assert 'href="/signup"' in page.text and 'href="/signin"' in page.text
+    token = await form_token(client, "/signup")
+    response = await client.post(
+        "/signup", data={"csrf_token": token, "username": "alice", "password": PASSWORD}
+    )
+    assert response.status_code == 303
+    cookie = next(
+        v for k, v in response.headers.multi_items() if k == "set-cookie" and SESSION_COOKIE in v
+    )
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/" in cookie
+    home = await client.get("/")
+    assert 'href="/new">New post</a>' in home.text and "Sign out" in home.text
+    me = await client.get("/api/v1/me")  # the cookie authenticates API reads
+    assert me.status_code == 200 and me.json()["username"] == "alice"
+
+
+async def test_a_cookie_request_that_changes_state_needs_the_csrf_header(
+    glimpse: Glimpse,
+) -> None:
+    csrf = await web_sign_up(glimpse.client, "alice")
+    post = (await glimpse.upload(await glimpse.signup("bob"))).json()
+    await glimpse.run_jobs()
+    like = f"/api/v1/posts/{post['id']}/like"
+    assert_error(await glimpse.client.post(like), 403, "csrf_failed")
+    assert_error(
+        await glimpse.client.post(like, headers={"X-CSRF-Token": "x" + csrf[1:]}),
+        403,
+        "csrf_failed",
+    )
+    # Another session's token is no good for this one.
+    async with fresh_client(glimpse) as other:
+        other_csrf = await web_sign_up(other, "carol")
+    assert_error(
+        await glimpse.client.post(like, headers={"X-CSRF-Token": other_csrf}), 403, "csrf_failed"
+    )
+    assert (await glimpse.client.post(like, headers={"X-CSRF-Token": csrf})).status_code == 204
+    # Reads need none; a bearer request needs none (a cookie beside it changes nothing).
+    assert (await glimpse.client.get(f"/api/v1/posts/{post['id']}")).status_code == 200
+    bearer = await glimpse.signup("dave")
+    assert (await glimpse.client.post(like, headers=bearer)).status_code == 204
+    got = await glimpse.client.get(f"/api/v1/posts/{post['id']}")
+    assert got.json()["like_count"] == 2
+    # Revoking the session's token by cookie needs the header too.
+    assert_error(await glimpse.client.delete("/api/v1/auth/token"), 403, "csrf_failed")
+    assert (await glimpse.client.get("/api/v1/me")).status_code == 200
+
+
+async def test_forms_need_the_token_of_their_own_browser(glimpse: Glimpse) -> None:
+    client = glimpse.client
+    # No token, no pre-session cookie, or another browser's token: refused, nothing created.
+    response = await client.post("/signup", data={"username": "alice", "password": PASSWORD})
+    assert response.status_code == 403 and "expired" in response.text
+    async with fresh_client(glimpse) as other:
+        foreign = await form_token(other, "/signup")
+    await client.get("/signup")
+    response = await client.post(
+        "/signup", data={"csrf_token": foreign, "username": "alice", "password": PASSWORD}
+    )
+    assert response.status_code == 403
+    assert_error(
+        await glimpse.client.post(
+            "/api/v1/auth/token", json={"username": "alice", "password": PASSWORD}
+        ),
+        401,
+    )
+    # Signed in, the session's forms need the session's token.
+    csrf = await web_sign_up(client, "alice")
+    assert (await client.post("/signout", data={})).status_code == 403
+    assert (await client.post("/settings/profile", data={"bio": "hacked"})).status_code == 403
+    assert (await client.get("/api/v1/me")).json()["bio"] == ""
+    response = await client.post("/signout", data={"csrf_token": csrf})
+    assert response.status_code == 303
+    assert_error(await client.get("/api/v1/me"), 401)
+
+
+async def test_sign_out_revokes_the_sessions_token(glimpse: Glimpse) -> None:
+    csrf = await web_sign_up(glimpse.client, "alice")
+    session = glimpse.client.cookies[SESSION_COOKIE]
+    await glimpse.client.post("/signout", data={"csrf_token": csrf})
+    async with fresh_client(glimpse) as thief:
+        thief.cookies.set(SESSION_COOKIE, session)
+        assert_error(await thief.get("/api/v1/me"), 401)
+        assert (await thief.get("/")).text.count('href="/signin"') >= 1
+
+
+async def test_sign_in_form_verifies_a_password_whatever_the_username(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await glimpse.signup("alice", PASSWORD)
+    verified: list[str | None] = []
+    passwords = glimpse.container.passwords
+    real = passwords.verify
+
+    async def counting(password_hash: str | None, password: str) -> bool:
+        verified.append(password_hash)
+        return await real(password_hash, password)
+
+    monkeypatch.setattr(passwords, "verify", counting)
+    for username in ("alice", "nobody", "NOT A NAME"):
+        token = await form_token(glimpse.client, "/signin")
+        response = await glimpse.client.post(
+            "/signin", data={"csrf_token": token, "username": username, "password": "wrong one"}
+        )
+        assert response.status_code == 401
+        assert "Wrong username or password." in response.text
+    # One argon2 verify each: against alice's hash, then twice against the dummy.
+    assert len(verified) == 3 and verified[0] is not None and verified[1:] == [None, None]
+    token = await form_token(glimpse.client, "/signin")
+    response = await glimpse.client.post(
+        "/signin", data={"csrf_token": token, "username": "alice", "password": PASSWORD}
+    )
+    assert response.status_code == 303
+    assert PRESESSION_COOKIE not in glimpse.client.cookies  # spent
+    assert (await glimpse.client.get("/api/v1/me")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"rate_limits": "api=1000/minute;signup=1000/minute;signin_failures=3/minute"}],
+    indirect=True,
+)
+async def test_sign_in_form_is_throttled_like_the_api(glimpse: Glimpse) -> None:
+    await glimpse.signup("alice", PASSWORD)
+    statuses = []
+    for _ in range(5):
+        token = await form_token(glimpse.client, "/signin")
+        response = await glimpse.client.post(
+            "/signin", data={"csrf_token": token, "username": "alice", "password": "wrong one"}
+        )
+        statuses.append(response.status_code)
+    assert statuses[:3] == [401, 401, 401] and set(statuses[3:]) == {429}
+    assert int(response.headers["Retry-After"]) >= 1
+    assert response.headers["content-type"].startswith("text/html")
+
+
+@pytest.mark.parametrize(
+    "settings", [{"rate_limits": "api=4/minute;signup=1000/minute"}], indirect=True
+)
+async def test_pages_count_against_the_same_budget_as_the_api(glimpse: Glimpse) -> None:
+    responses = [await glimpse.client.get("/signin") for _ in range(5)]
+    assert [r.status_code for r in responses] == [200, 200, 200, 200, 429]
+    assert int(responses[-1].headers["Retry-After"]) >= 1
+    # Static files and health probes are not counted.
+    assert (await glimpse.client.get("/healthz")).status_code == 200
+    assert (await glimpse.client.get("/static/app.css")).status_code == 200
+
+
+async def test_sign_up_form_refuses_bad_names_and_taken_ones(glimpse: Glimpse) -> None:
+    client = glimpse.client
+    for username, password, status in (
+        ("Alice", PASSWORD, 422),
+        ("alice", "short", 422),
+        ("signin", PASSWORD, 422),  # a page's name
+        ("alice", PASSWORD, 303),
+    ):
+        token = await form_token(client, "/signup")
+        response = await client.post(
+            "/signup", data={"csrf_token": token, "username": username, "password": password}
+        )
+        assert response.status_code == status, (username, response.text)
+    async with fresh_client(glimpse) as other:
+        token = await form_token(other, "/signup")
+        response = await other.post(
+            "/signup", data={"csrf_token": token, "username": "alice", "password": PASSWORD}
+        )
+        assert response.status_code == 409 and "That username is taken." in response.text
+    # The API refuses the reserved names too.
+    assert_error(
+        await client.post("/api/v1/accounts", json={"username": "new", "password": PASSWORD}),
+        422,
+    )
+
+
+async def test_every_page_escapes_user_text_and_sends_its_policy(glimpse: Glimpse) -> None:
+    evil = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+    csrf = await web_sign_up(glimpse.client, "alice")
+    response = await glimpse.client.post(
+        "/settings/profile",
+        data={"csrf_token": csrf, "display_name": evil[:60], "bio": evil},
+    )
+    assert response.status_code == 303 and response.headers["location"] == "/alice"
+    headers = {"X-CSRF-Token": csrf}
+    created = await glimpse.client.post(
+        "/api/v1/posts",
+        headers=headers,
+        files=[("file", ("a.jpg", _jpeg(), "image/jpeg"))],
+        data={"caption": evil, "alt_text": evil},
+    )
+    assert created.status_code == 202
+    await glimpse.run_jobs()
+    post_id = created.json()["id"]
+    await glimpse.client.post(
+        f"/api/v1/posts/{post_id}/comments", headers=headers, json={"text": evil}
+    )
+    for path in ("/", "/alice", f"/p/{post_id}", "/settings/profile", "/requests", "/new"):
+        page = await glimpse.client.get(path)
+        assert page.status_code == 200, path
+        assert "<script>alert" not in page.text and "<img src=x" not in page.text, path
+        csp = page.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "'unsafe-inline'" not in csp
+        assert "frame-ancestors 'none'" in csp
+        assert page.headers["cache-control"] == "no-store"
+        assert page.headers["x-content-type-options"] == "nosniff"
+    post_page = (await glimpse.client.get(f"/p/{post_id}")).text
+    assert unescape(post_page).count(evil) >= 3  # caption, alt text, comment: shown as text
+
+
+async def test_signed_out_visitors_are_sent_to_sign_in(glimpse: Glimpse) -> None:
+    await glimpse.signup("alice")
+    for path in ("/new", "/requests", "/settings/profile", "/alice", "/p/1"):
+        response = await glimpse.client.get(path)
+        assert response.status_code == 303 and response.headers["location"] == "/signin", path
+
+
+async def test_profiles_show_what_the_api_would(glimpse: Glimpse) -> None:
+    alice = await glimpse.signup("alice")
+    await glimpse.client.patch("/api/v1/me", headers=alice, json={"is_private": True})
+    await glimpse.upload(alice)
+    await glimpse.run_jobs()
+    await web_sign_up(glimpse.client, "bob")
+    private = await glimpse.client.get("/alice")
+    assert private.status_code == 200 and "This account is private" in private.text
+    assert "/media/" not in private.text and 'data-status="none"' in private.text
+    for missing in ("/nobody", "/p/12345", "/p/abc", "/p/99999999999999999999999"):
+        response = await glimpse.client.get(missing)
+        assert response.status_code == 404, missing
+        assert response.headers["content-type"].startswith("text/html")
+    await glimpse.client.post("/api/v1/users/bob/block", headers=alice)
+    assert (await glimpse.client.get("/alice")).status_code == 404
+
+
+async def test_the_home_page_shows_twenty_posts_and_the_apis_cursor(glimpse: Glimpse) -> None:
+    csrf = await web_sign_up(glimpse.client, "alice")
+    for n in range(22):
+        response = await glimpse.client.post(
+            "/api/v1/posts",
+            headers={"X-CSRF-Token": csrf},
+            files=[("file", ("a.jpg", _jpeg(), "image/jpeg"))],
+            data={"caption": f"post {n}"},
+        )
+        assert response.status_code == 202
+    await glimpse.run_jobs()
+    page = (await glimpse.client.get("/?order=latest")).text
+    assert page.count('<article class="post"') == 20
+    assert 'srcset="' in page and 'type="image/webp"' in page
+    cursor = re.search(r'data-next-cursor="([^"]+)"', page)
+    assert cursor
+    rest = await glimpse.client.get(
+        "/api/v1/feed", params={"order": "latest", "cursor": unescape(cursor.group(1))}
+    )
+    assert [p["caption"] for p in rest.json()["items"]] == ["post 1", "post 0"]
+
+
+async def test_static_files_are_ours_and_cached_for_good(glimpse: Glimpse) -> None:
+    response = await glimpse.client.get("/static/app.js")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/javascript")
+    assert "immutable" in response.headers["cache-control"]
+    for name in ("nope.js", "..%2Fapp.py", "templates"):
+        assert (await glimpse.client.get(f"/static/{name}")).status_code == 404
+    home = (await glimpse.client.get("/")).text
+    # Nothing is loaded from another origin.
+    assert not re.search(r'(src|href)="(https?:)?//', home)
+
+
+def _jpeg() -> bytes:
+    from tests.conftest import jpeg_bytes
+
+    return jpeg_bytes((400, 300))
