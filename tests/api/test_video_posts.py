@@ -19,7 +19,7 @@ from glimpse.jobs import DEFAULT_LANE, VIDEO_LANE, registry
 from glimpse.posts import service
 from glimpse.posts.models import Media
 from tests.api import test_stories as stories_tests
-from tests.api.test_upload_validation import process, refused
+from tests.api.test_upload_validation import assert_nothing_written, process, refused
 from tests.clips import Clip, declare_duration, make_clip, top_level_boxes
 from tests.conftest import Glimpse, jpeg_bytes
 
@@ -405,3 +405,43 @@ async def test_a_highlight_publishes_a_reaped_video_story_again_with_the_same_fi
     assert {(v["name"], urlsplit(v["url"]).path) for v in variants} == before
     for variant in variants:
         assert (await fetch(glimpse, variant["url"])).status_code == 200
+
+
+@pytest.mark.parametrize("settings", [{"video_decode_timeout_seconds": 0.01}], indirect=True)
+async def test_a_video_past_its_transcode_budget_fails_with_video_too_complex(
+    glimpse: Glimpse, clips: dict[str, Clip]
+) -> None:
+    headers = await glimpse.signup()
+    response = await glimpse.upload(headers, files=[("clip.mp4", clips["h264"].path.read_bytes())])
+    post = await process(glimpse, headers, response)
+    assert post["status"] == "failed"
+    assert post["error"]["code"] == "video_too_complex"
+    assert [p for p in glimpse.stored_files() if "/v/" in str(p)] == []
+    assert [p.name for p in glimpse.container.storage.staging_dir().iterdir()] == []
+
+
+async def test_the_checking_process_dying_is_503_and_leaves_nothing(
+    glimpse: Glimpse, clips: dict[str, Clip], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from glimpse.media import decoding
+
+    def died(*args: object) -> None:
+        raise decoding.DecoderDied("killed by the kernel")
+
+    monkeypatch.setattr(decoding, "probe_video_in_child", died)
+    headers = await glimpse.signup()
+    response = await glimpse.upload(headers, files=[("clip.mp4", clips["h264"].path.read_bytes())])
+    assert response.status_code == 503 and int(response.headers["retry-after"]) > 0
+    await assert_nothing_written(glimpse)
+
+
+async def test_an_original_from_a_store_without_local_files_is_fetched_to_a_file(
+    glimpse: Glimpse, clips: dict[str, Clip], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Stores other than the local disk hand the original over as a file in staging.
+    monkeypatch.setattr(glimpse.container.storage, "local_path", lambda key: None)
+    headers = await glimpse.signup()
+    response = await glimpse.upload(headers, files=[("clip.webm", clips["vp9"].path.read_bytes())])
+    post = await process(glimpse, headers, response)
+    assert post["status"] == "ready"
+    assert list(glimpse.container.storage.staging_dir().iterdir()) == []

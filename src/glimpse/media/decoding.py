@@ -139,6 +139,7 @@ def transcode_in_child(
     max_seconds: float,
     budget: DecodeBudget,
     progress: Path | None = None,
+    name_prefix: str = "transcode-",
 ) -> video.ProcessedVideo:
     """`video.transcode_video` in a decoding child under `budget` (the child reads the original
     from its file and writes the renditions to files under `staging`). Raises what
@@ -154,6 +155,7 @@ def transcode_in_child(
         story,
         max_seconds,
         progress,
+        name_prefix,
     )
     return cast(video.ProcessedVideo, processed)
 

@@ -165,11 +165,13 @@ def transcode_video(
     story: bool,
     max_seconds: float,
     progress: Path | None = None,
+    name_prefix: str = "transcode-",
 ) -> ProcessedVideo:
     """Every rendition of a video: `mp4_720`, `mp4_480` (and `mp4_story` for a story), H.264
     High + AAC with the index first (+faststart), turned upright, never upscaled, stripped of
-    metadata; and the `poster` (JPEG and WebP). Files are written under `staging`; `progress`
-    (if given) is rewritten with the percentage done as it goes.
+    metadata; and the `poster` (JPEG and WebP). Files are written under `staging`, their names
+    starting with `name_prefix` (so that whoever gave it can remove them should this process be
+    killed); `progress` (if given) is rewritten with the percentage done as it goes.
 
     Raises UnreadableVideo, VideoRefused (a limit, checked again against what is decoded:
     a header can understate the length), OSError when the original cannot be read.
@@ -183,7 +185,9 @@ def transcode_video(
         if breach is not None:
             raise VideoRefused(breach.code, breach.message)
     with _opened(path, media_type) as container:
-        return _Transcode(container, probe, staging, story, max_seconds, progress).run()
+        return _Transcode(
+            container, probe, staging, story, max_seconds, progress, name_prefix
+        ).run()
 
 
 class _Output:
@@ -288,6 +292,7 @@ class _Transcode:
         story: bool,
         max_seconds: float,
         progress: Path | None,
+        name_prefix: str,
     ) -> None:
         self.container = container
         self.probe = probe
@@ -301,7 +306,7 @@ class _Transcode:
         self.outputs: list[_Output] = []
         try:
             for plan in self.plans:
-                fd, name = tempfile.mkstemp(dir=staging, prefix="transcode-", suffix=".mp4")
+                fd, name = tempfile.mkstemp(dir=staging, prefix=name_prefix, suffix=".mp4")
                 os.close(fd)
                 self.outputs.append(
                     _Output(plan, self.source, probe, Path(name), self.audio_source is not None)

@@ -121,6 +121,8 @@ async def transcode_video(container: Container, payload: Payload) -> None:
     fetched: Path | None = None
     original = storage.local_path(media.original_key)
     progress = _staged_name(staging, f"progress-{media_id}-")
+    # The renditions' names start with this: a child killed mid-transcode leaves them behind.
+    renditions = _staged_name(staging, f"transcode-{media_id}-").name + "-"
     try:
         if original is None:
             original = fetched = _staged_name(staging, f"original-{media_id}-")
@@ -142,13 +144,17 @@ async def transcode_video(container: Container, payload: Payload) -> None:
                     service.max_video_seconds(settings, post.kind),
                     decoding.DecodeBudget.for_video(settings),
                     progress,
+                    renditions,
                 ),
             )
         except decoding.OriginalUnreadable as exc:
             if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
                 raise _original_missing() from None
             raise disk_fault(exc.as_os_error(), "read files") from exc
-        except decoding.DecodeBudgetExceeded as exc:
+        except (decoding.DecodeBudgetExceeded, decoding.DecoderDied) as exc:
+            await asyncio.to_thread(_remove_staged, staging, renditions)
+            if isinstance(exc, decoding.DecoderDied):
+                raise  # perhaps the machine's fault: tried again
             raise PermanentJobError("video_too_complex", str(exc)) from exc
         except video.VideoRefused as exc:
             raise PermanentJobError(exc.code, exc.message) from exc
@@ -168,6 +174,12 @@ async def transcode_video(container: Container, payload: Payload) -> None:
             if isinstance(variant, video.VideoFile):
                 with contextlib.suppress(OSError):
                     variant.path.unlink(missing_ok=True)
+
+
+def _remove_staged(staging: Path, prefix: str) -> None:
+    for path in staging.glob(f"{prefix}*"):
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 def _original_missing() -> PermanentJobError:
