@@ -4,6 +4,7 @@ refusal leaves nothing behind."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
 from pathlib import Path
@@ -445,3 +446,33 @@ async def test_an_original_from_a_store_without_local_files_is_fetched_to_a_file
     post = await process(glimpse, headers, response)
     assert post["status"] == "ready"
     assert list(glimpse.container.storage.staging_dir().iterdir()) == []
+
+
+async def test_the_percentage_the_child_writes_reaches_the_post(
+    glimpse: Glimpse, clips: dict[str, Clip], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from glimpse.posts import jobs
+
+    monkeypatch.setattr(jobs, "PROGRESS_POLL_SECONDS", 0.01)
+    headers = await glimpse.signup()
+    response = await glimpse.upload(headers, files=[("clip.mp4", clips["h264"].path.read_bytes())])
+    async with glimpse.container.db.read() as session:
+        media_id = (await session.execute(select(Media.id))).scalar_one()
+    progress = tmp_path / "progress"
+    progress.write_text("37")  # as the transcoding child writes it
+
+    async def transcode_until_the_author_sees_it() -> str:
+        # Stands in for the transcode: it ends once the post shows what the child wrote.
+        while True:
+            post = await glimpse.client.get(
+                f"/api/v1/posts/{response.json()['id']}", headers=headers
+            )
+            if post.json()["media"][0].get("progress") == 37:
+                return "transcoded"
+            await asyncio.sleep(0.01)
+
+    async with asyncio.timeout(60):  # (a bound on a hang, not a timing assertion)
+        done = await jobs._reporting_progress(
+            glimpse.container, media_id, progress, transcode_until_the_author_sees_it()
+        )
+    assert done == "transcoded"
