@@ -235,6 +235,24 @@ def test_two_people_post_follow_like_comment_and_watch_stories(
     expect(ben.page.locator(".viewers")).to_contain_text("ana")
     ben.page.keyboard.press("Escape")
 
+    # Ben keeps the story in a highlight; his profile shows it to Ana, and it plays.
+    ben_headers = {"Authorization": f"Bearer {token(server, 'ben')}"}
+    [story] = httpx.get(f"{server.base}/api/v1/users/ben/stories", headers=ben_headers).json()[
+        "items"
+    ]
+    created = httpx.post(
+        f"{server.base}/api/v1/me/highlights",
+        headers=ben_headers,
+        json={"title": "Autumn", "story_ids": [story["id"]]},
+    )
+    assert created.status_code == 201
+    ana.page.goto("/ben")
+    ana.page.get_by_role("button", name="Autumn").click()
+    expect(viewer).to_be_visible()
+    expect(viewer.locator(".story-stage img")).to_be_visible()
+    ana.page.keyboard.press("ArrowRight")  # past the last story: the viewer closes
+    expect(viewer).to_be_hidden()
+
 
 def test_a_private_account_is_hidden_until_its_owner_accepts(
     people: People, server: Server
