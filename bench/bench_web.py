@@ -74,6 +74,7 @@ _METRICS = """() => new Promise((resolve) => {
       load: nav.loadEventEnd,
       requests: 1 + resources.length,
       bytes: nav.transferSize + resources.reduce((s, r) => s + r.transferSize, 0),
+      html: nav.transferSize,
     });
   }, 200);
 })"""
@@ -225,6 +226,7 @@ def report(screen: str, slow: bool, results: dict[bool, list[dict[str, float]]])
     print("| figure | Glimpse's page | w1080 JPEG everywhere | ratio |")
     print("|---|---|---|---|")
     for key, label, unit in (
+        ("html", "the page's HTML", "KB"),
         ("fcp", "first contentful paint", "ms"),
         ("lcp", "largest contentful paint", "ms"),
         ("load", "load event", "ms"),
@@ -236,6 +238,11 @@ def report(screen: str, slow: bool, results: dict[bool, list[dict[str, float]]])
         ours = statistics.median(r[key] for r in results[False])
         theirs = statistics.median(r[key] for r in results[True])
         scale = 1024 if unit == "KB" else 1
+        if unit == "KB" and ours / scale < 100:
+            print(
+                f"| {label} | {ours / scale:,.1f} KB | {theirs / scale:,.1f} KB | {ours / theirs:.2f} |"
+            )
+            continue
         ratio = ours / theirs if theirs else float("nan")
         print(
             f"| {label} | {ours / scale:,.0f} {unit} | {theirs / scale:,.0f} {unit} | {ratio:.2f} |"

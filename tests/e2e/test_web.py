@@ -235,6 +235,24 @@ def test_two_people_post_follow_like_comment_and_watch_stories(
     expect(ben.page.locator(".viewers")).to_contain_text("ana")
     ben.page.keyboard.press("Escape")
 
+    # Ben keeps the story in a highlight; his profile shows it to Ana, and it plays.
+    ben_headers = {"Authorization": f"Bearer {token(server, 'ben')}"}
+    [story] = httpx.get(f"{server.base}/api/v1/users/ben/stories", headers=ben_headers).json()[
+        "items"
+    ]
+    created = httpx.post(
+        f"{server.base}/api/v1/me/highlights",
+        headers=ben_headers,
+        json={"title": "Autumn", "story_ids": [story["id"]]},
+    )
+    assert created.status_code == 201
+    ana.page.goto("/ben")
+    ana.page.get_by_role("button", name="Autumn").click()
+    expect(viewer).to_be_visible()
+    expect(viewer.locator(".story-stage img")).to_be_visible()
+    ana.page.keyboard.press("ArrowRight")  # past the last story: the viewer closes
+    expect(viewer).to_be_hidden()
+
 
 def test_a_private_account_is_hidden_until_its_owner_accepts(
     people: People, server: Server
@@ -335,3 +353,55 @@ def test_the_feed_scrolls_past_its_first_page(people: People, server: Server) ->
     expect(posts).to_have_count(23)
     captions = posts.locator(".caption").all_text_contents()
     assert [c.split(" ", 1)[1] for c in captions] == [f"post {n}" for n in reversed(range(23))]
+
+
+def test_carousels_step_rejected_files_are_explained_and_keys_work(
+    people: People, server: Server
+) -> None:
+    gus = people(DESKTOP)
+    sign_up(gus.page, "gus")
+    headers = {"Authorization": f"Bearer {token(server, 'gus')}"}
+    photos = [("file", (f"p{n}.jpg", PHOTO.read_bytes(), "image/jpeg")) for n in range(2)]
+    post = httpx.post(
+        f"{server.base}/api/v1/posts",
+        headers=headers,
+        files=photos,
+        data={"alt_text": ["first", "second"]},
+        timeout=30,
+    ).json()
+    for _ in range(600):
+        got = httpx.get(f"{server.base}/api/v1/posts/{post['id']}", headers=headers).json()
+        if got["status"] != "processing":
+            break
+        time.sleep(0.1)
+
+    # A carousel steps with its buttons (and swipes: it is a scroll-snapped track).
+    gus.page.goto("/")
+    card = gus.page.locator("article.post").first
+    expect(card.get_by_role("button", name="Previous photo")).to_be_hidden()
+    card.get_by_role("button", name="Next photo").click()
+    expect(card.get_by_role("button", name="Previous photo")).to_be_visible()
+    expect(card.get_by_role("button", name="Next photo")).to_be_hidden()
+    expect(card.locator(".dots span").nth(1)).to_have_class("on")
+
+    # Keyboard only: the like button is reached with Tab and pressed with Enter.
+    like = card.get_by_role("button", name="Like")
+    like.focus()
+    gus.page.keyboard.press("Enter")
+    expect(card.get_by_role("button", name="Unlike")).to_be_focused()
+
+    # A file that is no photo is refused with the server's own message, and nothing is posted.
+    gus.page.get_by_role("navigation", name="Main").get_by_role("link", name="New post").click()
+    gus.page.get_by_label("Photos").set_input_files(
+        files=[{"name": "notes.jpg", "mimeType": "image/jpeg", "buffer": b"just some text\n"}]
+    )
+    gus.page.get_by_role("button", name="Share").click()
+    expect(gus.page.locator(".upload-status")).to_have_text(
+        "notes.jpg is not a JPEG, PNG, WebP, HEIC or GIF image."
+    )
+    assert gus.errors == [
+        "Failed to load resource: the server responded with a status of 415 (Unsupported Media Type)"
+    ]
+    gus.errors.clear()
+    mine = httpx.get(f"{server.base}/api/v1/users/gus/posts", headers=headers).json()
+    assert len(mine["items"]) == 1

@@ -225,7 +225,9 @@
   async function toggleLike(button) {
     const post = postOf(button);
     const liked = button.getAttribute("aria-pressed") === "true";
-    button.disabled = true;
+    // Busy rather than disabled: disabling the focused button would drop a keyboard user's focus.
+    if (button.getAttribute("aria-busy") === "true") return;
+    button.setAttribute("aria-busy", "true");
     try {
       await api(liked ? "DELETE" : "POST", `/api/v1/posts/${post.dataset.postId}/like`);
       button.setAttribute("aria-pressed", String(!liked));
@@ -236,7 +238,7 @@
     } catch (error) {
       flash(post, error.message);
     } finally {
-      button.disabled = false;
+      button.removeAttribute("aria-busy");
     }
   }
 
