@@ -397,7 +397,7 @@ def test_carousels_step_rejected_files_are_explained_and_keys_work(
     )
     gus.page.get_by_role("button", name="Share").click()
     expect(gus.page.locator(".upload-status")).to_have_text(
-        "notes.jpg is not a JPEG, PNG, WebP, HEIC or GIF image."
+        "notes.jpg is not a JPEG, PNG, WebP, HEIC or GIF image, nor an MP4, MOV or WebM video."
     )
     assert gus.errors == [
         "Failed to load resource: the server responded with a status of 415 (Unsupported Media Type)"
