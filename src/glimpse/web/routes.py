@@ -11,6 +11,7 @@ lets it run only our own scripts and styles.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
 from starlette.datastructures import FormData
 
 from glimpse.accounts import service as accounts
@@ -27,7 +29,15 @@ from glimpse.accounts.sessions import CSRF_FIELD
 from glimpse.api.throttling import client_address, count_against
 from glimpse.container import Container
 from glimpse.engagement import service as engagement
-from glimpse.errors import Conflict, DomainError, Forbidden, NotFound, Throttled, Unauthenticated
+from glimpse.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    NotFound,
+    Throttled,
+    Unauthenticated,
+    Unavailable,
+)
 from glimpse.feed.routes import feed_page_data
 from glimpse.graph import service as graph
 from glimpse.pagination import encode_cursor
@@ -39,6 +49,8 @@ from glimpse.stories.views import highlight_views
 from glimpse.throttling import SIGNUP
 from glimpse.web import sessions
 from glimpse.web.rendering import render, static_file
+
+log = logging.getLogger("glimpse.web")
 
 FEED_PAGE_SIZE = 20  # the issue's: twenty posts a page
 GRID_PAGE_SIZE = 30
@@ -81,7 +93,7 @@ async def _page(
     **context: Any,
 ) -> HTMLResponse:
     container = _container(request)
-    csrf, fresh_presession = sessions.page_csrf(request, container)
+    csrf, fresh_presession = sessions.page_csrf(request, container, viewer is not None)
     response = render(
         container.settings,
         template,
@@ -93,6 +105,8 @@ async def _page(
     )
     if fresh_presession is not None:
         sessions.set_presession(request, response, fresh_presession)
+    if viewer is None and sessions.session_token(request):
+        sessions.end_session(request, response)  # a dead cookie: gone, lest it be sent forever
     return response
 
 
@@ -272,8 +286,13 @@ async def sign_out(request: Request) -> Response:
         raise _form_expired()
     viewer = await sessions.signed_in(request, container)
     if viewer is not None:
-        async with container.db.write() as session:
-            await accounts.revoke_token(session, viewer.token_id)
+        try:
+            async with container.db.write() as session:
+                await accounts.revoke_token(session, viewer.token_id)
+        except (OperationalError, OSError, Unavailable) as error:
+            # The browser is signed out all the same (on a shared computer that is what
+            # matters); the token itself lives on until it expires.
+            log.warning("could not revoke a session's token on sign-out: %s", error)
     response = RedirectResponse("/", status_code=303)
     sessions.end_session(request, response)
     return response
