@@ -414,3 +414,39 @@ async def test_sign_out_ends_the_browsers_session_even_on_a_full_disk(
     response = await glimpse.client.post("/signout", data={"csrf_token": csrf})
     assert response.status_code == 303
     assert SESSION_COOKIE not in glimpse.client.cookies
+
+
+async def test_a_profile_grid_and_follow_requests_continue_with_the_apis_cursors(
+    glimpse: Glimpse,
+) -> None:
+    alice = await glimpse.signup("alice")
+    for _ in range(20):
+        assert (await glimpse.upload(alice)).status_code == 202
+    await glimpse.run_jobs()
+    await glimpse.client.patch("/api/v1/me", headers=alice, json={"is_private": True})
+    for n in range(22):
+        follower = await glimpse.signup(f"fan{n}")
+        await glimpse.client.post("/api/v1/users/alice/follow", headers=follower)
+    glimpse.client.cookies.clear()
+    token = await form_token(glimpse.client, "/signin")
+    await glimpse.client.post(
+        "/signin", data={"csrf_token": token, "username": "alice", "password": PASSWORD}
+    )
+    grid = (await glimpse.client.get("/alice")).text
+    assert grid.count('<li><a href="/p/') == 18
+    cursor = re.search(r'data-next-cursor="([^"]+)" data-source="/api/v1/users/alice/posts"', grid)
+    assert cursor
+    rest = await glimpse.client.get(
+        "/api/v1/users/alice/posts", params={"cursor": unescape(cursor.group(1))}
+    )
+    assert len(rest.json()["items"]) == 2 and rest.json()["next_cursor"] is None
+    requests = (await glimpse.client.get("/requests")).text
+    assert requests.count('<li data-username="fan') == 20
+    cursor = re.search(
+        r'data-next-cursor="([^"]+)" data-source="/api/v1/me/follow-requests"', requests
+    )
+    assert cursor
+    rest = await glimpse.client.get(
+        "/api/v1/me/follow-requests", params={"cursor": unescape(cursor.group(1))}
+    )
+    assert [u["username"] for u in rest.json()["items"]] == ["fan1", "fan0"]

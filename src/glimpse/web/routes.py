@@ -40,7 +40,7 @@ from glimpse.errors import (
 )
 from glimpse.feed.routes import feed_page_data
 from glimpse.graph import service as graph
-from glimpse.pagination import encode_cursor
+from glimpse.pagination import encode_cursor, encode_keyset
 from glimpse.posts import service as posts
 from glimpse.posts.views import PostRow, post_view_data
 from glimpse.stories import service as stories
@@ -53,8 +53,8 @@ from glimpse.web.rendering import render, static_file
 log = logging.getLogger("glimpse.web")
 
 FEED_PAGE_SIZE = 20  # the issue's: twenty posts a page
-GRID_PAGE_SIZE = 30
-REQUESTS_PAGE_SIZE = 50
+GRID_PAGE_SIZE = 18  # six rows of three; the rest as one scrolls
+REQUESTS_PAGE_SIZE = 20
 
 RouteHandler = Callable[[Request], Coroutine[Any, Any, Response]]
 
@@ -316,10 +316,19 @@ async def follow_requests_page(request: Request) -> Response:
     if viewer is None:
         return _to_sign_in()
     async with container.db.read() as session:
-        users, _ = await graph.list_follow_requests(
+        users, next_key = await graph.list_follow_requests(
             session, viewer.user.id, None, REQUESTS_PAGE_SIZE
         )
-    return await _page(request, "requests.html", viewer, requesters=users)
+    return await _page(
+        request,
+        "requests.html",
+        viewer,
+        requesters=users,
+        # The API's own cursor: the page scrolls on through GET /api/v1/me/follow-requests.
+        next_cursor=encode_keyset(container.secret_key, "follow_requests", next_key)
+        if next_key is not None
+        else None,
+    )
 
 
 @router.get("/settings/profile")
@@ -436,7 +445,10 @@ async def profile(request: Request, username: str) -> Response:
         user=user,
         follow_status=graph.follow_status(me, user.id, relation),
         grid=grid,
-        more=more,
+        # The API's own cursor: the grid scrolls on through GET /api/v1/users/{username}/posts.
+        next_cursor=encode_keyset(container.secret_key, "user_posts", found[-1].id, username)
+        if more
+        else None,
         private=private,
         highlights=[h.model_dump(mode="json") for h in highlights],
     )
