@@ -418,6 +418,11 @@ async def profile(request: Request, username: str) -> Response:
     container = _container(request)
     viewer = await sessions.signed_in(request, container)
     if viewer is None:
+        # A path that is no account is a 404 to anyone (sign-up tells whether a name is taken
+        # all the same); an account's page asks a visitor to sign in first.
+        async with container.db.read() as session:
+            if await accounts.find_user(session, username) is None:
+                raise NotFound("No such page.", code="not_found")
         return _to_sign_in()
     me = viewer.user.id
     async with container.db.read() as session:
