@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from glimpse.accounts.sessions import PRESESSION_COOKIE, SESSION_COOKIE
+from glimpse.errors import Unavailable
 from tests.conftest import Glimpse, assert_error
 
 PASSWORD = "correct horse"
@@ -450,3 +451,18 @@ async def test_a_profile_grid_and_follow_requests_continue_with_the_apis_cursors
         "/api/v1/me/follow-requests", params={"cursor": unescape(cursor.group(1))}
     )
     assert [u["username"] for u in rest.json()["items"]] == ["fan1", "fan0"]
+
+
+async def test_a_busy_moment_signs_no_one_out(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await web_sign_up(glimpse.client, "alice")
+
+    async def busy(*args: object, **kwargs: object) -> object:
+        raise Unavailable("The service is busy; please try again in a moment.", retry_after=1)
+
+    monkeypatch.setattr("glimpse.web.routes.feed_page_data", busy)
+    response = await glimpse.client.get("/")
+    assert response.status_code == 503 and response.headers["retry-after"] == "1"
+    assert "set-cookie" not in response.headers
+    assert SESSION_COOKIE in glimpse.client.cookies

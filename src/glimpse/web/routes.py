@@ -90,10 +90,16 @@ async def _page(
     *,
     status: int = 200,
     headers: dict[str, str] | None = None,
+    session_checked: bool = True,
     **context: Any,
 ) -> HTMLResponse:
+    """The page, with its CSRF token; `session_checked` says whether `viewer` is what the
+    session cookie was found to be (else nothing is concluded about the cookie)."""
     container = _container(request)
-    csrf, fresh_presession = sessions.page_csrf(request, container, viewer is not None)
+    # (A session not checked is taken as it is: its page binds to it, and no pre-session is set.)
+    csrf, fresh_presession = sessions.page_csrf(
+        request, container, viewer is not None or not session_checked
+    )
     response = render(
         container.settings,
         template,
@@ -105,20 +111,23 @@ async def _page(
     )
     if fresh_presession is not None:
         sessions.set_presession(request, response, fresh_presession)
-    if viewer is None and sessions.session_token(request):
+    if session_checked and viewer is None and sessions.session_token(request):
         sessions.end_session(request, response)  # a dead cookie: gone, lest it be sent forever
     return response
 
 
 async def _error_page(request: Request, error: DomainError) -> Response:
-    container = _container(request)
-    viewer = await sessions.signed_in(request, container) if error.status != 503 else None
+    # The database may be what failed (503): then the session is not looked up, and its cookie
+    # is left alone (a busy moment must not sign anyone out).
+    available = error.status != 503
+    viewer = await sessions.signed_in(request, _container(request)) if available else None
     return await _page(
         request,
         "error.html",
         viewer,
         status=error.status,
         headers=error.headers,
+        session_checked=available,
         message=error.message,
     )
 
