@@ -13,7 +13,7 @@ from glimpse.accounts.routes import router as accounts_router
 from glimpse.api.body_limit import BodyLimit
 from glimpse.api.connections import ConnectionCap
 from glimpse.api.docs import router as docs_router
-from glimpse.api.errors import install_error_handlers
+from glimpse.api.errors import ERROR_PAGE, install_error_handlers
 from glimpse.api.head import HeadAsGet
 from glimpse.api.security_headers import SecurityHeaders
 from glimpse.api.throttling import ThrottleMiddleware
@@ -27,6 +27,7 @@ from glimpse.ops.routes import MetricsMiddleware
 from glimpse.ops.routes import router as ops_router
 from glimpse.posts.routes import router as posts_router
 from glimpse.stories.routes import router as stories_router
+from glimpse.web.rendering import error_page
 from glimpse.web.routes import router as web_router
 
 
@@ -63,10 +64,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redirect_slashes=False,
     )
     install_error_handlers(app)
+    # The web app's paths get their errors as pages (api/errors.py asks for this).
+    setattr(app.state, ERROR_PAGE, error_page)
     # The last added runs outermost.
     app.add_middleware(ThrottleMiddleware)  # inside the metrics: a 429 is counted as one
     app.add_middleware(HeadAsGet, router=app.router)  # inside the metrics: a HEAD counts as HEAD
-    app.add_middleware(BodyLimit, max_bytes=settings.max_json_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_json_body_bytes,
+        idle_timeout=settings.upload_idle_timeout_seconds,
+    )
     app.add_middleware(ConnectionCap, limit=settings.max_connections)
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(SecurityHeaders)  # outermost: on every answer, the refusals above too

@@ -13,6 +13,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from PIL import Image
 
+from glimpse.feed import repository as feed_repository
+from glimpse.graph.models import Follow
 from glimpse.stories.jobs import purge_expired_stories
 from tests.api.social import accept, block, follow, go_private
 from tests.conftest import Glimpse, assert_error, jpeg_bytes
@@ -688,3 +690,91 @@ async def test_an_account_keeps_a_bounded_number_of_highlights(
     await glimpse.client.delete(f"/api/v1/highlights/{ids[0]}", headers=ada)
     response = await glimpse.client.post("/api/v1/me/highlights", headers=ada, json=body)
     assert response.status_code == 201
+
+
+# Found by mutation testing (issue 14): each of these failed under a planted bug that every other
+# test let through.
+
+
+async def _id(glimpse: Glimpse, headers: dict[str, str]) -> int:
+    return int((await glimpse.client.get("/api/v1/me", headers=headers)).json()["id"])
+
+
+async def test_the_tray_holds_only_the_accounts_the_viewer_follows_once_each(
+    glimpse: Glimpse, clock: Clock
+) -> None:
+    ada, bob, eve = await three(glimpse)
+    carl = await glimpse.signup("carl")
+    await follow(glimpse, carl, "eve")  # someone else follows eve
+    await follow(glimpse, carl, "ada")  # ada has two followers
+    await post_story(glimpse, eve)
+    await post_story(glimpse, ada)
+    items = await tray(glimpse, bob)
+    assert [i["user"]["username"] for i in items] == ["ada"]
+    assert len(items[0]["stories"]) == 1
+
+
+async def test_the_tray_breaks_a_tie_in_time_by_the_later_story(
+    glimpse: Glimpse, clock: Clock
+) -> None:
+    viewer = await glimpse.signup("viewer")
+    amy = await glimpse.signup("amy")
+    ben = await glimpse.signup("ben")
+    await follow(glimpse, viewer, "amy")
+    await follow(glimpse, viewer, "ben")
+    await post_story(glimpse, amy)  # same clock second: same created_at
+    await post_story(glimpse, ben)
+    assert [i["user"]["username"] for i in await tray(glimpse, viewer)] == ["ben", "amy"]
+
+
+async def test_the_origin_stops_a_story_at_its_expiry_whatever_the_url_says(
+    glimpse: Glimpse, clock: Clock
+) -> None:
+    ada, bob, eve = await three(glimpse)
+    story = await post_story(glimpse, ada)
+    # A URL signed with no deadline (as a highlight's are): the origin itself must refuse the
+    # story from the second it expires, before any reaper has run.
+    url = (await get_story(glimpse, ada, story["id"]))["media"]["variants"][0]["url"]
+    key = urlsplit(url).path.removeprefix("/media/")
+    urls = glimpse.container.media_urls
+    clock.now = _at(story["expires_at"]) - 1
+    assert await fetch(glimpse, urls.url(key, public=False, viewer=await _id(glimpse, bob))) == 200
+    clock.now = _at(story["expires_at"])  # nothing reaped
+    assert await fetch(glimpse, urls.url(key, public=False, viewer=await _id(glimpse, eve))) == 404
+
+
+async def test_others_see_no_story_still_processing_in_an_accounts_list(
+    glimpse: Glimpse, clock: Clock
+) -> None:
+    ada, bob, _ = await three(glimpse)
+    pending = await post_story(glimpse, ada, process=False)
+    listed = await glimpse.client.get("/api/v1/users/ada/stories", headers=bob)
+    assert listed.json()["items"] == []
+    mine = await glimpse.client.get("/api/v1/users/ada/stories", headers=ada)
+    assert [s["id"] for s in mine.json()["items"]] == [pending["id"]]
+
+
+async def test_the_feeds_filter_refuses_a_story_id(glimpse: Glimpse, clock: Clock) -> None:
+    ada, bob, _ = await three(glimpse)
+    story = await post_story(glimpse, ada)
+    got = await feed_repository.feed_posts(
+        glimpse.container.db, await _id(glimpse, bob), [int(story["id"])]
+    )
+    assert got == {}
+
+
+async def test_the_tray_refuses_a_follow_row_a_block_should_have_ended(
+    glimpse: Glimpse, clock: Clock
+) -> None:
+    ada, bob, _ = await three(glimpse)
+    await post_story(glimpse, ada)
+    await block(glimpse, ada, "bob")  # ends bob's follow
+    async with glimpse.container.db.write() as session:  # a follow row left by a race
+        session.add(
+            Follow(
+                follower_id=await _id(glimpse, bob),
+                followee_id=await _id(glimpse, ada),
+                id=glimpse.container.ids.next_id(),
+            )
+        )
+    assert await tray(glimpse, bob) == []

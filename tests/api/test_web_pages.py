@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from glimpse.accounts.sessions import PRESESSION_COOKIE, SESSION_COOKIE
+from glimpse.errors import Unavailable
 from tests.conftest import Glimpse, assert_error
 
 PASSWORD = "correct horse"
@@ -317,3 +318,151 @@ def _jpeg() -> bytes:
     from tests.conftest import jpeg_bytes
 
     return jpeg_bytes((400, 300))
+
+
+async def test_a_dead_session_cookie_counts_for_nothing(glimpse: Glimpse) -> None:
+    # A session whose token was revoked elsewhere (the API, an operator, a restored database):
+    # the visitor is signed out, the dead cookie is removed, and signing in works.
+    csrf = await web_sign_up(glimpse.client, "alice")
+    revoked = await glimpse.client.delete("/api/v1/auth/token", headers={"X-CSRF-Token": csrf})
+    assert revoked.status_code == 204
+    page = await glimpse.client.get("/signin")
+    assert page.status_code == 200
+    assert SESSION_COOKIE not in glimpse.client.cookies
+    assert PRESESSION_COOKIE in glimpse.client.cookies
+    response = await glimpse.client.post(
+        "/signin",
+        data={"csrf_token": csrf_of(page.text), "username": "alice", "password": PASSWORD},
+    )
+    assert response.status_code == 303
+    assert (await glimpse.client.get("/api/v1/me")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "settings", [{"rate_limits": "api=6/minute;signup=1000/minute"}], indirect=True
+)
+@pytest.mark.parametrize("trick", ["bearer beside the cookie", "two cookies"])
+async def test_only_the_token_a_route_checked_earns_a_budget_of_its_own(
+    glimpse: Glimpse, trick: str
+) -> None:
+    # Signed up through the API: the page requests below are the first to spend the budgets.
+    await glimpse.signup("alice", PASSWORD)
+    token = (
+        await glimpse.client.post(
+            "/api/v1/auth/token", json={"username": "alice", "password": PASSWORD}
+        )
+    ).json()["access_token"]
+    if trick == "bearer beside the cookie":
+        # Pages read only the cookie: the made-up bearer token was never checked.
+        path = "/"
+        headers = {"Authorization": "Bearer made-up", "Cookie": f"{SESSION_COOKIE}={token}"}
+    else:
+        # The route reads the last of two same-named cookies: the first was never checked.
+        path = "/api/v1/me"
+        headers = {"Cookie": f"{SESSION_COOKIE}=made-up; {SESSION_COOKIE}={token}"}
+    glimpse.client.cookies.clear()
+    # Once used, the good token is known, and earns a budget of its own (as it should).
+    warm = await glimpse.client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+    assert warm.status_code == 200
+    responses = [await glimpse.client.get(path, headers=headers) for _ in range(8)]
+    statuses = [r.status_code for r in responses]
+    # One budget of 6 (the address's, or the good token's), never a fresh one for a made-up token.
+    assert 429 in statuses and statuses.index(429) <= 6, statuses
+    remaining = [int(r.headers["RateLimit-Remaining"]) for r in responses if r.status_code == 200]
+    assert remaining == sorted(remaining, reverse=True) and len(set(remaining)) == len(remaining)
+
+
+@pytest.mark.parametrize("settings", [{"trusted_proxy_hops": 1}], indirect=True)
+async def test_cookies_are_secure_behind_a_trusted_https_proxy(glimpse: Glimpse) -> None:
+    proxied = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"}
+    response = await glimpse.client.get("/signin", headers=proxied)
+    cookie = response.headers["set-cookie"]
+    assert PRESESSION_COOKIE in cookie and "Secure" in cookie
+    # Through a proxy reached over plain HTTP: no Secure (the browser would not send it back).
+    response = await glimpse.client.get("/signin", headers={**proxied, "X-Forwarded-Proto": "http"})
+    assert "Secure" not in response.headers["set-cookie"]
+
+
+async def test_no_proxy_is_trusted_unless_configured(glimpse: Glimpse) -> None:
+    response = await glimpse.client.get("/signin", headers={"X-Forwarded-Proto": "https"})
+    assert "Secure" not in response.headers["set-cookie"]
+
+
+async def test_pages_answer_errors_as_pages_and_the_api_as_json(glimpse: Glimpse) -> None:
+    for method, path, kwargs, status in (
+        ("GET", "/new/", {}, 404),
+        ("POST", "/signin", {"files": {"file": ("a.txt", b"x")}}, 400),
+        ("POST", "/signin", {"content": b"x" * 70_000}, 413),
+        ("PUT", "/signin", {}, 405),
+    ):
+        response = await glimpse.client.request(method, path, **kwargs)
+        assert response.status_code == status, (path, response.text)
+        assert response.headers["content-type"].startswith("text/html"), path
+        assert "content-security-policy" in response.headers
+    assert_error(await glimpse.client.get("/api/v1/nope"), 404)
+    assert_error(await glimpse.client.post("/api/v1/auth/token", content=b"x" * 70_000), 413)
+
+
+async def test_sign_out_ends_the_browsers_session_even_on_a_full_disk(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    csrf = await web_sign_up(glimpse.client, "alice")
+
+    async def disk_full(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("glimpse.web.routes.accounts.revoke_token", disk_full)
+    response = await glimpse.client.post("/signout", data={"csrf_token": csrf})
+    assert response.status_code == 303
+    assert SESSION_COOKIE not in glimpse.client.cookies
+
+
+async def test_a_profile_grid_and_follow_requests_continue_with_the_apis_cursors(
+    glimpse: Glimpse,
+) -> None:
+    alice = await glimpse.signup("alice")
+    for _ in range(20):
+        assert (await glimpse.upload(alice)).status_code == 202
+    await glimpse.run_jobs()
+    await glimpse.client.patch("/api/v1/me", headers=alice, json={"is_private": True})
+    for n in range(22):
+        follower = await glimpse.signup(f"fan{n}")
+        await glimpse.client.post("/api/v1/users/alice/follow", headers=follower)
+    glimpse.client.cookies.clear()
+    token = await form_token(glimpse.client, "/signin")
+    await glimpse.client.post(
+        "/signin", data={"csrf_token": token, "username": "alice", "password": PASSWORD}
+    )
+    grid = (await glimpse.client.get("/alice")).text
+    assert grid.count('<li><a href="/p/') == 18
+    cursor = re.search(r'data-next-cursor="([^"]+)" data-source="/api/v1/users/alice/posts"', grid)
+    assert cursor
+    rest = await glimpse.client.get(
+        "/api/v1/users/alice/posts", params={"cursor": unescape(cursor.group(1))}
+    )
+    assert len(rest.json()["items"]) == 2 and rest.json()["next_cursor"] is None
+    requests = (await glimpse.client.get("/requests")).text
+    assert requests.count('<li data-username="fan') == 20
+    cursor = re.search(
+        r'data-next-cursor="([^"]+)" data-source="/api/v1/me/follow-requests"', requests
+    )
+    assert cursor
+    rest = await glimpse.client.get(
+        "/api/v1/me/follow-requests", params={"cursor": unescape(cursor.group(1))}
+    )
+    assert [u["username"] for u in rest.json()["items"]] == ["fan1", "fan0"]
+
+
+async def test_a_busy_moment_signs_no_one_out(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await web_sign_up(glimpse.client, "alice")
+
+    async def busy(*args: object, **kwargs: object) -> object:
+        raise Unavailable("The service is busy; please try again in a moment.", retry_after=1)
+
+    monkeypatch.setattr("glimpse.web.routes.feed_page_data", busy)
+    response = await glimpse.client.get("/")
+    assert response.status_code == 503 and response.headers["retry-after"] == "1"
+    assert "set-cookie" not in response.headers
+    assert SESSION_COOKIE in glimpse.client.cookies

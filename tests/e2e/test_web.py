@@ -354,6 +354,14 @@ def test_the_feed_scrolls_past_its_first_page(people: People, server: Server) ->
     captions = posts.locator(".caption").all_text_contents()
     assert [c.split(" ", 1)[1] for c in captions] == [f"post {n}" for n in reversed(range(23))]
 
+    # The profile's grid shows 18, then the rest as one scrolls.
+    fay.page.get_by_role("link", name="Profile").click()
+    cells = fay.page.locator(".grid li")
+    expect(cells).to_have_count(18)
+    fay.page.locator(".sentinel").scroll_into_view_if_needed()
+    expect(cells).to_have_count(23)
+    expect(cells.last.locator("img")).to_have_attribute("alt", "")
+
 
 def test_carousels_step_rejected_files_are_explained_and_keys_work(
     people: People, server: Server

@@ -66,3 +66,37 @@ async def test_connection_cap_refuses_past_its_limit_and_frees_its_places() -> N
     assert [(await asyncio.wait_for(t, 2))[0]["status"] for t in held] == [200, 200]
     assert cap.active == 0
     assert (await _call(cap, "/api/v1/filters", method="GET"))[0]["status"] == 200
+
+
+# a capped body that stops arriving is answered 400 upload_stalled, not waited for forever.
+async def test_body_limit_answers_a_stalled_body() -> None:
+    async def reads_body(scope: Any, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect" or not message.get("more_body"):
+                break
+        await _ok(scope, receive, send)
+
+    app = BodyLimit(reads_body, max_bytes=2048, idle_timeout=0.05)
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/signin",
+        "headers": [(b"content-length", b"1000")],
+    }
+    sent: list[dict] = []
+    chunks = [{"type": "http.request", "body": b"username=a", "more_body": True}]
+
+    async def receive() -> dict:
+        if chunks:
+            return chunks.pop()
+        await asyncio.sleep(3600)  # the client sends nothing more
+        raise AssertionError("unreachable")
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    await asyncio.wait_for(app(scope, receive, send), 5)
+    assert sent[0]["status"] == 400 and b"upload_stalled" in sent[1]["body"]
+    assert (b"connection", b"close") in [(k.lower(), v) for k, v in sent[0]["headers"]]
+    assert len([m for m in sent if m["type"] == "http.response.start"]) == 1

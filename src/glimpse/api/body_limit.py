@@ -14,10 +14,13 @@ was read to its end (a 401 to an upload without a token, a 404 to a POST) says
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from glimpse.api.errors import early_error_messages
+from glimpse.api.errors import as_page_where_browsed, error_response
 
 # The routes that stream their bodies to disk under limits of their own. (Stories will join.)
 STREAMED_UPLOADS: frozenset[tuple[str, str]] = frozenset(
@@ -44,9 +47,13 @@ def _is_chunked(scope: Scope) -> bool:
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, idle_timeout: float = 60.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # A capped body that stops arriving for this long is answered 400 `upload_stalled`, as
+        # an upload is: else a client that declares 1,000 bytes and sends 10 holds a
+        # connection (and one of the per-client slots) for as long as it likes.
+        self.idle_timeout = idle_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -55,7 +62,7 @@ class BodyLimit:
         capped = (scope["method"], scope["path"]) not in STREAMED_UPLOADS
         declared = _declared_length(scope)
         if capped and declared is not None and declared > self.max_bytes:
-            await self._refuse(send)
+            await self._refuse(scope, send, *self._too_large())
             return
 
         received = 0
@@ -67,7 +74,22 @@ class BodyLimit:
             nonlocal received, complete, refused
             if refused:
                 return {"type": "http.disconnect"}
-            message = await receive()
+            if capped and not complete:
+                try:
+                    message = await asyncio.wait_for(receive(), self.idle_timeout)
+                except TimeoutError:
+                    refused = True
+                    if not started:
+                        await self._refuse(
+                            scope,
+                            send,
+                            400,
+                            "upload_stalled",
+                            "The request body stopped arriving.",
+                        )
+                    return {"type": "http.disconnect"}
+            else:
+                message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if not message.get("more_body", False):
@@ -77,7 +99,7 @@ class BodyLimit:
                     # client has gone, and whatever it answers to that is dropped.
                     refused = True
                     if not started:
-                        await self._refuse(send)
+                        await self._refuse(scope, send, *self._too_large())
                     return {"type": "http.disconnect"}
             return message
 
@@ -93,10 +115,22 @@ class BodyLimit:
 
         await self.app(scope, counting_receive, guarded_send)
 
-    async def _refuse(self, send: Send) -> None:
-        for message in early_error_messages(
+    def _too_large(self) -> tuple[int, str, str]:
+        return (
             413,
             "body_too_large",
             f"The request body may be at most {self.max_bytes // 1024} KB.",
-        ):
-            await send(message)
+        )
+
+    async def _refuse(self, scope: Scope, send: Send, status: int, code: str, message: str) -> None:
+        response = as_page_where_browsed(
+            Request(scope), error_response(status, code, message, body_unread=True)
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status_code,
+                "headers": response.raw_headers,
+            }
+        )
+        await send({"type": "http.response.body", "body": response.body})

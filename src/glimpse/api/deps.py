@@ -3,6 +3,7 @@ app's session cookie, which holds one)."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request, Security
@@ -29,9 +30,15 @@ ContainerDep = Annotated[Container, Depends(get_container)]
 _bearer = HTTPBearer(auto_error=False, description="A token from POST /api/v1/auth/token")
 
 
-# Set in the request's scope state once its token was found good: only such a token earns a
-# throttling budget of its own (api/throttling.py).
+# Set in the request's scope state once its token was found good, to that token's budget key:
+# only a token a route verified earns a throttling budget of its own (api/throttling.py), and
+# only when it is the very token the budget was keyed by (a request may carry a bearer token
+# and a cookie, or two cookies of the same name).
 TOKEN_AUTHENTICATED = "token_authenticated"
+
+
+def token_budget_key(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()[:32]
 
 
 def _caller_token(
@@ -55,8 +62,8 @@ def _caller_token(
     return token
 
 
-def _token_was_good(request: Request) -> None:
-    request.scope.setdefault("state", {})[TOKEN_AUTHENTICATED] = True
+def token_was_good(request: Request, token: str) -> None:
+    request.scope.setdefault("state", {})[TOKEN_AUTHENTICATED] = token_budget_key(token)
 
 
 async def get_caller(
@@ -64,10 +71,9 @@ async def get_caller(
     container: ContainerDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> Authenticated:
-    caller = await accounts.authenticate(
-        container.db, _caller_token(request, container, credentials)
-    )
-    _token_was_good(request)
+    token = _caller_token(request, container, credentials)
+    caller = await accounts.authenticate(container.db, token)
+    token_was_good(request, token)
     return caller
 
 
@@ -76,7 +82,7 @@ async def get_caller_id(request: Request, container: Container) -> int:
     authenticates without FastAPI's dependency solving and needs no more (feed/routes.py)."""
     token = _caller_token(request, container, await _bearer(request))
     user_id = await accounts.authenticate_id(container.db, token)
-    _token_was_good(request)
+    token_was_good(request, token)
     return user_id
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -20,6 +20,7 @@ from starlette.types import Message
 
 from glimpse.errors import DomainError, StorageUnavailable
 from glimpse.ids import NodeLeaseExpired
+from glimpse.web.paths import is_page
 
 log = logging.getLogger("glimpse.api")
 
@@ -251,12 +252,41 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+# Set by the app factory: (settings, an error's JSON answer) -> the web app's page of it.
+ERROR_PAGE = "error_page"
+
+
+def as_page_where_browsed(request: Request, response: Response) -> Response:
+    """The error as a page on the web app's paths (a browser navigated there), else as is."""
+    app = request.scope.get("app")
+    if app is None:  # (an ASGI part tested alone)
+        return response
+    render = getattr(app.state, ERROR_PAGE, None)
+    container = getattr(app.state, "container", None)
+    if render is None or container is None or not is_page(request.url.path):
+        return response
+    page: Response = render(container.settings, response)
+    return page
+
+
+def _for_pages_too(handler: Handler) -> Handler:
+    async def handle(request: Request, exc: Exception) -> Response:
+        return as_page_where_browsed(request, await handler(request, exc))
+
+    return handle
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(DomainError, _domain_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(OperationalError, _database_unavailable)
-    app.add_exception_handler(NodeLeaseExpired, _node_lease_expired)
-    app.add_exception_handler(ClientDisconnect, _client_gone)
-    app.add_exception_handler(OSError, _os_error)
-    app.add_exception_handler(Exception, _unexpected_error)
+    handlers: list[tuple[type[Exception], Handler]] = [
+        (DomainError, _domain_error),
+        (RequestValidationError, _validation_error),
+        (StarletteHTTPException, _http_error),
+        (OperationalError, _database_unavailable),
+        (NodeLeaseExpired, _node_lease_expired),
+        (ClientDisconnect, _client_gone),
+        (OSError, _os_error),
+        (Exception, _unexpected_error),
+    ]
+    for kind, handler in handlers:
+        app.add_exception_handler(kind, _for_pages_too(handler))

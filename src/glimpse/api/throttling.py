@@ -13,18 +13,18 @@ counted against.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from collections import OrderedDict
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from glimpse.accounts.sessions import SESSION_COOKIE
-from glimpse.api.deps import TOKEN_AUTHENTICATED, ContainerDep
-from glimpse.api.errors import error_response
+from glimpse.api.deps import TOKEN_AUTHENTICATED, ContainerDep, token_budget_key
+from glimpse.api.errors import as_page_where_browsed, error_response
 from glimpse.throttling import Throttle, Verdict, request_budget, throttled
 
 _VERDICT = "rate_limit"  # where a request's verdict is kept in its scope's state
@@ -71,11 +71,9 @@ def _caller_token(scope: Scope) -> str:
 
 
 def _session_cookie(header: str) -> str:
-    for pair in header.split(";"):
-        name, _, value = pair.strip().partition("=")
-        if name == SESSION_COOKIE:
-            return value.strip()
-    return ""
+    # Parsed as Starlette parses it for the route (the last of two same-named cookies wins), so
+    # that the budget is keyed by the token the route will check.
+    return cookie_parser(header).get(SESSION_COOKIE, "").strip()
 
 
 def record_verdict(state: dict[str, Any], verdict: Verdict | None) -> None:
@@ -139,7 +137,7 @@ class ThrottleMiddleware:
         state: dict[str, Any] = scope.setdefault("state", {})
         budget = request_budget(throttle.budgets, scope["method"])
         token = _caller_token(scope)
-        token_hash = hashlib.sha256(token.encode()).hexdigest()[:32] if token else ""
+        token_hash = token_budget_key(token) if token else ""
         if budget is not None:
             if token_hash in self._known_tokens:
                 key = ("token", token_hash)
@@ -152,14 +150,14 @@ class ThrottleMiddleware:
                 response = error_response(
                     error.status, error.code, error.message, headers=error.headers, body_unread=True
                 )
-                await response(scope, receive, send)
+                await as_page_where_browsed(Request(scope), response)(scope, receive, send)
                 return
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 # Only a token a route found good: a made-up one sent to a route that reads
                 # no token (say, sign-up) must not earn a budget of its own.
-                if token_hash and state.get(TOKEN_AUTHENTICATED):
+                if token_hash and state.get(TOKEN_AUTHENTICATED) == token_hash:
                     self._remember_token(token_hash)
                 kept: Verdict | None = state.get(_VERDICT)
                 headers = MutableHeaders(scope=message)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -97,6 +98,30 @@ def content_security_policy(media_base_url: str) -> str:
         "base-uri 'none'; "
         "frame-ancestors 'none'; "
         "object-src 'none'"
+    )
+
+
+# The headers an error's answer keeps when it is shown as a page.
+_KEPT_HEADERS = ("retry-after", "allow", "connection", "ratelimit-limit", "ratelimit-remaining",
+                 "ratelimit-reset")  # fmt: skip
+
+
+def error_page(settings: Settings, response: Response) -> Response:
+    """An error answered in API.md's JSON body, as the web app's page of the same status, with
+    the same message and the headers that matter (Retry-After, Allow, Connection)."""
+    try:
+        message = str(json.loads(bytes(response.body))["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        message = "Something went wrong."
+    headers = {k: v for k, v in response.headers.items() if k.lower() in _KEPT_HEADERS}
+    return render(
+        settings,
+        "error.html",
+        status=response.status_code,
+        headers=headers,
+        viewer=None,
+        csrf_token="",
+        message=message,
     )
 
 

@@ -11,6 +11,7 @@ lets it run only our own scripts and styles.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
 from starlette.datastructures import FormData
 
 from glimpse.accounts import service as accounts
@@ -27,10 +29,18 @@ from glimpse.accounts.sessions import CSRF_FIELD
 from glimpse.api.throttling import client_address, count_against
 from glimpse.container import Container
 from glimpse.engagement import service as engagement
-from glimpse.errors import Conflict, DomainError, Forbidden, NotFound, Throttled, Unauthenticated
+from glimpse.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    NotFound,
+    Throttled,
+    Unauthenticated,
+    Unavailable,
+)
 from glimpse.feed.routes import feed_page_data
 from glimpse.graph import service as graph
-from glimpse.pagination import encode_cursor
+from glimpse.pagination import encode_cursor, encode_keyset
 from glimpse.posts import service as posts
 from glimpse.posts.views import PostRow, post_view_data
 from glimpse.stories import service as stories
@@ -40,9 +50,11 @@ from glimpse.throttling import SIGNUP
 from glimpse.web import sessions
 from glimpse.web.rendering import render, static_file
 
+log = logging.getLogger("glimpse.web")
+
 FEED_PAGE_SIZE = 20  # the issue's: twenty posts a page
-GRID_PAGE_SIZE = 30
-REQUESTS_PAGE_SIZE = 50
+GRID_PAGE_SIZE = 18  # six rows of three; the rest as one scrolls
+REQUESTS_PAGE_SIZE = 20
 
 RouteHandler = Callable[[Request], Coroutine[Any, Any, Response]]
 
@@ -78,10 +90,16 @@ async def _page(
     *,
     status: int = 200,
     headers: dict[str, str] | None = None,
+    session_checked: bool = True,
     **context: Any,
 ) -> HTMLResponse:
+    """The page, with its CSRF token; `session_checked` says whether `viewer` is what the
+    session cookie was found to be (else nothing is concluded about the cookie)."""
     container = _container(request)
-    csrf, fresh_presession = sessions.page_csrf(request, container)
+    # (A session not checked is taken as it is: its page binds to it, and no pre-session is set.)
+    csrf, fresh_presession = sessions.page_csrf(
+        request, container, viewer is not None or not session_checked
+    )
     response = render(
         container.settings,
         template,
@@ -93,18 +111,23 @@ async def _page(
     )
     if fresh_presession is not None:
         sessions.set_presession(request, response, fresh_presession)
+    if session_checked and viewer is None and sessions.session_token(request):
+        sessions.end_session(request, response)  # a dead cookie: gone, lest it be sent forever
     return response
 
 
 async def _error_page(request: Request, error: DomainError) -> Response:
-    container = _container(request)
-    viewer = await sessions.signed_in(request, container) if error.status != 503 else None
+    # The database may be what failed (503): then the session is not looked up, and its cookie
+    # is left alone (a busy moment must not sign anyone out).
+    available = error.status != 503
+    viewer = await sessions.signed_in(request, _container(request)) if available else None
     return await _page(
         request,
         "error.html",
         viewer,
         status=error.status,
         headers=error.headers,
+        session_checked=available,
         message=error.message,
     )
 
@@ -272,8 +295,13 @@ async def sign_out(request: Request) -> Response:
         raise _form_expired()
     viewer = await sessions.signed_in(request, container)
     if viewer is not None:
-        async with container.db.write() as session:
-            await accounts.revoke_token(session, viewer.token_id)
+        try:
+            async with container.db.write() as session:
+                await accounts.revoke_token(session, viewer.token_id)
+        except (OperationalError, OSError, Unavailable) as error:
+            # The browser is signed out all the same (on a shared computer that is what
+            # matters); the token itself lives on until it expires.
+            log.warning("could not revoke a session's token on sign-out: %s", error)
     response = RedirectResponse("/", status_code=303)
     sessions.end_session(request, response)
     return response
@@ -297,10 +325,19 @@ async def follow_requests_page(request: Request) -> Response:
     if viewer is None:
         return _to_sign_in()
     async with container.db.read() as session:
-        users, _ = await graph.list_follow_requests(
+        users, next_key = await graph.list_follow_requests(
             session, viewer.user.id, None, REQUESTS_PAGE_SIZE
         )
-    return await _page(request, "requests.html", viewer, requesters=users)
+    return await _page(
+        request,
+        "requests.html",
+        viewer,
+        requesters=users,
+        # The API's own cursor: the page scrolls on through GET /api/v1/me/follow-requests.
+        next_cursor=encode_keyset(container.secret_key, "follow_requests", next_key)
+        if next_key is not None
+        else None,
+    )
 
 
 @router.get("/settings/profile")
@@ -390,6 +427,11 @@ async def profile(request: Request, username: str) -> Response:
     container = _container(request)
     viewer = await sessions.signed_in(request, container)
     if viewer is None:
+        # A path that is no account is a 404 to anyone (sign-up tells whether a name is taken
+        # all the same); an account's page asks a visitor to sign in first.
+        async with container.db.read() as session:
+            if await accounts.find_user(session, username) is None:
+                raise NotFound("No such page.", code="not_found")
         return _to_sign_in()
     me = viewer.user.id
     async with container.db.read() as session:
@@ -417,7 +459,10 @@ async def profile(request: Request, username: str) -> Response:
         user=user,
         follow_status=graph.follow_status(me, user.id, relation),
         grid=grid,
-        more=more,
+        # The API's own cursor: the grid scrolls on through GET /api/v1/users/{username}/posts.
+        next_cursor=encode_keyset(container.secret_key, "user_posts", found[-1].id, username)
+        if more
+        else None,
         private=private,
         highlights=[h.model_dump(mode="json") for h in highlights],
     )

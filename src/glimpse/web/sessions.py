@@ -18,7 +18,7 @@ from glimpse.accounts.sessions import (
     csrf_token,
     new_presession,
 )
-from glimpse.api.deps import TOKEN_AUTHENTICATED
+from glimpse.api.deps import token_was_good
 from glimpse.container import Container
 from glimpse.errors import Unauthenticated
 
@@ -37,7 +37,7 @@ async def signed_in(request: Request, container: Container) -> Authenticated | N
     except Unauthenticated:
         return None
     # As a good bearer token does: the session earns a throttling budget of its own.
-    request.scope.setdefault("state", {})[TOKEN_AUTHENTICATED] = True
+    token_was_good(request, token)
     return caller
 
 
@@ -45,11 +45,13 @@ def session_token(request: Request) -> str:
     return request.cookies.get(SESSION_COOKIE, "").strip()
 
 
-def page_csrf(request: Request, container: Container) -> tuple[str, str | None]:
+def page_csrf(request: Request, container: Container, signed_in: bool) -> tuple[str, str | None]:
     """The CSRF token a page's forms carry, and a new pre-session to set as a cookie when the
-    visitor is signed out and has none yet (None otherwise)."""
+    visitor is signed out and has none yet (None otherwise). A session cookie whose token is no
+    longer good (revoked, expired, a database restored) counts for nothing: the visitor is
+    signed out, and their forms are bound to a pre-session like anyone's."""
     token = session_token(request)
-    if token:
+    if signed_in and token:
         return csrf_token(container.secret_key, token), None
     presession = request.cookies.get(PRESESSION_COOKIE, "").strip()
     fresh = None
@@ -68,7 +70,23 @@ def form_csrf_ok(request: Request, container: Container, claimed: str, *, signed
 
 
 def _secure(request: Request) -> bool:
-    return request.url.scheme == "https"
+    """Whether the browser reached us over HTTPS: directly, or through the trusted proxies
+    (GLIMPSE_TRUSTED_PROXY_HOPS), each of which appends the scheme it was reached by to
+    X-Forwarded-Proto; the outermost one's is what the browser used. (uvicorn itself trusts
+    that header only from 127.0.0.1.)"""
+    if request.url.scheme == "https":
+        return True
+    container: Container = request.app.state.container
+    hops = container.settings.trusted_proxy_hops
+    if hops <= 0:
+        return False
+    schemes = [
+        scheme.strip().lower()
+        for value in request.headers.getlist("x-forwarded-proto")
+        for scheme in value.split(",")
+        if scheme.strip()
+    ]
+    return len(schemes) >= hops and schemes[-hops] == "https"
 
 
 def set_presession(request: Request, response: Response, value: str) -> None:

@@ -342,12 +342,37 @@
     if (event.target instanceof Element && event.target.matches(".carousel .track")) carouselMoved(event.target);
   }, true);
 
-  // ---- Infinite scroll -----------------------------------------------------------------
+  // ---- Infinite scroll: the feed, a profile's grid, follow requests -----------------------
+
+  const GRID_SIZES = "(max-width: 640px) 33vw, 300px";
+
+  function thumbnailNode(post) {
+    const media = post.media[0];
+    const label = `Post: ${media.alt_text || post.caption || "photo"}`;
+    return el("li", {}, [el("a", { href: `/p/${post.id}`, "aria-label": label }, [pictureNode(media, GRID_SIZES, ["sq150", "w320"])])]);
+  }
+
+  function requesterNode(user) {
+    return el("li", { "data-username": user.username }, [
+      el("span", { class: "avatar", "aria-hidden": "true", text: initialOf(user) }),
+      el("a", { href: `/${enc(user.username)}`, text: user.username }),
+      el("span", { class: "request-buttons" }, [
+        el("button", { type: "button", class: "accept", text: "Accept" }),
+        el("button", { type: "button", class: "deny secondary", text: "Deny" }),
+      ]),
+      el("span", { class: "request-status", role: "status" }),
+    ]);
+  }
+
+  const RENDERERS = { post: postNode, thumbnail: thumbnailNode, requester: requesterNode };
 
   function infiniteScroll() {
-    const sentinel = document.querySelector(".sentinel");
-    const feed = document.querySelector(".feed");
-    if (!sentinel || !feed || !sentinel.dataset.nextCursor) return;
+    const sentinel = document.querySelector(".sentinel[data-source]");
+    if (!sentinel || !sentinel.dataset.nextCursor) return;
+    const into = document.querySelector(sentinel.dataset.into);
+    const render = RENDERERS[sentinel.dataset.render];
+    const source = sentinel.dataset.source;
+    const joiner = source.includes("?") ? "&" : "?";
     let loading = false;
     const observer = new IntersectionObserver(async (entries) => {
       if (loading || !entries.some((e) => e.isIntersecting)) return;
@@ -355,9 +380,9 @@
       if (!cursor) return observer.disconnect();
       loading = true;
       try {
-        const page = await api("GET", `/api/v1/feed?limit=20&order=${enc(feed.dataset.order)}&cursor=${enc(cursor)}`);
-        const added = page.items.map(postNode);
-        feed.append(...added);
+        const page = await api("GET", `${source}${joiner}limit=20&cursor=${enc(cursor)}`);
+        const added = page.items.map(render);
+        into.append(...added);
         for (const node of added) placeholders(node);
         sentinel.dataset.nextCursor = page.next_cursor || "";
         if (!page.next_cursor) observer.disconnect();
