@@ -94,6 +94,9 @@ def picture(media: dict[str, Any], names: tuple[str, ...] = PHOTO_WIDTHS) -> Pic
 def thumbnail(media: dict[str, Any]) -> Picture:
     """A square grid thumbnail: `sq150`, and `w320` (cropped square by the page's CSS) where a
     cell is wider than 150 pixels."""
+    if media.get("kind") == "video":
+        # A video has no square: its poster, cropped square by the page's CSS.
+        return picture(media, ("poster",))
     full = picture(media, ("sq150", "w320"))
     return Picture(
         sources=full.sources,

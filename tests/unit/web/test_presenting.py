@@ -110,3 +110,21 @@ def test_the_policy_runs_only_our_scripts_and_names_a_cdn_for_media() -> None:
     assert "media-src 'self' blob: https://cdn.example.net;" in cdn
     # Something that is no URL adds nothing (a policy can't be broken out of with it).
     assert content_security_policy("; script-src *") == own
+
+
+def test_a_videos_thumbnail_is_its_poster() -> None:
+    media = {
+        "kind": "video",
+        "width": 720,
+        "height": 1280,
+        "blurhash": "x",
+        "alt_text": "",
+        "variants": [
+            variant("mp4_720", 720, "video/mp4"),
+            variant("poster", 720, "image/jpeg"),
+            variant("poster", 720, "image/webp"),
+        ],
+    }
+    t = presenting.thumbnail(media)
+    assert t.src == "/m/poster.jpeg"
+    assert [s.srcset for s in t.sources] == ["/m/poster.webp 720w"]

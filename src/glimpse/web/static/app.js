@@ -349,7 +349,7 @@
   function thumbnailNode(post) {
     const media = post.media[0];
     const label = `Post: ${media.alt_text || post.caption || "photo"}`;
-    return el("li", {}, [el("a", { href: `/p/${post.id}`, "aria-label": label }, [pictureNode(media, GRID_SIZES, ["sq150", "w320"])])]);
+    return el("li", {}, [el("a", { href: `/p/${post.id}`, "aria-label": label }, [pictureNode(media.kind === "video" ? { ...media, kind: "image" } : media, GRID_SIZES, media.kind === "video" ? ["poster"] : ["sq150", "w320"])])]);
   }
 
   function requesterNode(user) {
