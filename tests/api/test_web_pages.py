@@ -466,3 +466,115 @@ async def test_a_busy_moment_signs_no_one_out(
     assert response.status_code == 503 and response.headers["retry-after"] == "1"
     assert "set-cookie" not in response.headers
     assert SESSION_COOKIE in glimpse.client.cookies
+
+
+# Found by mutation testing: each of these failed under a planted bug the tests above let through.
+
+
+# M02: a signed-in form must be bound to the session, not to a pre-session.
+async def test_signed_in_form_refuses_a_presession_token(glimpse: Glimpse) -> None:
+    client = glimpse.client
+    page = await client.get("/signin")
+    presession = client.cookies[PRESESSION_COOKIE]
+    pre_token = csrf_of(page.text)
+    await web_sign_up(client, "alice")
+    assert PRESESSION_COOKIE not in client.cookies
+    client.cookies.set(PRESESSION_COOKIE, presession, domain="glimpse.test")  # still held
+    response = await client.post("/settings/profile", data={"csrf_token": pre_token, "bio": "x"})
+    assert response.status_code == 403
+    assert (await client.get("/api/v1/me")).json()["bio"] == ""
+    assert (await client.post("/signout", data={"csrf_token": pre_token})).status_code == 403
+
+
+# M10: the sign-up form spends the per-address `signup` budget as POST /api/v1/accounts does.
+@pytest.mark.parametrize(
+    "settings", [{"rate_limits": "api=1000/minute;signup=2/minute"}], indirect=True
+)
+async def test_sign_up_form_is_throttled_per_address(glimpse: Glimpse) -> None:
+    statuses = []
+    for n in range(3):
+        async with fresh_client(glimpse) as browser:
+            token = await form_token(browser, "/signup")
+            response = await browser.post(
+                "/signup", data={"csrf_token": token, "username": f"u{n}", "password": PASSWORD}
+            )
+            statuses.append(response.status_code)
+    assert statuses == [303, 303, 429]
+    assert response.headers["content-type"].startswith("text/html")
+    assert int(response.headers["Retry-After"]) >= 1
+
+
+# M14: a good session cookie earns its own budget, like a good bearer token, so a signed-in
+# browser is not throttled by what others behind the same address spend.
+@pytest.mark.parametrize("settings", [{"rate_limits": "api=4/minute"}], indirect=True)
+async def test_a_session_cookie_earns_a_budget_of_its_own(glimpse: Glimpse) -> None:
+    await glimpse.signup("alice", PASSWORD)
+    token = (
+        await glimpse.client.post(
+            "/api/v1/auth/token", json={"username": "alice", "password": PASSWORD}
+        )
+    ).json()["access_token"]
+    glimpse.client.cookies.clear()
+    cookie = {"Cookie": f"{SESSION_COOKIE}={token}"}
+    # auth/token spent one of the address's 4; the cookie's first request another, and makes
+    # the token known.
+    assert (await glimpse.client.get("/api/v1/me", headers=cookie)).status_code == 200
+    async with fresh_client(glimpse) as stranger:
+        statuses = [(await stranger.get("/api/v1/filters")).status_code for _ in range(3)]
+    assert statuses[-1] == 429  # the address's budget is spent
+    assert (await glimpse.client.get("/api/v1/me", headers=cookie)).status_code == 200
+    assert (await glimpse.client.get("/", headers=cookie)).status_code == 200
+
+
+# T2: the feed's <img> reserves its box (width and height), so the layout does not jump.
+async def test_feed_images_have_width_and_height(glimpse: Glimpse) -> None:
+    csrf = await web_sign_up(glimpse.client, "alice")
+    await glimpse.upload({"X-CSRF-Token": csrf})
+    await glimpse.run_jobs()
+    page = (await glimpse.client.get("/?order=latest")).text
+    imgs = re.findall(r"<img [^>]*>", page)
+    assert imgs
+    for img in imgs:
+        assert re.search(r'width="[1-9]\d*"', img) and re.search(r'height="[1-9]\d*"', img), img
+
+
+# T3: the like button's label is "Like" until liked, "Unlike" after.
+async def test_like_label_follows_liked_by_me(glimpse: Glimpse) -> None:
+    csrf = await web_sign_up(glimpse.client, "alice")
+    post = (await glimpse.upload({"X-CSRF-Token": csrf})).json()
+    await glimpse.run_jobs()
+    page = (await glimpse.client.get(f"/p/{post['id']}")).text
+    assert 'class="like" aria-pressed="false">Like</button>' in page
+    liked = await glimpse.client.post(
+        f"/api/v1/posts/{post['id']}/like", headers={"X-CSRF-Token": csrf}
+    )
+    assert liked.status_code == 204
+    page = (await glimpse.client.get(f"/p/{post['id']}")).text
+    assert 'class="like" aria-pressed="true">Unlike</button>' in page
+
+
+# T4, T7: the forms posted to the server carry the page's CSRF token.
+async def test_every_form_posted_here_carries_the_csrf_token(glimpse: Glimpse) -> None:
+    for path in ("/signup", "/signin"):
+        page = (await glimpse.client.get(path)).text
+        assert f'name="csrf_token" value="{csrf_of(page)}"' in page, path
+    await web_sign_up(glimpse.client, "alice")
+    for path in ("/", "/settings/profile", "/alice"):
+        page = (await glimpse.client.get(path)).text
+        forms = re.findall(r'<form method="post".*?</form>', page, re.S)
+        assert forms, path
+        for form in forms:
+            assert f'name="csrf_token" value="{csrf_of(page)}"' in form, (path, form)
+
+
+# T6: a pending request to a private account shows "Requested".
+async def test_follow_button_says_requested_while_pending(glimpse: Glimpse) -> None:
+    alice = await glimpse.signup("alice")
+    await glimpse.client.patch("/api/v1/me", headers=alice, json={"is_private": True})
+    csrf = await web_sign_up(glimpse.client, "bob")
+    followed = await glimpse.client.post(
+        "/api/v1/users/alice/follow", headers={"X-CSRF-Token": csrf}
+    )
+    assert followed.json()["status"] == "pending"
+    page = (await glimpse.client.get("/alice")).text
+    assert '<button type="button" class="follow" data-status="pending">Requested</button>' in page
