@@ -304,14 +304,20 @@ async def test_transcoding_twice_gives_the_same_files_and_one_ready_post(
         media_id = (await session.execute(select(Media.id))).scalar_one()
     before = sorted(v["url"] for v in post["media"][0]["variants"])
     stored = glimpse.stored_files()
-    # Delivered again (at least once): the same content-addressed keys, nothing more stored.
+    # Delivered again (at least once): one set of variants, every one served, and no more files
+    # stored than before. (The bytes are usually the same, so the content-addressed keys too;
+    # the attack run once saw a different mp4_720 from the same VP9 source, so the keys are not
+    # required to match: a replaced rendition must be purged, never left orphaned.)
     from glimpse.posts.jobs import transcode_video
 
     await transcode_video(glimpse.container, {"media_id": media_id})
     await glimpse.run_jobs()
     again = (await glimpse.client.get(f"/api/v1/posts/{post['id']}", headers=headers)).json()
-    assert sorted(v["url"] for v in again["media"][0]["variants"]) == before
-    assert glimpse.stored_files() == stored
+    urls = sorted(v["url"] for v in again["media"][0]["variants"])
+    assert len(urls) == len(before)
+    for url in urls:
+        assert (await glimpse.client.get(url, headers=headers)).status_code == 200
+    assert len(glimpse.stored_files()) == len(stored)
     assert list(glimpse.container.storage.staging_dir().iterdir()) == []
     me = (await glimpse.client.get("/api/v1/me", headers=headers)).json()
     assert me["post_count"] == 1

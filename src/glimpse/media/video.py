@@ -5,8 +5,10 @@ FFmpeg's demuxers and decoders read hostile bytes. Everything it decides (limits
 bitrates, the poster's moment, which frames a slow-motion clip keeps) comes from the pure
 functions of media/video_planning.py; this module only measures and applies.
 
-Output is deterministic (one encoder thread, no timestamps or version strings written), so a
-job run twice makes byte-identical files and the same content-addressed keys.
+Output is meant to be deterministic (one encoder thread, no timestamps or version strings
+written), so that a job run twice usually makes byte-identical files and the same
+content-addressed keys; an outside run once saw one rendition of a VP9 source differ, so nothing
+relies on it: a rendition replaced by a second run is purged like any other.
 """
 
 from __future__ import annotations

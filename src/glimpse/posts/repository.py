@@ -140,9 +140,13 @@ async def set_progress(session: AsyncSession, media_id: int, percent: int) -> No
 
 async def replace_variants(
     session: AsyncSession, media_id: int, variants: Sequence[MediaVariant]
-) -> None:
-    await session.execute(delete(MediaVariant).where(MediaVariant.media_id == media_id))
+) -> list[str]:
+    """Put these variants in place of the media's; the keys of the replaced ones."""
+    replaced = await session.execute(
+        delete(MediaVariant).where(MediaVariant.media_id == media_id).returning(MediaVariant.key)
+    )
     session.add_all(variants)
+    return list(replaced.scalars())
 
 
 async def mark_post_ready_if_complete(session: AsyncSession, post_id: int) -> bool:

@@ -383,7 +383,7 @@ async def record_processed_media(
     shown = post.kind == PostKind.POST or await repository.post_matches(
         session, post.id, still_shown(now or utcnow())
     )
-    await repository.replace_variants(
+    replaced = await repository.replace_variants(
         session,
         media.id,
         [
@@ -401,6 +401,9 @@ async def record_processed_media(
         if shown
         else [],
     )
+    # A job delivered twice may make different bytes the second time (a video encoder need not
+    # be bit-exact), so different keys: what the first run stored is purged, unless still used.
+    schedule_purge(session, ids, settings, sorted(set(replaced) - set(keys)))
     media.width, media.height, media.blurhash = (
         processed.width,
         processed.height,
