@@ -171,6 +171,30 @@ def test_decoding_stops_at_the_limit_whatever_the_header_says(
     assert list(tmp_path.glob("transcode-*")) == []
 
 
+def test_decoding_stops_past_the_frames_the_limits_allow(
+    clips: dict[str, Clip], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Frames whose times claim nothing (thousands at one instant) are counted all the same: here
+    # a limit of 4 frames a second of a 0.25 s video, against a clip of many more frames.
+    monkeypatch.setattr(video, "check_limits", lambda probe, max_seconds: None)
+    monkeypatch.setattr(video, "MAX_FRAME_RATE", 4.0)
+    with pytest.raises(video.VideoRefused) as refused:
+        video.transcode_video(clips["h264"].path, MediaType.MP4, tmp_path, False, 0.25)
+    assert refused.value.code == "video_too_complex"
+    assert list(tmp_path.glob("transcode-*")) == []
+
+
+def test_a_frame_larger_than_4k_is_refused_whatever_came_first(
+    clips: dict[str, Clip], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The upload's check sees the first frame only; every decoded frame is held to the limit.
+    monkeypatch.setattr(video, "MAX_SHORT_SIDE", 8)
+    with pytest.raises(video.VideoRefused) as refused:
+        video.transcode_video(clips["h264"].path, MediaType.MP4, tmp_path, False, 90.0)
+    assert refused.value.code == "too_many_pixels"
+    assert list(tmp_path.glob("transcode-*")) == []
+
+
 def _close(pixel: object, colour: tuple[int, int, int]) -> bool:
     assert isinstance(pixel, tuple)
     return all(abs(a - b) < 40 for a, b in zip(pixel, colour, strict=False))

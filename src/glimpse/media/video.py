@@ -33,6 +33,9 @@ from glimpse.media import images
 from glimpse.media.sniff import MediaType
 from glimpse.media.video_planning import (
     CRF,
+    MAX_FRAME_RATE,
+    MAX_LONG_SIDE,
+    MAX_SHORT_SIDE,
     OUTPUT_MAX_FRAME_RATE,
     POSTER_VARIANT,
     X264_PRESET,
@@ -322,6 +325,11 @@ class _Transcode:
         self.start_s = probe.start_s
         self.kept_s: float | None = None
         self.end_s = 0.0
+        # Decoding work is bounded by what the limits allow, whatever time the frames claim: at
+        # most MAX_FRAME_RATE frames a second of the longest video. (A file of thousands of
+        # empty 4K frames at one instant would otherwise hold a video lane for its whole budget.)
+        self.decoded = 0
+        self.max_decoded = int((max_seconds + _DURATION_SLACK_S + 1) * MAX_FRAME_RATE)
         self.reported_s = -_PROGRESS_EVERY_S
         self.resampler = AudioResampler(
             format="fltp", layout="stereo", rate=AUDIO_RATE, frame_size=_AUDIO_FRAME
@@ -350,6 +358,17 @@ class _Transcode:
             raise
 
     def _video_frame(self, frame: Any) -> None:
+        self.decoded += 1
+        if self.decoded > self.max_decoded:
+            raise VideoRefused(
+                "video_too_complex", "This video holds more frames than its length allows."
+            )
+        # The upload's check saw the first frame only: a stream may grow past 4K after it.
+        if frame.width * frame.height > MAX_LONG_SIDE * MAX_SHORT_SIDE:
+            raise VideoRefused(
+                "too_many_pixels",
+                f"A video here may be at most {MAX_LONG_SIDE}x{MAX_SHORT_SIDE} pixels.",
+            )
         if frame.pts is None:
             return  # (a frame with no time cannot be placed; decoders give none to real ones)
         elapsed = float(frame.pts * frame.time_base) - self.start_s
@@ -370,6 +389,12 @@ class _Transcode:
             if frame.duration
             else 1 / max(1.0, min(self.probe.frame_rate or 30, OUTPUT_MAX_FRAME_RATE))
         )
+        if frame_end > self.max_seconds + _DURATION_SLACK_S:  # (one frame shown for minutes)
+            raise VideoRefused(
+                "video_too_long",
+                f"A video here may be at most {self.max_seconds:g} seconds long; this one is"
+                " longer than its header says.",
+            )
         self.end_s = max(self.end_s, frame_end)
         for output in self.outputs:
             output.graph.push(frame)
