@@ -5,6 +5,7 @@ first, is turned upright, and carries no location; bad inputs are refused with t
 from __future__ import annotations
 
 import io
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -182,6 +183,44 @@ def test_decoding_stops_past_the_frames_the_limits_allow(
         video.transcode_video(clips["h264"].path, MediaType.MP4, tmp_path, False, 0.25)
     assert refused.value.code == "video_too_complex"
     assert list(tmp_path.glob("transcode-*")) == []
+
+
+def _frames_at_one_instant(path: Path, frames: int) -> None:
+    """A WebM of one small VP8 keyframe and `frames` - 1 copies of an inter frame that changes
+    nothing, every one stamped at t=0: tiny to send, a frame to decode each (the outside attack
+    run's decode bomb, at 64x64)."""
+    encoder = av.CodecContext.create("libvpx", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = 64, 64, "yuv420p"
+    encoder.time_base = Fraction(1, 1000)
+    encoder.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+    packets = []
+    for i in range(3):
+        frame = av.VideoFrame(64, 64, "yuv420p")
+        frame.pts = i
+        packets += list(encoder.encode(frame))
+    packets += list(encoder.encode(None))
+    key, inter = bytes(packets[0]), bytes(packets[1])
+    with av.open(str(path), "w", format="webm") as out:
+        stream = out.add_stream("libvpx", rate=120)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        stream.time_base = Fraction(1, 1000)
+        for i in range(frames):
+            packet = av.Packet(key if i == 0 else inter)
+            packet.stream, packet.time_base = stream, stream.time_base
+            packet.pts = packet.dts = 0
+            packet.is_keyframe = i == 0
+            out.mux(packet)
+
+
+def test_frames_that_never_move_time_forward_are_refused_early(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.webm"
+    _frames_at_one_instant(path, 500)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    with pytest.raises(video.VideoRefused) as refused:
+        video.transcode_video(path, MediaType.WEBM, staging, False, 90.0)
+    assert refused.value.code == "video_too_complex"
+    assert list(staging.glob("transcode-*")) == []
 
 
 def test_a_frame_larger_than_4k_is_refused_whatever_came_first(

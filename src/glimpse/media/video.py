@@ -330,6 +330,10 @@ class _Transcode:
         # empty 4K frames at one instant would otherwise hold a video lane for its whole budget.)
         self.decoded = 0
         self.max_decoded = int((max_seconds + _DURATION_SLACK_S + 1) * MAX_FRAME_RATE)
+        # ... and frames that do not move time forward are few in a real video (none, once
+        # decoded into display order): past a second's worth in a row, it is no video.
+        self.last_pts: int | None = None
+        self.stalled = 0
         self.reported_s = -_PROGRESS_EVERY_S
         self.resampler = AudioResampler(
             format="fltp", layout="stereo", rate=AUDIO_RATE, frame_size=_AUDIO_FRAME
@@ -369,6 +373,15 @@ class _Transcode:
                 "too_many_pixels",
                 f"A video here may be at most {MAX_LONG_SIDE}x{MAX_SHORT_SIDE} pixels.",
             )
+        if self.last_pts is not None and (frame.pts is None or frame.pts <= self.last_pts):
+            self.stalled += 1
+            if self.stalled > MAX_FRAME_RATE:
+                raise VideoRefused(
+                    "video_too_complex", "This video holds frames that never move time forward."
+                )
+        else:
+            self.stalled = 0
+            self.last_pts = frame.pts
         if frame.pts is None:
             return  # (a frame with no time cannot be placed; decoders give none to real ones)
         elapsed = float(frame.pts * frame.time_base) - self.start_s
