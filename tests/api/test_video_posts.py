@@ -218,6 +218,22 @@ async def test_an_mp4_header_followed_by_junk_is_415(glimpse: Glimpse) -> None:
     await refused(glimpse, response, 415, "unreadable_video")
 
 
+async def test_a_video_cut_off_mid_transfer_is_415_at_upload(
+    glimpse: Glimpse, clips: dict[str, Clip]
+) -> None:
+    # Its header and first frames are whole (a faststart file puts the index first), so only
+    # the boxes' declared sizes show that the rest is missing.
+    headers = await glimpse.signup()
+    data = clips["h264"].path.read_bytes()
+    moov = data.find(b"moov") - 4
+    mdat = data.find(b"mdat") - 4
+    assert moov >= 0 and mdat >= 0
+    cut = data[: max(moov, mdat) + (len(data) - max(moov, mdat)) // 2]
+    response = await glimpse.upload(headers, files=[("cut.mp4", cut)])
+    error = await refused(glimpse, response, 415, "unreadable_video")
+    assert "incomplete" in error["message"]
+
+
 async def test_a_10_hour_video_declared_in_its_header_is_413(
     glimpse: Glimpse, clips: dict[str, Clip]
 ) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class MediaType(enum.StrEnum):
@@ -154,6 +155,32 @@ def jpeg_scan_damage(data: bytes) -> str | None:
     for scan in codes.translate(None, _NOT_RESTART_OR_SCAN).split(_SOS):
         if scan != (_RESTART_CYCLE * (len(scan) // 8 + 1))[: len(scan)]:
             return "corrupt JPEG data: restart markers out of sequence"
+    return None
+
+
+def iso_bmff_file_truncation(path: Path) -> str | None:
+    """iso_bmff_truncation for a file on disk (a video of up to hundreds of MB): only the box
+    headers are read, each found by seeking past the box before it."""
+    size_on_disk = path.stat().st_size
+    with path.open("rb") as file:
+        offset = 0
+        while offset + 8 <= size_on_disk:
+            file.seek(offset)
+            head = file.read(16)
+            size = int.from_bytes(head[:4], "big")
+            header = 8
+            if size == 1:
+                if len(head) < 16:
+                    return "the file ends inside a box's header"
+                size, header = int.from_bytes(head[8:16], "big"), 16
+            elif size == 0:
+                return None
+            if size < header:
+                return "a box declares an impossible size"
+            if offset + size > size_on_disk:
+                box = head[4:8].decode("latin-1")
+                return f"the file ends {offset + size - size_on_disk} bytes early, inside its {box!r} box"
+            offset += size
     return None
 
 

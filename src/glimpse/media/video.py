@@ -30,7 +30,7 @@ from av.video.frame import PictureType, VideoFrame
 from PIL import Image
 
 from glimpse.media import images
-from glimpse.media.sniff import MediaType
+from glimpse.media.sniff import MediaType, iso_bmff_file_truncation
 from glimpse.media.video_planning import (
     CRF,
     MAX_FRAME_RATE,
@@ -104,6 +104,12 @@ class ProcessedVideo:
 def probe_video(path: Path, media_type: MediaType) -> VideoProbe:
     """Container, codecs, stored size, rotation, frame rate and duration, from the header and
     the first decoded frame (which proves the picture data is there). Raises UnreadableVideo."""
+    if media_type in (MediaType.MP4, MediaType.MOV):
+        # A phone upload cut off mid-transfer: its first frames may well decode, so it would be
+        # accepted here and fail in the worker, with its post and original kept.
+        cut = iso_bmff_file_truncation(path)
+        if cut is not None:
+            raise UnreadableVideo(f"the file is incomplete: {cut}")
     with _opened(path, media_type) as container:
         return _probe(container)
 
