@@ -215,7 +215,16 @@ async def test_an_mp4_header_followed_by_junk_is_415(glimpse: Glimpse) -> None:
     headers = await glimpse.signup()
     junk = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + bytes(range(256)) * 400
     response = await glimpse.upload(headers, files=[("junk.mp4", junk)])
-    await refused(glimpse, response, 415, "unreadable_video")
+    error = await refused(glimpse, response, 415, "unreadable_video")
+    # In words: neither the server's paths nor FFmpeg's error numbers.
+    assert "staging" not in error["message"] and "Errno" not in error["message"]
+    # Whole boxes, but no index: FFmpeg itself refuses it, and is quoted only in words.
+    whole = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + (8 + 4000).to_bytes(4, "big")
+    whole += b"junk" + bytes(range(250)) * 16
+    response = await glimpse.upload(headers, files=[("boxes.mp4", whole)])
+    error = await refused(glimpse, response, 415, "unreadable_video")
+    assert "staging" not in error["message"] and "Errno" not in error["message"]
+    assert ".mp4" not in error["message"].replace("boxes.mp4", "")
 
 
 async def test_a_video_cut_off_mid_transfer_is_415_at_upload(

@@ -178,8 +178,9 @@ def iso_bmff_file_truncation(path: Path) -> str | None:
             if size < header:
                 return "a box declares an impossible size"
             if offset + size > size_on_disk:
-                box = head[4:8].decode("latin-1")
-                return f"the file ends {offset + size - size_on_disk} bytes early, inside its {box!r} box"
+                name = head[4:8].decode("latin-1")
+                box = repr(name) if name.isascii() and name.isprintable() else "last"
+                return f"the file ends {offset + size - size_on_disk} bytes early, inside its {box} box"
             offset += size
     return None
 

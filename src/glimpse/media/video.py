@@ -63,6 +63,13 @@ _PROGRESS_EVERY_S = 1.0
 _DURATION_SLACK_S = 1.0
 
 
+def _reason(exc: Exception) -> str:
+    """FFmpeg's reason in words, without what else its message names: the server's own staging
+    path and FFmpeg's error number are no business of the client's."""
+    reason = getattr(exc, "strerror", None)
+    return reason[:1].lower() + reason[1:] if isinstance(reason, str) and reason else "unknown"
+
+
 class UnreadableVideo(Exception):
     """permanent: the bytes are not a video FFmpeg can demux and decode"""
 
@@ -131,7 +138,7 @@ def _probe(container: Any) -> VideoProbe:
             first = frame
             break
     except av.error.FFmpegError as exc:
-        raise UnreadableVideo(f"the picture cannot be decoded: {exc}") from None
+        raise UnreadableVideo(f"the picture cannot be decoded: {_reason(exc)}") from None
     if first is None:
         raise UnreadableVideo("the file holds no picture that can be decoded")
     aspect = stream.sample_aspect_ratio
@@ -160,11 +167,11 @@ def _opened(path: Path, media_type: MediaType) -> Iterator[Any]:
     except av.error.FFmpegError as exc:
         if isinstance(exc, OSError) and not isinstance(exc, av.error.InvalidDataError):
             raise OSError(exc.errno, exc.strerror) from None  # the disk's fault, not the file's
-        raise UnreadableVideo(f"the file is not a readable video: {exc}") from None
+        raise UnreadableVideo(f"the file is not a readable video: {_reason(exc)}") from None
     try:
         yield container
     except av.error.FFmpegError as exc:
-        raise UnreadableVideo(f"the video is damaged: {exc}") from None
+        raise UnreadableVideo(f"the video is damaged: {_reason(exc)}") from None
     finally:
         container.close()
 
