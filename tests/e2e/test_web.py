@@ -8,6 +8,7 @@ wide (docs/screenshots/ is made so: see README.md).
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import time
@@ -366,16 +367,20 @@ def test_the_feed_scrolls_past_its_first_page(people: People, server: Server) ->
     assert created.status_code == 201
     headers = {"Authorization": f"Bearer {token(server, 'fay')}"}
     ids = []
+    source = ImageOps.exif_transpose(Image.open(PHOTO)).convert("RGB")
     for n in range(23):
-        with PHOTO.open("rb") as photo:
-            response = httpx.post(
-                f"{server.base}/api/v1/posts",
-                headers=headers,
-                files={"file": ("photo.jpg", photo, "image/jpeg")},
-                # The last page comes through the script: its captions must stay text too.
-                data={"caption": f"post {n}" + (" <i>x</i>" if n == 0 else "")},
-                timeout=30,
-            )
+        # A different photo each (a crop of the test photograph): see the closing note of
+        # stop 24 on 404s once seen for a variant that 23 posts of identical bytes shared.
+        photo = io.BytesIO()
+        source.crop((n, n, source.width - 23 + n, source.height - 23 + n)).save(photo, "JPEG")
+        response = httpx.post(
+            f"{server.base}/api/v1/posts",
+            headers=headers,
+            files={"file": ("photo.jpg", photo.getvalue(), "image/jpeg")},
+            # The last page comes through the script: its captions must stay text too.
+            data={"caption": f"post {n}" + (" <i>x</i>" if n == 0 else "")},
+            timeout=30,
+        )
         assert response.status_code == 202
         ids.append(response.json()["id"])
     for post_id in ids:
