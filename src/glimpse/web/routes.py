@@ -146,6 +146,14 @@ def _field(form: FormData, name: str, limit: int) -> str:
     return value[: limit + 1] if isinstance(value, str) else ""
 
 
+def _check_csrf(request: Request, container: Container, form: FormData, *, signed_in: bool) -> None:
+    """A form posted here must carry the token of this browser's session (or pre-session)."""
+    if not sessions.form_csrf_ok(
+        request, container, _field(form, CSRF_FIELD, 64), signed_in=signed_in
+    ):
+        raise _form_expired()
+
+
 def _form_expired() -> Forbidden:
     return Forbidden(
         "This form has expired (or was sent from another site). Please try again.",
@@ -181,12 +189,16 @@ async def home(request: Request, order: str = "ranked") -> Response:
     )
 
 
+async def _signed_out_form(request: Request, template: str) -> Response:
+    """The sign-up or sign-in form; someone signed in already goes home."""
+    if await sessions.signed_in(request, _container(request)) is not None:
+        return RedirectResponse("/", status_code=303)
+    return await _page(request, template, None)
+
+
 @router.get("/signup")
 async def sign_up_page(request: Request) -> Response:
-    viewer = await sessions.signed_in(request, _container(request))
-    if viewer is not None:
-        return RedirectResponse("/", status_code=303)
-    return await _page(request, "signup.html", None)
+    return await _signed_out_form(request, "signup.html")
 
 
 @router.post("/signup")
@@ -194,8 +206,7 @@ async def sign_up(request: Request) -> Response:
     container = _container(request)
     form = await _form(request)
     username = _field(form, "username", 64)
-    if not sessions.form_csrf_ok(request, container, _field(form, CSRF_FIELD, 64), signed_in=False):
-        raise _form_expired()
+    _check_csrf(request, container, form, signed_in=False)
     try:
         body = AccountCreate.model_validate(
             {"username": username, "password": _field(form, "password", 300)}
@@ -238,10 +249,7 @@ async def sign_up(request: Request) -> Response:
 
 @router.get("/signin")
 async def sign_in_page(request: Request) -> Response:
-    viewer = await sessions.signed_in(request, _container(request))
-    if viewer is not None:
-        return RedirectResponse("/", status_code=303)
-    return await _page(request, "signin.html", None)
+    return await _signed_out_form(request, "signin.html")
 
 
 @router.post("/signin")
@@ -251,8 +259,7 @@ async def sign_in(request: Request) -> Response:
     container = _container(request)
     form = await _form(request)
     username = _field(form, "username", 64)
-    if not sessions.form_csrf_ok(request, container, _field(form, CSRF_FIELD, 64), signed_in=False):
-        raise _form_expired()
+    _check_csrf(request, container, form, signed_in=False)
     try:
         body = TokenRequest.model_validate(
             {"username": username, "password": _field(form, "password", 256)}
@@ -291,8 +298,7 @@ async def sign_in(request: Request) -> Response:
 async def sign_out(request: Request) -> Response:
     container = _container(request)
     form = await _form(request)
-    if not sessions.form_csrf_ok(request, container, _field(form, CSRF_FIELD, 64), signed_in=True):
-        raise _form_expired()
+    _check_csrf(request, container, form, signed_in=True)
     viewer = await sessions.signed_in(request, container)
     if viewer is not None:
         try:
@@ -356,8 +362,7 @@ async def edit_profile(request: Request) -> Response:
     if viewer is None:
         return _to_sign_in()
     form = await _form(request)
-    if not sessions.form_csrf_ok(request, container, _field(form, CSRF_FIELD, 64), signed_in=True):
-        raise _form_expired()
+    _check_csrf(request, container, form, signed_in=True)
     try:
         changes = ProfileUpdate.model_validate(
             {
