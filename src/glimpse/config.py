@@ -116,7 +116,14 @@ class Settings(BaseSettings):
     video_decode_memory_bytes: int = Field(default=2 * 1024 * 1024 * 1024, ge=256 * 1024 * 1024)
     video_decode_timeout_seconds: float = Field(default=1500.0, gt=0)
     video_worker_concurrency: int = Field(default=1, ge=0)
-    video_job_lease_seconds: float = Field(default=600.0, gt=0)
+    # A lease is renewed every third of it while the transcode runs; it only matters when the
+    # worker died, and then it is how long its post waits (unless a worker on the same machine
+    # notices the death first: holders.py).
+    video_job_lease_seconds: float = Field(default=180.0, gt=0)
+    # Upload-time video checks (a decoding child each, waited on by the API process): this many
+    # at once, this many more waiting; past that an upload with a video gets 503 `busy`.
+    video_check_concurrency: int = Field(default=2, ge=1)
+    video_check_queue: int = Field(default=8, ge=0)
 
     # Storage: below this much free space the store is "unavailable" in /readyz, and
     # transient storage faults (full or read-only disk, I/O errors) are retried for at least

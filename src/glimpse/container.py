@@ -9,11 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
-import socket
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,9 +23,11 @@ from glimpse.config import Settings
 from glimpse.db.database import Database
 from glimpse.db.node_leases import acquire_node, release_node, renew_node
 from glimpse.feed.memo import ViewerMemo
+from glimpse.holders import new_holder
 from glimpse.ids import MAX_NODE, IdGenerator
 from glimpse.media.origin_cache import OriginCache
 from glimpse.media.urls import MediaUrls
+from glimpse.posts.video_checks import VideoCheckSlots
 from glimpse.posts.views import MediaViewCache
 from glimpse.throttling import SignInGuard, Throttle
 
@@ -63,6 +62,7 @@ class Container:
     sign_ins: SignInGuard
     viewer_memo: ViewerMemo
     media_views: MediaViewCache
+    video_checks: VideoCheckSlots
     # Lease the ids' node from the database at start(), unless build_container fixed it.
     lease_node: bool = True
     holder: str = ""
@@ -107,6 +107,7 @@ class Container:
                 await self._renewal
             with contextlib.suppress(Exception):
                 await release_node(self.db, self.ids.node, self.holder)
+        self.video_checks.close()
         await self.throttle.close()
         await self.queue.close()
         await self.feed_store.close()
@@ -119,7 +120,7 @@ def build_container(settings: Settings, *, node_id: int | None = None) -> Contai
     _load_job_handlers()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     fixed_node = node_id
-    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    holder = new_holder()
     db = Database(
         settings.resolved_database_url,
         busy_timeout_ms=settings.database_busy_timeout_ms,
@@ -158,6 +159,7 @@ def build_container(settings: Settings, *, node_id: int | None = None) -> Contai
         sign_ins=SignInGuard(throttle),
         viewer_memo=ViewerMemo(ttl_seconds=settings.feed_viewer_memo_seconds),
         media_views=MediaViewCache(),
+        video_checks=VideoCheckSlots(settings.video_check_concurrency, settings.video_check_queue),
         lease_node=fixed_node is None,
         holder=holder,
     )

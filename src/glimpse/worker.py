@@ -242,6 +242,14 @@ async def run_worker(container: Container, stop: asyncio.Event, concurrency: int
                 await schedule_periodic_jobs(container)
             except Exception:
                 log.exception("scheduling periodic jobs failed")
+            try:
+                # At start (a restarted worker finds its dead predecessor's jobs) and now and
+                # then (a sibling's death): minutes sooner than their leases would give them.
+                released = await container.queue.release_jobs_of_dead_workers()
+                if released:
+                    log.warning("gave back %d jobs of workers that died", released)
+            except Exception:
+                log.exception("giving back the jobs of dead workers failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), periodic_check_seconds())
 

@@ -259,7 +259,12 @@ def limit_clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     folder = tmp_path_factory.mktemp("limit-clips")
     wide = make_clip(folder / "wide.mp4", size=(3856, 16), seconds=0.1, audio=False)
     fast = make_clip(folder / "fast.mp4", size=(64, 64), seconds=0.05, fps=240, audio=False)
-    return {"wide": wide.path.read_bytes(), "fast": fast.path.read_bytes()}
+    tiny = make_clip(folder / "tiny.mp4", size=(8, 8), seconds=0.1, audio=False)
+    return {
+        "wide": wide.path.read_bytes(),
+        "fast": fast.path.read_bytes(),
+        "tiny": tiny.path.read_bytes(),
+    }
 
 
 @pytest.mark.parametrize(
@@ -271,6 +276,69 @@ async def test_past_4k_or_past_120_fps_is_413(
     headers = await glimpse.signup()
     response = await glimpse.upload(headers, files=[("clip.mp4", limit_clips[clip])])
     await refused(glimpse, response, 413, code)
+
+
+async def test_a_video_too_small_to_play_without_upscaling_is_422(
+    glimpse: Glimpse, limit_clips: dict[str, bytes]
+) -> None:
+    # 8x8: its renditions could only be made by blowing it up (API.md: never upscaled).
+    headers = await glimpse.signup()
+    response = await glimpse.upload(headers, files=[("dot.mp4", limit_clips["tiny"])])
+    error = await refused(glimpse, response, 422, "video_too_small")
+    assert "8x8" in error["message"]
+
+
+async def test_an_av1_video_is_accepted_and_transcoded(glimpse: Glimpse, tmp_path: Path) -> None:
+    # AV1 is decoded by a decoder named "libdav1d": what is checked is the codec's own name.
+    clip = make_clip(tmp_path / "av1.mp4", codec="libsvtav1", size=(320, 240), seconds=0.3)
+    headers = await glimpse.signup()
+    response = await glimpse.upload(headers, files=[("av1.mp4", clip.path.read_bytes())])
+    post = await process(glimpse, headers, response)
+    assert post["status"] == "ready", post.get("error")
+    [media] = post["media"]
+    assert (media["width"], media["height"]) == (320, 240)
+    assert ("mp4_480", "video/mp4") in variants_of(media)
+
+
+@pytest.mark.parametrize(
+    "settings", [{"video_check_concurrency": 1, "video_check_queue": 0}], indirect=True
+)
+async def test_with_every_video_check_busy_a_video_is_503_and_a_photo_goes_through(
+    glimpse: Glimpse, clips: dict[str, Clip], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Checks run in a pool of their own: a slow one (a crafted file) takes a video slot, never
+    # the threads a photo upload's own checks and storage need.
+    import threading
+
+    from glimpse.media import decoding
+
+    release = threading.Event()
+    started = threading.Event()
+    real_probe = decoding.probe_video_in_child
+
+    def slow_probe(*args: Any) -> Any:
+        started.set()
+        release.wait(60)
+        return real_probe(*args)
+
+    monkeypatch.setattr(decoding, "probe_video_in_child", slow_probe)
+    headers = await glimpse.signup()
+    video_bytes = clips["h264"].path.read_bytes()
+    first = asyncio.ensure_future(glimpse.upload(headers, files=[("a.mp4", video_bytes)]))
+    try:
+        assert await asyncio.to_thread(started.wait, 60)
+        second = await glimpse.upload(headers, files=[("b.mp4", video_bytes)])
+        assert second.status_code == 503, second.text
+        assert second.json()["error"]["code"] == "busy"
+        assert int(second.headers["retry-after"]) > 0
+        photo = await glimpse.upload(headers, files=[("p.jpg", jpeg_bytes((400, 300)))])
+        assert photo.status_code == 202, photo.text
+    finally:
+        release.set()
+    assert (await first).status_code == 202
+    # Nothing of the refused one stayed: the first video and the photo, and their originals only.
+    assert len(glimpse.stored_files()) == 2
+    assert list(glimpse.container.storage.staging_dir().iterdir()) == []
 
 
 @pytest.mark.parametrize("settings", [{"max_video_bytes": 16 * 1024}], indirect=True)
@@ -465,6 +533,30 @@ async def test_the_checking_process_dying_is_503_and_leaves_nothing(
     response = await glimpse.upload(headers, files=[("clip.mp4", clips["h264"].path.read_bytes())])
     assert response.status_code == 503 and int(response.headers["retry-after"]) > 0
     await assert_nothing_written(glimpse)
+
+
+async def test_a_transcode_clears_what_a_killed_earlier_run_of_it_left_in_staging(
+    glimpse: Glimpse, clips: dict[str, Clip]
+) -> None:
+    headers = await glimpse.signup()
+    response = await glimpse.upload(headers, files=[("clip.mp4", clips["h264"].path.read_bytes())])
+    async with glimpse.container.db.read() as session:
+        media_id = (await session.execute(select(Media.id))).scalar_one()
+    staging = glimpse.container.storage.staging_dir()
+    # What a run killed with its worker leaves: renditions, progress, a fetched original.
+    left = [
+        f"transcode-{media_id}-0f1e2d-mp4_720.mp4",
+        f"progress-{media_id}-0f1e2d",
+        f"original-{media_id}-0f1e2d",
+    ]
+    for name in left:
+        (staging / name).write_bytes(b"x" * 1000)
+    other = staging / f"transcode-{media_id}1-0f1e2d-mp4_720.mp4"  # another video's
+    other.write_bytes(b"y")
+    post = await process(glimpse, headers, response)
+    assert post["status"] == "ready"
+    assert [p.name for p in staging.iterdir()] == [other.name]
+    other.unlink()
 
 
 async def test_an_original_from_a_store_without_local_files_is_fetched_to_a_file(

@@ -9,6 +9,7 @@ import os
 import resource
 import signal
 import struct
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -278,3 +279,48 @@ def test_no_task_may_write_a_core_dump_when_its_cpu_budget_kills_it() -> None:
     # Whatever a previous task left (here: core dumps allowed), each task runs without them.
     pid = run_in_child(BUDGET, allow_core_dumps)
     assert run_in_child(BUDGET, core_limit) == (pid, 0)
+
+
+_ORPHAN_SCRIPT = """
+import sys, threading, time
+from glimpse.media import decoding
+if __name__ == "__main__":
+    budget = decoding.DecodeBudget(cpu_seconds=600, memory_bytes=2**31, timeout_seconds=600)
+    threading.Thread(
+        target=decoding.run_in_child, args=(budget, time.sleep, 600), daemon=True
+    ).start()
+    print("started", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_decoding_child_dies_with_the_process_it_works_for(tmp_path: Path) -> None:
+    """A worker killed mid-transcode leaves no child decoding for nobody (for up to its
+    budget's 25 minutes, a core and staging space each)."""
+    psutil = pytest.importorskip("psutil")
+    script = tmp_path / "user.py"
+    script.write_text(_ORPHAN_SCRIPT)
+    user = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert user.stdout is not None and user.stdout.readline().strip() == "started"
+        # The task's child is a grandchild (the fork server makes it): wait until it exists.
+        deadline = time.monotonic() + 30
+        children: list[Any] = []
+        while time.monotonic() < deadline:
+            children = [
+                c
+                for c in psutil.Process(user.pid).children(recursive=True)
+                if "forkserver" in " ".join(c.cmdline())
+                and c.ppid() != user.pid  # the decoding child, not the fork server itself
+            ]
+            if children:
+                break
+            time.sleep(0.1)
+        assert children, "the decoding child never started"
+    finally:
+        user.send_signal(signal.SIGKILL)
+        user.wait()
+    _, alive = psutil.wait_procs(children, timeout=15)
+    for straggler in alive:
+        straggler.kill()
+    assert not alive, "the decoding child outlived the process it worked for"

@@ -8,6 +8,8 @@ so that no test sees another's jobs as its own.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -20,9 +22,11 @@ from sqlalchemy import select
 from glimpse.backends.queue.base import ClaimedJob
 from glimpse.backends.queue.models import Job, JobState
 from glimpse.backends.queue.outbox import enqueue
+from glimpse.backends.queue.sql import SqlJobQueue
 from glimpse.config import Settings
 from glimpse.container import Container, build_container
 from glimpse.db.migrate import upgrade_to_head
+from glimpse.holders import local_machine
 from glimpse.jobs import (
     DeadHandler,
     Handler,
@@ -224,6 +228,83 @@ async def test_job_of_a_worker_that_died_is_run_by_another_after_the_lease(
 
     assert ran == [{"photo": 7}]
     assert await job_rows(survivor) == []
+
+
+def _holder_of_a_dead_local_process() -> str:
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    return f"{local_machine()}:{finished.pid}:0a1b2c3d"
+
+
+async def test_a_restarted_worker_runs_a_dead_local_worker_s_job_at_once(
+    make_container: MakeContainer,
+) -> None:
+    # A worker killed mid-transcode holds a lease of minutes; one on the same machine can see
+    # that its process is gone and give the job back without waiting for the lease.
+    ran: list[Payload] = []
+
+    async def handler(container: Container, payload: Payload) -> None:
+        ran.append(payload)
+
+    name = register(handler)
+    survivor = make_container(node_id=2)
+    dead = SqlJobQueue(
+        survivor.db,
+        worker_name=_holder_of_a_dead_local_process(),
+        lease_seconds=600,
+        poll_seconds=0.05,
+    )
+    alive = make_container(node_id=3)  # a live worker of this process: its job stays leased
+    await add_job(survivor, name, {"photo": 1})
+    assert await dead.claim(registry.names()) is not None  # ...and the process was killed
+    await add_job(survivor, name, {"photo": 2})
+    assert await alive.queue.claim(registry.names()) is not None
+
+    assert await drain(survivor) == 0  # both leased
+    assert await survivor.queue.release_jobs_of_dead_workers() == 1
+    assert await survivor.queue.release_jobs_of_dead_workers() == 0
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run_worker(survivor, stop))
+    try:
+        async with asyncio.timeout(30):  # (a bound on a hang)
+            while not ran:
+                await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await worker
+    assert ran == [{"photo": 1}]
+    [left] = await job_rows(survivor)  # the live worker's, still its own
+    assert left.locked_by == alive.holder and left.state == JobState.RUNNING
+
+
+async def test_a_worker_at_start_gives_back_the_jobs_of_dead_local_workers(
+    make_container: MakeContainer,
+) -> None:
+    ran: list[int] = []
+
+    async def handler(container: Container, payload: Payload) -> None:
+        ran.append(payload["attempt_seen"])
+
+    name = register(handler)
+    worker_container = make_container(node_id=2)
+    dead = SqlJobQueue(
+        worker_container.db,
+        worker_name=_holder_of_a_dead_local_process(),
+        lease_seconds=600,
+        poll_seconds=0.05,
+    )
+    await add_job(worker_container, name, {"attempt_seen": 1})
+    assert await dead.claim(registry.names()) is not None
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run_worker(worker_container, stop))
+    try:
+        async with asyncio.timeout(30):
+            while not ran:
+                await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await worker
+    assert ran == [1] and await job_rows(worker_container) == []
 
 
 async def test_a_job_running_longer_than_its_lease_keeps_it(make_container: MakeContainer) -> None:

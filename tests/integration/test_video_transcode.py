@@ -185,10 +185,8 @@ def test_decoding_stops_past_the_frames_the_limits_allow(
     assert list(tmp_path.glob("transcode-*")) == []
 
 
-def _frames_at_one_instant(path: Path, frames: int) -> None:
-    """A WebM of one small VP8 keyframe and `frames` - 1 copies of an inter frame that changes
-    nothing, every one stamped at t=0: tiny to send, a frame to decode each (the outside attack
-    run's decode bomb, at 64x64)."""
+def _vp8_key_and_inter_frame() -> tuple[bytes, bytes]:
+    """One small VP8 keyframe and an inter frame that changes nothing, at 64x64."""
     encoder = av.CodecContext.create("libvpx", "w")
     encoder.width, encoder.height, encoder.pix_fmt = 64, 64, "yuv420p"
     encoder.time_base = Fraction(1, 1000)
@@ -199,17 +197,59 @@ def _frames_at_one_instant(path: Path, frames: int) -> None:
         frame.pts = i
         packets += list(encoder.encode(frame))
     packets += list(encoder.encode(None))
-    key, inter = bytes(packets[0]), bytes(packets[1])
+    return bytes(packets[0]), bytes(packets[1])
+
+
+def _vp8_webm(path: Path, frames: list[tuple[bytes, int, int]]) -> None:
+    """A WebM of VP8 frames given as (data, pts, duration) in milliseconds."""
     with av.open(str(path), "w", format="webm") as out:
         stream = out.add_stream("libvpx", rate=120)
         stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
         stream.time_base = Fraction(1, 1000)
-        for i in range(frames):
-            packet = av.Packet(key if i == 0 else inter)
+        for i, (data, pts, duration) in enumerate(frames):
+            packet = av.Packet(data)
             packet.stream, packet.time_base = stream, stream.time_base
-            packet.pts = packet.dts = 0
+            packet.pts = packet.dts = pts
+            packet.duration = duration
             packet.is_keyframe = i == 0
             out.mux(packet)
+
+
+def _frames_at_one_instant(path: Path, frames: int) -> None:
+    """A keyframe and `frames` - 1 copies of an inter frame, every one stamped at t=0: tiny to
+    send, a frame to decode each (the outside attack run's decode bomb, at 64x64)."""
+    key, inter = _vp8_key_and_inter_frame()
+    _vp8_webm(path, [(key if i == 0 else inter, 0, 0) for i in range(frames)])
+
+
+def test_a_last_frame_shown_past_the_limit_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two frames, the second starting at 0.1 s and shown for 200 s: every frame starts within
+    # the limit, but the video lasts far past it (and its header passes the upload's check here).
+    key, inter = _vp8_key_and_inter_frame()
+    path = tmp_path / "long-last-frame.webm"
+    _vp8_webm(path, [(key, 0, 100), (inter, 100, 200_000)])
+    monkeypatch.setattr(video, "check_limits", lambda probe, max_seconds: None)
+    with pytest.raises(video.VideoRefused) as refused:
+        video.transcode_video(path, MediaType.WEBM, tmp_path, False, 5.0)
+    assert refused.value.code == "video_too_long"
+    assert list(tmp_path.glob("transcode-*")) == []
+
+
+def test_a_file_without_a_picture_in_its_first_packets_is_unreadable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Packets that decode to no picture (here keyframes whose header says "do not show": bit 4
+    # of a VP8 frame's first byte) are read only so far before the upload's check gives up.
+    key, _ = _vp8_key_and_inter_frame()
+    hidden = bytes([key[0] & ~0x10]) + key[1:]
+    path = tmp_path / "no-picture-first.webm"
+    _vp8_webm(path, [(hidden, i, 1) for i in range(40)] + [(key, 40, 1)])
+    assert video.probe_video(path, MediaType.WEBM).width == 64  # within the default cap
+    monkeypatch.setattr(video, "PROBE_MAX_PACKETS", 20)
+    with pytest.raises(video.UnreadableVideo, match="first 20 packets"):
+        video.probe_video(path, MediaType.WEBM)
 
 
 def test_frames_that_never_move_time_forward_are_refused_early(tmp_path: Path) -> None:

@@ -20,8 +20,10 @@ import math
 import multiprocessing
 import os
 import resource
+import select
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -73,15 +75,18 @@ class DecodeBudget:
         second of work for any real file; the API waits for it."""
         return cls(
             cpu_seconds=VIDEO_PROBE_CPU_SECONDS,
-            memory_bytes=settings.video_decode_memory_bytes,
+            memory_bytes=min(VIDEO_PROBE_MEMORY_BYTES, settings.video_decode_memory_bytes),
             timeout_seconds=VIDEO_PROBE_TIMEOUT_SECONDS,
         )
 
 
-# A 4K HEVC frame decodes in well under a second; a file that needs more to show its first one
-# is refused at upload.
-VIDEO_PROBE_CPU_SECONDS = 10
-VIDEO_PROBE_TIMEOUT_SECONDS = 20.0
+# A 4K HEVC frame decodes in 30 ms, in a child of 260 MB of address space (H.264, VP9 and AV1
+# alike); a file that needs far more to show its first one is refused at upload. The API waits
+# for each check, and only a few run at once (posts/video_checks.py): a crafted file must not
+# hold a slot for long.
+VIDEO_PROBE_CPU_SECONDS = 5
+VIDEO_PROBE_TIMEOUT_SECONDS = 10.0
+VIDEO_PROBE_MEMORY_BYTES = 768 * 2**20
 
 
 class DecodeBudgetExceeded(Exception):
@@ -207,7 +212,10 @@ class _Child:
     def __init__(self) -> None:
         self.conn, child_end = _CONTEXT.Pipe(duplex=True)
         self.process = _CONTEXT.Process(
-            target=_child_loop, args=(child_end,), name="glimpse-decoder", daemon=True
+            target=_child_loop,
+            args=(child_end, os.getpid()),
+            name="glimpse-decoder",
+            daemon=True,
         )
         self.process.start()
         child_end.close()
@@ -299,8 +307,9 @@ def _death(exitcode: int | None, budget: DecodeBudget) -> Exception:
     return DecoderDied(f"the decoding process died (exit code {exitcode})")
 
 
-def _child_loop(conn: Connection) -> None:
-    """Run tasks until the parent closes its end (or goes away)."""
+def _child_loop(conn: Connection, user: int) -> None:
+    """Run tasks until `user` (the process that made this child) closes its end or dies."""
+    _die_with(user)
     while True:
         # Between tasks the limits are the hard ones: unpickling the next task may import the
         # module of its function, which a previous task's memory budget must not refuse.
@@ -343,6 +352,53 @@ def _child_loop(conn: Connection) -> None:
             conn.send(("error", died, rss))
         del outcome
         _give_back_free_memory()  # (the answer's pickle; the parent is not waiting for this)
+
+
+def _die_with(user: int) -> None:
+    """Kill this child as soon as the process it decodes for (a worker, the API) is gone, killed
+    included. A child mid-transcode would otherwise go on for up to its whole budget (25
+    minutes) for nobody, holding a core and writing into staging. (Its parent is the fork
+    server, which lives on while any child does: a parent-death signal would never come.)"""
+
+    def watch() -> None:
+        try:
+            # Readable once that process has exited; opened while it is surely alive (it is
+            # waiting for this child to start), so a reused pid cannot fool it.
+            handle = os.pidfd_open(user)
+        except (AttributeError, OSError):  # no pidfd (an old kernel, not Linux): look every second
+            while _alive(user):
+                time.sleep(1.0)
+        else:
+            select.select([handle], [], [])
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    # The child's whole address space is budgeted (RLIMIT_AS), and glibc gives each new thread
+    # a heap arena of its own, 64 MB of address space reserved at its first malloc: this
+    # thread's would cost more than most decodes need. One arena for every thread of the child
+    # (the codecs' threads too, whose arenas counted against the budget in the same way); and a
+    # small stack, where 8 MB would be reserved for a few calls' worth of frames.
+    mallopt = getattr(_LIBC, "mallopt", None)
+    if mallopt is not None:
+        mallopt(_M_ARENA_MAX, 1)
+    default = threading.stack_size(_WATCH_STACK_BYTES)
+    try:
+        threading.Thread(target=watch, name="glimpse-decoder-watch", daemon=True).start()
+    finally:
+        threading.stack_size(default)
+
+
+_WATCH_STACK_BYTES = 256 * 1024
+_M_ARENA_MAX = -8  # mallopt(3)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _resident_bytes() -> int:

@@ -61,6 +61,8 @@ _AUDIO_FRAME = 1024
 _PROGRESS_EVERY_S = 1.0
 # A header may understate the length; decoding stops this far past the limit.
 _DURATION_SLACK_S = 1.0
+# Packets of the picture stream read before the upload's check gives up on a first frame.
+PROBE_MAX_PACKETS = 300
 
 
 def _reason(exc: Exception) -> str:
@@ -125,8 +127,14 @@ def _probe(container: Any) -> VideoProbe:
     if not container.streams.video:
         raise UnreadableVideo("the file holds no picture, only sound or data")
     stream = container.streams.video[0]
-    codec = stream.codec_context
-    audio = container.streams.audio[0].codec_context.name if container.streams.audio else None
+    # The codec's own name, not its decoder's: AV1 is decoded by "libdav1d", Opus may be by
+    # "libopus", and the list of what Glimpse handles names codecs.
+    codec = stream.codec_context.codec.canonical_name
+    audio = (
+        container.streams.audio[0].codec_context.codec.canonical_name
+        if container.streams.audio
+        else None
+    )
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     durations = [container.duration / 1_000_000 if container.duration else 0.0]
     for s in (*container.streams.video, *container.streams.audio):
@@ -134,9 +142,19 @@ def _probe(container: Any) -> VideoProbe:
             durations.append(float(s.duration * s.time_base))
     first = None
     try:
-        for frame in container.decode(stream):
-            first = frame
-            break
+        for packets, packet in enumerate(container.demux(stream), start=1):
+            for frame in packet.decode():
+                first = frame
+                break
+            if first is not None:
+                break
+            # A real video shows its first picture within a few packets (a decoder's frame
+            # threads hold a handful back); a file of thousands that decode to nothing would
+            # hold the upload's check for its whole budget.
+            if packets >= PROBE_MAX_PACKETS:
+                raise UnreadableVideo(
+                    f"the file shows no picture in its first {PROBE_MAX_PACKETS} packets"
+                )
     except av.error.FFmpegError as exc:
         raise UnreadableVideo(f"the picture cannot be decoded: {_reason(exc)}") from None
     if first is None:
@@ -144,7 +162,7 @@ def _probe(container: Any) -> VideoProbe:
     aspect = stream.sample_aspect_ratio
     return VideoProbe(
         container=container.format.name,
-        video_codec=codec.name,
+        video_codec=codec,
         width=first.width,
         height=first.height,
         rotation=round(first.rotation or 0),

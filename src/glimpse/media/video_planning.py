@@ -14,6 +14,9 @@ from fractions import Fraction
 MAX_LONG_SIDE = 3840
 MAX_SHORT_SIDE = 2160
 MAX_FRAME_RATE = 120.0
+# The smallest frame a rendition can be made from without upscaling: H.264 in 4:2:0 codes
+# 16x16 macroblocks, and a tinier source (a 1x1 "video") would have to be blown up to be played.
+MIN_SIDE = 16
 # What the decoders and the H.264 encoder of the pipeline accept. Anything else (ProRes RAW,
 # codecs of old camcorders) is refused at upload, not after a minute of work.
 VIDEO_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "mpeg4"})
@@ -49,10 +52,12 @@ class VideoProbe:
 
 @dataclass(frozen=True)
 class LimitBreach:
-    """Why a video is refused: an API error code and a sentence for its author."""
+    """Why a video is refused: an API error code and a sentence for its author. `too_large`
+    says which kind of refusal it is: past a maximum (413) or short of a minimum (422)."""
 
     code: str
     message: str
+    too_large: bool = True
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,13 @@ def check_limits(probe: VideoProbe, max_seconds: float) -> LimitBreach | None:
             "too_many_pixels",
             f"A video may be at most {MAX_LONG_SIDE}x{MAX_SHORT_SIDE} (4K); this one is"
             f" {probe.width}x{probe.height}.",
+        )
+    if short_side < MIN_SIDE:
+        return LimitBreach(
+            "video_too_small",
+            f"A video must be at least {MIN_SIDE}x{MIN_SIDE} pixels; this one is"
+            f" {probe.width}x{probe.height}.",
+            too_large=False,
         )
     if probe.frame_rate > MAX_FRAME_RATE:
         return LimitBreach(

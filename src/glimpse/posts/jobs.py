@@ -116,6 +116,11 @@ async def transcode_video(container: Container, payload: Payload) -> None:
         return  # the post was deleted (or already failed) meanwhile
     storage, settings = container.storage, container.settings
     staging = storage.staging_dir()
+    # What an earlier run of this job left, killed with its worker: its renditions, progress
+    # and fetched original (up to 200 MB). That run is over (this one holds the job's lease now),
+    # and the staging sweep would take an hour to notice.
+    for earlier in ("transcode", "progress", "original"):
+        await asyncio.to_thread(_remove_staged, staging, f"{earlier}-{media_id}-")
     # The child reads the original from its file (up to 200 MB never pass through a bytes
     # object), from the store's disk, or from a copy fetched into staging from other stores.
     fetched: Path | None = None

@@ -120,9 +120,7 @@ async def _check_videos(
     for f in files:
         name = f.filename or "A video"
         try:
-            probe = await asyncio.to_thread(
-                decoding.probe_video_in_child, f.path, f.media_type, budget
-            )
+            probe = await container.video_checks.probe(f.path, f.media_type, budget)
         except video.UnreadableVideo as exc:
             raise UnsupportedMediaType(
                 f"{name} is not a readable video: {exc}", code="unreadable_video"
@@ -146,6 +144,8 @@ async def _check_videos(
                 code="unsupported_video_codec",
             )
         breach = check_limits(probe, max_seconds)
+        if breach is not None and not breach.too_large:
+            raise Invalid(breach.message, code=breach.code)
         if breach is not None:
             raise TooLarge(breach.message, code=breach.code)
         durations[f.path] = probe.duration_s

@@ -61,6 +61,15 @@ def test_a_video_past_a_limit_is_refused_with_its_code(
     assert breach is not None and breach.code == code and breach.message
 
 
+@pytest.mark.parametrize(("width", "height"), [(1, 1), (15, 720), (1280, 15)])
+def test_a_video_too_small_to_play_without_upscaling_is_refused_as_invalid(
+    width: int, height: int
+) -> None:
+    breach = check_limits(probe(width=width, height=height), 90)
+    assert breach is not None and breach.code == "video_too_small" and not breach.too_large
+    assert check_limits(probe(width=16, height=16), 90) is None
+
+
 def test_a_story_is_held_to_its_own_shorter_limit() -> None:
     assert check_limits(probe(duration_s=75), 90) is None
     breach = check_limits(probe(duration_s=75), 60)

@@ -54,6 +54,11 @@ class JobConsumer(Protocol):
     async def bury(self, job: ClaimedJob, error: str) -> None:
         """Move the job to dead letters, where operators can see it."""
 
+    async def release_jobs_of_dead_workers(self) -> int:
+        """Give back, due now, the running jobs of workers on this machine that have died (a
+        kill, a crash), rather than let them wait out their leases; returns how many. (Workers
+        elsewhere are left to their leases: their deaths cannot be seen from here.)"""
+
     async def wait_for_work(self, names: Collection[str], timeout: float) -> None:
         """Return as soon as a job of one of these names may be due, or after `timeout`."""
 

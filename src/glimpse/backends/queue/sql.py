@@ -21,6 +21,7 @@ from sqlalchemy import bindparam, text
 
 from glimpse.backends.queue.base import ClaimedJob
 from glimpse.db.database import Database
+from glimpse.holders import is_dead_local_holder
 
 _LAST_ERROR_CHARS = 4000
 
@@ -130,6 +131,33 @@ class SqlJobQueue:
 
     def _owner(self, job: ClaimedJob) -> dict[str, object]:
         return {"id": job.id, "worker": self._worker, "attempts": job.attempts}
+
+    async def release_jobs_of_dead_workers(self) -> int:
+        async with self._db.read() as session:
+            holders = (
+                await session.execute(
+                    text("SELECT DISTINCT locked_by FROM jobs WHERE state = 'running'")
+                )
+            ).scalars()
+            dead = [h for h in holders if h and is_dead_local_holder(h)]
+        released = 0
+        for holder in dead:
+            # The attempt counts: a job that kills its worker each time is buried in the end.
+            async with self._db.write() as session:
+                result = await session.execute(
+                    text(
+                        "UPDATE jobs SET state = 'queued', available_at = :now,"
+                        " locked_by = NULL, last_error = :error"
+                        " WHERE state = 'running' AND locked_by = :holder"
+                    ),
+                    {
+                        "now": time.time(),
+                        "holder": holder,
+                        "error": f"The worker running it ({holder}) died; given back at once.",
+                    },
+                )
+            released += getattr(result, "rowcount", 0) or 0
+        return released
 
     async def wait_for_work(self, names: Collection[str], timeout: float) -> None:
         # Other processes cannot wake us on SQLite, so look often; the look is one indexed read.

@@ -1,0 +1,74 @@
+"""Room for the upload-time video checks: a few at once, in threads of their own.
+
+Each check waits on a decoding child for up to its budget (seconds, for a file crafted to be
+slow). Waited on from the default thread pool, six of them took every thread the API process
+has (2 cores: six), and a photo upload's own header check queued behind them for 18 s. Here they
+run in their own small pool, with a short queue in front of it; past that the API says 503
+`busy` at once rather than keep a client's request, and its spooled file, waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from glimpse.errors import Unavailable
+from glimpse.media import decoding
+from glimpse.media.sniff import MediaType
+from glimpse.media.video_planning import VideoProbe
+
+# When to try again after a refusal for want of room: about one check's time.
+BUSY_RETRY_AFTER_SECONDS = 5
+
+
+class VideoCheckSlots:
+    def __init__(self, concurrency: int, queue: int) -> None:
+        self._concurrency = max(1, concurrency)
+        self._slots = asyncio.Semaphore(self._concurrency)
+        self._queue = max(0, queue)
+        self._waiting = 0
+        self._executor: ThreadPoolExecutor | None = None
+
+    async def probe(
+        self, path: Path, media_type: MediaType, budget: decoding.DecodeBudget
+    ) -> VideoProbe:
+        """`decoding.probe_video_in_child` in a slot of its own; raises what it raises, and
+        Unavailable (503 `busy`) when every slot is taken and the queue is full."""
+        async with self._slot():
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self._pool(), decoding.probe_video_in_child, path, media_type, budget
+            )
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        if self._slots.locked() and self._waiting >= self._queue:
+            raise Unavailable(
+                "The server is checking as many videos as it can; please try again soon.",
+                retry_after=BUSY_RETRY_AFTER_SECONDS,
+                code="busy",
+            )
+        self._waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+    def _pool(self) -> ThreadPoolExecutor:
+        # Made on first use: most API processes never see a video, and no thread starts at import.
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=self._concurrency, thread_name_prefix="glimpse-video-check"
+            )
+        return self._executor
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
