@@ -10,8 +10,6 @@ run in their own small pool, with a short queue in front of it; past that the AP
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -37,14 +35,17 @@ class VideoCheckSlots:
     ) -> VideoProbe:
         """`decoding.probe_video_in_child` in a slot of its own; raises what it raises, and
         Unavailable (503 `busy`) when every slot is taken and the queue is full."""
-        async with self._slot():
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(
-                self._pool(), decoding.probe_video_in_child, path, media_type, budget
-            )
+        await self._take_slot()
+        loop = asyncio.get_running_loop()
+        check = loop.run_in_executor(
+            self._pool(), decoding.probe_video_in_child, path, media_type, budget
+        )
+        # The slot is free when the check is over, not when its request is: a client that hangs
+        # up mid-check leaves the child working until its budget ends, and that work must count.
+        check.add_done_callback(lambda _: self._slots.release())
+        return await asyncio.shield(check)
 
-    @contextlib.asynccontextmanager
-    async def _slot(self) -> AsyncIterator[None]:
+    async def _take_slot(self) -> None:
         if self._slots.locked() and self._waiting >= self._queue:
             raise Unavailable(
                 "The server is checking as many videos as it can; please try again soon.",
@@ -56,10 +57,6 @@ class VideoCheckSlots:
             await self._slots.acquire()
         finally:
             self._waiting -= 1
-        try:
-            yield
-        finally:
-            self._slots.release()
 
     def _pool(self) -> ThreadPoolExecutor:
         # Made on first use: most API processes never see a video, and no thread starts at import.
