@@ -35,17 +35,9 @@ from playwright.sync_api import Browser, Page, Route, sync_playwright
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from bench.testdata import testdata
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.servers import Server
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PASSWORD = "correct horse battery"
 POSTS = 20
 SLOW_4G = {
@@ -204,7 +196,7 @@ def main() -> None:
         try:
             load(server)
             with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 for name, screen in SCREENS.items():
                     state = sign_in(browser, server.base, screen)
                     for slow in (False, True):

@@ -21,20 +21,9 @@ from PIL import Image, ImageOps
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from glimpse.media.filters import apply_filter
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.servers import Server
 
-CHROMIUM = "/usr/bin/chromium"
-# As root on a closed network: no sandbox (it needs user namespaces), and none of the
-# background connections Chromium would make to Google's hosts.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PHOTO = Path(__file__).parents[1] / "data" / "camera" / "DSCN0010.jpg"
 PHONE = {"width": 375, "height": 812}
 DESKTOP = {"width": 1280, "height": 900}

@@ -86,11 +86,9 @@ async def get_me(caller: Caller, container: ContainerDep) -> MeOut:
 async def update_me(body: ProfileUpdate, caller: Caller, container: ContainerDep) -> MeOut:
     """Change the display name, bio or privacy of the caller's account."""
     async with container.db.write() as session:
-        user = await accounts.update_profile(session, caller.user.id, body)
-        if body.is_private is False:
-            await graph.accept_all_requests(
-                session, container.ids, container.settings, caller.user.id
-            )
+        user = await graph.change_profile(
+            session, container.ids, container.settings, caller.user.id, body
+        )
     return await _me(container, user)
 
 

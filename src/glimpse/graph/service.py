@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from glimpse.accounts import service as accounts
 from glimpse.accounts.models import User
+from glimpse.accounts.schemas import ProfileUpdate
 from glimpse.backends.queue.outbox import enqueue
 from glimpse.config import Settings
 from glimpse.errors import Forbidden, Invalid, NotFound
@@ -141,6 +142,21 @@ async def deny_request(session: AsyncSession, owner_id: int, username: str) -> N
     """Refuse a follow request. Idempotent."""
     requester, _ = await visible_user(session, username, owner_id)
     await repository.remove_request(session, requester.id, owner_id)
+
+
+async def change_profile(
+    session: AsyncSession,
+    ids: IdGenerator,
+    settings: Settings,
+    user_id: int,
+    changes: ProfileUpdate,
+) -> User:
+    """Change the display name, bio or privacy of an account (PATCH /me and the web app's
+    profile form). Going public lets in everyone who asked to follow."""
+    user = await accounts.update_profile(session, user_id, changes)
+    if changes.is_private is False:
+        await accept_all_requests(session, ids, settings, user_id)
+    return user
 
 
 async def accept_all_requests(

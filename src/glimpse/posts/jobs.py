@@ -69,35 +69,9 @@ async def process_media(container: Container, payload: Payload) -> None:
     except images.UndecodableImage as exc:
         raise PermanentJobError("undecodable_image", str(exc)) from exc
     del original
-    keys = [service.variant_key(v.data, v.content_type) for v in processed.variants]
-    # Should this run die between storing the files and recording them, or the post be deleted
-    # meanwhile, nothing would point at the files: a purge scheduled first removes them then.
-    # It waits a lease, by when this run has recorded them (it then keeps them) or is dead.
-    async with container.db.write() as session:
-        service.schedule_purge(
-            session,
-            container.ids,
-            container.settings,
-            keys,
-            delay_seconds=container.settings.job_lease_seconds,
-        )
-    # Files first, rows second: a row never points at a file that is not there yet.
-    for variant, key in zip(processed.variants, keys, strict=True):
-        await container.storage.put_bytes(key, variant.data, variant.content_type)
-    async with container.db.write() as session:
-        current = await repository.get_media(session, media_id)
-        recorded = current is not None and await service.record_processed_media(
-            session, container.ids, container.settings, current, processed, keys, container.now()
-        )
-        if not recorded:  # deleted (or expired) while we worked: no need to wait for the guard
-            service.schedule_purge(session, container.ids, container.settings, keys)
-    if recorded:
-        # A purge (this run's own guard, or another post's with the same bytes) may have taken
-        # them between our put and our commit; purges decide under the write lock, so never
-        # after it. Store any such file again.
-        for variant, key in zip(processed.variants, keys, strict=True):
-            if await container.storage.size(key) is None:
-                await container.storage.put_bytes(key, variant.data, variant.content_type)
+    await _store_processed(
+        container, media_id, processed, guard_seconds=container.settings.job_lease_seconds
+    )
 
 
 # How often the transcode's progress file is read, and the percentage written to the post.
@@ -171,7 +145,9 @@ async def transcode_video(container: Container, payload: Payload) -> None:
                 with contextlib.suppress(OSError):
                     leftover.unlink(missing_ok=True)
     try:
-        await _store_processed_video(container, media_id, processed)
+        await _store_processed(
+            container, media_id, processed, guard_seconds=settings.video_job_lease_seconds
+        )
     finally:
         # What a put did not consume (all of it after a failure): staging is no place to keep
         # them, and the sweep would take an hour.
@@ -225,20 +201,23 @@ async def _reporting_progress(
             log.warning("recording the progress of media %s failed", media_id, exc_info=True)
 
 
-async def _store_processed_video(
-    container: Container, media_id: int, processed: video.ProcessedVideo
+async def _store_processed(
+    container: Container,
+    media_id: int,
+    processed: images.ProcessedImage | video.ProcessedVideo,
+    *,
+    guard_seconds: float,
 ) -> None:
+    """Store the variants, then record them (and finish the post if it was the last item)."""
     storage = container.storage
     keys = [await _key_of(v) for v in processed.variants]
-    # As in process_media: a purge scheduled first takes the files should this run die between
-    # storing and recording them. It waits a video's lease, by when this run is done or dead.
+    # Should this run die between storing the files and recording them, or the post be deleted
+    # meanwhile, nothing would point at the files: a purge scheduled first removes them then.
+    # It waits `guard_seconds` (the job's lease), by when this run has recorded them (it then
+    # keeps them) or is dead.
     async with container.db.write() as session:
         service.schedule_purge(
-            session,
-            container.ids,
-            container.settings,
-            keys,
-            delay_seconds=container.settings.video_job_lease_seconds,
+            session, container.ids, container.settings, keys, delay_seconds=guard_seconds
         )
     # Files first, rows second: a row never points at a file that is not there yet.
     for variant, key in zip(processed.variants, keys, strict=True):
@@ -248,10 +227,12 @@ async def _store_processed_video(
         recorded = current is not None and await service.record_processed_media(
             session, container.ids, container.settings, current, processed, keys, container.now()
         )
-        if not recorded:
+        if not recorded:  # deleted (or expired) while we worked: no need to wait for the guard
             service.schedule_purge(session, container.ids, container.settings, keys)
     if recorded:
-        # A purge may have taken a file between our put and our commit (see process_media).
+        # A purge (this run's own guard, or another post's with the same bytes) may have taken
+        # them between our put and our commit; purges decide under the write lock, so never
+        # after it. Store any such file again.
         for variant, key in zip(processed.variants, keys, strict=True):
             if await storage.size(key) is None:
                 await _put_variant(storage, key, variant)

@@ -383,11 +383,9 @@ async def edit_profile(request: Request) -> Response:
             ),
         )
     async with container.db.write() as session:
-        await accounts.update_profile(session, viewer.user.id, changes)
-        if changes.is_private is False:
-            await graph.accept_all_requests(
-                session, container.ids, container.settings, viewer.user.id
-            )
+        await graph.change_profile(
+            session, container.ids, container.settings, viewer.user.id, changes
+        )
     return RedirectResponse(f"/{viewer.user.username}", status_code=303)
 
 
