@@ -28,9 +28,14 @@ def free_port() -> int:
 class Process:
     """A child process that can be stopped politely (and checked) or made to go away."""
 
-    def __init__(self, command: list[str], env: dict[str, str] | None) -> None:
+    def __init__(
+        self, command: list[str], env: dict[str, str] | None, log: Path | None = None
+    ) -> None:
+        # Its stderr, where its logs go, into `log` when given.
+        stderr = log.open("ab") if log is not None else None
         self.process = subprocess.Popen(
             command,
+            stderr=stderr,
             # Throttling off unless a test sets budgets: tests act from one address, fast.
             env={
                 **os.environ,
@@ -39,6 +44,8 @@ class Process:
                 **(env or {}),
             },
         )
+        if stderr is not None:
+            stderr.close()  # (the child has its own copy)
 
     @property
     def pid(self) -> int:
@@ -85,6 +92,7 @@ class Server(Process):
         env: dict[str, str] | None = None,
         host: str = "127.0.0.1",
         via_env: bool = False,
+        log: Path | None = None,
     ) -> None:
         self.port = free_port()
         self.base = f"http://{host}:{self.port}"
@@ -93,7 +101,7 @@ class Server(Process):
             env = {**(env or {}), "GLIMPSE_HOST": host, "GLIMPSE_PORT": str(self.port)}
         else:
             command += ["--host", host, "--port", str(self.port)]
-        super().__init__([*command, *args], env)
+        super().__init__([*command, *args], env, log)
         try:
             self._wait_ready()
         except BaseException:

@@ -23,7 +23,7 @@ from glimpse.engagement.routes import router as engagement_router
 from glimpse.feed.routes import router as feed_router
 from glimpse.graph.routes import router as graph_router
 from glimpse.media.origin import router as media_router
-from glimpse.ops.routes import MetricsMiddleware
+from glimpse.ops.request_log import RequestLog
 from glimpse.ops.routes import router as ops_router
 from glimpse.posts.routes import router as posts_router
 from glimpse.stories.routes import router as stories_router
@@ -75,7 +75,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         idle_timeout=settings.upload_idle_timeout_seconds,
     )
     app.add_middleware(ConnectionCap, limit=settings.max_connections)
-    app.add_middleware(MetricsMiddleware)
+    # Outside the connection cap: its refusals are counted, logged and given an id too.
+    app.add_middleware(
+        RequestLog,
+        trust_incoming=settings.trusted_proxy_hops > 0,
+        log_requests=settings.access_log,
+    )
     app.add_middleware(SecurityHeaders)  # outermost: on every answer, the refusals above too
     # The media origin first: it takes the most requests, and routes are matched in order.
     for router in (

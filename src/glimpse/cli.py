@@ -29,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from glimpse import __version__
 from glimpse.config import Settings
 from glimpse.db.migrate import upgrade_to_head
+from glimpse.ops.logs import setup_logging
 
 # Named here, not imported from ops.metrics: importing prometheus_client would be too early.
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -79,11 +80,11 @@ def worker_count(settings: Settings, workers: int | None, no_workers: bool) -> i
     return chosen or os.cpu_count() or 1
 
 
-def _setup_logging() -> None:
-    logging.basicConfig(
-        level=os.environ.get("GLIMPSE_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",
-    )
+def _setup_logging(data_dir: Path | None = None) -> Settings:
+    """Logging as the settings say (GLIMPSE_LOG_FORMAT), and those settings."""
+    settings = _settings(data_dir)
+    setup_logging(settings.log_format)
+    return settings
 
 
 async def _run_worker(
@@ -122,7 +123,7 @@ async def _run_worker(
 
 def worker_process_main(settings: Settings, concurrency: int, parent_pid: int) -> None:
     """Entry point of a worker process started by `glimpse serve`."""
-    _setup_logging()
+    setup_logging(settings.log_format)
     # Ctrl-C reaches the whole process group; the parent stops us with SIGTERM once the API
     # has drained, so we ignore SIGINT and let the job in progress finish.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -326,8 +327,7 @@ def serve(
     data_dir: DataDir = None,
 ) -> None:
     """Run the API and its worker processes. Creates and migrates the embedded database on first start."""
-    _setup_logging()
-    settings = _settings(data_dir)
+    settings = _setup_logging(data_dir)
     host = host if host is not None else settings.host
     port = port if port is not None else settings.port
     with _clear_start_up_errors(settings):
@@ -360,6 +360,10 @@ def serve(
             host=host,
             port=port,
             log_level="info",
+            # Its lines through our handler, in our format; its access log would name the raw
+            # path with its query (a signed URL's signature): ours logs the route instead.
+            log_config=None,
+            access_log=False,
             timeout_graceful_shutdown=30,
             limit_concurrency=plan.server_limit,
             server_header=False,  # no banner naming the server software
@@ -377,15 +381,14 @@ def worker(
     data_dir: DataDir = None,
 ) -> None:
     """Run workers alone (on any number of hosts, at scale)."""
-    _setup_logging()
-    asyncio.run(_run_worker(_settings(data_dir), concurrency, (signal.SIGTERM, signal.SIGINT)))
+    settings = _setup_logging(data_dir)
+    asyncio.run(_run_worker(settings, concurrency, (signal.SIGTERM, signal.SIGINT)))
 
 
 @app.command()
 def migrate(data_dir: DataDir = None) -> None:
     """Apply pending database migrations."""
-    _setup_logging()
-    settings = _settings(data_dir)
+    settings = _setup_logging(data_dir)
     with _clear_start_up_errors(settings):
         upgrade_to_head(settings.resolved_database_url)
     typer.echo("database is at the newest migration")

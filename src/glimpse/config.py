@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     # Throttling: budgets in the `limits` library's notation, or "off" (see glimpse/throttling.py:
     # a budget left out keeps its default, NAME=off lifts one, `reads`/`writes` split `api`).
     rate_limits: str = "api=300/5minute;upload=30/30minute;signin_failures=5/minute;signup=100/hour"
+    # Logs: `json` (one object a line) or `text`; unset, json unless stderr is a terminal.
+    log_format: Literal["json", "text", ""] = ""
+    # One line per request (id, route, status, time, caller, bytes) in the glimpse.access log.
+    access_log: bool = True
+
     # How many reverse proxies in front append to X-Forwarded-For: the client address is the
     # hop that many from the right. 0 means the socket's peer is the client.
     trusted_proxy_hops: int = Field(default=0, ge=0)

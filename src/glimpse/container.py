@@ -27,6 +27,7 @@ from glimpse.holders import new_holder
 from glimpse.ids import MAX_NODE, IdGenerator
 from glimpse.media.origin_cache import OriginCache
 from glimpse.media.urls import MediaUrls
+from glimpse.ops.request_ids import stamp_log_records
 from glimpse.posts.video_checks import VideoCheckSlots
 from glimpse.posts.views import MediaViewCache
 from glimpse.throttling import SignInGuard, Throttle
@@ -118,6 +119,7 @@ def build_container(settings: Settings, *, node_id: int | None = None) -> Contai
     """Everything a process needs, unconnected; `await container.start()` before use.
     `node_id` fixes the ids' node instead of leasing one (for tests and tools)."""
     _load_job_handlers()
+    stamp_log_records()  # every log line written for a request or a job carries its id
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     fixed_node = node_id
     holder = new_holder()

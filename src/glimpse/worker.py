@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import time
@@ -23,6 +24,7 @@ from glimpse.errors import StorageUnavailable
 from glimpse.jobs import DEFAULT_LANE, VIDEO_LANE, PermanentJobError, UnknownJob, registry
 from glimpse.media import decoding
 from glimpse.ops.metrics import JOB_SECONDS, JOBS_RUN, never_failing
+from glimpse.ops.request_ids import REQUEST_ID, untag_payload
 
 log = logging.getLogger("glimpse.worker")
 
@@ -55,10 +57,32 @@ async def check_registered_handlers(container: Container) -> None:
 async def run_job(container: Container, job: ClaimedJob) -> None:
     """Run one claimed job to its next state: done, retried later, or dead."""
     started = time.perf_counter()
-    outcome = await _run_job(container, job)
-    with never_failing():
-        JOBS_RUN.labels(job.name, outcome).inc()
-        JOB_SECONDS.labels(job.name).observe(time.perf_counter() - started)
+    payload, request_id = untag_payload(job.payload)
+    # Its lines, and the jobs it enqueues, under the id of the request that asked for it.
+    token = REQUEST_ID.set(request_id)
+    try:
+        outcome = await _run_job(container, dataclasses.replace(job, payload=payload))
+        elapsed = time.perf_counter() - started
+        with never_failing():
+            JOBS_RUN.labels(job.name, outcome).inc()
+            JOB_SECONDS.labels(job.name).observe(elapsed)
+        log.info(
+            "job %s %s: %s",
+            job.name,
+            job.id,
+            outcome,
+            extra={
+                "fields": {
+                    "job_id": job.id,
+                    "kind": job.name,
+                    "attempt": job.attempts,
+                    "outcome": outcome,
+                    "duration_ms": round(elapsed * 1000, 2),
+                }
+            },
+        )
+    finally:
+        REQUEST_ID.reset(token)
 
 
 async def _run_job(container: Container, job: ClaimedJob) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import socket
@@ -268,3 +269,39 @@ def test_flags_win_over_the_variables(
     assert no_workers.worker_processes() == []
     assert server.stop() == 0
     assert no_workers.stop() == 0
+
+
+def test_serve_logs_json_lines_that_follow_a_request_into_its_job(
+    data_dir: Path, start_server: StartServer, tmp_path: Path
+) -> None:
+    log = tmp_path / "serve.log"
+    server = start_server(
+        data_dir,
+        "--workers",
+        "1",
+        env={"GLIMPSE_LOG_FORMAT": "json", "GLIMPSE_LOG_LEVEL": "INFO"},
+        log=log,
+    )
+    with httpx.Client(base_url=server.base) as client:
+        headers = _sign_up(client)
+        photo = testdata("camera/DSCN0010.jpg")
+        response = client.post(
+            "/api/v1/posts", headers=headers, files=[("file", (photo.name, photo.read_bytes()))]
+        )
+        assert response.status_code == 202, response.text
+        request_id = response.headers["x-request-id"]
+        assert _wait_ready(client, headers, str(response.json()["id"]))["status"] == "ready"
+    assert server.stop() == 0
+    lines = [json.loads(text) for text in log.read_text().splitlines() if text.strip()]
+    by_logger = {line["logger"] for line in lines}
+    # uvicorn's own lines in the same format, and no access log of its own (it names raw paths).
+    assert "uvicorn.error" in by_logger and "uvicorn.access" not in by_logger
+    [upload_line] = [
+        line for line in lines if line["logger"] == "glimpse.access" and line["status"] == 202
+    ]
+    assert upload_line["request_id"] == request_id
+    assert (upload_line["method"], upload_line["route"]) == ("POST", "/api/v1/posts")
+    assert upload_line["bytes_in"] > photo.stat().st_size and upload_line["user_id"]
+    job_lines = [line for line in lines if line.get("kind") == "process_media"]
+    assert [(j["request_id"], j["outcome"]) for j in job_lines] == [(request_id, "done")]
+    assert job_lines[0]["pid"] != upload_line["pid"]  # written by the worker process

@@ -35,6 +35,7 @@ from glimpse.jobs import (
     UnknownJob,
     registry,
 )
+from glimpse.ops.request_ids import REQUEST_ID
 from glimpse.worker import StartupError, drain, run_job, run_worker, schedule_periodic_jobs
 
 MakeContainer = Callable[..., Container]
@@ -830,3 +831,23 @@ async def test_state_counts_tell_due_jobs_from_those_due_later(
 
     counts = await container.queue.state_counts()
     assert (counts.get("queued", 0), counts["scheduled"], counts["running"]) == (0, 2, 1)
+
+
+async def test_a_job_runs_under_the_id_of_the_request_that_enqueued_it_without_seeing_it(
+    make_container: MakeContainer,
+) -> None:
+    seen: list[tuple[Payload, str | None]] = []
+
+    async def handler(container: Container, payload: Payload) -> None:
+        seen.append((payload, REQUEST_ID.get()))
+
+    name = register(handler)
+    container = make_container()
+    token = REQUEST_ID.set("req-abc")
+    try:
+        await add_job(container, name, {"photo": 7})
+    finally:
+        REQUEST_ID.reset(token)
+    assert await drain(container) == 1
+    assert seen == [({"photo": 7}, "req-abc")]
+    assert REQUEST_ID.get() is None  # (and the worker's own context is left as it was)

@@ -62,8 +62,14 @@ def _caller_token(
     return token
 
 
-def token_was_good(request: Request, token: str) -> None:
-    request.scope.setdefault("state", {})[TOKEN_AUTHENTICATED] = token_budget_key(token)
+# ... and to the account's id, for the request's log line (ops/request_log.py).
+CALLER_ID = "caller_id"
+
+
+def token_was_good(request: Request, token: str, user_id: int) -> None:
+    state = request.scope.setdefault("state", {})
+    state[TOKEN_AUTHENTICATED] = token_budget_key(token)
+    state[CALLER_ID] = user_id
 
 
 async def get_caller(
@@ -73,7 +79,7 @@ async def get_caller(
 ) -> Authenticated:
     token = _caller_token(request, container, credentials)
     caller = await accounts.authenticate(container.db, token)
-    token_was_good(request, token)
+    token_was_good(request, token, caller.user.id)
     return caller
 
 
@@ -82,7 +88,7 @@ async def get_caller_id(request: Request, container: Container) -> int:
     authenticates without FastAPI's dependency solving and needs no more (feed/routes.py)."""
     token = _caller_token(request, container, await _bearer(request))
     user_id = await accounts.authenticate_id(container.db, token)
-    token_was_good(request, token)
+    token_was_good(request, token, user_id)
     return user_id
 
 

@@ -7,7 +7,6 @@ import hmac
 import ipaddress
 import logging
 import shutil
-import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,58 +15,19 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from sqlalchemy.engine import make_url
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from glimpse.api.deps import ContainerDep
 from glimpse.api.errors import error_responses
 from glimpse.container import Container
 from glimpse.db.migrate import head_revision
 from glimpse.errors import NotFound, Unauthenticated
-from glimpse.ops.metrics import JOBS, LATENCY, REQUESTS, exposition, never_failing
+from glimpse.ops.metrics import JOBS, exposition
 
 router = APIRouter(tags=["operations"])
 log = logging.getLogger("glimpse.ops")
 
 # A backend that hangs must not hang /readyz past its deadline (API.md: 15 s).
 CHECK_TIMEOUT_SECONDS = 5.0
-
-
-class MetricsMiddleware:
-    """Counts requests by route template (not raw path, which would explode the label set)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            template = _route_template(scope)
-            with never_failing():
-                REQUESTS.labels(scope["method"], template, str(status)).inc()
-                LATENCY.labels(scope["method"], template).observe(time.perf_counter() - started)
-
-
-def _route_template(scope: Scope) -> str:
-    # A label per route, never per URL: FastAPI's routes put themselves in the scope; the few
-    # plain Starlette ones that matched (/docs, /openapi.json) have no parameters, so their
-    # path is their template.
-    route = scope.get("route")
-    if route is not None:
-        return str(getattr(route, "path", "unmatched"))
-    return str(scope["path"]) if "endpoint" in scope else "unmatched"
 
 
 @router.get("/healthz")

@@ -37,7 +37,7 @@ async def signed_in(request: Request, container: Container) -> Authenticated | N
     except Unauthenticated:
         return None
     # As a good bearer token does: the session earns a throttling budget of its own.
-    token_was_good(request, token)
+    token_was_good(request, token, caller.user.id)
     return caller
 
 

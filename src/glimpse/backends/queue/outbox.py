@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from glimpse.backends.queue.models import Job, JobState
 from glimpse.ids import IdGenerator
 from glimpse.jobs import registry
+from glimpse.ops.request_ids import tag_payload
 
 
 def enqueue(
@@ -30,7 +31,8 @@ def enqueue(
     registry.get(name)  # an unknown name is a bug: fail in the request, not later in a worker
     # Round-trip through JSON now, as a broker would, so a payload that only works in-process
     # fails here and not after deployment.
-    body = json.dumps(payload, separators=(",", ":"), sort_keys=True)
+    # The request (or job) asking for it lends the job its id, for the job's log lines.
+    body = json.dumps(tag_payload(payload), separators=(",", ":"), sort_keys=True)
     job_id = ids.next_id()
     session.add(
         Job(

@@ -1,0 +1,92 @@
+"""Log lines of every process (API, workers, uvicorn's own) in one format: JSON objects, one a
+line, for a log shipper, or text for a person at a terminal. Each line written on behalf of a
+request or a job carries its request id (ops/request_ids.py).
+
+Structured fields travel in a record's `extra={"fields": {...}}`; the request id is stamped on
+each record as it is made (request_ids.stamp_log_records).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from glimpse.ops.request_ids import stamp_log_records
+
+
+def _request_id(record: logging.LogRecord) -> str | None:
+    given = getattr(record, "request_id", None)
+    return given if isinstance(given, str) else None
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    fields = getattr(record, "fields", None)
+    return fields if isinstance(fields, dict) else {}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "pid": record.process,
+            "message": record.getMessage(),
+        }
+        request_id = _request_id(record)
+        if request_id is not None:
+            line["request_id"] = request_id
+        line.update(_fields(record))
+        if record.exc_info:
+            line["error"] = self.formatException(record.exc_info)
+        # default=str: a field nobody thought to make JSON (a Path, a datetime) must not cost
+        # the line.
+        return json.dumps(line, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        extras = [f"{k}={v}" for k, v in _fields(record).items()]
+        request_id = _request_id(record)
+        if request_id is not None:
+            extras.insert(0, f"request_id={request_id}")
+        if not extras:
+            return text
+        head, newline, rest = text.partition("\n")  # (after the message, before a traceback)
+        return f"{head} {' '.join(extras)}{newline}{rest}"
+
+
+def chosen_format(setting: str, stream: Any = None) -> str:
+    """`json` or `text`: the setting, or json unless the stream is a terminal."""
+    if setting in ("json", "text"):
+        return setting
+    stream = stream if stream is not None else sys.stderr
+    isatty = getattr(stream, "isatty", None)
+    return "text" if isatty is not None and isatty() else "json"
+
+
+def setup_logging(log_format: str = "") -> None:
+    """One handler on the root logger, in the chosen format; uvicorn's loggers send their lines
+    to it (uvicorn is started with log_config=None, and its access log off: ours replaces it)."""
+    stamp_log_records()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter() if chosen_format(log_format) == "json" else TextFormatter()
+    )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(os.environ.get("GLIMPSE_LOG_LEVEL", "INFO").upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True

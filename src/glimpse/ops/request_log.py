@@ -1,0 +1,113 @@
+"""What every request leaves behind: its id (ops/request_ids.py) in `X-Request-ID`, its count and
+latency in the metrics, and one log line.
+
+One middleware for all three, so that the id, the status and the time agree, and a request pays
+for one layer rather than three (BENCHMARKS.md, "The cost of operations").
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from glimpse.api.deps import CALLER_ID
+from glimpse.ops.metrics import LATENCY, REQUESTS, never_failing
+from glimpse.ops.request_ids import REQUEST_ID, accepted_request_id, new_request_id
+
+access_log = logging.getLogger("glimpse.access")
+
+REQUEST_ID_HEADER = b"x-request-id"
+
+
+class RequestLog:
+    """`trust_incoming`: take the id a client sends in X-Request-ID (only behind a proxy that
+    sets it; a client's own could otherwise pose as another request's). `log_requests`: write
+    the line per request (GLIMPSE_ACCESS_LOG)."""
+
+    def __init__(self, app: ASGIApp, *, trust_incoming: bool, log_requests: bool) -> None:
+        self.app = app
+        self.trust_incoming = trust_incoming
+        self.log_requests = log_requests
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        given = Headers(scope=scope).get("x-request-id") if self.trust_incoming else None
+        request_id = accepted_request_id(given) or new_request_id()
+        status = 500
+        bytes_in = bytes_out = 0
+
+        async def counting_receive() -> Message:
+            nonlocal bytes_in
+            message = await receive()
+            bytes_in += len(message.get("body", b""))
+            return message
+
+        async def tagging_send(message: Message) -> None:
+            nonlocal status, bytes_out
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *(h for h in message.get("headers", ()) if h[0].lower() != REQUEST_ID_HEADER),
+                    (REQUEST_ID_HEADER, request_id.encode()),
+                ]
+            elif message["type"] == "http.response.body":
+                bytes_out += len(message.get("body", b""))
+            await send(message)
+
+        # The routes write the caller's id here (api/deps.py); made now so that a middleware
+        # copying the scope copies the same dict rather than leaving its own out of our sight.
+        scope.setdefault("state", {})
+        token = REQUEST_ID.set(request_id)
+        try:
+            await self.app(scope, counting_receive, tagging_send)
+        finally:
+            elapsed = time.perf_counter() - started
+            template = route_template(scope)
+            method = scope["method"]
+            with never_failing():
+                REQUESTS.labels(method, template, str(status)).inc()
+                LATENCY.labels(method, template).observe(elapsed)
+            if self.log_requests:
+                # The route's template, never the path: a signed media URL's signature, a
+                # username or a cursor have no place in a log. (Written before the id is
+                # let go, so that the line carries it.)
+                access_log.info(
+                    "%s %s %d",
+                    method,
+                    template,
+                    status,
+                    extra={
+                        "fields": {
+                            "method": method,
+                            "route": template,
+                            "status": status,
+                            "duration_ms": round(elapsed * 1000, 2),
+                            # (A string, as the API gives ids: JSON tools read big numbers
+                            # as doubles, and 64-bit ids would lose their last digits.)
+                            "user_id": _as_text(scope["state"].get(CALLER_ID)),
+                            "bytes_in": bytes_in,
+                            "bytes_out": bytes_out,
+                        },
+                    },
+                )
+            REQUEST_ID.reset(token)
+
+
+def _as_text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def route_template(scope: Scope) -> str:
+    # A label per route, never per URL: FastAPI's routes put themselves in the scope; the few
+    # plain Starlette ones that matched (/docs, /openapi.json) have no parameters, so their
+    # path is their template.
+    route = scope.get("route")
+    if route is not None:
+        return str(getattr(route, "path", "unmatched"))
+    return str(scope["path"]) if "endpoint" in scope else "unmatched"

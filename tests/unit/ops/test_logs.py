@@ -1,0 +1,94 @@
+"""The log formats: JSON lines a shipper can parse, text lines a person can read, and each line
+carrying the id of the request or job it was written for."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+from glimpse.ops.logs import JsonFormatter, TextFormatter, chosen_format
+from glimpse.ops.request_ids import (
+    PAYLOAD_KEY,
+    REQUEST_ID,
+    accepted_request_id,
+    stamp_log_records,
+    tag_payload,
+    untag_payload,
+)
+
+
+def _record(message: str = "hello %s", *args: object, **extra: object) -> logging.LogRecord:
+    stamp_log_records()
+    logger = logging.getLogger("glimpse.test")
+    return logger.makeRecord(
+        logger.name, logging.INFO, __file__, 1, message, args, None, extra=extra
+    )
+
+
+def test_a_json_line_holds_the_message_the_fields_and_the_request_id() -> None:
+    token = REQUEST_ID.set("abc123")
+    try:
+        record = _record("hello %s", "there", fields={"route": "/x", "status": 200})
+    finally:
+        REQUEST_ID.reset(token)
+    line = json.loads(JsonFormatter().format(record))
+    assert line["message"] == "hello there"
+    assert (line["request_id"], line["route"], line["status"]) == ("abc123", "/x", 200)
+    assert line["level"] == "info" and line["logger"] == "glimpse.test" and line["time"]
+
+
+def test_a_json_line_outside_any_request_has_no_id_and_keeps_its_traceback() -> None:
+    try:
+        raise ValueError("boom\nsecond line")
+    except ValueError:
+        import sys
+
+        record = _record("failed")
+        record.exc_info = sys.exc_info()
+    text = JsonFormatter().format(record)
+    assert "\n" not in text  # one line, whatever the message or traceback holds
+    line = json.loads(text)
+    assert "request_id" not in line and "ValueError: boom" in line["error"]
+
+
+def test_a_text_line_names_the_id_and_the_fields_after_the_message() -> None:
+    token = REQUEST_ID.set("abc123")
+    try:
+        record = _record("GET /x 200", fields={"status": 200})
+    finally:
+        REQUEST_ID.reset(token)
+    assert TextFormatter().format(record).endswith("GET /x 200 request_id=abc123 status=200")
+
+
+def test_json_unless_a_terminal_or_the_setting_says() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert chosen_format("", io.StringIO()) == "json"
+    assert chosen_format("", Terminal()) == "text"
+    assert chosen_format("json", Terminal()) == "json"
+    assert chosen_format("text", io.StringIO()) == "text"
+
+
+@pytest.mark.parametrize("given", ["", "a b", "x" * 129, "new\nline", "é", 'q"'])
+def test_only_a_well_formed_incoming_id_is_taken(given: str) -> None:
+    assert accepted_request_id(given) is None
+    assert accepted_request_id("edge-7f3a:42/1") == "edge-7f3a:42/1"
+
+
+def test_a_job_carries_the_id_of_the_request_that_enqueued_it_and_its_handler_never_sees_it() -> (
+    None
+):
+    assert tag_payload({"post_id": 1}) == {"post_id": 1}  # outside requests: as it was
+    token = REQUEST_ID.set("abc123")
+    try:
+        tagged = tag_payload({"post_id": 1})
+    finally:
+        REQUEST_ID.reset(token)
+    assert tagged == {"post_id": 1, PAYLOAD_KEY: "abc123"}
+    assert untag_payload(tagged) == ({"post_id": 1}, "abc123")
+    assert untag_payload({"post_id": 1}) == ({"post_id": 1}, None)
