@@ -277,3 +277,18 @@ def test_a_frame_larger_than_4k_is_refused_whatever_came_first(
 def _close(pixel: object, colour: tuple[int, int, int]) -> bool:
     assert isinstance(pixel, tuple)
     return all(abs(a - b) < 40 for a, b in zip(pixel, colour, strict=False))
+
+
+def test_a_refusal_in_the_decoding_child_reaches_the_worker_as_itself(
+    tmp_path: Path,
+) -> None:
+    # The refusal crosses the process boundary by pickle: it must arrive as VideoRefused with
+    # its code, not as an error that reads as a passing fault and is retried.
+    key, inter = _vp8_key_and_inter_frame()
+    path = tmp_path / "long-last-frame.webm"
+    _vp8_webm(path, [(key, 0, 100), (inter, 100, 200_000)])
+    budget = decoding.DecodeBudget(cpu_seconds=60, memory_bytes=2**31, timeout_seconds=60)
+    with pytest.raises(video.VideoRefused) as refused:
+        # (The header says 200 s: refused by the check from it, inside the child.)
+        decoding.transcode_in_child(path, MediaType.WEBM, tmp_path, False, 5.0, budget)
+    assert refused.value.code == "video_too_long" and "5 seconds" in refused.value.message

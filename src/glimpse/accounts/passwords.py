@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 
 import argon2
 
-from glimpse.errors import Unavailable
+from glimpse.wait_line import WaitLine
 
 # What a refused caller is told: a queue of a few waiters drains in well under a second.
 BUSY_RETRY_AFTER_SECONDS = 1
@@ -24,9 +24,12 @@ BUSY_RETRY_AFTER_SECONDS = 1
 class PasswordHasher:
     def __init__(self, concurrency: int, queue: int = 16) -> None:
         self._hasher = argon2.PasswordHasher()  # argon2id, RFC 9106 low-memory parameters
-        self._slots = asyncio.Semaphore(max(1, concurrency))
-        self._queue = max(0, queue)
-        self._waiting = 0
+        self._line = WaitLine(
+            concurrency,
+            queue,
+            "Too many sign-ins at once; please try again in a moment.",
+            BUSY_RETRY_AFTER_SECONDS,
+        )
         # Verifying against this when the user does not exist keeps sign-in timing the same,
         # so response times do not reveal which usernames exist. Made by the same hasher, so
         # it has the parameters (and the cost) of every real hash.
@@ -34,21 +37,11 @@ class PasswordHasher:
 
     @contextlib.asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:
-        if self._slots.locked() and self._waiting >= self._queue:
-            raise Unavailable(
-                "Too many sign-ins at once; please try again in a moment.",
-                retry_after=BUSY_RETRY_AFTER_SECONDS,
-                code="busy",
-            )
-        self._waiting += 1
-        try:
-            await self._slots.acquire()
-        finally:
-            self._waiting -= 1
+        await self._line.enter()
         try:
             yield
         finally:
-            self._slots.release()
+            self._line.leave()
 
     async def hash(self, password: str) -> str:
         async with self._slot():

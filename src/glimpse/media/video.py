@@ -81,9 +81,14 @@ class VideoRefused(Exception):
     is the API's error code."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
+        # Both in args: it crosses from the decoding child by pickle, which rebuilds it from
+        # them (with the message alone it would not rebuild, and every refusal became a retry).
+        super().__init__(code, message)
         self.code = code
         self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from glimpse.errors import Unavailable
 from glimpse.media import decoding
 from glimpse.media.sniff import MediaType
 from glimpse.media.video_planning import VideoProbe
+from glimpse.wait_line import WaitLine
 
 # When to try again after a refusal for want of room: about one check's time.
 BUSY_RETRY_AFTER_SECONDS = 5
@@ -25,9 +25,12 @@ BUSY_RETRY_AFTER_SECONDS = 5
 class VideoCheckSlots:
     def __init__(self, concurrency: int, queue: int) -> None:
         self._concurrency = max(1, concurrency)
-        self._slots = asyncio.Semaphore(self._concurrency)
-        self._queue = max(0, queue)
-        self._waiting = 0
+        self._line = WaitLine(
+            concurrency,
+            queue,
+            "The server is checking as many videos as it can; please try again soon.",
+            BUSY_RETRY_AFTER_SECONDS,
+        )
         self._executor: ThreadPoolExecutor | None = None
 
     async def probe(
@@ -35,28 +38,18 @@ class VideoCheckSlots:
     ) -> VideoProbe:
         """`decoding.probe_video_in_child` in a slot of its own; raises what it raises, and
         Unavailable (503 `busy`) when every slot is taken and the queue is full."""
-        await self._take_slot()
-        loop = asyncio.get_running_loop()
-        check = loop.run_in_executor(
-            self._pool(), decoding.probe_video_in_child, path, media_type, budget
-        )
+        await self._line.enter()
+        try:
+            check = asyncio.get_running_loop().run_in_executor(
+                self._pool(), decoding.probe_video_in_child, path, media_type, budget
+            )
+        except BaseException:  # (a pool shut down at exit): the turn was never used
+            self._line.leave()
+            raise
         # The slot is free when the check is over, not when its request is: a client that hangs
         # up mid-check leaves the child working until its budget ends, and that work must count.
-        check.add_done_callback(lambda _: self._slots.release())
+        check.add_done_callback(lambda _: self._line.leave())
         return await asyncio.shield(check)
-
-    async def _take_slot(self) -> None:
-        if self._slots.locked() and self._waiting >= self._queue:
-            raise Unavailable(
-                "The server is checking as many videos as it can; please try again soon.",
-                retry_after=BUSY_RETRY_AFTER_SECONDS,
-                code="busy",
-            )
-        self._waiting += 1
-        try:
-            await self._slots.acquire()
-        finally:
-            self._waiting -= 1
 
     def _pool(self) -> ThreadPoolExecutor:
         # Made on first use: most API processes never see a video, and no thread starts at import.
