@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import io
+import mmap
 import os
 import resource
 import signal
@@ -46,6 +47,20 @@ def allocate(n_bytes: int, keep: bool = False) -> int:
 
 
 _kept: list[bytearray] = []
+
+
+def map_address_space(n_bytes: int) -> int:
+    """Reserve address space and keep it, untouched (so not resident), as codecs' buffer pools
+    do with what they allocated for an earlier file."""
+    _kept_maps.append(mmap.mmap(-1, n_bytes))
+    return os.getpid()
+
+
+_kept_maps: list[mmap.mmap] = []
+
+
+def address_space() -> int:
+    return decoding._memory_bytes()[0]
 
 
 def burn_cpu_when_marked(data: bytes, filter_name: str) -> images.ProcessedImage:
@@ -92,6 +107,17 @@ def test_a_child_left_big_by_a_task_is_replaced() -> None:
     assert run_in_child(BUDGET, os.getpid) == first
     run_in_child(BUDGET, allocate, decoding.RECYCLE_RSS_BYTES + 2**20, True)
     assert run_in_child(BUDGET, os.getpid) != first
+
+
+def test_a_child_that_kept_much_mapped_is_not_given_a_task_it_would_fail() -> None:
+    budget = DecodeBudget(cpu_seconds=10, memory_bytes=768 * 2**20, timeout_seconds=30)
+    fresh = run_in_child(budget, address_space)
+    assert fresh < budget.memory_bytes * decoding._MAX_INHERITED_SHARE  # (what the rule assumes)
+    # The task leaves its child 100 MB short of the budget: a task needing 200 MB does not fit
+    # there, and does in a fresh child.
+    pid = run_in_child(budget, map_address_space, budget.memory_bytes - fresh - 100 * 2**20)
+    assert run_in_child(budget, allocate, 200 * 2**20) == 200 * 2**20
+    assert run_in_child(budget, os.getpid) != pid
 
 
 def loaded_modules() -> set[str]:

@@ -4,7 +4,13 @@ first, is turned upright, and carries no location; bad inputs are refused with t
 
 from __future__ import annotations
 
+import errno
 import io
+import mmap
+import os
+import resource
+import shutil
+import subprocess
 from fractions import Fraction
 from pathlib import Path
 
@@ -15,7 +21,7 @@ from PIL import Image
 from glimpse.media import decoding, video
 from glimpse.media.sniff import MediaType
 from glimpse.media.video_planning import STORY_VARIANT
-from tests.clips import GREEN, Clip, declare_duration, top_level_boxes
+from tests.clips import GREEN, Clip, declare_duration, make_clip, top_level_boxes
 from tests.conftest import GPS_LOCATION
 
 BUDGET = decoding.DecodeBudget(cpu_seconds=60, memory_bytes=2 * 2**30, timeout_seconds=120)
@@ -292,3 +298,48 @@ def test_a_refusal_in_the_decoding_child_reaches_the_worker_as_itself(
         # (The header says 200 s: refused by the check from it, inside the child.)
         decoding.transcode_in_child(path, MediaType.WEBM, tmp_path, False, 5.0, budget)
     assert refused.value.code == "video_too_long" and "5 seconds" in refused.value.message
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("mount") is None, reason="mounting a tmpfs needs root"
+)
+def test_a_full_disk_while_writing_renditions_is_the_machines_fault(
+    clips: dict[str, Clip], tmp_path: Path
+) -> None:
+    # Renditions do not fit in 8 KB: writing it fails with ENOSPC, which must leave as
+    # an OSError (the worker tries again once there is room), not as an unreadable video (the
+    # post would fail for good); and what was written is removed.
+    staging = tmp_path / "small"
+    staging.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(staging)], check=True)
+    try:
+        with pytest.raises(decoding.OriginalUnreadable) as raised:
+            decoding.transcode_in_child(
+                clips["h264"].path, MediaType.MP4, staging, False, 90.0, BUDGET
+            )
+        assert raised.value.errno == errno.ENOSPC
+        assert list(staging.iterdir()) == []
+    finally:
+        subprocess.run(["umount", "-l", str(staging)], check=False)
+
+
+@pytest.mark.parametrize("room_mb", [1, 4])
+def test_ffmpeg_out_of_memory_is_the_budget_not_a_damaged_video(
+    tmp_path: Path, room_mb: int
+) -> None:
+    # FFmpeg finds too little room under the child's budget to decode a 4K frame: that is the
+    # budget running out (the child is replaced), not the file being damaged.
+    clip = make_clip(tmp_path / "big.mp4", size=(3840, 2160), seconds=0.1, audio=False)
+    decoding.shutdown()  # a fresh child: a used one has freed heap to decode into
+    with pytest.raises(decoding.DecodeBudgetExceeded):
+        decoding.run_in_child(BUDGET, probe_with_little_room, clip.path, room_mb * 2**20)
+
+
+def probe_with_little_room(path: Path, room: int) -> object:
+    """video.probe_video, in a child whose budget leaves `room` bytes of address space."""
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    _held.append(mmap.mmap(-1, limit - decoding._memory_bytes()[0] - room))
+    return video.probe_video(path, MediaType.MP4)
+
+
+_held: list[mmap.mmap] = []

@@ -202,6 +202,9 @@ def shutdown() -> None:
 RECYCLE_RSS_BYTES = 256 * 2**20
 # ... and after this many tasks in any case, so that slow leaks in codecs cannot accumulate.
 RECYCLE_AFTER_TASKS = 200
+# A child that kept more than this share of a task's memory budget mapped is not given the task
+# (a fresh child maps about 250 MB: Python, Pillow, FFmpeg's libraries).
+_MAX_INHERITED_SHARE = 0.5
 # Children kept waiting for work; more run only while more decodes run at once.
 MAX_IDLE_CHILDREN = 4
 
@@ -220,6 +223,8 @@ class _Child:
         self.process.start()
         child_end.close()
         self.tasks = 0
+        # Address space the child kept mapped after its last task (0 until it ran one).
+        self.address_space = 0
 
     def run(self, budget: DecodeBudget, function: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         """The task's outcome; raises when the child had to be killed or died (it is then
@@ -256,13 +261,19 @@ class _Pool:
     def run(self, budget: DecodeBudget, function: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         with self._lock:
             child = self._idle.pop() if self._idle else None
-        if child is not None and not child.process.is_alive():  # killed while it waited
+        if child is not None and (
+            not child.process.is_alive()  # killed while it waited
+            # Codecs keep what they mapped for earlier files (a 4K multi-track one left a child
+            # at 786 MB): under this task's budget, such a child would fail to decode what a
+            # fresh one decodes, and the file would be refused for the child's past.
+            or child.address_space > budget.memory_bytes * _MAX_INHERITED_SHARE
+        ):
             child.stop()
             child = None
         if child is None:
             child = _Child()
         try:
-            kind, value, rss = child.run(budget, function, args)
+            kind, value, rss, child.address_space = child.run(budget, function, args)
         except BaseException:
             # Whatever went wrong past the cases run() handles (an answer that does not
             # unpickle, an interrupt), this child's state is unknown: it never runs again.
@@ -319,7 +330,7 @@ def _child_loop(conn: Connection, user: int) -> None:
         except (EOFError, OSError):
             return
         except Exception as exc:  # a task that cannot be unpickled here
-            conn.send(("error", DecoderDied(f"the task could not be received: {exc!r}"), 0))
+            conn.send(("error", DecoderDied(f"the task could not be received: {exc!r}"), 0, 0))
             continue
         # RLIMIT_CPU counts the process's whole life: the budget starts from what it has used.
         # SIGXCPU at the soft limit ends the process (Python leaves its default action); the
@@ -342,14 +353,14 @@ def _child_loop(conn: Connection, user: int) -> None:
         # back before measuring, so that only a child that stays big is replaced.
         del function, args
         _give_back_free_memory()
-        rss = _resident_bytes()
+        mapped, rss = _memory_bytes()
         try:
-            conn.send((*outcome, rss))
+            conn.send((*outcome, rss, mapped))
         except MemoryError:
-            conn.send(("memory", None, rss))
+            conn.send(("memory", None, rss, mapped))
         except Exception as exc:  # an exception or result that does not pickle
             died = DecoderDied(f"the decoder's answer could not be sent: {exc!r}")
-            conn.send(("error", died, rss))
+            conn.send(("error", died, rss, mapped))
         del outcome
         _give_back_free_memory()  # (the answer's pickle; the parent is not waiting for this)
 
@@ -401,9 +412,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _resident_bytes() -> int:
+def _memory_bytes() -> tuple[int, int]:
+    """This process's address space and resident memory, in bytes."""
     with open("/proc/self/statm", "rb") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        size, resident = statm.read().split()[:2]
+    page = os.sysconf("SC_PAGE_SIZE")
+    return int(size) * page, int(resident) * page
 
 
 def _give_back_free_memory() -> None:

@@ -14,6 +14,7 @@ relies on it: a rendition replaced by a second run is purged like any other.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -161,6 +162,7 @@ def _probe(container: Any) -> VideoProbe:
                     f"the file shows no picture in its first {PROBE_MAX_PACKETS} packets"
                 )
     except av.error.FFmpegError as exc:
+        _raise_if_out_of_memory(exc)
         raise UnreadableVideo(f"the picture cannot be decoded: {_reason(exc)}") from None
     if first is None:
         raise UnreadableVideo("the file holds no picture that can be decoded")
@@ -181,6 +183,16 @@ def _probe(container: Any) -> VideoProbe:
     )
 
 
+def _raise_if_out_of_memory(exc: Exception) -> None:
+    """FFmpeg out of memory is the decoding child's memory budget running out (RLIMIT_AS):
+    MemoryError says so (the child is replaced, the file refused as too complex), where a
+    damaged-video verdict would blame the file for what may be the child's state. (EAGAIN is
+    how a decoder says it could not start its threads: no address space left for their stacks.
+    Its other meaning, "feed me more", PyAV handles inside decode() and never raises.)"""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOMEM, errno.EAGAIN):
+        raise MemoryError from None
+
+
 @contextlib.contextmanager
 def _opened(path: Path, media_type: MediaType) -> Iterator[Any]:
     try:
@@ -188,12 +200,14 @@ def _opened(path: Path, media_type: MediaType) -> Iterator[Any]:
             str(path), format=_DEMUXERS[media_type], metadata_errors="ignore", mode="r"
         )
     except av.error.FFmpegError as exc:
+        _raise_if_out_of_memory(exc)
         if isinstance(exc, OSError) and not isinstance(exc, av.error.InvalidDataError):
             raise OSError(exc.errno, exc.strerror) from None  # the disk's fault, not the file's
         raise UnreadableVideo(f"the file is not a readable video: {_reason(exc)}") from None
     try:
         yield container
     except av.error.FFmpegError as exc:
+        _raise_if_out_of_memory(exc)
         raise UnreadableVideo(f"the video is damaged: {_reason(exc)}") from None
     finally:
         container.close()
@@ -240,12 +254,13 @@ class _Output:
         self.plan, self.path = plan, path
         self.graph = _filter_graph(source, probe, plan)
         # No version strings, no creation time: the same input always gives the same bytes.
-        self.container = av.open(
-            str(path),
-            mode="w",
-            format="mp4",
-            container_options={"movflags": "+faststart", "fflags": "+bitexact"},
-        )
+        with _writing():
+            self.container = av.open(
+                str(path),
+                mode="w",
+                format="mp4",
+                container_options={"movflags": "+faststart", "fflags": "+bitexact"},
+            )
         rate = Fraction(min(probe.frame_rate or 30.0, OUTPUT_MAX_FRAME_RATE)).limit_denominator(
             1001
         )
@@ -274,18 +289,41 @@ class _Output:
 
     def encode_video(self, frame: Any) -> None:
         for packet in self.video.encode(frame):
-            self.container.mux(packet)
+            with _writing():
+                self.container.mux(packet)
 
     def encode_audio(self, frame: Any) -> None:
         assert self.audio is not None
         for packet in self.audio.encode(frame):
-            self.container.mux(packet)
+            with _writing():
+                self.container.mux(packet)
 
     def close(self) -> None:
         self.encode_video(None)
         if self.audio is not None:
             self.encode_audio(None)
-        self.container.close()
+        with _writing():  # (+faststart rewrites the whole file here)
+            self.container.close()
+
+
+# What writing a rendition fails with when the fault is this machine's (a full, read-only or
+# failing disk), not the video's.
+_DISK_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG, errno.EACCES, errno.EPERM}
+)
+
+
+@contextlib.contextmanager
+def _writing() -> Iterator[None]:
+    """FFmpeg's write errors leave as plain OSError: inside `_opened` they would otherwise read
+    as a damaged video, and a full disk would fail the post for good instead of being retried
+    once there is room."""
+    try:
+        yield
+    except av.error.FFmpegError as exc:
+        if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
+            raise OSError(exc.errno, exc.strerror) from None
+        raise
 
 
 def _filter_graph(source: Any, probe: VideoProbe, plan: VideoVariantPlan) -> Graph:

@@ -129,7 +129,7 @@ async def transcode_video(container: Container, payload: Payload) -> None:
         except decoding.OriginalUnreadable as exc:
             if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
                 raise _original_missing() from None
-            raise disk_fault(exc.as_os_error(), "read files") from exc
+            raise disk_fault(exc.as_os_error(), "read or write video files") from exc
         except (decoding.DecodeBudgetExceeded, decoding.DecoderDied) as exc:
             await asyncio.to_thread(_remove_staged, staging, renditions)
             if isinstance(exc, decoding.DecoderDied):
