@@ -260,7 +260,9 @@ def limit_clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     wide = make_clip(folder / "wide.mp4", size=(3856, 16), seconds=0.1, audio=False)
     fast = make_clip(folder / "fast.mp4", size=(64, 64), seconds=0.05, fps=240, audio=False)
     tiny = make_clip(folder / "tiny.mp4", size=(8, 8), seconds=0.1, audio=False)
+    strip = make_clip(folder / "strip.mp4", size=(640, 20), seconds=0.1, audio=False)
     return {
+        "strip": strip.path.read_bytes(),
         "wide": wide.path.read_bytes(),
         "fast": fast.path.read_bytes(),
         "tiny": tiny.path.read_bytes(),
@@ -286,6 +288,19 @@ async def test_a_video_too_small_to_play_without_upscaling_is_422(
     response = await glimpse.upload(headers, files=[("dot.mp4", limit_clips["tiny"])])
     error = await refused(glimpse, response, 422, "video_too_small")
     assert "8x8" in error["message"]
+
+
+async def test_a_story_whose_9_by_16_middle_is_too_small_is_422_and_a_post_is_not(
+    glimpse: Glimpse, limit_clips: dict[str, bytes]
+) -> None:
+    # 640x20 plays as a post; a story's full-screen rendition of it would be 10 px wide.
+    headers = await glimpse.signup()
+    data = limit_clips["strip"]
+    response = await glimpse.client.post(
+        "/api/v1/stories", headers=headers, files=[("file", ("s.mp4", data, "video/mp4"))]
+    )
+    await refused(glimpse, response, 422, "video_too_small")
+    assert (await glimpse.upload(headers, files=[("p.mp4", data)])).status_code == 202
 
 
 async def test_an_av1_video_is_accepted_and_transcoded(glimpse: Glimpse, tmp_path: Path) -> None:

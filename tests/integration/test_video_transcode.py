@@ -170,7 +170,7 @@ def test_decoding_stops_at_the_limit_whatever_the_header_says(
 ) -> None:
     # A header that understates the length passes the check made from it; decoding must stop
     # at the limit all the same, and leave no half-written rendition behind.
-    monkeypatch.setattr(video, "check_limits", lambda probe, max_seconds: None)
+    monkeypatch.setattr(video, "check_limits", lambda probe, max_seconds, story: None)
     monkeypatch.setattr(video, "_DURATION_SLACK_S", 0.0)
     with pytest.raises(video.VideoRefused) as refused:
         video.transcode_video(clips["h264"].path, MediaType.MP4, tmp_path, False, 0.25)
@@ -183,7 +183,7 @@ def test_decoding_stops_past_the_frames_the_limits_allow(
 ) -> None:
     # Frames whose times claim nothing (thousands at one instant) are counted all the same: here
     # a limit of 4 frames a second of a 0.25 s video, against a clip of many more frames.
-    monkeypatch.setattr(video, "check_limits", lambda probe, max_seconds: None)
+    monkeypatch.setattr(video, "check_limits", lambda probe, max_seconds, story: None)
     monkeypatch.setattr(video, "MAX_FRAME_RATE", 4.0)
     with pytest.raises(video.VideoRefused) as refused:
         video.transcode_video(clips["h264"].path, MediaType.MP4, tmp_path, False, 0.25)
@@ -236,7 +236,7 @@ def test_a_last_frame_shown_past_the_limit_is_refused(
     key, inter = _vp8_key_and_inter_frame()
     path = tmp_path / "long-last-frame.webm"
     _vp8_webm(path, [(key, 0, 100), (inter, 100, 200_000)])
-    monkeypatch.setattr(video, "check_limits", lambda probe, max_seconds: None)
+    monkeypatch.setattr(video, "check_limits", lambda probe, max_seconds, story: None)
     with pytest.raises(video.VideoRefused) as refused:
         video.transcode_video(path, MediaType.WEBM, tmp_path, False, 5.0)
     assert refused.value.code == "video_too_long"

@@ -236,7 +236,7 @@ def transcode_video(
         problem = unsupported_codec(probe)
         if problem is not None:
             raise VideoRefused("unsupported_video_codec", f"Glimpse cannot play {problem}.")
-        breach = check_limits(probe, max_seconds)
+        breach = check_limits(probe, max_seconds, story)
         if breach is not None:
             raise VideoRefused(breach.code, breach.message)
     with _opened(path, media_type) as container:

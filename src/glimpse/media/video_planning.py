@@ -84,20 +84,26 @@ CRF = 23
 X264_PRESET = "veryfast"
 
 
-def check_limits(probe: VideoProbe, max_seconds: float) -> LimitBreach | None:
-    """The first limit of API.md the video passes, or None when it is within them all."""
-    long_side, short_side = max(probe.width, probe.height), min(probe.width, probe.height)
-    if long_side > MAX_LONG_SIDE or short_side > MAX_SHORT_SIDE:
+def check_limits(probe: VideoProbe, max_seconds: float, story: bool = False) -> LimitBreach | None:
+    """The first limit of API.md the video passes, or None when it is within them all. Sizes
+    are held to the limits both as stored and as shown (pixels 100 times wider than tall
+    would make a 3840x2160 frame of a 38 px wide stream); a story's 9:16 crop as well."""
+    shown_width, shown_height = upright_size(probe)
+    sizes = [(probe.width, probe.height), (shown_width, shown_height)]
+    if any(max(w, h) > MAX_LONG_SIDE or min(w, h) > MAX_SHORT_SIDE for w, h in sizes):
         return LimitBreach(
             "too_many_pixels",
             f"A video may be at most {MAX_LONG_SIDE}x{MAX_SHORT_SIDE} (4K); this one is"
-            f" {probe.width}x{probe.height}.",
+            f" {shown_width}x{shown_height}.",
         )
-    if short_side < MIN_SIDE:
+    if story:
+        sizes.append(story_crop(shown_width, shown_height)[2:])
+    if any(min(w, h) < MIN_SIDE for w, h in sizes):
+        what = "A story video's 9:16 middle" if story else "A video"
         return LimitBreach(
             "video_too_small",
-            f"A video must be at least {MIN_SIDE}x{MIN_SIDE} pixels; this one is"
-            f" {probe.width}x{probe.height}.",
+            f"{what} must be at least {MIN_SIDE}x{MIN_SIDE} pixels; this one is"
+            f" {shown_width}x{shown_height}.",
             too_large=False,
         )
     if probe.frame_rate > MAX_FRAME_RATE:

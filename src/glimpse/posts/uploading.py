@@ -26,6 +26,7 @@ from glimpse.posts import service
 from glimpse.posts.models import MediaKind, Post, PostKind
 from glimpse.posts.schemas import PostOut
 from glimpse.posts.upload import StagedFile, UploadForm, discarding, too_many_pixels
+from glimpse.posts.video_checks import CheckAllowance
 from glimpse.posts.views import PostRow, post_views
 
 T = TypeVar("T")
@@ -73,7 +74,7 @@ async def store_upload(
         images_, videos = _split_by_kind(form.files)
         await _check_headers(images_, settings.max_image_pixels)
         durations = await _check_videos(
-            container, videos, service.max_video_seconds(settings, kind)
+            container, videos, service.max_video_seconds(settings, kind), kind == PostKind.STORY
         )
         async with container.db.read() as session:
             await service.check_quota(session, settings, author_id, sum(f.size for f in form.files))
@@ -109,7 +110,7 @@ def _split_by_kind(files: list[StagedFile]) -> tuple[list[StagedFile], list[Stag
 
 
 async def _check_videos(
-    container: Container, files: list[StagedFile], max_seconds: float
+    container: Container, files: list[StagedFile], max_seconds: float, story: bool
 ) -> dict[Path, float]:
     """Judge each video from its container and first frame, in a decoding child (FFmpeg's
     demuxers read the hostile bytes there, under a budget), before it is stored and queued:
@@ -117,10 +118,11 @@ async def _check_videos(
     refused now, not a minute into its transcode. Returns each one's declared duration."""
     durations: dict[Path, float] = {}
     budget = decoding.DecodeBudget.for_video_probe(container.settings)
+    allowance = CheckAllowance()
     for f in files:
         name = f.filename or "A video"
         try:
-            probe = await container.video_checks.probe(f.path, f.media_type, budget)
+            probe = await container.video_checks.probe(f.path, f.media_type, budget, allowance)
         except video.UnreadableVideo as exc:
             raise UnsupportedMediaType(
                 f"{name} is not a readable video: {exc}", code="unreadable_video"
@@ -143,7 +145,7 @@ async def _check_videos(
                 f"{name} cannot be played here: Glimpse does not handle {codec}.",
                 code="unsupported_video_codec",
             )
-        breach = check_limits(probe, max_seconds)
+        breach = check_limits(probe, max_seconds, story)
         if breach is not None and not breach.too_large:
             raise Invalid(breach.message, code=breach.code)
         if breach is not None:

@@ -70,6 +70,23 @@ def test_a_video_too_small_to_play_without_upscaling_is_refused_as_invalid(
     assert check_limits(probe(width=16, height=16), 90) is None
 
 
+def test_sizes_are_held_to_the_limits_as_shown_too() -> None:
+    # Pixels 100 times wider than tall: a 40x2160 stream is shown 4000 wide, past 4K
+    # wide; pixels 300 times taller than wide make a 3840x2160 stream 13 px wide.
+    wide = check_limits(probe(width=40, height=2160, pixel_aspect=Fraction(100)), 90)
+    assert wide is not None and wide.code == "too_many_pixels"
+    thin = check_limits(probe(width=3840, height=2160, pixel_aspect=Fraction(1, 300)), 90)
+    assert thin is not None and thin.code == "video_too_small"
+
+
+def test_a_story_s_9_by_16_middle_must_be_big_enough_to_play() -> None:
+    # 1280x20 is a playable post (20 px high), but its story crop would be 10 px wide.
+    assert check_limits(probe(width=1280, height=20), 90) is None
+    breach = check_limits(probe(width=1280, height=20), 60, story=True)
+    assert breach is not None and breach.code == "video_too_small" and not breach.too_large
+    assert check_limits(probe(width=1280, height=30), 60, story=True) is None  # 16x28 crop
+
+
 def test_a_story_is_held_to_its_own_shorter_limit() -> None:
     assert check_limits(probe(duration_s=75), 90) is None
     breach = check_limits(probe(duration_s=75), 60)
