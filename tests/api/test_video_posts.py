@@ -102,6 +102,13 @@ async def test_the_media_origin_serves_mp4_byte_ranges(
     past = await fetch(glimpse, url, Range=f"bytes={size}-")
     assert past.status_code == 416
     assert past.headers["content-range"] == f"bytes */{size}"
+    # Ranges past either end are cut to the file (RFC 9110 14.1.2), not refused.
+    for asked in (f"bytes=-{size * 10}", f"bytes=0-{size * 10}"):
+        clamped = await fetch(glimpse, url, Range=asked)
+        assert clamped.status_code == 206 and clamped.content == whole, asked
+        assert clamped.headers["content-range"] == f"bytes 0-{size - 1}/{size}"
+    end = await fetch(glimpse, url, Range=f"bytes={size - 10}-{size * 10}")
+    assert end.status_code == 206 and end.content == whole[-10:]
 
 
 @pytest.mark.parametrize(

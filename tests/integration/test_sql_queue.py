@@ -264,6 +264,10 @@ async def test_a_restarted_worker_runs_a_dead_local_worker_s_job_at_once(
     assert await drain(survivor) == 0  # both leased
     assert await survivor.queue.release_jobs_of_dead_workers() == 1
     assert await survivor.queue.release_jobs_of_dead_workers() == 0
+    # Given back with its attempt counted: a job that kills its worker each time is buried.
+    released = next(j for j in await job_rows(survivor) if j.locked_by is None)
+    assert (released.state, released.attempts) == (JobState.QUEUED, 1)
+    assert "died" in (released.last_error or "")
     stop = asyncio.Event()
     worker = asyncio.create_task(run_worker(survivor, stop))
     try:
@@ -332,6 +336,22 @@ async def test_a_job_running_longer_than_its_lease_keeps_it(make_container: Make
 
     assert runs == [1]
     assert await job_rows(working) == []
+
+
+async def test_a_lease_is_renewed_for_as_long_as_the_job_was_claimed_under(
+    make_container: MakeContainer,
+) -> None:
+    # A video's transcode is claimed under its own, longer lease: renewing it under the queue's
+    # short one would let another worker take the job mid-transcode.
+    name = register(lambda container, payload: asyncio.sleep(0))
+    container = make_container(node_id=1, job_lease_seconds=5.0)
+    await add_job(container, name)
+    job = await container.queue.claim(registry.names(), lease_seconds=600.0)
+    assert job is not None
+    before = time.time()
+    assert await container.queue.extend(job)
+    [row] = await job_rows(container)
+    assert row.available_at >= before + 599
 
 
 async def test_a_job_hung_past_its_longest_run_lets_its_lease_lapse(

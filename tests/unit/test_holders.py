@@ -6,6 +6,9 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+from glimpse import holders
 from glimpse.holders import is_dead_local_holder, local_machine, new_holder
 
 
@@ -31,3 +34,29 @@ def test_only_a_local_process_that_is_gone_is_dead() -> None:
         assert not is_dead_local_holder(f"{elsewhere}:{_finished_pid()}:0a1b2c3d")
     assert not is_dead_local_holder(f"{local_machine()}:not-a-pid:0a1b2c3d")
     assert not is_dead_local_holder("")
+
+
+def test_a_live_process_of_this_machine_is_not_dead() -> None:
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert not is_dead_local_holder(f"{local_machine()}:{other.pid}:0a1b2c3d")
+    finally:
+        other.kill()
+        other.wait()
+    assert is_dead_local_holder(f"{local_machine()}:{other.pid}:0a1b2c3d")
+
+
+def test_a_machine_name_that_could_not_be_read_in_full_is_never_judged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Without a boot id or a pid namespace, two containers of one host would share a name.
+    monkeypatch.setattr(holders, "local_machine", lambda: "host/?/4026531836")
+    assert not is_dead_local_holder(f"host/?/4026531836:{_finished_pid()}:0a1b2c3d")
+
+
+def test_a_process_someone_else_owns_is_alive(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refused(pid: int, signal: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(holders.os, "kill", refused)
+    assert not is_dead_local_holder(f"{local_machine()}:{_finished_pid()}:0a1b2c3d")
