@@ -10,6 +10,7 @@ from glimpse.media.sniff import (
     MediaType,
     is_image,
     is_video,
+    iso_bmff_file_truncation,
     iso_bmff_truncation,
     jpeg_scan_damage,
     sniff_media_type,
@@ -183,7 +184,16 @@ def test_whole_heic_files_are_not_truncated(relative: str) -> None:
         (_box(b"ftyp", b"heic" * 3) + _box(b"mdat", b"x" * 100, wide=True)[:-1], True),
         (_box(b"ftyp", b"heic" * 3) + (1).to_bytes(4, "big") + b"mdat" + b"\0" * 4, True),
         (_box(b"ftyp", b"heic" * 3) + _box(b"mdat", b"", declared=3), True),  # impossible size
+        # A 64-bit size smaller than its own 16-byte header.
+        (
+            _box(b"ftyp", b"heic" * 3) + (1).to_bytes(4, "big") + b"mdat" + (15).to_bytes(8, "big"),
+            True,
+        ),
     ],
 )
-def test_iso_bmff_truncation(data: bytes, truncated: bool) -> None:
+def test_iso_bmff_truncation(data: bytes, truncated: bool, tmp_path: Path) -> None:
     assert (iso_bmff_truncation(data) is not None) is truncated
+    # ... and a video on disk, read box header by box header, is judged the same.
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(data)
+    assert (iso_bmff_file_truncation(path) is not None) is truncated
