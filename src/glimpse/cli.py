@@ -29,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from glimpse import __version__
 from glimpse.config import Settings
 from glimpse.db.migrate import upgrade_to_head
+from glimpse.ops.admin_cli import add_commands
 from glimpse.ops.logs import setup_logging
 
 # Named here, not imported from ops.metrics: importing prometheus_client would be too early.
@@ -393,6 +394,8 @@ def migrate(data_dir: DataDir = None) -> None:
         upgrade_to_head(settings.resolved_database_url)
     typer.echo("database is at the newest migration")
 
+
+add_commands(app)  # jobs, users, storage verify, backup, restore
 
 if __name__ == "__main__":
     app()

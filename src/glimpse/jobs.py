@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
     from glimpse.container import Container
 
 Payload = dict[str, Any]
@@ -24,6 +26,9 @@ class PermanentJobError(Exception):
 
 Handler = Callable[["Container", Payload], Awaitable[None]]
 DeadHandler = Callable[["Container", Payload, PermanentJobError], Awaitable[None]]
+# Undoes what on_dead did, in the transaction that gives a dead job back to the queue (an
+# operator's `glimpse jobs retry`): the post its failure marked failed is processing again.
+ReviveHandler = Callable[["AsyncSession", Payload], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,7 @@ class JobSpec:
     # Which of a worker's lanes runs it: long work (a video's transcode) has a lane of its own,
     # with its own concurrency and lease, so that short jobs never wait behind it.
     lane: str = "default"
+    on_revive: ReviveHandler | None = None
 
 
 DEFAULT_LANE = "default"
@@ -57,11 +63,12 @@ class JobRegistry:
         on_dead: DeadHandler | None = None,
         every: float | None = None,
         lane: str = DEFAULT_LANE,
+        on_revive: ReviveHandler | None = None,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             if name in self._specs and self._specs[name].handler is not handler:
                 raise ValueError(f"job {name!r} is registered twice")
-            self._specs[name] = JobSpec(name, handler, on_dead, every, lane)
+            self._specs[name] = JobSpec(name, handler, on_dead, every, lane, on_revive)
             return handler
 
         return register

@@ -26,6 +26,9 @@ class User(Base):
     # stays set, so that no post made meanwhile falls between the two.
     feed_pull: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Set by an operator (`glimpse users disable`): the account cannot sign in and its tokens
+    # stop working; what it posted stays.
+    disabled_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class AccessToken(Base):

@@ -35,6 +35,7 @@ _TOKEN_USER = (
         AccessToken.token_hash == bindparam("hash"),
         AccessToken.revoked_at.is_(None),
         AccessToken.expires_at > bindparam("now"),
+        User.disabled_at.is_(None),
     )
 )
 
@@ -48,6 +49,7 @@ _TOKEN_USER_ID = (
         AccessToken.token_hash == bindparam("hash"),
         AccessToken.revoked_at.is_(None),
         AccessToken.expires_at > bindparam("now"),
+        User.disabled_at.is_(None),
     )
 )
 

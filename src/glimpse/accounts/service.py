@@ -110,7 +110,8 @@ async def sign_in(
             user = await find_user(session, username)
         # Verified outside any transaction: argon2 takes tens of milliseconds on purpose.
         verified = await container.passwords.verify(user.password_hash if user else None, password)
-        if user is None or not verified:
+        # A disabled account is told what a wrong password is told, after the same work.
+        if user is None or not verified or user.disabled_at is not None:
             attempt.failed()
             raise Unauthenticated("Wrong username or password.", code="invalid_credentials")
         attempt.succeeded()

@@ -15,6 +15,8 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import TypeVar
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from glimpse.backends.storage import ObjectMissing, Storage, disk_fault
 from glimpse.container import Container
 from glimpse.ids import smallest_id_at
@@ -33,7 +35,11 @@ async def _media_failed(container: Container, payload: Payload, error: Permanent
         await service.fail_media(session, int(payload["media_id"]), error.code, error.message)
 
 
-@job(service.PROCESS_MEDIA_JOB, on_dead=_media_failed)
+async def _media_reopened(session: AsyncSession, payload: Payload) -> None:
+    await service.reopen_failed_media(session, int(payload["media_id"]))
+
+
+@job(service.PROCESS_MEDIA_JOB, on_dead=_media_failed, on_revive=_media_reopened)
 async def process_media(container: Container, payload: Payload) -> None:
     """Make every variant of one uploaded photo and, with the post's last photo, finish the post."""
     media_id = int(payload["media_id"])
@@ -78,7 +84,7 @@ async def process_media(container: Container, payload: Payload) -> None:
 PROGRESS_POLL_SECONDS = 2.0
 
 
-@job(service.TRANSCODE_VIDEO_JOB, on_dead=_media_failed, lane=VIDEO_LANE)
+@job(service.TRANSCODE_VIDEO_JOB, on_dead=_media_failed, on_revive=_media_reopened, lane=VIDEO_LANE)
 async def transcode_video(container: Container, payload: Payload) -> None:
     """Make every rendition of one uploaded video and, with the post's last media item, finish
     the post. The same steps in the same order as `process_media`; the renditions are files."""

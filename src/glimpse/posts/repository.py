@@ -160,6 +160,11 @@ async def mark_post_ready_if_complete(session: AsyncSession, post_id: int) -> bo
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+async def post_has_failed_media(session: AsyncSession, post_id: int) -> bool:
+    failed = exists().where(Media.post_id == post_id, Media.status == PostStatus.FAILED)
+    return bool((await session.execute(select(failed))).scalar())
+
+
 async def change_post_count(session: AsyncSession, user_id: int, delta: int) -> None:
     await session.execute(
         update(User).where(User.id == user_id).values(post_count=User.post_count + delta)

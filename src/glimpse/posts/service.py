@@ -436,6 +436,22 @@ async def record_progress(session: AsyncSession, media_id: int, percent: int) ->
     await repository.set_progress(session, media_id, percent)
 
 
+async def reopen_failed_media(session: AsyncSession, media_id: int) -> None:
+    """A failed media item is to be processed again (an operator retries its dead job): it is
+    `processing` again, and so is its post once none of its media is failed any more."""
+    media = await repository.get_media(session, media_id)
+    if media is None or media.status != PostStatus.FAILED:
+        return
+    post = await repository.lock_post(session, media.post_id)
+    media.status = PostStatus.PROCESSING
+    await session.flush()
+    if post is None or post.status != PostStatus.FAILED:
+        return
+    if not await repository.post_has_failed_media(session, post.id):
+        post.status = PostStatus.PROCESSING
+        post.error_code = post.error_message = None
+
+
 async def fail_media(session: AsyncSession, media_id: int, code: str, message: str) -> None:
     """A media item cannot be processed: the post fails with a reason its author can read."""
     media = await repository.get_media(session, media_id)
