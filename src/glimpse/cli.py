@@ -115,7 +115,13 @@ async def _run_worker(
     container = build_container(settings)
     await container.start()
     try:
-        await run_worker(container, stop, concurrency)
+        if parent_pid is None:  # alone: its own /metrics, if asked (serve's API has them)
+            from glimpse.ops.worker_metrics import serving_metrics
+
+            async with serving_metrics(container):
+                await run_worker(container, stop, concurrency)
+        else:
+            await run_worker(container, stop, concurrency)
     finally:
         if watchdog is not None:
             watchdog.cancel()
@@ -379,10 +385,19 @@ def serve(
 @app.command()
 def worker(
     concurrency: Annotated[int, typer.Option(help="Jobs run at once in this process.")] = 1,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve /metrics on this port (or GLIMPSE_WORKER_METRICS_PORT; default: none).",
+            show_default=False,
+        ),
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Run workers alone (on any number of hosts, at scale)."""
     settings = _setup_logging(data_dir)
+    if metrics_port is not None:
+        settings = settings.model_copy(update={"worker_metrics_port": metrics_port})
     asyncio.run(_run_worker(settings, concurrency, (signal.SIGTERM, signal.SIGINT)))
 
 

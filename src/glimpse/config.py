@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     # /metrics: with a token, it needs `Authorization: Bearer <token>`; without one it answers
     # only to loopback clients.
     metrics_token: str = ""
+    # `glimpse worker` serves its own /metrics here (0: not at all), so that workers on other
+    # hosts can be scraped; with metrics_token set it asks for it too.
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
 
     # Decoding budget of the child process that decodes each image.
     decode_cpu_seconds: int = Field(default=60, ge=1)

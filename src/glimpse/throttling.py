@@ -34,6 +34,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
 from glimpse.errors import Throttled
+from glimpse.ops.metrics import THROTTLED, never_failing
 
 API, READS, WRITES = "api", "reads", "writes"
 UPLOAD, SIGNIN_FAILURES, SIGNUP = "upload", "signin_failures", "signup"
@@ -187,6 +188,9 @@ class Throttle:
         if item is None:
             return None
         allowed = await self._limiter.hit(item, budget, *key)
+        if not allowed:
+            with never_failing():
+                THROTTLED.labels(budget).inc()
         return await self._verdict(item, allowed, budget, *key)
 
     async def remaining(self, budget: str, *key: str) -> Verdict | None:

@@ -305,3 +305,37 @@ def test_serve_logs_json_lines_that_follow_a_request_into_its_job(
     job_lines = [line for line in lines if line.get("kind") == "process_media"]
     assert [(j["request_id"], j["outcome"]) for j in job_lines] == [(request_id, "done")]
     assert job_lines[0]["pid"] != upload_line["pid"]  # written by the worker process
+
+
+def _scrape(url: str, **headers: str) -> httpx.Response:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return httpx.get(url, headers=headers, timeout=2)
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def test_a_worker_alone_serves_its_own_metrics(
+    data_dir: Path, start_server: StartServer, start_worker: Callable[..., Worker]
+) -> None:
+    # A worker on another host has no API beside it: it is scraped on its own port, with the
+    # jobs it ran and the queue as it sees it.
+    server = start_server(data_dir, "--no-workers")
+    with httpx.Client(base_url=server.base, timeout=30) as client:
+        headers = _sign_up(client)
+        post_id = _publish(client, headers, testdata("orientation/Landscape_3.jpg"))
+        port = free_port()
+        start_worker(
+            data_dir,
+            {"GLIMPSE_WORKER_METRICS_PORT": str(port), "GLIMPSE_METRICS_TOKEN": "scrape-me"},
+        )
+        _wait_ready(client, headers, post_id)
+    url = f"http://127.0.0.1:{port}/metrics"
+    assert _scrape(url).status_code == 401
+    text = _scrape(url, Authorization="Bearer scrape-me").text
+    assert 'glimpse_jobs_run_total{name="process_media",outcome="done"} 1.0' in text
+    assert 'glimpse_jobs{state="queued"}' in text
+    assert "glimpse_jobs_oldest_due_age_seconds" in text

@@ -21,6 +21,12 @@ from glimpse.feed.names import (
 )
 from glimpse.graph import repository as graph_repository
 from glimpse.jobs import Payload, job
+from glimpse.ops.metrics import (
+    FANOUT_BATCH_SECONDS,
+    FANOUT_BATCHES,
+    FANOUT_FEEDS,
+    never_failing,
+)
 from glimpse.posts import repository as posts_repository
 from glimpse.posts.models import PostKind, PostStatus
 
@@ -61,11 +67,17 @@ async def fan_out_post(container: Container, payload: Payload) -> None:
         batch = await graph_repository.follower_batch(container.db, author_id, after, FAN_OUT_BATCH)
         if not batch:
             break
+        pushed = time.perf_counter()
         feeds += await store.push(post_id, author_id, [*own, *(follower for _, follower in batch)])
+        with never_failing():
+            FANOUT_BATCHES.inc()
+            FANOUT_BATCH_SECONDS.observe(time.perf_counter() - pushed)
         own = []
         after = batch[-1][0]
     if own:  # merged at read time, or no followers: the author's feed alone
         feeds += await store.push(post_id, author_id, own)
+    with never_failing():
+        FANOUT_FEEDS.inc(feeds)
     log.debug(
         "post %d reached %d feeds in %.1f ms",
         post_id,

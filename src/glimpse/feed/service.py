@@ -30,6 +30,7 @@ from glimpse.feed.cursors import WINDOW, FeedPosition, Order
 from glimpse.feed.ranking import Candidate, rank_candidates
 from glimpse.feed.repository import COMMENT_COUNT, LIKE_COUNT, PostValues
 from glimpse.ids import id_timestamp_ms
+from glimpse.ops.metrics import FEED_CACHE, FEED_READS, FEED_REBUILD_SECONDS, never_failing
 from glimpse.posts.views import PostRow
 
 if TYPE_CHECKING:
@@ -54,6 +55,8 @@ async def read_feed(
     container: Container, viewer_id: int, position: FeedPosition | None, order: Order, limit: int
 ) -> FeedPage:
     """One page of the viewer's home feed, from `position` (None: the top)."""
+    with never_failing():
+        FEED_READS.labels(order).inc()
     reader = _Reader(container, viewer_id)
     if order == "latest":
         return await reader.latest(position or FeedPosition(order="latest"), limit)
@@ -64,7 +67,7 @@ async def rebuild_feed(container: Container, user_id: int) -> None:
     """Build a missing feed from the database: the newest `feed_cap` posts of the accounts the
     user follows (but those merged at read time) and their own."""
     store, cap = container.feed_store, container.settings.feed_cap
-    now = time.time()
+    started = now = time.time()
     # Live before reading: a post that becomes ready from here on is pushed to it, one that
     # became ready before is in what we read.
     await store.begin_rebuild(user_id, now)
@@ -73,6 +76,8 @@ async def rebuild_feed(container: Container, user_id: int) -> None:
     )
     horizon = entries[-1][0] if len(entries) >= cap else 0
     await store.finish_rebuild(user_id, entries, horizon, now)
+    with never_failing():
+        FEED_REBUILD_SECONDS.observe(time.time() - started)
 
 
 class _Reader:
@@ -131,7 +136,9 @@ class _Reader:
         """The next `n` candidate ids below `below`, newest first; the lowest id looked at (the
         next call's `below`); and whether any may be left below it."""
         window = await self.store.window(self.viewer_id, below, n)
+        looked = "hit"
         if window is None:
+            looked = "miss"
             try:
                 await rebuild_feed(self.container, self.viewer_id)
             except OperationalError:
@@ -144,10 +151,13 @@ class _Reader:
                 window = await self.store.window(self.viewer_id, below, n)
         if window is None:
             # Still none (dropped again at once, or not rebuilt): the database alone answers.
+            looked = "fallback"
             horizon, cached = _NO_BOUND, []
         else:
             horizon, cached = window.horizon_id, window.entries
             await self._touch(window.read_at)
+        with never_failing():
+            FEED_CACHE.labels(looked).inc()
         sources = [[p for p, _ in cached]]
         exhausted = [len(cached) < n]
         db = self.container.db

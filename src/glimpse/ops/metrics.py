@@ -54,6 +54,58 @@ JOB_SECONDS = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 
+JOBS_ENQUEUED = Counter(
+    "glimpse_jobs_enqueued_total",
+    "Jobs added to the outbox with the transaction that needed them (rolled back ones included)",
+    ["name"],
+)
+# Set when /metrics is scraped (from the jobs table, whatever the queue backend).
+OLDEST_DUE_JOB = Gauge(
+    "glimpse_jobs_oldest_due_age_seconds",
+    "How long the job that has waited longest since it became due has been waiting",
+    multiprocess_mode="mostrecent",
+)
+UPLOADS = Counter("glimpse_uploads_total", "Uploads accepted (202), by post kind", ["kind"])
+UPLOAD_FILES = Counter(
+    "glimpse_upload_files_total", "Files in accepted uploads, by media kind", ["media"]
+)
+UPLOAD_BYTES = Counter("glimpse_upload_bytes_total", "Bytes of files in accepted uploads")
+FEED_READS = Counter("glimpse_feed_reads_total", "Home feed pages served, by order", ["order"])
+FEED_CACHE = Counter(
+    "glimpse_feed_cache_total",
+    "Looks into the materialised feed: hit, miss (rebuilt from the database), or fallback"
+    " (the cache could not be used; answered from the database)",
+    ["result"],
+)
+FEED_REBUILD_SECONDS = Histogram(
+    "glimpse_feed_rebuild_duration_seconds",
+    "Time to rebuild one missing feed from the database",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+FANOUT_BATCHES = Counter("glimpse_fanout_batches_total", "Batches of feeds a post was pushed to")
+FANOUT_FEEDS = Counter("glimpse_fanout_feeds_total", "Feeds posts were pushed into")
+FANOUT_BATCH_SECONDS = Histogram(
+    "glimpse_fanout_batch_duration_seconds",
+    "Time to push a post into one batch of feeds",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+STORIES_ARCHIVED = Counter(
+    "glimpse_stories_archived_total", "Expired stories archived by the reaper"
+)
+STORY_FILES_RELEASED = Counter(
+    "glimpse_story_variants_released_total",
+    "Variants of expired stories no highlight holds, handed to a purge",
+)
+THROTTLED = Counter(
+    "glimpse_throttled_total", "Requests refused (429) because a budget was spent", ["budget"]
+)
+BACKEND_UP = Gauge(
+    "glimpse_backend_up",
+    "1 when the backend answered /readyz's last round trip, 0 when it did not",
+    ["backend"],
+    multiprocess_mode="mostrecent",
+)
+
 
 def exposition() -> bytes:
     """Every metric in the Prometheus text format, from all of serve's processes if shared."""

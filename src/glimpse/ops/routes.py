@@ -21,7 +21,8 @@ from glimpse.api.errors import error_responses
 from glimpse.container import Container
 from glimpse.db.migrate import head_revision
 from glimpse.errors import NotFound, Unauthenticated
-from glimpse.ops.metrics import JOBS, exposition
+from glimpse.ops.admin_jobs import oldest_due_job_age
+from glimpse.ops.metrics import BACKEND_UP, JOBS, OLDEST_DUE_JOB, exposition, never_failing
 
 router = APIRouter(tags=["operations"])
 log = logging.getLogger("glimpse.ops")
@@ -103,6 +104,9 @@ async def readyz(container: ContainerDep) -> JSONResponse:
         _run_check("queue", container.queue.check()),
     )
     checks = dict(results)
+    with never_failing():
+        for backend, verdict in checks.items():
+            BACKEND_UP.labels(backend).set(1 if verdict == "ok" else 0)
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse(
         {"status": "ready" if ready else "unavailable", "checks": checks},
@@ -155,6 +159,7 @@ async def metrics(request: Request, container: ContainerDep) -> Response:
         counts = await container.queue.state_counts()
         for state in ("queued", "scheduled", "running", "dead"):
             JOBS.labels(state).set(counts.get(state, 0))
+        OLDEST_DUE_JOB.set(await oldest_due_job_age(container))
     except Exception:  # metrics must answer even when the database does not
         log.warning("could not count jobs for /metrics", exc_info=True)
     return Response(exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -22,6 +22,7 @@ from glimpse.errors import Invalid, TooLarge, Unavailable, UnsupportedMediaType
 from glimpse.media import decoding, images, video
 from glimpse.media.sniff import is_video
 from glimpse.media.video_planning import check_limits, unsupported_codec
+from glimpse.ops.metrics import UPLOAD_BYTES, UPLOAD_FILES, UPLOADS, never_failing
 from glimpse.posts import service
 from glimpse.posts.models import MediaKind, Post, PostKind
 from glimpse.posts.schemas import PostOut
@@ -101,6 +102,11 @@ async def store_upload(
         # uploads, which removes them only if nothing records them.)
         await _remove_originals(container.storage, media)
         raise
+    with never_failing():
+        UPLOADS.labels(kind).inc()
+        for f in form.files:
+            UPLOAD_FILES.labels("video" if is_video(f.media_type) else "photo").inc()
+        UPLOAD_BYTES.inc(sum(f.size for f in form.files))
     return answer
 
 

@@ -6,6 +6,7 @@ import logging
 
 from glimpse.container import Container
 from glimpse.jobs import Payload, job
+from glimpse.ops.metrics import STORIES_ARCHIVED, STORY_FILES_RELEASED, never_failing
 from glimpse.posts import service as posts
 from glimpse.posts.models import PostStatus
 from glimpse.stories import repository
@@ -41,6 +42,9 @@ async def purge_expired_stories(container: Container, payload: Payload) -> None:
             keys = await repository.take_down_variants(session, released)
             posts.schedule_purge(session, container.ids, container.settings, keys, delay_seconds=0)
             await repository.set_archived(session, done, archived=True)
+        with never_failing():
+            STORIES_ARCHIVED.inc(len(done))
+            STORY_FILES_RELEASED.inc(len(keys))
         reaped += len(done)
         if len(expired) < REAP_BATCH or not done:
             break

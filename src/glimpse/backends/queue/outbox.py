@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from glimpse.backends.queue.models import Job, JobState
 from glimpse.ids import IdGenerator
 from glimpse.jobs import registry
+from glimpse.ops.metrics import JOBS_ENQUEUED, never_failing
 from glimpse.ops.request_ids import tag_payload
 
 
@@ -34,6 +35,8 @@ def enqueue(
     # The request (or job) asking for it lends the job its id, for the job's log lines.
     body = json.dumps(tag_payload(payload), separators=(",", ":"), sort_keys=True)
     job_id = ids.next_id()
+    with never_failing():
+        JOBS_ENQUEUED.labels(name).inc()
     session.add(
         Job(
             id=job_id,

@@ -1,0 +1,61 @@
+"""deploy/'s Prometheus rules and Grafana dashboard name only metrics Glimpse exports: a
+renamed metric must not leave an alert that can never fire or a panel that stays empty."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+from prometheus_client import REGISTRY
+
+import glimpse.ops.metrics  # noqa: F401  (registers every metric)
+
+DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
+# Series a histogram or counter exports under its family's name.
+_SUFFIXES = ("_bucket", "_count", "_sum", "_total", "_created")
+
+
+def exported() -> set[str]:
+    names = set()
+    for family in REGISTRY.collect():
+        names.add(family.name)
+        names.update(sample.name for sample in family.samples)
+    return names
+
+
+def is_exported(name: str, known: set[str]) -> bool:
+    """A series name an exported family gives (a family without samples yet is known by its
+    name alone: a counter's without `_total`)."""
+    base = next((name.removesuffix(s) for s in _SUFFIXES if name.endswith(s)), name)
+    return name in known or base in known
+
+
+def glimpse_metrics(expr: str) -> set[str]:
+    return set(re.findall(r"\bglimpse_[a-z_]+", expr))
+
+
+def test_alert_rules_name_exported_metrics() -> None:
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    known = exported()
+    alerts = [rule for group in rules["groups"] for rule in group["rules"]]
+    assert {"GlimpseQueueFallingBehind", "GlimpseServerErrors", "GlimpseNotReady"} <= {
+        rule["alert"] for rule in alerts
+    }
+    for rule in alerts:
+        assert rule["labels"]["severity"] in {"critical", "warning", "info"}
+        for name in glimpse_metrics(rule["expr"]):
+            assert is_exported(name, known), (rule["alert"], name)
+
+
+def test_dashboard_panels_name_exported_metrics() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "glimpse-dashboard.json").read_text())
+    known = exported()
+    used: set[str] = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            names = glimpse_metrics(target["expr"])
+            assert names, panel["title"]
+            used |= names
+    assert {name for name in used if not is_exported(name, known)} == set()
