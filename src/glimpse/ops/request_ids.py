@@ -9,8 +9,8 @@ processing and its fan-out log under the id of the upload that asked for them.
 from __future__ import annotations
 
 import logging
+import os
 import re
-import uuid
 from contextvars import ContextVar
 from typing import Any
 
@@ -26,7 +26,7 @@ _WELL_FORMED = re.compile(r"[A-Za-z0-9._:@+=/-]{1,128}")
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # (as random as uuid4().hex, the same form, a third the time)
 
 
 def accepted_request_id(given: str | None) -> str | None:
