@@ -229,7 +229,7 @@ async def main(args: argparse.Namespace) -> None:
             f" (pairs {min(ratios):.3f}..{max(ratios):.3f}); lost"
             f" {(1 - statistics.median(ratios)) * 100:.1f}%"
         )
-    lines = sum(1 for _ in open(log_file))
+    lines = len(log_file.read_bytes().splitlines())
     print(f"access log: {lines} lines written")
 
 
