@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import hashlib
 import logging
+import math
 import multiprocessing
 import os
 import shutil
@@ -371,7 +372,7 @@ def serve(
             # path with its query (a signed URL's signature): ours logs the route instead.
             log_config=None,
             access_log=False,
-            timeout_graceful_shutdown=30,
+            timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
             limit_concurrency=plan.server_limit,
             server_header=False,  # no banner naming the server software
             http=guarded_protocol(settings),  # header size, header deadline, per-client cap

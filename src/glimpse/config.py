@@ -151,6 +151,10 @@ class Settings(BaseSettings):
     job_retry_max_seconds: float = 600.0
     # How often an idle worker looks for new jobs: this bounds the queue's share of upload latency.
     worker_poll_seconds: float = 0.05
+    # On SIGTERM: how long the API finishes the requests under way, and a worker the jobs under
+    # way, before it stops anyway (a worker gives the jobs it did not finish back to the queue
+    # at once, for another worker).
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0)
     # Deleted posts' media go after this grace period, so a processing job that is storing
     # the same content-addressed bytes at that moment cannot lose them (see posts/jobs.py).
     media_gc_delay_seconds: float = 30.0

@@ -300,7 +300,7 @@ async def run_worker(container: Container, stop: asyncio.Event, concurrency: int
                     task.cancel()
                 continue
             try:
-                await run_job(container, job)
+                await _run_until_stopped(container, job, stop)
             except Exception:
                 # The queue itself failed us; the lease will run out and the job come back.
                 log.exception("job %s %s could not be settled", job.name, job.id)
@@ -316,6 +316,31 @@ async def run_worker(container: Container, stop: asyncio.Event, concurrency: int
         await asyncio.gather(keep_periodic_jobs_scheduled(), *lanes)
     finally:
         await asyncio.to_thread(decoding.shutdown)
+
+
+async def _run_until_stopped(container: Container, job: ClaimedJob, stop: asyncio.Event) -> None:
+    """run_job; should the worker be told to stop meanwhile, the job has
+    `shutdown_grace_seconds` more to finish, and is then cancelled and given back at once, its
+    attempt not counted: a stop (a deploy, a rolling restart) neither waits on a long transcode
+    nor leaves its job to a lease that runs out minutes later."""
+    running = asyncio.ensure_future(run_job(container, job))
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not running.done():
+            await asyncio.wait({running}, timeout=container.settings.shutdown_grace_seconds)
+        if running.done():
+            running.result()
+            return
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await running
+        await container.queue.retry(
+            job, "the worker stopped before the job finished; given back", 0.0, count_attempt=False
+        )
+        log.warning("job %s %s given back: the worker is stopping", job.name, job.id)
+    finally:
+        stopping.cancel()
 
 
 async def drain(container: Container, *, max_jobs: int = 10_000) -> int:

@@ -350,3 +350,31 @@ def test_a_decoding_child_dies_with_the_process_it_works_for(tmp_path: Path) -> 
     for straggler in alive:
         straggler.kill()
     assert not alive, "the decoding child outlived the process it worked for"
+
+
+def test_shutting_down_stops_a_busy_child_and_frees_the_thread_waiting_on_it() -> None:
+    # A worker that gave its unfinished jobs back must be able to exit: a thread waiting on a
+    # child mid-transcode (up to its 25-minute budget) would hold the process's exit.
+    import threading
+
+    outcome: list[BaseException] = []
+
+    def wait_on_child() -> None:
+        try:
+            run_in_child(
+                DecodeBudget(cpu_seconds=600, memory_bytes=2**30, timeout_seconds=600),
+                burn_cpu,
+                None,
+            )
+        except BaseException as exc:
+            outcome.append(exc)
+
+    waiting = threading.Thread(target=wait_on_child, daemon=True)
+    waiting.start()
+    deadline = time.monotonic() + 30
+    while not decoding._POOL._busy and time.monotonic() < deadline:
+        time.sleep(0.01)
+    decoding.shutdown()
+    waiting.join(timeout=30)
+    assert not waiting.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], DecoderDied)

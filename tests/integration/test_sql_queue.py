@@ -709,6 +709,57 @@ async def test_worker_finishes_the_job_in_progress_then_stops_when_told(
     assert rows[0].state == JobState.QUEUED and rows[0].attempts == 0
 
 
+async def test_a_job_not_done_within_the_grace_is_given_back_at_once_when_stopping(
+    make_container: MakeContainer,
+) -> None:
+    # A worker stopped mid-transcode (a deploy) must neither hold the restart for minutes nor
+    # leave the job to a lease that runs out minutes later: it is given back, its attempt
+    # not counted, and another worker runs it at once.
+    started = asyncio.Event()
+    runs: list[str] = []
+
+    async def endless(container: Container, payload: Payload) -> None:
+        runs.append(container.holder)
+        started.set()
+        await asyncio.sleep(3600)
+
+    name = register(endless)
+    stopping = make_container(node_id=1, shutdown_grace_seconds=0.2, job_lease_seconds=600)
+    await add_job(stopping, name)
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run_worker(stopping, stop))
+    await asyncio.wait_for(started.wait(), timeout=10)
+    stop.set()
+    await asyncio.wait_for(worker, timeout=10)
+    [row] = await job_rows(stopping)
+    assert (row.state, row.attempts, row.locked_by) == (JobState.QUEUED, 0, None)
+    assert "stopped" in (row.last_error or "")
+    other = make_container(node_id=2, job_lease_seconds=600)
+    job = await other.queue.claim(registry.names())
+    assert job is not None and job.attempts == 1
+
+
+async def test_a_job_done_within_the_grace_finishes_when_stopping(
+    make_container: MakeContainer,
+) -> None:
+    started, finished = asyncio.Event(), []
+
+    async def short(container: Container, payload: Payload) -> None:
+        started.set()
+        await asyncio.sleep(0.3)
+        finished.append(1)
+
+    name = register(short)
+    container = make_container(shutdown_grace_seconds=30)
+    await add_job(container, name)
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run_worker(container, stop))
+    await asyncio.wait_for(started.wait(), timeout=10)
+    stop.set()
+    await asyncio.wait_for(worker, timeout=10)
+    assert finished == [1] and await job_rows(container) == []
+
+
 async def test_idle_worker_stops_promptly_when_told(make_container: MakeContainer) -> None:
     container = make_container()
     stop = asyncio.Event()

@@ -191,8 +191,9 @@ def run_in_child(budget: DecodeBudget, function: Callable[..., T], *args: Any) -
 
 
 def shutdown() -> None:
-    """Stop the idle children (a worker calls it on its way out; they also stop by themselves
-    when this process is gone)."""
+    """Stop the children, busy ones included (a worker calls it on its way out, once it has
+    given back what it did not finish; they also stop by themselves when this process is
+    gone)."""
     _POOL.close()
 
 
@@ -252,10 +253,16 @@ class _Child:
             self.process.kill()
         self.process.join()
 
+    def kill(self) -> None:
+        """From another thread than the one waiting on it (which then sees it die)."""
+        if self.process.is_alive():
+            self.process.kill()
+
 
 class _Pool:
     def __init__(self) -> None:
         self._idle: list[_Child] = []
+        self._busy: set[_Child] = set()
         self._lock = threading.Lock()
 
     def run(self, budget: DecodeBudget, function: Callable[..., Any], args: tuple[Any, ...]) -> Any:
@@ -272,6 +279,8 @@ class _Pool:
             child = None
         if child is None:
             child = _Child()
+        with self._lock:
+            self._busy.add(child)
         try:
             kind, value, rss, child.address_space = child.run(budget, function, args)
         except BaseException:
@@ -279,6 +288,9 @@ class _Pool:
             # unpickle, an interrupt), this child's state is unknown: it never runs again.
             child.stop()
             raise
+        finally:
+            with self._lock:
+                self._busy.discard(child)
         if kind == "memory" or rss > RECYCLE_RSS_BYTES or child.tasks >= RECYCLE_AFTER_TASKS:
             child.stop()
         else:
@@ -298,10 +310,15 @@ class _Pool:
         raise value  # the function's own exception
 
     def close(self) -> None:
+        """Stop every child, busy ones too: a worker stopping has given their jobs back, and
+        the threads waiting on them must end for the process to exit."""
         with self._lock:
             idle, self._idle = self._idle, []
+            busy = list(self._busy)
         for child in idle:
             child.stop()
+        for child in busy:
+            child.kill()
 
 
 _POOL = _Pool()
