@@ -18,6 +18,7 @@ from glimpse.container import Container
 from glimpse.db.migrate import upgrade_to_head
 from glimpse.worker import drain
 from tests.clips import Clip, make_clip
+from tests.s3server import s3_server  # noqa: F401  (the S3 test server, one per session)
 
 # The test photographs live in the repo (tests/data/README.md says where each comes from).
 TESTDATA = Path(__file__).resolve().parent / "data"
