@@ -81,10 +81,10 @@ async def _read(
             with path.open("rb") as f:
                 f.seek(offset)
                 return f.read(length)
-        data = await storage.get_bytes(key)
+        # Another store: only the bytes asked for (a range of a video is not the video).
+        return b"".join([chunk async for chunk in await storage.open_range(key, offset, length)])
     except (FileNotFoundError, ObjectMissing):
         raise _gone() from None
-    return data[offset : offset + length]
 
 
 # Read from a streamed file this much at a time: large enough that a thread hop per chunk is
@@ -101,6 +101,21 @@ async def _file_section(path: Path, offset: int, length: int) -> AsyncIterator[b
                 return
             length -= len(chunk)
             yield chunk
+
+
+async def _section(
+    storage: Storage, key: str, path: Path | None, offset: int, length: int
+) -> AsyncIterator[bytes]:
+    """The bytes to stream, opened now so that an object purged since we looked is a 404
+    rather than a response cut short."""
+    if path is not None:
+        if not path.is_file():  # noqa: ASYNC240  (one stat of a file in the page cache)
+            raise _gone()
+        return _file_section(path, offset, length)
+    try:
+        return await storage.open_range(key, offset, length)
+    except ObjectMissing:
+        raise _gone() from None
 
 
 async def get_media(
@@ -158,13 +173,11 @@ async def get_media(
         first, last = byte_range
         headers["Content-Range"] = f"bytes {first}-{last}/{size}"
         headers["Content-Length"] = str(last - first + 1)
-        if request.method != "HEAD" and path is not None and last - first + 1 > _SMALL_FILE:
+        if request.method != "HEAD" and cached is None and last - first + 1 > _SMALL_FILE:
             # A browser's <video> asks for `bytes=0-` and then seeks: tens of MB each time,
-            # streamed from the file rather than read whole into memory.
-            if not path.is_file():  # purged since we looked
-                raise _gone()
+            # streamed from the file (or the store) rather than read whole into memory.
             return StreamingResponse(
-                _file_section(path, first, last - first + 1),
+                await _section(storage, key, path, first, last - first + 1),
                 status_code=206,
                 media_type=content_type,
                 headers=headers,
@@ -178,7 +191,13 @@ async def get_media(
     if request.method == "HEAD":
         headers["Content-Length"] = str(size)
         return Response(status_code=200, media_type=content_type, headers=headers)
-    if cached is None and path is not None and size > _SMALL_FILE:
+    if cached is None and size > _SMALL_FILE:
+        if path is None:  # a store that is not this machine's disk: streamed from it
+            return StreamingResponse(
+                await _section(storage, key, None, 0, size),
+                media_type=content_type,
+                headers={**headers, "Content-Length": str(size)},
+            )
         if not path.is_file():  # purged since we looked
             raise _gone()
         return FileResponse(path, media_type=content_type, headers=headers)
