@@ -44,6 +44,22 @@ class S3Server:
         return f"s3://{bucket or 'glimpse-' + uuid.uuid4().hex[:12]}?endpoint={self.endpoint}"
 
 
+def bucket_keys(storage_url: str) -> list[str]:
+    """Every key in the bucket of an s3:// storage URL but the /readyz probe's, sorted; read with
+    a blocking client, for the tests' synchronous helpers."""
+    import boto3  # (moto's own dependency)
+
+    from glimpse.backends.storage.s3 import S3Location
+
+    location = S3Location.from_url(storage_url)
+    client = boto3.client("s3", endpoint_url=location.endpoint, region_name="us-east-1")
+    keys: list[str] = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=location.bucket):
+        keys.extend(item["Key"] for item in page.get("Contents", []))
+    client.close()
+    return sorted(k for k in keys if not k.startswith("readyz/"))
+
+
 def start_moto_server(log: Path) -> tuple[subprocess.Popen[bytes], S3Server]:
     command = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
     if not Path(command).exists():
