@@ -4,6 +4,7 @@ does not answer is a 503 with Retry-After and a /readyz that says so, never a 50
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import httpx
 import pytest
 
 from glimpse.app import create_app
+from glimpse.backends.storage.s3 import S3Storage
 from glimpse.config import Settings
 from glimpse.db.migrate import upgrade_to_head
 from glimpse.media import origin
@@ -29,6 +31,22 @@ def settings(settings: Settings, s3_server: S3Server) -> Settings:
     # No origin cache: every GET below reads the bucket.
     return settings.model_copy(
         update={"storage_url": s3_server.storage_url(), "origin_cache_bytes": 0}
+    )
+
+
+def public_variants_policy(bucket: str) -> str:
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": "*",
+                    "Action": "s3:GetObject",
+                    "Resource": f"arn:aws:s3:::{bucket}/v/*",
+                }
+            ],
+        }
     )
 
 
@@ -143,3 +161,61 @@ async def test_a_store_that_does_not_answer_is_503_and_readyz_names_it(
             assert ready.json()["checks"]["database"] == "ok"
             feed = await client.get("/api/v1/feed", headers=headers)
             assert feed.status_code == 200
+
+
+async def _published_w320(glimpse: Glimpse) -> tuple[dict[str, str], dict[str, Any], bytes]:
+    headers = await glimpse.signup()
+    response = await glimpse.upload(headers, files=[("p.jpg", jpeg_bytes((800, 600)))])
+    post = await process(glimpse, headers, response)
+    variant = _variants(post)["w320", "image/jpeg"]
+    key = variant["url"].removeprefix("/media/").split("?")[0]
+    return headers, post, await glimpse.container.storage.get_bytes(key)
+
+
+async def test_presigned_redirects_send_clients_to_the_bucket_after_the_visibility_check(
+    glimpse: Glimpse,
+) -> None:
+    glimpse.container.settings = glimpse.container.settings.model_copy(
+        update={"storage_redirect": "presigned"}
+    )
+    headers, post, stored = await _published_w320(glimpse)
+    url = _variants(post)["w320", "image/jpeg"]["url"]
+
+    response = await glimpse.client.get(url)
+    assert response.status_code == 302
+    assert response.headers["cache-control"] == "private, no-store"
+    location = response.headers["location"]
+    assert "Signature=" in location or "X-Amz-Signature=" in location
+    async with httpx.AsyncClient() as outside:
+        assert (await outside.get(location)).content == stored
+
+    # Gone private: the plain URL is refused here, before any redirect is made.
+    await glimpse.client.patch("/api/v1/me", headers=headers, json={"is_private": True})
+    assert_error(await glimpse.client.get(url), 404, "media_not_found")
+
+
+async def test_public_redirects_are_for_public_media_only(glimpse: Glimpse) -> None:
+    glimpse.container.settings = glimpse.container.settings.model_copy(
+        update={"storage_redirect": "public"}
+    )
+    storage = glimpse.container.storage
+    assert isinstance(storage, S3Storage)
+    # What the operator does for this mode: variants readable by anyone, originals not.
+    s3 = await storage._s3()
+    await s3.put_bucket_policy(Bucket=storage.bucket, Policy=public_variants_policy(storage.bucket))
+    headers, post, stored = await _published_w320(glimpse)
+    url = _variants(post)["w320", "image/jpeg"]["url"]
+    key = url.removeprefix("/media/")
+
+    response = await glimpse.client.get(url)
+    assert response.status_code == 302
+    location = response.headers["location"]
+    assert location.endswith(f"/{key}") and "Signature" not in location
+    async with httpx.AsyncClient() as outside:  # (moto's buckets answer anyone)
+        assert (await outside.get(location)).content == stored
+
+    await glimpse.client.patch("/api/v1/me", headers=headers, json={"is_private": True})
+    shown = await glimpse.client.get(f"/api/v1/posts/{post['id']}", headers=headers)
+    signed = _variants(shown.json())["w320", "image/jpeg"]["url"]
+    private = await glimpse.client.get(signed)
+    assert private.status_code == 200 and private.content == stored  # streamed, never a bucket URL

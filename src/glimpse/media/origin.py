@@ -147,6 +147,9 @@ async def get_media(
         raise _gone()
     if entry.visibility == "private" and not await _viewer_may_see(container, key, exp, sig, v):
         raise _gone()  # (never confirm that private media exists)
+    redirect = await _redirect(container, key, entry.visibility)
+    if redirect is not None:
+        return redirect
     visibility, size, cached = entry.visibility, entry.size, entry.data
     etag = f'"{match.group(2)}"'
     content_type = _CONTENT_TYPES[match.group(3)]
@@ -206,6 +209,32 @@ async def get_media(
     )
 
 
+# A presigned URL's life: long enough to start a video and seek in it, short enough that a
+# copied one is soon worthless (the origin's own signed URLs last an hour or two).
+PRESIGNED_SECONDS = 300
+# A redirect to a public object is cached briefly: going private takes effect after this.
+_PUBLIC_REDIRECT_CACHE = "public, max-age=300"
+
+
+async def _redirect(container: Container, key: str, visibility: str) -> Response | None:
+    """A 302 to the store itself, when the operator chose that (GLIMPSE_STORAGE_REDIRECT) and
+    the store has URLs: the bytes then never pass through this process."""
+    mode = container.settings.storage_redirect
+    if mode == "presigned":
+        url = await container.storage.object_url(key, PRESIGNED_SECONDS)
+        cache = "private, no-store"
+    elif mode == "public" and visibility == "public":
+        url = await container.storage.object_url(key, None)
+        if url is not None and container.settings.storage_public_url:
+            url = f"{container.settings.storage_public_url.rstrip('/')}/{key}"
+        cache = _PUBLIC_REDIRECT_CACHE
+    else:
+        return None
+    if url is None:  # the local disk: served here, as always
+        return None
+    return Response(status_code=302, headers={"Location": url, "Cache-Control": cache})
+
+
 async def _viewer_may_see(
     container: Container, key: str, exp: str | None, sig: str | None, v: str | None
 ) -> bool:
@@ -250,6 +279,7 @@ router.add_api_route(
     responses={
         200: {"content": {t: {} for t in _CONTENT_TYPES.values()}, "description": "the file"},
         206: {"content": {t: {} for t in _CONTENT_TYPES.values()}, "description": "a range"},
+        302: {"description": "the object in the store itself (GLIMPSE_STORAGE_REDIRECT)"},
         304: {"description": "not modified"},
         **error_responses(404, 416),
     },

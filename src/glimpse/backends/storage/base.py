@@ -61,6 +61,11 @@ class Storage(Protocol):
         serving a video's range from a store that is not a local disk). The object is opened
         here, so a missing one raises ObjectMissing before any byte is sent."""
 
+    async def object_url(self, key: str, expires_in: int | None) -> str | None:
+        """A URL where a client can fetch the object from the store itself: signed for
+        `expires_in` seconds, or its plain (public) URL when None. None when the store has no
+        URLs of its own (the local disk)."""
+
     def local_path(self, key: str) -> Path | None:
         """Where the object lies on this machine's disk, if it does: lets the origin serve it
         without copying through Python buffers."""

@@ -247,6 +247,9 @@ class LocalStorage:
             raise ObjectMissing(key) from exc
         return _file_section(f, offset, length)
 
+    async def object_url(self, key: str, expires_in: int | None) -> str | None:
+        return None
+
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
 

@@ -331,6 +331,24 @@ class S3Storage:
                 keys.extend(item["Key"] for item in page.get("Contents", []))
         return sorted(keys)
 
+    async def object_url(self, key: str, expires_in: int | None) -> str | None:
+        check_key(key)
+        s3 = await self._s3()
+        if expires_in is None:
+            # Where a GET without a signature finds it (a public bucket): path-style or not,
+            # as botocore would address it.
+            endpoint = s3.meta.endpoint_url.rstrip("/")
+            if self.location.addressing == "virtual":
+                scheme, _, host = endpoint.partition("://")
+                return f"{scheme}://{self.bucket}.{host}/{key}"
+            return f"{endpoint}/{self.bucket}/{key}"
+        # Signed locally: no round trip to the store.
+        with _store_faults("sign URLs"):
+            url: str = await s3.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in
+            )
+        return url
+
     def local_path(self, key: str) -> Path | None:
         return None
 
