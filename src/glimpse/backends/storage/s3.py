@@ -359,9 +359,15 @@ class S3Storage:
         return await asyncio.to_thread(sweep_stale_files, self._staging)
 
     async def check(self) -> None:
-        s3 = await self._s3()
-        with _store_faults("reach its bucket"):
-            await s3.head_bucket(Bucket=self.bucket)
+        # A write and a read, as on the local disk: a bucket that answers but refuses writes
+        # (a wrong policy, a full quota) cannot take uploads, so it is not ready.
+        probe = "readyz/probe"
+        await self.put_bytes(probe, b"ok", "text/plain")
+        if await self.get_bytes(probe) != b"ok":
+            raise StorageUnavailable(
+                "The media store returned other bytes than it was given.",
+                retry_after=StorageUnavailable.RETRY_AFTER_SECONDS,
+            )
 
 
 async def _no_bytes() -> AsyncIterator[bytes]:
