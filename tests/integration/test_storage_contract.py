@@ -8,6 +8,7 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from glimpse.backends.storage import InvalidKey, ObjectMissing, Storage, storage_from_url
@@ -166,3 +167,13 @@ async def test_sweep_staging_removes_only_files_nobody_wrote_to_for_an_hour(
     assert await store.sweep_staging() == 1
 
     assert not stale.exists() and fresh.exists()
+
+
+async def test_an_object_url_is_none_or_serves_the_object(store: Storage) -> None:
+    await store.put_bytes("v/ab/linked.jpg", b"linked bytes", "image/jpeg")
+
+    url = await store.object_url("v/ab/linked.jpg", 60)
+
+    if url is not None:  # a store with URLs of its own: the signed one serves the bytes
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(url)).content == b"linked bytes"

@@ -147,9 +147,6 @@ async def get_media(
         raise _gone()
     if entry.visibility == "private" and not await _viewer_may_see(container, key, exp, sig, v):
         raise _gone()  # (never confirm that private media exists)
-    redirect = await _redirect(container, key, entry.visibility)
-    if redirect is not None:
-        return redirect
     visibility, size, cached = entry.visibility, entry.size, entry.data
     etag = f'"{match.group(2)}"'
     content_type = _CONTENT_TYPES[match.group(3)]
@@ -161,6 +158,10 @@ async def get_media(
     }
     if etag_matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
+    # (after the 304: a client that holds the bytes needs no trip to the bucket)
+    redirect = await _redirect(container, key, visibility)
+    if redirect is not None:
+        return redirect
     # Only needed when the bytes are not in memory (resolving it costs a few system calls).
     path = storage.local_path(key) if cached is None else None
     byte_range = None
