@@ -161,6 +161,9 @@ async def test_a_store_that_does_not_answer_is_503_and_readyz_names_it(
             assert ready.json()["checks"]["database"] == "ok"
             feed = await client.get("/api/v1/feed", headers=headers)
             assert feed.status_code == 200
+            media = await client.get(f"/media/v/ab/ab{'0' * 62}.jpg")
+            assert_error(media, 503, "storage_unavailable")
+            assert int(media.headers["retry-after"]) >= 1
 
 
 async def _published_w320(glimpse: Glimpse) -> tuple[dict[str, str], dict[str, Any], bytes]:
