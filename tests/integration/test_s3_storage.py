@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ def test_the_url_names_the_bucket_the_endpoint_the_region_and_the_addressing() -
         "s3://media?endpoint=http://127.0.0.1:9000&region=eu-west-3&addressing=virtual"
     )
     assert location == S3Location("media", "http://127.0.0.1:9000", "eu-west-3", "virtual")
+    assert S3Location.from_url("s3://media?read_timeout=2.5").read_timeout == 2.5
     assert S3Location.from_url("s3://media") == S3Location("media", None, None, "path")
     with pytest.raises(ValueError):
         S3Location.from_url("s3://?endpoint=http://x")
@@ -92,6 +94,25 @@ async def test_a_store_that_does_not_answer_is_storage_unavailable_not_a_hang(
             assert int(caught.value.headers["Retry-After"]) >= 1
     finally:
         await storage.close()
+
+
+async def test_a_store_that_accepts_connections_but_never_answers_is_storage_unavailable(
+    tmp_path: Path,
+) -> None:
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "x")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "x")
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # connections are accepted by the kernel, and never read
+    port = silent.getsockname()[1]
+    url = f"s3://media?endpoint=http://127.0.0.1:{port}&read_timeout=0.5&connect_timeout=0.5"
+    storage = storage_from_url(url, staging_dir=tmp_path / "staging")
+    try:
+        with pytest.raises(StorageUnavailable):
+            await asyncio.wait_for(storage.get_bytes("v/ab/x.jpg"), timeout=60)
+    finally:
+        await storage.close()
+        silent.close()
 
 
 def _client_error(code: str, status: int) -> ClientError:

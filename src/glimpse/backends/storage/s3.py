@@ -52,12 +52,16 @@ _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 class S3Location:
     """What GLIMPSE_STORAGE_URL says: `s3://bucket?endpoint=http://host:port&region=...`
     (`addressing=virtual` for stores that want bucket.host names; path-style otherwise, which
-    every S3-compatible server understands)."""
+    every S3-compatible server understands; `connect_timeout=` and `read_timeout=` in seconds)."""
 
     bucket: str
     endpoint: str | None
     region: str | None
     addressing: str
+    # Seconds to open a connection, and to wait for each read of an answer: a store that takes
+    # longer is unavailable (503 to the client, a retry for a job).
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
 
     @classmethod
     def from_url(cls, url: str) -> S3Location:
@@ -68,11 +72,20 @@ class S3Location:
         addressing = query.get("addressing", "path")
         if addressing not in ("path", "virtual"):
             raise ValueError(f"addressing= is path or virtual; got {addressing!r}")
+        try:
+            timeouts = {
+                name: float(query[name])
+                for name in ("connect_timeout", "read_timeout")
+                if name in query
+            }
+        except ValueError:
+            raise ValueError(f"timeouts are seconds; got {url!r}") from None
         return cls(
             bucket=parsed.netloc,
             endpoint=query.get("endpoint") or None,
             region=query.get("region") or None,
             addressing=addressing,
+            **timeouts,
         )
 
 
@@ -124,8 +137,6 @@ class S3Storage:
         *,
         multipart_threshold: int = MULTIPART_THRESHOLD,
         part_size: int = MULTIPART_PART_SIZE,
-        connect_timeout: float = 5.0,
-        read_timeout: float = 30.0,
     ) -> None:
         self.location = location
         self.bucket = location.bucket
@@ -134,8 +145,8 @@ class S3Storage:
         self._multipart_threshold = multipart_threshold
         self._part_size = part_size
         self._config = AioConfig(
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
+            connect_timeout=location.connect_timeout,
+            read_timeout=location.read_timeout,
             # A couple of quick retries ride out a dropped connection; a store that stays down
             # is the caller's to retry (a 503 to the client, a job retried later).
             retries={"max_attempts": 2, "mode": "standard"},
