@@ -303,6 +303,38 @@ async def test_purge_that_decided_before_a_repost_but_deletes_after_it_loses_not
         assert (await glimpse.client.get(url)).status_code == 200, url
 
 
+@pytest.mark.parametrize("settings", [{"database_busy_timeout_ms": 200}], indirect=True)
+async def test_purges_and_sweeps_delete_objects_outside_any_write_transaction(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    headers = await glimpse.signup()
+    post = (await glimpse.upload(headers)).json()
+    assert await glimpse.run_jobs() == 2
+    keys = await _variant_keys(glimpse, post["id"])
+    storage, ids = glimpse.container.storage, glimpse.container.ids
+    orphan = service.original_key(ids.next_id(), ids.next_id())
+    await storage.put_bytes(orphan, b"abandoned upload", "image/jpeg")
+    real_delete_many = storage.delete_many
+    deleted: list[str] = []
+
+    async def delete_many_taking_the_write_lock(doomed: list[str]) -> None:
+        # A slow store's delete must leave the database free for everyone else's writes.
+        async with glimpse.container.db.write() as session:
+            await session.execute(select(1))
+        deleted.extend(doomed)
+        await real_delete_many(doomed)
+
+    monkeypatch.setattr(storage, "delete_many", delete_many_taking_the_write_lock)
+    monkeypatch.setattr(jobs, "ABANDONED_UPLOAD_SECONDS", -3600)  # the orphan counts as old
+    async with glimpse.container.db.write() as session:
+        await repository.delete_post(session, post["id"])
+    await jobs.purge_media_keys(glimpse.container, {"keys": keys})
+    await jobs.sweep_abandoned_uploads(glimpse.container, {})
+
+    assert set(keys) <= set(deleted) and orphan in deleted
+    assert await storage.size(orphan) is None
+
+
 async def test_a_purge_whose_deletes_fail_keeps_its_marks_and_finishes_when_retried(
     glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
 ) -> None:
