@@ -3,6 +3,8 @@ disk, in the same run, on the same bytes.
 
     python bench/bench_storage.py [--objects 300] [--concurrency 16] [--requests 600]
 
+(needs the dev extra, for moto_server: pip install -e ".[dev,bench]")
+
 Measures, for each store: put_bytes and get_bytes of 150 KB objects (a w1080 JPEG's size) with
 `--concurrency` at once; put_file and fetch_to_file of one 40 MB original (multipart on S3);
 and the media origin answering GET of a processed w1080 JPEG through the real app in-process
