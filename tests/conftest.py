@@ -4,6 +4,7 @@ through the real app over ASGI, with the worker run in-process on demand."""
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from glimpse.container import Container
 from glimpse.db.migrate import upgrade_to_head
 from glimpse.worker import drain
 from tests.clips import Clip, make_clip
+from tests.s3server import bucket_keys, s3_server  # noqa: F401  (the S3 test server)
 
 # The test photographs live in the repo (tests/data/README.md says where each comes from).
 TESTDATA = Path(__file__).resolve().parent / "data"
@@ -58,6 +60,12 @@ HEIC_PHOTOS = ["heic/IMG_5195.HEIC", "heic/iphone_13_pro_max.HEIC"]
 def settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
     """Fresh settings under tmp_path; a test changes some by indirect parametrisation
     (`@pytest.mark.parametrize("settings", [{"max_image_bytes": 1000}], indirect=True)`)."""
+    # GLIMPSE_TEST_STORAGE=s3 runs the same tests over an S3 bucket of their own (moto_server).
+    storage = (
+        {"storage_url": request.getfixturevalue("s3_server").storage_url()}
+        if os.environ.get("GLIMPSE_TEST_STORAGE") == "s3"
+        else {}
+    )
     return Settings(
         data_dir=tmp_path / "data",
         secret_key="test-secret",
@@ -70,6 +78,7 @@ def settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
         # ... and at the feed right after changing the graph.
         feed_viewer_memo_seconds=0,
         rate_limits="off",  # tests make many requests; throttling tests set their budgets
+        **storage,
     ).model_copy(update=getattr(request, "param", {}))
 
 
@@ -131,6 +140,9 @@ class Glimpse:
 
     def stored_files(self) -> list[Path]:
         root = self.container.settings.data_dir / "media"
+        if self.container.settings.storage_url.startswith("s3://"):
+            # The bucket's keys, named as they would lie on the local disk.
+            return [root / key for key in bucket_keys(self.container.settings.storage_url)]
         return sorted(
             p
             for p in root.rglob("*")

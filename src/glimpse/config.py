@@ -43,6 +43,14 @@ class Settings(BaseSettings):
     # private reaches it within this time), and keeps up to this many bytes of small files.
     origin_cache_ttl_seconds: float = 10.0
     origin_cache_bytes: int = 64 * 1024 * 1024
+    # With a store that has URLs of its own (S3), the origin may answer a media request with a
+    # redirect there once it has checked who may see it: "presigned" (a URL signed for a few
+    # minutes, for any media), or "public" (the object's plain URL, for public media only: the
+    # bucket is readable by anyone). Empty: the origin streams the bytes itself.
+    storage_redirect: Literal["", "presigned", "public"] = ""
+    # "public" redirects go here + "/" + key (a bucket website or a CDN in front of the bucket);
+    # empty for the store's own URL of the object.
+    storage_public_url: str = ""
 
     token_ttl_seconds: int = 30 * 24 * 3600
     # How long a story lives (API.md); tests and demos set it to seconds.

@@ -22,6 +22,7 @@ from glimpse.backends.storage import Storage, storage_from_url
 from glimpse.config import Settings
 from glimpse.db.database import Database
 from glimpse.db.node_leases import acquire_node, release_node, renew_node
+from glimpse.errors import StorageUnavailable
 from glimpse.feed.memo import ViewerMemo
 from glimpse.holders import new_holder
 from glimpse.ids import MAX_NODE, IdGenerator
@@ -77,6 +78,12 @@ class Container:
 
     async def start(self) -> None:
         """Take what needs the database: the lease on this process's id node."""
+        try:
+            await self.storage.start()
+        except StorageUnavailable:
+            # Serve what needs no media meanwhile: /readyz reports the store, and it is
+            # connected on first use once it answers.
+            log.warning("the media store does not answer yet", exc_info=True)
         if self.lease_node:
             node = await acquire_node(self.db, self.holder, NODE_LEASE_SECONDS)
             self._hold_node(node)
@@ -112,6 +119,7 @@ class Container:
         await self.throttle.close()
         await self.queue.close()
         await self.feed_store.close()
+        await self.storage.close()
         await self.db.dispose()
 
 
@@ -135,7 +143,9 @@ def build_container(settings: Settings, *, node_id: int | None = None) -> Contai
         settings=settings,
         db=db,
         storage=storage_from_url(
-            settings.resolved_storage_url, free_bytes_floor=settings.storage_free_bytes_floor
+            settings.resolved_storage_url,
+            free_bytes_floor=settings.storage_free_bytes_floor,
+            staging_dir=settings.data_dir / "staging",
         ),
         queue=queue_from_url(
             settings.resolved_queue_url,

@@ -13,8 +13,9 @@ import pytest
 from sqlalchemy import select, update
 
 from glimpse.backends.queue.models import Job, JobState
+from glimpse.errors import StorageUnavailable
 from glimpse.media import decoding
-from glimpse.posts import jobs, service
+from glimpse.posts import jobs, repository, service
 from glimpse.posts.models import Media, MediaVariant
 from tests.conftest import Glimpse, jpeg_bytes
 
@@ -253,6 +254,113 @@ async def test_purge_racing_a_repost_of_the_same_photo_loses_nothing(
     await glimpse.run_jobs()
     for url in (v["url"] for m in view["media"] for v in m["variants"]):
         assert (await glimpse.client.get(url)).status_code == 200, url
+
+
+async def test_purge_that_decided_before_a_repost_but_deletes_after_it_loses_nothing(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    headers = await glimpse.signup()
+    photo = jpeg_bytes((900, 700), (20, 130, 90))
+    first = (await glimpse.upload(headers, files=[("a.jpg", photo)])).json()
+    assert await glimpse.run_jobs() == 2
+    keys = await _variant_keys(glimpse, first["id"])
+    assert (
+        await glimpse.client.delete(f"/api/v1/posts/{first['id']}", headers=headers)
+    ).status_code == 204
+    second = (await glimpse.upload(headers, files=[("b.jpg", photo)])).json()
+
+    # The purge marks the keys (the repost has not recorded them yet) and commits; its deletes
+    # reach the store only after the repost has committed its rows: a slow store.
+    storage = glimpse.container.storage
+    real_put, real_delete_many = storage.put_bytes, storage.delete_many
+    stored: list[str] = []
+    deleting = asyncio.Event()
+    purge: list[asyncio.Task[None]] = []
+
+    async def slow_delete_many(doomed: list[str]) -> None:
+        deleting.set()
+        await asyncio.sleep(0.5)  # the repost records its rows meanwhile
+        await real_delete_many(doomed)
+
+    async def put_then_start_purge(key: str, data: bytes, content_type: str) -> None:
+        await real_put(key, data, content_type)
+        stored.append(key)
+        if len(stored) == len(keys):
+            purge.append(
+                asyncio.create_task(jobs.purge_media_keys(glimpse.container, {"keys": keys}))
+            )
+            await deleting.wait()  # the marks are committed
+
+    monkeypatch.setattr(storage, "put_bytes", put_then_start_purge)
+    monkeypatch.setattr(storage, "delete_many", slow_delete_many)
+    [media] = await _media_of(glimpse, second["id"])
+    await jobs.process_media(glimpse.container, {"media_id": media.id})
+    await purge[0]
+
+    view = (await _get_post(glimpse, headers, second["id"])).json()
+    assert view["status"] == "ready"
+    for url in (v["url"] for m in view["media"] for v in m["variants"]):
+        assert (await glimpse.client.get(url)).status_code == 200, url
+
+
+@pytest.mark.parametrize("settings", [{"database_busy_timeout_ms": 200}], indirect=True)
+async def test_purges_and_sweeps_delete_objects_outside_any_write_transaction(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    headers = await glimpse.signup()
+    post = (await glimpse.upload(headers)).json()
+    assert await glimpse.run_jobs() == 2
+    keys = await _variant_keys(glimpse, post["id"])
+    storage, ids = glimpse.container.storage, glimpse.container.ids
+    orphan = service.original_key(ids.next_id(), ids.next_id())
+    await storage.put_bytes(orphan, b"abandoned upload", "image/jpeg")
+    real_delete_many = storage.delete_many
+    deleted: list[str] = []
+
+    async def delete_many_taking_the_write_lock(doomed: list[str]) -> None:
+        # A slow store's delete must leave the database free for everyone else's writes.
+        async with glimpse.container.db.write() as session:
+            await session.execute(select(1))
+        deleted.extend(doomed)
+        await real_delete_many(doomed)
+
+    monkeypatch.setattr(storage, "delete_many", delete_many_taking_the_write_lock)
+    monkeypatch.setattr(jobs, "ABANDONED_UPLOAD_SECONDS", -3600)  # the orphan counts as old
+    async with glimpse.container.db.write() as session:
+        await repository.delete_post(session, post["id"])
+    await jobs.purge_media_keys(glimpse.container, {"keys": keys})
+    await jobs.sweep_abandoned_uploads(glimpse.container, {})
+
+    assert set(keys) <= set(deleted) and orphan in deleted
+    assert await storage.size(orphan) is None
+
+
+async def test_a_purge_whose_deletes_fail_keeps_its_marks_and_finishes_when_retried(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    headers = await glimpse.signup()
+    post = (await glimpse.upload(headers)).json()
+    assert await glimpse.run_jobs() == 2
+    keys = await _variant_keys(glimpse, post["id"])
+    storage = glimpse.container.storage
+
+    async def store_down(doomed: list[str]) -> None:
+        raise StorageUnavailable("the store is down")
+
+    monkeypatch.setattr(storage, "delete_many", store_down)
+    async with glimpse.container.db.write() as session:
+        await repository.delete_post(session, post["id"])
+    with pytest.raises(StorageUnavailable):
+        await jobs.purge_media_keys(glimpse.container, {"keys": keys})
+    async with glimpse.container.db.read() as session:
+        assert await repository.marked_deleting(session, keys) == set(keys)
+
+    monkeypatch.undo()
+    await jobs.purge_media_keys(glimpse.container, {"keys": keys})
+
+    async with glimpse.container.db.read() as session:
+        assert await repository.marked_deleting(session, keys) == set()
+    assert [await storage.size(k) for k in keys] == [None] * len(keys)
 
 
 async def test_sweep_removes_originals_that_no_upload_recorded(

@@ -81,10 +81,10 @@ async def _read(
             with path.open("rb") as f:
                 f.seek(offset)
                 return f.read(length)
-        data = await storage.get_bytes(key)
+        # Another store: only the bytes asked for (a range of a video is not the video).
+        return b"".join([chunk async for chunk in await storage.open_range(key, offset, length)])
     except (FileNotFoundError, ObjectMissing):
         raise _gone() from None
-    return data[offset : offset + length]
 
 
 # Read from a streamed file this much at a time: large enough that a thread hop per chunk is
@@ -101,6 +101,21 @@ async def _file_section(path: Path, offset: int, length: int) -> AsyncIterator[b
                 return
             length -= len(chunk)
             yield chunk
+
+
+async def _section(
+    storage: Storage, key: str, path: Path | None, offset: int, length: int
+) -> AsyncIterator[bytes]:
+    """The bytes to stream, opened now so that an object purged since we looked is a 404
+    rather than a response cut short."""
+    if path is not None:
+        if not path.is_file():  # noqa: ASYNC240  (one stat of a file in the page cache)
+            raise _gone()
+        return _file_section(path, offset, length)
+    try:
+        return await storage.open_range(key, offset, length)
+    except ObjectMissing:
+        raise _gone() from None
 
 
 async def get_media(
@@ -143,6 +158,10 @@ async def get_media(
     }
     if etag_matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
+    # (after the 304: a client that holds the bytes needs no trip to the bucket)
+    redirect = await _redirect(container, key, visibility)
+    if redirect is not None:
+        return redirect
     # Only needed when the bytes are not in memory (resolving it costs a few system calls).
     path = storage.local_path(key) if cached is None else None
     byte_range = None
@@ -158,13 +177,11 @@ async def get_media(
         first, last = byte_range
         headers["Content-Range"] = f"bytes {first}-{last}/{size}"
         headers["Content-Length"] = str(last - first + 1)
-        if request.method != "HEAD" and path is not None and last - first + 1 > _SMALL_FILE:
+        if request.method != "HEAD" and cached is None and last - first + 1 > _SMALL_FILE:
             # A browser's <video> asks for `bytes=0-` and then seeks: tens of MB each time,
-            # streamed from the file rather than read whole into memory.
-            if not path.is_file():  # purged since we looked
-                raise _gone()
+            # streamed from the file (or the store) rather than read whole into memory.
             return StreamingResponse(
-                _file_section(path, first, last - first + 1),
+                await _section(storage, key, path, first, last - first + 1),
                 status_code=206,
                 media_type=content_type,
                 headers=headers,
@@ -178,13 +195,45 @@ async def get_media(
     if request.method == "HEAD":
         headers["Content-Length"] = str(size)
         return Response(status_code=200, media_type=content_type, headers=headers)
-    if cached is None and path is not None and size > _SMALL_FILE:
+    if cached is None and size > _SMALL_FILE:
+        if path is None:  # a store that is not this machine's disk: streamed from it
+            return StreamingResponse(
+                await _section(storage, key, None, 0, size),
+                media_type=content_type,
+                headers={**headers, "Content-Length": str(size)},
+            )
         if not path.is_file():  # purged since we looked
             raise _gone()
         return FileResponse(path, media_type=content_type, headers=headers)
     return Response(
         await _read(storage, key, path, 0, size, cached), media_type=content_type, headers=headers
     )
+
+
+# A presigned URL's life: long enough to start a video and seek in it, short enough that a
+# copied one is soon worthless (the origin's own signed URLs last an hour or two).
+PRESIGNED_SECONDS = 300
+# A redirect to a public object is cached briefly: going private takes effect after this.
+_PUBLIC_REDIRECT_CACHE = "public, max-age=300"
+
+
+async def _redirect(container: Container, key: str, visibility: str) -> Response | None:
+    """A 302 to the store itself, when the operator chose that (GLIMPSE_STORAGE_REDIRECT) and
+    the store has URLs: the bytes then never pass through this process."""
+    mode = container.settings.storage_redirect
+    if mode == "presigned":
+        url = await container.storage.object_url(key, PRESIGNED_SECONDS)
+        cache = "private, no-store"
+    elif mode == "public" and visibility == "public":
+        url = await container.storage.object_url(key, None)
+        if url is not None and container.settings.storage_public_url:
+            url = f"{container.settings.storage_public_url.rstrip('/')}/{key}"
+        cache = _PUBLIC_REDIRECT_CACHE
+    else:
+        return None
+    if url is None:  # the local disk: served here, as always
+        return None
+    return Response(status_code=302, headers={"Location": url, "Cache-Control": cache})
 
 
 async def _viewer_may_see(
@@ -231,6 +280,7 @@ router.add_api_route(
     responses={
         200: {"content": {t: {} for t in _CONTENT_TYPES.values()}, "description": "the file"},
         206: {"content": {t: {} for t in _CONTENT_TYPES.values()}, "description": "a range"},
+        302: {"description": "the object in the store itself (GLIMPSE_STORAGE_REDIRECT)"},
         304: {"description": "not modified"},
         **error_responses(404, 416),
     },

@@ -12,6 +12,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Awaitable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from glimpse.backends.storage import ObjectMissing, Storage, disk_fault
 from glimpse.container import Container
+from glimpse.errors import StorageUnavailable
 from glimpse.ids import smallest_id_at
 from glimpse.jobs import VIDEO_LANE, Payload, PermanentJobError, job
 from glimpse.media import decoding, images, video
@@ -235,13 +237,49 @@ async def _store_processed(
         )
         if not recorded:  # deleted (or expired) while we worked: no need to wait for the guard
             service.schedule_purge(session, container.ids, container.settings, keys)
+        being_deleted = (
+            await repository.marked_deleting(session, keys, since=_live_marks_since(container))
+            if recorded
+            else set()
+        )
     if recorded:
         # A purge (this run's own guard, or another post's with the same bytes) may have taken
         # them between our put and our commit; purges decide under the write lock, so never
-        # after it. Store any such file again.
+        # after it. One that decided before our commit and has not finished deleting has
+        # marked them: wait for it to finish, then store any file it took again.
+        await _wait_for_deletions(container, sorted(being_deleted))
         for variant, key in zip(processed.variants, keys, strict=True):
             if await storage.size(key) is None:
                 await _put_variant(storage, key, variant)
+
+
+# A purge deletes its marked objects within seconds; while the store is down it is retried for
+# storage_retry_window_seconds. Marks older than that (and this margin) belong to a purge that
+# was given up: nobody will delete those objects any more.
+_MARK_MARGIN_SECONDS = 600.0
+DELETION_POLL_SECONDS = 0.2
+DELETION_WAIT_SECONDS = 60.0
+
+
+def _live_marks_since(container: Container) -> datetime:
+    window = container.settings.storage_retry_window_seconds + _MARK_MARGIN_SECONDS
+    return container.now() - timedelta(seconds=window)
+
+
+async def _wait_for_deletions(container: Container, keys: list[str]) -> None:
+    """Until no purge is deleting these keys. One that takes too long (the store is down)
+    makes the job run again later, as any storage fault does; it then stores the files again."""
+    deadline = time.monotonic() + DELETION_WAIT_SECONDS
+    while keys:
+        if time.monotonic() > deadline:
+            raise StorageUnavailable(
+                f"{len(keys)} stored files are still being deleted by a purge; trying again later."
+            )
+        await asyncio.sleep(DELETION_POLL_SECONDS)
+        async with container.db.read() as session:
+            keys = sorted(
+                await repository.marked_deleting(session, keys, since=_live_marks_since(container))
+            )
 
 
 async def _key_of(variant: images.EncodedVariant | video.VideoFile) -> str:
@@ -282,11 +320,22 @@ async def purge_media_keys(container: Container, payload: Payload) -> None:
     """Delete stored objects of deleted posts, except those another post still uses
     (variant keys are content-addressed and so may be shared)."""
     keys = [str(k) for k in payload["keys"]]
-    # Decide and delete under the write lock, so that a processing job storing the same
-    # bytes commits its rows either before (we keep the files) or after (it finds them gone
-    # and stores them again). Deleting a few local files takes microseconds.
+    # Decide and mark under the write lock, so that a processing job storing the same bytes
+    # commits its rows either before (we keep the files) or after: then it sees the marks, and
+    # stores its files again once they are gone. The deletes themselves run after the commit:
+    # a store that takes seconds (S3, a busy network) never holds the database's write lock.
     async with container.db.write() as session:
-        await container.storage.delete_many(await repository.unreferenced_keys(session, keys))
+        doomed = await repository.unreferenced_keys(session, keys)
+        await repository.mark_deleting(session, doomed, container.now())
+        # An earlier run of this job that died between its deletes and its unmarking left
+        # marks: those objects are deleted again (a job waits on them), then unmarked.
+        doomed = sorted(set(doomed) | await repository.marked_deleting(session, keys))
+    if not doomed:
+        return
+    # Should this fail, the marks stay and the job is retried: deletes are idempotent.
+    await container.storage.delete_many(doomed)
+    async with container.db.write() as session:
+        await repository.unmark_deleting(session, doomed)
 
 
 # An upload stores its originals a moment before the transaction that records them. If the
@@ -319,7 +368,9 @@ async def sweep_abandoned_uploads(container: Container, payload: Payload) -> Non
         abandoned = [key for key in candidates if key not in recorded]
         if not abandoned:
             continue
-        # The few left are checked again under the write lock, like purges, before deleting.
+        # The few left are checked again under the write lock, then deleted after the commit
+        # (a slow store holds no lock): keys an hour old are recorded by no upload any more,
+        # and one whose delete fails is found again by the next sweep.
         async with container.db.write() as session:
-            for key in await repository.unreferenced_keys(session, abandoned):
-                await container.storage.delete(key)
+            abandoned = await repository.unreferenced_keys(session, abandoned)
+        await container.storage.delete_many(abandoned)

@@ -101,3 +101,15 @@ class UploadUsage(Base):
     day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD, UTC
     uploads: Mapped[int] = mapped_column(default=0)
     bytes: Mapped[int] = mapped_column(default=0)
+
+
+class ObjectDeletion(Base):
+    """A stored object a purge has decided to delete and may not have deleted yet. The purge
+    marks, commits, deletes (outside any transaction: a slow store never holds the database's
+    write lock), then removes the mark; a processing job that records the same key meanwhile
+    waits for the mark to go, then stores its file again."""
+
+    __tablename__ = "object_deletions"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    marked_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy import ColumnElement, delete, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -10,7 +11,15 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from glimpse.accounts.models import User
-from glimpse.posts.models import Media, MediaVariant, Post, PostKind, PostStatus, UploadUsage
+from glimpse.posts.models import (
+    Media,
+    MediaVariant,
+    ObjectDeletion,
+    Post,
+    PostKind,
+    PostStatus,
+    UploadUsage,
+)
 
 
 async def get_post(session: AsyncSession, post_id: int) -> Post | None:
@@ -116,6 +125,40 @@ async def unreferenced_keys(session: AsyncSession, keys: Sequence[str]) -> list[
         )
         used.update(variants.scalars(), originals.scalars())
     return [k for k in keys if k not in used]
+
+
+async def mark_deleting(session: AsyncSession, keys: Sequence[str], now: datetime) -> None:
+    """Mark these objects as being deleted (a mark already there is kept, with its time)."""
+    dialect = (await session.connection()).dialect.name
+    insert = sqlite_insert if dialect == "sqlite" else pg_insert
+    for start in range(0, len(keys), _KEYS_PER_QUERY):
+        batch = keys[start : start + _KEYS_PER_QUERY]
+        await session.execute(
+            insert(ObjectDeletion)
+            .values([{"key": k, "marked_at": now} for k in batch])
+            .on_conflict_do_nothing(index_elements=[ObjectDeletion.key])
+        )
+
+
+async def marked_deleting(
+    session: AsyncSession, keys: Sequence[str], since: datetime | None = None
+) -> set[str]:
+    """Those of `keys` a purge has marked for deletion (since `since`, when given)."""
+    marked: set[str] = set()
+    for start in range(0, len(keys), _KEYS_PER_QUERY):
+        query = select(ObjectDeletion.key).where(
+            ObjectDeletion.key.in_(keys[start : start + _KEYS_PER_QUERY])
+        )
+        if since is not None:
+            query = query.where(ObjectDeletion.marked_at >= since)
+        marked.update((await session.execute(query)).scalars())
+    return marked
+
+
+async def unmark_deleting(session: AsyncSession, keys: Sequence[str]) -> None:
+    for start in range(0, len(keys), _KEYS_PER_QUERY):
+        batch = keys[start : start + _KEYS_PER_QUERY]
+        await session.execute(delete(ObjectDeletion).where(ObjectDeletion.key.in_(batch)))
 
 
 async def originals_under(session: AsyncSession, folder: str) -> set[str]:

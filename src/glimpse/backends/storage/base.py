@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -56,6 +56,16 @@ class Storage(Protocol):
     async def list_keys(self, prefix: str) -> list[str]:
         """Every key under `prefix` (a key-shaped folder, like "originals/2026112611")."""
 
+    async def open_range(self, key: str, offset: int, length: int) -> AsyncIterator[bytes]:
+        """`length` bytes of the object from `offset` on, as chunks to stream (the media origin
+        serving a video's range from a store that is not a local disk). The object is opened
+        here, so a missing one raises ObjectMissing before any byte is sent."""
+
+    async def object_url(self, key: str, expires_in: int | None) -> str | None:
+        """A URL where a client can fetch the object from the store itself: signed for
+        `expires_in` seconds, or its plain (public) URL when None. None when the store has no
+        URLs of its own (the local disk)."""
+
     def local_path(self, key: str) -> Path | None:
         """Where the object lies on this machine's disk, if it does: lets the origin serve it
         without copying through Python buffers."""
@@ -66,6 +76,12 @@ class Storage(Protocol):
 
     def staging_dir(self) -> Path:
         """A local directory for spooling uploads (on the store's filesystem when there is one)."""
+
+    async def start(self) -> None:
+        """Connect (and create the bucket a store needs); called once by Container.start."""
+
+    async def close(self) -> None:
+        """Let go of connections; called by Container.close."""
 
     async def check(self) -> None:
         """A real round trip for /readyz; raises when the store does not answer."""

@@ -19,18 +19,13 @@ import os
 import shutil
 import stat
 import tempfile
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 from glimpse.backends.storage.base import ObjectMissing, check_key
+from glimpse.backends.storage.staging import sweep_stale_files
 from glimpse.errors import StorageUnavailable
-
-# While an upload arrives its spooled files are touched every minute (posts/upload.py) until
-# they are moved into place; one nobody has touched for an hour was cut off by a crash.
-STALE_STAGING_SECONDS = 3600
-
 
 # Faults of the disk or the mount, not of the request or the object: they pass.
 TRANSIENT_ERRNOS = frozenset(
@@ -79,6 +74,25 @@ def _read_file(path: Path) -> bytes:
         return f.read()
 
 
+# Read a streamed file this much at a time: large enough that a thread hop per chunk is noise,
+# small enough that a slow client holds little memory.
+_STREAM_CHUNK = 256 * 1024
+
+
+async def _file_section(f: BinaryIO, offset: int, length: int) -> AsyncIterator[bytes]:
+    try:
+        await asyncio.to_thread(f.seek, offset)
+        while length > 0:
+            with _unavailable_on_disk_faults("read files"):
+                chunk = await asyncio.to_thread(f.read, min(_STREAM_CHUNK, length))
+            if not chunk:  # (the file cannot shrink: keys are never rewritten)
+                return
+            length -= len(chunk)
+            yield chunk
+    finally:
+        f.close()
+
+
 def _fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
@@ -103,15 +117,7 @@ class LocalStorage:
         self._sweep_staging()
 
     def _sweep_staging(self) -> int:
-        # Only files nobody is writing: other processes share this directory.
-        cutoff = time.time() - STALE_STAGING_SECONDS
-        removed = 0
-        for entry in self._tmp.iterdir():
-            with contextlib.suppress(OSError):
-                if entry.is_file() and entry.stat().st_mtime < cutoff:
-                    entry.unlink()
-                    removed += 1
-        return removed
+        return sweep_stale_files(self._tmp)
 
     async def sweep_staging(self) -> int:
         return await asyncio.to_thread(self._sweep_staging)
@@ -232,8 +238,26 @@ class LocalStorage:
         with _unavailable_on_disk_faults("list files"):
             return await asyncio.to_thread(walk)
 
+    async def open_range(self, key: str, offset: int, length: int) -> AsyncIterator[bytes]:
+        path = self._path(key)
+        try:
+            with _unavailable_on_disk_faults("read files"):
+                f = await asyncio.to_thread(path.open, "rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise ObjectMissing(key) from exc
+        return _file_section(f, offset, length)
+
+    async def object_url(self, key: str, expires_in: int | None) -> str | None:
+        return None
+
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
 
     def staging_dir(self) -> Path:
         return self._tmp

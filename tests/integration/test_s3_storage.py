@@ -1,0 +1,137 @@
+"""What only the S3 store does: its URL, the bucket made at start, multipart uploads of large
+originals, and a store that does not answer (503 upstream, never a hang or a 500)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError
+
+from glimpse.backends.storage import ObjectMissing, storage_from_url
+from glimpse.backends.storage.s3 import S3Location, S3Storage, _store_faults
+from glimpse.errors import StorageUnavailable
+from tests.s3server import S3Server
+from tests.servers import free_port
+
+
+def test_the_url_names_the_bucket_the_endpoint_the_region_and_the_addressing() -> None:
+    location = S3Location.from_url(
+        "s3://media?endpoint=http://127.0.0.1:9000&region=eu-west-3&addressing=virtual"
+    )
+    assert location == S3Location("media", "http://127.0.0.1:9000", "eu-west-3", "virtual")
+    assert S3Location.from_url("s3://media?read_timeout=2.5").read_timeout == 2.5
+    assert S3Location.from_url("s3://media") == S3Location("media", None, None, "path")
+    with pytest.raises(ValueError):
+        S3Location.from_url("s3://?endpoint=http://x")
+    with pytest.raises(ValueError):
+        S3Location.from_url("s3://media?addressing=sideways")
+
+
+async def test_the_bucket_is_created_at_start_and_start_is_idempotent(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    url = s3_server.storage_url()
+    first = storage_from_url(url, staging_dir=tmp_path / "a")
+    await first.start()
+    await first.put_bytes("v/ab/x.jpg", b"x", "image/jpeg")
+    # A second process on the same bucket finds it there and keeps what it holds.
+    second = storage_from_url(url, staging_dir=tmp_path / "b")
+    await second.start()
+    try:
+        await second.check()
+        assert await second.get_bytes("v/ab/x.jpg") == b"x"
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_large_original_goes_up_in_parts_and_comes_back_whole(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    storage = storage_from_url(s3_server.storage_url(), staging_dir=tmp_path / "staging")
+    assert isinstance(storage, S3Storage)
+    data = os.urandom(20 * 1024 * 1024 + 5)
+    spooled = storage.staging_dir() / "upload"
+    spooled.write_bytes(data)
+    try:
+        await storage.put_file("originals/2026120413/1/2", spooled, "video/mp4")
+
+        s3 = await storage._s3()
+        head = await s3.head_object(Bucket=storage.bucket, Key="originals/2026120413/1/2")
+        assert head["ETag"].strip('"').endswith("-3")  # three parts of 8 MB at most
+        assert head["ContentType"] == "video/mp4"
+        assert await storage.get_bytes("originals/2026120413/1/2") == data
+        # No upload is left half done.
+        uploads = await s3.list_multipart_uploads(Bucket=storage.bucket)
+        assert uploads.get("Uploads", []) == []
+    finally:
+        await storage.close()
+
+
+async def test_a_store_that_does_not_answer_is_storage_unavailable_not_a_hang(
+    tmp_path: Path,
+) -> None:
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "x")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "x")
+    nobody = f"s3://media?endpoint=http://127.0.0.1:{free_port()}"
+    storage = storage_from_url(nobody, staging_dir=tmp_path / "staging")
+    try:
+        for call in (
+            storage.start(),
+            storage.check(),
+            storage.put_bytes("v/ab/x.jpg", b"x", "image/jpeg"),
+            storage.get_bytes("v/ab/x.jpg"),
+            storage.size("v/ab/x.jpg"),
+            storage.delete_many(["v/ab/x.jpg"]),
+        ):
+            # (the guard only stops a hang from hanging the run; it times nothing)
+            with pytest.raises(StorageUnavailable) as caught:
+                await asyncio.wait_for(call, timeout=60)
+            assert int(caught.value.headers["Retry-After"]) >= 1
+    finally:
+        await storage.close()
+
+
+async def test_a_store_that_accepts_connections_but_never_answers_is_storage_unavailable(
+    tmp_path: Path,
+) -> None:
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "x")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "x")
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # connections are accepted by the kernel, and never read
+    port = silent.getsockname()[1]
+    url = f"s3://media?endpoint=http://127.0.0.1:{port}&read_timeout=0.5&connect_timeout=0.5"
+    storage = storage_from_url(url, staging_dir=tmp_path / "staging")
+    try:
+        with pytest.raises(StorageUnavailable):
+            await asyncio.wait_for(storage.get_bytes("v/ab/x.jpg"), timeout=60)
+    finally:
+        await storage.close()
+        silent.close()
+
+
+def _client_error(code: str, status: int) -> ClientError:
+    return ClientError(
+        {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "GetObject",
+    )
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [("SlowDown", 503), ("InternalError", 500), ("AccessDenied", 403), ("RequestTimeout", 400)],
+)
+def test_faults_of_the_store_are_storage_unavailable(code: str, status: int) -> None:
+    with pytest.raises(StorageUnavailable, match=code), _store_faults("read files", "v/ab/x"):
+        raise _client_error(code, status)
+
+
+@pytest.mark.parametrize(("code", "status"), [("NoSuchKey", 404), ("404", 404)])
+def test_a_missing_key_is_object_missing(code: str, status: int) -> None:
+    with pytest.raises(ObjectMissing), _store_faults("read files", "v/ab/x"):
+        raise _client_error(code, status)
