@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import OperationalError
 
+from glimpse.backends.feed import FeedStoreUnavailable, FeedWindow
 from glimpse.db.base import utcnow
 from glimpse.feed import repository
 from glimpse.feed.cursors import WINDOW, FeedPosition, Order
@@ -130,18 +131,7 @@ class _Reader:
     async def _candidates(self, below: int | None, n: int) -> tuple[list[int], int | None, bool]:
         """The next `n` candidate ids below `below`, newest first; the lowest id looked at (the
         next call's `below`); and whether any may be left below it."""
-        window = await self.store.window(self.viewer_id, below, n)
-        if window is None:
-            try:
-                await rebuild_feed(self.container, self.viewer_id)
-            except OperationalError:
-                # The cache cannot be written (a full or read-only disk, a busy database): the
-                # read still can be answered, from the database alone.
-                log.warning(
-                    "could not rebuild the feed of %d; reading it from posts", self.viewer_id
-                )
-            else:
-                window = await self.store.window(self.viewer_id, below, n)
+        window = await self._window(below, n)
         if window is None:
             # Still none (dropped again at once, or not rebuilt): the database alone answers.
             horizon, cached = _NO_BOUND, []
@@ -167,6 +157,26 @@ class _Reader:
         if len(merged) > n:
             merged, more = merged[:n], True
         return merged, (merged[-1] if merged else None), more
+
+    async def _window(self, below: int | None, n: int) -> FeedWindow | None:
+        """The cached window, rebuilding a missing feed first; None when the cache cannot
+        answer, so that the database alone does."""
+        try:
+            window = await self.store.window(self.viewer_id, below, n)
+        except FeedStoreUnavailable:
+            return None  # a cache server that is down (it already logged why)
+        if window is not None:
+            return window
+        try:
+            await rebuild_feed(self.container, self.viewer_id)
+        except (OperationalError, FeedStoreUnavailable):
+            # The cache cannot be written (a full or read-only disk, a busy database, a cache
+            # server gone meanwhile): the read still can be answered, from the database alone.
+            log.warning("could not rebuild the feed of %d; reading it from posts", self.viewer_id)
+            return None
+        with contextlib.suppress(FeedStoreUnavailable):
+            return await self.store.window(self.viewer_id, below, n)
+        return None
 
     def _rank(self, posts: list[PostValues], affinity: dict[int, int]) -> list[PostValues]:
         """The posts in feed order (rank_candidates).
@@ -229,7 +239,7 @@ class _Reader:
             self._touched = True
             # Best effort: a read is not refused because the mark of activity cannot be written
             # (it is tried again on the next read).
-            with contextlib.suppress(OperationalError):
+            with contextlib.suppress(OperationalError, FeedStoreUnavailable):
                 await self.store.touch(self.viewer_id, now)
 
 

@@ -12,6 +12,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from glimpse.errors import Unavailable
+
 Entry = tuple[int, int]  # (post id, author id)
 
 
@@ -22,6 +24,16 @@ class FeedWindow:
     # trimmed away or never loaded, and is read from the database.
     horizon_id: int
     read_at: float  # unix seconds, to within FeedStore.TOUCH_SECONDS
+
+
+class FeedStoreUnavailable(Unavailable):
+    """The store cannot be reached now (a cache server that is down). Feed reads answer from
+    the database meanwhile; jobs fail and are retried."""
+
+    code = "cache_unavailable"
+
+    def __init__(self, message: str = "The feed cache is unavailable.", *, retry_after: int = 5):
+        super().__init__(message, retry_after=retry_after)
 
 
 class FeedStore(Protocol):
