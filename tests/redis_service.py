@@ -8,6 +8,7 @@ skip, saying why; with CI=true they fail: the scale stack is then mandatory.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import Iterator
@@ -54,3 +55,48 @@ def delete_keys(url: str) -> int:
         return int(client.delete(*keys)) if keys else 0
     finally:
         client.close()
+
+
+class RedisProxy:
+    """A TCP proxy to the test Redis that a test can take down and bring back, on the same
+    port: an outage of Redis for one app, without stopping the server others use."""
+
+    def __init__(self) -> None:
+        host_port = BASE_URL.removeprefix("redis://").split("/")[0]
+        host, _, port = host_port.partition(":")
+        self.target = (host, int(port or 6379))
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    def url(self, prefix: str) -> str:
+        return f"redis://127.0.0.1:{self.port}/{DB}?prefix={prefix}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for writer in list(self._writers):
+                writer.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers -= {writer, up_writer}

@@ -50,9 +50,7 @@ MakeStore = Callable[..., FeedStore]
 
 
 @pytest.fixture(params=["sql", "redis"])
-async def make_store(
-    request: pytest.FixtureRequest, db: Database
-) -> AsyncIterator[MakeStore]:
+async def make_store(request: pytest.FixtureRequest, db: Database) -> AsyncIterator[MakeStore]:
     """Builds the store under test with a given cap (and idle TTL)."""
     url = "sql://" if request.param == "sql" else request.getfixturevalue("redis_url")
     clients = []

@@ -12,7 +12,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from glimpse.errors import Unavailable
+from glimpse.errors import StorageUnavailable
 
 Entry = tuple[int, int]  # (post id, author id)
 
@@ -26,9 +26,11 @@ class FeedWindow:
     read_at: float  # unix seconds, to within FeedStore.TOUCH_SECONDS
 
 
-class FeedStoreUnavailable(Unavailable):
+class FeedStoreUnavailable(StorageUnavailable):
     """The store cannot be reached now (a cache server that is down). Feed reads answer from
-    the database meanwhile; jobs fail and are retried."""
+    the database meanwhile. A store like the media store: a job that meets it is retried
+    without counting the attempt, for as long as the media store's faults are (worker.py), so
+    that a fan-out during an outage still reaches the feeds that survive it."""
 
     code = "cache_unavailable"
 
