@@ -82,6 +82,19 @@ async def test_a_feed_lost_in_part_is_no_feed_and_is_rebuilt_whole(
     assert window is not None and window.entries == [(5, A)]
 
 
+async def test_pushes_past_the_cap_into_a_feed_that_lost_its_hash_make_no_feed(
+    store: RedisFeedStore,
+    raw: sync_redis.Redis,
+    redis_url: str,  # noqa: F811
+) -> None:
+    await build(store)
+    meta, _ = keys_of(redis_url, U)
+    raw.delete(meta)
+    for post_id in range(10, 10 + 2 * store.cap):  # trims, which would set a horizon
+        await store.push(post_id, A, [U])
+    assert await store.window(U, None, 10) is None
+
+
 async def test_a_fan_out_to_thousands_of_users_reaches_those_with_feeds(
     store: RedisFeedStore,
 ) -> None:

@@ -64,7 +64,8 @@ local function trim(meta, entries, cap, trim_past)
   redis.call('ZREMRANGEBYRANK', entries, 1, n - cap)
   local kth = string.sub(redis.call('ZRANGE', entries, 1, 1)[1], 1, 19)
   local horizon = redis.call('HGET', meta, 'horizon')
-  if not horizon or kth > horizon then redis.call('HSET', meta, 'horizon', kth) end
+  -- (No hash: the feed is no feed, and must not look like one by a hash of a horizon alone.)
+  if horizon and kth > horizon then redis.call('HSET', meta, 'horizon', kth) end
 end
 local function zadd_all(entries, first, last)
   for i = first, last, 1000 do
@@ -89,7 +90,7 @@ end
 # KEYS: meta, entries. ARGV: the exclusive upper bound ("+" or "(<id>"), limit.
 _WINDOW = """
 local meta = redis.call('HMGET', KEYS[1], 'horizon', 'built_at', 'read_at')
-if not meta[1] or meta[2] == '0' or not redis.call('ZSCORE', KEYS[2], '') then return false end
+if not meta[2] or meta[2] == '0' or not redis.call('ZSCORE', KEYS[2], '') then return false end
 local out = {meta[1], meta[3]}
 local found = redis.call('ZREVRANGEBYLEX', KEYS[2], ARGV[1], '[' .. meta[1], 'LIMIT', 0, ARGV[2])
 for i = 1, #found do out[#out + 1] = found[i] end
