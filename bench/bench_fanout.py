@@ -14,6 +14,8 @@ app over the same file:
   process (httpx over ASGI, one request after another for `--seconds`, so that both stores
   are measured alike: the embedded store's reads never wait on a socket, so "concurrent"
   requests to it would run one by one anyway): pages per second, p50 and p99;
+- throttling: one request's `api` budget (a moving-window hit and the window's state), counted
+  in memory or in Redis;
 - what a post-summary cache could save: the share of a page spent in the one statement that
   reads the posts' rows and counts (feed/repository.feed_posts), which a cache could not skip
   anyway (it is also what checks that each post may still be seen).
@@ -50,6 +52,7 @@ from glimpse.feed import repository
 from glimpse.feed.jobs import fan_out_post
 from glimpse.feed.service import rebuild_feed
 from glimpse.ids import EPOCH_MS, compose_id
+from glimpse.throttling import Throttle
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -194,6 +197,20 @@ async def measure(
             await repository.feed_posts(container.db, viewers[0], ids)
             n += 1
         result["feed_posts_ms"] = (time.perf_counter() - started) / n * 1000
+
+        # What throttling costs a request (the `api` budget: a hit and its window's state),
+        # counted in this process's memory, or in Redis through the container's client.
+        budgets = "api=1000000/minute"
+        if container.redis is None:
+            throttle = Throttle(budgets, "async+memory://")
+        else:
+            throttle = Throttle.in_redis(budgets, container.redis, f"{uuid.uuid4().hex[:8]}:")
+        started, n = time.perf_counter(), 0
+        while time.perf_counter() - started < 1.0:
+            await throttle.hit("api", "address", f"10.0.0.{n % 120}")
+            n += 1
+        result["throttle_ms"] = (time.perf_counter() - started) / n * 1000
+        await throttle.close()
     return result
 
 
@@ -243,6 +260,7 @@ def main() -> None:
         ("feed first page, p99 ms", "p99_ms", "{:.2f}"),
         ("building every follower's feed, s", "build_s", "{:.1f}"),
         ("feed_posts (rows + counts of 20 posts), ms", "feed_posts_ms", "{:.3f}"),
+        ("a request's `api` budget (hit + window), ms", "throttle_ms", "{:.3f}"),
     ]
     for label, key, fmt in rows:
         print(
