@@ -14,10 +14,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from glimpse.accounts.passwords import PasswordHasher
 from glimpse.backends.feed import FeedStore, feed_store_from_url
 from glimpse.backends.queue import JobConsumer, queue_from_url
+from glimpse.backends.redis_client import is_redis_url, open_redis, parse_redis_url
 from glimpse.backends.storage import Storage, storage_from_url
 from glimpse.config import Settings
 from glimpse.db.database import Database
@@ -32,6 +34,9 @@ from glimpse.ops.request_ids import stamp_log_records
 from glimpse.posts.video_checks import VideoCheckSlots
 from glimpse.posts.views import MediaViewCache
 from glimpse.throttling import SignInGuard, Throttle
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = logging.getLogger("glimpse")
 
@@ -68,6 +73,8 @@ class Container:
     # Lease the ids' node from the database at start(), unless build_container fixed it.
     lease_node: bool = True
     holder: str = ""
+    # The one Redis client (and pool) of this process, when GLIMPSE_CACHE_URL names a Redis.
+    redis: Redis | None = None
     # Seconds since the epoch. Whatever expires (stories) asks this, so that a test can move
     # time instead of sleeping; media_urls keeps a clock of its own, set to the same one.
     clock: Callable[[], float] = field(default=time.time)
@@ -120,6 +127,8 @@ class Container:
         await self.queue.close()
         await self.feed_store.close()
         await self.storage.close()
+        if self.redis is not None:
+            await self.redis.aclose()
         await self.db.dispose()
 
 
@@ -137,8 +146,14 @@ def build_container(settings: Settings, *, node_id: int | None = None) -> Contai
         synchronous=settings.database_synchronous,
     )
     secret_key = settings.resolved_secret_key().encode()
-    # Counts kept in this process's memory (DESIGN.md: in Redis once there are replicas).
-    throttle = Throttle(settings.rate_limits, "async+memory://")
+    cache_url = settings.resolved_cache_url
+    redis = open_redis(parse_redis_url(cache_url)) if is_redis_url(cache_url) else None
+    # Counts kept in this process's memory, or in Redis, shared by every API process.
+    throttle = (
+        Throttle(settings.rate_limits, "async+memory://")
+        if redis is None
+        else Throttle.in_redis(settings.rate_limits, redis, parse_redis_url(cache_url).prefix)
+    )
     return Container(
         settings=settings,
         db=db,
@@ -154,7 +169,13 @@ def build_container(settings: Settings, *, node_id: int | None = None) -> Contai
             lease_seconds=settings.job_lease_seconds,
             poll_seconds=settings.worker_poll_seconds,
         ),
-        feed_store=feed_store_from_url(settings.resolved_cache_url, db, cap=settings.feed_cap),
+        feed_store=feed_store_from_url(
+            cache_url,
+            db,
+            cap=settings.feed_cap,
+            idle_ttl=settings.feed_idle_ttl_seconds,
+            redis=redis,
+        ),
         # Until start() leases a node, a random one (only tests make ids before start()).
         ids=IdGenerator(
             fixed_node if fixed_node is not None else random.SystemRandom().randint(0, MAX_NODE)
@@ -174,4 +195,5 @@ def build_container(settings: Settings, *, node_id: int | None = None) -> Contai
         video_checks=VideoCheckSlots(settings.video_check_concurrency, settings.video_check_queue),
         lease_node=fixed_node is None,
         holder=holder,
+        redis=redis,
     )

@@ -13,8 +13,8 @@ A budget left out keeps its default; `name=off` lifts that one budget.
 - `follows`: follow requests (POST .../follow), per account.
 - `comments`: new comments, per account.
 
-Counts live in the library's storage, chosen by URL: `async+memory://` in this process now;
-`async+redis://...` shares them between API replicas later without other changes.
+Counts live in the library's storage: in this process's memory by default; in Redis when
+GLIMPSE_CACHE_URL names one, shared by every API process (Throttle.in_redis).
 """
 
 from __future__ import annotations
@@ -22,19 +22,28 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import StorageError
 from limits.storage import storage_from_string
 
 from glimpse.errors import Throttled
 from glimpse.ops.metrics import THROTTLED, never_failing
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+log = logging.getLogger("glimpse.throttling")
+T = TypeVar("T")
 
 API, READS, WRITES = "api", "reads", "writes"
 UPLOAD, SIGNIN_FAILURES, SIGNUP = "upload", "signin_failures", "signup"
@@ -164,19 +173,69 @@ def throttled(verdict: Verdict, message: str) -> Throttled:
 
 class Throttle:
     """Counts hits against the configured budgets. Exact under concurrency: the storage takes
-    a window's entries under a lock, so N requests at once against a budget of K admit K."""
+    a window's entries under a lock (in Redis, one script), so N requests at once against a
+    budget of K admit K.
 
-    def __init__(self, setting: str, storage_url: str = "async+memory://") -> None:
+    With a shared storage (Redis) that cannot be reached, counts are kept in this process's
+    memory for FALLBACK_SECONDS at a time rather than refusing requests: each process then
+    grants a budget of its own for a while, which is better than an API that stops answering
+    with the cache."""
+
+    FALLBACK_SECONDS = 5.0
+
+    def __init__(
+        self,
+        setting: str,
+        storage_url: str = "async+memory://",
+        *,
+        storage: Storage | None = None,
+    ) -> None:
         self.budgets = parse_rate_limits(setting)
-        storage = (
-            MovingWindowMemory()
-            if storage_url == "async+memory://"
-            else storage_from_string(storage_url)
-        )
-        if not isinstance(storage, Storage):
-            raise ValueError(f"{storage_url!r} is not an async storage (async+memory://, ...)")
+        if storage is None:
+            made = (
+                MovingWindowMemory()
+                if storage_url == "async+memory://"
+                else storage_from_string(storage_url)
+            )
+            if not isinstance(made, Storage):
+                raise ValueError(f"{storage_url!r} is not an async storage (async+memory://, ...)")
+            storage = made
         self._storage = storage
         self._limiter = MovingWindowRateLimiter(self._storage)
+        self._local: MovingWindowMemory | None = None
+        self._local_limiter = self._limiter
+        if not isinstance(storage, MemoryStorage):
+            self._local = MovingWindowMemory()
+            self._local_limiter = MovingWindowRateLimiter(self._local)
+        self._local_until = 0.0
+
+    @classmethod
+    def in_redis(cls, setting: str, redis: Redis, prefix: str) -> Throttle:
+        """Budgets shared by every process that uses this Redis (through `redis`'s pool)."""
+        from limits.aio.storage import RedisStorage
+
+        storage = RedisStorage(
+            "async+redis://",  # the pool below is what connects
+            implementation="redispy",
+            key_prefix=f"{prefix}limits",
+            wrap_exceptions=True,
+            connection_pool=redis.connection_pool,  # type: ignore[arg-type]
+        )
+        return cls(setting, storage=storage)
+
+    async def _limiter_for(self, count: Callable[[MovingWindowRateLimiter], Awaitable[T]]) -> T:
+        if self._local is None or time.monotonic() < self._local_until:
+            return await count(self._local_limiter)
+        try:
+            return await count(self._limiter)
+        except StorageError as error:
+            self._local_until = time.monotonic() + self.FALLBACK_SECONDS
+            log.warning(
+                "rate-limit counts cannot be shared (%s); counting in this process for %.0f s",
+                error.storage_error,
+                self.FALLBACK_SECONDS,
+            )
+        return await count(self._local_limiter)
 
     @property
     def enabled(self) -> bool:
@@ -187,21 +246,32 @@ class Throttle:
         item = self.budgets.get(budget)
         if item is None:
             return None
-        allowed = await self._limiter.hit(item, budget, *key)
-        if not allowed:
-            with never_failing():
-                THROTTLED.labels(budget).inc()
-        return await self._verdict(item, allowed, budget, *key)
+
+        async def count(limiter: MovingWindowRateLimiter) -> Verdict:
+            allowed = await limiter.hit(item, budget, *key)
+            if not allowed:
+                with never_failing():
+                    THROTTLED.labels(budget).inc()
+            return await self._verdict(limiter, item, allowed, budget, *key)
+
+        return await self._limiter_for(count)
 
     async def remaining(self, budget: str, *key: str) -> Verdict | None:
         """The budget's state for `key`, counting nothing."""
         item = self.budgets.get(budget)
         if item is None:
             return None
-        return await self._verdict(item, True, budget, *key)
 
-    async def _verdict(self, item: RateLimitItem, allowed: bool, *key: str) -> Verdict:
-        stats = await self._limiter.get_window_stats(item, *key)
+        async def look(limiter: MovingWindowRateLimiter) -> Verdict:
+            return await self._verdict(limiter, item, True, budget, *key)
+
+        return await self._limiter_for(look)
+
+    @staticmethod
+    async def _verdict(
+        limiter: MovingWindowRateLimiter, item: RateLimitItem, allowed: bool, *key: str
+    ) -> Verdict:
+        stats = await limiter.get_window_stats(item, *key)
         remaining = max(0, stats.remaining)
         # When room remains the window resets when its oldest entry leaves; reported either way.
         reset = max(1, math.ceil(stats.reset_time - time.time()))
@@ -209,11 +279,12 @@ class Throttle:
 
     async def close(self) -> None:
         # The memory storage expires old entries in a task of its own; stop it with the loop.
-        timer = getattr(self._storage, "timer", None)
-        if isinstance(timer, asyncio.Task):
-            timer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await timer
+        for storage in (self._storage, self._local):
+            timer = getattr(storage, "timer", None)
+            if isinstance(timer, asyncio.Task):
+                timer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await timer
 
 
 @dataclass

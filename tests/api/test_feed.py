@@ -1,6 +1,7 @@
 """The home feed through the real app: fan-out on write and its undoing, the hybrid merge of
 large accounts, rebuilds, scrolling past the cache, ranking, and cursors that stay stable while
-likes and new posts change the ranking (API.md, "Feed")."""
+likes and new posts change the ranking (API.md, "Feed"). Every test runs over both feed stores:
+the embedded tables and Redis."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Collection
 import pytest
 from sqlalchemy import text
 
+from glimpse.config import Settings
 from glimpse.feed.ranking import Candidate, rank_candidates
 from glimpse.ids import id_timestamp_ms
 from tests.api.social import (
@@ -27,21 +29,45 @@ from tests.api.social import (
 )
 from tests.api.test_posts import publish
 from tests.conftest import Glimpse, assert_error
+from tests.redis_service import redis_url  # noqa: F401  (a fixture)
+
+
+@pytest.fixture(params=["sql", "redis"])
+def feed_cache(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def settings(settings: Settings, feed_cache: str, request: pytest.FixtureRequest) -> Settings:
+    if feed_cache == "redis":
+        return settings.model_copy(update={"cache_url": request.getfixturevalue("redis_url")})
+    return settings
 
 
 async def entries_of(glimpse: Glimpse, viewer: int) -> list[int]:
-    async with glimpse.container.db.read() as s:
-        rows = await s.execute(
-            text("select post_id from feed_entries where user_id = :u order by post_id desc"),
-            {"u": viewer},
-        )
-        return [r[0] for r in rows]
+    window = await glimpse.container.feed_store.window(viewer, None, 100_000)
+    return [] if window is None else [p for p, _ in window.entries]
 
 
 async def has_feed(glimpse: Glimpse, viewer: int) -> bool:
+    return await glimpse.container.feed_store.window(viewer, None, 1) is not None
+
+
+async def read_long_ago(glimpse: Glimpse, viewer: int, read_at: float) -> None:
+    """The viewer's feed, as it is, but last read (and built) at `read_at`."""
+    store = glimpse.container.feed_store
+    window = await store.window(viewer, None, 100_000)
+    assert window is not None
+    await store.drop(viewer)
+    await store.begin_rebuild(viewer, read_at)
+    await store.finish_rebuild(viewer, window.entries, window.horizon_id, read_at)
+
+
+async def drop_every_feed(glimpse: Glimpse) -> None:
     async with glimpse.container.db.read() as s:
-        row = await s.execute(text("select 1 from feeds where user_id = :u"), {"u": viewer})
-        return row.first() is not None
+        users = (await s.execute(text("select id from users"))).scalars().all()
+    for user in users:
+        await glimpse.container.feed_store.drop(user)
 
 
 async def set_likes(glimpse: Glimpse, post_id: int, likes: int) -> None:
@@ -102,9 +128,7 @@ async def test_rebuild_after_the_feed_store_is_emptied_gives_the_same_feed(
     await glimpse.run_jobs()
     before = await feed_ids(glimpse, bob)
     assert before == [str(p) for p in sorted(posts, reverse=True)]
-    async with glimpse.container.db.write() as s:
-        await s.execute(text("delete from feed_entries"))
-        await s.execute(text("delete from feeds"))
+    await drop_every_feed(glimpse)
     assert await feed_ids(glimpse, bob) == before
     assert await feed_ids(glimpse, bob, "ranked") != []
     assert sorted(await entries_of(glimpse, bob_id), reverse=True) == sorted(posts, reverse=True)
@@ -196,15 +220,9 @@ async def test_a_private_post_never_reaches_a_non_follower_even_from_a_poisoned_
     post_id = await quick_post(glimpse, await user_id(glimpse, alice))
     await glimpse.run_jobs()
     # Whatever the store holds (a bug, a stale entry), the read checks the graph.
-    async with glimpse.container.db.write() as s:
-        await s.execute(
-            text("insert into feed_entries (user_id, post_id, author_id) values (:u, :p, :a)"),
-            {
-                "u": await user_id(glimpse, mallory),
-                "p": post_id,
-                "a": await user_id(glimpse, alice),
-            },
-        )
+    await glimpse.container.feed_store.merge(
+        await user_id(glimpse, mallory), [(post_id, await user_id(glimpse, alice))]
+    )
     assert await feed_ids(glimpse, mallory) == []
     assert await feed_ids(glimpse, mallory, "ranked") == []
 
@@ -251,8 +269,7 @@ async def test_scrolling_past_the_cached_window_continues_from_the_database(
     ranked = await walk_feed(glimpse, bob, "ranked", limit=15)
     assert sorted(ranked, reverse=True) == expected and len(set(ranked)) == len(ranked)
     # A feed rebuilt from scratch is capped too, and scrolls as far.
-    async with glimpse.container.db.write() as s:
-        await s.execute(text("delete from feeds"))
+    await glimpse.container.feed_store.drop(bob_id)
     assert await walk_feed(glimpse, bob, "latest", limit=40) == expected
     assert len(await entries_of(glimpse, bob_id)) == 100
 
@@ -264,10 +281,7 @@ async def test_an_inactive_feed_expires_and_is_rebuilt_when_read_again(glimpse: 
     await feed(glimpse, bob)
     await glimpse.run_jobs()
     idle = time.time() - glimpse.container.settings.feed_idle_ttl_seconds - 60
-    async with glimpse.container.db.write() as s:
-        await s.execute(
-            text("update feeds set read_at = :t where user_id = :u"), {"t": idle, "u": bob_id}
-        )
+    await read_long_ago(glimpse, bob_id, idle)
     from glimpse.feed.jobs import expire_inactive_feeds
 
     await expire_inactive_feeds(glimpse.container, {})
@@ -284,16 +298,10 @@ async def test_a_read_marks_an_old_feed_active_again(glimpse: Glimpse) -> None:
     bob_id = await user_id(glimpse, bob)
     await feed(glimpse, bob)
     stale = time.time() - 2 * glimpse.container.feed_store.TOUCH_SECONDS
-    async with glimpse.container.db.write() as s:
-        await s.execute(
-            text("update feeds set read_at = :t where user_id = :u"), {"t": stale, "u": bob_id}
-        )
+    await read_long_ago(glimpse, bob_id, stale)
     await feed(glimpse, bob)
-    async with glimpse.container.db.read() as s:
-        read_at = (
-            await s.execute(text("select read_at from feeds where user_id = :u"), {"u": bob_id})
-        ).scalar_one()
-    assert read_at > time.time() - 60
+    window = await glimpse.container.feed_store.window(bob_id, None, 1)
+    assert window is not None and window.read_at > time.time() - 60
 
 
 # --- ranking ----------------------------------------------------------------------------------
@@ -555,19 +563,9 @@ async def test_whatever_the_cache_holds_a_feed_shows_only_what_belongs_in_it(
         await s.execute(
             text("update posts set status = 'processing' where id = :p"), {"p": int(processing)}
         )
-        for post_id, author in [
-            (stranger_post, sid),
-            (int(processing), vid),
-            (blocker_post, bid),
-            (12345, fid),
-        ]:
-            await s.execute(
-                text(
-                    "insert into feed_entries (user_id, post_id, author_id) values (:u, :p, :a)"
-                    " on conflict do nothing"
-                ),
-                {"u": vid, "p": post_id, "a": author},
-            )
+    await glimpse.container.feed_store.merge(
+        vid, [(stranger_post, sid), (int(processing), vid), (blocker_post, bid), (12345, fid)]
+    )
     for order in ("latest", "ranked"):
         assert await feed_ids(glimpse, viewer, order) == [str(good)], order
 

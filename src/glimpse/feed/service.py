@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import OperationalError
 
+from glimpse.backends.feed import FeedStoreUnavailable, FeedWindow
 from glimpse.db.base import utcnow
 from glimpse.feed import repository
 from glimpse.feed.cursors import WINDOW, FeedPosition, Order
@@ -135,29 +136,13 @@ class _Reader:
     async def _candidates(self, below: int | None, n: int) -> tuple[list[int], int | None, bool]:
         """The next `n` candidate ids below `below`, newest first; the lowest id looked at (the
         next call's `below`); and whether any may be left below it."""
-        window = await self.store.window(self.viewer_id, below, n)
-        looked = "hit"
-        if window is None:
-            looked = "miss"
-            try:
-                await rebuild_feed(self.container, self.viewer_id)
-            except OperationalError:
-                # The cache cannot be written (a full or read-only disk, a busy database): the
-                # read still can be answered, from the database alone.
-                log.warning(
-                    "could not rebuild the feed of %d; reading it from posts", self.viewer_id
-                )
-            else:
-                window = await self.store.window(self.viewer_id, below, n)
+        window = await self._window(below, n)
         if window is None:
             # Still none (dropped again at once, or not rebuilt): the database alone answers.
-            looked = "fallback"
             horizon, cached = _NO_BOUND, []
         else:
             horizon, cached = window.horizon_id, window.entries
             await self._touch(window.read_at)
-        with never_failing():
-            FEED_CACHE.labels(looked).inc()
         sources = [[p for p, _ in cached]]
         exhausted = [len(cached) < n]
         db = self.container.db
@@ -177,6 +162,30 @@ class _Reader:
         if len(merged) > n:
             merged, more = merged[:n], True
         return merged, (merged[-1] if merged else None), more
+
+    async def _window(self, below: int | None, n: int) -> FeedWindow | None:
+        """The cached window, rebuilding a missing feed first; None when the cache cannot
+        answer, so that the database alone does."""
+        try:
+            window = await self.store.window(self.viewer_id, below, n)
+        except FeedStoreUnavailable:
+            _count_cache("fallback")
+            return None  # a cache server that is down (it already logged why)
+        if window is not None:
+            _count_cache("hit")
+            return window
+        try:
+            await rebuild_feed(self.container, self.viewer_id)
+        except (OperationalError, FeedStoreUnavailable):
+            # The cache cannot be written (a full or read-only disk, a busy database, a cache
+            # server gone meanwhile): the read still can be answered, from the database alone.
+            log.warning("could not rebuild the feed of %d; reading it from posts", self.viewer_id)
+            _count_cache("fallback")
+            return None
+        with contextlib.suppress(FeedStoreUnavailable):
+            window = await self.store.window(self.viewer_id, below, n)
+        _count_cache("miss" if window is not None else "fallback")
+        return window
 
     def _rank(self, posts: list[PostValues], affinity: dict[int, int]) -> list[PostValues]:
         """The posts in feed order (rank_candidates).
@@ -239,13 +248,18 @@ class _Reader:
             self._touched = True
             # Best effort: a read is not refused because the mark of activity cannot be written
             # (it is tried again on the next read).
-            with contextlib.suppress(OperationalError):
+            with contextlib.suppress(OperationalError, FeedStoreUnavailable):
                 await self.store.touch(self.viewer_id, now)
 
 
 _NO_BOUND = 2**63 - 1
 # A remembered order is kept as one byte per position (a window is WINDOW posts).
 _MEMO_MAX_POSTS = 256
+
+
+def _count_cache(result: str) -> None:
+    with never_failing():
+        FEED_CACHE.labels(result).inc()
 
 
 def _page(served: list[PostValues], next_position: FeedPosition | None) -> FeedPage:

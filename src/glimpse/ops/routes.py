@@ -97,12 +97,15 @@ class Readiness(BaseModel):
 )
 async def readyz(container: ContainerDep) -> JSONResponse:
     """Every configured backend answers a real round trip and the schema is at head."""
-    results = await asyncio.gather(
+    checks_to_run = [
         _run_check("database", _check_database(container)),
         # The store's check also fails below the free-space floor (backends/storage/local.py).
         _run_check("storage", container.storage.check()),
         _run_check("queue", container.queue.check()),
-    )
+    ]
+    if container.settings.cache_url:  # the embedded feed store is the database's tables
+        checks_to_run.append(_run_check("cache", container.feed_store.check()))
+    results = await asyncio.gather(*checks_to_run)
     checks = dict(results)
     with never_failing():
         for backend, verdict in checks.items():

@@ -12,6 +12,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from glimpse.errors import StorageUnavailable
+
 Entry = tuple[int, int]  # (post id, author id)
 
 
@@ -22,6 +24,18 @@ class FeedWindow:
     # trimmed away or never loaded, and is read from the database.
     horizon_id: int
     read_at: float  # unix seconds, to within FeedStore.TOUCH_SECONDS
+
+
+class FeedStoreUnavailable(StorageUnavailable):
+    """The store cannot be reached now (a cache server that is down). Feed reads answer from
+    the database meanwhile. A store like the media store: a job that meets it is retried
+    without counting the attempt, for as long as the media store's faults are (worker.py), so
+    that a fan-out during an outage still reaches the feeds that survive it."""
+
+    code = "cache_unavailable"
+
+    def __init__(self, message: str = "The feed cache is unavailable.", *, retry_after: int = 5):
+        super().__init__(message, retry_after=retry_after)
 
 
 class FeedStore(Protocol):
