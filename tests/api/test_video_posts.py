@@ -103,10 +103,17 @@ async def test_the_media_origin_serves_mp4_byte_ranges(
     assert past.status_code == 416
     assert past.headers["content-range"] == f"bytes */{size}"
     # Ranges past either end are cut to the file (RFC 9110 14.1.2), not refused.
-    for asked in (f"bytes=-{size * 10}", f"bytes=0-{size * 10}"):
+    huge = "9" * 30  # past any file, and past 64 bits
+    for asked in (
+        f"bytes=-{size * 10}",
+        f"bytes=0-{size * 10}",
+        f"bytes=0-{huge}",
+        f"bytes=-{huge}",
+    ):
         clamped = await fetch(glimpse, url, Range=asked)
         assert clamped.status_code == 206 and clamped.content == whole, asked
         assert clamped.headers["content-range"] == f"bytes 0-{size - 1}/{size}"
+    assert (await fetch(glimpse, url, Range=f"bytes={huge}-")).status_code == 416
     end = await fetch(glimpse, url, Range=f"bytes={size - 10}-{size * 10}")
     assert end.status_code == 206 and end.content == whole[-10:]
 
@@ -542,12 +549,15 @@ async def test_a_video_past_its_transcode_budget_fails_with_video_too_complex(
     assert [p.name for p in glimpse.container.storage.staging_dir().iterdir()] == []
 
 
+@pytest.mark.parametrize("trouble", ["died", "unforeseen"])
 async def test_the_checking_process_dying_is_503_and_leaves_nothing(
-    glimpse: Glimpse, clips: dict[str, Clip], monkeypatch: pytest.MonkeyPatch
+    glimpse: Glimpse, clips: dict[str, Clip], monkeypatch: pytest.MonkeyPatch, trouble: str
 ) -> None:
     from glimpse.media import decoding
 
     def died(*args: object) -> None:
+        if trouble == "unforeseen":  # (an ImportError in a child, once: never a 500)
+            raise RuntimeError("something no verdict names")
         raise decoding.DecoderDied("killed by the kernel")
 
     monkeypatch.setattr(decoding, "probe_video_in_child", died)

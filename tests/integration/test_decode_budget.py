@@ -109,15 +109,13 @@ def test_a_child_left_big_by_a_task_is_replaced() -> None:
     assert run_in_child(BUDGET, os.getpid) != first
 
 
-def test_a_child_that_kept_much_mapped_is_not_given_a_task_it_would_fail() -> None:
+def test_what_a_child_kept_mapped_does_not_count_against_the_next_task() -> None:
     budget = DecodeBudget(cpu_seconds=10, memory_bytes=768 * 2**20, timeout_seconds=30)
     fresh = run_in_child(budget, address_space)
-    assert fresh < budget.memory_bytes * decoding._MAX_INHERITED_SHARE  # (what the rule assumes)
     # The task leaves its child 100 MB short of the budget: a task needing 200 MB does not fit
     # there, and does in a fresh child.
-    pid = run_in_child(budget, map_address_space, budget.memory_bytes - fresh - 100 * 2**20)
+    run_in_child(budget, map_address_space, budget.memory_bytes - fresh - 100 * 2**20)
     assert run_in_child(budget, allocate, 200 * 2**20) == 200 * 2**20
-    assert run_in_child(budget, os.getpid) != pid
 
 
 def loaded_modules() -> set[str]:
@@ -378,3 +376,24 @@ def test_shutting_down_stops_a_busy_child_and_frees_the_thread_waiting_on_it() -
     waiting.join(timeout=30)
     assert not waiting.is_alive()
     assert len(outcome) == 1 and isinstance(outcome[0], DecoderDied)
+
+
+def test_a_child_that_keeps_too_much_mapped_is_replaced() -> None:
+    roomy = DecodeBudget(cpu_seconds=10, memory_bytes=4 * 2**30, timeout_seconds=30)
+    first = run_in_child(roomy, os.getpid)
+    assert run_in_child(roomy, os.getpid) == first  # small tasks: the same child
+    assert run_in_child(roomy, map_address_space, decoding.RECYCLE_ADDRESS_SPACE_BYTES) == first
+    assert run_in_child(roomy, os.getpid) != first
+
+
+def fail_to_map_a_module() -> None:
+    raise ImportError("libfoo.so: failed to map segment from shared object")
+
+
+def test_a_module_that_cannot_be_mapped_under_the_budget_is_the_budget() -> None:
+    # What a child left near its budget met when a file made it load a module for the first
+    # time: a refusal for want of memory (and a new child), never an error of the server.
+    pid = run_in_child(BUDGET, os.getpid)
+    with pytest.raises(DecodeBudgetExceeded):
+        run_in_child(BUDGET, fail_to_map_a_module)
+    assert run_in_child(BUDGET, os.getpid) != pid

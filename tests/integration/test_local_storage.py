@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -318,3 +320,26 @@ async def test_a_failing_folder_fsync_is_reported_as_the_io_error_it_is(
         await storage.put_file("originals/2026/r/m", staged, "image/jpeg")
     cause = failure.value.__cause__
     assert isinstance(cause, OSError) and cause.errno == errno.EIO
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("mount") is None, reason="mounting a tmpfs needs root"
+)
+async def test_staging_on_a_filesystem_of_its_own_still_stores_atomically(root: Path) -> None:
+    # An operator may put staging on a tmpfs: a rename cannot cross into the store, so the
+    # temporary files are made beside their targets instead (it was a 500 on every upload).
+    storage = LocalStorage(root)
+    staging = storage.staging_dir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(staging)], check=True)
+    try:
+        await storage.put_bytes("v/ab/one.jpg", b"variant", "image/jpeg")
+        spooled = staging / "upload"
+        spooled.write_bytes(b"original" * 1000)
+        await storage.put_file("originals/2026120414/1/2", spooled, "image/jpeg")
+        assert await storage.get_bytes("v/ab/one.jpg") == b"variant"
+        assert await storage.get_bytes("originals/2026120414/1/2") == b"original" * 1000
+        assert list(staging.iterdir()) == []
+        leftovers = [p for p in root.rglob(".incoming-*")]
+        assert leftovers == []
+    finally:
+        subprocess.run(["umount", "-l", str(staging)], check=False)

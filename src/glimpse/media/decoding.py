@@ -16,6 +16,7 @@ to be killed. bench/bench_decode_budget.py measures both.
 from __future__ import annotations
 
 import ctypes
+import errno
 import math
 import multiprocessing
 import os
@@ -201,11 +202,11 @@ def shutdown() -> None:
 # freed pages back with malloc_trim): whatever a decode left behind, such as fragments of a
 # 50 MP PNG's 620 MB, goes with the process. Between tasks a child holds 60-90 MB.
 RECYCLE_RSS_BYTES = 256 * 2**20
+# ... or once it keeps this much address space mapped (each task's memory budget counts on top
+# of what the child had mapped when the task began: see _child_loop).
+RECYCLE_ADDRESS_SPACE_BYTES = 2 * 2**30
 # ... and after this many tasks in any case, so that slow leaks in codecs cannot accumulate.
 RECYCLE_AFTER_TASKS = 200
-# A child that kept more than this share of a task's memory budget mapped is not given the task
-# (a fresh child maps about 250 MB: Python, Pillow, FFmpeg's libraries).
-_MAX_INHERITED_SHARE = 0.5
 # Children kept waiting for work; more run only while more decodes run at once.
 MAX_IDLE_CHILDREN = 4
 
@@ -268,13 +269,7 @@ class _Pool:
     def run(self, budget: DecodeBudget, function: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         with self._lock:
             child = self._idle.pop() if self._idle else None
-        if child is not None and (
-            not child.process.is_alive()  # killed while it waited
-            # Codecs keep what they mapped for earlier files (a 4K multi-track one left a child
-            # at 786 MB): under this task's budget, such a child would fail to decode what a
-            # fresh one decodes, and the file would be refused for the child's past.
-            or child.address_space > budget.memory_bytes * _MAX_INHERITED_SHARE
-        ):
+        if child is not None and not child.process.is_alive():  # killed while it waited
             child.stop()
             child = None
         if child is None:
@@ -291,7 +286,12 @@ class _Pool:
         finally:
             with self._lock:
                 self._busy.discard(child)
-        if kind == "memory" or rss > RECYCLE_RSS_BYTES or child.tasks >= RECYCLE_AFTER_TASKS:
+        if (
+            kind == "memory"
+            or rss > RECYCLE_RSS_BYTES
+            or child.tasks >= RECYCLE_AFTER_TASKS
+            or child.address_space > RECYCLE_ADDRESS_SPACE_BYTES
+        ):
             child.stop()
         else:
             with self._lock:
@@ -336,8 +336,14 @@ def _death(exitcode: int | None, budget: DecodeBudget) -> Exception:
 
 
 def _child_loop(conn: Connection, user: int) -> None:
-    """Run tasks until `user` (the process that made this child) closes its end or dies."""
+    """Run tasks until `user` (the process that made this child) closes its end or dies.
+
+    A task's memory budget is the room a fresh child has under it: what earlier tasks left
+    mapped (codecs keep buffers of earlier files; a 4K multi-track one left a child 500 MB
+    larger) is added to the limit, so that the same file gets the same verdict whichever child
+    decodes it. (Children that keep too much are replaced: RECYCLE_ADDRESS_SPACE_BYTES.)"""
     _die_with(user)
+    started_with = 0
     while True:
         # Between tasks the limits are the hard ones: unpickling the next task may import the
         # module of its function, which a previous task's memory budget must not refuse.
@@ -355,7 +361,9 @@ def _child_loop(conn: Connection, user: int) -> None:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         spent = math.ceil(usage.ru_utime + usage.ru_stime)
         _limit(resource.RLIMIT_CPU, spent + budget.cpu_seconds)
-        _limit(resource.RLIMIT_AS, budget.memory_bytes)
+        mapped = _memory_bytes()[0]
+        started_with = started_with or mapped  # (the first task's: as fresh as it gets)
+        _limit(resource.RLIMIT_AS, budget.memory_bytes + max(0, mapped - started_with))
         # A task stopped by its CPU budget dies of SIGXCPU, which would write a core dump as large
         # as its memory budget for each hostile file.
         _limit(resource.RLIMIT_CORE, 0)
@@ -364,6 +372,10 @@ def _child_loop(conn: Connection, user: int) -> None:
             outcome = ("ok", function(*args))
         except MemoryError:
             outcome = ("memory", None)
+        except (ImportError, OSError) as exc:
+            # The budget, met where the code maps memory other than by malloc: a module loaded
+            # for the first time, a thread's stack.
+            outcome = ("memory", None) if _out_of_address_space(exc) else ("error", exc)
         except Exception as exc:
             outcome = ("error", exc)
         # The original (up to 50 MB) and the decoder's buffers are garbage now: hand the pages
@@ -380,6 +392,13 @@ def _child_loop(conn: Connection, user: int) -> None:
             conn.send(("error", died, rss, mapped))
         del outcome
         _give_back_free_memory()  # (the answer's pickle; the parent is not waiting for this)
+
+
+def _out_of_address_space(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOMEM, errno.EAGAIN):
+        return True
+    text = str(exc)
+    return "failed to map segment" in text or "Cannot allocate memory" in text
 
 
 def _die_with(user: int) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -176,7 +177,8 @@ def _probe(container: Any) -> VideoProbe:
         frame_rate=float(rate) if rate else 0.0,
         # The longest of what the container and each stream declare: a header that understates
         # one of them is caught by the longest, and decoding stops at the limit in any case.
-        duration_s=max(durations),
+        # (Never below zero: a header may declare a negative length.)
+        duration_s=max([0.0, *(d for d in durations if math.isfinite(d))]),
         audio_codec=audio,
         pixel_aspect=Fraction(aspect) if aspect else Fraction(1),
         start_s=float(first.pts * first.time_base) if first.pts is not None else 0.0,

@@ -10,6 +10,7 @@ one write for the post, its media and their jobs.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -31,6 +32,7 @@ from glimpse.posts.video_checks import CheckAllowance
 from glimpse.posts.views import PostRow, post_views
 
 T = TypeVar("T")
+log = logging.getLogger("glimpse.posts")
 
 
 async def create_post_from_upload(
@@ -141,6 +143,16 @@ async def _check_videos(
         except decoding.OriginalUnreadable as exc:
             raise disk_fault(exc.as_os_error(), "read spooled uploads") from None
         except decoding.DecoderDied:
+            raise Unavailable(
+                "The server could not check this video just now; please try again.",
+                retry_after=VIDEO_CHECK_RETRY_AFTER_SECONDS,
+            ) from None
+        except (Unavailable, TooLarge, Invalid, UnsupportedMediaType):
+            raise
+        except Exception:
+            # What no verdict above names is the checking machinery's fault, not the file's:
+            # the server's trouble, a 503, never a 500 (and the log says what it was).
+            log.exception("checking the video %s failed", name)
             raise Unavailable(
                 "The server could not check this video just now; please try again.",
                 retry_after=VIDEO_CHECK_RETRY_AFTER_SECONDS,

@@ -144,7 +144,12 @@ class LocalStorage:
     def _write_atomically(self, path: Path, fill: Callable[[BinaryIO], object]) -> None:
         """Write a temporary file with `fill`, sync it, then rename it into place."""
         self._make_parent(path)
-        fd, tmp = tempfile.mkstemp(dir=self._tmp)
+        # In staging, where the sweep finds what a crash left; but a rename cannot cross
+        # filesystems, so beside the target when staging is a mount of its own (a tmpfs).
+        folder = self._tmp
+        if os.stat(folder).st_dev != os.stat(path.parent).st_dev:
+            folder = path.parent
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".incoming-")
         try:
             with os.fdopen(fd, "wb") as f:
                 fill(f)
@@ -167,7 +172,7 @@ class LocalStorage:
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise
-            # Another filesystem: copy beside the target, then rename, so it is still atomic.
+            # Another filesystem: copied beside the target, then renamed, so still atomic.
             with open(source, "rb") as src:
                 self._write_atomically(path, lambda f: shutil.copyfileobj(src, f))
             source.unlink(missing_ok=True)
