@@ -50,6 +50,9 @@ from glimpse.db.database import Database
 
 log = logging.getLogger("glimpse.queue")
 
+# How long a delivery may wait in this process for a free lane before it is handed back.
+UNCLAIMED_SECONDS = 2.0
+
 # Settings read from the URL's query, not passed on to the broker.
 _OWN_PARAMS = ("prefix", "prefetch", "delivery_limit")
 
@@ -93,8 +96,9 @@ class RabbitJobQueue:
         self._publisher: AbstractChannel | None = None
         self._consumer: AbstractChannel | None = None
         self._declared: dict[str, AbstractQueue] = {}
+        self._declaring = asyncio.Lock()
         self._consumed: set[str] = set()
-        self._buffers: dict[str, deque[AbstractIncomingMessage]] = {}
+        self._buffers: dict[str, deque[tuple[float, AbstractIncomingMessage]]] = {}
         self._arrived = asyncio.Event()
         self._held: dict[tuple[int, int], AbstractIncomingMessage] = {}
         self._wanted: set[str] = set()
@@ -137,14 +141,15 @@ class RabbitJobQueue:
     async def _declare(self, name: str) -> AbstractQueue:
         await self._connection()
         assert self._publisher is not None
-        queue = self._declared.get(name)
-        if queue is None:
-            queue = await self._publisher.declare_queue(
-                self.queue_name(name),
-                durable=True,
-                arguments=self._queue_arguments(),
-            )
-            self._declared[name] = queue
+        # One declaration at a time: RabbitMQ 3.10 can fail a connection that declares a new
+        # quorum queue while another declaration of it is under way.
+        async with self._declaring:
+            queue = self._declared.get(name)
+            if queue is None:
+                queue = await self._publisher.declare_queue(
+                    self.queue_name(name), durable=True, arguments=self._queue_arguments()
+                )
+                self._declared[name] = queue
         return queue
 
     def _queue_arguments(self) -> dict[str, Any]:
@@ -195,11 +200,20 @@ class RabbitJobQueue:
             )
 
             async def on_message(message: AbstractIncomingMessage, name: str = name) -> None:
-                self._buffers.setdefault(name, deque()).append(message)
+                self._buffers.setdefault(name, deque()).append((time.monotonic(), message))
                 self._arrived.set()
 
             await consuming.consume(on_message)
             self._consumed.add(name)
+
+    async def _give_back_unclaimed(self) -> None:
+        # A delivery no lane of ours took soon (all busy with long jobs, or hung) goes back to
+        # the broker for another worker, rather than wait here behind them.
+        cutoff = time.monotonic() - UNCLAIMED_SECONDS
+        for buffer in self._buffers.values():
+            while buffer and buffer[0][0] < cutoff:
+                _, message = buffer.popleft()
+                await _settle(message.nack(requeue=True))
 
     def _start(self, names: Collection[str]) -> None:
         self._wanted |= set(names)
@@ -209,6 +223,7 @@ class RabbitJobQueue:
     async def _relay_forever(self) -> None:
         while True:
             try:
+                await self._give_back_unclaimed()
                 await self._consume(self._wanted)
                 if await self._relay.relay_once(self._wanted):
                     continue  # maybe more than one batch
@@ -230,7 +245,7 @@ class RabbitJobQueue:
         for name in sorted(names):
             buffer = self._buffers.get(name)
             while buffer:
-                message = buffer.popleft()
+                _, message = buffer.popleft()
                 job = await self._claim_row(message, lease, lease_seconds)
                 if job is not None:
                     self._held[(job.id, job.attempts)] = message

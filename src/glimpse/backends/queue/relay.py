@@ -9,17 +9,20 @@ A row is relayed when it is due and
   - it is running under a lease that ran out (its worker died or hung), or
   - it was published long ago, is still waiting, and its kind's broker queue holds nothing
     ready (the message was lost: dead-lettered after too many deliveries, a purged queue).
-It is published with a publisher confirm first, and marked after, and only if the row did not
-change meanwhile: a crash between the two publishes it twice, which is harmless.
+It is marked first (only if the row did not change since it was read, so that of the relays of
+several workers one publishes it), then published with a publisher confirm; a failed publish
+unmarks it, and a crash between the two leaves it to the third rule above.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from glimpse.db.database import Database
 
@@ -95,39 +98,57 @@ class Relay:
             ).all()
         due = [DueJob(*row) for row in rows]
         idle: dict[str, bool] = {}
-        published = 0
+        chosen = []
         for job in due:
-            if relayed_at(job.locked_by) is not None and job.state != "running":
-                if now - (relayed_at(job.locked_by) or now) < self._stale_after:
+            published = relayed_at(job.locked_by)
+            if published is not None and job.state != "running":
+                if now - published < self._stale_after:
                     continue
                 if job.name not in idle:
                     idle[job.name] = await self._ready_count(job.name) == 0
-            if not needs_publishing(
+            if needs_publishing(
                 job, now, stale_after=self._stale_after, queue_idle=idle.get(job.name, False)
             ):
-                continue
-            await self._publish(job)
-            await self._mark(job, time.time())
-            published += 1
-        return published
-
-    async def _mark(self, job: DueJob, now: float) -> None:
-        # Only the row as we saw it: a worker that claimed (or finished, or retried) it since
-        # the publish owns it now.
-        holder = "locked_by IS NULL" if job.locked_by is None else "locked_by = :seen"
+                chosen.append(job)
+        if not chosen:
+            return 0
+        # Marked first, in one transaction, and only rows unchanged since we read them: with a
+        # relay in every worker, each row is published by the one relay whose mark took.
+        marker = relayed_marker(time.time())
         async with self._db.write() as session:
-            await session.execute(
-                text(
-                    "UPDATE jobs SET state = 'queued', locked_by = :marker"
-                    f" WHERE id = :id AND state = :state AND attempts = :attempts"
-                    f" AND available_at = :available_at AND {holder}"
-                ),
-                {
-                    "marker": relayed_marker(now),
-                    "id": job.id,
-                    "state": job.state,
-                    "attempts": job.attempts,
-                    "available_at": job.available_at,
-                    "seen": job.locked_by,
-                },
-            )
+            won = [job for job in chosen if await self._mark(session, job, marker)]
+        results = await asyncio.gather(*(self._publish(job) for job in won), return_exceptions=True)
+        failed = [job for job, result in zip(won, results, strict=True) if result is not None]
+        if failed:
+            # Not published after all: unmarked, for the next pass to try again.
+            async with self._db.write() as session:
+                for job in failed:
+                    await session.execute(
+                        text(
+                            "UPDATE jobs SET locked_by = NULL"
+                            " WHERE id = :id AND locked_by = :marker AND state = 'queued'"
+                        ),
+                        {"id": job.id, "marker": marker},
+                    )
+            error = next(r for r in results if isinstance(r, BaseException))
+            raise error
+        return len(won)
+
+    async def _mark(self, session: AsyncSession, job: DueJob, marker: str) -> bool:
+        holder = "locked_by IS NULL" if job.locked_by is None else "locked_by = :seen"
+        result = await session.execute(
+            text(
+                "UPDATE jobs SET state = 'queued', locked_by = :marker"
+                " WHERE id = :id AND state = :state AND attempts = :attempts"
+                f" AND available_at = :available_at AND {holder}"
+            ),
+            {
+                "marker": marker,
+                "id": job.id,
+                "state": job.state,
+                "attempts": job.attempts,
+                "available_at": job.available_at,
+                "seen": job.locked_by,
+            },
+        )
+        return bool(getattr(result, "rowcount", 0))
