@@ -79,8 +79,8 @@ class RabbitJobQueue:
     ) -> None:
         self._url, own = split_url(url)
         self._prefix = own.get("prefix", "glimpse.")
-        # Deliveries one kind's consumer may hold: as many as the lanes that can run it, and
-        # no more, so that a busy worker does not sit on jobs an idle one could run.
+        # Deliveries one kind's consumer may hold: best as many as the worker's lanes for it
+        # (--concurrency); one that no lane takes soon goes back (UNCLAIMED_SECONDS).
         self._prefetch = int(own.get("prefetch", "4"))
         self._delivery_limit = int(own.get("delivery_limit", "20"))
         self._db = db
