@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 import uuid
@@ -112,12 +114,24 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--amqp", default="amqp://guest:guest@127.0.0.1:5672/")
     args = parser.parse_args()
+    # A vhost of its own where rabbitmqctl can make one (dropped after), else queue names of
+    # its own in the URL's vhost (left behind).
+    vhost = f"glimpse-bench-{uuid.uuid4().hex[:8]}"
+    own_vhost = bool(shutil.which("rabbitmqctl")) and ctl("add_vhost", vhost) == 0
+    amqp = args.amqp
+    if own_vhost:
+        ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        amqp = f"{args.amqp.rstrip('/')}/{vhost}"
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     results = {}
-    for label, url in (("sql", "sql://"), ("rabbitmq", f"{args.amqp}?prefix={prefix}")):
-        results[label] = asyncio.run(
-            run_backend(url, args.jobs, args.workers, args.rate, args.seconds)
-        )
+    try:
+        for label, url in (("sql", "sql://"), ("rabbitmq", f"{amqp}?prefix={prefix}")):
+            results[label] = asyncio.run(
+                run_backend(url, args.jobs, args.workers, args.rate, args.seconds)
+            )
+    finally:
+        if own_vhost:
+            ctl("delete_vhost", vhost)
     sql = results["sql"]
     print(f"{'backend':<10} {'jobs/s':>9} {'p50 ms':>9} {'p95 ms':>9}")
     for label, r in results.items():
@@ -126,7 +140,12 @@ def main() -> None:
             f"   ({r['throughput'] / sql['throughput']:.2f}x jobs/s,"
             f" {r['p50'] / sql['p50']:.2f}x p50, {r['p95'] / sql['p95']:.2f}x p95)"
         )
-    print(f"(queues left in the broker: {prefix}*; delete them with rabbitmqctl if wanted)")
+    if not own_vhost:
+        print(f"(queues left in the broker: {prefix}*; delete them with rabbitmqctl if wanted)")
+
+
+def ctl(*args: str) -> int:
+    return subprocess.run(["rabbitmqctl", *args], capture_output=True, check=False).returncode
 
 
 if __name__ == "__main__":
