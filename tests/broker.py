@@ -32,9 +32,14 @@ def reachable(host: str = HOST, port: int = PORT) -> bool:
 
 
 def require_broker() -> None:
-    if reachable():
-        return
-    reason = f"RabbitMQ is not reachable at {HOST}:{PORT}"
+    try:
+        import aio_pika  # noqa: F401
+    except ImportError:
+        reason = 'aio-pika is not installed (pip install -e ".[rabbitmq]")'
+    else:
+        if reachable():
+            return
+        reason = f"RabbitMQ is not reachable at {HOST}:{PORT}"
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason} (CI=true: the scale-stack tests are mandatory)")
     pytest.skip(reason)
