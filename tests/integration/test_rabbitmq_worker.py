@@ -120,6 +120,37 @@ async def test_a_buried_job_lands_in_the_dead_letter_queue(
         assert dead.declaration_result.message_count == 1
 
 
+async def test_a_job_marked_relayed_whose_message_never_reached_the_broker_still_runs(
+    settings: Settings,
+    broker: Broker,  # noqa: F811
+) -> None:
+    # As if a relay marked the row and died before its publish (or the broker lost the message).
+    upgrade_to_head(settings.resolved_database_url)
+    url = broker.url(prefix=f"s{uuid.uuid4().hex[:8]}.", republish_after="1")
+    container = build_container(settings.model_copy(update={"queue_url": url}), node_id=1)
+    try:
+        name = f"rabbit_{uuid.uuid4().hex[:12]}"
+
+        async def handler(container: Container, payload: Payload) -> None:
+            return None
+
+        registry.job(name)(handler)
+        job_id = await add_job(container, name)
+        async with container.db.write() as session:
+            await session.execute(
+                text("UPDATE jobs SET locked_by = :marker WHERE id = :id"),
+                {"marker": f"relayed@{time.time():.3f}", "id": job_id},
+            )
+
+        async def done() -> bool:
+            return await rows_of(container, name) == []
+
+        async with worker(container):
+            await eventually(done, 30)
+    finally:
+        await container.close()
+
+
 async def test_jobs_keep_running_after_the_broker_drops_every_connection(
     make_container: Callable[..., Container],
     broker: Broker,  # noqa: F811

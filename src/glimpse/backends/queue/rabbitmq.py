@@ -54,7 +54,7 @@ log = logging.getLogger("glimpse.queue")
 UNCLAIMED_SECONDS = 2.0
 
 # Settings read from the URL's query, not passed on to the broker.
-_OWN_PARAMS = ("prefix", "prefetch", "delivery_limit")
+_OWN_PARAMS = ("prefix", "prefetch", "delivery_limit", "republish_after")
 
 
 def split_url(url: str) -> tuple[str, dict[str, str]]:
@@ -102,7 +102,12 @@ class RabbitJobQueue:
         self._arrived = asyncio.Event()
         self._held: dict[tuple[int, int], AbstractIncomingMessage] = {}
         self._wanted: set[str] = set()
-        self._relay = Relay(db, self._publish, self._ready_count)
+        self._relay = Relay(
+            db,
+            self._publish,
+            self._ready_count,
+            stale_after=float(own.get("republish_after", "30")),
+        )
         self._relaying: asyncio.Task[None] | None = None
         self._claim_sql = text(
             "UPDATE jobs SET state = 'running', attempts = attempts + 1,"
