@@ -14,7 +14,14 @@ def queue_from_url(
         return SqlJobQueue(
             db, worker_name=worker_name, lease_seconds=lease_seconds, poll_seconds=poll_seconds
         )
-    raise ValueError(f"unsupported queue URL {url!r} (supported: sql://)")
+    if url.startswith(("amqp://", "amqps://")):
+        # Imported here: aio-pika is an optional extra (`pip install glimpse[rabbitmq]`).
+        from glimpse.backends.queue.rabbitmq import RabbitJobQueue
+
+        return RabbitJobQueue(
+            url, db, worker_name=worker_name, lease_seconds=lease_seconds, poll_seconds=poll_seconds
+        )
+    raise ValueError(f"unsupported queue URL {url!r} (supported: sql://, amqp://, amqps://)")
 
 
 __all__ = ["ClaimedJob", "JobConsumer", "SqlJobQueue", "queue_from_url"]
