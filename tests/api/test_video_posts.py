@@ -114,6 +114,10 @@ async def test_the_media_origin_serves_mp4_byte_ranges(
         assert clamped.status_code == 206 and clamped.content == whole, asked
         assert clamped.headers["content-range"] == f"bytes 0-{size - 1}/{size}"
     assert (await fetch(glimpse, url, Range=f"bytes={huge}-")).status_code == 416
+    for one in (0, 5, size - 1):  # one byte, as players ask for
+        single = await fetch(glimpse, url, Range=f"bytes={one}-{one}")
+        assert single.status_code == 206 and single.content == whole[one : one + 1]
+        assert single.headers["content-range"] == f"bytes {one}-{one}/{size}"
     end = await fetch(glimpse, url, Range=f"bytes={size - 10}-{size * 10}")
     assert end.status_code == 206 and end.content == whole[-10:]
 
@@ -255,6 +259,27 @@ async def test_a_video_cut_off_mid_transfer_is_415_at_upload(
     response = await glimpse.upload(headers, files=[("cut.mp4", cut)])
     error = await refused(glimpse, response, 415, "unreadable_video")
     assert "incomplete" in error["message"]
+
+
+async def test_a_mov_cut_off_mid_transfer_is_415_at_upload(
+    glimpse: Glimpse, clips: dict[str, Clip]
+) -> None:
+    headers = await glimpse.signup()
+    data = clips["hevc"].path.read_bytes()
+    response = await glimpse.upload(headers, files=[("cut.mov", data[: len(data) * 2 // 3])])
+    await refused(glimpse, response, 415, "unreadable_video")
+
+
+async def test_a_video_in_a_codec_glimpse_cannot_play_is_415(
+    glimpse: Glimpse, clips: dict[str, Clip], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from glimpse.media import video_planning
+
+    monkeypatch.setattr(video_planning, "VIDEO_CODECS", frozenset({"vp9"}))
+    headers = await glimpse.signup()
+    response = await glimpse.upload(headers, files=[("clip.mp4", clips["h264"].path.read_bytes())])
+    error = await refused(glimpse, response, 415, "unsupported_video_codec")
+    assert "h264" in error["message"]
 
 
 async def test_a_10_hour_video_declared_in_its_header_is_413(

@@ -124,6 +124,40 @@ def test_a_rotated_silent_clip_is_turned_upright(clips: dict[str, Clip], tmp_pat
     assert not _close(poster.getpixel((10, 10)), GREEN)
 
 
+def test_a_clip_rotated_the_other_way_is_turned_upright(tmp_path: Path) -> None:
+    # -90 (270): a phone held the other way round. The green block, top-left as filmed, ends
+    # up top-right.
+    clip = make_clip(tmp_path / "minus90.mp4", seconds=0.5, audio=False, rotation=-90)
+    processed = transcode(clip, tmp_path)
+    poster = Image.open(io.BytesIO(stills(processed)["image/jpeg"])).convert("RGB")
+    assert poster.size == (240, 320)
+    assert _close(poster.getpixel((poster.width - 10, 10)), GREEN)
+    assert not _close(poster.getpixel((10, 10)), GREEN)
+
+
+def test_the_worker_holds_a_story_to_its_9_by_16_minimum_too(tmp_path: Path) -> None:
+    # 640x20 plays as a post; as a story its full-screen middle would be 10 px wide. The
+    # upload's check refuses it; so does the transcode, should one ever get there.
+    clip = make_clip(tmp_path / "strip.mp4", size=(640, 20), seconds=0.2, audio=False)
+    (tmp_path / "post").mkdir()
+    assert transcode(clip, tmp_path / "post")  # (a post: fine)
+    with pytest.raises(video.VideoRefused) as refused:
+        transcode(clip, tmp_path, story=True)
+    assert refused.value.code == "video_too_small"
+
+
+def test_the_worker_refuses_a_codec_glimpse_cannot_play(
+    clips: dict[str, Clip], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from glimpse.media import video_planning
+
+    monkeypatch.setattr(video_planning, "VIDEO_CODECS", frozenset({"vp9"}))
+    with pytest.raises(video.VideoRefused) as refused:
+        transcode(clips["h264"], tmp_path)
+    assert refused.value.code == "unsupported_video_codec"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_story_gets_a_9_by_16_rendition(clips: dict[str, Clip], tmp_path: Path) -> None:
     clip = clips["h264"]
     processed = transcode(clip, tmp_path, story=True)
