@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from glimpse.db.urls import async_database_url
 from glimpse.throttling import parse_rate_limits
 
 
@@ -171,7 +172,7 @@ class Settings(BaseSettings):
 
     @property
     def resolved_database_url(self) -> str:
-        return (
+        return async_database_url(
             self.database_url or f"sqlite+aiosqlite:///{(self.data_dir / 'glimpse.db').resolve()}"
         )
 
