@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from glimpse.db.migrate import current_revision
+from glimpse.db.urls import async_database_url
 
 
 def _sqlite_datetime(value: datetime) -> str:
@@ -89,6 +90,7 @@ def _configure_sqlite(
 
 class Database:
     def __init__(self, url: str, *, busy_timeout_ms: int = 5000, synchronous: str = "FULL") -> None:
+        url = async_database_url(url)
         self.url = url
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
