@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     workers: int | None = Field(default=None, ge=0)
     # Empty means "the embedded default under data_dir"; see the *_url properties below.
     database_url: str = ""
+    # PostgreSQL read replicas (comma-separated URLs) for read-only queries; db/replicas.py.
+    database_replica_urls: str = ""
     storage_url: str = ""
     # How long a SQLite writer waits for another's transaction before giving up with a 503.
     database_busy_timeout_ms: int = 5000
