@@ -21,8 +21,8 @@ from glimpse.backends.queue import JobConsumer, queue_from_url
 from glimpse.backends.storage import Storage, storage_from_url
 from glimpse.config import Settings
 from glimpse.db.database import Database
-from glimpse.db.urls import replica_urls
 from glimpse.db.node_leases import acquire_node, release_node, renew_node
+from glimpse.db.urls import replica_urls
 from glimpse.feed.memo import ViewerMemo
 from glimpse.holders import new_holder
 from glimpse.ids import MAX_NODE, IdGenerator

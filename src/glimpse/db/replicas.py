@@ -26,7 +26,12 @@ from contextvars import ContextVar
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +45,7 @@ UNKNOWN_POSITION_SECONDS = 30.0
 # How long a replica that failed to connect is left alone.
 DOWN_SECONDS = 5.0
 
-_REPLAYED_PAST = text(
-    "SELECT COALESCE(pg_last_wal_replay_lsn() >= CAST(:lsn AS pg_lsn), true)"
-)
+_REPLAYED_PAST = text("SELECT COALESCE(pg_last_wal_replay_lsn() >= CAST(:lsn AS pg_lsn), true)")
 _CURRENT_POSITION = text("SELECT CAST(pg_current_wal_lsn() AS text)")
 
 
@@ -58,9 +61,7 @@ def current_caller() -> int | None:
 class Replicas:
     def __init__(self, urls: list[str]) -> None:
         self.engines: list[AsyncEngine] = [
-            create_async_engine(
-                url, pool_pre_ping=True, isolation_level="REPEATABLE READ"
-            )
+            create_async_engine(url, pool_pre_ping=True, isolation_level="REPEATABLE READ")
             for url in urls
         ]
         self._sessions = [
@@ -119,7 +120,7 @@ class Replicas:
                 await session.close()
                 continue
             if caught_up:
-                if caller is not None and self._written.get(caller) == noted:  # type: ignore[arg-type]
+                if caller is not None and self._written.get(caller) == noted:
                     self._written.pop(caller, None)  # type: ignore[arg-type]
                 return session
             await session.close()

@@ -9,8 +9,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from glimpse.db.locks import lock_keys
 from glimpse.accounts.models import User
+from glimpse.db.locks import lock_keys
 from glimpse.posts.models import Media, MediaVariant, Post, PostKind, PostStatus, UploadUsage
 
 
