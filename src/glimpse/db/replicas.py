@@ -121,7 +121,7 @@ class Replicas:
                 continue
             if caught_up:
                 if caller is not None and self._written.get(caller) == noted:
-                    self._written.pop(caller, None)  # type: ignore[arg-type]
+                    self._written.pop(caller, None)
                 return session
             await session.close()
             return None  # lagging behind the caller's write: the primary has it
