@@ -45,7 +45,9 @@ UNKNOWN_POSITION_SECONDS = 30.0
 # How long a replica that failed to connect is left alone.
 DOWN_SECONDS = 5.0
 
-_REPLAYED_PAST = text("SELECT COALESCE(pg_last_wal_replay_lsn() >= CAST(:lsn AS pg_lsn), true)")
+_REPLAYED_PAST = text(
+    "SELECT COALESCE(pg_last_wal_replay_lsn() >= CAST(CAST(:lsn AS text) AS pg_lsn), true)"
+)
 _CURRENT_POSITION = text("SELECT CAST(pg_current_wal_lsn() AS text)")
 
 
