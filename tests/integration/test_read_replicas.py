@@ -264,3 +264,9 @@ async def test_a_replica_that_is_down_leaves_reads_to_the_primary(
             assert response.status_code == 200, response.text
             response = await client.get(f"/api/v1/users/{name}", headers=headers)
             assert response.status_code == 200, response.text
+
+
+async def test_readyz_reports_each_replica(cluster: Cluster, glimpse_replicated: Glimpse) -> None:
+    response = await glimpse_replicated.client.get("/readyz")
+    assert response.status_code == 200, response.text
+    assert response.json()["checks"]["database_replica_0"] == "ok"

@@ -129,6 +129,11 @@ class Replicas:
             return None  # lagging behind the caller's write: the primary has it
         return None
 
+    async def check(self, index: int) -> None:
+        """A round trip to replica `index` (for /readyz); raises when it does not answer."""
+        async with self.engines[index].connect() as connection:
+            await connection.execute(text("SELECT pg_is_in_recovery()"))
+
     async def primary_position(self, session: AsyncSession) -> str:
         return str((await session.execute(_CURRENT_POSITION)).scalar_one())
 

@@ -74,6 +74,16 @@ def _check_database_disk(container: Container) -> None:
         )
 
 
+_REPLICA = "database_replica_"
+
+
+def _replica_checks(container: Container) -> list[Any]:
+    replicas = container.db.replicas
+    if replicas is None:
+        return []
+    return [_run_check(f"{_REPLICA}{n}", replicas.check(n)) for n in range(len(replicas.engines))]
+
+
 async def _run_check(name: str, check: Any) -> tuple[str, str]:
     try:
         await asyncio.wait_for(check, CHECK_TIMEOUT_SECONDS)
@@ -101,9 +111,11 @@ async def readyz(container: ContainerDep) -> JSONResponse:
         # The store's check also fails below the free-space floor (backends/storage/local.py).
         _run_check("storage", container.storage.check()),
         _run_check("queue", container.queue.check()),
+        *_replica_checks(container),
     )
     checks = dict(results)
-    ready = all(v == "ok" for v in checks.values())
+    # A replica that is down only sends its reads to the primary: reported, but still ready.
+    ready = all(v == "ok" for k, v in checks.items() if not k.startswith(_REPLICA))
     return JSONResponse(
         {"status": "ready" if ready else "unavailable", "checks": checks},
         status_code=200 if ready else 503,
