@@ -156,6 +156,10 @@ class Database:
         params = params or {}
         if self._sqlite_path is None:
             if replica and self.replicas is not None:
+                if at_least is None:
+                    rows = await self.replicas.fetch(statement, dict(params))
+                    if rows is not None:
+                        return rows
                 async with self.read(replica=replica, at_least=at_least) as session:
                     return [tuple(row) for row in await session.execute(statement, dict(params))]
             async with self._single_statements.connect() as single:

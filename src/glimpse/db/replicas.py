@@ -23,8 +23,9 @@ import logging
 import time
 from collections import OrderedDict
 from contextvars import ContextVar
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Executable, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -69,6 +70,8 @@ class Replicas:
         self._sessions = [
             async_sessionmaker(engine, expire_on_commit=False) for engine in self.engines
         ]
+        # One statement for a caller with no write to wait for: no transaction around it.
+        self._single = [e.execution_options(isolation_level="AUTOCOMMIT") for e in self.engines]
         self._turn = itertools.cycle(range(len(self.engines)))
         self._down_until = [0.0] * len(self.engines)
         # caller -> (WAL position of its last write, or None if unknown; when it was noted)
@@ -127,6 +130,28 @@ class Replicas:
                 return session
             await session.close()
             return None  # lagging behind the caller's write: the primary has it
+        return None
+
+    async def fetch(
+        self, statement: Executable, params: dict[str, Any]
+    ) -> list[tuple[Any, ...]] | None:
+        """The rows of one statement from a replica, when the current caller has no write
+        the replica must hold first; None: read it another way (`open()`, or the primary)."""
+        caller = _caller.get()
+        if caller is not None and caller in self._written:
+            return None
+        now = time.monotonic()
+        for _ in range(len(self.engines)):
+            index = next(self._turn)
+            if self._down_until[index] > now:
+                continue
+            try:
+                async with self._single[index].connect() as connection:
+                    return [tuple(row) for row in await connection.execute(statement, params)]
+            except (OperationalError, DBAPIError, OSError):
+                # Down, or a statement cancelled by a conflict with replay: the primary answers.
+                log.warning("replica %d failed a read; reading the primary", index, exc_info=True)
+                self._down_until[index] = now + DOWN_SECONDS
         return None
 
     async def check(self, index: int) -> None:
