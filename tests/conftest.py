@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from glimpse.container import Container
 from glimpse.db.migrate import upgrade_to_head
 from glimpse.worker import drain
 from tests.clips import Clip, make_clip
+from tests.databases import PostgresDatabases, chosen_database
 from tests.s3server import bucket_keys, s3_server  # noqa: F401  (the S3 test server)
 
 # No time limit on a Hypothesis example: a loaded machine (CI beside other work) must not fail a
@@ -62,8 +63,34 @@ LARGE_JPEGS = ["large/Kleiber_by_Lukas_Baubkus.jpg", "large/string.jpg"]
 HEIC_PHOTOS = ["heic/IMG_5195.HEIC", "heic/iphone_13_pro_max.HEIC"]
 
 
+@pytest.fixture(scope="session")
+def postgres_databases() -> Iterator[PostgresDatabases]:
+    databases = PostgresDatabases()
+    yield databases
+    databases.close()
+
+
 @pytest.fixture
-def settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+def database(request: pytest.FixtureRequest) -> str:
+    """Which database the test runs on: GLIMPSE_TEST_DATABASE (sqlite by default), or each in
+    turn for a test marked @ON_EVERY_DATABASE (tests/databases.py)."""
+    return str(getattr(request, "param", None) or chosen_database())
+
+
+@pytest.fixture
+def database_url(database: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """Empty for the embedded SQLite file; else a fresh migrated PostgreSQL database."""
+    if database != "postgresql":
+        yield ""
+        return
+    databases: PostgresDatabases = request.getfixturevalue("postgres_databases")
+    url = databases.fresh()
+    yield url
+    databases.drop(url)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, request: pytest.FixtureRequest, database_url: str) -> Settings:
     """Fresh settings under tmp_path; a test changes some by indirect parametrisation
     (`@pytest.mark.parametrize("settings", [{"max_image_bytes": 1000}], indirect=True)`)."""
     # GLIMPSE_TEST_STORAGE=s3 runs the same tests over an S3 bucket of their own (moto_server).
@@ -74,6 +101,7 @@ def settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
     )
     return Settings(
         data_dir=tmp_path / "data",
+        database_url=database_url,
         secret_key="test-secret",
         media_gc_delay_seconds=0,
         job_retry_base_seconds=0,

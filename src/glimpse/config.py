@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from glimpse.db.urls import async_database_url
 from glimpse.throttling import parse_rate_limits
 
 
@@ -22,6 +23,8 @@ class Settings(BaseSettings):
     workers: int | None = Field(default=None, ge=0)
     # Empty means "the embedded default under data_dir"; see the *_url properties below.
     database_url: str = ""
+    # PostgreSQL read replicas (comma-separated URLs) for read-only queries; db/replicas.py.
+    database_replica_urls: str = ""
     storage_url: str = ""
     # How long a SQLite writer waits for another's transaction before giving up with a 503.
     database_busy_timeout_ms: int = 5000
@@ -187,7 +190,7 @@ class Settings(BaseSettings):
 
     @property
     def resolved_database_url(self) -> str:
-        return (
+        return async_database_url(
             self.database_url or f"sqlite+aiosqlite:///{(self.data_dir / 'glimpse.db').resolve()}"
         )
 

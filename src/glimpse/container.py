@@ -24,6 +24,7 @@ from glimpse.backends.storage import Storage, storage_from_url
 from glimpse.config import Settings
 from glimpse.db.database import Database
 from glimpse.db.node_leases import acquire_node, release_node, renew_node
+from glimpse.db.urls import replica_urls
 from glimpse.errors import StorageUnavailable
 from glimpse.feed.memo import ViewerMemo
 from glimpse.holders import new_holder
@@ -144,6 +145,7 @@ def build_container(settings: Settings, *, node_id: int | None = None) -> Contai
         settings.resolved_database_url,
         busy_timeout_ms=settings.database_busy_timeout_ms,
         synchronous=settings.database_synchronous,
+        replica_urls=replica_urls(settings.database_replica_urls),
     )
     secret_key = settings.resolved_secret_key().encode()
     cache_url = settings.resolved_cache_url

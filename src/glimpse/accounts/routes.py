@@ -96,6 +96,6 @@ async def update_me(body: ProfileUpdate, caller: Caller, container: ContainerDep
 async def get_user(username: str, caller: Caller, container: ContainerDep) -> UserOut:
     """A user's profile, with the caller's `follow_status` towards it. 404 for an account
     that blocks the caller."""
-    async with container.db.read() as session:
+    async with container.db.read(replica=True) as session:
         user, relation = await graph.visible_user(session, username, caller.user.id)
     return UserOut.of(user, graph.follow_status(caller.user.id, user.id, relation))

@@ -13,6 +13,7 @@ from glimpse.accounts import service as accounts
 from glimpse.accounts.service import Authenticated
 from glimpse.accounts.sessions import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, csrf_matches
 from glimpse.container import Container
+from glimpse.db.replicas import act_as
 from glimpse.errors import Forbidden, Unauthenticated
 
 
@@ -70,6 +71,7 @@ def token_was_good(request: Request, token: str, user_id: int) -> None:
     state = request.scope.setdefault("state", {})
     state[TOKEN_AUTHENTICATED] = token_budget_key(token)
     state[CALLER_ID] = user_id
+    act_as(user_id)  # its reads after its own writes see them (db/replicas.py)
 
 
 async def get_caller(

@@ -204,6 +204,10 @@ async def _os_error(request: Request, exc: Exception) -> JSONResponse:
     # Backends raise StorageUnavailable for these; this catches whatever file access still
     # lets one through.
     assert isinstance(exc, OSError)
+    if isinstance(exc, ConnectionError | TimeoutError):
+        # A database server (asyncpg raises these unwrapped) or another backend that does not
+        # answer: nothing was done, and the request may be sent again once it is back.
+        return _try_again_soon(request, exc, retry_after=5)
     if exc.errno not in _DISK_ERRNOS:
         return await _unexpected_error(request, exc)
     log.error("storage failed on %s %s: %s", request.method, request.url.path, exc)

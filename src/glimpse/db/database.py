@@ -30,6 +30,8 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from glimpse.db.migrate import current_revision
+from glimpse.db.replicas import Replicas
+from glimpse.db.urls import async_database_url
 
 
 def _sqlite_datetime(value: datetime) -> str:
@@ -88,7 +90,15 @@ def _configure_sqlite(
 
 
 class Database:
-    def __init__(self, url: str, *, busy_timeout_ms: int = 5000, synchronous: str = "FULL") -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        busy_timeout_ms: int = 5000,
+        synchronous: str = "FULL",
+        replica_urls: list[str] | None = None,
+    ) -> None:
+        url = async_database_url(url)
         self.url = url
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
@@ -103,7 +113,20 @@ class Database:
             _configure_sqlite(self.read_engine, "BEGIN", busy_timeout_ms, synchronous)
         else:
             self.write_engine = create_async_engine(url, pool_pre_ping=True)
-            self.read_engine = self.write_engine
+            # One snapshot per read transaction, as on SQLite (READ COMMITTED would take one
+            # per statement); a read-only transaction never fails to serialise.
+            self.read_engine = self.write_engine.execution_options(
+                isolation_level="REPEATABLE READ"
+            )
+        # fetch() runs one statement: on PostgreSQL without BEGIN and COMMIT around it (a
+        # statement is its own snapshot), two round trips fewer on the hot path.
+        self._single_statements = self.write_engine.execution_options(isolation_level="AUTOCOMMIT")
+        # Only PostgreSQL streams to replicas; on SQLite there are none to read.
+        self.replicas = (
+            Replicas([async_database_url(u) for u in replica_urls])
+            if replica_urls and not self.is_sqlite
+            else None
+        )
         self._write_sessions = async_sessionmaker(self.write_engine, expire_on_commit=False)
         self._read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
         self._sqlite_path = parsed.database if self.is_sqlite else None
@@ -114,7 +137,12 @@ class Database:
         self._statements: dict[int, tuple[Executable, str, list[str], dict[str, Any]]] = {}
 
     async def fetch(
-        self, statement: Executable, params: Mapping[str, Any] | None = None
+        self,
+        statement: Executable,
+        params: Mapping[str, Any] | None = None,
+        *,
+        replica: bool = False,
+        at_least: str | None = None,
     ) -> list[tuple[Any, ...]]:
         """The rows of one read statement of a hot path, as a snapshot of its own.
 
@@ -123,12 +151,19 @@ class Database:
         to aiosqlite's thread and back, and the session around it, cost hundreds (measured in
         bench/bench_feed.py). A WAL reader never waits for writers, so the loop is not held
         behind another process's transaction. The statement is compiled once per process.
-        Elsewhere it is a read transaction like `read()`. Errors are SQLAlchemy's, as from a
-        session, so the API maps them the same way."""
+        Elsewhere it is a read transaction like `read()` (on a replica if `replica`). Errors
+        are SQLAlchemy's, as from a session, so the API maps them the same way."""
         params = params or {}
         if self._sqlite_path is None:
-            async with self.read() as session:
-                return [tuple(row) for row in await session.execute(statement, dict(params))]
+            if replica and self.replicas is not None:
+                if at_least is None:
+                    rows = await self.replicas.fetch(statement, dict(params))
+                    if rows is not None:
+                        return rows
+                async with self.read(replica=replica, at_least=at_least) as session:
+                    return [tuple(row) for row in await session.execute(statement, dict(params))]
+            async with self._single_statements.connect() as single:
+                return [tuple(row) for row in await single.execute(statement, dict(params))]
         sql, names, defaults = self._compiled(statement)
         values: list[Any] = []
         for name in names:
@@ -182,15 +217,39 @@ class Database:
     async def write(self) -> AsyncIterator[AsyncSession]:
         """A write transaction: committed when the block ends, rolled back if it raises.
         Keep it short: never hold it across image work or other slow I/O."""
-        async with self._write_sessions() as session, session.begin():
-            yield session
+        async with self._write_sessions() as session:
+            async with session.begin():
+                yield session
+            if self.replicas is not None:
+                await self.replicas.note_write(session)
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncSession]:
+    async def read(
+        self, *, replica: bool = False, at_least: str | None = None
+    ) -> AsyncIterator[AsyncSession]:
         """A read transaction: one consistent snapshot. (Ending it with COMMIT writes nothing and,
-        unlike ROLLBACK, keeps the loaded objects usable after the block.)"""
+        unlike ROLLBACK, keeps the loaded objects usable after the block.)
+
+        `replica`: the read may be served by a read replica (db/replicas.py), which still holds
+        the caller's own writes; for read-only paths of requests, never for a read that a write
+        decides on. `at_least`: a primary_position() the replica must have replayed."""
+        if replica and self.replicas is not None:
+            session = await self.replicas.open(at_least)
+            if session is not None:
+                async with session:
+                    yield session
+                    await session.commit()
+                return
         async with self._read_sessions() as session, session.begin():
             yield session
+
+    async def primary_position(self) -> str | None:
+        """Where the primary's WAL is now, for a replica read that must see everything committed
+        so far (`read(replica=True, at_least=...)`); None without replicas."""
+        if self.replicas is None:
+            return None
+        async with self._write_sessions() as session:
+            return await self.replicas.primary_position(session)
 
     async def schema_revision(self) -> str | None:
         """The Alembic revision the database is at (a real round trip, for /readyz)."""
@@ -203,5 +262,7 @@ class Database:
             connection.close()
             self._quick.connection = None
         await self.write_engine.dispose()
-        if self.read_engine is not self.write_engine:
+        if self.read_engine.sync_engine.pool is not self.write_engine.sync_engine.pool:
             await self.read_engine.dispose()
+        if self.replicas is not None:
+            await self.replicas.dispose()

@@ -14,10 +14,13 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, make_url
 
+from glimpse.db.urls import async_database_url
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
 def alembic_config(url: str) -> Config:
+    url = async_database_url(url)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -27,6 +30,7 @@ def alembic_config(url: str) -> Config:
 def upgrade_to_head(url: str) -> None:
     """Apply every pending migration. Safe to call from inside a running event loop (env.py runs
     its own loop, so we give it a thread of its own there)."""
+    url = async_database_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

@@ -84,7 +84,13 @@ _COMMENTED_AUTHORS = (
 
 
 async def followed_posts(
-    db: Database, user_id: int, below: int | None, limit: int, *, include_pulled: bool = True
+    db: Database,
+    user_id: int,
+    below: int | None,
+    limit: int,
+    *,
+    include_pulled: bool = True,
+    at_least: str | None = None,
 ) -> list[Entry]:
     """The naive feed (fan-out on read): the newest ready posts of the accounts the user
     follows, and the user's own, below `below`. What rebuilds a feed and what a walk reads past
@@ -93,12 +99,19 @@ async def followed_posts(
     rows = await db.fetch(
         statement,
         {"user": user_id, "below": below if below is not None else _NO_BOUND, "limit": limit},
+        replica=True,
+        at_least=at_least,
     )
     return [(row[0], row[1]) for row in rows]
 
 
 async def posts_of_authors(
-    db: Database, author_ids: Collection[int], below: int | None, limit: int
+    db: Database,
+    author_ids: Collection[int],
+    below: int | None,
+    limit: int,
+    *,
+    replica: bool = False,
 ) -> list[Entry]:
     """The newest ready posts of these accounts below `below` (the hybrid merge of accounts
     too large to fan out, and a new follow's recent posts): one index range per author."""
@@ -111,6 +124,7 @@ async def posts_of_authors(
             "below": below if below is not None else _NO_BOUND,
             "limit": limit,
         },
+        replica=replica,
     )
     return [(row[0], row[1]) for row in rows]
 
@@ -122,13 +136,13 @@ async def feed_posts(
     whatever the cache says, an unfollow, a block or a deletion counts from the very next read."""
     if not post_ids:
         return {}
-    rows = await db.fetch(_FEED_POSTS, {"ids": list(post_ids), "viewer": viewer_id})
+    rows = await db.fetch(_FEED_POSTS, {"ids": list(post_ids), "viewer": viewer_id}, replica=True)
     return {row[0]: row for row in rows}
 
 
 async def followed_pull_accounts(db: Database, user_id: int) -> list[int]:
     """The accounts this user follows whose posts are merged into feeds at read time."""
-    return [row[0] for row in await db.fetch(_PULLED_FOLLOWED, {"user": user_id})]
+    return [row[0] for row in await db.fetch(_PULLED_FOLLOWED, {"user": user_id}, replica=True)]
 
 
 async def interactions_by_author(db: Database, viewer_id: int, since: datetime) -> dict[int, int]:
@@ -136,7 +150,9 @@ async def interactions_by_author(db: Database, viewer_id: int, since: datetime) 
     feed's affinity. Two index range scans over the viewer's own recent activity."""
     counts: dict[int, int] = {}
     for statement in (_LIKED_AUTHORS, _COMMENTED_AUTHORS):
-        for (author_id,) in await db.fetch(statement, {"viewer": viewer_id, "since": since}):
+        for (author_id,) in await db.fetch(
+            statement, {"viewer": viewer_id, "since": since}, replica=True
+        ):
             counts[author_id] = counts.get(author_id, 0) + 1
     counts.pop(viewer_id, None)  # liking one's own posts is no affinity
     return counts

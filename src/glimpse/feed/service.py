@@ -72,8 +72,10 @@ async def rebuild_feed(container: Container, user_id: int) -> None:
     # Live before reading: a post that becomes ready from here on is pushed to it, one that
     # became ready before is in what we read.
     await store.begin_rebuild(user_id, now)
+    # Read on a replica only once it holds all that was committed before the feed went live.
+    position = await container.db.primary_position()
     entries = await repository.followed_posts(
-        container.db, user_id, None, cap, include_pulled=False
+        container.db, user_id, None, cap, include_pulled=False, at_least=position
     )
     horizon = entries[-1][0] if len(entries) >= cap else 0
     await store.finish_rebuild(user_id, entries, horizon, now)
@@ -154,7 +156,7 @@ class _Reader:
             exhausted.append(len(older) < n)
         pulled = await self._pulled_accounts()
         if pulled:
-            large = await repository.posts_of_authors(db, pulled, below, n)
+            large = await repository.posts_of_authors(db, pulled, below, n, replica=True)
             sources.append([p for p, _ in large])
             exhausted.append(len(large) < n)
         merged = sorted({p for source in sources for p in source}, reverse=True)

@@ -90,7 +90,7 @@ async def _list(
     page_size = check_limit(limit)
     before = decode_keyset(container.secret_key, kind, cursor, username)
     lister = graph.list_followers if kind == "followers" else graph.list_following
-    async with container.db.read() as session:
+    async with container.db.read(replica=True) as session:
         users, next_key = await lister(session, username, caller.user.id, before, page_size)
         return await _user_page(
             session, caller.user.id, users, next_key, container.secret_key, kind, username

@@ -75,6 +75,16 @@ def _check_database_disk(container: Container) -> None:
         )
 
 
+_REPLICA = "database_replica_"
+
+
+def _replica_checks(container: Container) -> list[Any]:
+    replicas = container.db.replicas
+    if replicas is None:
+        return []
+    return [_run_check(f"{_REPLICA}{n}", replicas.check(n)) for n in range(len(replicas.engines))]
+
+
 async def _run_check(name: str, check: Any) -> tuple[str, str]:
     try:
         await asyncio.wait_for(check, CHECK_TIMEOUT_SECONDS)
@@ -102,6 +112,7 @@ async def readyz(container: ContainerDep) -> JSONResponse:
         # The store's check also fails below the free-space floor (backends/storage/local.py).
         _run_check("storage", container.storage.check()),
         _run_check("queue", container.queue.check()),
+        *_replica_checks(container),
     ]
     if container.settings.cache_url:  # the embedded feed store is the database's tables
         checks_to_run.append(_run_check("cache", container.feed_store.check()))
@@ -110,7 +121,8 @@ async def readyz(container: ContainerDep) -> JSONResponse:
     with never_failing():
         for backend, verdict in checks.items():
             BACKEND_UP.labels(backend).set(1 if verdict == "ok" else 0)
-    ready = all(v == "ok" for v in checks.values())
+    # A replica that is down only sends its reads to the primary: reported, but still ready.
+    ready = all(v == "ok" for k, v in checks.items() if not k.startswith(_REPLICA))
     return JSONResponse(
         {"status": "ready" if ready else "unavailable", "checks": checks},
         status_code=200 if ready else 503,

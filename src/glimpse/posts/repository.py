@@ -11,6 +11,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from glimpse.accounts.models import User
+from glimpse.db.locks import lock_keys
 from glimpse.posts.models import (
     Media,
     MediaVariant,
@@ -113,7 +114,10 @@ _KEYS_PER_QUERY = 500
 
 
 async def unreferenced_keys(session: AsyncSession, keys: Sequence[str]) -> list[str]:
-    """Those of `keys` that no media row uses, as an original or as a variant."""
+    """Those of `keys` that no media row uses, as an original or as a variant. The keys stay
+    locked until the caller's transaction ends (db/locks.py), so a processing job recording the
+    same bytes commits either before this check or after the caller's delete, never between."""
+    await lock_keys(session, keys)
     used: set[str] = set()
     for start in range(0, len(keys), _KEYS_PER_QUERY):
         batch = keys[start : start + _KEYS_PER_QUERY]

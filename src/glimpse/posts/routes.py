@@ -95,7 +95,7 @@ async def list_user_posts(
     """A user's ready posts, newest first (the profile grid)."""
     page_size = check_limit(limit)
     before = decode_keyset(container.secret_key, "user_posts", cursor, username)
-    async with container.db.read() as session:
+    async with container.db.read(replica=True) as session:
         posts, more = await service.list_profile_posts(
             session, username, caller.user.id, before, page_size
         )

@@ -19,6 +19,7 @@ from glimpse.accounts.schemas import Quota, Usage
 from glimpse.backends.queue.outbox import enqueue
 from glimpse.config import Settings
 from glimpse.db.base import utcnow
+from glimpse.db.locks import lock_keys
 from glimpse.engagement import repository as engagement_repository
 from glimpse.errors import Forbidden, Invalid, NotFound, Throttled
 from glimpse.feed.names import FAN_OUT_JOB, UNFAN_OUT_JOB
@@ -383,6 +384,8 @@ async def record_processed_media(
     shown = post.kind == PostKind.POST or await repository.post_matches(
         session, post.id, still_shown(now or utcnow())
     )
+    # In line with any purge of the same keys (see repository.unreferenced_keys).
+    await lock_keys(session, keys)
     replaced = await repository.replace_variants(
         session,
         media.id,

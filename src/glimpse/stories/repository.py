@@ -95,7 +95,7 @@ async def tray(db: Database, viewer_id: int, now: datetime) -> list[tuple[StoryR
     """Every live, ready story of the accounts the viewer follows, with whether the viewer saw
     it: one statement on the quick path, whatever the number of accounts (per followed account
     a range of the stories index, which holds only what has not expired yet at its end)."""
-    rows = await db.fetch(_TRAY, {"viewer": viewer_id, "now": now})
+    rows = await db.fetch(_TRAY, {"viewer": viewer_id, "now": now}, replica=True)
     return [
         (
             StoryRow(r[0], r[1], r[2], r[3], r[4], as_utc(r[5]), as_utc(r[6])),

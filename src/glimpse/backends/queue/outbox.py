@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from glimpse.backends.queue.models import Job, JobState
+from glimpse.db.locks import lock_keys
 from glimpse.ids import IdGenerator
 from glimpse.jobs import registry
 from glimpse.ops.metrics import JOBS_ENQUEUED, never_failing
@@ -61,7 +62,9 @@ async def ensure_pending(
     delay_seconds: float,
 ) -> bool:
     """Enqueue `name` (with an empty payload) unless a run of it is already waiting; True if
-    this call enqueued it. In a write transaction, so that workers starting together agree."""
+    this call enqueued it. In a write transaction, so that workers starting together agree
+    (on PostgreSQL a lock on the name keeps two of them from both finding none waiting)."""
+    await lock_keys(session, [f"job:{name}"])
     waiting = await session.execute(
         select(Job.id).where(Job.name == name, Job.state != JobState.DEAD).limit(1)
     )

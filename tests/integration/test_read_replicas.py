@@ -1,0 +1,272 @@
+"""Read replicas against a real streaming replica: a private primary and a replica of it
+(`initdb`, then `pg_basebackup -R`) started on free ports of this machine for this module.
+Replay on the replica is paused to stand for lag: other users' reads then show the replica's
+older state, while a caller's reads right after its own writes show those writes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from glob import glob
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from glimpse.app import create_app
+from glimpse.config import Settings
+from glimpse.db.migrate import upgrade_to_head
+from tests.conftest import Glimpse, _no_server_error
+from tests.databases import run_sync
+
+
+def _bin(name: str) -> str | None:
+    found = sorted(glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return found[-1] if found else shutil.which(name)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def _as_postgres(argv: list[str]) -> list[str]:
+    # initdb and postgres refuse to run as root; the postgres OS user runs them then.
+    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+
+def _run(argv: list[str]) -> None:
+    subprocess.run(_as_postgres(argv), check=True, capture_output=True, timeout=120)
+
+
+class Cluster:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.primary_port = _free_port()
+        self.replica_port = _free_port()
+        self.started: list[Path] = []
+
+    def url(self, port: int, database: str = "glimpse") -> str:
+        return f"postgresql://postgres@127.0.0.1:{port}/{database}"
+
+    def _start(self, data: Path, port: int) -> None:
+        options = f"-p {port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        pg_ctl = _bin("pg_ctl")
+        assert pg_ctl
+        _run([pg_ctl, "-D", str(data), "-o", options, "-l", str(data) + ".log", "-w", "start"])
+        self.started.append(data)
+
+    def start(self) -> None:
+        initdb, basebackup = _bin("initdb"), _bin("pg_basebackup")
+        assert initdb and basebackup
+        primary, replica = self.root / "primary", self.root / "replica"
+        _run([initdb, "-D", str(primary), "-U", "postgres", "--auth=trust", "-E", "UTF8"])
+        self._start(primary, self.primary_port)
+        _run(
+            [
+                basebackup,
+                *("-h", "127.0.0.1", "-p", str(self.primary_port), "-U", "postgres"),
+                *("-D", str(replica), "-R", "-X", "stream"),
+            ]
+        )
+        self._start(replica, self.replica_port)
+
+    def stop(self) -> None:
+        pg_ctl = _bin("pg_ctl")
+        for data in reversed(self.started):
+            subprocess.run(
+                _as_postgres([str(pg_ctl), "-D", str(data), "-m", "immediate", "stop"]),
+                capture_output=True,
+                timeout=60,
+            )
+
+
+async def _sql(url: str, statement: str) -> object:
+    connection = await asyncpg.connect(url, timeout=10)
+    try:
+        return await connection.fetchval(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    if _bin("initdb") is None or _bin("pg_basebackup") is None:
+        _unavailable("PostgreSQL's initdb and pg_basebackup are not installed")
+    root = Path(tempfile.mkdtemp(prefix="glimpse-replicas-"))
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+    cluster = Cluster(root)
+    try:
+        cluster.start()
+    except (subprocess.SubprocessError, OSError) as exc:
+        cluster.stop()
+        _unavailable(f"could not start a private primary and replica: {exc!r}")
+    try:
+        run_sync(_sql(cluster.url(cluster.primary_port, "postgres"), "CREATE DATABASE glimpse"))
+        upgrade_to_head(cluster.url(cluster.primary_port))
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def _caught_up(cluster: Cluster) -> None:
+    """Resume replay and wait until the replica holds all the primary has."""
+    replica = cluster.url(cluster.replica_port)
+    await _sql(replica, "SELECT pg_wal_replay_resume()")
+    target = await _sql(cluster.url(cluster.primary_port), "SELECT pg_current_wal_lsn()::text")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if await _sql(replica, f"SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn"):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the replica did not catch up")
+
+
+async def _lagging(cluster: Cluster) -> None:
+    await _caught_up(cluster)
+    await _sql(cluster.url(cluster.replica_port), "SELECT pg_wal_replay_pause()")
+
+
+@pytest.fixture
+async def glimpse_replicated(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Glimpse]:
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=cluster.url(cluster.primary_port),
+        database_replica_urls=cluster.url(cluster.replica_port),
+        secret_key="test-secret",
+        media_gc_delay_seconds=0,
+        worker_poll_seconds=0.01,
+        feed_viewer_memo_seconds=0,
+        rate_limits="off",
+    )
+    app = create_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://glimpse.test",
+            event_hooks={"response": [_no_server_error]},
+        ) as client,
+    ):
+        yield Glimpse(client, app.state.container)
+    await _caught_up(cluster)
+
+
+def _names(prefix: str) -> list[str]:
+    tag = f"{time.monotonic_ns() % 10**8}"
+    return [f"{prefix}{n}{tag}"[:30] for n in range(3)]
+
+
+async def test_a_follow_is_in_the_followers_own_list_at_once_while_others_read_the_replica(
+    cluster: Cluster, glimpse_replicated: Glimpse
+) -> None:
+    g = glimpse_replicated
+    alice_name, bob_name, carol_name = _names("f")
+    alice, bob = await g.signup(alice_name), await g.signup(bob_name)
+    await g.signup(carol_name)
+    await _lagging(cluster)
+
+    response = await g.client.post(f"/api/v1/users/{carol_name}/follow", headers=alice)
+    assert response.status_code == 200, response.text
+
+    def names(page: httpx.Response) -> list[str]:
+        assert page.status_code == 200, page.text
+        return [u["username"] for u in page.json()["items"]]
+
+    following = f"/api/v1/users/{alice_name}/following"
+    assert names(await g.client.get(following, headers=alice)) == [carol_name]
+    profile = (await g.client.get(f"/api/v1/users/{carol_name}", headers=alice)).json()
+    assert profile["follower_count"] == 1
+    # Bob wrote nothing since: his reads are the replica's, which has not replayed the follow.
+    assert names(await g.client.get(following, headers=bob)) == []
+    profile = (await g.client.get(f"/api/v1/users/{carol_name}", headers=bob)).json()
+    assert profile["follower_count"] == 0
+
+    await _caught_up(cluster)
+    assert names(await g.client.get(following, headers=bob)) == [carol_name]
+
+
+async def test_the_authors_new_post_and_the_feed_after_an_unfollow(
+    cluster: Cluster, glimpse_replicated: Glimpse
+) -> None:
+    g = glimpse_replicated
+    alice_name, bob_name, carol_name = _names("p")
+    alice, bob, carol = [await g.signup(n) for n in (alice_name, bob_name, carol_name)]
+    for headers in (alice, bob):
+        await g.client.post(f"/api/v1/users/{carol_name}/follow", headers=headers)
+    await g.run_jobs()
+    await _lagging(cluster)
+
+    post = (await g.upload(carol)).json()
+    await g.run_jobs()
+    profile = (await g.client.get(f"/api/v1/users/{carol_name}", headers=carol)).json()
+    assert profile["post_count"] == 1
+    page = await g.client.get(f"/api/v1/users/{carol_name}/posts", headers=carol)
+    assert [p["id"] for p in page.json()["items"]] == [post["id"]]
+    # Alice has not written since the replica stopped: she reads the replica's older profile.
+    profile = (await g.client.get(f"/api/v1/users/{carol_name}", headers=alice)).json()
+    assert profile["post_count"] == 0
+
+    await _caught_up(cluster)
+
+    def feed_ids(page: httpx.Response) -> list[str]:
+        assert page.status_code == 200, page.text
+        return [p["id"] for p in page.json()["items"]]
+
+    assert feed_ids(await g.client.get("/api/v1/feed", headers=alice)) == [post["id"]]
+    await _lagging(cluster)
+    await g.client.delete(f"/api/v1/users/{carol_name}/follow", headers=alice)
+    # Her feed right after the unfollow: the replica still has her following carol.
+    assert feed_ids(await g.client.get("/api/v1/feed", headers=alice)) == []
+    assert feed_ids(await g.client.get("/api/v1/feed", headers=bob)) == [post["id"]]
+
+
+async def test_a_replica_that_is_down_leaves_reads_to_the_primary(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=cluster.url(cluster.primary_port),
+        database_replica_urls=f"postgresql://postgres@127.0.0.1:{_free_port()}/glimpse",
+        secret_key="test-secret",
+        rate_limits="off",
+    )
+    app = create_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://glimpse.test",
+            event_hooks={"response": [_no_server_error]},
+        ) as client,
+    ):
+        g = Glimpse(client, app.state.container)
+        (name,) = _names("d")[:1]
+        headers = await g.signup(name)
+        for _ in range(3):
+            response = await client.get(f"/api/v1/users/{name}/followers", headers=headers)
+            assert response.status_code == 200, response.text
+            response = await client.get(f"/api/v1/users/{name}", headers=headers)
+            assert response.status_code == 200, response.text
+
+
+async def test_readyz_reports_each_replica(cluster: Cluster, glimpse_replicated: Glimpse) -> None:
+    response = await glimpse_replicated.client.get("/readyz")
+    assert response.status_code == 200, response.text
+    assert response.json()["checks"]["database_replica_0"] == "ok"
