@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import threading
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,6 +21,7 @@ from sqlalchemy import select, text
 from glimpse.jobs import DEFAULT_LANE, VIDEO_LANE, registry
 from glimpse.posts import service
 from glimpse.posts.models import Media
+from glimpse.worker import run_worker
 from tests.api import test_stories as stories_tests
 from tests.api.test_upload_validation import assert_nothing_written, process, refused
 from tests.clips import Clip, declare_duration, make_clip, top_level_boxes
@@ -530,6 +533,69 @@ async def test_a_video_job_is_claimed_only_by_a_video_lane_under_its_longer_leas
         leases = {name: available_at for name, available_at in rows}
     assert leases[service.TRANSCODE_VIDEO_JOB] - leases[service.PROCESS_MEDIA_JOB] > 600
     assert await queue.extend(video_job)
+
+
+async def test_a_worker_s_video_lane_claims_under_the_video_lease(
+    glimpse: Glimpse, clips: dict[str, Clip], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker's own lanes, not a claim made by hand: a transcode claimed under the photos'
+    # short lease would be taken by another worker mid-way.
+    from glimpse.media import decoding
+
+    started, release = threading.Event(), threading.Event()
+
+    def held(*args: object, **kwargs: object) -> object:
+        started.set()
+        release.wait(30)
+        raise decoding.DecoderDied("stopped by the test")
+
+    monkeypatch.setattr(decoding, "transcode_in_child", held)
+    headers = await glimpse.signup()
+    await glimpse.upload(headers, files=[("clip.mp4", clips["rotated"].path.read_bytes())])
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run_worker(glimpse.container, stop))
+    try:
+        async with asyncio.timeout(30):
+            while not started.is_set():
+                await asyncio.sleep(0.01)
+        async with glimpse.container.db.read() as session:
+            lease_until = (
+                await session.execute(
+                    text("select available_at from jobs where name = :name"),
+                    {"name": service.TRANSCODE_VIDEO_JOB},
+                )
+            ).scalar_one()
+        lease = glimpse.container.settings.video_job_lease_seconds
+        assert (
+            lease_until - time.time() > 0.9 * lease > glimpse.container.settings.job_lease_seconds
+        )
+    finally:
+        release.set()
+        stop.set()
+        await worker
+
+
+async def test_a_transcode_child_that_died_is_tried_again(
+    glimpse: Glimpse, clips: dict[str, Clip], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A crash (the kernel's OOM killer) may not recur: another attempt, not a failed post.
+    from glimpse.media import decoding
+
+    real, calls = decoding.transcode_in_child, []
+
+    def dies_once(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise decoding.DecoderDied("killed")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(decoding, "transcode_in_child", dies_once)
+    headers = await glimpse.signup()
+    response = await glimpse.upload(
+        headers, files=[("clip.mp4", clips["rotated"].path.read_bytes())]
+    )
+    post = await process(glimpse, headers, response)
+    assert post["status"] == "ready" and len(calls) == 2
 
 
 @pytest.mark.parametrize("settings", [{"story_ttl_seconds": 3600}], indirect=True)
