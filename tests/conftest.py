@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,10 @@ from glimpse.config import Settings
 from glimpse.container import Container
 from glimpse.db.migrate import upgrade_to_head
 from glimpse.worker import drain
+from tests.broker import broker  # noqa: F401  (the RabbitMQ vhost of the session)
 from tests.clips import Clip, make_clip
 from tests.databases import PostgresDatabases, chosen_database
+from tests.redis_service import redis_url  # noqa: F401  (a key prefix of a test's own)
 from tests.s3server import bucket_keys, s3_server  # noqa: F401  (the S3 test server)
 
 # No time limit on a Hypothesis example: a loaded machine (CI beside other work) must not fail a
@@ -93,12 +96,20 @@ def database_url(database: str, request: pytest.FixtureRequest) -> Iterator[str]
 def settings(tmp_path: Path, request: pytest.FixtureRequest, database_url: str) -> Settings:
     """Fresh settings under tmp_path; a test changes some by indirect parametrisation
     (`@pytest.mark.parametrize("settings", [{"max_image_bytes": 1000}], indirect=True)`)."""
-    # GLIMPSE_TEST_STORAGE=s3 runs the same tests over an S3 bucket of their own (moto_server).
-    storage = (
-        {"storage_url": request.getfixturevalue("s3_server").storage_url()}
-        if os.environ.get("GLIMPSE_TEST_STORAGE") == "s3"
-        else {}
-    )
+    # GLIMPSE_TEST_STORAGE=s3 runs the same tests over an S3 bucket of their own (moto_server),
+    # GLIMPSE_TEST_CACHE=redis with feeds and budgets in Redis, GLIMPSE_TEST_QUEUE=rabbitmq with
+    # jobs delivered by RabbitMQ; GLIMPSE_TEST_STACK=scale does all three, on PostgreSQL too
+    # (tests/databases.py): the whole scale stack, each test on its own database, bucket, key
+    # prefix and queue prefix.
+    scale = os.environ.get("GLIMPSE_TEST_STACK") == "scale"
+    backends: dict[str, str] = {}
+    if scale or os.environ.get("GLIMPSE_TEST_STORAGE") == "s3":
+        backends["storage_url"] = request.getfixturevalue("s3_server").storage_url()
+    if scale or os.environ.get("GLIMPSE_TEST_CACHE") == "redis":
+        backends["cache_url"] = request.getfixturevalue("redis_url")
+    if scale or os.environ.get("GLIMPSE_TEST_QUEUE") == "rabbitmq":
+        broker = request.getfixturevalue("broker")
+        backends["queue_url"] = broker.url(prefix=f"t{uuid.uuid4().hex[:10]}.")
     return Settings(
         data_dir=tmp_path / "data",
         database_url=database_url,
@@ -112,7 +123,7 @@ def settings(tmp_path: Path, request: pytest.FixtureRequest, database_url: str) 
         # ... and at the feed right after changing the graph.
         feed_viewer_memo_seconds=0,
         rate_limits="off",  # tests make many requests; throttling tests set their budgets
-        **storage,
+        **backends,
     ).model_copy(update=getattr(request, "param", {}))
 
 

@@ -58,7 +58,8 @@ def with_database(url: str, name: str) -> str:
 
 
 def chosen_database() -> str:
-    kind = os.environ.get("GLIMPSE_TEST_DATABASE", "sqlite").lower()
+    default = "postgresql" if os.environ.get("GLIMPSE_TEST_STACK") == "scale" else "sqlite"
+    kind = os.environ.get("GLIMPSE_TEST_DATABASE", default).lower()
     if kind not in DATABASES:
         raise ValueError(f"GLIMPSE_TEST_DATABASE must be one of {DATABASES}, not {kind!r}")
     return kind

@@ -37,7 +37,6 @@ from limits.errors import StorageError
 from limits.storage import storage_from_string
 
 from glimpse.errors import Throttled
-from glimpse.ops.metrics import THROTTLED, never_failing
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -250,6 +249,10 @@ class Throttle:
         async def count(limiter: MovingWindowRateLimiter) -> Verdict:
             allowed = await limiter.hit(item, budget, *key)
             if not allowed:
+                # Imported here: config.py imports this module, and the CLI must not load
+                # prometheus_client before `glimpse serve` has chosen its multiprocess folder.
+                from glimpse.ops.metrics import THROTTLED, never_failing
+
                 with never_failing():
                     THROTTLED.labels(budget).inc()
             return await self._verdict(limiter, item, allowed, budget, *key)
