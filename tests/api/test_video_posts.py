@@ -575,6 +575,28 @@ async def test_a_worker_s_video_lane_claims_under_the_video_lease(
         await worker
 
 
+async def test_a_transcode_stopped_by_its_budget_leaves_no_renditions_behind(
+    glimpse: Glimpse, clips: dict[str, Clip], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A child killed mid-transcode leaves what it wrote (hundreds of MB for a long video):
+    # gone with the job, not an hour later with the sweep.
+    from glimpse.media import decoding
+
+    def killed(*args: Any) -> object:
+        staging, prefix = args[2], args[7]
+        (staging / f"{prefix}mp4_720.mp4").write_bytes(b"x" * 1000)
+        raise decoding.DecodeBudgetExceeded("decoding took longer than 1 s")
+
+    monkeypatch.setattr(decoding, "transcode_in_child", killed)
+    headers = await glimpse.signup()
+    response = await glimpse.upload(
+        headers, files=[("clip.mp4", clips["rotated"].path.read_bytes())]
+    )
+    post = await process(glimpse, headers, response)
+    assert post["status"] == "failed" and post["error"]["code"] == "video_too_complex"
+    assert list(glimpse.container.storage.staging_dir().iterdir()) == []
+
+
 async def test_a_transcode_child_that_died_is_tried_again(
     glimpse: Glimpse, clips: dict[str, Clip], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -338,6 +338,24 @@ async def test_a_job_running_longer_than_its_lease_keeps_it(make_container: Make
     assert await job_rows(working) == []
 
 
+async def test_a_stale_claim_of_the_same_worker_cannot_settle_its_new_claim(
+    make_container: MakeContainer,
+) -> None:
+    # The same worker took the job again after its own lease lapsed (a run that hung): the
+    # first run, ending late, must not complete the second's job under it.
+    name = register(lambda container, payload: asyncio.sleep(0))
+    container = make_container(node_id=1)
+    await add_job(container, name)
+    first = await container.queue.claim(registry.names(), lease_seconds=0.01)
+    await asyncio.sleep(0.05)
+    second = await container.queue.claim(registry.names(), lease_seconds=600)
+    assert first is not None and second is not None and second.attempts == first.attempts + 1
+    await container.queue.complete(first)
+    assert len(await job_rows(container)) == 1
+    assert not await container.queue.extend(first)
+    assert await container.queue.extend(second)
+
+
 async def test_a_lease_is_renewed_for_as_long_as_the_job_was_claimed_under(
     make_container: MakeContainer,
 ) -> None:

@@ -377,3 +377,20 @@ def probe_with_little_room(path: Path, room: int) -> object:
 
 
 _held: list[mmap.mmap] = []
+
+
+def test_the_poster_is_taken_a_third_of_the_way_in_and_progress_is_reported(
+    tmp_path: Path,
+) -> None:
+    # The clip's red bar grows 7 px a frame from nothing: the first frame has none, the frame a
+    # second in (a third of 3 s) is red 210 px across.
+    clip = make_clip(tmp_path / "three.mp4", seconds=3.0, audio=False)
+    progress = tmp_path / "progress"
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    processed = video.transcode_video(clip.path, MediaType.MP4, staging, False, 90.0, progress)
+    poster = Image.open(io.BytesIO(stills(processed)["image/jpeg"])).convert("RGB")
+    red, _, blue = poster.getpixel((150, 180))  # type: ignore[misc]
+    assert red > 150 and blue < 100, poster.getpixel((150, 180))
+    # Written each second of video: 66% at two seconds in, the last before the end.
+    assert int(progress.read_text()) >= 60
