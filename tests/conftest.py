@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -108,8 +107,10 @@ def settings(tmp_path: Path, request: pytest.FixtureRequest, database_url: str) 
     if scale or os.environ.get("GLIMPSE_TEST_CACHE") == "redis":
         backends["cache_url"] = request.getfixturevalue("redis_url")
     if scale or os.environ.get("GLIMPSE_TEST_QUEUE") == "rabbitmq":
-        broker = request.getfixturevalue("broker")
-        backends["queue_url"] = broker.url(prefix=f"t{uuid.uuid4().hex[:10]}.")
+        # The session's queue names (a set of quorum queues per test would pile up in the
+        # broker, thousands in a run, and slow it to a halt); jobs of earlier tests delivered
+        # here find no row of this test's database and are dropped.
+        backends["queue_url"] = request.getfixturevalue("broker").url()
     return Settings(
         data_dir=tmp_path / "data",
         database_url=database_url,
