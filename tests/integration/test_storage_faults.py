@@ -24,6 +24,7 @@ from glimpse.backends.storage import local as local_storage
 from glimpse.backends.storage.local import disk_fault
 from glimpse.errors import StorageUnavailable
 from glimpse.media import decoding
+from glimpse.posts import jobs as post_jobs
 from glimpse.posts import service
 from tests.conftest import Glimpse, assert_error
 
@@ -169,8 +170,12 @@ async def test_an_upload_while_the_store_cannot_take_it_gets_503_then_succeeds(
 )
 @pytest.mark.parametrize("fault", [errno.ENOSPC, errno.EROFS, errno.EIO], ids=errno.errorcode.get)
 async def test_processing_waits_for_the_store_to_come_back_and_the_post_gets_ready(
-    glimpse: Glimpse, disk: Disk, fault: int
+    glimpse: Glimpse, disk: Disk, fault: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A store that cannot delete either (EROFS, EIO) leaves the failed run's files marked as
+    # being deleted; the next run waits for that purge before storing them again, and gives up
+    # as a storage fault after DELETION_WAIT_SECONDS (a minute: two here, the same path).
+    monkeypatch.setattr(post_jobs, "DELETION_WAIT_SECONDS", 2.0)
     headers = await glimpse.signup()
     post = (await glimpse.upload(headers)).json()
     disk.failing = fault
