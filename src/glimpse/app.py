@@ -26,6 +26,7 @@ from glimpse.media.origin import router as media_router
 from glimpse.ops.request_log import RequestLog
 from glimpse.ops.routes import router as ops_router
 from glimpse.posts.routes import router as posts_router
+from glimpse.privacy.routes import router as privacy_router
 from glimpse.stories.routes import router as stories_router
 from glimpse.web.rendering import error_page
 from glimpse.web.routes import router as web_router
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         posts_router,
         engagement_router,
         stories_router,
+        privacy_router,
         ops_router,
         docs_router,
         web_router,  # last: its /{username} takes any path of one segment left

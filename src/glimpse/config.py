@@ -170,6 +170,13 @@ class Settings(BaseSettings):
     # the same content-addressed bytes at that moment cannot lose them (see posts/jobs.py).
     media_gc_delay_seconds: float = 30.0
 
+    # Erasure and export (privacy/): an erased account's username cannot be taken for this many
+    # days (nobody inherits the trust of the person just gone); an export's zip is kept this
+    # long, and its download URL works for `export_url_ttl_seconds` from when it is shown.
+    erased_username_hold_days: float = Field(default=30.0, ge=0)
+    export_ttl_seconds: float = Field(default=7 * 86400.0, gt=0)
+    export_url_ttl_seconds: int = Field(default=86400, ge=60)
+
     # Feeds: how many post ids a materialised feed keeps (older posts are read from the
     # database); accounts with more followers than this are not fanned out on write but merged
     # into feeds when they are read; a feed not read for this long is dropped (rebuilt on the

@@ -46,6 +46,7 @@ def _load_job_handlers() -> None:
     # Importing a slice's jobs module registers its handlers (see glimpse/jobs.py).
     import glimpse.feed.jobs
     import glimpse.posts.jobs
+    import glimpse.privacy.jobs
     import glimpse.stories.jobs  # noqa: F401
 
 

@@ -12,6 +12,7 @@ A budget left out keeps its default; `name=off` lifts that one budget.
 - `signup`: new accounts, per client address.
 - `follows`: follow requests (POST .../follow), per account.
 - `comments`: new comments, per account.
+- `exports`: data exports started (POST /api/v1/me/export), per account.
 
 Counts live in the library's storage: in this process's memory by default; in Redis when
 GLIMPSE_CACHE_URL names one, shared by every API process (Throttle.in_redis).
@@ -46,8 +47,8 @@ T = TypeVar("T")
 
 API, READS, WRITES = "api", "reads", "writes"
 UPLOAD, SIGNIN_FAILURES, SIGNUP = "upload", "signin_failures", "signup"
-FOLLOWS, COMMENTS = "follows", "comments"
-BUDGET_NAMES = (API, READS, WRITES, UPLOAD, SIGNIN_FAILURES, SIGNUP, FOLLOWS, COMMENTS)
+FOLLOWS, COMMENTS, EXPORTS = "follows", "comments", "exports"
+BUDGET_NAMES = (API, READS, WRITES, UPLOAD, SIGNIN_FAILURES, SIGNUP, FOLLOWS, COMMENTS, EXPORTS)
 
 DEFAULT_BUDGETS = {
     API: "300/5minute",
@@ -58,6 +59,8 @@ DEFAULT_BUDGETS = {
     # accounts grow: more than a person does in an hour, fewer than a script would.
     FOLLOWS: "200/hour",
     COMMENTS: "100/hour",
+    # Each export reads every file the account ever stored and writes a zip of them.
+    EXPORTS: "10/day",
 }
 
 Key = tuple[str, ...]

@@ -23,6 +23,7 @@ from glimpse.db.base import utcnow
 from glimpse.db.database import Database
 from glimpse.errors import Conflict, NotFound, Unauthenticated
 from glimpse.ids import IdGenerator
+from glimpse.privacy.repository import username_held
 
 if TYPE_CHECKING:
     from glimpse.container import Container
@@ -37,7 +38,10 @@ class Authenticated:
 
 
 async def ensure_username_free(session: AsyncSession, username: str) -> None:
-    if await repository.username_exists(session, username):
+    # An erased account's name stays taken for a while (privacy/erasure.py).
+    if await repository.username_exists(session, username) or await username_held(
+        session, username, utcnow()
+    ):
         raise Conflict("That username is taken.", code="username_taken")
 
 

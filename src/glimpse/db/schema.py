@@ -8,10 +8,13 @@ from glimpse.db.node_leases import NodeLease
 from glimpse.engagement.models import Comment, Like
 from glimpse.graph.models import Block, Follow, FollowRequest
 from glimpse.posts.models import Media, MediaVariant, Post, UploadUsage
+from glimpse.privacy.models import AccountErasure, AccountExport
 from glimpse.stories.models import Highlight, HighlightStory, Story, StoryView
 
 __all__ = [
     "AccessToken",
+    "AccountErasure",
+    "AccountExport",
     "Base",
     "Block",
     "Comment",

@@ -1,0 +1,190 @@
+"""Erasing an account (`DELETE /api/v1/me`): what happens at once, and the job that does the rest.
+
+At once, in one transaction: the account is disabled, every token it holds revoked (API
+clients and web sessions alike), its username moved aside to a name no request can ask for (so
+its profile is a 404 at once and the name is held, not freed), and the erasure job queued (the
+jobs table is the outbox). The job then deletes everything in batches, each batch its own
+transaction; it is at-least-once like every job, so each step deletes only what is still there
+and a run killed anywhere is finished by the next one. Its order matters:
+
+1. posts and stories first (their stored files purged by a job queued in the same transaction
+   as the rows, so no file outlives its row and none is lost before it): nothing of the account
+   can be fanned out any more once they are gone;
+2. then the account's posts leave the cached feeds of its followers, while the follows that
+   say who they are still exist (a run killed later redoes this step harmlessly);
+3. then its likes, comments, story views and follows, each taken off the counters of the
+   posts and accounts they counted on, by the rows really deleted (counters stay exact);
+4. last the user row itself, with its tokens; the erasure row stays to hold the username.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from glimpse.backends.queue.outbox import enqueue
+from glimpse.engagement import repository as engagement_repository
+from glimpse.graph import repository as graph_repository
+from glimpse.posts import service as posts
+from glimpse.privacy import repository
+from glimpse.privacy.models import AccountErasure
+
+if TYPE_CHECKING:
+    from glimpse.container import Container
+
+log = logging.getLogger("glimpse.privacy")
+
+ERASE_ACCOUNT_JOB = "erase_account"
+# Rows of a kind deleted per transaction: milliseconds of write lock each.
+ERASE_BATCH = 200
+
+
+def erased_username(user_id: int) -> str:
+    """What an account being erased is renamed to: `~` is outside every username's alphabet,
+    so no sign-up can take it and no look-up by name finds it (accounts.service.find_user)."""
+    return f"~{user_id}"
+
+
+class ErasureUnfinished(RuntimeError):
+    """Something of the account appeared while the job ran (an upload that was already in
+    flight): the job fails this run and is retried, and the retry deletes it too."""
+
+
+async def request_erasure(container: Container, user_id: int) -> bool:
+    """Disable the account at once and queue the job that erases it. False when its erasure
+    was already asked for (the answer is the same: it is under way)."""
+    now = container.now()
+    settings = container.settings
+    async with container.db.write() as session:
+        user = await repository.lock_user(session, user_id)
+        if user is None or await repository.get_erasure(session, user_id) is not None:
+            return False
+        session.add(
+            AccountErasure(
+                user_id=user_id,
+                username=user.username,
+                requested_at=now,
+                hold_until=now + timedelta(days=settings.erased_username_hold_days),
+            )
+        )
+        user.username = erased_username(user_id)
+        user.display_name, user.bio = "", ""
+        user.disabled_at = now
+        await repository.revoke_tokens(session, user_id, now)
+        enqueue(
+            session,
+            container.ids,
+            ERASE_ACCOUNT_JOB,
+            {"user_id": user_id},
+            max_attempts=settings.job_max_attempts,
+            owner=user_id,
+        )
+    log.info("account %d is being erased", user_id)
+    return True
+
+
+async def erase_account(container: Container, user_id: int) -> None:
+    """Delete everything of the account, batch by batch (module docstring: why in this order).
+    Safe to run again at any point: each step deletes only what is left."""
+    async with container.db.read() as session:
+        erasure = await repository.get_erasure(session, user_id)
+    if erasure is None or erasure.finished_at is not None:
+        return  # never asked for, or done already
+    await _delete_posts(container, user_id)
+    await _delete_highlights(container, user_id)
+    await _remove_from_feeds(container, user_id)
+    await _delete_engagement(container, user_id)
+    await _delete_follows(container, user_id)
+    await _delete_exports(container, user_id)
+    async with container.db.write() as session:
+        if await repository.has_posts(session, user_id):
+            raise ErasureUnfinished(f"account {user_id} gained a post while being erased")
+        await repository.delete_requests_and_blocks(session, user_id)
+        await repository.delete_account_row(session, user_id)
+        erasure = await repository.get_erasure(session, user_id)
+        if erasure is not None:
+            erasure.finished_at = container.now()
+    log.info("account %d is erased", user_id)
+
+
+async def _delete_posts(container: Container, user_id: int) -> None:
+    while True:
+        async with container.db.write() as session:
+            post_ids = await repository.post_batch(session, user_id, ERASE_BATCH)
+            keys = await repository.delete_posts(session, post_ids)
+            # At once, not after the grace period of a deleted post: the owner asked for their
+            # files to be gone. The purge still keeps any file another post uses.
+            posts.schedule_purge(session, container.ids, container.settings, keys, delay_seconds=0)
+        if len(post_ids) < ERASE_BATCH:
+            return
+
+
+async def _delete_highlights(container: Container, user_id: int) -> None:
+    async with container.db.write() as session:
+        await repository.delete_highlights(session, user_id)
+
+
+async def _remove_from_feeds(container: Container, user_id: int) -> None:
+    """The account's own feed goes, and its posts leave its followers' feeds. (Feed reads
+    already skip them: their rows are gone. This is so that no cache keeps even their ids.)"""
+    store = container.feed_store
+    await store.drop(user_id)
+    after = 0
+    while True:
+        batch = await graph_repository.follower_batch(container.db, user_id, after, ERASE_BATCH)
+        for _, follower_id in batch:
+            await store.remove_author(follower_id, user_id)
+        if len(batch) < ERASE_BATCH:
+            return
+        after = batch[-1][0]
+
+
+async def _delete_engagement(container: Container, user_id: int) -> None:
+    while True:  # likes: each one off its post's like_count
+        async with container.db.write() as session:
+            liked = await repository.liked_post_batch(session, user_id, ERASE_BATCH)
+            for post_id in liked:
+                await engagement_repository.remove_like(session, post_id, user_id)
+        if len(liked) < ERASE_BATCH:
+            break
+    while True:
+        async with container.db.write() as session:
+            deleted = await repository.delete_comment_batch(session, user_id, ERASE_BATCH)
+        if deleted < ERASE_BATCH:
+            break
+    while True:
+        async with container.db.write() as session:
+            deleted = await repository.delete_view_batch(session, user_id, ERASE_BATCH)
+        if deleted < ERASE_BATCH:
+            break
+
+
+async def _delete_follows(container: Container, user_id: int) -> None:
+    """Both ways, each follow off the other account's follower or following count."""
+    while True:
+        async with container.db.write() as session:
+            followees = await repository.followee_batch(session, user_id, ERASE_BATCH)
+            for followee_id in followees:
+                await graph_repository.remove_follow(session, user_id, followee_id)
+        if len(followees) < ERASE_BATCH:
+            break
+    while True:
+        async with container.db.write() as session:
+            followers = await repository.follower_batch(session, user_id, ERASE_BATCH)
+            for follower_id in followers:
+                await graph_repository.remove_follow(session, follower_id, user_id)
+        if len(followers) < ERASE_BATCH:
+            break
+
+
+async def _delete_exports(container: Container, user_id: int) -> None:
+    """Its data exports, files first: a row without its file is only a failed download, a
+    file without its row would be kept for good."""
+    async with container.db.read() as session:
+        exports = await repository.exports_of(session, user_id)
+    keys = [e.key for e in exports if e.key]
+    if keys:
+        await container.storage.delete_many(keys)
+    async with container.db.write() as session:
+        await repository.delete_exports(session, [e.id for e in exports])
