@@ -246,10 +246,15 @@ async def test_an_erasure_killed_midway_is_finished_by_the_next_run(
 @pytest.mark.parametrize("settings", [{"erased_username_hold_days": 0}], indirect=True)
 async def test_the_username_is_free_again_once_the_hold_has_passed(glimpse: Glimpse) -> None:
     alice = await glimpse.signup("alice")
+    alice_id = await user_id(glimpse, alice)
     assert (await erase(glimpse, alice)).status_code == 202
     await glimpse.run_jobs()
+    async with glimpse.container.db.read() as s:
+        erased = await privacy_repository.get_erasure(s, alice_id)
+    assert erased is not None and erased.username == "alice" and erased.finished_at is not None
     await purge_expired_exports(glimpse.container, {})  # forgets the finished erasure
     async with glimpse.container.db.read() as s:
         assert not await privacy_repository.username_held(s, "alice", glimpse.container.now())
+        assert await privacy_repository.get_erasure(s, alice_id) is None  # the name is forgotten
     await glimpse.signup("alice")  # a new account; nothing of the old one
     assert (await profile(glimpse, await glimpse.signup("bob"), "alice"))["post_count"] == 0
