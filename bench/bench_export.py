@@ -85,7 +85,7 @@ async def load_account(folder: Path, photos: int, size: tuple[int, int]) -> dict
             if len(batch) == 200 or i == photos - 1:
                 async with container.db.write() as session:
                     now = utcnow()
-                    for n, (p, m, k, b) in enumerate(batch):
+                    for n, (p, _m, _k, _b) in enumerate(batch):
                         session.add(
                             Post(
                                 id=p, author_id=user.id, caption=f"photo {i - len(batch) + n + 1}",

@@ -64,3 +64,20 @@ async def comments_page(
 async def delete_of_post(session: AsyncSession, post_id: int) -> None:
     await session.execute(delete(Like).where(Like.post_id == post_id))
     await session.execute(delete(Comment).where(Comment.post_id == post_id))
+
+
+async def get_comment(session: AsyncSession, comment_id: int) -> Comment | None:
+    return await session.get(Comment, comment_id)
+
+
+async def delete_comment(session: AsyncSession, comment_id: int) -> bool:
+    """Delete the comment, taking it off its post's count if this call really deleted it."""
+    deleted = await session.execute(
+        delete(Comment).where(Comment.id == comment_id).returning(Comment.post_id)
+    )
+    post_ids = list(deleted.scalars())
+    for post_id in post_ids:
+        await session.execute(
+            update(Post).where(Post.id == post_id).values(comment_count=Post.comment_count - 1)
+        )
+    return bool(post_ids)

@@ -104,3 +104,18 @@ async def list_comments(
         if next_key is not None
         else None,
     )
+
+
+@router.delete(
+    "/posts/{post_id}/comments/{comment_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=error_responses(403, 404),
+)
+async def delete_comment(
+    post_id: EntityId, comment_id: EntityId, caller: Caller, container: ContainerDep
+) -> Response:
+    """Delete a comment: its author may, and so may the post's author."""
+    async with container.db.write() as session:
+        await service.delete_comment(session, post_id, comment_id, caller.user.id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

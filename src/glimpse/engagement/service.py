@@ -12,7 +12,8 @@ from glimpse.db.base import utcnow
 from glimpse.engagement import repository
 from glimpse.engagement.models import Comment
 from glimpse.engagement.schemas import CommentOut
-from glimpse.errors import Conflict, Invalid
+from glimpse.errors import Conflict, Forbidden, Invalid, NotFound
+from glimpse.graph import repository as graph_repository
 from glimpse.ids import IdGenerator
 from glimpse.posts import service as posts
 from glimpse.posts.models import Post, PostStatus
@@ -90,3 +91,21 @@ def comment_view(comment: Comment, author: User) -> CommentOut:
         text=comment.text,
         created_at=comment.created_at,
     )
+
+
+async def delete_comment(
+    session: AsyncSession, post_id: int, comment_id: int, viewer_id: int
+) -> None:
+    """The comment's author, or the post's, deletes a comment. 404 for a post the viewer may
+    not see and for a comment they are not shown (another post's, or one of an account
+    blocked either way); 403 `not_author` to anyone else."""
+    post = await posts.get_visible_post(session, post_id, viewer_id)
+    comment = await repository.get_comment(session, comment_id)
+    if comment is None or comment.post_id != post_id:
+        raise NotFound("No such comment.", code="comment_not_found")
+    if viewer_id not in (comment.author_id, post.author_id):
+        relation = await graph_repository.relation(session, viewer_id, comment.author_id)
+        if relation.blocks or relation.blocked_by:
+            raise NotFound("No such comment.", code="comment_not_found")
+        raise Forbidden("Only the comment's author or the post's may delete it.", code="not_author")
+    await repository.delete_comment(session, comment_id)

@@ -279,3 +279,19 @@ async def set_archived(session: AsyncSession, story_ids: Collection[int], archiv
         await session.execute(
             update(Story).where(Story.id.in_(list(story_ids))).values(archived=archived)
         )
+
+
+async def highlights_holding(session: AsyncSession, story_id: int) -> list[int]:
+    rows = await session.execute(
+        select(HighlightStory.highlight_id).where(HighlightStory.story_id == story_id)
+    )
+    return list(rows.scalars())
+
+
+async def delete_empty_highlights(session: AsyncSession, highlight_ids: Collection[int]) -> None:
+    """Delete those of these highlights that hold no story any more (a highlight is 1 to 100
+    stories: an empty one would show nothing)."""
+    if not highlight_ids:
+        return
+    holding = exists().where(HighlightStory.highlight_id == Highlight.id)
+    await session.execute(delete(Highlight).where(Highlight.id.in_(list(highlight_ids)), ~holding))

@@ -268,3 +268,19 @@ async def delete_highlight(
     async with container.db.write() as session:
         await service.delete_highlight(session, highlight_id, caller.user.id, container.now())
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.delete(
+    "/stories/{story_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=error_responses(403, 404),
+)
+async def delete_story(story_id: EntityId, caller: Caller, container: ContainerDep) -> Response:
+    """Delete one of the caller's stories, live or archived, with its views, its places in
+    highlights and (after a grace period) its files."""
+    async with container.db.write() as session:
+        await service.delete_story(
+            session, container.ids, container.settings, story_id, caller.user.id, container.now()
+        )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

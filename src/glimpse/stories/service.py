@@ -22,7 +22,9 @@ from glimpse.graph import service as graph
 from glimpse.graph.visibility import can_see_content, can_see_post
 from glimpse.ids import IdGenerator
 from glimpse.posts import repository as posts_repository
+from glimpse.posts import service as posts
 from glimpse.posts.service import NO_SUCH_USER, processing_job
+from glimpse.privacy import repository as privacy_repository
 from glimpse.stories import repository
 from glimpse.stories.lifetime import is_live
 from glimpse.stories.models import Highlight
@@ -254,3 +256,27 @@ async def delete_highlight(
         if story_id not in still_held and not is_live(story.expires_at, now)
     ]
     await repository.set_archived(session, released, archived=False)
+
+
+async def delete_story(
+    session: AsyncSession,
+    ids: IdGenerator,
+    settings: Settings,
+    story_id: int,
+    viewer_id: int,
+    now: datetime,
+) -> None:
+    """The author deletes a story, live or archived: its views and its places in highlights go
+    with it (a highlight left empty goes too), and its files (original and variants) after the
+    grace period deleted posts' files get, unless another post uses them. 403 to whoever else
+    may see it, 404 to the rest."""
+    story = await repository.get_story(session, story_id)
+    if story is None or story.author_id != viewer_id:
+        allowed = await _author_and_relation_allow(session, story, viewer_id)
+        if story is not None and allowed and is_live(story.expires_at, now):
+            raise Forbidden("Only its author may delete a story.", code="not_author")
+        raise _no_such_story()
+    highlights = await repository.highlights_holding(session, story_id)
+    keys = await privacy_repository.delete_posts(session, [story_id])
+    await repository.delete_empty_highlights(session, highlights)
+    posts.schedule_purge(session, ids, settings, keys)
