@@ -30,6 +30,7 @@ def test_the_design_setting_parses_to_its_four_budgets_and_the_social_ones() -> 
         # Not named in DESIGN.md's setting: they keep their defaults.
         "follows": (200, 3600),
         "comments": (100, 3600),
+        "exports": (10, 86400),
     }
     assert described(setting) == described(";".join(f"{k}={v}" for k, v in DEFAULT_BUDGETS.items()))
 
