@@ -174,6 +174,9 @@ class Settings(BaseSettings):
     # days (nobody inherits the trust of the person just gone); an export's zip is kept this
     # long, and its download URL works for `export_url_ttl_seconds` from when it is shown.
     erased_username_hold_days: float = Field(default=30.0, ge=0)
+    # Rows of a kind an erasure deletes per transaction: each batch holds the write lock for
+    # milliseconds, and a crash costs at most one batch's work (redone by the next run).
+    erasure_batch_size: int = Field(default=200, ge=1)
     export_ttl_seconds: float = Field(default=7 * 86400.0, gt=0)
     export_url_ttl_seconds: int = Field(default=86400, ge=60)
 

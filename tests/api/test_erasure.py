@@ -203,6 +203,7 @@ async def test_wrong_passwords_spend_the_sign_in_budget(glimpse: Glimpse) -> Non
     assert_error(signin, 429)
 
 
+@pytest.mark.parametrize("settings", [{"erasure_batch_size": 1}], indirect=True)
 async def test_an_erasure_killed_midway_is_finished_by_the_next_run(
     glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -214,7 +215,6 @@ async def test_an_erasure_killed_midway_is_finished_by_the_next_run(
     alice_id = await user_id(glimpse, alice)
     alices_keys = await keys_of(glimpse, alice_id)
     before = stored_keys(glimpse)
-    monkeypatch.setattr(erasure, "ERASE_BATCH", 1)
     real = privacy_repository.delete_posts
     calls: list[int] = []
     midway: dict[str, Any] = {}

@@ -36,8 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("glimpse.privacy")
 
 ERASE_ACCOUNT_JOB = "erase_account"
-# Rows of a kind deleted per transaction: milliseconds of write lock each.
-ERASE_BATCH = 200
 
 
 def erased_username(user_id: int) -> str:
@@ -109,14 +107,15 @@ async def erase_account(container: Container, user_id: int) -> None:
 
 
 async def _delete_posts(container: Container, user_id: int) -> None:
+    batch_size = container.settings.erasure_batch_size
     while True:
         async with container.db.write() as session:
-            post_ids = await repository.post_batch(session, user_id, ERASE_BATCH)
+            post_ids = await repository.post_batch(session, user_id, batch_size)
             keys = await repository.delete_posts(session, post_ids)
             # At once, not after the grace period of a deleted post: the owner asked for their
             # files to be gone. The purge still keeps any file another post uses.
             posts.schedule_purge(session, container.ids, container.settings, keys, delay_seconds=0)
-        if len(post_ids) < ERASE_BATCH:
+        if len(post_ids) < batch_size:
             return
 
 
@@ -128,53 +127,56 @@ async def _delete_highlights(container: Container, user_id: int) -> None:
 async def _remove_from_feeds(container: Container, user_id: int) -> None:
     """The account's own feed goes, and its posts leave its followers' feeds. (Feed reads
     already skip them: their rows are gone. This is so that no cache keeps even their ids.)"""
+    batch_size = container.settings.erasure_batch_size
     store = container.feed_store
     await store.drop(user_id)
     after = 0
     while True:
-        batch = await graph_repository.follower_batch(container.db, user_id, after, ERASE_BATCH)
+        batch = await graph_repository.follower_batch(container.db, user_id, after, batch_size)
         for _, follower_id in batch:
             await store.remove_author(follower_id, user_id)
-        if len(batch) < ERASE_BATCH:
+        if len(batch) < batch_size:
             return
         after = batch[-1][0]
 
 
 async def _delete_engagement(container: Container, user_id: int) -> None:
+    batch_size = container.settings.erasure_batch_size
     while True:  # likes: each one off its post's like_count
         async with container.db.write() as session:
-            liked = await repository.liked_post_batch(session, user_id, ERASE_BATCH)
+            liked = await repository.liked_post_batch(session, user_id, batch_size)
             for post_id in liked:
                 await engagement_repository.remove_like(session, post_id, user_id)
-        if len(liked) < ERASE_BATCH:
+        if len(liked) < batch_size:
             break
     while True:
         async with container.db.write() as session:
-            deleted = await repository.delete_comment_batch(session, user_id, ERASE_BATCH)
-        if deleted < ERASE_BATCH:
+            deleted = await repository.delete_comment_batch(session, user_id, batch_size)
+        if deleted < batch_size:
             break
     while True:
         async with container.db.write() as session:
-            deleted = await repository.delete_view_batch(session, user_id, ERASE_BATCH)
-        if deleted < ERASE_BATCH:
+            deleted = await repository.delete_view_batch(session, user_id, batch_size)
+        if deleted < batch_size:
             break
 
 
 async def _delete_follows(container: Container, user_id: int) -> None:
     """Both ways, each follow off the other account's follower or following count."""
+    batch_size = container.settings.erasure_batch_size
     while True:
         async with container.db.write() as session:
-            followees = await repository.followee_batch(session, user_id, ERASE_BATCH)
+            followees = await repository.followee_batch(session, user_id, batch_size)
             for followee_id in followees:
                 await graph_repository.remove_follow(session, user_id, followee_id)
-        if len(followees) < ERASE_BATCH:
+        if len(followees) < batch_size:
             break
     while True:
         async with container.db.write() as session:
-            followers = await repository.follower_batch(session, user_id, ERASE_BATCH)
+            followers = await repository.follower_batch(session, user_id, batch_size)
             for follower_id in followers:
                 await graph_repository.remove_follow(session, follower_id, user_id)
-        if len(followers) < ERASE_BATCH:
+        if len(followers) < batch_size:
             break
 
 
