@@ -180,6 +180,10 @@ async def test_a_wrong_password_is_told_what_a_wrong_sign_in_is_and_erases_nothi
     assert response.json() == wrong_signin.json()
     assert (await glimpse.client.get("/api/v1/me", headers=alice)).status_code == 200
     assert_error(await glimpse.client.request("DELETE", "/api/v1/me", headers=alice), 422)
+    too_big = await glimpse.client.request(
+        "DELETE", "/api/v1/me", headers=alice, json={"password": "x" * 70_000}
+    )
+    assert_error(too_big, 413, "body_too_large")
     not_json = await glimpse.client.request(
         "DELETE", "/api/v1/me", headers={**alice, "Content-Type": "application/json"}, content=b"{"
     )
