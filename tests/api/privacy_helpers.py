@@ -4,10 +4,14 @@ names an account."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import redis
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from glimpse.backends.feed.redis import RedisFeedStore
+from glimpse.posts import repository as posts_repository
+from glimpse.posts.models import Post
 from tests.conftest import Glimpse
 from tests.redis_service import BASE_URL, DB
 
@@ -77,3 +81,17 @@ async def rows_naming(glimpse: Glimpse, user_id: int) -> dict[str, int]:
             if n:
                 found[table] = int(n)
     return found
+
+
+async def keys_of(glimpse: Glimpse, author_id: int) -> set[str]:
+    async with glimpse.container.db.read() as s:
+        post_ids = (await s.execute(select(Post.id).where(Post.author_id == author_id))).scalars()
+        keys: set[str] = set()
+        for post_id in list(post_ids):
+            keys.update(await posts_repository.keys_of_post(s, post_id))
+    return keys
+
+
+def stored_keys(glimpse: Glimpse) -> set[str]:
+    root = glimpse.container.settings.data_dir / "media"
+    return {str(Path(p).relative_to(root)) for p in glimpse.stored_files()}

@@ -7,9 +7,8 @@ from __future__ import annotations
 import pytest
 
 from glimpse.config import Settings
-from tests.api.privacy_helpers import cached_feeds
+from tests.api.privacy_helpers import cached_feeds, keys_of, stored_keys
 from tests.api.social import feed, follow, user_id
-from tests.api.test_erasure import keys_of, stored_keys
 from tests.api.test_posts import publish
 from tests.api.test_stories import post_story
 from tests.conftest import Glimpse, assert_error, jpeg_bytes

@@ -5,19 +5,15 @@ the next without losing or leaving anything."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
 from glimpse.config import Settings
-from glimpse.posts import repository as posts_repository
-from glimpse.posts.models import Post
 from glimpse.privacy import erasure
 from glimpse.privacy import repository as privacy_repository
 from glimpse.privacy.jobs import purge_expired_exports
-from tests.api.privacy_helpers import cached_feeds, rows_naming
+from tests.api.privacy_helpers import cached_feeds, keys_of, rows_naming, stored_keys
 from tests.api.social import block, feed, follow, like, profile, user_id
 from tests.api.test_posts import publish
 from tests.api.test_stories import post_story
@@ -47,20 +43,6 @@ async def erase(glimpse: Glimpse, headers: Headers, password: str = PASSWORD) ->
     return await glimpse.client.request(
         "DELETE", "/api/v1/me", headers=headers, json={"password": password}
     )
-
-
-async def keys_of(glimpse: Glimpse, author_id: int) -> set[str]:
-    async with glimpse.container.db.read() as s:
-        post_ids = (await s.execute(select(Post.id).where(Post.author_id == author_id))).scalars()
-        keys: set[str] = set()
-        for post_id in list(post_ids):
-            keys.update(await posts_repository.keys_of_post(s, post_id))
-    return keys
-
-
-def stored_keys(glimpse: Glimpse) -> set[str]:
-    root = glimpse.container.settings.data_dir / "media"
-    return {str(Path(p).relative_to(root)) for p in glimpse.stored_files()}
 
 
 async def world(glimpse: Glimpse) -> dict[str, Any]:

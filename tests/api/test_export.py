@@ -15,7 +15,9 @@ import pytest
 
 from glimpse.config import Settings
 from glimpse.privacy import repository as privacy_repository
+from glimpse.privacy.archive import ExportWriter
 from glimpse.privacy.jobs import purge_expired_exports
+from tests.api.privacy_helpers import stored_keys
 from tests.api.social import follow, like
 from tests.api.test_stories import Clock, post_story
 from tests.conftest import Glimpse, assert_error, jpeg_bytes
@@ -201,3 +203,26 @@ async def test_unknown_and_malformed_export_ids_are_404_or_422(glimpse: Glimpse)
         await glimpse.client.get("/api/v1/me/exports/1/download?exp=1&sig=x", headers=alice), 404
     )
     assert_error(await glimpse.client.get("/api/v1/me/exports/1/download", headers=alice), 422)
+
+
+async def test_an_export_that_keeps_failing_is_failed_with_a_reason_and_another_may_start(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice = await glimpse.signup("alice")
+
+    async def breaks(self: ExportWriter, exported_at: object) -> None:
+        raise RuntimeError("the disk said no")
+
+    monkeypatch.setattr(ExportWriter, "write", breaks)
+    started = await start(glimpse, alice)
+    await glimpse.run_jobs()  # every attempt fails; the job is buried
+    body = (await glimpse.client.get(f"/api/v1/me/exports/{started['id']}", headers=alice)).json()
+    assert body["status"] == "failed" and body["url"] is None
+    assert body["error"]["code"] == "processing_failed" and body["available_until"]
+    assert not [k for k in stored_keys(glimpse) if k.startswith("exports/")]
+    monkeypatch.undo()
+    again = await start(glimpse, alice)
+    assert again["id"] != started["id"]
+    await glimpse.run_jobs()
+    response = await glimpse.client.get(f"/api/v1/me/exports/{again['id']}", headers=alice)
+    assert response.json()["status"] == "ready"
