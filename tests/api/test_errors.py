@@ -37,8 +37,8 @@ async def test_wrong_method_is_405_with_the_error_body(glimpse: Glimpse) -> None
     headers = await glimpse.signup("alice")
     media = "/media/v/ab/" + "ab" + "0" * 62 + ".jpg"
     for method, path, allowed in [
-        ("PUT", "/api/v1/me", "GET, HEAD, PATCH"),
-        ("POST", "/api/v1/me", "GET, HEAD, PATCH"),
+        ("PUT", "/api/v1/me", "DELETE, GET, HEAD, PATCH"),
+        ("POST", "/api/v1/me", "DELETE, GET, HEAD, PATCH"),
         ("DELETE", "/api/v1/filters", "GET, HEAD"),
         ("GET", "/api/v1/auth/token", "DELETE, POST"),
         ("PATCH", "/api/v1/accounts", "POST"),
