@@ -126,11 +126,14 @@ async def test_the_zip_holds_originals_and_everything_the_account_made(glimpse: 
 
 async def test_one_export_runs_at_a_time(glimpse: Glimpse) -> None:
     alice = await glimpse.signup("alice")
+    assert_error(await glimpse.client.get("/api/v1/me/export", headers=alice), 404)
     first, second = await start(glimpse, alice), await start(glimpse, alice)
     assert second["id"] == first["id"]
     await glimpse.run_jobs()
     third = await start(glimpse, alice)  # the first is done: a new one may start
     assert third["id"] != first["id"]
+    latest = await glimpse.client.get("/api/v1/me/export", headers=alice)
+    assert latest.json()["id"] == third["id"] and latest.json()["status"] == "pending"
 
 
 @pytest.mark.parametrize("settings", [{"rate_limits": "exports=2/day"}], indirect=True)

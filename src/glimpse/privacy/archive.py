@@ -19,13 +19,12 @@ their own while the originals go in, and copied in at the end.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import mimetypes
 import shutil
 import uuid
 import zipfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -327,12 +326,3 @@ def _member(name: str, compress_type: int) -> zipfile.ZipInfo:
 
 def _add_text(archive: zipfile.ZipFile, name: str, text: str) -> None:
     archive.writestr(_member(name, zipfile.ZIP_DEFLATED), text)
-
-
-@contextlib.contextmanager
-def removed_on_exit(path: Path) -> Iterator[Path]:
-    try:
-        yield path
-    finally:
-        with contextlib.suppress(OSError):
-            path.unlink(missing_ok=True)

@@ -111,6 +111,15 @@ async def show_export(container: Container, user_id: int, export_id: int) -> Exp
     return ExportView(export, url, datetime.fromtimestamp(expires, now.tzinfo))
 
 
+async def show_latest_export(container: Container, user_id: int) -> ExportView:
+    """The caller's most recent export (for a client that lost its id); 404 when none is kept."""
+    async with container.db.read() as session:
+        latest = await repository.latest_export_of(session, user_id)
+    if latest is None:
+        raise _not_found()
+    return await show_export(container, user_id, latest.id)
+
+
 async def downloadable(
     container: Container, user_id: int, export_id: int, exp: str, sig: str
 ) -> AccountExport:

@@ -195,6 +195,16 @@ async def pending_export_of(session: AsyncSession, user_id: int) -> AccountExpor
     return rows.scalar_one_or_none()
 
 
+async def latest_export_of(session: AsyncSession, user_id: int) -> AccountExport | None:
+    rows = await session.execute(
+        select(AccountExport)
+        .where(AccountExport.user_id == user_id)
+        .order_by(AccountExport.id.desc())
+        .limit(1)
+    )
+    return rows.scalar_one_or_none()
+
+
 async def lock_user(session: AsyncSession, user_id: int) -> User | None:
     # Serialises two requests of one account on PostgreSQL (SQLite's writes are serial).
     rows = await session.execute(select(User).where(User.id == user_id).with_for_update())

@@ -67,6 +67,13 @@ async def start_export(request: Request, caller: Caller, container: ContainerDep
     return ExportOut.of(export.ExportView(started, None, None))
 
 
+@router.get("/me/export", response_model=ExportOut, responses=error_responses(404))
+async def get_latest_export(caller: Caller, container: ContainerDep) -> ExportOut:
+    """The caller's most recent export, as `GET /me/exports/{id}` shows it; 404 when there is
+    none (never made, or deleted a week after it was made)."""
+    return ExportOut.of(await export.show_latest_export(container, caller.user.id))
+
+
 @router.get("/me/exports/{export_id}", response_model=ExportOut, responses=error_responses(404))
 async def get_export(export_id: EntityId, caller: Caller, container: ContainerDep) -> ExportOut:
     """The export's state; once ready, a signed `url` to download it, valid for a day
