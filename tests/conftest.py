@@ -17,11 +17,10 @@ from PIL import Image
 from glimpse.app import create_app
 from glimpse.config import Settings
 from glimpse.container import Container
-from glimpse.db.migrate import upgrade_to_head
 from glimpse.worker import drain
 from tests.broker import broker  # noqa: F401  (the RabbitMQ vhost of the session)
 from tests.clips import Clip, make_clip
-from tests.databases import PostgresDatabases, chosen_database
+from tests.databases import PostgresDatabases, chosen_database, migrate
 from tests.redis_service import redis_url  # noqa: F401  (a key prefix of a test's own)
 from tests.s3server import bucket_keys, s3_server  # noqa: F401  (the S3 test server)
 
@@ -206,7 +205,7 @@ def jpeg_bytes(
 
 @pytest.fixture
 async def glimpse(settings: Settings) -> AsyncIterator[Glimpse]:
-    upgrade_to_head(settings.resolved_database_url)
+    migrate(settings.resolved_database_url)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
