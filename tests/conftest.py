@@ -118,6 +118,10 @@ def settings(tmp_path: Path, request: pytest.FixtureRequest, database_url: str) 
         job_retry_base_seconds=0,
         job_retry_max_seconds=0,
         worker_poll_seconds=0.01,
+        # A sign-up hashes and a sign-in verifies: at the production cost (0.12 s each) they
+        # were most of many tests' time. tests/api/test_sign_in.py checks the cost is applied.
+        password_hash_time_cost=1,
+        password_hash_memory_kib=1024,
         # Tests look at the origin right after changing who may see a post.
         origin_cache_ttl_seconds=0,
         # ... and at the feed right after changing the graph.
