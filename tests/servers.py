@@ -37,10 +37,13 @@ class Process:
             command,
             stderr=stderr,
             # Throttling off unless a test sets budgets: tests act from one address, fast.
+            # Password hashing cheap, as in tests/conftest.py's settings.
             env={
                 **os.environ,
                 "GLIMPSE_LOG_LEVEL": "WARNING",
                 "GLIMPSE_RATE_LIMITS": "off",
+                "GLIMPSE_PASSWORD_HASH_TIME_COST": "1",
+                "GLIMPSE_PASSWORD_HASH_MEMORY_KIB": "1024",
                 **(env or {}),
             },
         )
