@@ -7,6 +7,7 @@ import hmac
 import ipaddress
 import logging
 import shutil
+import weakref
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +20,7 @@ from sqlalchemy.engine import make_url
 from glimpse.api.deps import ContainerDep
 from glimpse.api.errors import error_responses
 from glimpse.container import Container
+from glimpse.db.database import Database
 from glimpse.db.migrate import head_revision
 from glimpse.errors import NotFound, Unauthenticated
 from glimpse.ops.admin_jobs import oldest_due_job_age
@@ -57,6 +59,11 @@ async def _check_database(container: Container) -> None:
     if revision != head:
         raise RuntimeError(f"migrations are at {revision}, not at head {head}")
     await asyncio.to_thread(_check_database_disk, container)
+    try:
+        await container.db.check_write()
+    except Exception as exc:
+        reason = getattr(exc, "orig", None) or exc
+        raise RuntimeError(f"cannot write to the database: {reason}") from exc
 
 
 def _check_database_disk(container: Container) -> None:
@@ -65,15 +72,30 @@ def _check_database_disk(container: Container) -> None:
     settings = container.settings
     floor = settings.storage_free_bytes_floor
     database = make_url(settings.resolved_database_url).database if settings.is_sqlite else None
-    if not floor or not database:
+    if not database:
         return
-    free = shutil.disk_usage(Path(database).resolve().parent).free
+    # An embedded database whose file was removed (or replaced) is still read and written
+    # through the connections opened before, into a file nobody will ever see again.
+    path = Path(database).resolve()
+    try:
+        identity = path.stat().st_ino
+    except FileNotFoundError:
+        raise RuntimeError(f"the database file {path} is gone") from None
+    opened = _database_files.setdefault(container.db, identity)
+    if identity != opened:
+        raise RuntimeError(f"the database file {path} was replaced since this process opened it")
+    if not floor:
+        return
+    free = shutil.disk_usage(path.parent).free
     if free < floor:
         raise RuntimeError(
             f"the database's disk has {free // 2**20} MB free, below the floor of"
             f" {floor // 2**20} MB"
         )
 
+
+# The inode of each open SQLite database's file, as first seen.
+_database_files: weakref.WeakKeyDictionary[Database, int] = weakref.WeakKeyDictionary()
 
 _REPLICA = "database_replica_"
 
