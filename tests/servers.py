@@ -96,8 +96,9 @@ class Server(Process):
         host: str = "127.0.0.1",
         via_env: bool = False,
         log: Path | None = None,
+        port: int | None = None,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.base = f"http://{host}:{self.port}"
         command = [sys.executable, "-m", "glimpse.cli", "serve", "--data-dir", str(data_dir)]
         if via_env:

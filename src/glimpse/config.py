@@ -170,6 +170,10 @@ class Settings(BaseSettings):
     # way, before it stops anyway (a worker gives the jobs it did not finish back to the queue
     # at once, for another worker).
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    # On SIGTERM, `glimpse serve` first answers /readyz with 503 for this long while still
+    # serving, so that a proxy checking /readyz takes it out of rotation before it stops
+    # accepting connections (deploy/README.md: rolling restarts). 0: stop accepting at once.
+    shutdown_drain_seconds: float = Field(default=0.0, ge=0)
     # Deleted posts' media go after this grace period, so a processing job that is storing
     # the same content-addressed bytes at that moment cannot lose them (see posts/jobs.py).
     media_gc_delay_seconds: float = 30.0

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from sqlalchemy.engine import make_url
 
 from glimpse.api.deps import ContainerDep
+from glimpse.api.draining import is_draining
 from glimpse.api.errors import error_responses
 from glimpse.container import Container
 from glimpse.db.database import Database
@@ -127,8 +128,13 @@ class Readiness(BaseModel):
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "a backend does not answer"}},
 )
-async def readyz(container: ContainerDep) -> JSONResponse:
+async def readyz(request: Request, container: ContainerDep) -> JSONResponse:
     """Every configured backend answers a real round trip and the schema is at head."""
+    if is_draining(request.app.state):  # shutting down: out of the proxy's rotation first
+        return JSONResponse(
+            {"status": "unavailable", "checks": {"process": "draining: shutting down"}},
+            status_code=503,
+        )
     checks_to_run = [
         _run_check("database", _check_database(container)),
         # The store's check also fails below the free-space floor (backends/storage/local.py).
