@@ -126,7 +126,24 @@ class Readiness(BaseModel):
 @router.get(
     "/readyz",
     response_model=Readiness,
-    responses={503: {"model": Readiness, "description": "a backend does not answer"}},
+    responses={
+        503: {
+            "model": Readiness,
+            "description": "a backend does not answer",
+            "content": {
+                "application/json": {
+                    "example": {
+                        "status": "unavailable",
+                        "checks": {
+                            "database": "ok",
+                            "storage": "failed: No space left on device",
+                            "queue": "ok",
+                        },
+                    }
+                }
+            },
+        }
+    },
 )
 async def readyz(request: Request, container: ContainerDep) -> JSONResponse:
     """Every configured backend answers a real round trip and the schema is at head."""
