@@ -188,36 +188,3 @@ def test_every_answer_is_one_the_document_declares(case: Any, session: Session) 
     finally:
         if case.method == "DELETE" and case.path == "/api/v1/auth/token":
             session.sign_in()
-
-
-def test_sequences_along_the_documents_links_answer_as_declared(session: Session) -> None:
-    """Stateful: schemathesis follows the document's links (an upload's id into reading and
-    deleting that post, an account's username into its profile, a highlight's id into it), so
-    the requests after a creation name what was just made, fuzzed around it."""
-    machine = schema.as_state_machine()
-    answered: list[tuple[str, str, int]] = []
-
-    class Workflow(machine):  # type: ignore[misc,valid-type]
-        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
-            return {"base_url": session.server.base, "headers": session.headers, "timeout": 30}
-
-        def validate_response(self, response: Any, case: Any, **kwargs: Any) -> None:
-            case.validate_response(response, checks=CHECKS, headers=session.headers)
-            assert response.status_code < 500, (case.method, case.formatted_path, response.text)
-
-        def after_call(self, response: Any, case: Any) -> None:
-            answered.append((case.method, case.path, response.status_code))
-            if case.method == "DELETE" and case.path == "/api/v1/auth/token":
-                session.sign_in()
-
-    print(f"fuzz seed {SEED}: replay with GLIMPSE_FUZZ_SEED={SEED}")
-    Workflow.run(
-        settings=settings(
-            max_examples=15,
-            stateful_step_count=4,
-            deadline=None,
-            suppress_health_check=list(HealthCheck),
-            database=None,
-        )
-    )
-    print(sorted(set(answered)))
