@@ -101,7 +101,8 @@ def settings(tmp_path: Path, request: pytest.FixtureRequest, database_url: str) 
     # prefix and queue prefix.
     scale = os.environ.get("GLIMPSE_TEST_STACK") == "scale"
     backends: dict[str, str] = {}
-    if scale or os.environ.get("GLIMPSE_TEST_STORAGE") == "s3":
+    local_disk = request.node.get_closest_marker("local_disk") is not None
+    if (scale or os.environ.get("GLIMPSE_TEST_STORAGE") == "s3") and not local_disk:
         backends["storage_url"] = request.getfixturevalue("s3_server").storage_url()
     if scale or os.environ.get("GLIMPSE_TEST_CACHE") == "redis":
         backends["cache_url"] = request.getfixturevalue("redis_url")
