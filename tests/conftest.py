@@ -17,11 +17,10 @@ from PIL import Image
 from glimpse.app import create_app
 from glimpse.config import Settings
 from glimpse.container import Container
-from glimpse.db.migrate import upgrade_to_head
 from glimpse.worker import drain
 from tests.broker import broker  # noqa: F401  (the RabbitMQ vhost of the session)
 from tests.clips import Clip, make_clip
-from tests.databases import PostgresDatabases, chosen_database
+from tests.databases import PostgresDatabases, chosen_database, migrate
 from tests.redis_service import redis_url  # noqa: F401  (a key prefix of a test's own)
 from tests.s3server import bucket_keys, s3_server  # noqa: F401  (the S3 test server)
 
@@ -102,7 +101,8 @@ def settings(tmp_path: Path, request: pytest.FixtureRequest, database_url: str) 
     # prefix and queue prefix.
     scale = os.environ.get("GLIMPSE_TEST_STACK") == "scale"
     backends: dict[str, str] = {}
-    if scale or os.environ.get("GLIMPSE_TEST_STORAGE") == "s3":
+    local_disk = request.node.get_closest_marker("local_disk") is not None
+    if (scale or os.environ.get("GLIMPSE_TEST_STORAGE") == "s3") and not local_disk:
         backends["storage_url"] = request.getfixturevalue("s3_server").storage_url()
     if scale or os.environ.get("GLIMPSE_TEST_CACHE") == "redis":
         backends["cache_url"] = request.getfixturevalue("redis_url")
@@ -119,6 +119,10 @@ def settings(tmp_path: Path, request: pytest.FixtureRequest, database_url: str) 
         job_retry_base_seconds=0,
         job_retry_max_seconds=0,
         worker_poll_seconds=0.01,
+        # A sign-up hashes and a sign-in verifies: at the production cost (0.12 s each) they
+        # were most of many tests' time. tests/api/test_sign_in.py checks the cost is applied.
+        password_hash_time_cost=1,
+        password_hash_memory_kib=1024,
         # Tests look at the origin right after changing who may see a post.
         origin_cache_ttl_seconds=0,
         # ... and at the feed right after changing the graph.
@@ -206,7 +210,7 @@ def jpeg_bytes(
 
 @pytest.fixture
 async def glimpse(settings: Settings) -> AsyncIterator[Glimpse]:
-    upgrade_to_head(settings.resolved_database_url)
+    migrate(settings.resolved_database_url)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

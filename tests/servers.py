@@ -37,10 +37,13 @@ class Process:
             command,
             stderr=stderr,
             # Throttling off unless a test sets budgets: tests act from one address, fast.
+            # Password hashing cheap, as in tests/conftest.py's settings.
             env={
                 **os.environ,
                 "GLIMPSE_LOG_LEVEL": "WARNING",
                 "GLIMPSE_RATE_LIMITS": "off",
+                "GLIMPSE_PASSWORD_HASH_TIME_COST": "1",
+                "GLIMPSE_PASSWORD_HASH_MEMORY_KIB": "1024",
                 **(env or {}),
             },
         )
@@ -93,8 +96,9 @@ class Server(Process):
         host: str = "127.0.0.1",
         via_env: bool = False,
         log: Path | None = None,
+        port: int | None = None,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.base = f"http://{host}:{self.port}"
         command = [sys.executable, "-m", "glimpse.cli", "serve", "--data-dir", str(data_dir)]
         if via_env:

@@ -353,6 +353,7 @@ def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
     from glimpse.api.connections import plan_connections, raise_open_files_limit
+    from glimpse.api.draining import DrainingServer
     from glimpse.api.http_protocol import guarded_protocol
 
     # Connections are capped below the open files this process may hold (api/connections.py).
@@ -362,9 +363,10 @@ def serve(
     if plan.app_limit < settings.max_connections:
         log.warning("too few open files allowed: taking %d connections at once", plan.app_limit)
     settings = settings.model_copy(update={"max_connections": plan.app_limit})
+    application = create_app(settings)
     try:
-        uvicorn.run(
-            create_app(settings),
+        config = uvicorn.Config(
+            application,
             host=host,
             port=port,
             log_level="info",
@@ -377,6 +379,8 @@ def serve(
             server_header=False,  # no banner naming the server software
             http=guarded_protocol(settings),  # header size, header deadline, per-client cap
         )
+        # SIGTERM: out of the proxy's rotation first, then uvicorn's graceful shutdown.
+        DrainingServer(config, application.state, settings.shutdown_drain_seconds).run()
     finally:
         supervisor.stop()
         if own_metrics is not None:

@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     story_ttl_seconds: int = Field(default=86_400, ge=1)
     # argon2id hashing is deliberately slow; more concurrent hashes than cores only queue up.
     password_hash_concurrency: int = 2
+    # argon2id's cost: RFC 9106's second recommendation (3 passes over 64 MiB), about 0.12 s of a
+    # core here. A small machine may lower it; the test suite does (every sign-up costs two).
+    password_hash_time_cost: int = Field(default=3, ge=1)
+    password_hash_memory_kib: int = Field(default=64 * 1024, ge=64)
 
     # Upload limits (API.md).
     max_image_bytes: int = 50 * 1024 * 1024
@@ -166,6 +170,10 @@ class Settings(BaseSettings):
     # way, before it stops anyway (a worker gives the jobs it did not finish back to the queue
     # at once, for another worker).
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    # On SIGTERM, `glimpse serve` first answers /readyz with 503 for this long while still
+    # serving, so that a proxy checking /readyz takes it out of rotation before it stops
+    # accepting connections (deploy/README.md: rolling restarts). 0: stop accepting at once.
+    shutdown_drain_seconds: float = Field(default=0.0, ge=0)
     # Deleted posts' media go after this grace period, so a processing job that is storing
     # the same content-addressed bytes at that moment cannot lose them (see posts/jobs.py).
     media_gc_delay_seconds: float = 30.0

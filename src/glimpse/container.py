@@ -183,7 +183,12 @@ def build_container(settings: Settings, *, node_id: int | None = None) -> Contai
         ids=IdGenerator(
             fixed_node if fixed_node is not None else random.SystemRandom().randint(0, MAX_NODE)
         ),
-        passwords=PasswordHasher(settings.password_hash_concurrency, settings.password_hash_queue),
+        passwords=PasswordHasher(
+            settings.password_hash_concurrency,
+            settings.password_hash_queue,
+            time_cost=settings.password_hash_time_cost,
+            memory_kib=settings.password_hash_memory_kib,
+        ),
         secret_key=secret_key,
         media_urls=MediaUrls(
             settings.media_base_url, secret_key, settings.private_media_url_ttl_seconds

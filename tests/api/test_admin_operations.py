@@ -39,6 +39,7 @@ async def _fail_by_losing_the_original(glimpse: Glimpse, headers: dict[str, str]
     return str(post_id)
 
 
+@pytest.mark.local_disk  # (moves files of the media folder by hand)
 async def test_a_retried_dead_job_finishes_its_failed_post(glimpse: Glimpse) -> None:
     headers = await glimpse.signup()
     post_id = await _fail_by_losing_the_original(glimpse, headers)
@@ -58,6 +59,7 @@ async def test_a_retried_dead_job_finishes_its_failed_post(glimpse: Glimpse) -> 
     assert await admin_jobs.list_jobs(glimpse.container, JobState.DEAD, 10) == []
 
 
+@pytest.mark.local_disk  # (moves files of the media folder by hand)
 async def test_a_post_is_processing_again_only_once_none_of_its_media_is_failed(
     glimpse: Glimpse,
 ) -> None:
@@ -86,6 +88,7 @@ async def test_a_post_is_processing_again_only_once_none_of_its_media_is_failed(
     assert (await _post(glimpse, headers, post_id))["status"] == "ready"
 
 
+@pytest.mark.local_disk  # (moves files of the media folder by hand)
 async def test_only_dead_jobs_are_retried_and_purged(glimpse: Glimpse) -> None:
     headers = await glimpse.signup()
     await _fail_by_losing_the_original(glimpse, headers)
@@ -173,6 +176,7 @@ async def test_an_operator_s_account_signs_in_and_a_taken_name_is_refused(
         await admin_users.set_disabled(glimpse.container, "nobody", True)
 
 
+@pytest.mark.local_disk  # (moves files of the media folder by hand)
 async def test_the_store_is_checked_against_the_database(glimpse: Glimpse) -> None:
     headers = await glimpse.signup()
     await glimpse.upload(headers)

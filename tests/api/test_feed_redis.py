@@ -16,10 +16,10 @@ from sqlalchemy import text
 from glimpse.app import create_app
 from glimpse.backends.feed.redis import RedisFeedStore
 from glimpse.config import Settings
-from glimpse.db.migrate import upgrade_to_head
 from tests.api.social import feed, feed_ids, follow, quick_post, user_id
 from tests.api.test_posts import publish
 from tests.conftest import Glimpse, assert_error
+from tests.databases import migrate
 from tests.redis_service import RedisProxy, delete_keys, redis_url  # noqa: F401  (a fixture)
 
 
@@ -36,7 +36,7 @@ async def _no_server_error(response: httpx.Response) -> None:
 @contextlib.asynccontextmanager
 async def running(settings: Settings) -> AsyncIterator[Glimpse]:
     """One more app (another API process) over the same database and cache."""
-    upgrade_to_head(settings.resolved_database_url)
+    migrate(settings.resolved_database_url)
     app = create_app(settings)
     async with (
         app.router.lifespan_context(app),

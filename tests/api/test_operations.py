@@ -117,3 +117,19 @@ async def test_what_start_up_made_is_out_of_the_collectors_sight(glimpse: Glimps
     import gc
 
     assert gc.get_freeze_count() > 10_000
+
+
+async def test_readyz_is_503_while_the_process_drains_and_the_api_still_answers(
+    glimpse: Glimpse,
+) -> None:
+    app = glimpse.client._transport.app  # type: ignore[attr-defined]
+    app.state.draining = True
+    response = await glimpse.client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json() == {
+        "status": "unavailable",
+        "checks": {"process": "draining: shutting down"},
+    }
+    assert (await glimpse.client.get("/healthz")).status_code == 200
+    headers = await glimpse.signup()  # still serving while the proxy takes it out
+    assert (await glimpse.client.get("/api/v1/me", headers=headers)).status_code == 200

@@ -6,7 +6,9 @@ import asyncio
 
 import argon2
 import pytest
+from sqlalchemy import text
 
+from glimpse.config import Settings
 from tests.conftest import Glimpse, assert_error
 
 CREDENTIALS = {"username": "alice", "password": "correct horse"}
@@ -14,7 +16,16 @@ CREDENTIALS = {"username": "alice", "password": "correct horse"}
 
 @pytest.mark.parametrize(
     "settings",
-    [{"password_hash_concurrency": 1, "password_hash_queue": 1, "rate_limits": "off"}],
+    [
+        {
+            "password_hash_concurrency": 1,
+            "password_hash_queue": 1,
+            "rate_limits": "off",
+            # The production cost: a hash must last long enough for the others to queue.
+            "password_hash_time_cost": 3,
+            "password_hash_memory_kib": 64 * 1024,
+        }
+    ],
     indirect=True,
 )
 async def test_a_sign_in_flood_is_shed_with_503_not_queued(glimpse: Glimpse) -> None:
@@ -29,6 +40,25 @@ async def test_a_sign_in_flood_is_shed_with_503_not_queued(glimpse: Glimpse) -> 
         if response.status_code == 503:
             assert_error(response, 503, "busy")
             assert int(response.headers["Retry-After"]) >= 1
+
+
+@pytest.mark.parametrize(
+    "settings", [{"password_hash_time_cost": 2, "password_hash_memory_kib": 4096}], indirect=True
+)
+async def test_passwords_are_hashed_at_the_cost_the_settings_give(glimpse: Glimpse) -> None:
+    await glimpse.signup(**CREDENTIALS)
+    async with glimpse.container.db.read() as session:
+        stored = (
+            await session.execute(text("SELECT password_hash FROM users WHERE username = 'alice'"))
+        ).scalar_one()
+    parameters = argon2.extract_parameters(stored)
+    assert (parameters.time_cost, parameters.memory_cost) == (2, 4096)
+    assert parameters.type is argon2.Type.ID
+
+
+def test_the_default_cost_is_rfc_9106s_low_memory_choice() -> None:
+    settings = Settings(secret_key="x")
+    assert (settings.password_hash_time_cost, settings.password_hash_memory_kib) == (3, 65536)
 
 
 class CountingHasher:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -106,3 +108,54 @@ def test_a_full_data_disk_gets_503s_and_no_process_dies(
         assert client.post("/api/v1/users/bob/follow", headers=alice).status_code == 200
         assert client.get("/api/v1/feed", headers=alice).status_code == 200
     assert server.stop() == 0
+
+
+def _readiness_within(
+    client: httpx.Client, status: int, seconds: float
+) -> tuple[dict[str, str], float]:
+    """Polls /readyz until it answers `status`; its checks and how long that took."""
+    started = time.monotonic()
+    while True:
+        response = client.get("/readyz")
+        if response.status_code == status:
+            return response.json()["checks"], time.monotonic() - started
+        assert time.monotonic() - started < seconds, response.text
+        time.sleep(0.25)
+
+
+def test_readyz_turns_503_when_the_database_cannot_be_written_or_is_moved_and_back(
+    tmp_path: Path, start_server: Callable[..., Server]
+) -> None:
+    # API.md: /readyz turns 503 within 15 s of a failure and back within 15 s of recovery.
+    data_dir = tmp_path / "data"
+    server = start_server(data_dir, "--workers", "1")
+    database = data_dir / "glimpse.db"
+    with httpx.Client(base_url=server.base, timeout=30) as client:
+        _readiness_within(client, 200, 15)
+        # A writer that never lets go (a stuck backup, a debugging session): reads still
+        # work, no post can be written, so the server is not ready.
+        holder = sqlite3.connect(database, isolation_level=None)
+        try:
+            holder.execute("BEGIN EXCLUSIVE")
+            checks, _ = _readiness_within(client, 503, 15)
+            assert checks["database"] in (
+                "timed out",
+                "failed: cannot write to the database: database is locked",
+            ), checks
+            assert checks["storage"] == checks["queue"] == "ok", checks
+        finally:
+            holder.rollback()
+            holder.close()
+        checks, _ = _readiness_within(client, 200, 15)
+        assert set(checks.values()) == {"ok"}
+
+        # A database file moved away is still open in the server, which would go on writing
+        # into it; /readyz names it, and is ready again once the file is back.
+        moved = tmp_path / "moved.db"
+        database.rename(moved)
+        try:
+            checks, _ = _readiness_within(client, 503, 15)
+            assert checks["database"] == f"failed: the database file {database} is gone", checks
+        finally:
+            moved.rename(database)
+        _readiness_within(client, 200, 15)

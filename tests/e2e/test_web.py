@@ -18,10 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image, ImageOps
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from glimpse.media.filters import apply_filter
-from tests.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.browser import CHROMIUM
 from tests.servers import Server
 
 PHOTO = Path(__file__).parents[1] / "data" / "camera" / "DSCN0010.jpg"
@@ -43,26 +43,6 @@ pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists() and os.environ.get("CI") != "true",
     reason="Debian's chromium is not installed (.ci/run installs it)",
 )
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    data = tmp_path_factory.mktemp("web")
-    server = Server(data, env={"GLIMPSE_WORKERS": "1"})
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 class Person:

@@ -25,14 +25,14 @@ from glimpse.ids import IdGenerator
 from glimpse.jobs import Payload, registry
 from glimpse.posts import repository as posts_repository
 from tests.conftest import Glimpse
-from tests.databases import ON_EVERY_DATABASE, run_sync
+from tests.databases import ON_EVERY_DATABASE, migrate, run_sync
 
 pytestmark = ON_EVERY_DATABASE
 
 
 @pytest.fixture
 async def db(settings: Settings) -> AsyncIterator[Database]:
-    upgrade_to_head(settings.resolved_database_url)
+    migrate(settings.resolved_database_url)
     database = Database(settings.resolved_database_url)
     yield database
     await database.dispose()

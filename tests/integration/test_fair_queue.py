@@ -14,10 +14,10 @@ from glimpse.backends.queue.base import ClaimedJob
 from glimpse.backends.queue.outbox import enqueue
 from glimpse.config import Settings
 from glimpse.container import Container, build_container
-from glimpse.db.migrate import upgrade_to_head
 from glimpse.jobs import Payload, registry
 from glimpse.posts.models import Media
 from tests.conftest import Glimpse, jpeg_bytes
+from tests.databases import migrate
 
 ALICE, BOB, CAROL = 101, 202, 303
 
@@ -32,7 +32,7 @@ registry.job(NAME)(_nothing)
 
 @pytest.fixture
 async def container(settings: Settings) -> AsyncIterator[Container]:
-    upgrade_to_head(settings.resolved_database_url)
+    migrate(settings.resolved_database_url)
     made = build_container(settings, node_id=1)
     yield made
     await made.close()

@@ -12,7 +12,6 @@ from sqlalchemy import select, update
 from glimpse.config import Settings
 from glimpse.container import build_container
 from glimpse.db.database import Database
-from glimpse.db.migrate import upgrade_to_head
 from glimpse.db.node_leases import (
     NodeLease,
     NoFreeNode,
@@ -20,11 +19,12 @@ from glimpse.db.node_leases import (
     release_node,
     renew_node,
 )
+from tests.databases import migrate
 
 
 @pytest.fixture
 async def db(settings: Settings) -> AsyncIterator[Database]:
-    upgrade_to_head(settings.resolved_database_url)
+    migrate(settings.resolved_database_url)
     database = Database(settings.resolved_database_url)
     yield database
     await database.dispose()

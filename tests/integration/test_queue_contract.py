@@ -19,9 +19,9 @@ from glimpse.backends.queue.base import ClaimedJob, JobConsumer
 from glimpse.backends.queue.outbox import enqueue
 from glimpse.config import Settings
 from glimpse.container import Container, build_container
-from glimpse.db.migrate import upgrade_to_head
 from glimpse.jobs import Payload, registry
 from tests.broker import Broker, broker  # noqa: F401  (the session's vhost)
+from tests.databases import migrate
 
 MakeContainer = Callable[..., Container]
 
@@ -36,7 +36,7 @@ def queue_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 async def make_container(settings: Settings, queue_url: str) -> AsyncIterator[MakeContainer]:
-    upgrade_to_head(settings.resolved_database_url)
+    migrate(settings.resolved_database_url)
     made: list[Container] = []
 
     def make(node_id: int = 1, **overrides: Any) -> Container:

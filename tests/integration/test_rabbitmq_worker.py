@@ -24,11 +24,11 @@ from glimpse.app import create_app
 from glimpse.backends.queue.outbox import enqueue
 from glimpse.config import Settings
 from glimpse.container import Container, build_container
-from glimpse.db.migrate import upgrade_to_head
 from glimpse.jobs import Payload, registry
 from glimpse.worker import run_worker
 from tests.broker import Broker, broker  # noqa: F401  (the session's vhost)
 from tests.conftest import Glimpse, _no_server_error
+from tests.databases import migrate
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -44,7 +44,7 @@ def queue_url(broker: Broker) -> str:  # noqa: F811
 async def make_container(
     settings: Settings, queue_url: str
 ) -> AsyncIterator[Callable[..., Container]]:
-    upgrade_to_head(settings.resolved_database_url)
+    migrate(settings.resolved_database_url)
     made: list[Container] = []
 
     def make(node_id: int = 1, **overrides: Any) -> Container:
@@ -125,7 +125,7 @@ async def test_a_job_marked_relayed_whose_message_never_reached_the_broker_still
     broker: Broker,  # noqa: F811
 ) -> None:
     # As if a relay marked the row and died before its publish (or the broker lost the message).
-    upgrade_to_head(settings.resolved_database_url)
+    migrate(settings.resolved_database_url)
     url = broker.url(prefix=f"s{uuid.uuid4().hex[:8]}.", republish_after="1")
     container = build_container(settings.model_copy(update={"queue_url": url}), node_id=1)
     try:
@@ -194,7 +194,7 @@ async def test_jobs_keep_running_after_the_broker_drops_every_connection(
 async def test_a_worker_killed_mid_job_loses_nothing_and_the_job_finishes_after_a_restart(
     settings: Settings, queue_url: str, tmp_path: Path
 ) -> None:
-    upgrade_to_head(settings.resolved_database_url)
+    migrate(settings.resolved_database_url)
     name = f"rabbit_{uuid.uuid4().hex[:12]}"
     marks = tmp_path / "marks"
     marks.touch()
@@ -261,7 +261,7 @@ async def test_an_upload_while_the_broker_is_down_is_accepted_and_processed_once
 ) -> None:
     from tests.conftest import jpeg_bytes
 
-    upgrade_to_head(settings.resolved_database_url)
+    migrate(settings.resolved_database_url)
     down = settings.model_copy(
         update={"queue_url": f"amqp://guest:guest@127.0.0.1:{closed_port()}/"}
     )

@@ -25,7 +25,6 @@ from glimpse.backends.queue.outbox import enqueue
 from glimpse.backends.queue.sql import SqlJobQueue
 from glimpse.config import Settings
 from glimpse.container import Container, build_container
-from glimpse.db.migrate import upgrade_to_head
 from glimpse.holders import local_machine
 from glimpse.jobs import (
     DeadHandler,
@@ -37,6 +36,7 @@ from glimpse.jobs import (
 )
 from glimpse.ops.request_ids import REQUEST_ID
 from glimpse.worker import StartupError, drain, run_job, run_worker, schedule_periodic_jobs
+from tests.databases import migrate
 
 MakeContainer = Callable[..., Container]
 
@@ -44,7 +44,7 @@ MakeContainer = Callable[..., Container]
 @pytest.fixture
 async def make_container(settings: Settings) -> AsyncIterator[MakeContainer]:
     """Builds containers over one migrated SQLite file; each stands for one process."""
-    upgrade_to_head(settings.resolved_database_url)
+    migrate(settings.resolved_database_url)
     made: list[Container] = []
 
     def make(node_id: int = 1, **overrides: Any) -> Container:

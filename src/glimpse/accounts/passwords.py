@@ -22,8 +22,15 @@ BUSY_RETRY_AFTER_SECONDS = 1
 
 
 class PasswordHasher:
-    def __init__(self, concurrency: int, queue: int = 16) -> None:
-        self._hasher = argon2.PasswordHasher()  # argon2id, RFC 9106 low-memory parameters
+    def __init__(
+        self,
+        concurrency: int,
+        queue: int = 16,
+        time_cost: int = argon2.DEFAULT_TIME_COST,
+        memory_kib: int = argon2.DEFAULT_MEMORY_COST,
+    ) -> None:
+        # argon2id; the defaults are RFC 9106's low-memory parameters.
+        self._hasher = argon2.PasswordHasher(time_cost=time_cost, memory_cost=memory_kib)
         self._line = WaitLine(
             concurrency,
             queue,

@@ -15,7 +15,7 @@ from glimpse.accounts.schemas import (
     UserOut,
 )
 from glimpse.api.deps import Caller, ContainerDep
-from glimpse.api.errors import error_responses
+from glimpse.api.errors import error_responses, links
 from glimpse.api.throttling import ClientAddress, count_against
 from glimpse.graph import service as graph
 from glimpse.posts import service as posts
@@ -30,7 +30,13 @@ _AUTHENTICATED = error_responses(401)
     "/accounts",
     status_code=status.HTTP_201_CREATED,
     response_model=UserOut,
-    responses=error_responses(400, 409),
+    responses={
+        **error_responses(400, 409),
+        **links(
+            201,
+            GetUser=("get", "/api/v1/users/{username}", {"username": "$response.body#/username"}),
+        ),
+    },
 )
 async def create_account(
     body: AccountCreate, request: Request, address: ClientAddress, container: ContainerDep

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer, StringConstraints
+from pydantic.config import JsonDict
 
 from glimpse.text import MULTI_LINE, SINGLE_LINE
 
@@ -49,13 +50,24 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+def body_examples(*examples: JsonDict) -> ConfigDict:
+    """A Strict model's config with examples of its body for /openapi.json."""
+    return ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": list(examples)})
+
+
 class AccountCreate(Strict):
+    model_config = body_examples(
+        {"username": "ana.lima", "password": "correct horse battery", "display_name": "Ana Lima"}
+    )
+
     username: Username
     password: Password
     display_name: DisplayName | None = None
 
 
 class TokenRequest(Strict):
+    model_config = body_examples({"username": "ana.lima", "password": "correct horse battery"})
+
     username: Annotated[str, StringConstraints(max_length=64)]
     password: Annotated[str, StringConstraints(max_length=256)]
 
@@ -67,6 +79,11 @@ class TokenOut(BaseModel):
 
 
 class ProfileUpdate(Strict):
+    model_config = body_examples(
+        {"display_name": "Ana Lima", "bio": "Film photos from Lisbon.", "is_private": False},
+        {"is_private": True},
+    )
+
     display_name: DisplayName | None = None
     bio: Bio | None = None
     is_private: bool | None = None

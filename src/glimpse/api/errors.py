@@ -37,9 +37,41 @@ class ErrorBody(BaseModel):
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the errors a route may answer, all with API.md's error body."""
     return {
-        status: {"model": ErrorBody, "description": _STATUS_CODES[status].replace("_", " ")}
+        status: {
+            "model": ErrorBody,
+            "description": _STATUS_CODES[status].replace("_", " "),
+            "content": {"application/json": {"example": _EXAMPLES[status]}},
+        }
         for status in statuses
     }
+
+
+def _example(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+# One answer of each status as the API gives it (API.md's error body), for /openapi.json.
+_EXAMPLES = {
+    400: _example("invalid_cursor", "The cursor is not one this server issued for this order."),
+    401: _example("unauthenticated", "Sign in first: this needs a bearer token."),
+    403: _example("forbidden", "Only the author may do this."),
+    404: _example("not_found", "No such post."),
+    405: _example("method_not_allowed", "Method Not Allowed"),
+    406: _example("not_acceptable", "This route answers application/json only."),
+    409: _example("username_taken", "That username is taken."),
+    413: _example("too_large", "The body is larger than 65536 bytes."),
+    415: _example("unsupported_media_type", "The file is not an image or video Glimpse takes."),
+    416: _example("range_not_satisfiable", "The range starts past the end of the file."),
+    422: {
+        "error": {
+            "code": "invalid",
+            "message": "Some fields are missing or invalid.",
+            "details": [{"loc": ["body", "username"], "msg": "Field required", "type": "missing"}],
+        }
+    },
+    429: _example("throttled", "Too many requests; try again in 12 seconds."),
+    503: _example("storage_unavailable", "The media store cannot take files now; try again soon."),
+}
 
 
 _STATUS_CODES = {
@@ -294,3 +326,14 @@ def install_error_handlers(app: FastAPI) -> None:
     ]
     for kind, handler in handlers:
         app.add_exception_handler(kind, _for_pages_too(handler))
+
+
+def links(status: int, **targets: tuple[str, str, dict[str, str]]) -> dict[int | str, Any]:
+    """An OpenAPI `links` entry for a route's success response: where what it made can be read
+    next, e.g. `links(202, GetPost=("get", "/api/v1/posts/{post_id}", {"post_id":
+    "$response.body#/id"}))`. Clients and stateful fuzzers (schemathesis) follow them."""
+    made = {}
+    for name, (method, path, parameters) in targets.items():
+        pointer = path.replace("~", "~0").replace("/", "~1")
+        made[name] = {"operationRef": f"#/paths/{pointer}/{method}", "parameters": parameters}
+    return {status: {"links": made}}

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Executable, event
+from sqlalchemy import Executable, event, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DatabaseError, OperationalError
@@ -255,6 +255,18 @@ class Database:
         """The Alembic revision the database is at (a real round trip, for /readyz)."""
         async with self.read_engine.connect() as connection:
             return await connection.run_sync(current_revision)
+
+    async def check_write(self) -> None:
+        """A real write transaction (for /readyz): a database that still answers reads but can
+        no longer be written (a read-only or full disk, a replica promoted the wrong way round,
+        a lost write lock) cannot take a post, so it is not ready. Alembic's own row is
+        rewritten with its own value: a write every deployment has, that changes nothing."""
+        async with self.write() as session:
+            result = await session.execute(
+                text("UPDATE alembic_version SET version_num = version_num")
+            )
+            if getattr(result, "rowcount", 1) != 1:
+                raise RuntimeError("the schema's version row is missing")
 
     async def dispose(self) -> None:
         connection = getattr(self._quick, "connection", None)

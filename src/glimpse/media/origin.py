@@ -284,7 +284,7 @@ router.add_api_route(
         206: {"content": {t: {} for t in _CONTENT_TYPES.values()}, "description": "a range"},
         302: {"description": "the object in the store itself (GLIMPSE_STORAGE_REDIRECT)"},
         304: {"description": "not modified"},
-        **error_responses(404, 416),
+        **error_responses(404, 416, 422),
     },
 )
 router.add_api_route("/media/{key:path}", get_media, methods=["HEAD"], include_in_schema=False)

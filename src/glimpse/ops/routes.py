@@ -7,6 +7,7 @@ import hmac
 import ipaddress
 import logging
 import shutil
+import weakref
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,8 +18,10 @@ from pydantic import BaseModel
 from sqlalchemy.engine import make_url
 
 from glimpse.api.deps import ContainerDep
+from glimpse.api.draining import is_draining
 from glimpse.api.errors import error_responses
 from glimpse.container import Container
+from glimpse.db.database import Database
 from glimpse.db.migrate import head_revision
 from glimpse.errors import NotFound, Unauthenticated
 from glimpse.ops.admin_jobs import oldest_due_job_age
@@ -57,6 +60,11 @@ async def _check_database(container: Container) -> None:
     if revision != head:
         raise RuntimeError(f"migrations are at {revision}, not at head {head}")
     await asyncio.to_thread(_check_database_disk, container)
+    try:
+        await container.db.check_write()
+    except Exception as exc:
+        reason = getattr(exc, "orig", None) or exc
+        raise RuntimeError(f"cannot write to the database: {reason}") from exc
 
 
 def _check_database_disk(container: Container) -> None:
@@ -65,15 +73,30 @@ def _check_database_disk(container: Container) -> None:
     settings = container.settings
     floor = settings.storage_free_bytes_floor
     database = make_url(settings.resolved_database_url).database if settings.is_sqlite else None
-    if not floor or not database:
+    if not database:
         return
-    free = shutil.disk_usage(Path(database).resolve().parent).free
+    # An embedded database whose file was removed (or replaced) is still read and written
+    # through the connections opened before, into a file nobody will ever see again.
+    path = Path(database).resolve()
+    try:
+        identity = path.stat().st_ino
+    except FileNotFoundError:
+        raise RuntimeError(f"the database file {path} is gone") from None
+    opened = _database_files.setdefault(container.db, identity)
+    if identity != opened:
+        raise RuntimeError(f"the database file {path} was replaced since this process opened it")
+    if not floor:
+        return
+    free = shutil.disk_usage(path.parent).free
     if free < floor:
         raise RuntimeError(
             f"the database's disk has {free // 2**20} MB free, below the floor of"
             f" {floor // 2**20} MB"
         )
 
+
+# The inode of each open SQLite database's file, as first seen.
+_database_files: weakref.WeakKeyDictionary[Database, int] = weakref.WeakKeyDictionary()
 
 _REPLICA = "database_replica_"
 
@@ -103,10 +126,32 @@ class Readiness(BaseModel):
 @router.get(
     "/readyz",
     response_model=Readiness,
-    responses={503: {"model": Readiness, "description": "a backend does not answer"}},
+    responses={
+        503: {
+            "model": Readiness,
+            "description": "a backend does not answer",
+            "content": {
+                "application/json": {
+                    "example": {
+                        "status": "unavailable",
+                        "checks": {
+                            "database": "ok",
+                            "storage": "failed: No space left on device",
+                            "queue": "ok",
+                        },
+                    }
+                }
+            },
+        }
+    },
 )
-async def readyz(container: ContainerDep) -> JSONResponse:
+async def readyz(request: Request, container: ContainerDep) -> JSONResponse:
     """Every configured backend answers a real round trip and the schema is at head."""
+    if is_draining(request.app.state):  # shutting down: out of the proxy's rotation first
+        return JSONResponse(
+            {"status": "unavailable", "checks": {"process": "draining: shutting down"}},
+            status_code=503,
+        )
     checks_to_run = [
         _run_check("database", _check_database(container)),
         # The store's check also fails below the free-space floor (backends/storage/local.py).

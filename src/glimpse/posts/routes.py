@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 
 from glimpse.api.deps import Caller, ContainerDep, EntityId, PageLimit
-from glimpse.api.errors import error_responses
+from glimpse.api.errors import error_responses, links
 from glimpse.api.uploads import receive_upload
 from glimpse.media.filters import FILTERS, preview_recipe
 from glimpse.pagination import check_limit, decode_keyset, encode_keyset
@@ -50,7 +50,14 @@ _UPLOAD_BODY = {
     status_code=status.HTTP_202_ACCEPTED,
     response_model=PostOut,
     openapi_extra=_UPLOAD_BODY,
-    responses=error_responses(400, 413, 415),
+    responses={
+        **error_responses(400, 413, 415),
+        **links(
+            202,
+            GetPost=("get", "/api/v1/posts/{post_id}", {"post_id": "$response.body#/id"}),
+            DeletePost=("delete", "/api/v1/posts/{post_id}", {"post_id": "$response.body#/id"}),
+        ),
+    },
 )
 async def create_post(request: Request, caller: Caller, container: ContainerDep) -> PostOut:
     """Upload 1..20 photos as one post. Answers at once with `status: processing`; the photos

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 
 from glimpse.accounts.schemas import UserSummary
 from glimpse.api.deps import Caller, ContainerDep, EntityId, PageLimit
-from glimpse.api.errors import error_responses
+from glimpse.api.errors import error_responses, links
 from glimpse.api.uploads import receive_upload
 from glimpse.container import Container
 from glimpse.pagination import check_limit, decode_keyset, encode_keyset
@@ -60,7 +60,13 @@ _UPLOAD_BODY = {
     status_code=status.HTTP_202_ACCEPTED,
     response_model=StoryOut,
     openapi_extra=_UPLOAD_BODY,
-    responses=error_responses(400, 413, 415),
+    responses={
+        **error_responses(400, 413, 415),
+        **links(
+            202,
+            GetStory=("get", "/api/v1/stories/{story_id}", {"story_id": "$response.body#/id"}),
+        ),
+    },
 )
 async def create_story(request: Request, caller: Caller, container: ContainerDep) -> StoryOut:
     """Share one photo as a story, for GLIMPSE_STORY_TTL_SECONDS (a day by default). Answers at
@@ -205,7 +211,17 @@ async def read_archive(
     "/me/highlights",
     status_code=status.HTTP_201_CREATED,
     response_model=HighlightOut,
-    responses=error_responses(400, 404, 409, 413),
+    responses={
+        **error_responses(400, 404, 409, 413),
+        **links(
+            201,
+            GetHighlight=(
+                "get",
+                "/api/v1/highlights/{highlight_id}",
+                {"highlight_id": "$response.body#/id"},
+            ),
+        ),
+    },
 )
 async def create_highlight(
     body: HighlightCreate, caller: Caller, container: ContainerDep

@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from glimpse.accounts.schemas import IdStr, Strict, UserSummary
+from glimpse.accounts.schemas import IdStr, Strict, UserSummary, body_examples
 from glimpse.posts.schemas import MediaOut, PostError
 
 
@@ -53,6 +53,8 @@ class ViewerPage(BaseModel):
 
 
 class HighlightCreate(Strict):
+    model_config = body_examples({"title": "Lisbon", "story_ids": ["244829560084036608"]})
+
     # The title's length and characters are checked by the service; this bounds what is parsed.
     title: Annotated[str, StringConstraints(max_length=10_000)]
     # Ids as JSON strings (as every id is sent) or numbers; the service checks each.

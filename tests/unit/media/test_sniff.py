@@ -197,3 +197,16 @@ def test_iso_bmff_truncation(data: bytes, truncated: bool, tmp_path: Path) -> No
     path = tmp_path / "clip.mp4"
     path.write_bytes(data)
     assert (iso_bmff_file_truncation(path) is not None) is truncated
+
+
+def test_only_brands_inside_the_ftyp_box_count() -> None:
+    # An unknown major brand, no compatible brand: what follows the box (another box that
+    # happens to spell a brand Glimpse takes) is not a brand, and the file is not a video.
+    inside = _ftyp(b"xxxx")
+    assert sniff_media_type(inside + b"\x00\x00\x00\x10mp42isomavc1") is None
+    assert sniff_media_type(inside + b"mp42") is None
+    # The same brand inside the box does count.
+    assert sniff_media_type(_ftyp(b"xxxx", b"mp42")) is MediaType.MP4
+    # A box that claims to be longer than what was read: only what was read counts.
+    truncated = (64).to_bytes(4, "big") + b"ftypxxxx\x00\x00\x02\x00" + b"mp4"
+    assert sniff_media_type(truncated) is None

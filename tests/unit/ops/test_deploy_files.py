@@ -59,3 +59,40 @@ def test_dashboard_panels_name_exported_metrics() -> None:
             assert names, panel["title"]
             used |= names
     assert {name for name in used if not is_exported(name, known)} == set()
+
+
+def _unit(name: str) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for line in (DEPLOY / "systemd" / name).read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not line.startswith("#"):
+            values.setdefault(key, value)
+            if key == "Environment":
+                env_key, _, env_value = value.partition("=")
+                values[env_key] = env_value
+    return values
+
+
+def test_the_units_run_glimpse_and_wait_for_its_drain_and_grace() -> None:
+    api = _unit("glimpse-api@.service")
+    assert api["ExecStart"].endswith("glimpse serve --no-workers --host 127.0.0.1 --port %i")
+    drain = float(api["GLIMPSE_SHUTDOWN_DRAIN_SECONDS"])
+    grace = float(api["GLIMPSE_SHUTDOWN_GRACE_SECONDS"])
+    assert drain > 0 and int(api["TimeoutStopSec"]) > drain + grace
+    worker = _unit("glimpse-worker@.service")
+    assert worker["ExecStart"].endswith("glimpse worker")
+    assert int(worker["TimeoutStopSec"]) > float(worker["GLIMPSE_SHUTDOWN_GRACE_SECONDS"])
+    for unit in (api, worker):
+        assert (
+            unit["KillSignal"] == "SIGTERM"
+            and unit["EnvironmentFile"] == "/etc/glimpse/glimpse.env"
+        )
+    # Every setting the example environment file names is one Glimpse has.
+    from glimpse.config import Settings
+
+    known = {f"GLIMPSE_{name.upper()}" for name in Settings.model_fields}
+    example = (DEPLOY / "systemd" / "glimpse.env.example").read_text().splitlines()
+    named = {
+        line.lstrip("# ").split("=")[0] for line in example if "=" in line and "GLIMPSE_" in line
+    }
+    assert named and named <= known, named - known
