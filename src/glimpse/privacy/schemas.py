@@ -7,12 +7,14 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, StringConstraints
 
-from glimpse.accounts.schemas import IdStr, Strict
+from glimpse.accounts.schemas import IdStr, Strict, body_examples
 from glimpse.posts.views import rfc3339
 from glimpse.privacy.export import ExportView
 
 
 class ErasureRequest(Strict):
+    model_config = body_examples({"password": "correct horse battery"})
+
     # As a sign-in's: any length up to the cap, so that a wrong one is told what a wrong
     # sign-in is told, not why it cannot be a password.
     password: Annotated[str, StringConstraints(max_length=256)]
