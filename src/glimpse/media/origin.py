@@ -158,6 +158,9 @@ async def get_media(
         "Accept-Ranges": "bytes",
         "X-Content-Type-Options": "nosniff",
     }
+    if visibility == "public":
+        # How long the nginx edge may keep it before asking again (glimpse/edge/nginx.py).
+        headers["X-Accel-Expires"] = str(container.settings.edge_cache_seconds)
     if etag_matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     # (after the 304: a client that holds the bytes needs no trip to the bucket)
