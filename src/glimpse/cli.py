@@ -422,6 +422,10 @@ def edge_config(
     tls_key: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
     worker_processes: Annotated[str, typer.Option(help="nginx worker processes.")] = "auto",
     cache_max_size: Annotated[str, typer.Option(help="Most the media cache holds.")] = "10g",
+    user: Annotated[
+        str | None,
+        typer.Option(help="User of nginx's workers when started as root (they write the cache)."),
+    ] = None,
 ) -> None:
     """Print an nginx.conf for an edge in front of glimpse serve (run it as
     `nginx -c FILE -g 'daemon off;'`)."""
@@ -435,6 +439,7 @@ def edge_config(
         tls_key=tls_key,
         worker_processes=worker_processes,
         cache_max_size=cache_max_size,
+        user=user,
     )
     try:
         text = nginx_config(options, Settings())

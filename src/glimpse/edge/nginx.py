@@ -56,6 +56,9 @@ class EdgeOptions:
     tls_key: Path | None = None
     worker_processes: str = "auto"
     cache_max_size: str = "10g"
+    # Who the worker processes run as when nginx starts as root (nginx's default: nobody); they
+    # write the cache and temporary files, so the cache folder must be theirs to write.
+    user: str | None = None
 
 
 def _path(path: Path, what: str) -> str:
@@ -115,6 +118,11 @@ def nginx_config(options: EdgeOptions, settings: Settings) -> str:
     if not _SIZE.match(options.cache_max_size):
         raise EdgeConfigError("--cache-max-size must be a size such as 10g")
     cache = _path(options.cache_dir, "cache")
+    user = ""
+    if options.user is not None:
+        if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", options.user):
+            raise EdgeConfigError("--user must be a user name")
+        user = f"user {options.user};\n"
     listen = _listen(options.listen)
     upstream = _upstream(options.upstream)
     tls = ""
@@ -134,7 +142,7 @@ def nginx_config(options: EdgeOptions, settings: Settings) -> str:
 # nginx edge for Glimpse, made by `glimpse edge-config` (glimpse/edge/nginx.py says why each
 # part is there). Run: nginx -c THIS_FILE -g 'daemon off;'
 # The origin behind it: GLIMPSE_TRUSTED_PROXY_HOPS=1 glimpse serve ...
-worker_processes {options.worker_processes};
+{user}worker_processes {options.worker_processes};
 worker_rlimit_nofile 16384;
 pid "{cache}/nginx.pid";
 error_log "{cache}/error.log" warn;
