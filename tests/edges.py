@@ -17,7 +17,9 @@ from tests.servers import Process, free_port
 
 def nginx_binary() -> str:
     """The nginx to run; with CI=true a missing one fails the test (.ci/run installs it)."""
-    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    found = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None
+    )
     if found is None:
         if os.environ.get("CI") == "true":
             pytest.fail("nginx is not installed (.ci/run installs Debian's)")
