@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from glimpse import __version__
 from glimpse.accounts.routes import router as accounts_router
 from glimpse.api.body_limit import BodyLimit
-from glimpse.api.connections import ConnectionCap
+from glimpse.api.connections import ConnectionCap, Occupancy
 from glimpse.api.docs import router as docs_router
 from glimpse.api.errors import ERROR_PAGE, install_error_handlers
 from glimpse.api.head import HeadAsGet
@@ -22,6 +22,7 @@ from glimpse.container import Container, build_container
 from glimpse.engagement.routes import router as engagement_router
 from glimpse.feed.routes import router as feed_router
 from glimpse.graph.routes import router as graph_router
+from glimpse.media.fast_path import MediaFastPath
 from glimpse.media.origin import router as media_router
 from glimpse.ops.request_log import RequestLog
 from glimpse.ops.routes import router as ops_router
@@ -74,14 +75,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_bytes=settings.max_json_body_bytes,
         idle_timeout=settings.upload_idle_timeout_seconds,
     )
-    app.add_middleware(ConnectionCap, limit=settings.max_connections)
+    occupancy = Occupancy(settings.max_connections)
+    app.add_middleware(ConnectionCap, limit=settings.max_connections, occupancy=occupancy)
     # Outside the connection cap: its refusals are counted, logged and given an id too.
     app.add_middleware(
         RequestLog,
         trust_incoming=settings.trusted_proxy_hops > 0,
         log_requests=settings.access_log,
     )
-    app.add_middleware(SecurityHeaders)  # outermost: on every answer, the refusals above too
+    app.add_middleware(SecurityHeaders)  # on every answer, the refusals above too
+    # Outermost: media requests, most of all, skip every layer above (media/fast_path.py does
+    # what they owe a media answer itself).
+    app.add_middleware(
+        MediaFastPath,
+        trust_incoming=settings.trusted_proxy_hops > 0,
+        log_requests=settings.access_log,
+        occupancy=occupancy,
+    )
     # The media origin first: it takes the most requests, and routes are matched in order.
     for router in (
         media_router,
