@@ -27,14 +27,17 @@ the edge's job: nginx answers cached media with sendfile.
 from __future__ import annotations
 
 import time
+from typing import Any
 from urllib.parse import parse_qsl
 
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from glimpse.api.connections import Occupancy
 from glimpse.api.errors import error_response
 from glimpse.errors import DomainError
 from glimpse.media.origin import answer_media
+from glimpse.ops.metrics import LATENCY, REQUESTS, never_failing
 from glimpse.ops.request_ids import REQUEST_ID, accepted_request_id, new_request_id
 from glimpse.ops.request_log import REQUEST_ID_HEADER, record_request
 
@@ -52,6 +55,7 @@ class MediaFastPath:
         self.trust_incoming = trust_incoming
         self.log_requests = log_requests
         self.occupancy = occupancy
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -108,31 +112,46 @@ class MediaFastPath:
         ) or new_request_id()
         token = REQUEST_ID.set(request_id)
         status = response.status_code
+        headers = response.raw_headers
+        headers.append((REQUEST_ID_HEADER, request_id.encode()))
+        if not any(name == _NOSNIFF for name, _ in headers):
+            headers.append((_NOSNIFF, b"nosniff"))
         bytes_out = 0
-
-        async def counted_send(message: Message) -> None:
-            nonlocal bytes_out
-            if message["type"] == "http.response.start":
-                headers = list(message["headers"])
-                headers.append((REQUEST_ID_HEADER, request_id.encode()))
-                if not any(name == _NOSNIFF for name, _ in headers):
-                    headers.append((_NOSNIFF, b"nosniff"))
-                message["headers"] = headers
-            elif message["type"] == "http.response.body":
-                bytes_out += len(message.get("body", b""))
-            await send(message)
-
         try:
-            await response(scope, receive, counted_send)
+            if type(response) is Response or type(response) is JSONResponse:
+                # Bytes in hand (most answers: from memory, a 304, an error): the two messages
+                # Response would send, without its layer of calls.
+                bytes_out = len(response.body)
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": response.body})
+            else:  # streamed from a file or the store
+
+                async def counted_send(message: Message) -> None:
+                    nonlocal bytes_out
+                    if message["type"] == "http.response.body":
+                        bytes_out += len(message.get("body", b""))
+                    await send(message)
+
+                await response(scope, receive, counted_send)
         finally:
             self.occupancy.active -= 1
-            record_request(
-                scope,
-                ROUTE_TEMPLATE,
-                status,
-                time.perf_counter() - started,
-                0,
-                bytes_out,
-                log_requests=self.log_requests,
-            )
+            self._record(scope, status, time.perf_counter() - started, bytes_out)
             REQUEST_ID.reset(token)
+
+    def _record(self, scope: Scope, status: int, elapsed: float, bytes_out: int) -> None:
+        # (The metrics' children by method and status, found once: a labels() call takes a lock
+        # and builds a key on every request.)
+        key = (scope["method"], status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                REQUESTS.labels(scope["method"], ROUTE_TEMPLATE, str(status)),
+                LATENCY.labels(scope["method"], ROUTE_TEMPLATE),
+            )
+        with never_failing():
+            children[0].inc()
+            children[1].observe(elapsed)
+        if self.log_requests:
+            record_request(
+                scope, ROUTE_TEMPLATE, status, elapsed, 0, bytes_out, log_requests=True, count=False
+            )

@@ -88,14 +88,17 @@ def record_request(
     bytes_out: int,
     *,
     log_requests: bool,
+    count: bool = True,
 ) -> None:
     """Count a request in the metrics and write its line (while its id is still current, so
-    that the line carries it). Also used by the media fast path (media/fast_path.py)."""
+    that the line carries it). Also used by the media fast path (media/fast_path.py), which
+    counts its own."""
     method = scope["method"]
-    with never_failing():
-        REQUESTS.labels(method, template, str(status)).inc()
-        LATENCY.labels(method, template).observe(elapsed)
-    if log_requests:
+    if count:
+        with never_failing():
+            REQUESTS.labels(method, template, str(status)).inc()
+            LATENCY.labels(method, template).observe(elapsed)
+    if log_requests and access_log.isEnabledFor(logging.INFO):
         # The route's template, never the path: a signed media URL's signature, a username or
         # a cursor have no place in a log.
         access_log.info(
