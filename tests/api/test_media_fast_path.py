@@ -8,15 +8,14 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy.exc import OperationalError
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from glimpse.app import create_app
+from glimpse.app import GlimpseApp, create_app
 from glimpse.config import Settings
 from glimpse.media.fast_path import ROUTE_TEMPLATE, MediaFastPath
 from glimpse.ops.metrics import REQUESTS
@@ -29,45 +28,42 @@ from tests.databases import migrate
 class Stack:
     glimpse: Glimpse
     fast: MediaFastPath
-    reached: list[str]  # paths the full stack behind the fast path was asked
+    reached: list[str]  # paths of the requests FastAPI's stack was asked to answer
 
 
-def _fast_path(app: FastAPI) -> MediaFastPath:
-    layer: Any = app.middleware_stack
-    while not isinstance(layer, MediaFastPath):
-        layer = layer.app
-    return layer
+def _fast_path(app: GlimpseApp) -> MediaFastPath:
+    assert app.media_fast_path is not None
+    return app.media_fast_path
 
 
-async def _stack(settings: Settings) -> AsyncIterator[Stack]:
+async def _stack(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Stack]:
     migrate(settings.resolved_database_url)
     app = create_app(settings)
+    reached: list[str] = []
+    full_stack = FastAPI.__call__
+
+    async def spy(self: FastAPI, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            reached.append(scope["path"])
+        await full_stack(self, scope, receive, send)
+
+    monkeypatch.setattr(FastAPI, "__call__", spy)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://glimpse.test") as c:
-            glimpse = Glimpse(c, app.state.container)
-            await c.get("/healthz")  # (builds the middleware stack)
-            fast = _fast_path(app)
-            reached: list[str] = []
-            behind: ASGIApp = fast.app
-
-            async def spy(scope: Scope, receive: Receive, send: Send) -> None:
-                reached.append(scope["path"])
-                await behind(scope, receive, send)
-
-            fast.app = spy
-            yield Stack(glimpse, fast, reached)
+            yield Stack(Glimpse(c, app.state.container), _fast_path(app), reached)
 
 
 @pytest.fixture
-async def stack(settings: Settings) -> AsyncIterator[Stack]:
-    async for made in _stack(settings):
+async def stack(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Stack]:
+    async for made in _stack(settings, monkeypatch):
         yield made
 
 
 @pytest.fixture
-async def proxied(settings: Settings) -> AsyncIterator[Stack]:
-    async for made in _stack(settings.model_copy(update={"trusted_proxy_hops": 1})):
+async def proxied(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Stack]:
+    update = {"trusted_proxy_hops": 1}
+    async for made in _stack(settings.model_copy(update=update), monkeypatch):
         yield made
 
 

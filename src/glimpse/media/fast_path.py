@@ -1,5 +1,5 @@
-"""The media origin's lean path: GET and HEAD of /media/{key} answered by the outermost layer of
-the app, before FastAPI's middlewares, routing and dependency injection.
+"""The media origin's lean path: GET and HEAD of /media/{key} answered in front of the app
+(app.py's GlimpseApp), before FastAPI's and our middlewares, routing and dependency injection.
 
 Most requests a photo service answers are for media, and through the full stack each paid for
 six middleware layers, a walk of the routing table and FastAPI's parameter handling: 10% of
@@ -57,13 +57,17 @@ class MediaFastPath:
         self.occupancy = occupancy
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
+    @staticmethod
+    def takes(scope: Scope) -> bool:
+        """Whether a request is this path's to answer (or to hand on)."""
+        return (
+            scope["type"] == "http"
+            and scope["path"].startswith(PREFIX)
+            and scope["method"] in ("GET", "HEAD")
+        )
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or not scope["path"].startswith(PREFIX)
-            or scope["method"] not in ("GET", "HEAD")
-            or self.occupancy.full
-        ):
+        if not self.takes(scope) or self.occupancy.full:
             await self.app(scope, receive, send)
             return
         container = getattr(scope["app"].state, "container", None)
