@@ -193,3 +193,29 @@ async def test_media_counts_against_the_connection_cap(stack: Stack) -> None:
     assert answer.headers["retry-after"]
     assert stack.reached == [url]
     assert (await stack.glimpse.client.get(url)).status_code == 200
+
+
+async def test_public_media_names_the_edge_validity_and_private_media_does_not(
+    stack: Stack,
+) -> None:
+    client = stack.glimpse.client
+    url, headers = await _variant(stack.glimpse)
+    seconds = stack.glimpse.container.settings.edge_cache_seconds
+    public = await client.get(url)
+    assert public.headers["x-accel-expires"] == str(seconds)
+    etag = public.headers["etag"]
+    revalidated = await client.get(url, headers={"If-None-Match": etag})
+    assert revalidated.status_code == 304  # (what nginx asks when its copy is due)
+    assert revalidated.headers["x-accel-expires"] == str(seconds)
+    await client.patch("/api/v1/me", headers=headers, json={"is_private": True})
+    stack.glimpse.container.origin_cache._entries.clear()
+    post = (await client.get("/api/v1/users/alice/posts", headers=headers)).json()["items"][0]
+    [signed] = [
+        v["url"]
+        for v in post["media"][0]["variants"]
+        if v["name"] == "w320" and v["content_type"] == "image/jpeg"
+    ]
+    private = await client.get(signed)
+    assert private.status_code == 200 and "x-accel-expires" not in private.headers
+    gone = await client.get(url, headers={"If-None-Match": etag})
+    assert gone.status_code == 404 and "x-accel-expires" not in gone.headers
