@@ -21,8 +21,9 @@ What the edge does, and why:
   which nginx does not store either. The cache key is the path alone, so no query string can
   make a second copy of a public file.
 - Ranges and conditional requests of a cached file are answered by nginx from the cache (the
-  whole file is fetched once; `proxy_force_ranges` lets a 206 come from it even on the first
-  request); If-None-Match against the cached ETag gets a 304.
+  whole file is fetched once: nginx asks the origin for all of it, and cuts a first request's
+  range from it as it arrives, as the origin says `Accept-Ranges: bytes`); If-None-Match against
+  the cached ETag gets a 304.
 """
 
 from __future__ import annotations
@@ -231,7 +232,6 @@ http {{
             # Past the origin's X-Accel-Expires, ask it again with the ETag: 304 or 404.
             proxy_cache_revalidate on;
             proxy_cache_lock on;
-            proxy_force_ranges on;
             # A cached answer holds the id of the request that filled the cache: each answer
             # gets its own instead (the one the origin saw, on a miss).
             proxy_hide_header X-Request-ID;
