@@ -43,7 +43,7 @@ http {{
     types {{ image/jpeg jpg; }}
     server_tokens off;
     sendfile on;
-    tcp_nopush on;
+    tcp_nopush off;  # (as the edge: like for like)
     keepalive_timeout 65s;
     keepalive_requests 10000;
     client_body_temp_path "{tmp}/s_body";
