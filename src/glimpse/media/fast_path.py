@@ -90,6 +90,11 @@ class MediaFastPath:
         if scope["query_string"]:
             # (As Starlette parses it for FastAPI's Query: the last of a repeated name wins.)
             query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
+        request_id = (
+            accepted_request_id(given_id) if self.trust_incoming else None
+        ) or new_request_id()
+        # (Set before the answer is made: a line logged while making it carries the id.)
+        token = REQUEST_ID.set(request_id)
         self.occupancy.active += 1
         try:
             response = await answer_media(
@@ -109,12 +114,9 @@ class MediaFastPath:
             # Server trouble: nothing is sent yet; the full stack answers it as it answers any
             # route's (with its own request id, count and line).
             self.occupancy.active -= 1
+            REQUEST_ID.reset(token)
             await self.app(scope, receive, send)
             return
-        request_id = (
-            accepted_request_id(given_id) if self.trust_incoming else None
-        ) or new_request_id()
-        token = REQUEST_ID.set(request_id)
         status = response.status_code
         headers = response.raw_headers
         headers.append((REQUEST_ID_HEADER, request_id.encode()))
