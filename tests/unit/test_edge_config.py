@@ -157,3 +157,18 @@ def test_the_shipped_example_is_what_the_command_prints() -> None:
     )
     # The defaults, whatever GLIMPSE_* variables the test run has.
     assert nginx_config(options, Settings.model_construct()) == example.read_text()
+
+
+def test_a_missing_nginx_fails_under_ci_and_skips_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import tests.edges as edges
+
+    monkeypatch.setattr(edges.shutil, "which", lambda name: None)
+    monkeypatch.setattr(edges.os.path, "exists", lambda path: False)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="nginx is not installed"):
+        edges.nginx_binary()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        edges.nginx_binary()
