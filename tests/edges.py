@@ -58,14 +58,22 @@ def edge_config(
 class Edge(Process):
     """nginx with the generated configuration, on a free loopback port, up once constructed."""
 
-    def __init__(self, cache_dir: Path, upstream: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        cache_dir: Path,
+        upstream: str,
+        env: dict[str, str] | None = None,
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
         self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.base = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.cache_dir = cache_dir
         config = cache_dir / "nginx.conf"
         # (As root, its workers would otherwise be `nobody`, shut out of pytest's 0700 folders.)
-        user = ("--user", "root") if os.geteuid() == 0 else ()
-        text = edge_config(cache_dir, f"127.0.0.1:{self.port}", upstream, env or {}, *user)
+        extra = ["--user", "root"] if os.geteuid() == 0 else []
+        if tls is not None:
+            extra += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
+        text = edge_config(cache_dir, f"127.0.0.1:{self.port}", upstream, env or {}, *extra)
         config.write_text(text)
         super().__init__([nginx_binary(), "-c", str(config), "-g", "daemon off;"], None)
         deadline = time.monotonic() + 20

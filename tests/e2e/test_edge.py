@@ -8,6 +8,7 @@ import io
 import os
 import re
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -267,3 +268,26 @@ def test_the_cache_folder_holds_everything_nginx_writes(stack: Stack) -> None:
     assert (cache / "nginx.pid").read_text().strip().isdigit()
     assert (cache / "error.log").exists() and (cache / "access.log").exists()
     assert any(p.is_file() for p in (cache / "media").rglob("*"))
+
+
+def test_the_edge_terminates_tls(stack: Stack, tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert),
+        ],
+        capture_output=True,
+        check=True,
+    )  # fmt: skip
+    (tmp_path / "cache").mkdir()
+    edge = Edge(tmp_path / "cache", stack.origin.base, SETTINGS, tls=(cert, key))
+    try:
+        assert edge.base.startswith("https://")
+        with httpx.Client(base_url=edge.base, verify=False, timeout=30) as client:
+            answer = client.get("/healthz")
+            assert answer.status_code == 200 and answer.json()["status"] == "ok"
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{edge.port}/healthz", timeout=5).raise_for_status()
+    finally:
+        edge.close()
