@@ -63,9 +63,10 @@ def on_core(core: int, command: list[str], **kwargs: object) -> subprocess.Popen
     return subprocess.Popen(["taskset", "-c", str(core), *command], **kwargs)  # type: ignore[call-overload]
 
 
-def wrk(url: str, seconds: int, connections: int) -> float:
+def wrk(url: str, seconds: int, connections: int, headers: dict[str, str] | None = None) -> float:
+    extra = [arg for name, value in (headers or {}).items() for arg in ("-H", f"{name}: {value}")]
     out = subprocess.run(
-        ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url],
+        ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", *extra, url],
         capture_output=True,
         text=True,
         check=True,

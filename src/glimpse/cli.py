@@ -415,6 +415,45 @@ def migrate(data_dir: DataDir = None) -> None:
     typer.echo("database is at the newest migration")
 
 
+@app.command("edge-config")
+def edge_config(
+    listen: Annotated[str, typer.Option(help="HOST:PORT the edge listens on.")],
+    upstream: Annotated[str, typer.Option(help="http://HOST:PORT of glimpse serve.")],
+    cache_dir: Annotated[
+        Path, typer.Option(help="nginx's cache, pid, logs and temporary files (made if missing).")
+    ],
+    tls_cert: Annotated[Path | None, typer.Option(help="TLS certificate (PEM chain).")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
+    worker_processes: Annotated[str, typer.Option(help="nginx worker processes.")] = "auto",
+    cache_max_size: Annotated[str, typer.Option(help="Most the media cache holds.")] = "10g",
+    user: Annotated[
+        str | None,
+        typer.Option(help="User of nginx's workers when started as root (they write the cache)."),
+    ] = None,
+) -> None:
+    """Print an nginx.conf for an edge in front of glimpse serve (run it as
+    `nginx -c FILE -g 'daemon off;'`)."""
+    from glimpse.edge.nginx import EdgeConfigError, EdgeOptions, nginx_config
+
+    options = EdgeOptions(
+        listen=listen,
+        upstream=upstream,
+        cache_dir=cache_dir,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        worker_processes=worker_processes,
+        cache_max_size=cache_max_size,
+        user=user,
+    )
+    try:
+        text = nginx_config(options, Settings())
+    except EdgeConfigError as exc:
+        typer.echo(f"glimpse: {exc}", err=True)
+        raise typer.Exit(2) from None
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    typer.echo(text, nl=False)
+
+
 add_commands(app)  # jobs, users, storage verify, backup, restore
 
 if __name__ == "__main__":

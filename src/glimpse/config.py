@@ -46,6 +46,13 @@ class Settings(BaseSettings):
     # private reaches it within this time), and keeps up to this many bytes of small files.
     origin_cache_ttl_seconds: float = 10.0
     origin_cache_bytes: int = 64 * 1024 * 1024
+    # How long the shipped nginx edge (`glimpse edge-config`) keeps a public variant before it
+    # asks the origin again (a conditional request: a 304 if it may still be shown). Deleting a
+    # post or going private reaches the edge within this plus origin_cache_ttl_seconds; browsers
+    # keep their `immutable` copies regardless (the URL of a deleted post's media is unknown to
+    # anyone who had not seen it already). The origin sends it as X-Accel-Expires, which nginx
+    # obeys and never passes on.
+    edge_cache_seconds: int = Field(default=600, ge=1)
     # With a store that has URLs of its own (S3), the origin may answer a media request with a
     # redirect there once it has checked who may see it: "presigned" (a URL signed for a few
     # minutes, for any media), or "public" (the object's plain URL, for public media only: the

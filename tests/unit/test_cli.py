@@ -59,3 +59,20 @@ def test_an_unusable_data_folder_stops_with_one_clear_line(tmp_path: Path, comma
     assert result.exit_code == 1
     assert "cannot use the data folder" in result.output
     assert "Traceback" not in result.output
+
+
+def test_edge_config_prints_a_config_and_refuses_options_that_cannot_work(tmp_path: Path) -> None:
+    cache = tmp_path / "edge-cache"
+    base = ["edge-config", "--listen", "127.0.0.1:8443", "--upstream", "http://127.0.0.1:8000"]
+    result = CliRunner().invoke(app, [*base, "--cache-dir", str(cache)])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("# nginx edge for Glimpse")
+    assert f'pid "{cache.resolve()}/nginx.pid";' in result.output
+    assert cache.is_dir()  # made, so that nginx can start in it
+    refused = CliRunner().invoke(
+        app, [*base, "--cache-dir", str(tmp_path / "other"), "--tls-cert", "/c.pem"]
+    )
+    assert refused.exit_code == 2
+    assert "--tls-cert and --tls-key go together" in refused.output
+    assert "worker_processes" not in refused.output  # no half a configuration
+    assert not (tmp_path / "other").exists()

@@ -71,17 +71,35 @@ def raise_open_files_limit() -> int:
     return wanted
 
 
-class ConnectionCap:
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
+class Occupancy:
+    """Requests in progress, shared by ConnectionCap and the media fast path (which answers
+    before the cap's layer but counts against it the same)."""
+
+    def __init__(self, limit: int) -> None:
         self.limit = limit
         self.active = 0
+
+    @property
+    def full(self) -> bool:
+        return self.active >= self.limit
+
+
+class ConnectionCap:
+    def __init__(self, app: ASGIApp, limit: int, occupancy: Occupancy | None = None) -> None:
+        self.app = app
+        self.occupancy = occupancy or Occupancy(limit)
+        self.occupancy.limit = limit
+
+    @property
+    def active(self) -> int:
+        return self.occupancy.active
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in OPERATIONS_PATHS:
             await self.app(scope, receive, send)
             return
-        if self.active >= self.limit:
+        occupancy = self.occupancy
+        if occupancy.full:
             for message in early_error_messages(
                 503,
                 "busy",
@@ -90,8 +108,8 @@ class ConnectionCap:
             ):
                 await send(message)
             return
-        self.active += 1
+        occupancy.active += 1
         try:
             await self.app(scope, receive, send)
         finally:
-            self.active -= 1
+            occupancy.active -= 1

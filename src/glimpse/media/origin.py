@@ -129,7 +129,37 @@ async def get_media(
     v: Annotated[str | None, Query(description="the viewer a private media URL is for")] = None,
 ) -> Response:
     """A stored variant, with immutable caching, ETag / If-None-Match and byte ranges. Media
-    only some may see needs the signed URL its post shows them."""
+    only some may see needs the signed URL its post shows them. (Requests are answered by
+    media/fast_path.py before they reach FastAPI; this route is its description in the OpenAPI
+    document, and what answers should the fast path hand a request on.)"""
+    headers = request.headers
+    return await answer_media(
+        container,
+        key,
+        head=request.method == "HEAD",
+        if_none_match=headers.get("if-none-match"),
+        range_header=headers.get("range"),
+        if_range=headers.get("if-range"),
+        exp=exp,
+        sig=sig,
+        v=v,
+    )
+
+
+async def answer_media(
+    container: Container,
+    key: str,
+    *,
+    head: bool,
+    if_none_match: str | None,
+    range_header: str | None,
+    if_range: str | None,
+    exp: str | None,
+    sig: str | None,
+    v: str | None,
+) -> Response:
+    """The answer to GET (or HEAD) /media/{key}: who may see it, then the bytes, a range, a 304
+    or a redirect. Raises NotFound and RangeNotSatisfiable."""
     match = _VARIANT_KEY.match(key)
     if not match:
         raise _gone()
@@ -158,7 +188,10 @@ async def get_media(
         "Accept-Ranges": "bytes",
         "X-Content-Type-Options": "nosniff",
     }
-    if etag_matches(request.headers.get("if-none-match"), etag):
+    if visibility == "public":
+        # How long the nginx edge may keep it before asking again (glimpse/edge/nginx.py).
+        headers["X-Accel-Expires"] = str(container.settings.edge_cache_seconds)
+    if etag_matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
     # (after the 304: a client that holds the bytes needs no trip to the bucket)
     redirect = await _redirect(container, key, visibility)
@@ -167,9 +200,8 @@ async def get_media(
     # Only needed when the bytes are not in memory (resolving it costs a few system calls).
     path = storage.local_path(key) if cached is None else None
     byte_range = None
-    range_header = request.headers.get("range")
     # If-Range with another validator means "the file changed: send all of it".
-    if range_header and request.headers.get("if-range", etag) == etag:
+    if range_header and (if_range is None or if_range == etag):
         try:
             byte_range = parse_range(range_header, size)
         except RangeNotSatisfiable as exc:
@@ -179,7 +211,7 @@ async def get_media(
         first, last = byte_range
         headers["Content-Range"] = f"bytes {first}-{last}/{size}"
         headers["Content-Length"] = str(last - first + 1)
-        if request.method != "HEAD" and cached is None and last - first + 1 > _SMALL_FILE:
+        if not head and cached is None and last - first + 1 > _SMALL_FILE:
             # A browser's <video> asks for `bytes=0-` and then seeks: tens of MB each time,
             # streamed from the file (or the store) rather than read whole into memory.
             return StreamingResponse(
@@ -188,13 +220,9 @@ async def get_media(
                 media_type=content_type,
                 headers=headers,
             )
-        body = (
-            b""
-            if request.method == "HEAD"
-            else await _read(storage, key, path, first, last - first + 1, cached)
-        )
+        body = b"" if head else await _read(storage, key, path, first, last - first + 1, cached)
         return Response(body, status_code=206, media_type=content_type, headers=headers)
-    if request.method == "HEAD":
+    if head:
         headers["Content-Length"] = str(size)
         return Response(status_code=200, media_type=content_type, headers=headers)
     if cached is None and size > _SMALL_FILE:

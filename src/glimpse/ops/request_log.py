@@ -67,36 +67,59 @@ class RequestLog:
         try:
             await self.app(scope, counting_receive, tagging_send)
         finally:
-            elapsed = time.perf_counter() - started
-            template = route_template(scope)
-            method = scope["method"]
-            with never_failing():
-                REQUESTS.labels(method, template, str(status)).inc()
-                LATENCY.labels(method, template).observe(elapsed)
-            if self.log_requests:
-                # The route's template, never the path: a signed media URL's signature, a
-                # username or a cursor have no place in a log. (Written before the id is
-                # let go, so that the line carries it.)
-                access_log.info(
-                    "%s %s %d",
-                    method,
-                    template,
-                    status,
-                    extra={
-                        "fields": {
-                            "method": method,
-                            "route": template,
-                            "status": status,
-                            "duration_ms": round(elapsed * 1000, 2),
-                            # (A string, as the API gives ids: JSON tools read big numbers
-                            # as doubles, and 64-bit ids would lose their last digits.)
-                            "user_id": _as_text(scope["state"].get(CALLER_ID)),
-                            "bytes_in": bytes_in,
-                            "bytes_out": bytes_out,
-                        },
-                    },
-                )
+            record_request(
+                scope,
+                route_template(scope),
+                status,
+                time.perf_counter() - started,
+                bytes_in,
+                bytes_out,
+                log_requests=self.log_requests,
+            )
             REQUEST_ID.reset(token)
+
+
+def record_request(
+    scope: Scope,
+    template: str,
+    status: int,
+    elapsed: float,
+    bytes_in: int,
+    bytes_out: int,
+    *,
+    log_requests: bool,
+    count: bool = True,
+) -> None:
+    """Count a request in the metrics and write its line (while its id is still current, so
+    that the line carries it). Also used by the media fast path (media/fast_path.py), which
+    counts its own."""
+    method = scope["method"]
+    if count:
+        with never_failing():
+            REQUESTS.labels(method, template, str(status)).inc()
+            LATENCY.labels(method, template).observe(elapsed)
+    if log_requests and access_log.isEnabledFor(logging.INFO):
+        # The route's template, never the path: a signed media URL's signature, a username or
+        # a cursor have no place in a log.
+        access_log.info(
+            "%s %s %d",
+            method,
+            template,
+            status,
+            extra={
+                "fields": {
+                    "method": method,
+                    "route": template,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                    # (A string, as the API gives ids: JSON tools read big numbers as doubles,
+                    # and 64-bit ids would lose their last digits.)
+                    "user_id": _as_text(scope.get("state", {}).get(CALLER_ID)),
+                    "bytes_in": bytes_in,
+                    "bytes_out": bytes_out,
+                },
+            },
+        )
 
 
 def _as_text(value: object) -> str | None:

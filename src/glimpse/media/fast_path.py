@@ -1,0 +1,163 @@
+"""The media origin's lean path: GET and HEAD of /media/{key} answered in front of the app
+(app.py's GlimpseApp), before FastAPI's and our middlewares, routing and dependency injection.
+
+Most requests a photo service answers are for media, and through the full stack each paid for
+six middleware layers, a walk of the routing table and FastAPI's parameter handling: 10% of
+nginx's rate on the same file (BENCHMARKS.md, issue 19). This layer takes a media request
+straight to `origin.answer_media`, the same function the FastAPI route calls (so the same
+visibility and signature checks, the same in-memory copies of small files), and does itself
+what the skipped layers owe every answer:
+
+- the request id (`X-Request-ID`, a trusted proxy's own when it sent one), `nosniff`, and no
+  `Server` header (none is set here);
+- its count and latency in the metrics and its access log line, under the route's template;
+- a place under the connection cap: when the process is at `GLIMPSE_MAX_CONNECTIONS` the
+  request is handed to the full stack, whose cap answers it 503 `busy`.
+
+Throttling and the body cap do not apply to media (api/throttling.py leaves /media/ uncounted;
+a GET's body is never read). Anything but a domain error (a database or store in trouble) is
+also handed to the full stack before a byte is sent, so that its error handlers answer it, as
+they answer every route (503 with Retry-After, never a 500).
+
+Large files are streamed in chunks from a thread: uvicorn implements no `sendfile`
+(`http.response.zerocopysend`), so no ASGI app under it can hand a file to the kernel. That is
+the edge's job: nginx answers cached media with sendfile.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from glimpse.api.connections import Occupancy
+from glimpse.api.errors import error_response
+from glimpse.errors import DomainError
+from glimpse.media.origin import answer_media
+from glimpse.ops.metrics import LATENCY, REQUESTS, never_failing
+from glimpse.ops.request_ids import REQUEST_ID, accepted_request_id, new_request_id
+from glimpse.ops.request_log import REQUEST_ID_HEADER, record_request
+
+PREFIX = "/media/"
+# What the metrics and the access log name these requests, as FastAPI's route did.
+ROUTE_TEMPLATE = "/media/{key:path}"
+_NOSNIFF = b"x-content-type-options"
+
+
+class MediaFastPath:
+    def __init__(
+        self, app: ASGIApp, *, trust_incoming: bool, log_requests: bool, occupancy: Occupancy
+    ) -> None:
+        self.app = app
+        self.trust_incoming = trust_incoming
+        self.log_requests = log_requests
+        self.occupancy = occupancy
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    @staticmethod
+    def takes(scope: Scope) -> bool:
+        """Whether a request is this path's to answer (or to hand on)."""
+        return (
+            scope["type"] == "http"
+            and scope["path"].startswith(PREFIX)
+            and scope["method"] in ("GET", "HEAD")
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.takes(scope) or self.occupancy.full:
+            await self.app(scope, receive, send)
+            return
+        container = getattr(scope["app"].state, "container", None)
+        if container is None:  # (not started: the full stack says so)
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        if_none_match = range_header = if_range = given_id = None
+        # The first of each, as Starlette's Headers.get reads them.
+        for name, value in scope["headers"]:
+            if name == b"if-none-match":
+                if_none_match = if_none_match or value.decode("latin-1")
+            elif name == b"range":
+                range_header = range_header or value.decode("latin-1")
+            elif name == b"if-range":
+                if_range = if_range or value.decode("latin-1")
+            elif name == REQUEST_ID_HEADER:
+                given_id = given_id or value.decode("latin-1")
+        query: dict[str, str] = {}
+        if scope["query_string"]:
+            # (As Starlette parses it for FastAPI's Query: the last of a repeated name wins.)
+            query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
+        request_id = (
+            accepted_request_id(given_id) if self.trust_incoming else None
+        ) or new_request_id()
+        # (Set before the answer is made: a line logged while making it carries the id.)
+        token = REQUEST_ID.set(request_id)
+        self.occupancy.active += 1
+        try:
+            response = await answer_media(
+                container,
+                scope["path"][len(PREFIX) :],
+                head=scope["method"] == "HEAD",
+                if_none_match=if_none_match,
+                range_header=range_header,
+                if_range=if_range,
+                exp=query.get("exp"),
+                sig=query.get("sig"),
+                v=query.get("v"),
+            )
+        except DomainError as exc:
+            response = error_response(exc.status, exc.code, exc.message, headers=exc.headers)
+        except Exception:
+            # Server trouble: nothing is sent yet; the full stack answers it as it answers any
+            # route's (with its own request id, count and line).
+            self.occupancy.active -= 1
+            REQUEST_ID.reset(token)
+            await self.app(scope, receive, send)
+            return
+        status = response.status_code
+        headers = response.raw_headers
+        headers.append((REQUEST_ID_HEADER, request_id.encode()))
+        if not any(name == _NOSNIFF for name, _ in headers):
+            headers.append((_NOSNIFF, b"nosniff"))
+        bytes_out = 0
+        try:
+            if type(response) is Response or type(response) is JSONResponse:
+                # Bytes in hand (most answers: from memory, a 304, an error): the two messages
+                # Response would send, without its layer of calls.
+                bytes_out = len(response.body)
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": response.body})
+            else:  # streamed from a file or the store
+
+                async def counted_send(message: Message) -> None:
+                    nonlocal bytes_out
+                    if message["type"] == "http.response.body":
+                        bytes_out += len(message.get("body", b""))
+                    await send(message)
+
+                await response(scope, receive, counted_send)
+        finally:
+            self.occupancy.active -= 1
+            self._record(scope, status, time.perf_counter() - started, bytes_out)
+            REQUEST_ID.reset(token)
+
+    def _record(self, scope: Scope, status: int, elapsed: float, bytes_out: int) -> None:
+        # (The metrics' children by method and status, found once: a labels() call takes a lock
+        # and builds a key on every request.)
+        key = (scope["method"], status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                REQUESTS.labels(scope["method"], ROUTE_TEMPLATE, str(status)),
+                LATENCY.labels(scope["method"], ROUTE_TEMPLATE),
+            )
+        with never_failing():
+            children[0].inc()
+            children[1].observe(elapsed)
+        if self.log_requests:
+            record_request(
+                scope, ROUTE_TEMPLATE, status, elapsed, 0, bytes_out, log_requests=True, count=False
+            )
