@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import pytest
@@ -45,6 +46,26 @@ async def test_readyz_is_503_with_the_reason_when_the_schema_is_not_at_head(
     assert body["status"] == "unavailable"
     assert body["checks"]["database"].startswith("failed: migrations are at 0001")
     assert body["checks"]["storage"] == "ok"
+
+
+async def test_readyz_writes_to_the_store_and_leaves_nothing_there(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On the local disk, and on S3 with GLIMPSE_TEST_STORAGE=s3.
+    storage = glimpse.container.storage
+    written: list[str] = []
+    put_bytes = storage.put_bytes
+
+    async def recorded(key: str, data: bytes, content_type: str) -> None:
+        written.append(key)
+        await put_bytes(key, data, content_type)
+
+    monkeypatch.setattr(storage, "put_bytes", recorded)
+    # Several at once, as from two proxies: no probe reads or deletes another's object.
+    answers = await asyncio.gather(*(glimpse.client.get("/readyz") for _ in range(6)))
+    assert [a.status_code for a in answers] == [200] * 6, [a.text for a in answers]
+    assert len(set(written)) == 6 and all(k.startswith("readyz/") for k in written)
+    assert await storage.list_keys("readyz") == []
 
 
 async def test_readyz_is_503_when_storage_cannot_be_written(
