@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from tests.conftest import Glimpse
+from tests.databases import ON_EVERY_DATABASE
 
 
 def sample(metrics: str, metric: str, **labels: str) -> float:
@@ -46,6 +48,40 @@ async def test_readyz_is_503_with_the_reason_when_the_schema_is_not_at_head(
     assert body["status"] == "unavailable"
     assert body["checks"]["database"].startswith("failed: migrations are at 0001")
     assert body["checks"]["storage"] == "ok"
+
+
+@ON_EVERY_DATABASE
+async def test_readyz_is_503_while_the_database_takes_reads_but_no_writes_and_back(
+    glimpse: Glimpse,
+) -> None:
+    # A read-only database (a demoted primary, a read-only disk) still answers the schema
+    # check's read; only the write path shows that no post can be written.
+    db = glimpse.container.db
+    read_only_sql = (
+        "PRAGMA query_only=ON"
+        if glimpse.container.settings.is_sqlite
+        else "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"
+    )
+
+    def read_only(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(read_only_sql)
+        cursor.close()
+        dbapi_connection.commit()  # (asyncpg's adapter ran it in a transaction of its own)
+
+    await db.write_engine.dispose()
+    event.listen(db.write_engine.sync_engine, "connect", read_only)
+    try:
+        response = await glimpse.client.get("/readyz")
+        assert response.status_code == 503, response.text
+        checks = response.json()["checks"]
+        assert checks["database"].startswith("failed: cannot write to the database:"), checks
+        assert checks["storage"] == checks["queue"] == "ok", checks
+    finally:
+        event.remove(db.write_engine.sync_engine, "connect", read_only)
+        await db.write_engine.dispose()
+    response = await glimpse.client.get("/readyz")
+    assert response.status_code == 200, response.text
 
 
 async def test_readyz_writes_to_the_store_and_leaves_nothing_there(
