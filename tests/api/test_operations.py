@@ -97,10 +97,14 @@ async def test_readyz_writes_to_the_store_and_leaves_nothing_there(
         await put_bytes(key, data, content_type)
 
     monkeypatch.setattr(storage, "put_bytes", recorded)
-    # Several at once, as from two proxies: no probe reads or deletes another's object.
+    for _ in range(3):
+        assert (await glimpse.client.get("/readyz")).status_code == 200
+    assert len(set(written)) == 3 and all(k.startswith("readyz/") for k in written)
+    # Several at once, as from several proxies: they share the round trips under way.
     answers = await asyncio.gather(*(glimpse.client.get("/readyz") for _ in range(6)))
     assert [a.status_code for a in answers] == [200] * 6, [a.text for a in answers]
-    assert len(set(written)) == 6 and all(k.startswith("readyz/") for k in written)
+    print(f"6 concurrent /readyz wrote {len(written) - 3} probe(s)")
+    assert len(written) - 3 < 6
     assert await storage.list_keys("readyz") == []
 
 
