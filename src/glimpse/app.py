@@ -14,6 +14,7 @@ from glimpse.accounts.routes import router as accounts_router
 from glimpse.api.body_limit import BodyLimit
 from glimpse.api.connections import ConnectionCap, Occupancy
 from glimpse.api.docs import router as docs_router
+from glimpse.api.draining import RefuseWhenCutOff
 from glimpse.api.errors import ERROR_PAGE, install_error_handlers
 from glimpse.api.head import HeadAsGet
 from glimpse.api.security_headers import SecurityHeaders
@@ -101,6 +102,9 @@ def create_app(settings: Settings | None = None) -> GlimpseApp:
     )
     occupancy = Occupancy(settings.max_connections)
     app.add_middleware(ConnectionCap, limit=settings.max_connections, occupancy=occupancy)
+    # Inside the request log: a request cut off by the end of the shutdown grace is logged
+    # (and counted) as the 503 it gets.
+    app.add_middleware(RefuseWhenCutOff)
     # Outside the connection cap: its refusals are counted, logged and given an id too.
     app.add_middleware(
         RequestLog,

@@ -28,6 +28,7 @@ import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
 
 from glimpse import __version__
+from glimpse.cli_options import DataDir, settings_for
 from glimpse.config import Settings
 from glimpse.db.migrate import upgrade_to_head
 from glimpse.ops.admin_cli import add_commands
@@ -58,21 +59,6 @@ def main(
     """Glimpse: self-hostable photo and video sharing."""
 
 
-DataDir = Annotated[
-    Path | None,
-    typer.Option(
-        help="Where the embedded database and media live (or GLIMPSE_DATA_DIR; default ./data)."
-    ),
-]
-
-
-def _settings(data_dir: Path | None) -> Settings:
-    settings = Settings()
-    if data_dir is not None:
-        settings = settings.model_copy(update={"data_dir": data_dir})
-    return settings
-
-
 def worker_count(settings: Settings, workers: int | None, no_workers: bool) -> int:
     """Worker processes beside the API: --no-workers, else the flag, else GLIMPSE_WORKERS;
     unset or 0 means one per core."""
@@ -84,7 +70,7 @@ def worker_count(settings: Settings, workers: int | None, no_workers: bool) -> i
 
 def _setup_logging(data_dir: Path | None = None) -> Settings:
     """Logging as the settings say (GLIMPSE_LOG_FORMAT), and those settings."""
-    settings = _settings(data_dir)
+    settings = settings_for(data_dir)
     setup_logging(settings.log_format)
     return settings
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from tests.conftest import Glimpse
+from tests.databases import ON_EVERY_DATABASE
 
 
 def sample(metrics: str, metric: str, **labels: str) -> float:
@@ -45,6 +48,64 @@ async def test_readyz_is_503_with_the_reason_when_the_schema_is_not_at_head(
     assert body["status"] == "unavailable"
     assert body["checks"]["database"].startswith("failed: migrations are at 0001")
     assert body["checks"]["storage"] == "ok"
+
+
+@ON_EVERY_DATABASE
+async def test_readyz_is_503_while_the_database_takes_reads_but_no_writes_and_back(
+    glimpse: Glimpse,
+) -> None:
+    # A read-only database (a demoted primary, a read-only disk) still answers the schema
+    # check's read; only the write path shows that no post can be written.
+    db = glimpse.container.db
+    read_only_sql = (
+        "PRAGMA query_only=ON"
+        if glimpse.container.settings.is_sqlite
+        else "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"
+    )
+
+    def read_only(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(read_only_sql)
+        cursor.close()
+        dbapi_connection.commit()  # (asyncpg's adapter ran it in a transaction of its own)
+
+    await db.write_engine.dispose()
+    event.listen(db.write_engine.sync_engine, "connect", read_only)
+    try:
+        response = await glimpse.client.get("/readyz")
+        assert response.status_code == 503, response.text
+        checks = response.json()["checks"]
+        assert checks["database"].startswith("failed: cannot write to the database:"), checks
+        assert checks["storage"] == checks["queue"] == "ok", checks
+    finally:
+        event.remove(db.write_engine.sync_engine, "connect", read_only)
+        await db.write_engine.dispose()
+    response = await glimpse.client.get("/readyz")
+    assert response.status_code == 200, response.text
+
+
+async def test_readyz_writes_to_the_store_and_leaves_nothing_there(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On the local disk, and on S3 with GLIMPSE_TEST_STORAGE=s3.
+    storage = glimpse.container.storage
+    written: list[str] = []
+    put_bytes = storage.put_bytes
+
+    async def recorded(key: str, data: bytes, content_type: str) -> None:
+        written.append(key)
+        await put_bytes(key, data, content_type)
+
+    monkeypatch.setattr(storage, "put_bytes", recorded)
+    for _ in range(3):
+        assert (await glimpse.client.get("/readyz")).status_code == 200
+    assert len(set(written)) == 3 and all(k.startswith("readyz/") for k in written)
+    # Several at once, as from several proxies: they share the round trips under way.
+    answers = await asyncio.gather(*(glimpse.client.get("/readyz") for _ in range(6)))
+    assert [a.status_code for a in answers] == [200] * 6, [a.text for a in answers]
+    print(f"6 concurrent /readyz wrote {len(written) - 3} probe(s)")
+    assert len(written) - 3 < 6
+    assert await storage.list_keys("readyz") == []
 
 
 async def test_readyz_is_503_when_storage_cannot_be_written(

@@ -222,3 +222,28 @@ async def test_public_redirects_are_for_public_media_only(glimpse: Glimpse) -> N
     signed = _variants(shown.json())["w320", "image/jpeg"]["url"]
     private = await glimpse.client.get(signed)
     assert private.status_code == 200 and private.content == stored  # streamed, never a bucket URL
+
+
+async def test_readyz_turns_503_while_the_bucket_cannot_be_written_and_back(
+    glimpse: Glimpse, settings: Settings
+) -> None:
+    import boto3  # (moto's own dependency)
+
+    from glimpse.backends.storage.s3 import S3Location
+
+    location = S3Location.from_url(settings.storage_url)
+    s3 = boto3.client("s3", endpoint_url=location.endpoint, region_name="us-east-1")
+    try:
+        assert (await glimpse.client.get("/readyz")).status_code == 200
+        # The bucket gone (a wrong lifecycle rule, an operator's mistake): nothing can be stored.
+        s3.delete_bucket(Bucket=location.bucket)  # empty: the probe left nothing in it
+        response = await glimpse.client.get("/readyz")
+        assert response.status_code == 503, response.text
+        checks = response.json()["checks"]
+        assert checks["storage"].startswith("failed:"), checks
+        assert checks["database"] == checks["queue"] == "ok", checks
+        s3.create_bucket(Bucket=location.bucket)
+        response = await glimpse.client.get("/readyz")
+        assert response.status_code == 200, response.text
+    finally:
+        s3.close()

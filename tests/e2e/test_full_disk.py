@@ -159,3 +159,59 @@ def test_readyz_turns_503_when_the_database_cannot_be_written_or_is_moved_and_ba
         finally:
             moved.rename(database)
         _readiness_within(client, 200, 15)
+
+
+@pytest.fixture
+def read_only_bind() -> Iterator[Callable[[Path], None]]:
+    """Makes a folder read-only in place with a read-only bind mount of itself: root ignores
+    file modes, not a read-only mount. Undone at the end whatever happens."""
+    mounted: list[Path] = []
+
+    def make(folder: Path) -> None:
+        subprocess.run(["mount", "--bind", str(folder), str(folder)], check=True)
+        mounted.append(folder)
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(folder)], check=True)
+
+    yield make
+    for folder in reversed(mounted):
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_readyz_turns_503_when_the_store_cannot_be_written_and_back(
+    tmp_path: Path,
+    start_server: Callable[..., Server],
+    read_only_bind: Callable[[Path], None],
+) -> None:
+    # API.md: /readyz turns 503 within 15 s of a failure and back within 15 s of recovery.
+    data_dir = tmp_path / "data"
+    server = start_server(data_dir, "--workers", "1")
+    media = data_dir / "media"
+    with httpx.Client(base_url=server.base, timeout=30) as client:
+        _readiness_within(client, 200, 15)
+        # Reads still work on a store remounted read-only (a disk error, a wrong fstab): only
+        # a write shows that no upload can be taken.
+        read_only_bind(media)
+        with pytest.raises(OSError):
+            (media / "can-root-write-here").write_bytes(b"no")
+        checks, _ = _readiness_within(client, 503, 15)
+        assert checks["storage"].startswith("failed:"), checks
+        assert "read-only" in checks["storage"].lower(), checks
+        assert checks["database"] == checks["queue"] == "ok", checks
+        subprocess.run(["umount", str(media)], check=True)
+        checks, _ = _readiness_within(client, 200, 15)
+        assert set(checks.values()) == {"ok"}, checks
+        assert not list((media / "readyz").iterdir()), "a probe object was left behind"
+
+        # A file where the store's folder should be (a botched restore): no write can succeed.
+        moved = tmp_path / "media-moved"
+        media.rename(moved)
+        media.write_bytes(b"not a folder")
+        try:
+            checks, _ = _readiness_within(client, 503, 15)
+            assert checks["storage"].startswith("failed:"), checks
+            assert checks["database"] == "ok", checks
+        finally:
+            media.unlink()
+            moved.rename(media)
+        _readiness_within(client, 200, 15)
+    assert server.stop() == 0

@@ -188,3 +188,50 @@ def test_every_answer_is_one_the_document_declares(case: Any, session: Session) 
     finally:
         if case.method == "DELETE" and case.path == "/api/v1/auth/token":
             session.sign_in()
+
+
+def test_linked_operations_in_sequence(session: Session) -> None:
+    """Stateful: schemathesis follows the document's links (an account made and then read, a
+    post or story made and then read, liked, deleted), with the same checks on every step."""
+    print(f"fuzz seed {SEED}: replay with GLIMPSE_FUZZ_SEED={SEED}")  # shown on failure
+
+    # Steps that took a value from an earlier answer: the document's links, or those
+    # schemathesis infers from the response schemas (a post's id, a user's username).
+    followed: list[str] = []
+
+    class Linked(schema.as_state_machine()):  # type: ignore[misc]
+        def step(self, input: Any) -> Any:
+            transition = input.transition
+            if transition is not None and input.is_applied:
+                followed.append(transition.id)
+            return super().step(input)
+
+        def before_call(self, case: Any) -> None:
+            session.name_real_things(case)
+
+        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+            return {"base_url": session.server.base, "headers": session.headers, "timeout": 30}
+
+        def validate_response(
+            self, response: Any, case: Any, additional_checks: Any = None, **kwargs: Any
+        ) -> None:
+            try:
+                case.validate_response(response, checks=CHECKS, headers=session.headers)
+                assert response.status_code < 500, (case.method, case.formatted_path, response.text)
+            finally:
+                if case.method == "DELETE" and case.path == "/api/v1/auth/token":
+                    session.sign_in()
+
+    # Few scenarios of a few steps: it runs in every test run.
+    Linked.run(
+        settings=settings(
+            max_examples=15,
+            stateful_step_count=4,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=False,
+            database=None,
+        )
+    )
+    assert followed, "no step used a value from an earlier answer"
+    print(f"links followed: {sorted(set(followed))} ({len(followed)} steps)")

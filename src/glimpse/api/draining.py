@@ -12,6 +12,7 @@ at once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import threading
@@ -19,6 +20,9 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from glimpse.api.errors import error_response
 
 log = logging.getLogger("glimpse.api")
 
@@ -45,3 +49,48 @@ class DrainingServer(uvicorn.Server):
         timer = threading.Timer(self._drain_seconds, super().handle_exit, (sig, None))
         timer.daemon = True
         timer.start()
+
+
+class RefuseWhenCutOff:
+    """A request still under way when `shutdown_grace_seconds` runs out (a slow upload) is
+    cancelled by uvicorn, which then answers 500: a server error for what is only a restart.
+    Cancelled before its answer began, it is refused as any request the server cannot take now
+    is (503 with Retry-After, API.md), after the request's own clean-up (its transaction rolled
+    back, its spooled upload removed) has run on the way out. The cancellation ends here: the
+    task was only cancelled to make it end, and it now ends with that answer."""
+
+    RETRY_AFTER_SECONDS = 5
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except asyncio.CancelledError:
+            if started:
+                raise
+            log.warning(
+                "refused %s %s: still under way when the shutdown grace ran out",
+                scope.get("method"),
+                scope.get("path"),
+            )
+            response = error_response(
+                503,
+                "unavailable",
+                "The server is restarting; please try again in a moment.",
+                headers={"Retry-After": str(self.RETRY_AFTER_SECONDS)},
+                body_unread=True,
+            )
+            await response(scope, receive, send)

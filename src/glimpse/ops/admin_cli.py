@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 from sqlalchemy.exc import SQLAlchemyError
 
-from glimpse.config import Settings
+from glimpse.cli_options import DataDir, settings_for
 from glimpse.errors import StorageUnavailable
 from glimpse.ops import backup
 
@@ -33,20 +33,6 @@ T = TypeVar("T")
 jobs_app = typer.Typer(help="The jobs table: list, retry dead jobs, purge them.")
 users_app = typer.Typer(help="Accounts: create, disable, enable, reset a password.")
 storage_app = typer.Typer(help="The media store.")
-
-DataDir = Annotated[
-    Path | None,
-    typer.Option(
-        help="Where the embedded database and media live (or GLIMPSE_DATA_DIR; default ./data)."
-    ),
-]
-
-
-def _settings(data_dir: Path | None) -> Settings:
-    settings = Settings()
-    if data_dir is not None:
-        settings = settings.model_copy(update={"data_dir": data_dir})
-    return settings
 
 
 @contextlib.contextmanager
@@ -68,7 +54,7 @@ def _with_container(data_dir: Path | None, work: Callable[[Container], Awaitable
     from glimpse.container import build_container
     from glimpse.db.migrate import upgrade_to_head
 
-    settings = _settings(data_dir)
+    settings = settings_for(data_dir)
 
     async def run() -> T:
         container = build_container(settings)
@@ -249,7 +235,7 @@ def backup_command(destination: Path, data_dir: DataDir = None) -> None:
     """Copy the embedded database (a consistent snapshot, taken while Glimpse runs), the media
     it records and the secret key into DESTINATION (a new or empty folder)."""
     with _operator_errors():
-        manifest = backup.take_backup(_settings(data_dir), destination)
+        manifest = backup.take_backup(settings_for(data_dir), destination)
     typer.echo(f"backed up {manifest.files} file(s), {manifest.bytes} bytes, to {destination}")
     if manifest.missing:
         typer.echo(f"{manifest.missing} file(s) were deleted during the backup", err=True)
@@ -259,7 +245,7 @@ def restore_command(source: Path, data_dir: DataDir = None) -> None:
     """Restore a backup into a data folder that has no database, then migrate it."""
     from glimpse.db.migrate import upgrade_to_head
 
-    settings = _settings(data_dir)
+    settings = settings_for(data_dir)
     with _operator_errors():
         manifest = backup.restore_backup(settings, source)
         upgrade_to_head(settings.resolved_database_url)

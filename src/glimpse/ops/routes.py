@@ -152,6 +152,33 @@ async def readyz(request: Request, container: ContainerDep) -> JSONResponse:
             {"status": "unavailable", "checks": {"process": "draining: shutting down"}},
             status_code=503,
         )
+    checks = await _shared_checks(request.app.state, container)
+    # A replica that is down only sends its reads to the primary: reported, but still ready.
+    ready = all(v == "ok" for k, v in checks.items() if not k.startswith(_REPLICA))
+    return JSONResponse(
+        {"status": "ready" if ready else "unavailable", "checks": checks},
+        status_code=200 if ready else 503,
+    )
+
+
+# The round trips under way, per app (on its state): /readyz asked again before they end (several
+# proxies, each every second) waits for them instead of starting more, so its answer is at
+# most one check's time (CHECK_TIMEOUT_SECONDS) old, well within API.md's 15 s, and nothing is
+# kept once they end. A database whose write lock is held then does not collect one more
+# waiting write transaction (each holding a pooled connection) per probe.
+_IN_FLIGHT = "readiness_checks_in_flight"
+
+
+async def _shared_checks(app_state: Any, container: Container) -> dict[str, str]:
+    task: asyncio.Task[dict[str, str]] | None = getattr(app_state, _IN_FLIGHT, None)
+    if task is None or task.done():
+        task = asyncio.ensure_future(_all_checks(container))
+        setattr(app_state, _IN_FLIGHT, task)
+    # Shielded: a prober that hangs up must not cancel the round trips the others wait for.
+    return await asyncio.shield(task)
+
+
+async def _all_checks(container: Container) -> dict[str, str]:
     checks_to_run = [
         _run_check("database", _check_database(container)),
         # The store's check also fails below the free-space floor (backends/storage/local.py).
@@ -166,12 +193,7 @@ async def readyz(request: Request, container: ContainerDep) -> JSONResponse:
     with never_failing():
         for backend, verdict in checks.items():
             BACKEND_UP.labels(backend).set(1 if verdict == "ok" else 0)
-    # A replica that is down only sends its reads to the primary: reported, but still ready.
-    ready = all(v == "ok" for k, v in checks.items() if not k.startswith(_REPLICA))
-    return JSONResponse(
-        {"status": "ready" if ready else "unavailable", "checks": checks},
-        status_code=200 if ready else 503,
-    )
+    return checks
 
 
 # Headers a reverse proxy adds: a request with them came from elsewhere, whatever its socket.

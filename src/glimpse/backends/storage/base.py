@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -85,3 +87,29 @@ class Storage(Protocol):
 
     async def check(self) -> None:
         """A real round trip for /readyz; raises when the store does not answer."""
+
+
+# The folder of /readyz's probe objects: outside STORED_FOLDERS (ops/storage_check.py), never
+# served by the media origin, which serves only the keys the database records.
+PROBE_FOLDER = "readyz"
+
+
+async def write_probe(storage: Storage) -> None:
+    """/readyz's round trip to a store: write a small object, read it back and delete it.
+
+    A store that still answers reads but refuses writes (a read-only mount, a full disk, a
+    bucket policy or quota) cannot take an upload, so only a write proves it ready. Each probe
+    has its own key: two /readyz at once (two proxies checking) must not read or delete each
+    other's object, and a deleted probe leaves the store as it was."""
+    key = f"{PROBE_FOLDER}/{uuid.uuid4().hex}"
+    payload = key.encode()
+    try:
+        await storage.put_bytes(key, payload, "text/plain")
+        if await storage.get_bytes(key) != payload:
+            raise OSError("the store returned other bytes than it was given")
+    except BaseException:
+        # What failed is the reason /readyz gives, not a delete that fails the same way after.
+        with contextlib.suppress(Exception):
+            await storage.delete(key)
+        raise
+    await storage.delete(key)

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from glimpse.backends.storage.base import ObjectMissing, check_key
+from glimpse.backends.storage.base import ObjectMissing, check_key, write_probe
 from glimpse.backends.storage.staging import sweep_stale_files
 from glimpse.errors import StorageUnavailable
 
@@ -277,7 +277,4 @@ class LocalStorage:
                     f" {self._free_bytes_floor // 2**20} MB.",
                     retry_after=StorageUnavailable.RETRY_AFTER_SECONDS,
                 )
-        probe = "readyz/probe"
-        await self.put_bytes(probe, b"ok", "text/plain")
-        if await self.get_bytes(probe) != b"ok":
-            raise OSError("storage returned other bytes than it was given")
+        await write_probe(self)

@@ -32,7 +32,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
-from glimpse.backends.storage.base import ObjectMissing, check_key
+from glimpse.backends.storage.base import ObjectMissing, check_key, write_probe
 from glimpse.backends.storage.staging import sweep_stale_files
 from glimpse.errors import StorageUnavailable
 
@@ -372,13 +372,7 @@ class S3Storage:
     async def check(self) -> None:
         # A write and a read, as on the local disk: a bucket that answers but refuses writes
         # (a wrong policy, a full quota) cannot take uploads, so it is not ready.
-        probe = "readyz/probe"
-        await self.put_bytes(probe, b"ok", "text/plain")
-        if await self.get_bytes(probe) != b"ok":
-            raise StorageUnavailable(
-                "The media store returned other bytes than it was given.",
-                retry_after=StorageUnavailable.RETRY_AFTER_SECONDS,
-            )
+        await write_probe(self)
 
 
 async def _no_bytes() -> AsyncIterator[bytes]:
