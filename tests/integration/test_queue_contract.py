@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from glimpse.backends.queue.base import ClaimedJob, JobConsumer
 from glimpse.backends.queue.outbox import enqueue
@@ -210,3 +211,29 @@ async def test_pending_names_and_state_counts_tell_due_from_later(
     assert await container.queue.pending_names() == {now_name, later_name}
     assert await container.queue.state_counts() == {"queued": 1, "scheduled": 1}
     await container.queue.check()
+
+
+async def test_the_oldest_due_job_s_age_counts_waiting_due_jobs_only(
+    make_container: MakeContainer,
+) -> None:
+    container = make_container()
+    name = new_name()
+    assert await container.queue.oldest_due_age() == 0.0
+    job_id = await add_job(container, name)
+    later = await add_job(container, name)
+    async with container.db.write() as session:
+        # One became due ten minutes ago, the other is due only in an hour.
+        await session.execute(
+            text("UPDATE jobs SET available_at = :at WHERE id = :id"),
+            {"at": time.time() - 600, "id": job_id},
+        )
+        await session.execute(
+            text("UPDATE jobs SET available_at = :at WHERE id = :id"),
+            {"at": time.time() + 3600, "id": later},
+        )
+    assert 600 <= await container.queue.oldest_due_age() < 660
+    job = await claim_within(container.queue, {name}, 10)
+    assert job is not None and job.id == job_id
+    # Running, it no longer waits; the other is not due yet.
+    assert await container.queue.oldest_due_age() == 0.0
+    await container.queue.complete(job)
