@@ -261,4 +261,9 @@ async def test_news_of_a_job_claims_it_only_while_it_is_due(make_container: Make
     assert again is not None and (again.attempts, again.last_error) == (2, "boom")
     assert again.lease_seconds == 5.0
     await table.bury(again, "no")
+    async with container.db.write() as session:  # (a dead row keeps its lease's time)
+        await session.execute(
+            text("UPDATE jobs SET available_at = :at WHERE id = :id"),
+            {"at": time.time() - 1, "id": job_id},
+        )
     assert await table.claim_id(job_id) is None  # dead
