@@ -237,7 +237,13 @@ async def test_the_oldest_due_job_s_age_counts_waiting_due_jobs_only(
     assert job is not None and job.id == job_id
     # Running, it no longer waits; the other is not due yet.
     assert await container.queue.oldest_due_age() == 0.0
-    await container.queue.complete(job)
+    await container.queue.bury(job, "no")
+    async with container.db.write() as session:  # dead, long since its time: not waiting
+        await session.execute(
+            text("UPDATE jobs SET available_at = :at WHERE id = :id"),
+            {"at": time.time() - 600, "id": job_id},
+        )
+    assert await container.queue.oldest_due_age() == 0.0
 
 
 async def test_news_of_a_job_claims_it_only_while_it_is_due(make_container: MakeContainer) -> None:
