@@ -74,7 +74,10 @@ def postgres_databases() -> Iterator[PostgresDatabases]:
 @pytest.fixture
 def database(request: pytest.FixtureRequest) -> str:
     """Which database the test runs on: GLIMPSE_TEST_DATABASE (sqlite by default), or each in
-    turn for a test marked @ON_EVERY_DATABASE (tests/databases.py)."""
+    turn for a test marked @ON_EVERY_DATABASE (tests/databases.py). A test marked `embedded`
+    is about the embedded default itself, and keeps SQLite whatever the switches say."""
+    if request.node.get_closest_marker("embedded") is not None:
+        return "sqlite"
     return str(getattr(request, "param", None) or chosen_database())
 
 
@@ -101,12 +104,14 @@ def settings(tmp_path: Path, request: pytest.FixtureRequest, database_url: str) 
     # prefix and queue prefix.
     scale = os.environ.get("GLIMPSE_TEST_STACK") == "scale"
     backends: dict[str, str] = {}
+    # A test marked `embedded` keeps every embedded backend (its database: see `database`).
+    embedded = request.node.get_closest_marker("embedded") is not None
     local_disk = request.node.get_closest_marker("local_disk") is not None
-    if (scale or os.environ.get("GLIMPSE_TEST_STORAGE") == "s3") and not local_disk:
+    if (scale or os.environ.get("GLIMPSE_TEST_STORAGE") == "s3") and not (local_disk or embedded):
         backends["storage_url"] = request.getfixturevalue("s3_server").storage_url()
-    if scale or os.environ.get("GLIMPSE_TEST_CACHE") == "redis":
+    if (scale or os.environ.get("GLIMPSE_TEST_CACHE") == "redis") and not embedded:
         backends["cache_url"] = request.getfixturevalue("redis_url")
-    if scale or os.environ.get("GLIMPSE_TEST_QUEUE") == "rabbitmq":
+    if (scale or os.environ.get("GLIMPSE_TEST_QUEUE") == "rabbitmq") and not embedded:
         # The session's queue names (a set of quorum queues per test would pile up in the
         # broker, thousands in a run, and slow it to a halt); jobs of earlier tests delivered
         # here find no row of this test's database and are dropped.

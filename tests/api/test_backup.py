@@ -15,6 +15,11 @@ from glimpse.db.migrate import head_revision, upgrade_to_head
 from glimpse.ops.backup import BackupError, restore_backup, take_backup
 from tests.conftest import Glimpse
 
+# A backup is of the embedded default's data folder (SQLite and the media folder); the scale
+# stack's services are backed up with their own tools, which test_other_backends_are_refused
+# holds it to.
+pytestmark = pytest.mark.embedded
+
 
 async def test_a_backup_restores_into_a_new_folder_with_every_post_and_file(
     glimpse: Glimpse, settings: Settings, tmp_path: Path

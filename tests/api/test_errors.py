@@ -140,6 +140,7 @@ async def test_openapi_and_docs_are_served(glimpse: Glimpse) -> None:
     assert (await glimpse.client.get("/docs")).status_code == 200
 
 
+@pytest.mark.embedded  # (SQLite's write lock, held by another connection to its file)
 @pytest.mark.parametrize("settings", [{"database_busy_timeout_ms": 100}], indirect=True)
 async def test_a_database_held_by_another_writer_answers_503_not_500(glimpse: Glimpse) -> None:
     database = glimpse.container.settings.data_dir / "glimpse.db"
@@ -161,6 +162,9 @@ async def test_a_database_held_by_another_writer_answers_503_not_500(glimpse: Gl
     assert response.status_code == 201
 
 
+# SQLite's "no such table" is an OperationalError, which the busy-database handler must tell
+# apart; PostgreSQL's is a ProgrammingError that only the catch-all handler sees.
+@pytest.mark.embedded
 async def test_a_broken_database_is_a_logged_500_not_a_retry_invitation(
     glimpse: Glimpse,
 ) -> None:

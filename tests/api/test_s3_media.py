@@ -17,11 +17,13 @@ from glimpse.config import Settings
 from glimpse.db.migrate import upgrade_to_head
 from glimpse.media import origin
 from glimpse.posts import repository
+from glimpse.posts.jobs import purge_media_keys
 from glimpse.stories.jobs import purge_expired_stories
 from tests.api.test_stories import Clock, _at
 from tests.api.test_upload_validation import process
 from tests.clips import Clip
 from tests.conftest import Glimpse, assert_error, jpeg_bytes
+from tests.databases import ON_EVERY_DATABASE
 from tests.s3server import S3Server, bucket_keys
 from tests.servers import free_port
 
@@ -247,3 +249,30 @@ async def test_readyz_turns_503_while_the_bucket_cannot_be_written_and_back(
         assert response.status_code == 200, response.text
     finally:
         s3.close()
+
+
+@ON_EVERY_DATABASE
+async def test_a_purge_leaves_a_marked_object_that_a_post_records_again(glimpse: Glimpse) -> None:
+    # Purge A found a variant unused, marked it and is deleting it, when a processing job (in
+    # another process) records the same bytes again: the job waits for A's mark to go, then
+    # stores the object again. A second purge B of the same key must leave it, object and
+    # mark: were B to delete it after A unmarked and the job stored it, the post would lose it.
+    headers = await glimpse.signup()
+    response = await glimpse.upload(headers, files=[("p.jpg", jpeg_bytes((1200, 900)))])
+    post = await process(glimpse, headers, response)
+    key = _variants(post)["w1080", "image/jpeg"]["url"].removeprefix("/media/").split("?")[0]
+    async with glimpse.container.db.write() as session:  # A's mark
+        await repository.mark_deleting(session, [key], glimpse.container.now())
+
+    await purge_media_keys(glimpse.container, {"keys": [key]})  # B
+
+    assert await glimpse.container.storage.size(key) is not None
+    async with glimpse.container.db.read() as session:  # A's to take away
+        assert await repository.marked_deleting(session, [key]) == {key}
+    # Once nothing records it, a purge deletes it and its mark (A's, left by a purge that died).
+    deleted = await glimpse.client.delete(f"/api/v1/posts/{post['id']}", headers=headers)
+    assert deleted.status_code == 204
+    await glimpse.run_jobs()
+    assert await glimpse.container.storage.size(key) is None
+    async with glimpse.container.db.read() as session:
+        assert await repository.marked_deleting(session, [key]) == set()

@@ -154,6 +154,7 @@ def failing_writes(glimpse: Glimpse, code: int, message: str) -> Iterator[None]:
         event.remove(engine, "before_cursor_execute", fail)
 
 
+@pytest.mark.embedded  # (SQLite's own errors, raised on its write engine)
 @pytest.mark.parametrize(
     ("code", "message"),
     [
@@ -175,6 +176,7 @@ async def test_a_database_on_a_full_or_read_only_disk_is_503_then_recovers(
     assert (await glimpse.client.post("/api/v1/accounts", json=body)).status_code == 201
 
 
+@pytest.mark.embedded  # (SQLite's query_only pragma)
 async def test_a_really_read_only_database_is_503(glimpse: Glimpse) -> None:
     db = glimpse.container.db
     await db.write_engine.dispose()

@@ -181,7 +181,10 @@ async def test_refusing_a_private_post_runs_the_same_statements_as_a_missing_one
     statements: list[str] = []
 
     def count(conn: object, cursor: object, statement: str, *args: object) -> None:
-        statements.append(statement.split()[0])
+        # (Not the jobs table's: a broker queue's relay polls it in the background, whatever
+        # the request does.)
+        if " FROM jobs " not in f"{statement} ":
+            statements.append(statement.split()[0])
 
     engine = glimpse.container.db.read_engine.sync_engine
     counts = []

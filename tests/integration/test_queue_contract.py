@@ -14,9 +14,11 @@ from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from glimpse.backends.queue.base import ClaimedJob, JobConsumer
 from glimpse.backends.queue.outbox import enqueue
+from glimpse.backends.queue.sql import SqlJobQueue
 from glimpse.config import Settings
 from glimpse.container import Container, build_container
 from glimpse.jobs import Payload, registry
@@ -210,3 +212,64 @@ async def test_pending_names_and_state_counts_tell_due_from_later(
     assert await container.queue.pending_names() == {now_name, later_name}
     assert await container.queue.state_counts() == {"queued": 1, "scheduled": 1}
     await container.queue.check()
+
+
+async def test_the_oldest_due_job_s_age_counts_waiting_due_jobs_only(
+    make_container: MakeContainer,
+) -> None:
+    container = make_container()
+    name = new_name()
+    assert await container.queue.oldest_due_age() == 0.0
+    job_id = await add_job(container, name)
+    later = await add_job(container, name)
+    async with container.db.write() as session:
+        # One became due ten minutes ago, the other is due only in an hour.
+        await session.execute(
+            text("UPDATE jobs SET available_at = :at WHERE id = :id"),
+            {"at": time.time() - 600, "id": job_id},
+        )
+        await session.execute(
+            text("UPDATE jobs SET available_at = :at WHERE id = :id"),
+            {"at": time.time() + 3600, "id": later},
+        )
+    assert 600 <= await container.queue.oldest_due_age() < 660
+    job = await claim_within(container.queue, {name}, 10)
+    assert job is not None and job.id == job_id
+    # Running, it no longer waits; the other is not due yet.
+    assert await container.queue.oldest_due_age() == 0.0
+    await container.queue.bury(job, "no")
+    async with container.db.write() as session:  # dead, long since its time: not waiting
+        await session.execute(
+            text("UPDATE jobs SET available_at = :at WHERE id = :id"),
+            {"at": time.time() - 600, "id": job_id},
+        )
+    assert await container.queue.oldest_due_age() == 0.0
+
+
+async def test_news_of_a_job_claims_it_only_while_it_is_due(make_container: MakeContainer) -> None:
+    # What a broker's delivery claims (SqlJobQueue.claim_id, the one claim of every backend): a
+    # duplicate or late message must not take a job that runs under another worker's lease,
+    # waits for a later retry, or is dead.
+    container = make_container()
+    job_id = await add_job(container, new_name())
+    table = SqlJobQueue(container.db, worker_name="other", lease_seconds=60, poll_seconds=0.01)
+    first = await table.claim_id(job_id)
+    assert first is not None and first.attempts == 1
+    assert await table.claim_id(job_id) is None  # running, under its lease
+    await table.retry(first, "boom", 60.0)
+    assert await table.claim_id(job_id) is None  # due in a minute
+    async with container.db.write() as session:
+        await session.execute(
+            text("UPDATE jobs SET available_at = :at WHERE id = :id"),
+            {"at": time.time() - 1, "id": job_id},
+        )
+    again = await table.claim_id(job_id, lease_seconds=5.0)
+    assert again is not None and (again.attempts, again.last_error) == (2, "boom")
+    assert again.lease_seconds == 5.0
+    await table.bury(again, "no")
+    async with container.db.write() as session:  # (a dead row keeps its lease's time)
+        await session.execute(
+            text("UPDATE jobs SET available_at = :at WHERE id = :id"),
+            {"at": time.time() - 1, "id": job_id},
+        )
+    assert await table.claim_id(job_id) is None  # dead

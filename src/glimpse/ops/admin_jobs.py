@@ -12,7 +12,7 @@ import time
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 
 from glimpse.backends.queue.models import Job, JobState
 from glimpse.container import Container
@@ -64,21 +64,6 @@ async def list_jobs(container: Container, state: str | None, limit: int) -> list
         )
         for j in rows
     ]
-
-
-async def oldest_due_job_age(container: Container) -> float:
-    """Seconds the longest-waiting due job has waited since it became due (0 when none is):
-    a queue falling behind shows here before anyone's post is late enough to be noticed."""
-    now = time.time()
-    async with container.db.read() as session:
-        oldest = (
-            await session.execute(
-                select(func.min(Job.available_at)).where(
-                    Job.state == JobState.QUEUED, Job.available_at <= now
-                )
-            )
-        ).scalar()
-    return max(0.0, now - oldest) if oldest is not None else 0.0
 
 
 async def retry_dead_jobs(container: Container, ids: Collection[int] | None) -> list[int]:

@@ -24,7 +24,6 @@ from glimpse.container import Container
 from glimpse.db.database import Database
 from glimpse.db.migrate import head_revision
 from glimpse.errors import NotFound, Unauthenticated
-from glimpse.ops.admin_jobs import oldest_due_job_age
 from glimpse.ops.metrics import BACKEND_UP, JOBS, OLDEST_DUE_JOB, exposition, never_failing
 
 router = APIRouter(tags=["operations"])
@@ -241,7 +240,7 @@ async def metrics(request: Request, container: ContainerDep) -> Response:
         counts = await container.queue.state_counts()
         for state in ("queued", "scheduled", "running", "dead"):
             JOBS.labels(state).set(counts.get(state, 0))
-        OLDEST_DUE_JOB.set(await oldest_due_job_age(container))
+        OLDEST_DUE_JOB.set(await container.queue.oldest_due_age())
     except Exception:  # metrics must answer even when the database does not
         log.warning("could not count jobs for /metrics", exc_info=True)
     return Response(exposition(), media_type=CONTENT_TYPE_LATEST)

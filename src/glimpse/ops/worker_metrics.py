@@ -20,7 +20,6 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from glimpse.container import Container
-from glimpse.ops.admin_jobs import oldest_due_job_age
 from glimpse.ops.metrics import JOBS, OLDEST_DUE_JOB, exposition
 
 log = logging.getLogger("glimpse.metrics")
@@ -46,7 +45,7 @@ async def update_queue_gauges(container: Container) -> None:
     counts = await container.queue.state_counts()
     for state in ("queued", "scheduled", "running", "dead"):
         JOBS.labels(state).set(counts.get(state, 0))
-    OLDEST_DUE_JOB.set(await oldest_due_job_age(container))
+    OLDEST_DUE_JOB.set(await container.queue.oldest_due_age())
 
 
 @contextlib.asynccontextmanager

@@ -326,10 +326,12 @@ async def purge_media_keys(container: Container, payload: Payload) -> None:
     # a store that takes seconds (S3, a busy network) never holds the database's write lock.
     async with container.db.write() as session:
         doomed = await repository.unreferenced_keys(session, keys)
+        # Marks an earlier run of this job left (it died between its deletes and its
+        # unmarking) are kept, and those objects deleted again and unmarked below. A marked key
+        # that a row records again is left alone, mark and object: another purge may still be
+        # deleting it, and the job that recorded it stores it again once that purge unmarks
+        # it; deleting it here too could land after that store and lose a live object.
         await repository.mark_deleting(session, doomed, container.now())
-        # An earlier run of this job that died between its deletes and its unmarking left
-        # marks: those objects are deleted again (a job waits on them), then unmarked.
-        doomed = sorted(set(doomed) | await repository.marked_deleting(session, keys))
     if not doomed:
         return
     # Should this fail, the marks stay and the job is retried: deletes are idempotent.

@@ -69,6 +69,10 @@ class JobConsumer(Protocol):
         """How many jobs are queued (due now), scheduled (due later: retries, periodic runs,
         delayed purges), running and dead (for /metrics)."""
 
+    async def oldest_due_age(self) -> float:
+        """Seconds the longest-waiting due job has waited since it became due (0 when none is):
+        a queue falling behind shows here before anyone's post is late enough to be noticed."""
+
     async def check(self) -> None:
         """A real round trip for /readyz."""
 

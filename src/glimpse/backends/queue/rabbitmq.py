@@ -41,7 +41,6 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
-from sqlalchemy import text
 
 from glimpse.backends.queue.base import ClaimedJob
 from glimpse.backends.queue.relay import DueJob, Relay
@@ -88,7 +87,6 @@ class RabbitJobQueue:
             db, worker_name=worker_name, lease_seconds=lease_seconds, poll_seconds=poll_seconds
         )
         self._worker = worker_name
-        self._lease = lease_seconds
         self._poll = max(poll_seconds, 0.05)
         self._connect_timeout = connect_timeout
         self._conn: AbstractRobustConnection | None = None
@@ -109,12 +107,6 @@ class RabbitJobQueue:
             stale_after=float(own.get("republish_after", "30")),
         )
         self._relaying: asyncio.Task[None] | None = None
-        self._claim_sql = text(
-            "UPDATE jobs SET state = 'running', attempts = attempts + 1,"
-            " available_at = :lease_until, locked_by = :worker"
-            " WHERE id = :id AND state != 'dead' AND available_at <= :now"
-            " RETURNING id, name, payload, attempts, max_attempts, last_error"
-        )
 
     # -- the broker ---------------------------------------------------------------------------
 
@@ -246,12 +238,11 @@ class RabbitJobQueue:
         self, names: Collection[str], *, lease_seconds: float | None = None
     ) -> ClaimedJob | None:
         self._start(names)
-        lease = self._lease if lease_seconds is None else lease_seconds
         for name in sorted(names):
             buffer = self._buffers.get(name)
             while buffer:
                 _, message = buffer.popleft()
-                job = await self._claim_row(message, lease, lease_seconds)
+                job = await self._claim_row(message, lease_seconds)
                 if job is not None:
                     self._held[(job.id, job.attempts)] = message
                     return job
@@ -261,32 +252,14 @@ class RabbitJobQueue:
         return None
 
     async def _claim_row(
-        self, message: AbstractIncomingMessage, lease: float, lease_seconds: float | None
+        self, message: AbstractIncomingMessage, lease_seconds: float | None
     ) -> ClaimedJob | None:
         try:
             job_id = int(json.loads(message.body)["id"])
         except (ValueError, KeyError, TypeError):
             log.warning("dropping a malformed message: %r", message.body[:200])
             return None
-        now = time.time()
-        async with self._db.write() as session:
-            row = (
-                await session.execute(
-                    self._claim_sql,
-                    {"id": job_id, "now": now, "lease_until": now + lease, "worker": self._worker},
-                )
-            ).one_or_none()
-        if row is None:
-            return None
-        return ClaimedJob(
-            id=row.id,
-            name=row.name,
-            payload=json.loads(row.payload),
-            attempts=row.attempts,
-            max_attempts=row.max_attempts,
-            last_error=row.last_error,
-            lease_seconds=lease_seconds,
-        )
+        return await self._table.claim_id(job_id, lease_seconds=lease_seconds)
 
     async def extend(self, job: ClaimedJob) -> bool:
         return await self._table.extend(job)
@@ -332,6 +305,10 @@ class RabbitJobQueue:
 
     async def state_counts(self) -> dict[str, int]:
         return await self._table.state_counts()
+
+    async def oldest_due_age(self) -> float:
+        # The table's: a job is due there whether or not its message sits in the broker.
+        return await self._table.oldest_due_age()
 
     async def check(self) -> None:
         await self._table.check()

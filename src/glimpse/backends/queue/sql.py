@@ -16,6 +16,7 @@ import asyncio
 import json
 import time
 from collections.abc import Collection
+from typing import Any
 
 from sqlalchemy import bindparam, text
 
@@ -24,6 +25,13 @@ from glimpse.db.database import Database
 from glimpse.holders import is_dead_local_holder
 
 _LAST_ERROR_CHARS = 4000
+
+# A claim: the row is running under this worker's lease, its attempt counted.
+_CLAIM = (
+    "UPDATE jobs SET state = 'running', attempts = attempts + 1,"
+    " available_at = :lease_until, locked_by = :worker"
+)
+_CLAIMED = "RETURNING id, name, payload, attempts, max_attempts, last_error"
 
 
 class SqlJobQueue:
@@ -37,9 +45,7 @@ class SqlJobQueue:
         skip_locked = "" if db.is_sqlite else " FOR UPDATE SKIP LOCKED"
         due = "state != 'dead' AND available_at <= :now AND name IN :names"
         self._claim_sql = text(
-            "UPDATE jobs SET state = 'running', attempts = attempts + 1,"
-            " available_at = :lease_until, locked_by = :worker"
-            " WHERE id = ("
+            f"{_CLAIM} WHERE id = ("
             # The account to serve: grouped over due jobs only, so it costs one pass over them
             # (and a count of running jobs per account that has any due).
             " WITH chosen AS (SELECT owner FROM jobs AS waiting"
@@ -50,25 +56,35 @@ class SqlJobQueue:
             # (COALESCE: the system's own jobs have no owner, and NULL equals nothing.)
             f" SELECT id FROM jobs WHERE {due}"
             " AND COALESCE(owner, -1) = (SELECT COALESCE(owner, -1) FROM chosen)"
-            f" ORDER BY available_at LIMIT 1{skip_locked})"
-            " RETURNING id, name, payload, attempts, max_attempts, last_error"
+            f" ORDER BY available_at LIMIT 1{skip_locked}) {_CLAIMED}"
         ).bindparams(bindparam("names", expanding=True))
+        self._claim_id_sql = text(
+            f"{_CLAIM} WHERE id = :id AND state != 'dead' AND available_at <= :now {_CLAIMED}"
+        )
 
     async def claim(
         self, names: Collection[str], *, lease_seconds: float | None = None
+    ) -> ClaimedJob | None:
+        return await self._claim(self._claim_sql, {"names": sorted(names)}, lease_seconds)
+
+    async def claim_id(
+        self, job_id: int, *, lease_seconds: float | None = None
+    ) -> ClaimedJob | None:
+        """Claim this one job if it is due and not dead (a broker delivered news of it), else
+        None: done, rescheduled, dead, or running under another's lease. The same claim as
+        claim()'s, so that the row alone decides who runs a job whatever the backend."""
+        return await self._claim(self._claim_id_sql, {"id": job_id}, lease_seconds)
+
+    async def _claim(
+        self, statement: Any, params: dict[str, Any], lease_seconds: float | None
     ) -> ClaimedJob | None:
         now = time.time()
         lease = self._lease if lease_seconds is None else lease_seconds
         async with self._db.write() as session:
             row = (
                 await session.execute(
-                    self._claim_sql,
-                    {
-                        "now": now,
-                        "lease_until": now + lease,
-                        "worker": self._worker,
-                        "names": sorted(names),
-                    },
+                    statement,
+                    {**params, "now": now, "lease_until": now + lease, "worker": self._worker},
                 )
             ).one_or_none()
         if row is None:
@@ -193,6 +209,20 @@ class SqlJobQueue:
                 {"now": time.time()},
             )
             return {kind: count for kind, count in rows}
+
+    async def oldest_due_age(self) -> float:
+        now = time.time()
+        async with self._db.read() as session:
+            oldest = (
+                await session.execute(
+                    text(
+                        "SELECT min(available_at) FROM jobs"
+                        " WHERE state = 'queued' AND available_at <= :now"
+                    ),
+                    {"now": now},
+                )
+            ).scalar()
+        return max(0.0, now - oldest) if oldest is not None else 0.0
 
     async def check(self) -> None:
         async with self._db.read() as session:
