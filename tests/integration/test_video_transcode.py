@@ -135,6 +135,26 @@ def test_a_clip_rotated_the_other_way_is_turned_upright(tmp_path: Path) -> None:
     assert not _close(poster.getpixel((10, 10)), GREEN)
 
 
+def test_a_display_matrix_of_all_zeros_is_no_rotation(tmp_path: Path) -> None:
+    # A matrix of zeros names no angle (FFmpeg reads NaN): the picture is shown as stored,
+    # not turned by whatever an undefined angle would come to.
+    clip = make_clip(tmp_path / "rotated.mp4", seconds=0.5, audio=False, rotation=90)
+    data = bytearray(clip.path.read_bytes())
+    # tkhd (version 0): size, type, version+flags, two times, track id, reserved, duration,
+    # 8 reserved, layer, group, volume, 2 reserved, then the 3x3 matrix (36 bytes) at 40.
+    tkhd = data.find(b"tkhd") - 4
+    assert data[tkhd + 40 : tkhd + 76] != bytes(36)
+    data[tkhd + 40 : tkhd + 76] = bytes(36)
+    path = tmp_path / "zeros.mp4"
+    path.write_bytes(data)
+    assert video.probe_video(path, MediaType.MP4).rotation == 0
+    zeros = Clip(path, clip.media_type, 320, 240, 0.5, clip.fps, False)
+    processed = transcode(zeros, tmp_path)
+    poster = Image.open(io.BytesIO(stills(processed)["image/jpeg"])).convert("RGB")
+    assert poster.size == (320, 240)
+    assert _close(poster.getpixel((10, 10)), GREEN)
+
+
 def test_the_worker_holds_a_story_to_its_9_by_16_minimum_too(tmp_path: Path) -> None:
     # 640x20 plays as a post; as a story its full-screen middle would be 10 px wide. The
     # upload's check refuses it; so does the transcode, should one ever get there.

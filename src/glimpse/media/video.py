@@ -173,7 +173,7 @@ def _probe(container: Any) -> VideoProbe:
         video_codec=codec,
         width=first.width,
         height=first.height,
-        rotation=round(first.rotation or 0),
+        rotation=_rotation(first.rotation),
         frame_rate=float(rate) if rate else 0.0,
         # The longest of what the container and each stream declare: a header that understates
         # one of them is caught by the longest, and decoding stops at the limit in any case.
@@ -183,6 +183,15 @@ def _probe(container: Any) -> VideoProbe:
         pixel_aspect=Fraction(aspect) if aspect else Fraction(1),
         start_s=float(first.pts * first.time_base) if first.pts is not None else 0.0,
     )
+
+
+def _rotation(degrees: float | None) -> int:
+    """The frame's display rotation, or none when the display matrix names no rotation. A
+    matrix of all zeros has no angle: FFmpeg's NaN reaches Python as INT_MIN through PyAV's
+    int cast, and turned into quarter turns it would turn an upright picture over."""
+    if degrees is None or not math.isfinite(degrees) or abs(degrees) > 360:
+        return 0
+    return round(degrees)
 
 
 def _raise_if_out_of_memory(exc: Exception) -> None:
