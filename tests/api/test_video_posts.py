@@ -744,3 +744,29 @@ async def test_the_percentage_the_child_writes_reaches_the_post(
             glimpse.container, media_id, progress, transcode_until_the_author_sees_it()
         )
     assert done == "transcoded"
+
+
+@pytest.mark.parametrize("settings", [{"video_job_lease_seconds": 3600.0}], indirect=True)
+async def test_a_video_s_stored_files_are_guarded_for_the_video_lease(
+    glimpse: Glimpse, clips: dict[str, Clip]
+) -> None:
+    # A transcode runs under the video lease: a purge of its files that came due after the
+    # photo lease would take them from under a run that is still alive and about to record them.
+    from glimpse.backends.queue.models import Job
+    from glimpse.posts.jobs import transcode_video
+
+    headers = await glimpse.signup()
+    await glimpse.upload(headers, files=[("clip.mp4", clips["h264"].path.read_bytes())])
+    async with glimpse.container.db.read() as session:
+        media_id = (await session.execute(select(Media.id))).scalar_one()
+    before = time.time()
+    await transcode_video(glimpse.container, {"media_id": media_id})
+    after = time.time()
+    async with glimpse.container.db.read() as session:
+        guards = (
+            (await session.execute(select(Job).where(Job.name == service.PURGE_KEYS_JOB)))
+            .scalars()
+            .all()
+        )
+    assert len(guards) == 1
+    assert before + 3600 <= guards[0].available_at <= after + 3600
