@@ -770,3 +770,77 @@ async def test_a_video_s_stored_files_are_guarded_for_the_video_lease(
         )
     assert len(guards) == 1
     assert before + 3600 <= guards[0].available_at <= after + 3600
+
+
+async def _report_progress(
+    glimpse: Glimpse,
+    clips: dict[str, Clip],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    recorded: list[int],
+) -> tuple[str, Media | None]:
+    """Run the worker's progress reporting while a stand-in child writes 60, then 30 (a child
+    that started over, or a write read out of order), then 80; `recorded` is filled by the
+    test's stand-in for the database write."""
+    from glimpse.posts import jobs
+
+    monkeypatch.setattr(jobs, "PROGRESS_POLL_SECONDS", 0.01)
+    headers = await glimpse.signup()
+    await glimpse.upload(headers, files=[("clip.mp4", clips["h264"].path.read_bytes())])
+    async with glimpse.container.db.read() as session:
+        media_id = (await session.execute(select(Media.id))).scalar_one()
+    progress = tmp_path / "progress"
+
+    async def until_recorded(percent: int) -> None:
+        while percent not in recorded:
+            await asyncio.sleep(0.01)
+
+    async def transcode() -> str:
+        progress.write_text("60")
+        await until_recorded(60)
+        progress.write_text("30")
+        await asyncio.sleep(0.2)  # many polls read the 30
+        progress.write_text("80")
+        await until_recorded(80)
+        return "transcoded"
+
+    async with asyncio.timeout(60):  # (a bound on a hang, not a timing assertion)
+        done = await jobs._reporting_progress(glimpse.container, media_id, progress, transcode())
+    async with glimpse.container.db.read() as session:
+        media = await session.get(Media, media_id)
+    return done, media
+
+
+async def test_progress_never_goes_backwards(
+    glimpse: Glimpse, clips: dict[str, Clip], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = service.record_progress
+    recorded: list[int] = []
+
+    async def recording(session: Any, media_id: int, percent: int) -> None:
+        await real(session, media_id, percent)
+        recorded.append(percent)
+
+    monkeypatch.setattr(service, "record_progress", recording)
+    done, media = await _report_progress(glimpse, clips, tmp_path, monkeypatch, recorded)
+    assert done == "transcoded"
+    assert recorded == [60, 80]
+    assert media is not None and media.progress == 80
+
+
+async def test_a_progress_write_that_fails_does_not_fail_the_transcode(
+    glimpse: Glimpse, clips: dict[str, Clip], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = service.record_progress
+    recorded: list[int] = []
+
+    async def failing_first(session: Any, media_id: int, percent: int) -> None:
+        recorded.append(percent)
+        if len(recorded) == 1:
+            raise ConnectionResetError("the database went away mid-write")
+        await real(session, media_id, percent)
+
+    monkeypatch.setattr(service, "record_progress", failing_first)
+    done, media = await _report_progress(glimpse, clips, tmp_path, monkeypatch, recorded)
+    assert done == "transcoded"
+    assert media is not None and media.progress == 80
