@@ -844,3 +844,23 @@ async def test_a_progress_write_that_fails_does_not_fail_the_transcode(
     done, media = await _report_progress(glimpse, clips, tmp_path, monkeypatch, recorded)
     assert done == "transcoded"
     assert media is not None and media.progress == 80
+
+
+async def test_the_worker_holds_a_story_to_the_story_length_too(
+    glimpse: Glimpse, clips: dict[str, Clip]
+) -> None:
+    # Accepted by an upload under a longer limit (or by an API server whose settings differ
+    # from the worker's): the transcode checks the story's length again, with the story limit.
+    headers = await glimpse.signup()
+    data = clips["h264"].path.read_bytes()  # 1 s
+    response = await glimpse.client.post(
+        "/api/v1/stories", headers=headers, files=[("file", ("s.mp4", data, "video/mp4"))]
+    )
+    assert response.status_code == 202, response.text
+    glimpse.container.settings.max_story_video_seconds = 0.5
+    await glimpse.run_jobs()
+    story = (
+        await glimpse.client.get(f"/api/v1/stories/{response.json()['id']}", headers=headers)
+    ).json()
+    assert story["status"] == "failed"
+    assert story["error"]["code"] == "video_too_long"
