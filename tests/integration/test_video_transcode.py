@@ -414,3 +414,13 @@ def test_the_poster_is_taken_a_third_of_the_way_in_and_progress_is_reported(
     assert red > 150 and blue < 100, poster.getpixel((150, 180))
     # Written each second of video: 66% at two seconds in, the last before the end.
     assert int(progress.read_text()) >= 60
+
+
+def test_a_read_that_fails_while_opening_the_video_is_the_disk_s_fault() -> None:
+    # Reading /proc/self/mem from its start fails with EIO, as a failing disk's sectors do.
+    # FFmpeg calls that invalid data; the worker must hear of a disk fault (and try again),
+    # not of an undecodable video (and fail the post for good).
+    for media_type in (MediaType.WEBM, MediaType.MP4):
+        with pytest.raises(decoding.OriginalUnreadable) as raised:
+            decoding.probe_video_in_child(Path("/proc/self/mem"), media_type, BUDGET)
+        assert raised.value.errno == errno.EIO

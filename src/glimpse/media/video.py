@@ -204,6 +204,15 @@ def _raise_if_out_of_memory(exc: Exception) -> None:
         raise MemoryError from None
 
 
+def _raise_if_unreadable(path: Path) -> None:
+    """Raises the OSError a read of the file meets. A demuxer reports a read that failed (EIO
+    from a failing disk) as invalid data, which would fail the post for good where the disk's
+    fault is worth another try; this runs only once the file was refused."""
+    with path.open("rb") as file:
+        while file.read(2**20):
+            pass
+
+
 @contextlib.contextmanager
 def _opened(path: Path, media_type: MediaType) -> Iterator[Any]:
     try:
@@ -214,6 +223,7 @@ def _opened(path: Path, media_type: MediaType) -> Iterator[Any]:
         _raise_if_out_of_memory(exc)
         if isinstance(exc, OSError) and not isinstance(exc, av.error.InvalidDataError):
             raise OSError(exc.errno, exc.strerror) from None  # the disk's fault, not the file's
+        _raise_if_unreadable(path)
         raise UnreadableVideo(f"the file is not a readable video: {_reason(exc)}") from None
     try:
         yield container
