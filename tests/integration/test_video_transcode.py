@@ -424,3 +424,46 @@ def test_a_read_that_fails_while_opening_the_video_is_the_disk_s_fault() -> None
         with pytest.raises(decoding.OriginalUnreadable) as raised:
             decoding.probe_video_in_child(Path("/proc/self/mem"), media_type, BUDGET)
         assert raised.value.errno == errno.EIO
+
+
+def _span(path: Path, kind: str) -> tuple[float, float]:
+    """When the rendition's first frame of `kind` starts and its last one ends, in seconds."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0] if kind == "video" else container.streams.audio[0]
+        times = [
+            (float(f.pts * f.time_base), float((f.duration or 0) * f.time_base))
+            for f in container.decode(stream)
+        ]
+    start = times[0][0]
+    if kind == "audio":
+        end = max(t + d for t, d in times) if times[-1][1] else times[-1][0]
+    else:
+        end = times[-1][0]
+    return start, end
+
+
+def test_sound_that_starts_late_starts_late_in_the_renditions(tmp_path: Path) -> None:
+    # Half a second of picture before any sound: the sound must not be pulled to the start
+    # (out of step with the picture by half a second).
+    clip = make_clip(tmp_path / "late.mp4", seconds=1.0, audio_start_s=0.5)
+    rendition = renditions(transcode(clip, tmp_path))["mp4_720"]
+    audio_start, audio_end = _span(rendition.path, "audio")
+    assert 0.45 <= audio_start <= 0.55, audio_start
+    assert 1.4 <= audio_end <= 1.6, audio_end
+    assert _span(rendition.path, "video")[0] == 0.0
+
+
+def test_an_edit_list_lead_in_and_the_sound_under_it_are_cut(tmp_path: Path) -> None:
+    # The first picture is shown at 0.5 s (an edit list; phones write such lead-ins): the
+    # output starts with it, and the half second of sound before it is cut, so sound and
+    # picture stay in step.
+    clip = make_clip(tmp_path / "lead.mp4", seconds=1.0, video_start_s=0.5)
+    processed = transcode(clip, tmp_path)
+    rendition = renditions(processed)["mp4_720"]
+    video_start, video_end = _span(rendition.path, "video")
+    assert video_start == 0.0
+    assert 0.9 <= video_end <= 1.0, video_end  # 30 frames of a second, from 0
+    audio_start, audio_end = _span(rendition.path, "audio")
+    assert audio_start <= 0.05, audio_start
+    assert 0.4 <= audio_end <= 0.6, audio_end  # the sound's last half second
+    assert 0.9 <= processed.duration_s <= 1.1, processed.duration_s
