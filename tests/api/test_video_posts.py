@@ -864,3 +864,50 @@ async def test_the_worker_holds_a_story_to_the_story_length_too(
     ).json()
     assert story["status"] == "failed"
     assert story["error"]["code"] == "video_too_long"
+
+
+async def test_a_large_file_s_range_is_streamed_in_chunks_to_its_last_byte(
+    glimpse: Glimpse, clips: dict[str, Clip], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A range that ends mid-file, streamed in chunks smaller than it and not dividing it: the
+    # last chunk stops at the range's end, not a chunk's.
+    from glimpse.media import origin
+
+    monkeypatch.setattr(origin, "_SMALL_FILE", 1024)
+    monkeypatch.setattr(origin, "_STREAM_CHUNK", 1000)
+    headers = await glimpse.signup()
+    response = await glimpse.upload(headers, files=[("clip.mp4", clips["h264"].path.read_bytes())])
+    post = await process(glimpse, headers, response)
+    url = variants_of(post["media"][0])["mp4_720", "video/mp4"]["url"]
+    whole = (await fetch(glimpse, url)).content
+    assert len(whole) > 8000
+    for first, last in ((2000, 5500), (1, 7000), (0, len(whole) - 2)):
+        part = await fetch(glimpse, url, Range=f"bytes={first}-{last}")
+        assert part.status_code == 206
+        assert part.content == whole[first : last + 1], (first, last)
+        assert part.headers["content-range"] == f"bytes {first}-{last}/{len(whole)}"
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"origin_cache_bytes": 2**20, "origin_cache_ttl_seconds": 3600}],
+    indirect=True,
+)
+async def test_a_large_file_purged_after_it_was_looked_up_is_404(
+    glimpse: Glimpse, clips: dict[str, Clip], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The origin remembers a rendition's size; a purge that removed the file since is a 404,
+    # never a 500 nor a response cut short.
+    from glimpse.media import origin
+
+    monkeypatch.setattr(origin, "_SMALL_FILE", 1024)
+    headers = await glimpse.signup()
+    response = await glimpse.upload(headers, files=[("clip.mp4", clips["h264"].path.read_bytes())])
+    post = await process(glimpse, headers, response)
+    url = variants_of(post["media"][0])["mp4_720", "video/mp4"]["url"]
+    assert (await fetch(glimpse, url)).status_code == 200  # looked up, remembered
+    name = urlsplit(url).path.rsplit("/", 1)[-1]
+    [path] = [p for p in glimpse.stored_files() if p.name == name]
+    path.unlink()
+    assert (await fetch(glimpse, url, Range="bytes=2000-")).status_code == 404
+    assert (await fetch(glimpse, url)).status_code == 404
