@@ -10,6 +10,7 @@ import mmap
 import os
 import resource
 import shutil
+import struct
 import subprocess
 from fractions import Fraction
 from pathlib import Path
@@ -467,3 +468,23 @@ def test_an_edit_list_lead_in_and_the_sound_under_it_are_cut(tmp_path: Path) -> 
     assert audio_start <= 0.05, audio_start
     assert 0.4 <= audio_end <= 0.6, audio_end  # the sound's last half second
     assert 0.9 <= processed.duration_s <= 1.1, processed.duration_s
+
+
+def test_a_negative_declared_duration_counts_as_none(tmp_path: Path) -> None:
+    # A WebM whose header says it lasts -5 s: the length is never below zero (no limit or
+    # progress figure is computed from a negative one), and the pictures decide.
+    clip = make_clip(
+        tmp_path / "clip.webm", container="webm", codec="libvpx-vp9", audio=False, seconds=0.3
+    )
+    data = bytearray(clip.path.read_bytes())
+    duration = data.find(b"\x44\x89\x88")  # Segment Info's Duration: an 8-byte float
+    assert duration != -1
+    data[duration + 3 : duration + 11] = struct.pack(">d", -5000.0)  # (in milliseconds)
+    path = tmp_path / "negative.webm"
+    path.write_bytes(data)
+    with av.open(str(path)) as container:
+        assert container.duration is not None and container.duration < 0
+    assert video.probe_video(path, MediaType.WEBM).duration_s == 0.0
+    negative = Clip(path, clip.media_type, 320, 240, 0.3, clip.fps, False)
+    rendition = renditions(transcode(negative, tmp_path))["mp4_720"]
+    assert 0.2 <= _span(rendition.path, "video")[1] <= 0.3
