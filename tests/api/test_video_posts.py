@@ -911,3 +911,27 @@ async def test_a_large_file_purged_after_it_was_looked_up_is_404(
     path.unlink()
     assert (await fetch(glimpse, url, Range="bytes=2000-")).status_code == 404
     assert (await fetch(glimpse, url)).status_code == 404
+
+
+async def test_a_disk_fault_reading_the_original_is_tried_again_not_a_failed_post(
+    glimpse: Glimpse, clips: dict[str, Clip], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the child meets reading the stored video (EIO: see test_video_transcode's
+    # /proc/self/mem) comes back as OriginalUnreadable: the disk's fault, worth another try.
+    import errno
+
+    from glimpse.media import decoding
+
+    real, calls = decoding.transcode_in_child, []
+
+    def eio_once(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise decoding.OriginalUnreadable(errno.EIO, "Input/output error")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(decoding, "transcode_in_child", eio_once)
+    headers = await glimpse.signup()
+    response = await glimpse.upload(headers, files=[("clip.mp4", clips["h264"].path.read_bytes())])
+    post = await process(glimpse, headers, response)
+    assert post["status"] == "ready" and len(calls) == 2
