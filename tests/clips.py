@@ -45,7 +45,11 @@ def make_clip(
     rotation: int = 0,
     pix_fmt: str = "yuv420p",
     metadata: dict[str, str] | None = None,
+    video_start_s: float = 0.0,
+    audio_start_s: float = 0.0,
 ) -> Clip:
+    """`video_start_s` and `audio_start_s` delay each stream's first frame (the MP4 muxer writes
+    an edit list for a video that starts late)."""
     width, height = size
     options = {"x265-params": "log-level=error"} if codec == "libx265" else {}
     with av.open(str(path), "w", format=container) as output:
@@ -64,20 +68,24 @@ def make_clip(
             draw.rectangle([0, height // 4, index * 7 % width, height - 1], fill=(200, 40, 40))
             draw.rectangle([0, 0, width // 4, height // 4], fill=GREEN)
             frame = av.VideoFrame.from_image(picture).reformat(format=pix_fmt)
-            frame.pts = index
+            frame.pts = index + round(video_start_s * fps)
             frame.time_base = Fraction(1, fps)
             for packet in video.encode(frame):
                 output.mux(packet)
         for packet in video.encode(None):
             output.mux(packet)
         if sound is not None:
-            _write_tone(output, sound, seconds, 960 if container == "webm" else 1024)
+            _write_tone(output, sound, seconds, 960 if container == "webm" else 1024, audio_start_s)
     media_type = {"mp4": "video/mp4", "mov": "video/quicktime", "webm": "video/webm"}[container]
     return Clip(path, media_type, width, height, seconds, fps, audio, rotation)
 
 
 def _write_tone(
-    output: av.container.OutputContainer, stream: object, seconds: float, step: int
+    output: av.container.OutputContainer,
+    stream: object,
+    seconds: float,
+    step: int,
+    start_s: float = 0.0,
 ) -> None:
     total = round(seconds * 48000)
     for start in range(0, total, step):
@@ -86,7 +94,7 @@ def _write_tone(
             int(6000 * math.sin(2 * math.pi * 440 * (start + k) / 48000)) for k in range(step)
         )
         frame.planes[0].update(struct.pack(f"<{step}h", *samples))
-        frame.sample_rate, frame.pts = 48000, start
+        frame.sample_rate, frame.pts = 48000, start + round(start_s * 48000)
         for packet in stream.encode(frame):  # type: ignore[attr-defined]
             output.mux(packet)
     for packet in stream.encode(None):  # type: ignore[attr-defined]

@@ -759,3 +759,194 @@ async def test_the_percentage_the_child_writes_reaches_the_post(
             glimpse.container, media_id, progress, transcode_until_the_author_sees_it()
         )
     assert done == "transcoded"
+
+
+@pytest.mark.parametrize("settings", [{"video_job_lease_seconds": 3600.0}], indirect=True)
+async def test_a_video_s_stored_files_are_guarded_for_the_video_lease(
+    glimpse: Glimpse, clips: dict[str, Clip]
+) -> None:
+    # A transcode runs under the video lease: a purge of its files that came due after the
+    # photo lease would take them from under a run that is still alive and about to record them.
+    from glimpse.backends.queue.models import Job
+    from glimpse.posts.jobs import transcode_video
+
+    headers = await glimpse.signup()
+    await glimpse.upload(headers, files=[("clip.mp4", clips["h264"].path.read_bytes())])
+    async with glimpse.container.db.read() as session:
+        media_id = (await session.execute(select(Media.id))).scalar_one()
+    before = time.time()
+    await transcode_video(glimpse.container, {"media_id": media_id})
+    after = time.time()
+    async with glimpse.container.db.read() as session:
+        guards = (
+            (await session.execute(select(Job).where(Job.name == service.PURGE_KEYS_JOB)))
+            .scalars()
+            .all()
+        )
+    assert len(guards) == 1
+    assert before + 3600 <= guards[0].available_at <= after + 3600
+
+
+async def _report_progress(
+    glimpse: Glimpse,
+    clips: dict[str, Clip],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    recorded: list[int],
+) -> tuple[str, Media | None]:
+    """Run the worker's progress reporting while a stand-in child writes 60, then 30 (a child
+    that started over, or a write read out of order), then 80; `recorded` is filled by the
+    test's stand-in for the database write."""
+    from glimpse.posts import jobs
+
+    monkeypatch.setattr(jobs, "PROGRESS_POLL_SECONDS", 0.01)
+    headers = await glimpse.signup()
+    await glimpse.upload(headers, files=[("clip.mp4", clips["h264"].path.read_bytes())])
+    async with glimpse.container.db.read() as session:
+        media_id = (await session.execute(select(Media.id))).scalar_one()
+    progress = tmp_path / "progress"
+
+    async def until_recorded(percent: int) -> None:
+        while percent not in recorded:
+            await asyncio.sleep(0.01)
+
+    async def transcode() -> str:
+        progress.write_text("60")
+        await until_recorded(60)
+        progress.write_text("30")
+        await asyncio.sleep(0.2)  # many polls read the 30
+        progress.write_text("80")
+        await until_recorded(80)
+        return "transcoded"
+
+    async with asyncio.timeout(60):  # (a bound on a hang, not a timing assertion)
+        done = await jobs._reporting_progress(glimpse.container, media_id, progress, transcode())
+    async with glimpse.container.db.read() as session:
+        media = await session.get(Media, media_id)
+    return done, media
+
+
+async def test_progress_never_goes_backwards(
+    glimpse: Glimpse, clips: dict[str, Clip], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = service.record_progress
+    recorded: list[int] = []
+
+    async def recording(session: Any, media_id: int, percent: int) -> None:
+        await real(session, media_id, percent)
+        recorded.append(percent)
+
+    monkeypatch.setattr(service, "record_progress", recording)
+    done, media = await _report_progress(glimpse, clips, tmp_path, monkeypatch, recorded)
+    assert done == "transcoded"
+    assert recorded == [60, 80]
+    assert media is not None and media.progress == 80
+
+
+async def test_a_progress_write_that_fails_does_not_fail_the_transcode(
+    glimpse: Glimpse, clips: dict[str, Clip], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = service.record_progress
+    recorded: list[int] = []
+
+    async def failing_first(session: Any, media_id: int, percent: int) -> None:
+        recorded.append(percent)
+        if len(recorded) == 1:
+            raise ConnectionResetError("the database went away mid-write")
+        await real(session, media_id, percent)
+
+    monkeypatch.setattr(service, "record_progress", failing_first)
+    done, media = await _report_progress(glimpse, clips, tmp_path, monkeypatch, recorded)
+    assert done == "transcoded"
+    assert media is not None and media.progress == 80
+
+
+async def test_the_worker_holds_a_story_to_the_story_length_too(
+    glimpse: Glimpse, clips: dict[str, Clip]
+) -> None:
+    # Accepted by an upload under a longer limit (or by an API server whose settings differ
+    # from the worker's): the transcode checks the story's length again, with the story limit.
+    headers = await glimpse.signup()
+    data = clips["h264"].path.read_bytes()  # 1 s
+    response = await glimpse.client.post(
+        "/api/v1/stories", headers=headers, files=[("file", ("s.mp4", data, "video/mp4"))]
+    )
+    assert response.status_code == 202, response.text
+    glimpse.container.settings.max_story_video_seconds = 0.5
+    await glimpse.run_jobs()
+    story = (
+        await glimpse.client.get(f"/api/v1/stories/{response.json()['id']}", headers=headers)
+    ).json()
+    assert story["status"] == "failed"
+    assert story["error"]["code"] == "video_too_long"
+
+
+async def test_a_large_file_s_range_is_streamed_in_chunks_to_its_last_byte(
+    glimpse: Glimpse, clips: dict[str, Clip], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A range that ends mid-file, streamed in chunks smaller than it and not dividing it: the
+    # last chunk stops at the range's end, not a chunk's.
+    from glimpse.media import origin
+
+    monkeypatch.setattr(origin, "_SMALL_FILE", 1024)
+    monkeypatch.setattr(origin, "_STREAM_CHUNK", 1000)
+    headers = await glimpse.signup()
+    response = await glimpse.upload(headers, files=[("clip.mp4", clips["h264"].path.read_bytes())])
+    post = await process(glimpse, headers, response)
+    url = variants_of(post["media"][0])["mp4_720", "video/mp4"]["url"]
+    whole = (await fetch(glimpse, url)).content
+    assert len(whole) > 8000
+    for first, last in ((2000, 5500), (1, 7000), (0, len(whole) - 2)):
+        part = await fetch(glimpse, url, Range=f"bytes={first}-{last}")
+        assert part.status_code == 206
+        assert part.content == whole[first : last + 1], (first, last)
+        assert part.headers["content-range"] == f"bytes {first}-{last}/{len(whole)}"
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"origin_cache_bytes": 2**20, "origin_cache_ttl_seconds": 3600}],
+    indirect=True,
+)
+async def test_a_large_file_purged_after_it_was_looked_up_is_404(
+    glimpse: Glimpse, clips: dict[str, Clip], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The origin remembers a rendition's size; a purge that removed the file since is a 404,
+    # never a 500 nor a response cut short.
+    from glimpse.media import origin
+
+    monkeypatch.setattr(origin, "_SMALL_FILE", 1024)
+    headers = await glimpse.signup()
+    response = await glimpse.upload(headers, files=[("clip.mp4", clips["h264"].path.read_bytes())])
+    post = await process(glimpse, headers, response)
+    url = variants_of(post["media"][0])["mp4_720", "video/mp4"]["url"]
+    assert (await fetch(glimpse, url)).status_code == 200  # looked up, remembered
+    name = urlsplit(url).path.rsplit("/", 1)[-1]
+    [path] = [p for p in glimpse.stored_files() if p.name == name]
+    path.unlink()
+    assert (await fetch(glimpse, url, Range="bytes=2000-")).status_code == 404
+    assert (await fetch(glimpse, url)).status_code == 404
+
+
+async def test_a_disk_fault_reading_the_original_is_tried_again_not_a_failed_post(
+    glimpse: Glimpse, clips: dict[str, Clip], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the child meets reading the stored video (EIO: see test_video_transcode's
+    # /proc/self/mem) comes back as OriginalUnreadable: the disk's fault, worth another try.
+    import errno
+
+    from glimpse.media import decoding
+
+    real, calls = decoding.transcode_in_child, []
+
+    def eio_once(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise decoding.OriginalUnreadable(errno.EIO, "Input/output error")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(decoding, "transcode_in_child", eio_once)
+    headers = await glimpse.signup()
+    response = await glimpse.upload(headers, files=[("clip.mp4", clips["h264"].path.read_bytes())])
+    post = await process(glimpse, headers, response)
+    assert post["status"] == "ready" and len(calls) == 2

@@ -10,6 +10,7 @@ import mmap
 import os
 import resource
 import shutil
+import struct
 import subprocess
 from fractions import Fraction
 from pathlib import Path
@@ -133,6 +134,26 @@ def test_a_clip_rotated_the_other_way_is_turned_upright(tmp_path: Path) -> None:
     assert poster.size == (240, 320)
     assert _close(poster.getpixel((poster.width - 10, 10)), GREEN)
     assert not _close(poster.getpixel((10, 10)), GREEN)
+
+
+def test_a_display_matrix_of_all_zeros_is_no_rotation(tmp_path: Path) -> None:
+    # A matrix of zeros names no angle (FFmpeg reads NaN): the picture is shown as stored,
+    # not turned by whatever an undefined angle would come to.
+    clip = make_clip(tmp_path / "rotated.mp4", seconds=0.5, audio=False, rotation=90)
+    data = bytearray(clip.path.read_bytes())
+    # tkhd (version 0): size, type, version+flags, two times, track id, reserved, duration,
+    # 8 reserved, layer, group, volume, 2 reserved, then the 3x3 matrix (36 bytes) at 40.
+    tkhd = data.find(b"tkhd") - 4
+    assert data[tkhd + 40 : tkhd + 76] != bytes(36)
+    data[tkhd + 40 : tkhd + 76] = bytes(36)
+    path = tmp_path / "zeros.mp4"
+    path.write_bytes(data)
+    assert video.probe_video(path, MediaType.MP4).rotation == 0
+    zeros = Clip(path, clip.media_type, 320, 240, 0.5, clip.fps, False)
+    processed = transcode(zeros, tmp_path)
+    poster = Image.open(io.BytesIO(stills(processed)["image/jpeg"])).convert("RGB")
+    assert poster.size == (320, 240)
+    assert _close(poster.getpixel((10, 10)), GREEN)
 
 
 def test_the_worker_holds_a_story_to_its_9_by_16_minimum_too(tmp_path: Path) -> None:
@@ -394,3 +415,76 @@ def test_the_poster_is_taken_a_third_of_the_way_in_and_progress_is_reported(
     assert red > 150 and blue < 100, poster.getpixel((150, 180))
     # Written each second of video: 66% at two seconds in, the last before the end.
     assert int(progress.read_text()) >= 60
+
+
+def test_a_read_that_fails_while_opening_the_video_is_the_disk_s_fault() -> None:
+    # Reading /proc/self/mem from its start fails with EIO, as a failing disk's sectors do.
+    # FFmpeg calls that invalid data; the worker must hear of a disk fault (and try again),
+    # not of an undecodable video (and fail the post for good).
+    for media_type in (MediaType.WEBM, MediaType.MP4):
+        with pytest.raises(decoding.OriginalUnreadable) as raised:
+            decoding.probe_video_in_child(Path("/proc/self/mem"), media_type, BUDGET)
+        assert raised.value.errno == errno.EIO
+
+
+def _span(path: Path, kind: str) -> tuple[float, float]:
+    """When the rendition's first frame of `kind` starts and its last one ends, in seconds."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0] if kind == "video" else container.streams.audio[0]
+        times = [
+            (float(f.pts * f.time_base), float((f.duration or 0) * f.time_base))
+            for f in container.decode(stream)
+        ]
+    start = times[0][0]
+    if kind == "audio":
+        end = max(t + d for t, d in times) if times[-1][1] else times[-1][0]
+    else:
+        end = times[-1][0]
+    return start, end
+
+
+def test_sound_that_starts_late_starts_late_in_the_renditions(tmp_path: Path) -> None:
+    # Half a second of picture before any sound: the sound must not be pulled to the start
+    # (out of step with the picture by half a second).
+    clip = make_clip(tmp_path / "late.mp4", seconds=1.0, audio_start_s=0.5)
+    rendition = renditions(transcode(clip, tmp_path))["mp4_720"]
+    audio_start, audio_end = _span(rendition.path, "audio")
+    assert 0.45 <= audio_start <= 0.55, audio_start
+    assert 1.4 <= audio_end <= 1.6, audio_end
+    assert _span(rendition.path, "video")[0] == 0.0
+
+
+def test_an_edit_list_lead_in_and_the_sound_under_it_are_cut(tmp_path: Path) -> None:
+    # The first picture is shown at 0.5 s (an edit list; phones write such lead-ins): the
+    # output starts with it, and the half second of sound before it is cut, so sound and
+    # picture stay in step.
+    clip = make_clip(tmp_path / "lead.mp4", seconds=1.0, video_start_s=0.5)
+    processed = transcode(clip, tmp_path)
+    rendition = renditions(processed)["mp4_720"]
+    video_start, video_end = _span(rendition.path, "video")
+    assert video_start == 0.0
+    assert 0.9 <= video_end <= 1.0, video_end  # 30 frames of a second, from 0
+    audio_start, audio_end = _span(rendition.path, "audio")
+    assert audio_start <= 0.05, audio_start
+    assert 0.4 <= audio_end <= 0.6, audio_end  # the sound's last half second
+    assert 0.9 <= processed.duration_s <= 1.1, processed.duration_s
+
+
+def test_a_negative_declared_duration_counts_as_none(tmp_path: Path) -> None:
+    # A WebM whose header says it lasts -5 s: the length is never below zero (no limit or
+    # progress figure is computed from a negative one), and the pictures decide.
+    clip = make_clip(
+        tmp_path / "clip.webm", container="webm", codec="libvpx-vp9", audio=False, seconds=0.3
+    )
+    data = bytearray(clip.path.read_bytes())
+    duration = data.find(b"\x44\x89\x88")  # Segment Info's Duration: an 8-byte float
+    assert duration != -1
+    data[duration + 3 : duration + 11] = struct.pack(">d", -5000.0)  # (in milliseconds)
+    path = tmp_path / "negative.webm"
+    path.write_bytes(data)
+    with av.open(str(path)) as container:
+        assert container.duration is not None and container.duration < 0
+    assert video.probe_video(path, MediaType.WEBM).duration_s == 0.0
+    negative = Clip(path, clip.media_type, 320, 240, 0.3, clip.fps, False)
+    rendition = renditions(transcode(negative, tmp_path))["mp4_720"]
+    assert 0.2 <= _span(rendition.path, "video")[1] <= 0.3

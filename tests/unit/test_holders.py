@@ -60,3 +60,10 @@ def test_a_process_someone_else_owns_is_alive(monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setattr(holders.os, "kill", refused)
     assert not is_dead_local_holder(f"{local_machine()}:{_finished_pid()}:0a1b2c3d")
+
+
+def test_the_machine_name_carries_this_process_s_pid_namespace() -> None:
+    # Two containers of one host may run processes of the same pid: only the namespace (the
+    # inode the kernel names it by) tells their holders apart.
+    pidns = local_machine().split("/")[2]
+    assert pidns == str(os.stat("/proc/self/ns/pid").st_ino)

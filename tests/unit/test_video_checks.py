@@ -114,3 +114,23 @@ async def test_a_request_s_checks_share_one_allowance(monkeypatch: pytest.Monkey
     with pytest.raises(decoding.DecodeBudgetExceeded):
         await slots.probe(Path("d"), MediaType.MP4, per_file, allowance)
     slots.close()
+
+
+async def test_a_check_that_could_not_start_gives_its_turn_back(
+    held: tuple[threading.Event, list[str]],
+) -> None:
+    # A request whose allowance is spent, or a pool shut down at exit: no check runs, and the
+    # one slot must be free for the next request (not held until the process ends).
+    release, threads = held
+    release.set()
+    slots = VideoCheckSlots(concurrency=1, queue=0)
+    spent = CheckAllowance(0.0)
+    for _ in range(3):
+        with pytest.raises(decoding.DecodeBudgetExceeded):
+            await slots.probe(Path("a"), MediaType.MP4, BUDGET, spent)
+    assert await slots.probe(Path("b"), MediaType.MP4, BUDGET, CheckAllowance()) == "b"
+    slots.close()
+    for _ in range(3):
+        with pytest.raises(RuntimeError):  # the pool's refusal, each time: never 503 busy
+            await slots.probe(Path("c"), MediaType.MP4, BUDGET, CheckAllowance())
+    assert len(threads) == 1  # only "b" ran

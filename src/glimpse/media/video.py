@@ -173,7 +173,7 @@ def _probe(container: Any) -> VideoProbe:
         video_codec=codec,
         width=first.width,
         height=first.height,
-        rotation=round(first.rotation or 0),
+        rotation=_rotation(first.rotation),
         frame_rate=float(rate) if rate else 0.0,
         # The longest of what the container and each stream declare: a header that understates
         # one of them is caught by the longest, and decoding stops at the limit in any case.
@@ -183,6 +183,15 @@ def _probe(container: Any) -> VideoProbe:
         pixel_aspect=Fraction(aspect) if aspect else Fraction(1),
         start_s=float(first.pts * first.time_base) if first.pts is not None else 0.0,
     )
+
+
+def _rotation(degrees: float | None) -> int:
+    """The frame's display rotation, or none when the display matrix names no rotation. A
+    matrix of all zeros has no angle: FFmpeg's NaN reaches Python as INT_MIN through PyAV's
+    int cast, and turned into quarter turns it would turn an upright picture over."""
+    if degrees is None or not math.isfinite(degrees) or abs(degrees) > 360:
+        return 0
+    return round(degrees)
 
 
 def _raise_if_out_of_memory(exc: Exception) -> None:
@@ -195,6 +204,15 @@ def _raise_if_out_of_memory(exc: Exception) -> None:
         raise MemoryError from None
 
 
+def _raise_if_unreadable(path: Path) -> None:
+    """Raises the OSError a read of the file meets. A demuxer reports a read that failed (EIO
+    from a failing disk) as invalid data, which would fail the post for good where the disk's
+    fault is worth another try; this runs only once the file was refused."""
+    with path.open("rb") as file:
+        while file.read(2**20):
+            pass
+
+
 @contextlib.contextmanager
 def _opened(path: Path, media_type: MediaType) -> Iterator[Any]:
     try:
@@ -205,6 +223,7 @@ def _opened(path: Path, media_type: MediaType) -> Iterator[Any]:
         _raise_if_out_of_memory(exc)
         if isinstance(exc, OSError) and not isinstance(exc, av.error.InvalidDataError):
             raise OSError(exc.errno, exc.strerror) from None  # the disk's fault, not the file's
+        _raise_if_unreadable(path)
         raise UnreadableVideo(f"the file is not a readable video: {_reason(exc)}") from None
     try:
         yield container

@@ -86,6 +86,9 @@ def test_text_zip_and_empty_are_not_media() -> None:
         (_ftyp(b"avif", b"avifmif1miafMA1B"), None),
         (_ftyp(b"mif1", b"avifmif1miaf"), None),
         (_ftyp(b"3gp4", b"3gp4"), None),
+        # A brand past the end of the ftyp box is the next box's bytes, not a brand.
+        (_ftyp(b"3gp4") + b"\x00\x00\x00\x0cfreemp42", None),
+        (_ftyp(b"3gp4", b"3gp4") + b"\x00\x00\x00\x0cfreeqt  ", None),
     ],
 )
 def test_iso_bmff_brands(header: bytes, expected: MediaType | None) -> None:

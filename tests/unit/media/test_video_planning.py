@@ -49,6 +49,11 @@ def test_a_phone_video_within_every_limit_passes() -> None:
         ({"width": 3842, "height": 2160}, "too_many_pixels"),
         ({"width": 2160, "height": 3842}, "too_many_pixels"),
         ({"width": 3000, "height": 2162}, "too_many_pixels"),
+        # One pixel past 4K either way, either way round (exactly 4K passes: see above).
+        ({"width": 3841, "height": 2160}, "too_many_pixels"),
+        ({"width": 3840, "height": 2161}, "too_many_pixels"),
+        ({"width": 2160, "height": 3841}, "too_many_pixels"),
+        ({"width": 2161, "height": 3840}, "too_many_pixels"),
         ({"frame_rate": 240.0}, "frame_rate_too_high"),
         ({"duration_s": 90.5}, "video_too_long"),
         ({"duration_s": 36_000.0}, "video_too_long"),
