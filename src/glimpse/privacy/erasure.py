@@ -20,8 +20,11 @@ and a run killed anywhere is finished by the next one. Its order matters:
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from glimpse.backends.queue.outbox import enqueue
 from glimpse.engagement import repository as engagement_repository
@@ -140,44 +143,52 @@ async def _remove_from_feeds(container: Container, user_id: int) -> None:
         after = batch[-1][0]
 
 
-async def _delete_engagement(container: Container, user_id: int) -> None:
+async def _in_batches(
+    container: Container, step: Callable[[AsyncSession, int], Awaitable[int]]
+) -> None:
+    """`step(session, batch_size)` in write transactions of its own until one does fewer than a
+    batch: short transactions, so the erasure never holds the write lock for long."""
     batch_size = container.settings.erasure_batch_size
-    while True:  # likes: each one off its post's like_count
-        async with container.db.write() as session:
-            liked = await repository.liked_post_batch(session, user_id, batch_size)
-            for post_id in liked:
-                await engagement_repository.remove_like(session, post_id, user_id)
-        if len(liked) < batch_size:
-            break
     while True:
         async with container.db.write() as session:
-            deleted = await repository.delete_comment_batch(session, user_id, batch_size)
-        if deleted < batch_size:
-            break
-    while True:
-        async with container.db.write() as session:
-            deleted = await repository.delete_view_batch(session, user_id, batch_size)
-        if deleted < batch_size:
-            break
+            done = await step(session, batch_size)
+        if done < batch_size:
+            return
+
+
+async def _delete_engagement(container: Container, user_id: int) -> None:
+    async def likes(session: AsyncSession, n: int) -> int:  # each off its post's like_count
+        liked = await repository.liked_post_batch(session, user_id, n)
+        for post_id in liked:
+            await engagement_repository.remove_like(session, post_id, user_id)
+        return len(liked)
+
+    await _in_batches(container, likes)
+    await _in_batches(
+        container, lambda session, n: repository.delete_comment_batch(session, user_id, n)
+    )
+    await _in_batches(
+        container, lambda session, n: repository.delete_view_batch(session, user_id, n)
+    )
 
 
 async def _delete_follows(container: Container, user_id: int) -> None:
     """Both ways, each follow off the other account's follower or following count."""
-    batch_size = container.settings.erasure_batch_size
-    while True:
-        async with container.db.write() as session:
-            followees = await repository.followee_batch(session, user_id, batch_size)
-            for followee_id in followees:
-                await graph_repository.remove_follow(session, user_id, followee_id)
-        if len(followees) < batch_size:
-            break
-    while True:
-        async with container.db.write() as session:
-            followers = await repository.follower_batch(session, user_id, batch_size)
-            for follower_id in followers:
-                await graph_repository.remove_follow(session, follower_id, user_id)
-        if len(followers) < batch_size:
-            break
+
+    async def followees(session: AsyncSession, n: int) -> int:
+        found = await repository.followee_batch(session, user_id, n)
+        for followee_id in found:
+            await graph_repository.remove_follow(session, user_id, followee_id)
+        return len(found)
+
+    async def followers(session: AsyncSession, n: int) -> int:
+        found = await repository.follower_batch(session, user_id, n)
+        for follower_id in found:
+            await graph_repository.remove_follow(session, follower_id, user_id)
+        return len(found)
+
+    await _in_batches(container, followees)
+    await _in_batches(container, followers)
 
 
 async def _delete_exports(container: Container, user_id: int) -> None:
