@@ -130,6 +130,11 @@ async def test_erasure_deletes_every_row_file_and_cache_entry_and_keeps_others_c
         "/api/v1/accounts", json={"username": "alice", "password": PASSWORD}
     )
     assert_error(again, 409, "username_taken")
+    # Her posts and stories too, for her followers, before the job has deleted any.
+    for post_id in (*w["posts"], w["story"]):
+        assert_error(await glimpse.client.get(f"/api/v1/posts/{post_id}", headers=w["bob"]), 404)
+    for who in (w["bob"], w["carol"]):
+        assert not {p["id"] for p in (await feed(glimpse, who))["items"]} & set(w["posts"])
 
     await glimpse.run_jobs()
 

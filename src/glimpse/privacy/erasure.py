@@ -1,7 +1,8 @@
 """Erasing an account (`DELETE /api/v1/me`): what happens at once, and the job that does the rest.
 
 At once, in one transaction: the account is disabled, every token it holds revoked (API
-clients and web sessions alike), its username moved aside to a name no request can ask for (so
+clients and web sessions alike), its posts and stories failed (so no follower can open one by id
+until the job deletes it), its username moved aside to a name no request can ask for (so
 its profile is a 404 at once and the name is held, not freed), and the erasure job queued (the
 jobs table is the outbox). The job then deletes everything in batches, each batch its own
 transaction; it is at-least-once like every job, so each step deletes only what is still there
@@ -73,6 +74,7 @@ async def request_erasure(container: Container, user_id: int) -> bool:
         user.display_name, user.bio = "", ""
         user.disabled_at = now
         await repository.revoke_tokens(session, user_id, now)
+        await repository.hide_posts(session, user_id)
         enqueue(
             session,
             container.ids,
