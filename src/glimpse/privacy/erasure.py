@@ -138,8 +138,7 @@ async def _remove_from_feeds(container: Container, user_id: int) -> None:
     after = 0
     while True:
         batch = await graph_repository.follower_batch(container.db, user_id, after, batch_size)
-        for _, follower_id in batch:
-            await store.remove_author(follower_id, user_id)
+        await store.remove_author([follower_id for _, follower_id in batch], user_id)
         if len(batch) < batch_size:
             return
         after = batch[-1][0]
