@@ -29,12 +29,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from glimpse.backends.queue.outbox import enqueue
 from glimpse.engagement import repository as engagement_repository
+from glimpse.errors import Unauthenticated
 from glimpse.graph import repository as graph_repository
 from glimpse.posts import service as posts
 from glimpse.privacy import repository
 from glimpse.privacy.models import AccountErasure
 
 if TYPE_CHECKING:
+    from glimpse.accounts.models import User
     from glimpse.container import Container
 
 log = logging.getLogger("glimpse.privacy")
@@ -51,6 +53,20 @@ def erased_username(user_id: int) -> str:
 class ErasureUnfinished(RuntimeError):
     """Something of the account appeared while the job ran (an upload that was already in
     flight): the job fails this run and is retried, and the retry deletes it too."""
+
+
+async def erase_with_password(
+    container: Container, user: User, password: str, address: str
+) -> None:
+    """The API's `DELETE /api/v1/me` and the web's account page alike: a wrong password is
+    answered as a wrong sign-in is, and counts against the same guard (a stolen token or
+    session cannot be used to guess the password at leisure)."""
+    async with container.sign_ins.attempt(user.username, address) as attempt:
+        if not await container.passwords.verify(user.password_hash, password):
+            attempt.failed()
+            raise Unauthenticated("Wrong username or password.", code="invalid_credentials")
+        attempt.succeeded()
+    await request_erasure(container, user.id)
 
 
 async def request_erasure(container: Container, user_id: int) -> bool:
