@@ -16,6 +16,7 @@ are driven one at a time, in an order that rotates each round, as this machine's
 Reported: the median requests/s of each side, and the median over rounds of on/off and on/bare.
 
     python bench/bench_operations_http.py [--posts 30] [--rounds 5] [--seconds 5] [--connections 16]
+        [--reference OTHER_CHECKOUT/src]
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ BARE_LAUNCHER = textwrap.dedent(
 )
 
 SIDES = ("on", "off", "bare")
+REFERENCE = "on, reference code"
 
 
 def jpeg(seed: int) -> bytes:
@@ -121,12 +123,24 @@ def wrk(url: str, seconds: int, connections: int, headers: dict[str, str]) -> tu
     """Requests answered and their rate, by wrk on core 1."""
     extra = [arg for name, value in headers.items() for arg in ("-H", f"{name}: {value}")]
     out = subprocess.run(
-        ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", *extra, url],
+        [
+            "taskset",
+            "-c",
+            "1",
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--timeout",
+            "30s",
+            *extra,
+            url,
+        ],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    if "Non-2xx" in out or "Socket errors" in out:
+    if "Non-2xx" in out or re.search(r"Socket errors: connect [1-9]|read [1-9]|write [1-9]", out):
         raise SystemExit(f"{url}: {out}")
     count = re.search(r"(\d+) requests in", out)
     rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
@@ -135,7 +149,7 @@ def wrk(url: str, seconds: int, connections: int, headers: dict[str, str]) -> tu
 
 
 def start(
-    side: str, data_dir: Path, work: Path, port: int
+    side: str, data_dir: Path, work: Path, port: int, reference: Path | None
 ) -> tuple[subprocess.Popen[bytes], str, Path]:
     env = {
         **os.environ,
@@ -145,13 +159,16 @@ def start(
         "GLIMPSE_ACCESS_LOG": "false" if side == "off" else "true",
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    if side == REFERENCE:
+        assert reference is not None
+        env["PYTHONPATH"] = str(reference)
     command = serve_command(port, 1, data_dir)
     command[command.index("--workers") : command.index("--workers") + 2] = ["--no-workers"]
     if side == "bare":
         launcher = work / "bare_serve.py"
         launcher.write_text(BARE_LAUNCHER)
         command[1:3] = [str(launcher)]  # (in place of `-m glimpse.cli`)
-    log = work / f"{side}.log"
+    log = work / f"{side.split()[0]}.log"
     with open(log, "ab") as stderr:  # (the server keeps its own copy of the descriptor)
         process = on_core(0, command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
     return process, f"http://127.0.0.1:{port}", log
@@ -160,7 +177,8 @@ def start(
 def main(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="glimpse-ops-http-"))
     source = work / "data"
-    ports = iter(range(args.port, args.port + 4)) if args.port else iter(free_port, None)
+    ports = iter(range(args.port, args.port + 5)) if args.port else iter(free_port, None)
+    sides = (*SIDES, REFERENCE) if args.reference else SIDES
     port = next(ports)
     seeding = subprocess.Popen(
         serve_command(port, 1, source),
@@ -182,9 +200,9 @@ def main(args: argparse.Namespace) -> None:
     }
     servers: dict[str, tuple[subprocess.Popen[bytes], str, Path]] = {}
     try:
-        for side in SIDES:
-            shutil.copytree(source, work / side)
-            servers[side] = start(side, work / side, work, next(ports))
+        for n, side in enumerate(sides):
+            shutil.copytree(source, work / str(n))
+            servers[side] = start(side, work / str(n), work, next(ports), args.reference)
         for _, base, _ in servers.values():
             wait_until_up(f"{base}/readyz")
         print(
@@ -193,18 +211,16 @@ def main(args: argparse.Namespace) -> None:
             "req/s: wrk's rate; CPU: the server process's CPU time per request (user + system),"
             " the cost that other work on the machine disturbs least.\n"
         )
-        print(
-            "| route | on req/s | off | bare | on CPU µs/req | off | bare"
-            " | lost vs off (req/s; CPU) | lost vs bare (req/s; CPU) |"
-        )
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+        print("| route | side | req/s | CPU µs/req | lost vs off (req/s; CPU) | lost vs bare |")
+        print("|---|---|---:|---:|---:|---:|", flush=True)
         for route, (path, headers) in routes.items():
             for _, base, _ in servers.values():  # warm-up: caches, the memo, pages
                 wrk(base + path, 2, args.connections, headers)
-            rates: dict[str, list[float]] = {side: [] for side in SIDES}
-            costs: dict[str, list[float]] = {side: [] for side in SIDES}
+            rates: dict[str, list[float]] = {side: [] for side in sides}
+            costs: dict[str, list[float]] = {side: [] for side in sides}
             for round_ in range(args.rounds):
-                for side in SIDES[round_ % 3 :] + SIDES[: round_ % 3]:
+                shift = round_ % len(sides)
+                for side in sides[shift:] + sides[:shift]:
                     process, base, _ = servers[side]
                     used = cpu_seconds(process.pid)
                     count, rate = wrk(base + path, args.seconds, args.connections, headers)
@@ -228,14 +244,22 @@ def lost(on: list[float], other: list[float], *, cost: bool) -> str:
 
 
 def report(route: str, rates: dict[str, list[float]], costs: dict[str, list[float]]) -> None:
-    cells = [f"{statistics.median(rates[side]):,.0f}" for side in SIDES]
-    cells += [f"{statistics.median(costs[side]):,.0f}" for side in SIDES]
-    for other in ("off", "bare"):
-        cells.append(
-            f"{lost(rates['on'], rates[other], cost=False)};"
-            f" {lost(costs['on'], costs[other], cost=True)}"
-        )
-    print(f"| {route} | {' | '.join(cells)} |", flush=True)
+    for side in rates:
+        cells = [
+            route,
+            side,
+            f"{statistics.median(rates[side]):,.0f}",
+            f"{statistics.median(costs[side]):,.0f}",
+        ]
+        for other in ("off", "bare"):
+            if side in (other, "bare"):
+                cells.append("")
+            else:
+                cells.append(
+                    f"{lost(rates[side], rates[other], cost=False)};"
+                    f" {lost(costs[side], costs[other], cost=True)}"
+                )
+        print(f"| {' | '.join(cells)} |", flush=True)
 
 
 if __name__ == "__main__":
@@ -246,5 +270,11 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--port", type=int, default=0, help="the first of 4 ports (default: any)")
+    parser.add_argument("--port", type=int, default=0, help="the first of 5 ports (default: any)")
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        help="also run 'on' with the glimpse package from this src/ folder (a copy of an"
+        " earlier commit's): before and after in the same run",
+    )
     main(parser.parse_args())
