@@ -41,12 +41,16 @@ class JsonFormatter(logging.Formatter):
         self._second_text = ""
 
     def _time(self, created: float) -> str:
+        # (As datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds") writes
+        # it: the time rounded to the microsecond, then the milliseconds cut.)
         second = int(created)
+        micro = round((created - second) * 1_000_000)
+        if micro == 1_000_000:
+            second, micro = second + 1, 0
         if second != self._second:
             self._second_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
             self._second = second
-        # (As isoformat(timespec="milliseconds") writes it: the milliseconds cut, not rounded.)
-        return f"{self._second_text}.{int((created - second) * 1000):03d}+00:00"
+        return f"{self._second_text}.{micro // 1000:03d}+00:00"
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
