@@ -198,6 +198,8 @@ def main(args: argparse.Namespace) -> None:
         "media read (fast path)": (made["media"], {}),
         "/healthz": ("/healthz", {}),
     }
+    if args.routes:
+        routes = {name: route for name, route in routes.items() if name.startswith(args.routes)}
     servers: dict[str, tuple[subprocess.Popen[bytes], str, Path]] = {}
     try:
         for n, side in enumerate(sides):
@@ -270,6 +272,9 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--routes", type=lambda text: tuple(text.split(",")), help="e.g. feed,post: only these"
+    )
     parser.add_argument("--port", type=int, default=0, help="the first of 5 ports (default: any)")
     parser.add_argument(
         "--reference",
