@@ -189,6 +189,9 @@ def main(args: argparse.Namespace) -> None:
     try:
         wait_until_up(f"http://127.0.0.1:{port}/readyz")
         made = populate(f"http://127.0.0.1:{port}", args.posts)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     finally:
         seeding.send_signal(signal.SIGTERM)
         seeding.wait(timeout=60)
