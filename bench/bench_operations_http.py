@@ -187,14 +187,15 @@ def main(args: argparse.Namespace) -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_until_up(f"http://127.0.0.1:{port}/readyz")
-        made = populate(f"http://127.0.0.1:{port}", args.posts)
+        try:
+            wait_until_up(f"http://127.0.0.1:{port}/readyz")
+            made = populate(f"http://127.0.0.1:{port}", args.posts)
+        finally:
+            seeding.send_signal(signal.SIGTERM)
+            seeding.wait(timeout=60)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    finally:
-        seeding.send_signal(signal.SIGTERM)
-        seeding.wait(timeout=60)
     routes = {
         "feed, first page": ("/api/v1/feed", {"Authorization": made["token"]}),
         "post read": (f"/api/v1/posts/{made['post']}", {"Authorization": made["token"]}),
