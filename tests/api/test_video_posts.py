@@ -673,6 +673,8 @@ async def test_a_video_past_its_transcode_budget_fails_with_video_too_complex(
     post = await process(glimpse, headers, response)
     assert post["status"] == "failed"
     assert post["error"]["code"] == "video_too_complex"
+    # (Its author reads the reason: a video is no "image".)
+    assert "image" not in post["error"]["message"], post["error"]["message"]
     assert [p for p in glimpse.stored_files() if "/v/" in str(p)] == []
     assert [p.name for p in glimpse.container.storage.staging_dir().iterdir()] == []
 
