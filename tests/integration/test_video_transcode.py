@@ -400,6 +400,32 @@ def probe_with_little_room(path: Path, room: int) -> object:
 _held: list[mmap.mmap] = []
 
 
+@pytest.mark.parametrize("room_mb", [32, 48])
+def test_the_encoder_out_of_memory_is_the_budget_not_a_damaged_video(
+    tmp_path: Path, room_mb: int
+) -> None:
+    # x264 reports a malloc that failed under the child's budget as a generic external error,
+    # not ENOMEM: a server whose video budget was set low failed every video as "damaged"
+    # (undecodable_video, the file blamed, for good) instead of too complex.
+    clip = make_clip(tmp_path / "small.mp4", size=(320, 240), seconds=0.5)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    decoding.shutdown()  # a fresh child, as above
+    with pytest.raises(decoding.DecodeBudgetExceeded):
+        decoding.run_in_child(
+            BUDGET, transcode_with_little_room, clip.path, staging, room_mb * 2**20
+        )
+    assert list(staging.iterdir()) == []
+
+
+def transcode_with_little_room(path: Path, staging: Path, room: int) -> object:
+    """video.transcode_video, in a child whose budget leaves `room` bytes of address space:
+    enough to decode a small clip, not enough for x264's buffers."""
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    _held.append(mmap.mmap(-1, limit - decoding._memory_bytes()[0] - room))
+    return video.transcode_video(path, MediaType.MP4, staging, False, 90.0)
+
+
 def test_the_poster_is_taken_a_third_of_the_way_in_and_progress_is_reported(
     tmp_path: Path,
 ) -> None:

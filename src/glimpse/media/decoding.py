@@ -240,7 +240,7 @@ class _Child:
         if not self.conn.poll(budget.timeout_seconds):
             self.stop()
             raise DecodeBudgetExceeded(
-                f"decoding took longer than {budget.timeout_seconds:g} s; the image is too complex"
+                f"decoding took longer than {budget.timeout_seconds:g} s; the file is too complex"
             )
         try:
             return self.conn.recv()
@@ -305,7 +305,7 @@ class _Pool:
         if kind == "memory":
             raise DecodeBudgetExceeded(
                 f"decoding needed more than {budget.memory_bytes // 2**20} MB of memory;"
-                " the image is too complex"
+                " the file is too complex"
             )
         raise value  # the function's own exception
 
@@ -330,7 +330,7 @@ def _death(exitcode: int | None, budget: DecodeBudget) -> Exception:
     # SIGKILL when the machine has less memory than the budget) may not recur: worth a retry.
     if exitcode == -signal.SIGXCPU:
         return DecodeBudgetExceeded(
-            f"decoding needed more than {budget.cpu_seconds} s of CPU; the image is too complex"
+            f"decoding needed more than {budget.cpu_seconds} s of CPU; the file is too complex"
         )
     return DecoderDied(f"the decoding process died (exit code {exitcode})")
 

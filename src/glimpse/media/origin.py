@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from starlette.responses import FileResponse, StreamingResponse
+from starlette.responses import StreamingResponse
 
 from glimpse.api.deps import ContainerDep
 from glimpse.api.errors import error_responses
@@ -226,15 +226,14 @@ async def answer_media(
         headers["Content-Length"] = str(size)
         return Response(status_code=200, media_type=content_type, headers=headers)
     if cached is None and size > _SMALL_FILE:
-        if path is None:  # a store that is not this machine's disk: streamed from it
-            return StreamingResponse(
-                await _section(storage, key, None, 0, size),
-                media_type=content_type,
-                headers={**headers, "Content-Length": str(size)},
-            )
-        if not path.is_file():  # purged since we looked
-            raise _gone()
-        return FileResponse(path, media_type=content_type, headers=headers)
+        # Streamed from the disk or the store, never through Starlette's FileResponse: it reads
+        # the Range header again and answered one ignored above (invalid, another unit) with a
+        # text/plain 400 of its own.
+        return StreamingResponse(
+            await _section(storage, key, path, 0, size),
+            media_type=content_type,
+            headers={**headers, "Content-Length": str(size)},
+        )
     return Response(
         await _read(storage, key, path, 0, size, cached), media_type=content_type, headers=headers
     )

@@ -17,6 +17,7 @@ import contextlib
 import errno
 import math
 import os
+import resource
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -199,9 +200,43 @@ def _raise_if_out_of_memory(exc: Exception) -> None:
     MemoryError says so (the child is replaced, the file refused as too complex), where a
     damaged-video verdict would blame the file for what may be the child's state. (EAGAIN is
     how a decoder says it could not start its threads: no address space left for their stacks.
-    Its other meaning, "feed me more", PyAV handles inside decode() and never raises.)"""
+    Its other meaning, "feed me more", PyAV handles inside decode() and never raises.)
+
+    Not every library says ENOMEM: x264 reports a failed malloc as a generic external error,
+    and some decoders as invalid data. So any FFmpeg error met once this process's address
+    space has grown, since the video was opened, to within a few allocations of its limit is
+    the budget too (under a 256 MB budget every video failed as "damaged" otherwise)."""
     if isinstance(exc, OSError) and exc.errno in (errno.ENOMEM, errno.EAGAIN):
         raise MemoryError from None
+    peak = _peak_address_space()
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if (
+        peak is not None
+        and limit != resource.RLIM_INFINITY
+        and peak > _peak_when_opened
+        and peak >= limit - _ALLOCATION_ROOM_BYTES
+    ):
+        raise MemoryError from None
+
+
+# Larger than any one allocation FFmpeg or x264 makes for a 4K frame (a frame is 12 MB; the
+# failed mallocs seen were under 2 MB): a peak this close to the limit means one did not fit.
+_ALLOCATION_ROOM_BYTES = 64 * 2**20
+# The peak address space when the video was last opened: an earlier task of the same child
+# may have come close to its own limit without failing, which says nothing about this one.
+_peak_when_opened = 0
+
+
+def _peak_address_space() -> int | None:
+    """This process's peak address space (VmPeak), in bytes; None where there is no /proc."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmPeak:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def _raise_if_unreadable(path: Path) -> None:
@@ -215,6 +250,8 @@ def _raise_if_unreadable(path: Path) -> None:
 
 @contextlib.contextmanager
 def _opened(path: Path, media_type: MediaType) -> Iterator[Any]:
+    global _peak_when_opened
+    _peak_when_opened = _peak_address_space() or 0
     try:
         container = av.open(
             str(path), format=_DEMUXERS[media_type], metadata_errors="ignore", mode="r"

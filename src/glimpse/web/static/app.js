@@ -673,7 +673,7 @@
     if (media.kind === "video") {
       const video = el("video", { autoplay: true, playsinline: true, muted: true, poster: variantUrl(variants, "poster", "image/jpeg") });
       video.muted = true;
-      const url = variantUrl(variants, "story", "video/mp4") || variantUrl(variants, "mp4_720", "video/mp4");
+      const url = variantUrl(variants, "mp4_story", "video/mp4") || variantUrl(variants, "mp4_720", "video/mp4");
       if (url) video.append(el("source", { type: "video/mp4", src: url }));
       return video;
     }
