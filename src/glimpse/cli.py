@@ -324,6 +324,15 @@ def serve(
     settings = _setup_logging(data_dir)
     host = host if host is not None else settings.host
     port = port if port is not None else settings.port
+    from glimpse.api.listening import bind_listeners
+
+    # First of all: a port already taken (another serve) stops us before anything below runs
+    # against the data folder (api/listening.py).
+    try:
+        listeners = bind_listeners(host, port)
+    except OSError as exc:
+        typer.echo(f"glimpse: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(1) from None
     with _clear_start_up_errors(settings):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         own_metrics = _share_metrics(metrics_root(settings.data_dir))
@@ -366,7 +375,9 @@ def serve(
             http=guarded_protocol(settings),  # header size, header deadline, per-client cap
         )
         # SIGTERM: out of the proxy's rotation first, then uvicorn's graceful shutdown.
-        DrainingServer(config, application.state, settings.shutdown_drain_seconds).run()
+        DrainingServer(config, application.state, settings.shutdown_drain_seconds).run(
+            sockets=listeners
+        )
     finally:
         supervisor.stop()
         if own_metrics is not None:

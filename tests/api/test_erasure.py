@@ -10,9 +10,12 @@ from typing import Any
 import pytest
 
 from glimpse.config import Settings
+from glimpse.posts import routes as posts_routes
 from glimpse.privacy import erasure
 from glimpse.privacy import repository as privacy_repository
+from glimpse.privacy import routes as privacy_routes
 from glimpse.privacy.jobs import purge_expired_exports
+from glimpse.stories import routes as stories_routes
 from tests.api.privacy_helpers import cached_feeds, keys_of, rows_naming, stored_keys
 from tests.api.social import block, feed, follow, like, profile, user_id
 from tests.api.test_posts import publish
@@ -254,3 +257,60 @@ async def test_the_username_is_free_again_once_the_hold_has_passed(glimpse: Glim
         assert await privacy_repository.get_erasure(s, alice_id) is None  # the name is forgotten
     await glimpse.signup("alice")  # a new account; nothing of the old one
     assert (await profile(glimpse, await glimpse.signup("bob"), "alice"))["post_count"] == 0
+
+
+@pytest.mark.parametrize("route", ["posts", "stories"])
+@pytest.mark.parametrize("finished", [False, True], ids=["erasure-asked", "erasure-done"])
+async def test_an_upload_whose_account_is_erased_while_it_arrives_is_refused_and_leaves_nothing(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch, route: str, finished: bool
+) -> None:
+    # The token was good when the upload began; its body took long enough for the account to
+    # be erased meanwhile. It used to end in a 500 (the post's row naming a user row that was
+    # gone), or in a post inserted for an account being erased.
+    alice = await glimpse.signup("alice")
+    alice_id = await user_id(glimpse, alice)
+    before = stored_keys(glimpse)
+    module = posts_routes if route == "posts" else stories_routes
+    real = module.receive_upload
+
+    async def erased_while_the_body_arrived(*args: Any, **kwargs: Any) -> Any:
+        form = await real(*args, **kwargs)
+        assert await erasure.request_erasure(glimpse.container, alice_id)
+        if finished:
+            await glimpse.run_jobs()
+        return form
+
+    monkeypatch.setattr(module, "receive_upload", erased_while_the_body_arrived)
+    files = [("file", ("p.jpg", jpeg_bytes((400, 300)), "image/jpeg"))]
+    response = await glimpse.client.post(f"/api/v1/{route}", headers=alice, files=files)
+    assert_error(response, 401, "invalid_token")
+    await glimpse.run_jobs()
+    assert await rows_naming(glimpse, alice_id) == {}
+    assert stored_keys(glimpse) == before  # its original is not left in the store
+
+
+async def test_an_export_asked_for_as_the_account_is_erased_is_refused_and_leaves_nothing(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Authenticated just before the erasure was asked for, the export's row used to be written
+    # after it: left pending for good (no expiry, so never reaped) or, made once the erasure
+    # had deleted the account's exports, a zip left in the store.
+    alice = await glimpse.signup("alice")
+    alice_id = await user_id(glimpse, alice)
+    await publish(glimpse, alice, size=(300, 200))
+    before = stored_keys(glimpse)
+    real = privacy_routes.count_against
+
+    async def erased_meanwhile(*args: Any, **kwargs: Any) -> None:
+        await real(*args, **kwargs)
+        assert await erasure.request_erasure(glimpse.container, alice_id)
+
+    monkeypatch.setattr(privacy_routes, "count_against", erased_meanwhile)
+    assert_error(
+        await glimpse.client.post("/api/v1/me/export", headers=alice), 401, "invalid_token"
+    )
+    await glimpse.run_jobs()
+    assert await rows_naming(glimpse, alice_id) == {}
+    after = stored_keys(glimpse)
+    assert not any(k.startswith(f"exports/{alice_id}/") for k in after)
+    assert after < before  # (her post's files are gone too)

@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from tests.edges import Edge
+from tests.malformed_http import MALFORMED, exchange
 from tests.servers import Server
 
 # Small, so that the bound on serving deleted media is seconds: the edge keeps a public
@@ -291,3 +292,29 @@ def test_the_edge_terminates_tls(stack: Stack, tmp_path: Path) -> None:
             httpx.get(f"http://127.0.0.1:{edge.port}/healthz", timeout=5).raise_for_status()
     finally:
         edge.close()
+
+
+def test_what_is_not_http_is_refused_by_the_edge_in_the_api_error_shape(stack: Stack) -> None:
+    # nginx's own refusals were its HTML pages, and a request line it could not read, sent to
+    # a named error location, a 500.
+    too_long = {
+        "a URL past nginx's buffers": (
+            b"GET /media/" + b"a" * 20000 + b" HTTP/1.1\r\nHost: glimpse.test\r\n\r\n",
+            414,
+            "uri_too_long",
+        ),
+        "a header past nginx's buffers": (
+            b"GET /healthz HTTP/1.1\r\nHost: glimpse.test\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n",
+            431,
+            "headers_too_large",
+        ),
+    }
+    cases = {k: (v, 400, "bad_request") for k, v in MALFORMED.items()} | too_long
+    for what, (request, expected, code) in cases.items():
+        status, headers, body = exchange(stack.edge.port, request)
+        assert (status, body["error"]["code"]) == (expected, code), what
+        assert headers["content-type"] == "application/json", what
+        assert re.fullmatch(r"[0-9a-f]{32}", headers["x-request-id"]), what
+    with httpx.Client(base_url=stack.edge.base, timeout=30) as client:
+        assert client.get("/.glimpse-edge/bad-request").status_code == 404  # internal only
+        assert client.get("/healthz").status_code == 200

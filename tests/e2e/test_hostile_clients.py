@@ -20,6 +20,8 @@ import httpx
 import psutil
 import pytest
 
+from tests.malformed_http import MALFORMED, exchange
+
 MB = 1024 * 1024
 
 
@@ -344,3 +346,15 @@ def test_one_client_cannot_hold_more_than_its_share_of_connections(tmp_path: Pat
         finally:
             for sock in held:
                 sock.close()
+
+
+def test_requests_that_are_not_http_are_refused_in_the_api_error_shape(tmp_path: Path) -> None:
+    # What request smuggling is made of: uvicorn refused each with a plain-text page.
+    with serving(tmp_path / "data") as server:
+        for what, request in MALFORMED.items():
+            status, headers, body = exchange(server.port, request)
+            assert status == 400, what
+            assert headers["content-type"] == "application/json", what
+            assert headers["connection"] == "close", what
+            assert body["error"]["code"] == "bad_request", (what, body)
+        assert httpx.get(f"{server.base}/healthz").status_code == 200

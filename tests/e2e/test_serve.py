@@ -7,6 +7,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -234,6 +236,29 @@ def test_an_unusable_metrics_folder_costs_only_the_shared_metrics(
         response = client.get("/metrics")
         assert response.status_code == 200
         assert "glimpse_http_requests_total" in response.text
+    assert server.stop() == 0
+
+
+def test_a_second_serve_on_a_taken_port_stops_before_touching_the_data_folder(
+    server: Server, data_dir: Path, tmp_path: Path
+) -> None:
+    # It used to migrate the database, start its worker processes (which took jobs), lease an
+    # id node and run the app's start-up, and only then find that it could not listen.
+    def second(folder: Path) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "glimpse.cli", "serve", "--data-dir", str(folder)]
+        command += ["--host", "127.0.0.1", "--port", str(server.port), "--workers", "1"]
+        env = {**os.environ, "GLIMPSE_LOG_LEVEL": "INFO", "GLIMPSE_LOG_FORMAT": "text"}
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+
+    same = second(data_dir)
+    assert same.returncode == 1, same.stderr
+    assert f"127.0.0.1:{server.port}" in same.stderr, same.stderr
+    assert "startup" not in same.stderr and "alembic" not in same.stderr, same.stderr
+    fresh = tmp_path / "fresh"
+    assert second(fresh).returncode == 1
+    assert not fresh.exists()  # nothing made: no database, no secret key, no media folder
+    with httpx.Client(base_url=server.base, timeout=30) as client:
+        assert client.get("/readyz").status_code == 200
     assert server.stop() == 0
 
 

@@ -16,6 +16,19 @@ async def get_user(session: AsyncSession, user_id: int) -> User | None:
     return await session.get(User, user_id)
 
 
+async def lock_active_user(session: AsyncSession, user_id: int) -> bool:
+    """Whether the account may still act (it exists, and is neither disabled nor being erased),
+    its row share-locked to the end of the transaction on PostgreSQL: an erasure or a disabling
+    asked for meanwhile waits for what this transaction adds, and then finds it. For writes
+    whose caller was authenticated long before (an upload's body takes minutes)."""
+    rows = await session.execute(
+        select(User.id)
+        .where(User.id == user_id, User.disabled_at.is_(None))
+        .with_for_update(read=True)
+    )
+    return rows.first() is not None
+
+
 async def get_user_by_username(session: AsyncSession, username: str) -> User | None:
     result = await session.execute(select(User).where(User.username == username))
     return result.scalar_one_or_none()

@@ -35,6 +35,18 @@ _TOO_LARGE_BODY = (
 )
 
 
+# What uvicorn answers a request it cannot parse (two Content-Lengths, Transfer-Encoding beside
+# Content-Length, a bad chunk, a NUL in a header) is plain text; API.md's clients get its shape.
+_NOT_HTTP = (
+    b"HTTP/1.1 400 Bad Request\r\n"
+    b"content-type: application/json\r\n"
+    b"x-content-type-options: nosniff\r\n"
+    b"cache-control: no-store\r\n"
+    b"connection: close\r\n"
+)
+_NOT_HTTP_BODY = b'{"error": {"code": "bad_request", "message": "The request is not valid HTTP."}}'
+
+
 class GuardedHttpProtocol(HttpToolsProtocol):
     max_header_bytes: ClassVar[int] = 64 * 1024
     header_timeout_seconds: ClassVar[float] = 10.0
@@ -109,6 +121,19 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._header_deadline = None
         if self._in_headers and not self.transport.is_closing():
             self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        # (uvicorn's message names the parser's complaint: for the log, not for the client.)
+        if self.transport.is_closing():
+            return
+        self.transport.write(
+            _NOT_HTTP
+            + b"content-length: "
+            + str(len(_NOT_HTTP_BODY)).encode()
+            + b"\r\n\r\n"
+            + _NOT_HTTP_BODY
+        )
+        self.transport.close()
 
     def _refuse_headers(self) -> None:
         if self.transport.is_closing():

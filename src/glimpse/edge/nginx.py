@@ -110,6 +110,34 @@ def _error(status: int, code: str, message: str, retry_after: bool) -> str:
     )
 
 
+# nginx's own refusals of what is not HTTP it will pass on (a request line or header it cannot
+# parse, two Content-Lengths, Transfer-Encoding beside Content-Length or one it does not know,
+# a URL or headers past large_client_header_buffers), answered in the API's error shape rather
+# than nginx's HTML page. These are pages at a path, not named locations: nginx refuses to
+# redirect to a named location a request whose line it could not read (and answered 500).
+# 501 (an unknown transfer coding) and 505 (an HTTP version) are the client's mistakes: 400.
+_REFUSALS = (
+    ("400 501 505", 400, "bad-request", "bad_request", "The request is not valid HTTP."),
+    ("414", 414, "uri-too-long", "uri_too_long", "The URL is too long."),
+    ("494", 431, "headers-too-large", "headers_too_large", "The request headers are too large."),
+)
+_REFUSAL_PATH = "/.glimpse-edge/"
+
+
+def _refusals() -> tuple[str, str]:
+    """The error_page lines and the internal locations that answer them."""
+    pages, locations = [], []
+    for nginx_codes, status, name, code, message in _REFUSALS:
+        pages.append(f"        error_page {nginx_codes} ={status} {_REFUSAL_PATH}{name};\n")
+        locations.append(
+            f"        location = {_REFUSAL_PATH}{name} {{\n"
+            "            internal;\n"
+            f"{_error(status, code, message, False)}"
+            "        }\n"
+        )
+    return "".join(pages), "".join(locations)
+
+
 def nginx_config(options: EdgeOptions, settings: Settings) -> str:
     """The whole nginx.conf, to run as `nginx -c FILE -g 'daemon off;'`."""
     if (options.tls_cert is None) != (options.tls_key is None):
@@ -137,6 +165,7 @@ def nginx_config(options: EdgeOptions, settings: Settings) -> str:
             "        ssl_session_cache shared:glimpse_tls:10m;\n"
             "        ssl_session_timeout 1d;\n"
         )
+    refusal_pages, refusal_locations = _refusals()
     per_client = settings.max_connections_per_client
     limit_conn = f"        limit_conn glimpse_per_client {per_client};\n" if per_client else ""
     return f"""\
@@ -216,7 +245,7 @@ http {{
         error_page 503 = @busy;
         error_page 413 = @too_large;
         error_page 408 = @timeout;
-
+{refusal_pages}
         location / {{
             proxy_pass http://glimpse_origin;
         }}
@@ -239,7 +268,7 @@ http {{
             add_header X-Edge-Cache $upstream_cache_status always;
         }}
 
-        location @unavailable {{
+{refusal_locations}        location @unavailable {{
 {_error(503, "unavailable", "The service is not reachable now.", True)}        }}
         location @busy {{
 {_error(503, "busy", "Too many connections; try again later.", True)}        }}

@@ -14,6 +14,7 @@ from pathlib import Path
 from sqlalchemy import and_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from glimpse.accounts import repository as accounts_repository
 from glimpse.accounts.models import User
 from glimpse.accounts.schemas import Quota, Usage
 from glimpse.backends.queue.outbox import enqueue
@@ -21,7 +22,7 @@ from glimpse.config import Settings
 from glimpse.db.base import utcnow
 from glimpse.db.locks import lock_keys
 from glimpse.engagement import repository as engagement_repository
-from glimpse.errors import Forbidden, Invalid, NotFound, Throttled
+from glimpse.errors import Forbidden, Invalid, NotFound, Throttled, Unauthenticated
 from glimpse.feed.names import FAN_OUT_JOB, UNFAN_OUT_JOB
 from glimpse.graph import repository as graph_repository
 from glimpse.graph import service as graph
@@ -205,6 +206,10 @@ async def create_post(
     """Insert the post (or story: `kind`), its media and one processing job per media item,
     all in the caller's transaction (the jobs table is the outbox)."""
     now = now or utcnow()
+    if not await accounts_repository.lock_active_user(session, author_id):
+        # Its token was good when the upload began; the account has been erased (or disabled)
+        # while the body arrived. Refused as the token now is, and nothing inserted for it.
+        raise Unauthenticated("The token is missing, expired or revoked.", code="invalid_token")
     await check_quota(session, settings, author_id, sum(m.size for m in media), now)
     post = Post(
         id=post_id,

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from glimpse.backends.queue.outbox import enqueue
-from glimpse.errors import NotFound
+from glimpse.errors import NotFound, Unauthenticated
 from glimpse.privacy import repository
 from glimpse.privacy.models import AccountExport, ExportStatus
 from glimpse.signing import signature, signature_matches
@@ -69,7 +69,11 @@ async def start_export(container: Container, user_id: int) -> AccountExport:
     """Queue an export of the account, or return the one already running (one at a time per
     account: each reads every file the account has)."""
     async with container.db.write() as session:
-        await repository.lock_user(session, user_id)
+        user = await repository.lock_user(session, user_id)
+        if user is None or user.disabled_at is not None:
+            # Authenticated just before its erasure was asked for: an export made now would
+            # outlive the erasure's own clean-up of the account's exports.
+            raise Unauthenticated("The token is missing, expired or revoked.", code="invalid_token")
         running = await repository.pending_export_of(session, user_id)
         if running is not None:
             return running
