@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -64,10 +64,18 @@ end
 
 
 class RedisWriteNotes:
-    def __init__(self, client: Redis, prefix: str, clock: Any = time.time) -> None:
+    def __init__(
+        self,
+        client: Redis,
+        prefix: str,
+        *,
+        retry_seconds: float = RETRY_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._redis = client
         self._prefix = prefix
         self._clock = clock
+        self._retry_seconds = retry_seconds
         self._note = client.register_script(_NOTE)
         self._forget = client.register_script(_FORGET)
         # Notes of writes made while Redis was down: this process's own reads still see them.
@@ -81,7 +89,7 @@ class RedisWriteNotes:
         return time.monotonic() >= self._down_until
 
     def _failed(self, doing: str, error: BaseException) -> None:
-        self._down_until = time.monotonic() + RETRY_SECONDS
+        self._down_until = time.monotonic() + self._retry_seconds
         log.warning("Redis is unavailable %s: %s; reading the primary instead", doing, error)
 
     async def note(self, caller: int, lsn: int | None) -> None:
