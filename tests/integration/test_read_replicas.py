@@ -20,10 +20,15 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from sqlalchemy import text
 
 from glimpse.app import create_app
+from glimpse.backends.redis_client import open_redis, parse_redis_url
+from glimpse.backends.redis_write_notes import RedisWriteNotes
 from glimpse.config import Settings
+from glimpse.db.database import Database
 from glimpse.db.migrate import upgrade_to_head
+from glimpse.db.replicas import act_as
 from tests.conftest import Glimpse, _no_server_error
 from tests.databases import run_sync
 from tests.redis_service import RedisProxy, redis_or_skip
@@ -389,3 +394,47 @@ async def test_with_redis_down_a_callers_reads_after_its_writes_go_to_the_primar
     finally:
         await proxy.stop()
         await _caught_up(cluster)
+
+
+async def test_one_statement_reads_of_two_processes_sharing_redis(
+    cluster: Cluster, redis_url: str, glimpse_replicated: Glimpse
+) -> None:
+    # The hot paths' one-statement reads (Database.fetch: feed pages, the tray) of two
+    # processes' Databases whose notes are in one Redis: the writer's next read through the
+    # other sees its write; another user's is the replica's.
+    g = glimpse_replicated
+    alice_name, bob_name, _ = _names("s")
+    await g.signup(alice_name)
+    await g.signup(bob_name)
+    target = parse_redis_url(redis_url)
+    clients = [open_redis(target), open_redis(target)]
+    a, b = (
+        Database(
+            cluster.url(cluster.primary_port),
+            replica_urls=[cluster.url(cluster.replica_port)],
+            replica_notes=RedisWriteNotes(client, target.prefix),
+        )
+        for client in clients
+    )
+    bio = text("SELECT bio FROM users WHERE username = :name")
+    try:
+        async with a.read() as session:
+            rows = await session.execute(text("SELECT username, id FROM users"))
+            ids = {name: user_id for name, user_id in rows.all()}
+        await _lagging(cluster)
+        act_as(ids[alice_name])
+        async with a.write() as session:
+            await session.execute(
+                text("UPDATE users SET bio = 'new' WHERE username = :name"), {"name": alice_name}
+            )
+        assert await b.fetch(bio, {"name": alice_name}, replica=True) == [("new",)]
+        act_as(ids[bob_name])
+        assert await b.fetch(bio, {"name": alice_name}, replica=True) == [("",)]
+        await _caught_up(cluster)
+        assert await b.fetch(bio, {"name": alice_name}, replica=True) == [("new",)]
+    finally:
+        act_as(None)
+        for database in (a, b):
+            await database.dispose()
+        for client in clients:
+            await client.aclose()
