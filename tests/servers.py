@@ -113,7 +113,8 @@ class Server(Process):
             raise
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + 30
+        # Generous: on a loaded machine (load 20 on two cores) a start takes 25 s and more.
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
                 if httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200:

@@ -25,6 +25,7 @@ from glimpse.config import Settings
 from glimpse.db.database import Database
 from glimpse.db.node_leases import acquire_node, release_node, renew_node
 from glimpse.db.urls import replica_urls
+from glimpse.db.write_notes import MemoryWriteNotes, WriteNotes
 from glimpse.errors import StorageUnavailable
 from glimpse.feed.memo import ViewerMemo
 from glimpse.holders import new_holder
@@ -134,6 +135,16 @@ class Container:
         await self.db.dispose()
 
 
+def _write_notes(redis: Redis | None, cache_url: str) -> WriteNotes:
+    """Where read-your-own-writes notes live: in Redis, every API process sees a caller's
+    writes through any of them (db/replicas.py); otherwise in this process's memory."""
+    if redis is None:
+        return MemoryWriteNotes()
+    from glimpse.backends.redis_write_notes import RedisWriteNotes
+
+    return RedisWriteNotes(redis, parse_redis_url(cache_url).prefix)
+
+
 def build_container(settings: Settings, *, node_id: int | None = None) -> Container:
     """Everything a process needs, unconnected; `await container.start()` before use.
     `node_id` fixes the ids' node instead of leasing one (for tests and tools)."""
@@ -142,15 +153,16 @@ def build_container(settings: Settings, *, node_id: int | None = None) -> Contai
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     fixed_node = node_id
     holder = new_holder()
+    cache_url = settings.resolved_cache_url
+    redis = open_redis(parse_redis_url(cache_url)) if is_redis_url(cache_url) else None
     db = Database(
         settings.resolved_database_url,
         busy_timeout_ms=settings.database_busy_timeout_ms,
         synchronous=settings.database_synchronous,
         replica_urls=replica_urls(settings.database_replica_urls),
+        replica_notes=_write_notes(redis, cache_url),
     )
     secret_key = settings.resolved_secret_key().encode()
-    cache_url = settings.resolved_cache_url
-    redis = open_redis(parse_redis_url(cache_url)) if is_redis_url(cache_url) else None
     # Counts kept in this process's memory, or in Redis, shared by every API process.
     throttle = (
         Throttle(settings.rate_limits, "async+memory://")

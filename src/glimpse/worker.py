@@ -333,14 +333,21 @@ async def _run_until_stopped(container: Container, job: ClaimedJob, stop: asynci
             running.result()
             return
         running.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await running
+        # Until it has unwound. (asyncio.wait raises nothing of the job's; a CancelledError
+        # out of it is this lane's own, and goes on up.)
+        await asyncio.wait({running})
         await container.queue.retry(
             job, "the worker stopped before the job finished; given back", 0.0, count_attempt=False
         )
         log.warning("job %s %s given back: the worker is stopping", job.name, job.id)
     finally:
         stopping.cancel()
+        if not running.done():
+            # This lane is being cancelled (its worker torn down outright) while the job runs:
+            # the job goes too, rather than run on in a task nobody owns, renewing its lease
+            # and using a container that is being closed. Its lease brings it back.
+            running.cancel()
+            await asyncio.wait({running})
 
 
 async def drain(

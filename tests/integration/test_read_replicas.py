@@ -1,7 +1,8 @@
 """Read replicas against a real streaming replica: a private primary and a replica of it
 (`initdb`, then `pg_basebackup -R`) started on free ports of this machine for this module.
 Replay on the replica is paused to stand for lag: other users' reads then show the replica's
-older state, while a caller's reads right after its own writes show those writes."""
+older state, while a caller's reads right after its own writes show those writes: in one
+process, and across two `glimpse serve` processes that share a Redis (GLIMPSE_CACHE_URL)."""
 
 from __future__ import annotations
 
@@ -19,12 +20,19 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from sqlalchemy import text
 
 from glimpse.app import create_app
+from glimpse.backends.redis_client import open_redis, parse_redis_url
+from glimpse.backends.redis_write_notes import RedisWriteNotes
 from glimpse.config import Settings
+from glimpse.db.database import Database
 from glimpse.db.migrate import upgrade_to_head
+from glimpse.db.replicas import act_as
 from tests.conftest import Glimpse, _no_server_error
 from tests.databases import run_sync
+from tests.redis_service import RedisProxy, redis_or_skip
+from tests.servers import Server
 
 
 def _bin(name: str) -> str | None:
@@ -270,3 +278,163 @@ async def test_readyz_reports_each_replica(cluster: Cluster, glimpse_replicated:
     response = await glimpse_replicated.client.get("/readyz")
     assert response.status_code == 200, response.text
     assert response.json()["checks"]["database_replica_0"] == "ok"
+
+
+def _followed(page: httpx.Response) -> list[str]:
+    assert page.status_code == 200, page.text
+    return [u["username"] for u in page.json()["items"]]
+
+
+async def _signup(client: httpx.AsyncClient, name: str) -> dict[str, str]:
+    account = {"username": name, "password": "correct horse"}
+    assert (await client.post("/api/v1/accounts", json=account)).status_code == 201
+    response = await client.post("/api/v1/auth/token", json=account)
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+async def test_a_write_through_one_api_process_is_read_through_another(
+    cluster: Cluster, redis_url: str, tmp_path: Path
+) -> None:
+    # Two API processes behind one Redis, as behind a proxy without affinity: the follow goes
+    # through A, the reads right after it through B, which learns of the write from Redis.
+    env = {
+        "GLIMPSE_DATABASE_URL": cluster.url(cluster.primary_port),
+        "GLIMPSE_DATABASE_REPLICA_URLS": cluster.url(cluster.replica_port),
+        "GLIMPSE_CACHE_URL": redis_url,
+        "GLIMPSE_SECRET_KEY": "test-secret",
+    }
+    servers: list[Server] = []
+    try:
+        for name in ("a", "b"):
+            servers.append(
+                Server(tmp_path / name, "--no-workers", env=env, log=tmp_path / f"{name}.log")
+            )
+        async with (
+            httpx.AsyncClient(base_url=servers[0].base, timeout=30) as a,
+            httpx.AsyncClient(base_url=servers[1].base, timeout=30) as b,
+        ):
+            alice_name, bob_name, carol_name = _names("x")
+            alice, bob = await _signup(a, alice_name), await _signup(b, bob_name)
+            await _signup(a, carol_name)
+            await _lagging(cluster)
+
+            assert (await a.post(f"/api/v1/users/{carol_name}/follow", headers=alice)).is_success
+            following = f"/api/v1/users/{alice_name}/following"
+            assert _followed(await b.get(following, headers=alice)) == [carol_name]
+            profile = await b.get(f"/api/v1/users/{carol_name}", headers=alice)
+            assert profile.json()["follower_count"] == 1
+            # Bob wrote nothing: B serves his reads from the replica, which lags.
+            assert _followed(await b.get(following, headers=bob)) == []
+            assert (await b.get(f"/api/v1/users/{carol_name}", headers=bob)).json()[
+                "follower_count"
+            ] == 0
+
+            # Once the replica has replayed the follow, alice's reads go back to it.
+            await _caught_up(cluster)
+            assert _followed(await b.get(following, headers=alice)) == [carol_name]
+            await _sql(cluster.url(cluster.replica_port), "SELECT pg_wal_replay_pause()")
+            assert (await b.delete(f"/api/v1/users/{carol_name}/follow", headers=alice)).is_success
+            assert _followed(await a.get(following, headers=alice)) == []
+            assert _followed(await a.get(following, headers=bob)) == [carol_name]  # replica
+        for server in servers:
+            assert server.stop() == 0
+    finally:
+        for server in servers:
+            server.close()
+        await _caught_up(cluster)
+
+
+async def test_with_redis_down_a_callers_reads_after_its_writes_go_to_the_primary(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    redis_or_skip()
+    proxy = RedisProxy()
+    await proxy.start()
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=cluster.url(cluster.primary_port),
+        database_replica_urls=cluster.url(cluster.replica_port),
+        cache_url=proxy.url(f"glimpse-test-down-{time.monotonic_ns()}:"),
+        secret_key="test-secret",
+        feed_viewer_memo_seconds=0,
+        rate_limits="off",
+    )
+    app = create_app(settings)
+    try:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app),
+                base_url="http://glimpse.test",
+                event_hooks={"response": [_no_server_error]},
+            ) as client,
+        ):
+            alice_name, bob_name, carol_name = _names("r")
+            alice, bob = await _signup(client, alice_name), await _signup(client, bob_name)
+            await _signup(client, carol_name)
+            await _lagging(cluster)
+            following = f"/api/v1/users/{alice_name}/following"
+
+            # Noted in Redis, then Redis goes: her reads cannot learn of the note, so they go
+            # to the primary (and so do everybody's while Redis is down), never a 500.
+            assert (
+                await client.post(f"/api/v1/users/{carol_name}/follow", headers=alice)
+            ).is_success
+            await proxy.stop()
+            assert _followed(await client.get(following, headers=alice)) == [carol_name]
+            assert _followed(await client.get(following, headers=bob)) == [carol_name]
+            # A write while Redis is down is noted in this process's memory.
+            assert (
+                await client.delete(f"/api/v1/users/{carol_name}/follow", headers=alice)
+            ).is_success
+            assert _followed(await client.get(following, headers=alice)) == []
+            profile = await client.get(f"/api/v1/users/{carol_name}", headers=alice)
+            assert profile.json()["follower_count"] == 0
+    finally:
+        await proxy.stop()
+        await _caught_up(cluster)
+
+
+async def test_one_statement_reads_of_two_processes_sharing_redis(
+    cluster: Cluster, redis_url: str, glimpse_replicated: Glimpse
+) -> None:
+    # The hot paths' one-statement reads (Database.fetch: feed pages, the tray) of two
+    # processes' Databases whose notes are in one Redis: the writer's next read through the
+    # other sees its write; another user's is the replica's.
+    g = glimpse_replicated
+    alice_name, bob_name, _ = _names("s")
+    await g.signup(alice_name)
+    await g.signup(bob_name)
+    target = parse_redis_url(redis_url)
+    clients = [open_redis(target), open_redis(target)]
+    a, b = (
+        Database(
+            cluster.url(cluster.primary_port),
+            replica_urls=[cluster.url(cluster.replica_port)],
+            replica_notes=RedisWriteNotes(client, target.prefix),
+        )
+        for client in clients
+    )
+    bio = text("SELECT bio FROM users WHERE username = :name")
+    try:
+        async with a.read() as session:
+            rows = await session.execute(text("SELECT username, id FROM users"))
+            ids = {name: user_id for name, user_id in rows.all()}
+        await _lagging(cluster)
+        act_as(ids[alice_name])
+        async with a.write() as session:
+            await session.execute(
+                text("UPDATE users SET bio = 'new' WHERE username = :name"), {"name": alice_name}
+            )
+        assert await b.fetch(bio, {"name": alice_name}, replica=True) == [("new",)]
+        act_as(ids[bob_name])
+        assert await b.fetch(bio, {"name": alice_name}, replica=True) == [("",)]
+        await _caught_up(cluster)
+        assert await b.fetch(bio, {"name": alice_name}, replica=True) == [("new",)]
+    finally:
+        act_as(None)
+        for database in (a, b):
+            await database.dispose()
+        for client in clients:
+            await client.aclose()

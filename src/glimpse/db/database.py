@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import (
 from glimpse.db.migrate import current_revision
 from glimpse.db.replicas import Replicas
 from glimpse.db.urls import async_database_url
+from glimpse.db.write_notes import WriteNotes
 
 
 def _sqlite_datetime(value: datetime) -> str:
@@ -97,6 +98,7 @@ class Database:
         busy_timeout_ms: int = 5000,
         synchronous: str = "FULL",
         replica_urls: list[str] | None = None,
+        replica_notes: WriteNotes | None = None,
     ) -> None:
         url = async_database_url(url)
         self.url = url
@@ -123,7 +125,7 @@ class Database:
         self._single_statements = self.write_engine.execution_options(isolation_level="AUTOCOMMIT")
         # Only PostgreSQL streams to replicas; on SQLite there are none to read.
         self.replicas = (
-            Replicas([async_database_url(u) for u in replica_urls])
+            Replicas([async_database_url(u) for u in replica_urls], replica_notes)
             if replica_urls and not self.is_sqlite
             else None
         )

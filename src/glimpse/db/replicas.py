@@ -8,10 +8,11 @@ the snapshot the rest of the read sees, so when the replica is past the noted po
 sees the write, and otherwise the read goes to the primary. Callers with no recent write never
 wait for the primary at all.
 
-The note lives in this process's memory: behind a load balancer without session affinity, a
-caller's next request may reach another API process that does not know of the write (it then
-reads the replica, which may lag). Route each user to one API process (affinity on the bearer
-token or the session cookie) when that matters.
+The notes are kept by a WriteNotes (db/write_notes.py): in Redis when GLIMPSE_CACHE_URL names
+one, shared by every API process, so that the caller's next request sees its write whichever
+process it reaches; otherwise in this process's memory (route each user to one API process,
+affinity on the bearer token or the session cookie, when that matters). Notes that cannot be
+read (Redis down) send the read to the primary.
 
 A replica that cannot be reached is left alone for a few seconds and its reads go to the
 primary: a replica down costs load, never an error."""
@@ -21,7 +22,6 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections import OrderedDict
 from contextvars import ContextVar
 from typing import Any
 
@@ -34,15 +34,13 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from glimpse.db.write_notes import MemoryWriteNotes, Note, WriteNotes, lsn_number, lsn_text
+
 log = logging.getLogger(__name__)
 
 # The account the current request acts for (set once its token was found good).
 _caller: ContextVar[int | None] = ContextVar("glimpse_db_caller", default=None)
 
-# How many callers' last writes are remembered; the oldest are forgotten first.
-MAX_NOTED_CALLERS = 100_000
-# When the WAL position of a write could not be read: its caller reads the primary this long.
-UNKNOWN_POSITION_SECONDS = 30.0
 # How long a replica that failed to connect is left alone.
 DOWN_SECONDS = 5.0
 
@@ -62,7 +60,7 @@ def current_caller() -> int | None:
 
 
 class Replicas:
-    def __init__(self, urls: list[str]) -> None:
+    def __init__(self, urls: list[str], notes: WriteNotes | None = None) -> None:
         self.engines: list[AsyncEngine] = [
             create_async_engine(url, pool_pre_ping=True, isolation_level="REPEATABLE READ")
             for url in urls
@@ -74,38 +72,33 @@ class Replicas:
         self._single = [e.execution_options(isolation_level="AUTOCOMMIT") for e in self.engines]
         self._turn = itertools.cycle(range(len(self.engines)))
         self._down_until = [0.0] * len(self.engines)
-        # caller -> (WAL position of its last write, or None if unknown; when it was noted)
-        self._written: OrderedDict[int, tuple[str | None, float]] = OrderedDict()
+        self.notes: WriteNotes = notes if notes is not None else MemoryWriteNotes()
 
     async def note_write(self, session: AsyncSession) -> None:
-        """After a commit on the primary: remember where the WAL was for the current caller."""
+        """After a commit on the primary: note where the WAL was for the current caller."""
         caller = _caller.get()
         if caller is None:
             return
-        position: str | None
+        position: int | None
         try:
-            position = (await session.execute(_CURRENT_POSITION)).scalar_one()
+            position = lsn_number((await session.execute(_CURRENT_POSITION)).scalar_one())
         except (DBAPIError, OSError):
             log.warning("could not read the primary's WAL position", exc_info=True)
             position = None
-        self._written.pop(caller, None)
-        self._written[caller] = (position, time.monotonic())
-        while len(self._written) > MAX_NOTED_CALLERS:
-            self._written.popitem(last=False)
+        await self.notes.note(caller, position)
 
     async def open(self, at_least: str | None = None) -> AsyncSession | None:
         """A replica session in a transaction whose snapshot holds the current caller's own
         writes (and the WAL up to `at_least`, when given), or None: read the primary instead."""
         caller = _caller.get()
-        noted = self._written.get(caller) if caller is not None else None
+        noted: Note | None
         if at_least is not None:
-            noted = (at_least, time.monotonic())
-            caller = None
-        if noted is not None and noted[0] is None:
-            if time.monotonic() - noted[1] < UNKNOWN_POSITION_SECONDS:
-                return None
-            self._written.pop(caller, None)  # type: ignore[arg-type]
-            noted = None
+            noted, caller = Note(lsn=lsn_number(at_least)), None
+        else:
+            noted = await self.notes.get(caller) if caller is not None else None
+        if noted is not None and noted.lsn is None:
+            return None  # pinned to the primary
+        lsn = noted.lsn if noted is not None else None
         now = time.monotonic()
         for _ in range(len(self.engines)):
             index = next(self._turn)
@@ -114,19 +107,19 @@ class Replicas:
             session = self._sessions[index]()
             try:
                 await session.begin()
-                if noted is None:
+                if lsn is None:
                     # Take the snapshot now, so that a replica that is down shows here.
                     await session.execute(text("SELECT 1"))
                     return session
-                caught_up = (await session.execute(_REPLAYED_PAST, {"lsn": noted[0]})).scalar()
+                caught_up = (await session.execute(_REPLAYED_PAST, {"lsn": lsn_text(lsn)})).scalar()
             except (OperationalError, DBAPIError, OSError):
                 log.warning("replica %d is unreachable; reading the primary", index, exc_info=True)
                 self._down_until[index] = now + DOWN_SECONDS
                 await session.close()
                 continue
             if caught_up:
-                if caller is not None and self._written.get(caller) == noted:
-                    self._written.pop(caller, None)
+                if caller is not None:
+                    await self.notes.forget(caller, lsn)
                 return session
             await session.close()
             return None  # lagging behind the caller's write: the primary has it
@@ -138,7 +131,7 @@ class Replicas:
         """The rows of one statement from a replica, when the current caller has no write
         the replica must hold first; None: read it another way (`open()`, or the primary)."""
         caller = _caller.get()
-        if caller is not None and caller in self._written:
+        if caller is not None and await self.notes.get(caller) is not None:
             return None
         now = time.monotonic()
         for _ in range(len(self.engines)):
@@ -165,3 +158,4 @@ class Replicas:
     async def dispose(self) -> None:
         for engine in self.engines:
             await engine.dispose()
+        await self.notes.close()

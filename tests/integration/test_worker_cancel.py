@@ -1,0 +1,40 @@
+"""A worker task cancelled outright (a test's or a tool's teardown, a gather that lost a sibling)
+while a lane runs a job: the job goes with it, rather than run on in a task nobody owns, renewing
+its lease, using a container being closed under it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from glimpse.container import Container
+from glimpse.jobs import Payload
+from glimpse.worker import run_worker
+from tests.integration.test_sql_queue import MakeContainer, add_job, make_container, register
+
+__all__ = ["make_container"]  # (the fixture, shared with test_sql_queue.py)
+
+
+async def test_a_worker_cancelled_while_a_job_runs_cancels_the_job(
+    make_container: MakeContainer,
+) -> None:
+    started, seen = asyncio.Event(), []
+
+    async def endless(container: Container, payload: Payload) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    name = register(endless)
+    container = make_container(shutdown_grace_seconds=30, job_lease_seconds=600)
+    await add_job(container, name)
+    worker = asyncio.create_task(run_worker(container, asyncio.Event()))
+    await asyncio.wait_for(started.wait(), timeout=30)
+    worker.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(worker, timeout=30)
+    assert seen == ["cancelled"]  # not still sleeping in a task nobody owns
