@@ -532,11 +532,13 @@ async def test_the_origin_serves_private_media_only_to_who_may_see_the_post(worl
     assert "mp4" in variants["video_story"], variants
     tally = Tally()
     for target, keys in world.media_keys.items():
-        for key in keys:
+        for n, key in enumerate(keys):
+            # (HEAD is answered by the same function as GET: asked of one key per target.)
+            methods = ("GET", "HEAD") if n == 0 else ("GET",)
             for relation in MEDIA_VIEWERS:
                 for kind, url in _media_urls(world, key, relation).items():
                     may = kind == "signed" and relation in {"owner", "follower"}
-                    for method in ("GET", "HEAD"):
+                    for method in methods:
                         response = await world.client.request(method, url)
                         name = f"{method} {target} {key} {kind} as {relation}"
                         tally.cases += 1
