@@ -11,10 +11,10 @@ the same token, good, could do anything to the author's content.
 from __future__ import annotations
 
 import os
-from datetime import datetime
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from glimpse.accounts.sessions import CSRF_HEADER, PRESESSION_COOKIE, SESSION_COOKIE, csrf_token
+from glimpse.accounts.sessions import PRESESSION_COOKIE, SESSION_COOKIE, csrf_token
 from glimpse.accounts.tokens import hash_token
 from glimpse.app import create_app
 from glimpse.config import Settings
@@ -139,9 +139,9 @@ class World:
             if kind == "block":
                 await block(self.glimpse, self.api_headers(who), whom)
                 continue
-            if await follow(self.glimpse, self.api_headers(who), whom) == "pending":
-                if kind == "follow":
-                    await accept(self.glimpse, self.api_headers(name[b]), self.usernames[who])
+            pending = await follow(self.glimpse, self.api_headers(who), whom) == "pending"
+            if pending and kind == "follow":
+                await accept(self.glimpse, self.api_headers(name[b]), self.usernames[who])
         assert await self.graph() == self.baseline
 
     async def _call(self, method: str, path: str, headers: dict[str, str]) -> None:
@@ -241,14 +241,16 @@ async def build_world(settings: Settings, clip: Clip) -> AsyncIterator[World]:
     """The app over `settings`, and the world in it (a module's fixture yields from this)."""
     migrate(settings.resolved_database_url)
     app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app),
             base_url="http://glimpse.test",
             event_hooks={"response": [_no_server_error]},
-        ) as client:
-            glimpse = Glimpse(client, app.state.container)
-            yield await _populate(glimpse, clip)
+        ) as client,
+    ):
+        glimpse = Glimpse(client, app.state.container)
+        yield await _populate(glimpse, clip)
 
 
 async def _populate(glimpse: Glimpse, clip: Clip) -> World:

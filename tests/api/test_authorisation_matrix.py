@@ -41,7 +41,7 @@ from tests.api.authorisation_world import (
     VIDEO_CAPTION,
     World,
     build_world,
-    matrix_settings,  # noqa: F401  (the module's settings fixture)
+    matrix_settings,  # noqa: F401  (the module's settings fixture, used by `world`)
 )
 from tests.clips import Clip
 from tests.conftest import jpeg_bytes
@@ -152,12 +152,8 @@ ROUTES: dict[tuple[str, str], Case] = {
     ("DELETE", "/api/v1/users/{username}/follow"): Case(
         row("204 204 204 204 401 404 204 401 401 403"), targets=("username",), regraph=True
     ),
-    ("GET", "/api/v1/users/{username}/followers"): Case(
-        row(ACCOUNT_READ), targets=("username",)
-    ),
-    ("GET", "/api/v1/users/{username}/following"): Case(
-        row(ACCOUNT_READ), targets=("username",)
-    ),
+    ("GET", "/api/v1/users/{username}/followers"): Case(row(ACCOUNT_READ), targets=("username",)),
+    ("GET", "/api/v1/users/{username}/following"): Case(row(ACCOUNT_READ), targets=("username",)),
     ("GET", "/api/v1/me/follow-requests"): Case(row(SIGNED_IN)),
     # {username} is the one who asked (the pending follower): only the author has that request.
     ("POST", "/api/v1/me/follow-requests/{username}/accept"): Case(
@@ -206,9 +202,7 @@ ROUTES: dict[tuple[str, str], Case] = {
     ("POST", "/api/v1/stories"): Case(row("202 202 202 202 401 202 202 401 401 403"), files=True),
     ("GET", "/api/v1/stories/tray"): Case(row(SIGNED_IN)),
     ("GET", "/api/v1/users/{username}/stories"): Case(row(ACCOUNT_READ), targets=("username",)),
-    ("GET", "/api/v1/stories/{story_id}"): Case(
-        row(POST_READ), targets=("story", "video_story")
-    ),
+    ("GET", "/api/v1/stories/{story_id}"): Case(row(POST_READ), targets=("story", "video_story")),
     ("POST", "/api/v1/stories/{story_id}/view"): Case(
         row("204 204 404 404 401 404 404 401 401 403"), targets=("story", "video_story")
     ),
@@ -225,9 +219,7 @@ ROUTES: dict[tuple[str, str], Case] = {
         targets=("story",),
         json=lambda w, r, v: {"title": "m", "story_ids": [v]},
     ),
-    ("GET", "/api/v1/users/{username}/highlights"): Case(
-        row(ACCOUNT_READ), targets=("username",)
-    ),
+    ("GET", "/api/v1/users/{username}/highlights"): Case(row(ACCOUNT_READ), targets=("username",)),
     ("GET", "/api/v1/highlights/{highlight_id}"): Case(row(POST_READ), targets=("highlight",)),
     ("DELETE", "/api/v1/highlights/{highlight_id}"): Case(
         row("204 403 404 404 401 404 404 401 401 403"), targets=("highlight",), fresh="highlight"
@@ -317,8 +309,9 @@ async def test_every_route_of_the_app_has_a_row() -> None:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def world(matrix_settings: Settings, clips: dict[str, Clip]) -> AsyncIterator[World]:
-    async for built in build_world(matrix_settings, clips["rotated"]):
+async def world(request: pytest.FixtureRequest, clips: dict[str, Clip]) -> AsyncIterator[World]:
+    settings: Settings = request.getfixturevalue("matrix_settings")
+    async for built in build_world(settings, clips["rotated"]):
         yield built
 
 
@@ -486,13 +479,10 @@ async def _run_case(
 
 
 async def test_every_route_answers_every_relation_as_the_table_says(world: World) -> None:
-    import time
     for (method, path), case in ROUTES.items():
-        t0 = time.monotonic()
         for target in case.targets or (None,):
             for relation in RELATIONS:
                 await _run_case(world, method, path, case, relation, target)
-        print(f"TIME {method} {path} {time.monotonic() - t0:.2f}")
     for failure in TALLY.failures:
         print(failure[:300])
     assert TALLY.failures == [], "\n".join(TALLY.failures)
