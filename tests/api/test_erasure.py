@@ -94,6 +94,11 @@ async def _publish_bytes(glimpse: Glimpse, headers: Headers, data: bytes, captio
     return response.json()
 
 
+# A batch of one makes every loop of the job go round more than once (alice has two posts, two
+# followers): a loop that stopped after its first batch would leave rows behind.
+@pytest.mark.parametrize(
+    "settings", [{}, {"erasure_batch_size": 1}], indirect=True, ids=["one-batch", "batch-of-1"]
+)
 async def test_erasure_deletes_every_row_file_and_cache_entry_and_keeps_others_counts(
     glimpse: Glimpse,
 ) -> None:
@@ -125,6 +130,11 @@ async def test_erasure_deletes_every_row_file_and_cache_entry_and_keeps_others_c
         "/api/v1/accounts", json={"username": "alice", "password": PASSWORD}
     )
     assert_error(again, 409, "username_taken")
+    # Her posts and stories too, for her followers, before the job has deleted any.
+    for post_id in (*w["posts"], w["story"]):
+        assert_error(await glimpse.client.get(f"/api/v1/posts/{post_id}", headers=w["bob"]), 404)
+    for who in (w["bob"], w["carol"]):
+        assert not {p["id"] for p in (await feed(glimpse, who))["items"]} & set(w["posts"])
 
     await glimpse.run_jobs()
 

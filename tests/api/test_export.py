@@ -90,6 +90,12 @@ async def test_the_zip_holds_originals_and_everything_the_account_made(glimpse: 
     post_id = response.json()["id"]
     story_photo = jpeg_bytes((900, 1600), (1, 2, 3))
     story = await post_story(glimpse, alice, story_photo)
+    other_story = await post_story(glimpse, alice)
+    for title, ids in (("Lake", [other_story["id"], story["id"]]), ("Solo", [story["id"]])):
+        response = await glimpse.client.post(
+            "/api/v1/me/highlights", headers=alice, json={"title": title, "story_ids": ids}
+        )
+        assert response.status_code == 201, response.text
     await follow(glimpse, alice, "bob")
     await follow(glimpse, carol, "alice")
     bobs = await glimpse.upload(bob, files=[("c.jpg", jpeg_bytes())])
@@ -111,10 +117,15 @@ async def test_the_zip_holds_originals_and_everything_the_account_made(glimpse: 
     assert [m["alt_text"] for m in post["media"]] == ["a red square", "a green one"]
     for media, original in zip(post["media"], photos, strict=True):
         assert archive.read(media["file"]) == original  # the original, byte for byte
-    (story_item,) = json.loads(archive.read("stories.json"))
+    story_item, _ = json.loads(archive.read("stories.json"))
     assert story_item["id"] == story["id"] and story_item["expires_at"]
     assert archive.read(story_item["media"][0]["file"]) == story_photo
     assert json.loads(archive.read("account.json"))["username"] == "alice"
+    highlights = json.loads(archive.read("highlights.json"))
+    assert [(h["title"], h["story_ids"]) for h in highlights] == [
+        ("Lake", [other_story["id"], story["id"]]),
+        ("Solo", [story["id"]]),
+    ]
     comments = json.loads(archive.read("comments.json"))
     assert [(c["post_id"], c["text"]) for c in comments] == [(bobs.json()["id"], "lovely")]
     assert [x["post_id"] for x in json.loads(archive.read("likes.json"))] == [bobs.json()["id"]]

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, text
 
+from tests.api.test_upload_validation import process
 from tests.conftest import Glimpse
 from tests.databases import ON_EVERY_DATABASE
 
@@ -194,3 +195,33 @@ async def test_readyz_is_503_while_the_process_drains_and_the_api_still_answers(
     assert (await glimpse.client.get("/healthz")).status_code == 200
     headers = await glimpse.signup()  # still serving while the proxy takes it out
     assert (await glimpse.client.get("/api/v1/me", headers=headers)).status_code == 200
+
+
+async def test_each_request_is_counted_under_its_own_status_and_timed_under_its_route(
+    glimpse: Glimpse,
+) -> None:
+    # Two statuses of one route, and a media read (answered in front of the app, by
+    # media/fast_path.py): each in its own sample, each in the latency histogram.
+    headers = await glimpse.signup()
+    post = await process(glimpse, headers, await glimpse.upload(headers))
+    media_url = post["media"][0]["variants"][0]["url"]
+    before = (await glimpse.client.get("/metrics")).text
+    assert (await glimpse.client.get("/api/v1/users/alice", headers=headers)).status_code == 200
+    for _ in range(2):
+        answer = await glimpse.client.get("/api/v1/users/nobody", headers=headers)
+        assert answer.status_code == 404
+    assert (await glimpse.client.get(media_url)).status_code == 200
+    after = (await glimpse.client.get("/metrics")).text
+
+    def moved(metric: str, **labels: str) -> float:
+        return sample(after, metric, **labels) - sample(before, metric, **labels)
+
+    requests = "glimpse_http_requests_total"
+    timed = "glimpse_http_request_duration_seconds_count"
+    users = {"method": "GET", "route": "/api/v1/users/{username}"}
+    media = {"method": "GET", "route": "/media/{key:path}"}
+    assert moved(requests, **users, status="200") == 1
+    assert moved(requests, **users, status="404") == 2
+    assert moved(timed, **users) == 3
+    assert moved(requests, **media, status="200") == 1
+    assert moved(timed, **media) == 1

@@ -559,7 +559,7 @@ async def test_every_form_posted_here_carries_the_csrf_token(glimpse: Glimpse) -
         page = (await glimpse.client.get(path)).text
         assert f'name="csrf_token" value="{csrf_of(page)}"' in page, path
     await web_sign_up(glimpse.client, "alice")
-    for path in ("/", "/settings/profile", "/alice"):
+    for path in ("/", "/settings/profile", "/settings/account", "/alice"):
         page = (await glimpse.client.get(path)).text
         forms = re.findall(r'<form method="post".*?</form>', page, re.S)
         assert forms, path

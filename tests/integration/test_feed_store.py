@@ -19,6 +19,7 @@ from glimpse.db.migrate import upgrade_to_head
 from tests.redis_service import redis_url  # noqa: F401  (a fixture)
 
 U, A, B = 1, 2, 3
+OTHERS = (10, 11, 12)  # more readers, for what works on many feeds at once
 
 
 @pytest.fixture
@@ -27,7 +28,7 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
     upgrade_to_head(url)
     database = Database(url)
     async with database.write() as session:
-        for user_id in (U, A, B):
+        for user_id in (U, A, B, *OTHERS):
             session.add(
                 User(
                     id=user_id,
@@ -160,10 +161,23 @@ async def test_windows_page_through_63_bit_ids_in_order(make_store: MakeStore) -
 async def test_removing_an_author_or_a_post_leaves_the_rest(make_store: MakeStore) -> None:
     store = make_store(100)
     await built(store, [(1, A), (2, B), (3, A), (4, B)])
-    await store.remove_author(U, A)
+    await store.remove_author([U], A)
     assert await entries_of(store) == [(4, B), (2, B)]
     await store.remove_post(4, [U, B])
     assert await entries_of(store) == [(2, B)]
+
+
+async def test_an_author_leaves_many_feeds_at_once_and_no_other(make_store: MakeStore) -> None:
+    """An erased account leaves a batch of its followers' feeds in one call."""
+    store = make_store(100)
+    for user_id in (U, *OTHERS):
+        await store.begin_rebuild(user_id, time.time())
+        await store.finish_rebuild(user_id, [(1, A), (2, B), (3, A)], 0, time.time())
+    await store.remove_author([U, 10, 11, 11], A)
+    for user_id in (U, 10, 11):
+        assert await entries_of(store, user_id) == [(2, B)]
+    assert await entries_of(store, 12) == [(3, A), (2, B), (1, A)]  # not in the batch
+    await store.remove_author([], A)  # nothing to do is no error
 
 
 async def test_a_merge_or_push_without_a_feed_creates_none(make_store: MakeStore) -> None:

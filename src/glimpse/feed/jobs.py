@@ -145,7 +145,7 @@ async def remove_author_from_feed(container: Container, payload: Payload) -> Non
     user_id, author_id = int(payload["user_id"]), int(payload["author_id"])
     if await _follows(container, user_id, author_id):
         return
-    await container.feed_store.remove_author(user_id, author_id)
+    await container.feed_store.remove_author([user_id], author_id)
 
 
 @job(EXPIRE_FEEDS_JOB, every=3600)

@@ -27,7 +27,6 @@ the edge's job: nginx answers cached media with sendfile.
 from __future__ import annotations
 
 import time
-from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.responses import JSONResponse, Response
@@ -37,7 +36,6 @@ from glimpse.api.connections import Occupancy
 from glimpse.api.errors import error_response
 from glimpse.errors import DomainError
 from glimpse.media.origin import answer_media
-from glimpse.ops.metrics import LATENCY, REQUESTS, never_failing
 from glimpse.ops.request_ids import REQUEST_ID, accepted_request_id, new_request_id
 from glimpse.ops.request_log import REQUEST_ID_HEADER, record_request
 
@@ -55,7 +53,6 @@ class MediaFastPath:
         self.trust_incoming = trust_incoming
         self.log_requests = log_requests
         self.occupancy = occupancy
-        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     @staticmethod
     def takes(scope: Scope) -> bool:
@@ -145,19 +142,6 @@ class MediaFastPath:
             REQUEST_ID.reset(token)
 
     def _record(self, scope: Scope, status: int, elapsed: float, bytes_out: int) -> None:
-        # (The metrics' children by method and status, found once: a labels() call takes a lock
-        # and builds a key on every request.)
-        key = (scope["method"], status)
-        children = self._children.get(key)
-        if children is None:
-            children = self._children[key] = (
-                REQUESTS.labels(scope["method"], ROUTE_TEMPLATE, str(status)),
-                LATENCY.labels(scope["method"], ROUTE_TEMPLATE),
-            )
-        with never_failing():
-            children[0].inc()
-            children[1].observe(elapsed)
-        if self.log_requests:
-            record_request(
-                scope, ROUTE_TEMPLATE, status, elapsed, 0, bytes_out, log_requests=True, count=False
-            )
+        record_request(
+            scope, ROUTE_TEMPLATE, status, elapsed, 0, bytes_out, log_requests=self.log_requests
+        )

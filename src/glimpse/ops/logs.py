@@ -15,6 +15,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from glimpse.ops.request_ids import stamp_log_records
 
 
@@ -29,9 +31,30 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
 
 
 class JsonFormatter(logging.Formatter):
+    # One access line a request: what each line costs is part of what operations cost
+    # (BENCHMARKS.md, "The cost of operations"), hence orjson and the time's date and second
+    # made once a second.
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = -1
+        self._second_text = ""
+
+    def _time(self, created: float) -> str:
+        # (As datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds") writes
+        # it: the time rounded to the microsecond, then the milliseconds cut.)
+        second = int(created)
+        micro = round((created - second) * 1_000_000)
+        if micro == 1_000_000:
+            second, micro = second + 1, 0
+        if second != self._second:
+            self._second_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self._second = second
+        return f"{self._second_text}.{micro // 1000:03d}+00:00"
+
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "time": self._time(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "pid": record.process,
@@ -45,7 +68,12 @@ class JsonFormatter(logging.Formatter):
             line["error"] = self.formatException(record.exc_info)
         # default=str: a field nobody thought to make JSON (a Path, a datetime) must not cost
         # the line.
-        return json.dumps(line, default=str, ensure_ascii=False)
+        try:
+            return orjson.dumps(line, default=str).decode()
+        except TypeError:
+            # What orjson refuses even so (an int past 64 bits, a key that is not a string):
+            # the standard library writes it.
+            return json.dumps(line, default=str, ensure_ascii=False)
 
 
 class TextFormatter(logging.Formatter):

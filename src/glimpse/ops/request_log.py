@@ -9,17 +9,26 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from glimpse.api.deps import CALLER_ID
-from glimpse.ops.metrics import LATENCY, REQUESTS, never_failing
+from glimpse.ops.metrics import LATENCY, REQUESTS
 from glimpse.ops.request_ids import REQUEST_ID, accepted_request_id, new_request_id
 
 access_log = logging.getLogger("glimpse.access")
+metrics_log = logging.getLogger("glimpse.metrics")
 
 REQUEST_ID_HEADER = b"x-request-id"
+
+# The request metrics' children by (method, route template, status), found once: `labels()`
+# turns its arguments into strings, takes a lock and builds a key on every call, a fifth of
+# what the metrics cost a request. Bounded by the routes, the methods the HTTP parser knows
+# and the statuses; the cap is a guard, past it children are looked up as before.
+_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+_MAX_CHILDREN = 10_000
 
 
 class RequestLog:
@@ -52,10 +61,13 @@ class RequestLog:
             nonlocal status, bytes_out
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [
-                    *(h for h in message.get("headers", ()) if h[0].lower() != REQUEST_ID_HEADER),
-                    (REQUEST_ID_HEADER, request_id.encode()),
-                ]
+                headers = list(message.get("headers", ()))
+                # (The app's own id header, if it set one, gives way to ours; rare: checked
+                # before a new list is built.)
+                if any(name.lower() == REQUEST_ID_HEADER for name, _ in headers):
+                    headers = [h for h in headers if h[0].lower() != REQUEST_ID_HEADER]
+                headers.append((REQUEST_ID_HEADER, request_id.encode()))
+                message["headers"] = headers
             elif message["type"] == "http.response.body":
                 bytes_out += len(message.get("body", b""))
             await send(message)
@@ -88,16 +100,16 @@ def record_request(
     bytes_out: int,
     *,
     log_requests: bool,
-    count: bool = True,
 ) -> None:
     """Count a request in the metrics and write its line (while its id is still current, so
-    that the line carries it). Also used by the media fast path (media/fast_path.py), which
-    counts its own."""
+    that the line carries it). Also used by the media fast path (media/fast_path.py)."""
     method = scope["method"]
-    if count:
-        with never_failing():
-            REQUESTS.labels(method, template, str(status)).inc()
-            LATENCY.labels(method, template).observe(elapsed)
+    try:  # (metrics.never_failing, without a context manager's calls on every request)
+        counter, histogram = _metric_children(method, template, status)
+        counter.inc()
+        histogram.observe(elapsed)
+    except Exception:
+        metrics_log.warning("could not record a metric", exc_info=True)
     if log_requests and access_log.isEnabledFor(logging.INFO):
         # The route's template, never the path: a signed media URL's signature, a username or
         # a cursor have no place in a log.
@@ -120,6 +132,19 @@ def record_request(
                 },
             },
         )
+
+
+def _metric_children(method: str, template: str, status: int) -> tuple[Any, Any]:
+    key = (method, template, status)
+    children = _children.get(key)
+    if children is None:
+        children = (
+            REQUESTS.labels(method, template, str(status)),
+            LATENCY.labels(method, template),
+        )
+        if len(_children) < _MAX_CHILDREN:
+            _children[key] = children
+    return children
 
 
 def _as_text(value: object) -> str | None:

@@ -7,9 +7,12 @@ Layout (README.txt inside says the same to whoever opens it):
                                   alt text, size and the file below
     posts/<post id>/<n>.<ext>     the originals as uploaded (nth file of the post, from 1)
     stories/<story id>/1.<ext>
+    highlights.json               each highlight: title, date, its stories' ids in order
     comments.json                 comments the account wrote
     likes.json                    posts the account liked
     followers.json, following.json
+
+Others' comments on the account's posts are theirs, not the account's: they are not included.
 
 Originals are stored uncompressed (JPEG, HEIC and MP4 do not shrink) and JSON deflated. A zip
 archive allows one member open for writing at a time, so the JSON lists are spooled to files of
@@ -37,7 +40,7 @@ from glimpse.db.database import Database
 from glimpse.engagement.models import Comment, Like
 from glimpse.graph.models import Follow
 from glimpse.posts.models import Media, Post, PostKind
-from glimpse.stories.models import Story
+from glimpse.stories.models import Highlight, HighlightStory, Story
 
 # Rows read per query: a batch of posts with their media is a few hundred objects at most.
 READ_BATCH = 200
@@ -51,6 +54,7 @@ posts.json, stories.json     each post and story: caption, dates, and per photo 
                              alt text, size and the file it is in
 posts/<post id>/<n>.<ext>    your originals, as you uploaded them
 stories/<story id>/1.<ext>
+highlights.json              your highlights: title, date and their stories' ids, in order
 comments.json                the comments you wrote
 likes.json                   the posts you liked
 followers.json               who follows you
@@ -120,13 +124,22 @@ class ExportWriter:
                 _add_text(archive, "README.txt", README)
                 lists = {
                     name: _JsonList(self._spool / f"{name}.json")
-                    for name in ("posts", "stories", "comments", "likes", "followers", "following")
+                    for name in (
+                        "posts",
+                        "stories",
+                        "highlights",
+                        "comments",
+                        "likes",
+                        "followers",
+                        "following",
+                    )
                 }
                 try:
                     account = await self._account(exported_at)
                     _add_text(archive, "account.json", json.dumps(account, indent=2))
                     await self._posts(archive, lists["posts"], PostKind.POST, "posts")
                     await self._posts(archive, lists["stories"], PostKind.STORY, "stories")
+                    await self._highlights(lists["highlights"])
                     await self._comments(lists["comments"])
                     await self._likes(lists["likes"])
                     await self._follows(lists["followers"], followers=True)
@@ -248,6 +261,42 @@ class ExportWriter:
                 member.write(chunk)
         self.files_written += 1
         return True
+
+    async def _highlights(self, out: _JsonList) -> None:
+        after = 0
+        while True:
+            async with self.db.read() as session:
+                rows = list(
+                    (
+                        await session.execute(
+                            select(Highlight)
+                            .where(Highlight.owner_id == self.user_id, Highlight.id > after)
+                            .order_by(Highlight.id)
+                            .limit(READ_BATCH)
+                        )
+                    ).scalars()
+                )
+                held: dict[int, list[str]] = {h.id: [] for h in rows}
+                if rows:
+                    found = await session.execute(
+                        select(HighlightStory.highlight_id, HighlightStory.story_id)
+                        .where(HighlightStory.highlight_id.in_(list(held)))
+                        .order_by(HighlightStory.highlight_id, HighlightStory.position)
+                    )
+                    for highlight_id, story_id in found:
+                        held[highlight_id].append(str(story_id))
+            for h in rows:
+                out.add(
+                    {
+                        "id": str(h.id),
+                        "title": h.title,
+                        "created_at": _iso(h.created_at),
+                        "story_ids": held[h.id],
+                    }
+                )
+            if len(rows) < READ_BATCH:
+                return
+            after = rows[-1].id
 
     async def _comments(self, out: _JsonList) -> None:
         after = 0

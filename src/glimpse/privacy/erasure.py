@@ -1,7 +1,8 @@
 """Erasing an account (`DELETE /api/v1/me`): what happens at once, and the job that does the rest.
 
 At once, in one transaction: the account is disabled, every token it holds revoked (API
-clients and web sessions alike), its username moved aside to a name no request can ask for (so
+clients and web sessions alike), its posts and stories failed (so no follower can open one by id
+until the job deletes it), its username moved aside to a name no request can ask for (so
 its profile is a 404 at once and the name is held, not freed), and the erasure job queued (the
 jobs table is the outbox). The job then deletes everything in batches, each batch its own
 transaction; it is at-least-once like every job, so each step deletes only what is still there
@@ -28,12 +29,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from glimpse.backends.queue.outbox import enqueue
 from glimpse.engagement import repository as engagement_repository
+from glimpse.errors import Unauthenticated
 from glimpse.graph import repository as graph_repository
 from glimpse.posts import service as posts
 from glimpse.privacy import repository
 from glimpse.privacy.models import AccountErasure
 
 if TYPE_CHECKING:
+    from glimpse.accounts.models import User
     from glimpse.container import Container
 
 log = logging.getLogger("glimpse.privacy")
@@ -50,6 +53,20 @@ def erased_username(user_id: int) -> str:
 class ErasureUnfinished(RuntimeError):
     """Something of the account appeared while the job ran (an upload that was already in
     flight): the job fails this run and is retried, and the retry deletes it too."""
+
+
+async def erase_with_password(
+    container: Container, user: User, password: str, address: str
+) -> None:
+    """The API's `DELETE /api/v1/me` and the web's account page alike: a wrong password is
+    answered as a wrong sign-in is, and counts against the same guard (a stolen token or
+    session cannot be used to guess the password at leisure)."""
+    async with container.sign_ins.attempt(user.username, address) as attempt:
+        if not await container.passwords.verify(user.password_hash, password):
+            attempt.failed()
+            raise Unauthenticated("Wrong username or password.", code="invalid_credentials")
+        attempt.succeeded()
+    await request_erasure(container, user.id)
 
 
 async def request_erasure(container: Container, user_id: int) -> bool:
@@ -73,6 +90,7 @@ async def request_erasure(container: Container, user_id: int) -> bool:
         user.display_name, user.bio = "", ""
         user.disabled_at = now
         await repository.revoke_tokens(session, user_id, now)
+        await repository.hide_posts(session, user_id)
         enqueue(
             session,
             container.ids,
@@ -136,8 +154,7 @@ async def _remove_from_feeds(container: Container, user_id: int) -> None:
     after = 0
     while True:
         batch = await graph_repository.follower_batch(container.db, user_id, after, batch_size)
-        for _, follower_id in batch:
-            await store.remove_author(follower_id, user_id)
+        await store.remove_author([follower_id for _, follower_id in batch], user_id)
         if len(batch) < batch_size:
             return
         after = batch[-1][0]

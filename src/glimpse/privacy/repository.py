@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from glimpse.accounts.models import AccessToken, User
 from glimpse.engagement.models import Comment, Like
 from glimpse.graph.models import Block, Follow, FollowRequest
-from glimpse.posts.models import Media, MediaVariant, Post, UploadUsage
+from glimpse.posts.models import Media, MediaVariant, Post, PostStatus, UploadUsage
 from glimpse.privacy.models import AccountErasure, AccountExport, ExportStatus
 from glimpse.stories.models import Highlight, HighlightStory, Story, StoryView
 
@@ -50,6 +50,21 @@ async def revoke_tokens(session: AsyncSession, user_id: int, now: datetime) -> N
         update(AccessToken)
         .where(AccessToken.user_id == user_id, AccessToken.revoked_at.is_(None))
         .values(revoked_at=now)
+    )
+
+
+async def hide_posts(session: AsyncSession, author_id: int) -> None:
+    """Fail every post and story of the account, in one statement: visibility shows only ready
+    posts to others, so they vanish from every read path at once, long before the job's
+    batches delete them. (A processing one never becomes ready: only processing posts do.)"""
+    await session.execute(
+        update(Post)
+        .where(Post.author_id == author_id, Post.status != PostStatus.FAILED)
+        .values(
+            status=PostStatus.FAILED,
+            error_code="account_erased",
+            error_message="The account is being erased.",
+        )
     )
 
 

@@ -11,7 +11,7 @@ from glimpse.api.deps import Caller, ContainerDep, EntityId
 from glimpse.api.errors import error_responses
 from glimpse.api.throttling import ClientAddress, count_against
 from glimpse.backends.storage import ObjectMissing
-from glimpse.errors import NotFound, Unauthenticated
+from glimpse.errors import NotFound
 from glimpse.privacy import erasure, export
 from glimpse.privacy.schemas import ErasureOut, ErasureRequest, ExportOut
 from glimpse.throttling import EXPORTS
@@ -35,14 +35,7 @@ async def erase_me(
     comment, like, follow, token and stored file. Its tokens stop working and its profile is
     gone at once; a job does the rest. The username stays taken for a while. A wrong password
     is answered as a wrong sign-in is, and counts against the same budget."""
-    user = caller.user
-    # The sign-in guard: a stolen token cannot be used to guess the password at leisure.
-    async with container.sign_ins.attempt(user.username, address) as attempt:
-        if not await container.passwords.verify(user.password_hash, body.password):
-            attempt.failed()
-            raise Unauthenticated("Wrong username or password.", code="invalid_credentials")
-        attempt.succeeded()
-    await erasure.request_erasure(container, user.id)
+    await erasure.erase_with_password(container, caller.user, body.password, address)
     return JSONResponse(ErasureOut().model_dump(), status_code=status.HTTP_202_ACCEPTED)
 
 

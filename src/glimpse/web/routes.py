@@ -1,8 +1,9 @@
 """The web app's pages: server-rendered from the same services and the same JSON values as the
 public API (no other way in), so that every page shows its content without JavaScript. What
 changes state in place (likes, comments, follows, uploads, stories) is done by static/app.js
-through /api/v1 with the session cookie and the page's CSRF token; only signing in, up and out
-and saving the profile are plain forms, posted here.
+through /api/v1 with the session cookie and the page's CSRF token; only signing in, up and out,
+saving the profile, asking for a data export and deleting the account are plain forms, posted
+here.
 
 Every page is throttled like the API (api/throttling.py counts these paths), answers a domain
 error with an HTML page of the same status, and is sent with a Content-Security-Policy that
@@ -43,10 +44,12 @@ from glimpse.graph import service as graph
 from glimpse.pagination import encode_cursor, encode_keyset
 from glimpse.posts import service as posts
 from glimpse.posts.views import PostRow, post_view_data
+from glimpse.privacy import erasure, export
+from glimpse.privacy.schemas import ExportOut
 from glimpse.stories import service as stories
 from glimpse.stories.routes import tray_data
 from glimpse.stories.views import highlight_views
-from glimpse.throttling import SIGNUP
+from glimpse.throttling import EXPORTS, SIGNUP
 from glimpse.web import sessions
 from glimpse.web.rendering import render, static_file
 
@@ -387,6 +390,88 @@ async def edit_profile(request: Request) -> Response:
             session, container.ids, container.settings, viewer.user.id, changes
         )
     return RedirectResponse(f"/{viewer.user.username}", status_code=303)
+
+
+@router.get("/settings/account")
+async def account_page(request: Request) -> Response:
+    """The latest data export (to download, or being made) and the account's deletion."""
+    viewer = await sessions.signed_in(request, _container(request))
+    if viewer is None:
+        return _to_sign_in()
+    return await _account_page(request, viewer)
+
+
+async def _account_page(
+    request: Request,
+    viewer: Authenticated,
+    *,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    **context: Any,
+) -> Response:
+    container = _container(request)
+    try:
+        latest = await export.show_latest_export(container, viewer.user.id)
+    except NotFound:
+        shown = None
+    else:
+        shown = ExportOut.of(latest).model_dump(mode="json")
+    return await _page(
+        request,
+        "account.html",
+        viewer,
+        status=status,
+        headers=headers,
+        export=shown,
+        hold_days=container.settings.erased_username_hold_days,
+        **context,
+    )
+
+
+@router.post("/settings/export")
+async def start_export(request: Request) -> Response:
+    """The API's POST /api/v1/me/export, as a form: the same budget, one export at a time."""
+    container = _container(request)
+    viewer = await sessions.signed_in(request, container)
+    if viewer is None:
+        return _to_sign_in()
+    form = await _form(request)
+    _check_csrf(request, container, form, signed_in=True)
+    await count_against(
+        request,
+        container.throttle,
+        EXPORTS,
+        "account",
+        str(viewer.user.id),
+        message="Too many exports; please try again later.",
+    )
+    await export.start_export(container, viewer.user.id)
+    return RedirectResponse("/settings/account", status_code=303)
+
+
+@router.post("/settings/delete")
+async def delete_account(request: Request) -> Response:
+    """The API's DELETE /api/v1/me, as a form: confirmed with the password, which is checked
+    (and throttled) as a sign-in's; the browser is signed out with the account."""
+    container = _container(request)
+    viewer = await sessions.signed_in(request, container)
+    if viewer is None:
+        return _to_sign_in()
+    form = await _form(request)
+    _check_csrf(request, container, form, signed_in=True)
+    address = client_address(request.scope, container.settings.trusted_proxy_hops)
+    try:
+        await erasure.erase_with_password(
+            container, viewer.user, _field(form, "password", 256), address
+        )
+    except Unauthenticated:
+        return await _account_page(request, viewer, status=401, message="Wrong password.")
+    except Throttled as throttled:
+        return await _account_page(
+            request, viewer, status=429, headers=throttled.headers, message=throttled.message
+        )
+    # Its session token is revoked already: the page, shown to nobody, ends the cookie too.
+    return await _page(request, "account_deleted.html", None)
 
 
 @router.get("/p/{post_id}")

@@ -92,3 +92,32 @@ def test_a_job_carries_the_id_of_the_request_that_enqueued_it_and_its_handler_ne
     assert tagged == {"post_id": 1, PAYLOAD_KEY: "abc123"}
     assert untag_payload(tagged) == ({"post_id": 1}, "abc123")
     assert untag_payload({"post_id": 1}) == ({"post_id": 1}, None)
+
+
+def test_a_json_line_s_time_is_the_record_s_to_the_millisecond_in_utc() -> None:
+    from datetime import UTC, datetime
+
+    formatter = JsonFormatter()
+    record = _record("x")
+    for created in (
+        1_764_806_400.0,
+        1_764_806_400.5004,
+        1_764_806_401.25,
+        1_764_892_799.999,
+        1_764_892_799.9999996,  # (rounds up into the next second)
+        1_764_892_800.0009996,
+    ):
+        record.created = created
+        expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+        assert json.loads(formatter.format(record))["time"] == expected
+
+
+def test_a_json_line_is_written_whatever_its_fields_hold() -> None:
+    from pathlib import Path
+
+    record = _record("x", fields={"big": 2**70, "path": Path("/tmp/a"), "map": {1: "one"}})
+    line = json.loads(JsonFormatter().format(record))
+    assert (line["big"], line["path"], line["map"]) == (2**70, "/tmp/a", {"1": "one"})
+    record = _record("x", fields={"text": "é\u2028\x00", "ratio": 0.25})
+    line = json.loads(JsonFormatter().format(record))
+    assert (line["text"], line["ratio"]) == ("é\u2028\x00", 0.25)

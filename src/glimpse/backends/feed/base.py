@@ -67,8 +67,9 @@ class FeedStore(Protocol):
         recent posts); those below its horizon are left to the database. `complete_above`: the
         entries are all there are only from this id up, so the horizon rises to it."""
 
-    async def remove_author(self, user_id: int, author_id: int) -> None:
-        """Take an author's posts out of one user's feed (unfollow, block)."""
+    async def remove_author(self, user_ids: Collection[int], author_id: int) -> None:
+        """Take an author's posts out of these users' feeds (an unfollow or a block: one user;
+        an erased account: a batch of its followers, in one round trip)."""
 
     async def remove_post(self, post_id: int, user_ids: Collection[int]) -> None:
         """Take one post out of these users' feeds (the post was deleted)."""

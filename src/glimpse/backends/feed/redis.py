@@ -286,10 +286,20 @@ class RedisFeedStore:
         args += [_entry(p, a) for p, a in entries]
         await self._call(lambda: self._merge(keys=self._keys(user_id), args=args))
 
-    async def remove_author(self, user_id: int, author_id: int) -> None:
-        await self._call(
-            lambda: self._remove_author(keys=[self._keys(user_id)[1]], args=[f":{author_id}"])
-        )
+    async def remove_author(self, user_ids: Collection[int], author_id: int) -> None:
+        ids = sorted(set(user_ids))
+        if not ids:
+            return
+
+        async def removed() -> None:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for user_id in ids:
+                    await self._remove_author(
+                        keys=[self._keys(user_id)[1]], args=[f":{author_id}"], client=pipe
+                    )
+                await pipe.execute()
+
+        await self._call(removed)
 
     async def remove_post(self, post_id: int, user_ids: Collection[int]) -> None:
         ids = sorted(set(user_ids))

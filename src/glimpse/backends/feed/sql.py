@@ -195,12 +195,16 @@ class SqlFeedStore:
             if size > self._trim_past:
                 await self._trim(session, user_id)
 
-    async def remove_author(self, user_id: int, author_id: int) -> None:
-        async with self._db.write() as session:
-            await session.execute(
-                text("DELETE FROM feed_entries WHERE user_id = :u AND author_id = :a"),
-                {"u": user_id, "a": author_id},
-            )
+    async def remove_author(self, user_ids: Collection[int], author_id: int) -> None:
+        ids = sorted(set(user_ids))
+        statement = text(
+            "DELETE FROM feed_entries WHERE author_id = :a AND user_id IN :ids"
+        ).bindparams(bindparam("ids", expanding=True))
+        for start in range(0, len(ids), _BATCH):
+            async with self._db.write() as session:
+                await session.execute(
+                    statement, {"a": author_id, "ids": ids[start : start + _BATCH]}
+                )
 
     async def remove_post(self, post_id: int, user_ids: Collection[int]) -> None:
         ids = sorted(set(user_ids))
