@@ -265,6 +265,16 @@ ROUTES: dict[tuple[str, str], Case] = {
     ("POST", "/settings/profile"): Case(
         row("303 303 303 303 303 303 303 303 303 403"), form=_profile_form, page=True
     ),
+    ("GET", "/settings/account"): Case(row(PAGE_SIGNED_IN), page=True),
+    ("POST", "/settings/export"): Case(
+        row("303 303 303 303 303 303 303 303 303 403"), form=lambda w, r: {}, page=True
+    ),
+    # (A wrong password, as DELETE /api/v1/me above: each account may erase only itself.)
+    ("POST", "/settings/delete"): Case(
+        row("401 401 401 401 303 401 401 303 303 403"),
+        form=lambda w, r: {"password": "not the password"},
+        page=True,
+    ),
     ("GET", "/p/{post_id}"): Case(
         row("200 200 404 404 303 404 404 303 303 200"), targets=("post", "video"), page=True
     ),
