@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import struct
 import threading
 import time
 from collections.abc import Collection
@@ -145,6 +146,27 @@ async def test_ranges_of_an_mp4_larger_than_the_small_file_size_are_streamed_fro
     part = await fetch(glimpse, url, Range="bytes=2000-")
     assert part.status_code == 206 and part.content == whole[2000:]
     assert part.headers["content-range"] == f"bytes 2000-{len(whole) - 1}/{len(whole)}"
+
+
+async def test_duration_is_the_container_s_until_the_transcode_measures_it(
+    glimpse: Glimpse, tmp_path: Path
+) -> None:
+    # A WebM of 0.3 s whose header says 5 s: the upload's answer can only quote the header;
+    # once transcoded, the post says how long its renditions are.
+    clip = make_clip(
+        tmp_path / "clip.webm", container="webm", codec="libvpx-vp9", audio=False, seconds=0.3
+    )
+    data = bytearray(clip.path.read_bytes())
+    duration = data.find(b"\x44\x89\x88")  # Segment Info's Duration: an 8-byte float
+    assert duration != -1
+    data[duration + 3 : duration + 11] = struct.pack(">d", 5000.0)  # (in milliseconds)
+    headers = await glimpse.signup()
+    response = await glimpse.upload(headers, files=[("clip.webm", bytes(data))])
+    assert response.status_code == 202, response.text
+    assert response.json()["media"][0]["duration_s"] == pytest.approx(5.0)
+    post = await process(glimpse, headers, response)
+    assert post["status"] == "ready"
+    assert post["media"][0]["duration_s"] == pytest.approx(0.3, abs=1 / clip.fps)
 
 
 async def test_a_carousel_mixes_photos_and_videos_in_order(
@@ -412,6 +434,22 @@ async def test_a_video_over_the_size_limit_is_413_while_a_photo_keeps_its_own(
     photo = jpeg_bytes((400, 300))
     assert len(photo) > 1024
     assert (await glimpse.upload(headers, files=[("p.jpg", photo)])).status_code == 202
+
+
+@pytest.mark.parametrize("settings", [{"max_video_bytes": 64 * 1024}], indirect=True)
+async def test_a_video_of_exactly_the_size_limit_is_accepted_and_a_byte_more_is_not(
+    glimpse: Glimpse, clips: dict[str, Clip]
+) -> None:
+    # The clip, made exactly 64 KB long by a `free` box after it (which players skip).
+    headers = await glimpse.signup()
+    data = clips["rotated"].path.read_bytes()
+    padding = 64 * 1024 - len(data)
+    assert padding >= 8
+    exact = data + padding.to_bytes(4, "big") + b"free" + bytes(padding - 8)
+    response = await glimpse.upload(headers, files=[("exact.mp4", exact + b"\0")])
+    await refused(glimpse, response, 413, "file_too_large")
+    response = await glimpse.upload(headers, files=[("exact.mp4", exact)])
+    assert response.status_code == 202, response.text
 
 
 async def test_a_gif_named_mp4_is_the_image_it_is(glimpse: Glimpse) -> None:
