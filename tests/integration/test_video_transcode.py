@@ -82,7 +82,8 @@ def test_h264_720p_gives_720_and_480_renditions_and_a_poster(
     for rendition in found.values():
         check_rendition(rendition, clip)
     assert (processed.width, processed.height) == (1280, 720)
-    assert abs(processed.duration_s - clip.seconds) <= 1 / clip.fps
+    # The last frame's end, not its start: 30 frames of 1/30 s last a second.
+    assert processed.duration_s == pytest.approx(clip.seconds, abs=1e-3)
     posters = stills(processed)
     assert Image.open(io.BytesIO(posters["image/jpeg"])).format == "JPEG"
     assert Image.open(io.BytesIO(posters["image/webp"])).format == "WEBP"
@@ -584,3 +585,26 @@ def test_renditions_keep_to_their_bitrate_caps_and_sound_is_aac_48k_stereo(
             sound_bits = 8 * sum(p.size for p in container.demux(sound))
             sound_seconds = float(sound.duration * sound.time_base)
         assert abs(sound_bits / sound_seconds - sound_rate) <= 0.15 * sound_rate, (name, sound_bits)
+
+
+def test_a_story_of_non_square_pixels_is_cropped_from_what_is_shown(tmp_path: Path) -> None:
+    # Stored 160x240 with pixels twice as wide as tall: shown 320x240. The story's 9:16 middle
+    # is taken from the frame as shown (134x240 from x = 93), not from the stored one (where
+    # that box would not even fit), and its pixels are square.
+    clip = make_clip(
+        tmp_path / "anamorphic.mp4",
+        size=(160, 240),
+        seconds=0.3,
+        audio=False,
+        pixel_aspect=Fraction(2, 1),
+    )
+    processed = transcode(clip, tmp_path, story=True)
+    found = renditions(processed)
+    assert (found[STORY_VARIANT].width, found[STORY_VARIANT].height) == (134, 238)
+    assert (found["mp4_720"].width, found["mp4_720"].height) == (320, 240)
+    with av.open(str(found[STORY_VARIANT].path)) as container:
+        stream = container.streams.video[0]
+        assert stream.sample_aspect_ratio in (None, 1)
+        first = next(container.decode(stream)).to_image()
+    # The green block (the left quarter of the frame as shown) is outside the middle.
+    assert not _close(first.getpixel((5, 5)), GREEN)
