@@ -22,6 +22,7 @@ from sqlalchemy import select, text
 
 from glimpse.backends.queue.base import ClaimedJob, JobConsumer
 from glimpse.jobs import DEFAULT_LANE, VIDEO_LANE, registry
+from glimpse.posts import jobs as posts_jobs
 from glimpse.posts import service
 from glimpse.posts.models import Media
 from glimpse.worker import run_worker
@@ -550,6 +551,8 @@ async def test_progress_is_shown_on_the_processing_post(
 
 
 def test_transcoding_has_a_lane_of_its_own() -> None:
+    # (Run alone, nothing else has imported the handlers yet: the module registers them.)
+    assert registry.get(service.TRANSCODE_VIDEO_JOB).handler is posts_jobs.transcode_video
     assert registry.names(VIDEO_LANE) == {service.TRANSCODE_VIDEO_JOB}
     assert service.PROCESS_MEDIA_JOB in registry.names(DEFAULT_LANE)
     assert service.TRANSCODE_VIDEO_JOB not in registry.names(DEFAULT_LANE)
