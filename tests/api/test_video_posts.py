@@ -631,6 +631,44 @@ async def test_a_worker_s_video_lane_claims_under_the_video_lease(
         await worker
 
 
+@pytest.mark.parametrize("settings", [{"video_worker_concurrency": 0}], indirect=True)
+async def test_a_worker_with_no_video_lanes_leaves_videos_to_others(
+    glimpse: Glimpse, clips: dict[str, Clip], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GLIMPSE_VIDEO_WORKER_CONCURRENCY=0: this worker runs photos only (transcodes are left to
+    # workers on other machines), and its photos go through.
+    from glimpse.media import decoding
+
+    transcodes: list[object] = []
+    monkeypatch.setattr(decoding, "transcode_in_child", lambda *args: transcodes.append(args))
+    headers = await glimpse.signup()
+    video = await glimpse.upload(headers, files=[("clip.mp4", clips["rotated"].path.read_bytes())])
+    photo = await glimpse.upload(headers)
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run_worker(glimpse.container, stop))
+    try:
+        async with asyncio.timeout(60):  # (a bound on a hang, not a timing assertion)
+            while (
+                await glimpse.client.get(f"/api/v1/posts/{photo.json()['id']}", headers=headers)
+            ).json()["status"] != "ready":
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)  # time enough for a video lane, were there one, to claim
+    finally:
+        stop.set()
+        await worker
+    assert transcodes == []
+    async with glimpse.container.db.read() as session:
+        state = (
+            await session.execute(
+                text("select state from jobs where name = :name"),
+                {"name": service.TRANSCODE_VIDEO_JOB},
+            )
+        ).scalar_one()
+    assert state == "queued"
+    shown = await glimpse.client.get(f"/api/v1/posts/{video.json()['id']}", headers=headers)
+    assert shown.json()["status"] == "processing"
+
+
 async def test_a_transcode_stopped_by_its_budget_leaves_no_renditions_behind(
     glimpse: Glimpse, clips: dict[str, Clip], monkeypatch: pytest.MonkeyPatch
 ) -> None:
