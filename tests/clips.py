@@ -47,9 +47,10 @@ def make_clip(
     metadata: dict[str, str] | None = None,
     video_start_s: float = 0.0,
     audio_start_s: float = 0.0,
+    pixel_aspect: Fraction | None = None,
 ) -> Clip:
     """`video_start_s` and `audio_start_s` delay each stream's first frame (the MP4 muxer writes
-    an edit list for a video that starts late)."""
+    an edit list for a video that starts late); `pixel_aspect` makes its pixels non-square."""
     width, height = size
     options = {"x265-params": "log-level=error"} if codec == "libx265" else {}
     with av.open(str(path), "w", format=container) as output:
@@ -57,6 +58,8 @@ def make_clip(
             output.metadata.update(metadata)
         video = output.add_stream(codec, rate=fps, options=options)
         video.width, video.height, video.pix_fmt = width, height, pix_fmt
+        if pixel_aspect is not None:
+            video.codec_context.sample_aspect_ratio = pixel_aspect
         if rotation:
             video.set_display_rotation(rotation)
         sound = None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import struct
 import threading
 import time
 from collections.abc import Collection
@@ -21,6 +22,7 @@ from sqlalchemy import select, text
 
 from glimpse.backends.queue.base import ClaimedJob, JobConsumer
 from glimpse.jobs import DEFAULT_LANE, VIDEO_LANE, registry
+from glimpse.posts import jobs as posts_jobs
 from glimpse.posts import service
 from glimpse.posts.models import Media
 from glimpse.worker import run_worker
@@ -170,6 +172,27 @@ async def test_ranges_not_understood_get_the_whole_of_a_large_mp4(
         assert answer.content == whole, header
         assert answer.headers["content-type"] == "video/mp4"
         assert answer.headers["content-length"] == str(len(whole))
+
+
+async def test_duration_is_the_container_s_until_the_transcode_measures_it(
+    glimpse: Glimpse, tmp_path: Path
+) -> None:
+    # A WebM of 0.3 s whose header says 5 s: the upload's answer can only quote the header;
+    # once transcoded, the post says how long its renditions are.
+    clip = make_clip(
+        tmp_path / "clip.webm", container="webm", codec="libvpx-vp9", audio=False, seconds=0.3
+    )
+    data = bytearray(clip.path.read_bytes())
+    duration = data.find(b"\x44\x89\x88")  # Segment Info's Duration: an 8-byte float
+    assert duration != -1
+    data[duration + 3 : duration + 11] = struct.pack(">d", 5000.0)  # (in milliseconds)
+    headers = await glimpse.signup()
+    response = await glimpse.upload(headers, files=[("clip.webm", bytes(data))])
+    assert response.status_code == 202, response.text
+    assert response.json()["media"][0]["duration_s"] == pytest.approx(5.0)
+    post = await process(glimpse, headers, response)
+    assert post["status"] == "ready"
+    assert post["media"][0]["duration_s"] == pytest.approx(0.3, abs=1 / clip.fps)
 
 
 async def test_a_carousel_mixes_photos_and_videos_in_order(
@@ -439,6 +462,22 @@ async def test_a_video_over_the_size_limit_is_413_while_a_photo_keeps_its_own(
     assert (await glimpse.upload(headers, files=[("p.jpg", photo)])).status_code == 202
 
 
+@pytest.mark.parametrize("settings", [{"max_video_bytes": 64 * 1024}], indirect=True)
+async def test_a_video_of_exactly_the_size_limit_is_accepted_and_a_byte_more_is_not(
+    glimpse: Glimpse, clips: dict[str, Clip]
+) -> None:
+    # The clip, made exactly 64 KB long by a `free` box after it (which players skip).
+    headers = await glimpse.signup()
+    data = clips["rotated"].path.read_bytes()
+    padding = 64 * 1024 - len(data)
+    assert padding >= 8
+    exact = data + padding.to_bytes(4, "big") + b"free" + bytes(padding - 8)
+    response = await glimpse.upload(headers, files=[("exact.mp4", exact + b"\0")])
+    await refused(glimpse, response, 413, "file_too_large")
+    response = await glimpse.upload(headers, files=[("exact.mp4", exact)])
+    assert response.status_code == 202, response.text
+
+
 async def test_a_gif_named_mp4_is_the_image_it_is(glimpse: Glimpse) -> None:
     headers = await glimpse.signup()
     gif = io.BytesIO()
@@ -537,6 +576,8 @@ async def test_progress_is_shown_on_the_processing_post(
 
 
 def test_transcoding_has_a_lane_of_its_own() -> None:
+    # (Run alone, nothing else has imported the handlers yet: the module registers them.)
+    assert registry.get(service.TRANSCODE_VIDEO_JOB).handler is posts_jobs.transcode_video
     assert registry.names(VIDEO_LANE) == {service.TRANSCODE_VIDEO_JOB}
     assert service.PROCESS_MEDIA_JOB in registry.names(DEFAULT_LANE)
     assert service.TRANSCODE_VIDEO_JOB not in registry.names(DEFAULT_LANE)
@@ -613,6 +654,44 @@ async def test_a_worker_s_video_lane_claims_under_the_video_lease(
         release.set()
         stop.set()
         await worker
+
+
+@pytest.mark.parametrize("settings", [{"video_worker_concurrency": 0}], indirect=True)
+async def test_a_worker_with_no_video_lanes_leaves_videos_to_others(
+    glimpse: Glimpse, clips: dict[str, Clip], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GLIMPSE_VIDEO_WORKER_CONCURRENCY=0: this worker runs photos only (transcodes are left to
+    # workers on other machines), and its photos go through.
+    from glimpse.media import decoding
+
+    transcodes: list[object] = []
+    monkeypatch.setattr(decoding, "transcode_in_child", lambda *args: transcodes.append(args))
+    headers = await glimpse.signup()
+    video = await glimpse.upload(headers, files=[("clip.mp4", clips["rotated"].path.read_bytes())])
+    photo = await glimpse.upload(headers)
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run_worker(glimpse.container, stop))
+    try:
+        async with asyncio.timeout(60):  # (a bound on a hang, not a timing assertion)
+            while (
+                await glimpse.client.get(f"/api/v1/posts/{photo.json()['id']}", headers=headers)
+            ).json()["status"] != "ready":
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)  # time enough for a video lane, were there one, to claim
+    finally:
+        stop.set()
+        await worker
+    assert transcodes == []
+    async with glimpse.container.db.read() as session:
+        state = (
+            await session.execute(
+                text("select state from jobs where name = :name"),
+                {"name": service.TRANSCODE_VIDEO_JOB},
+            )
+        ).scalar_one()
+    assert state == "queued"
+    shown = await glimpse.client.get(f"/api/v1/posts/{video.json()['id']}", headers=headers)
+    assert shown.json()["status"] == "processing"
 
 
 async def test_a_transcode_stopped_by_its_budget_leaves_no_renditions_behind(

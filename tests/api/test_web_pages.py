@@ -12,6 +12,7 @@ import pytest
 
 from glimpse.accounts.sessions import PRESESSION_COOKIE, SESSION_COOKIE
 from glimpse.errors import Unavailable
+from tests.clips import Clip
 from tests.conftest import Glimpse, assert_error
 
 PASSWORD = "correct horse"
@@ -536,6 +537,35 @@ async def test_feed_images_have_width_and_height(glimpse: Glimpse) -> None:
     assert imgs
     for img in imgs:
         assert re.search(r'width="[1-9]\d*"', img) and re.search(r'height="[1-9]\d*"', img), img
+
+
+async def test_a_video_plays_inline_muted_with_its_poster_and_both_mp4s(
+    glimpse: Glimpse, clips: dict[str, Clip]
+) -> None:
+    # Browsers autoplay only muted video, and inline (not full screen) only with playsinline.
+    csrf = await web_sign_up(glimpse.client, "alice")
+    headers = {"X-CSRF-Token": csrf}
+    post = (
+        await glimpse.upload(headers, files=[("clip.mp4", clips["h264"].path.read_bytes())])
+    ).json()
+    await glimpse.run_jobs()
+    shown = (await glimpse.client.get(f"/api/v1/posts/{post['id']}", headers=headers)).json()
+    urls = {(v["name"], v["content_type"]): v["url"] for v in shown["media"][0]["variants"]}
+    page = (await glimpse.client.get(f"/p/{post['id']}")).text
+    [tag] = re.findall(r"<video [^>]*>", page)
+    assert set(re.findall(r"\s(muted|autoplay|playsinline|loop)(?=[\s>])", tag)) == {
+        "muted",
+        "autoplay",
+        "playsinline",
+        "loop",
+    }, tag
+    poster = re.search(r'poster="([^"]*)"', tag)
+    assert poster and unescape(poster.group(1)) == urls["poster", "image/jpeg"], tag
+    sources = re.findall(r'<source type="video/mp4" src="([^"]*)">', page)
+    assert [unescape(s) for s in sources] == [
+        urls["mp4_720", "video/mp4"],
+        urls["mp4_480", "video/mp4"],
+    ]
 
 
 # T3: the like button's label is "Like" until liked, "Unlike" after.

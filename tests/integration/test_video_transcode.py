@@ -82,7 +82,8 @@ def test_h264_720p_gives_720_and_480_renditions_and_a_poster(
     for rendition in found.values():
         check_rendition(rendition, clip)
     assert (processed.width, processed.height) == (1280, 720)
-    assert abs(processed.duration_s - clip.seconds) <= 1 / clip.fps
+    # The last frame's end, not its start: 30 frames of 1/30 s last a second.
+    assert processed.duration_s == pytest.approx(clip.seconds, abs=1e-3)
     posters = stills(processed)
     assert Image.open(io.BytesIO(posters["image/jpeg"])).format == "JPEG"
     assert Image.open(io.BytesIO(posters["image/webp"])).format == "WEBP"
@@ -136,6 +137,20 @@ def test_a_clip_rotated_the_other_way_is_turned_upright(tmp_path: Path) -> None:
     assert not _close(poster.getpixel((10, 10)), GREEN)
 
 
+def test_a_clip_turned_half_way_round_is_shown_upright(tmp_path: Path) -> None:
+    # 180 degrees: a phone held upside down. The green block, top-left as filmed, ends up
+    # bottom-right: turned, not only mirrored one way.
+    clip = make_clip(tmp_path / "upside-down.mp4", seconds=0.5, audio=False, rotation=180)
+    processed = transcode(clip, tmp_path)
+    for rendition in renditions(processed).values():
+        check_rendition(rendition, clip)
+        assert (rendition.width, rendition.height) == (320, 240)
+    poster = Image.open(io.BytesIO(stills(processed)["image/jpeg"])).convert("RGB")
+    assert _close(poster.getpixel((poster.width - 10, poster.height - 10)), GREEN)
+    for corner in ((10, 10), (poster.width - 10, 10), (10, poster.height - 10)):
+        assert not _close(poster.getpixel(corner), GREEN), corner
+
+
 def test_a_display_matrix_of_all_zeros_is_no_rotation(tmp_path: Path) -> None:
     # A matrix of zeros names no angle (FFmpeg reads NaN): the picture is shown as stored,
     # not turned by whatever an undefined angle would come to.
@@ -185,6 +200,13 @@ def test_a_story_gets_a_9_by_16_rendition(clips: dict[str, Clip], tmp_path: Path
     story = renditions(processed)[STORY_VARIANT]
     check_rendition(story, clip)
     assert (story.width, story.height) == (404, 718)  # 9:16 of the 720-high frame, not upscaled
+    # The middle of the frame: the green block in the corner (320 px of 1280) is cut away, and
+    # the red bar, whose left end is at the frame's left edge, reaches past the crop's left.
+    with av.open(str(story.path)) as container:
+        first = next(container.decode(video=0)).to_image()
+    assert not _close(first.getpixel((5, 5)), GREEN)
+    # The record of the video is mp4_720's size, not the story rendition's.
+    assert (processed.width, processed.height) == (1280, 720)
 
 
 def test_the_decoding_child_transcodes_and_reports_progress(
@@ -439,6 +461,10 @@ def test_the_poster_is_taken_a_third_of_the_way_in_and_progress_is_reported(
     poster = Image.open(io.BytesIO(stills(processed)["image/jpeg"])).convert("RGB")
     red, _, blue = poster.getpixel((150, 180))  # type: ignore[misc]
     assert red > 150 and blue < 100, poster.getpixel((150, 180))
+    # ... and no further: the first frame at that moment, not a later one (the last frame's bar
+    # reaches 303 px).
+    red, _, _ = poster.getpixel((260, 180))  # type: ignore[misc]
+    assert red < 100, poster.getpixel((260, 180))
     # Written each second of video: 66% at two seconds in, the last before the end.
     assert int(progress.read_text()) >= 60
 
@@ -514,3 +540,97 @@ def test_a_negative_declared_duration_counts_as_none(tmp_path: Path) -> None:
     negative = Clip(path, clip.media_type, 320, 240, 0.3, clip.fps, False)
     rendition = renditions(transcode(negative, tmp_path))["mp4_720"]
     assert 0.2 <= _span(rendition.path, "video")[1] <= 0.3
+
+
+def test_a_120_fps_clip_as_long_as_the_limit_keeps_every_other_frame(tmp_path: Path) -> None:
+    # Slow motion filmed at 120 fps, exactly as long as the limit: accepted (its frames are
+    # within what the limits allow), and encoded at 60 frames a second.
+    clip = make_clip(tmp_path / "slow.mp4", size=(64, 64), seconds=2.5, fps=120, audio=False)
+    processed = video.transcode_video(clip.path, MediaType.MP4, tmp_path, False, 2.5)
+    for rendition in renditions(processed).values():
+        with av.open(str(rendition.path)) as container:
+            stream = container.streams.video[0]
+            assert stream.average_rate == 60
+            assert len(list(container.decode(stream))) == 150
+    assert abs(processed.duration_s - 2.5) <= 1 / 60
+
+
+def _noise_clip(path: Path, size: tuple[int, int], seconds: float) -> None:
+    """Random pixels and random sound: what no encoder can squeeze, so only the caps hold the
+    renditions' bitrates down."""
+    width, height = size
+    fps = 30
+    with av.open(str(path), "w", format="mp4") as output:
+        picture = output.add_stream(
+            "libx264", rate=fps, options={"crf": "18", "preset": "ultrafast"}
+        )
+        picture.width, picture.height, picture.pix_fmt = width, height, "yuv420p"
+        sound = output.add_stream("aac", rate=48000)
+        for index in range(round(seconds * fps)):
+            frame = av.VideoFrame.from_image(
+                Image.frombytes("RGB", size, os.urandom(width * height * 3))
+            )
+            frame.pts, frame.time_base = index, Fraction(1, fps)
+            for packet in picture.encode(frame):
+                output.mux(packet)
+        for packet in picture.encode(None):
+            output.mux(packet)
+        for start in range(0, round(seconds * 48000), 1024):
+            chunk = av.AudioFrame(format="s16", layout="mono", samples=1024)
+            chunk.planes[0].update(os.urandom(2048))
+            chunk.sample_rate, chunk.pts = 48000, start
+            for packet in sound.encode(chunk):
+                output.mux(packet)
+        for packet in sound.encode(None):
+            output.mux(packet)
+
+
+def test_renditions_keep_to_their_bitrate_caps_and_sound_is_aac_48k_stereo(
+    tmp_path: Path,
+) -> None:
+    # Noise at CRF 23 alone would take some 20 Mb/s here. Under a cap of R bits a second with a
+    # buffer of B bits, a clip of d seconds holds at most R * d + B bits of picture; the sound is
+    # 48 kHz stereo at 128 / 96 kb/s (API.md).
+    path = tmp_path / "noise.mp4"
+    _noise_clip(path, (640, 360), 0.5)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    processed = video.transcode_video(path, MediaType.MP4, staging, False, 90.0)
+    caps = {"mp4_720": (2_500_000, 128_000), "mp4_480": (1_200_000, 96_000)}
+    for name, rendition in renditions(processed).items():
+        picture_cap, sound_rate = caps[name]
+        with av.open(str(rendition.path)) as container:
+            stream = container.streams.video[0]
+            seconds = float(stream.duration * stream.time_base)
+            picture_bits = 8 * sum(p.size for p in container.demux(stream))
+        assert picture_bits <= picture_cap * seconds + 2 * picture_cap, (name, picture_bits)
+        with av.open(str(rendition.path)) as container:
+            sound = container.streams.audio[0]
+            codec = sound.codec_context
+            assert (codec.name, codec.sample_rate, codec.layout.name) == ("aac", 48000, "stereo")
+            sound_bits = 8 * sum(p.size for p in container.demux(sound))
+            sound_seconds = float(sound.duration * sound.time_base)
+        assert abs(sound_bits / sound_seconds - sound_rate) <= 0.15 * sound_rate, (name, sound_bits)
+
+
+def test_a_story_of_non_square_pixels_is_cropped_from_what_is_shown(tmp_path: Path) -> None:
+    # Stored 160x240 with pixels twice as wide as tall: shown 320x240. The story's 9:16 middle
+    # is taken from the frame as shown (134x240 from x = 93), not from the stored one (where
+    # that box would not even fit), and its pixels are square.
+    clip = make_clip(
+        tmp_path / "anamorphic.mp4",
+        size=(160, 240),
+        seconds=0.3,
+        audio=False,
+        pixel_aspect=Fraction(2, 1),
+    )
+    processed = transcode(clip, tmp_path, story=True)
+    found = renditions(processed)
+    assert (found[STORY_VARIANT].width, found[STORY_VARIANT].height) == (134, 238)
+    assert (found["mp4_720"].width, found["mp4_720"].height) == (320, 240)
+    with av.open(str(found[STORY_VARIANT].path)) as container:
+        stream = container.streams.video[0]
+        assert stream.sample_aspect_ratio in (None, 1)
+        first = next(container.decode(stream)).to_image()
+    # The green block (the left quarter of the frame as shown) is outside the middle.
+    assert not _close(first.getpixel((5, 5)), GREEN)

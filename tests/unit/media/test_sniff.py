@@ -187,6 +187,15 @@ def test_whole_heic_files_are_not_truncated(relative: str) -> None:
         (_box(b"ftyp", b"heic" * 3) + _box(b"mdat", b"x" * 100, wide=True)[:-1], True),
         (_box(b"ftyp", b"heic" * 3) + (1).to_bytes(4, "big") + b"mdat" + b"\0" * 4, True),
         (_box(b"ftyp", b"heic" * 3) + _box(b"mdat", b"", declared=3), True),  # impossible size
+        # A 64-bit size past 4 GB, all 8 bytes of it: its low half alone (24) would fit.
+        (
+            _box(b"ftyp", b"heic" * 3)
+            + (1).to_bytes(4, "big")
+            + b"mdat"
+            + (2**32 + 24).to_bytes(8, "big")
+            + b"\0" * 8,
+            True,
+        ),
         # A 64-bit size smaller than its own 16-byte header.
         (
             _box(b"ftyp", b"heic" * 3) + (1).to_bytes(4, "big") + b"mdat" + (15).to_bytes(8, "big"),

@@ -114,6 +114,13 @@ def test_rotation_turns_the_frame(rotation: int, turns: int, size: tuple[int, in
     assert upright_size(probe(rotation=rotation)) == size
 
 
+@pytest.mark.parametrize(("rotation", "turns"), [(80, 1), (100, 1), (-80, 3), (170, 2), (-170, 2)])
+def test_a_rotation_between_quarter_turns_is_rounded_to_the_nearest(
+    rotation: int, turns: int
+) -> None:
+    assert quarter_turns(rotation) == turns
+
+
 def test_non_square_pixels_are_made_square() -> None:
     # DV-style anamorphic 720x480 at 32:27 is shown 853 pixels wide.
     assert upright_size(probe(width=720, height=480, pixel_aspect=Fraction(32, 27))) == (853, 480)
