@@ -23,8 +23,8 @@ from glimpse.ops.backup import OperatorError
 from glimpse.posts import avif, jobs, service
 from glimpse.posts.models import Media
 from tests.api.privacy_helpers import stored_keys
-from tests.api.test_export import ready as exported
 from tests.api.test_export import download
+from tests.api.test_export import ready as exported
 from tests.conftest import Glimpse, testdata
 
 Headers = dict[str, str]
@@ -375,7 +375,7 @@ async def test_an_export_holds_the_originals_and_no_avif(glimpse: Glimpse) -> No
     assert not [n for n in names if n.endswith(".avif")]
 
 
-async def test_without_an_avif_encoder_nothing_is_queued_a_queued_job_is_refused_and_the_backfill_says_so(  # noqa: E501
+async def test_without_an_encoder_none_is_queued_a_queued_job_is_refused_the_backfill_says_so(
     glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     headers = await glimpse.signup()
