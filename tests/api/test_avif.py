@@ -420,3 +420,13 @@ async def test_stories_and_videos_get_no_avif(glimpse: Glimpse) -> None:
     assert response.status_code == 202, response.text
     assert await glimpse.run_jobs() == 1  # the story's photo, and nothing after it
     assert (await backfill_avif(glimpse.container, batch_size=10)).queued == 0
+    # Nor would a stray job's copies be recorded for it.
+    story_media = await media_id_of(glimpse, response.json()["id"])
+    stray = [images.EncodedVariant("w1080", AVIF, 1, 1, b"not stored")]
+    container = glimpse.container
+    async with container.db.write() as session:
+        assert not await avif.record_avif_variants(
+            session, container.ids, container.settings, story_media, stray, ["v/ab/stray.avif"]
+        )
+    story = await glimpse.client.get(f"/api/v1/stories/{response.json()['id']}", headers=headers)
+    assert AVIF not in {v["content_type"] for v in story.json()["media"]["variants"]}
