@@ -133,6 +133,10 @@ def settings(tmp_path: Path, request: pytest.FixtureRequest, database_url: str) 
         # ... and at the feed right after changing the graph.
         feed_viewer_memo_seconds=0,
         rate_limits="off",  # tests make many requests; throttling tests set their budgets
+        # Most tests count the jobs, variants and files of the upload pipeline itself; the AVIF
+        # copies that follow a ready post are switched on by the tests about them
+        # (tests/api/test_avif.py), with AVIF_ON.
+        avif_enabled=False,
         **backends,
     ).model_copy(update=getattr(request, "param", {}))
 

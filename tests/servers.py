@@ -37,13 +37,14 @@ class Process:
             command,
             stderr=stderr,
             # Throttling off unless a test sets budgets: tests act from one address, fast.
-            # Password hashing cheap, as in tests/conftest.py's settings.
+            # Password hashing cheap and no AVIF copies, as in tests/conftest.py's settings.
             env={
                 **os.environ,
                 "GLIMPSE_LOG_LEVEL": "WARNING",
                 "GLIMPSE_RATE_LIMITS": "off",
                 "GLIMPSE_PASSWORD_HASH_TIME_COST": "1",
                 "GLIMPSE_PASSWORD_HASH_MEMORY_KIB": "1024",
+                "GLIMPSE_AVIF_ENABLED": "false",
                 **(env or {}),
             },
         )

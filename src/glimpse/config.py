@@ -136,6 +136,14 @@ class Settings(BaseSettings):
     decode_memory_bytes: int = Field(default=2 * 1024 * 1024 * 1024, ge=64 * 1024 * 1024)
     decode_timeout_seconds: float = Field(default=120.0, gt=0)
 
+    # AVIF copies of `w1080` and `w640` (posts/avif.py), made by a job that follows a post
+    # becoming ready, in a decoding child under the photo's budget. Quality 60 at speed 9: 24 %
+    # fewer bytes than WebP q80 at -1.6..+0.8 dB PSNR, about 2x its encode time; speed 8 took
+    # about 4x as long again for 3 % fewer bytes (bench/bench_avif.py, BENCHMARKS.md).
+    avif_enabled: bool = True
+    avif_quality: int = Field(default=60, ge=0, le=100)
+    avif_speed: int = Field(default=9, ge=0, le=10)
+
     # Videos (API.md): the largest file, the longest post and story, and the budget of the
     # child process that transcodes each one (one encoder thread: minutes of CPU for a long 4K
     # clip). Transcoding jobs run in lanes of their own, `video_worker_concurrency` per worker

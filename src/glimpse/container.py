@@ -33,6 +33,7 @@ from glimpse.ids import MAX_NODE, IdGenerator
 from glimpse.media.origin_cache import OriginCache
 from glimpse.media.urls import MediaUrls
 from glimpse.ops.request_ids import stamp_log_records
+from glimpse.posts.avif import avif_wanted
 from glimpse.posts.video_checks import VideoCheckSlots
 from glimpse.posts.views import MediaViewCache
 from glimpse.throttling import SignInGuard, Throttle
@@ -211,7 +212,7 @@ def build_container(settings: Settings, *, node_id: int | None = None) -> Contai
         throttle=throttle,
         sign_ins=SignInGuard(throttle),
         viewer_memo=ViewerMemo(ttl_seconds=settings.feed_viewer_memo_seconds),
-        media_views=MediaViewCache(),
+        media_views=MediaViewCache(expect_avif=avif_wanted(settings)),
         video_checks=VideoCheckSlots(settings.video_check_concurrency, settings.video_check_queue),
         lease_node=fixed_node is None,
         holder=holder,

@@ -187,6 +187,7 @@ http {{
         application/json json;
         image/jpeg jpg;
         image/webp webp;
+        image/avif avif;
         video/mp4 mp4;
     }}
     default_type application/octet-stream;

@@ -3,6 +3,7 @@ load on first use, done once there instead of in every child (about 40 ms a phot
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import pkgutil
 
@@ -24,3 +25,7 @@ for _module in pkgutil.walk_packages(av.__path__, "av."):
 Image.init()
 Image.preinit()
 from PIL import WebPImagePlugin, _webp  # noqa: E402, F401
+
+# ... and the AVIF codec (libavif with its AV1 encoder) on the first AVIF save, where there is one.
+with contextlib.suppress(ImportError):
+    from PIL import AvifImagePlugin, _avif  # noqa: F401

@@ -130,6 +130,18 @@ def decode_in_child(
     return run_in_child(budget, images.process_image, source, *args)
 
 
+def avif_in_child(
+    source: bytes | Path, filter_name: str, quality: int, speed: int, budget: DecodeBudget
+) -> list[images.EncodedVariant]:
+    """`images.make_avif_variants` in a decoding child under `budget` (the photo's: it decodes
+    the same original again), of the original's bytes or of its file. Raises what
+    make_avif_variants raises, OriginalUnreadable, DecodeBudgetExceeded or DecoderDied."""
+    made = run_in_child(
+        budget, _read_then_call, images.make_avif_variants, source, filter_name, quality, speed
+    )
+    return cast(list[images.EncodedVariant], made)
+
+
 def probe_video_in_child(path: Path, media_type: MediaType, budget: DecodeBudget) -> VideoProbe:
     """`video.probe_video` in a decoding child. Raises UnreadableVideo, OriginalUnreadable,
     DecodeBudgetExceeded or DecoderDied."""
@@ -173,7 +185,9 @@ def _reading_file(function: Callable[..., T], *args: Any) -> T:
         raise OriginalUnreadable(exc.errno, exc.strerror or str(exc)) from None
 
 
-def _read_then_call(function: Callable[..., T], path: Path, *args: Any) -> T:
+def _read_then_call(function: Callable[..., T], path: bytes | Path, *args: Any) -> T:
+    if isinstance(path, bytes):  # (the bytes themselves, from a store that is not a disk)
+        return function(path, *args)
     try:
         with open(path, "rb") as original:
             data = original.read()

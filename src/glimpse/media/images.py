@@ -23,7 +23,7 @@ from typing import BinaryIO
 
 import blurhash
 import pillow_heif
-from PIL import Image, ImageCms, JpegImagePlugin
+from PIL import Image, ImageCms, JpegImagePlugin, features
 
 from glimpse.media.filters import FILTERS, apply_filter
 from glimpse.media.headers import UnreadableHeader, read_header_size
@@ -63,6 +63,10 @@ WEBP_QUALITY = 80
 # 242 KB, method 0 34 ms / 269 KB. Method 2 halves the dominant cost for 4 % more bytes.
 WEBP_METHOD = 2
 BLURHASH_COMPONENTS = (4, 3)
+# AVIF copies are made of the two largest widths only, after the post is ready
+# (posts/avif.py): the small ones gain a few hundred bytes, not worth a job's time.
+AVIF = "image/avif"
+AVIF_VARIANT_NAMES = ("w1080", "w640")
 
 # Only the decoders we mean to run: Pillow would otherwise try every format it knows
 # (EPS through Ghostscript, PSD, ...) on attacker-supplied bytes. "JPEG" also opens
@@ -178,25 +182,8 @@ def process_image(data: bytes, filter_name: str, story: bool = False) -> Process
     crawl (refused before any decoder runs) and UndecodableImage for bytes that cannot be
     decoded.
     """
-    if filter_name not in FILTERS:
-        # The caller's bug, not the image's: fail before spending time on decoding.
-        raise KeyError(filter_name)
-    problem = check_structure(data)
-    if problem is not None:
-        raise (TooComplexImage if problem.too_complex else UndecodableImage)(problem.reason)
-    media_type = sniff_media_type(data[:SNIFF_BYTES])
-    # The decoders would quietly fill what is damaged or missing with grey or green.
-    damage = (
-        jpeg_scan_damage(data)
-        if media_type is MediaType.JPEG
-        else iso_bmff_truncation(data)
-        if media_type is MediaType.HEIC
-        else None
-    )
-    if damage is not None:
-        raise UndecodableImage(f"the image is damaged: {damage}")
+    decoded = _decode_checked(data, filter_name)
     try:
-        decoded = _decode_largest_variant(io.BytesIO(data))
         full_screen = _decode_story_variant(io.BytesIO(data)) if story else None
     except _DECODE_ERRORS as exc:
         raise UndecodableImage(f"the image cannot be decoded: {exc}") from exc
@@ -231,6 +218,80 @@ class _Decoded:
     height: int
     plans: list[VariantPlan]
     icc_profile: bytes | None
+
+
+def _decode_checked(data: bytes, filter_name: str) -> _Decoded:
+    """The original's largest variant, once the file passed the checks that refuse what would
+    make a decoder crawl or quietly invent pixels."""
+    if filter_name not in FILTERS:
+        # The caller's bug, not the image's: fail before spending time on decoding.
+        raise KeyError(filter_name)
+    problem = check_structure(data)
+    if problem is not None:
+        raise (TooComplexImage if problem.too_complex else UndecodableImage)(problem.reason)
+    media_type = sniff_media_type(data[:SNIFF_BYTES])
+    # The decoders would quietly fill what is damaged or missing with grey or green.
+    damage = (
+        jpeg_scan_damage(data)
+        if media_type is MediaType.JPEG
+        else iso_bmff_truncation(data)
+        if media_type is MediaType.HEIC
+        else None
+    )
+    if damage is not None:
+        raise UndecodableImage(f"the image is damaged: {damage}")
+    try:
+        return _decode_largest_variant(io.BytesIO(data))
+    except _DECODE_ERRORS as exc:
+        raise UndecodableImage(f"the image cannot be decoded: {exc}") from exc
+
+
+def avif_available() -> bool:
+    """Whether this Pillow can write AVIF (built in since Pillow 11.2, with libavif in the
+    wheels; a Pillow built from source without libavif cannot)."""
+    return bool(features.check("avif"))
+
+
+class AvifUnavailable(Exception):
+    """permanent here: this Pillow has no AVIF encoder"""
+
+
+def make_avif_variants(
+    data: bytes, filter_name: str, quality: int, speed: int
+) -> list[EncodedVariant]:
+    """`w1080` and `w640` of an original as AVIF: the same pixels as the JPEG and WebP that
+    `process_image` made of it (the same decode, filter and chained resizes, which are
+    deterministic), so the same sizes. `speed` is libavif's 0 (slowest, smallest) to 10.
+
+    Raises what process_image raises, and AvifUnavailable.
+    """
+    if not avif_available():
+        raise AvifUnavailable("this Pillow has no AVIF encoder")
+    decoded = _decode_checked(data, filter_name)
+    wanted = [plan for plan in decoded.plans if plan.name in AVIF_VARIANT_NAMES]
+    # The chain from the largest variant, as process_image resizes it (w640 from w1080).
+    images = _chain_resize(apply_filter(decoded.image, filter_name), wanted)
+    variants = []
+    for plan, image in zip(wanted, images, strict=True):
+        image.info.clear()
+        encoded = encode_avif(image, decoded.icc_profile, quality, speed)
+        variants.append(EncodedVariant(plan.name, AVIF, image.width, image.height, encoded))
+    return variants
+
+
+def encode_avif(image: Image.Image, icc_profile: bytes | None, quality: int, speed: int) -> bytes:
+    """An RGB picture as AVIF (4:2:0, as the JPEG and WebP are), with the ICC profile only.
+    One encoder thread: a job is one core's work, as every other encode here is."""
+    out = io.BytesIO()
+    image.save(
+        out,
+        "AVIF",
+        quality=quality,
+        speed=speed,
+        max_threads=1,
+        icc_profile=icc_profile or b"",
+    )
+    return out.getvalue()
 
 
 def _decode_largest_variant(fp: BinaryIO) -> _Decoded:

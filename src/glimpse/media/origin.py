@@ -24,8 +24,13 @@ from glimpse.posts import service as posts
 router = APIRouter(tags=["media"])
 
 # v/<first two hex digits>/<sha-256>.<ext>, the only shape variant_key() makes.
-_VARIANT_KEY = re.compile(r"^v/([0-9a-f]{2})/(\1[0-9a-f]{62})\.(jpg|webp|mp4)$")
-_CONTENT_TYPES = {"jpg": "image/jpeg", "webp": "image/webp", "mp4": "video/mp4"}
+_VARIANT_KEY = re.compile(r"^v/([0-9a-f]{2})/(\1[0-9a-f]{62})\.(jpg|webp|avif|mp4)$")
+_CONTENT_TYPES = {
+    "jpg": "image/jpeg",
+    "webp": "image/webp",
+    "avif": "image/avif",
+    "mp4": "video/mp4",
+}
 _CACHE_FOREVER = "public, max-age=31536000, immutable"
 # Media of private accounts (and of unfinished posts) must not sit in shared caches: going
 # private has to take effect. Its keys are unguessable, but no CDN may keep a copy.

@@ -33,6 +33,7 @@ T = TypeVar("T")
 jobs_app = typer.Typer(help="The jobs table: list, retry dead jobs, purge them.")
 users_app = typer.Typer(help="Accounts: create, disable, enable, reset a password.")
 storage_app = typer.Typer(help="The media store.")
+media_app = typer.Typer(help="Photos and videos: what processing makes of them.")
 
 
 @contextlib.contextmanager
@@ -133,6 +134,39 @@ def jobs_purge_dead(
         data_dir, lambda c: admin_jobs.purge_dead_jobs(c, older_than_days * 86400)
     )
     typer.echo(f"{purged} dead job(s) deleted")
+
+
+# --- media -----------------------------------------------------------------------------------
+
+
+@media_app.command("backfill-avif")
+def media_backfill_avif(
+    batch_size: Annotated[int, typer.Option(min=1, help="Photos queued per transaction.")] = 500,
+    after: Annotated[
+        int, typer.Option(min=0, help="Start past this media id (what an earlier run printed).")
+    ] = 0,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Queue at most this many in all.")
+    ] = None,
+    pause: Annotated[
+        float, typer.Option(min=0, help="Seconds between batches, to let a busy queue drain.")
+    ] = 0.0,
+    data_dir: DataDir = None,
+) -> None:
+    """Queue AVIF copies (w1080, w640) for photos of ready posts that have none. Safe to run
+    again: photos that have them are skipped; --after resumes where a run stopped."""
+    from glimpse.ops.avif_backfill import BackfillProgress, backfill_avif
+
+    def report(progress: BackfillProgress) -> None:
+        typer.echo(f"queued {progress.queued} (through media id {progress.last_media_id})")
+
+    done = _with_container(
+        data_dir,
+        lambda c: backfill_avif(
+            c, batch_size=batch_size, after=after, limit=limit, pause_seconds=pause, report=report
+        ),
+    )
+    typer.echo(f"{done.queued} photo(s) queued for AVIF copies")
 
 
 # --- users -----------------------------------------------------------------------------------
@@ -256,5 +290,6 @@ def add_commands(app: typer.Typer) -> None:
     app.add_typer(jobs_app, name="jobs")
     app.add_typer(users_app, name="users")
     app.add_typer(storage_app, name="storage")
+    app.add_typer(media_app, name="media")
     app.command("backup")(backup_command)
     app.command("restore")(restore_command)

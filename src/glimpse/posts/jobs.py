@@ -11,7 +11,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -25,7 +25,7 @@ from glimpse.ids import smallest_id_at
 from glimpse.jobs import VIDEO_LANE, Payload, PermanentJobError, job
 from glimpse.media import decoding, images, video
 from glimpse.media.sniff import MediaType
-from glimpse.posts import repository, service
+from glimpse.posts import avif, repository, service
 from glimpse.posts.models import PostKind, PostStatus
 
 log = logging.getLogger("glimpse.jobs")
@@ -80,6 +80,62 @@ async def process_media(container: Container, payload: Payload) -> None:
     await _store_processed(
         container, media_id, processed, guard_seconds=container.settings.job_lease_seconds
     )
+
+
+@job(avif.MAKE_AVIF_JOB)
+async def make_avif_variants(container: Container, payload: Payload) -> None:
+    """The AVIF copies of one ready photo's `w1080` and `w640`. The post is ready and served
+    without them, so a failure here touches nothing the author sees: the job is retried, or
+    buried, and the photo keeps its WebP and JPEG."""
+    media_id = int(payload["media_id"])
+    settings = container.settings
+    async with container.db.read() as session:
+        media = await repository.get_media(session, media_id)
+        post = await repository.get_post(session, media.post_id) if media else None
+        made = media is not None and await repository.has_avif_copies(session, media_id)
+    if media is None or post is None or not avif.gets_avif(post, media) or made:
+        return  # deleted or taken down meanwhile, a video, or made by an earlier delivery
+    if not settings.avif_enabled:
+        return  # switched off since it was queued
+    if not images.avif_available():
+        raise PermanentJobError(
+            "avif_unavailable", "This server's Pillow cannot write AVIF (needs Pillow 11.2+)."
+        )
+    # As process_media reads it: the child decodes the original itself where it is on a disk.
+    original: bytes | Path | None = container.storage.local_path(media.original_key)
+    if original is None:
+        try:
+            original = await container.storage.get_bytes(media.original_key)
+        except ObjectMissing:
+            raise _original_missing() from None
+    try:
+        # The photo's own budget: the same original, decoded the same way once more.
+        variants = await asyncio.to_thread(
+            decoding.avif_in_child,
+            original,
+            post.filter_name,
+            settings.avif_quality,
+            settings.avif_speed,
+            decoding.DecodeBudget.from_settings(settings),
+        )
+    except decoding.OriginalUnreadable as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
+            raise _original_missing() from None
+        raise disk_fault(exc.as_os_error(), "read files") from exc
+    except (images.TooComplexImage, decoding.DecodeBudgetExceeded) as exc:
+        raise PermanentJobError("image_too_complex", str(exc)) from exc
+    except images.UndecodableImage as exc:
+        raise PermanentJobError("undecodable_image", str(exc)) from exc
+    except images.AvifUnavailable as exc:  # the decoding child's Pillow (another install?)
+        raise PermanentJobError("avif_unavailable", str(exc)) from exc
+    del original
+
+    async def record(session: AsyncSession, keys: list[str]) -> bool:
+        return await avif.record_avif_variants(
+            session, container.ids, settings, media_id, variants, keys
+        )
+
+    await _store_and_record(container, variants, record, guard_seconds=settings.job_lease_seconds)
 
 
 # How often the transcode's progress file is read, and the percentage written to the post.
@@ -217,8 +273,30 @@ async def _store_processed(
     guard_seconds: float,
 ) -> None:
     """Store the variants, then record them (and finish the post if it was the last item)."""
+
+    async def record(session: AsyncSession, keys: list[str]) -> bool:
+        current = await repository.get_media(session, media_id)
+        return current is not None and await service.record_processed_media(
+            session, container.ids, container.settings, current, processed, keys, container.now()
+        )
+
+    await _store_and_record(container, processed.variants, record, guard_seconds=guard_seconds)
+
+
+Variant = images.EncodedVariant | video.VideoFile
+
+
+async def _store_and_record(
+    container: Container,
+    variants: Sequence[Variant],
+    record: Callable[[AsyncSession, list[str]], Awaitable[bool]],
+    *,
+    guard_seconds: float,
+) -> None:
+    """Store the files, then `record` their keys in one write transaction (False: nothing uses
+    them now, and they are purged). At least once and idempotent: see the comments below."""
     storage = container.storage
-    keys = [await _key_of(v) for v in processed.variants]
+    keys = [await _key_of(v) for v in variants]
     # Should this run die between storing the files and recording them, or the post be deleted
     # meanwhile, nothing would point at the files: a purge scheduled first removes them then.
     # It waits `guard_seconds` (the job's lease), by when this run has recorded them (it then
@@ -228,13 +306,10 @@ async def _store_processed(
             session, container.ids, container.settings, keys, delay_seconds=guard_seconds
         )
     # Files first, rows second: a row never points at a file that is not there yet.
-    for variant, key in zip(processed.variants, keys, strict=True):
+    for variant, key in zip(variants, keys, strict=True):
         await _put_variant(storage, key, variant)
     async with container.db.write() as session:
-        current = await repository.get_media(session, media_id)
-        recorded = current is not None and await service.record_processed_media(
-            session, container.ids, container.settings, current, processed, keys, container.now()
-        )
+        recorded = await record(session, keys)
         if not recorded:  # deleted (or expired) while we worked: no need to wait for the guard
             service.schedule_purge(session, container.ids, container.settings, keys)
         being_deleted = (
@@ -248,7 +323,7 @@ async def _store_processed(
         # after it. One that decided before our commit and has not finished deleting has
         # marked them: wait for it to finish, then store any file it took again.
         await _wait_for_deletions(container, sorted(being_deleted))
-        for variant, key in zip(processed.variants, keys, strict=True):
+        for variant, key in zip(variants, keys, strict=True):
             if await storage.size(key) is None:
                 await _put_variant(storage, key, variant)
 
@@ -282,15 +357,13 @@ async def _wait_for_deletions(container: Container, keys: list[str]) -> None:
             )
 
 
-async def _key_of(variant: images.EncodedVariant | video.VideoFile) -> str:
+async def _key_of(variant: Variant) -> str:
     if isinstance(variant, video.VideoFile):
         return await asyncio.to_thread(service.file_variant_key, variant.path, variant.content_type)
     return service.variant_key(variant.data, variant.content_type)
 
 
-async def _put_variant(
-    storage: Storage, key: str, variant: images.EncodedVariant | video.VideoFile
-) -> None:
+async def _put_variant(storage: Storage, key: str, variant: Variant) -> None:
     if not isinstance(variant, video.VideoFile):
         await storage.put_bytes(key, variant.data, variant.content_type)
         return

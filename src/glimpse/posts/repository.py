@@ -12,8 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from glimpse.accounts.models import User
 from glimpse.db.locks import lock_keys
+from glimpse.media.images import AVIF, AVIF_VARIANT_NAMES
 from glimpse.posts.models import (
     Media,
+    MediaKind,
     MediaVariant,
     ObjectDeletion,
     Post,
@@ -186,14 +188,64 @@ async def set_progress(session: AsyncSession, media_id: int, percent: int) -> No
 
 
 async def replace_variants(
-    session: AsyncSession, media_id: int, variants: Sequence[MediaVariant]
+    session: AsyncSession, media_id: int, variants: Sequence[MediaVariant], *, avif: bool = False
 ) -> list[str]:
-    """Put these variants in place of the media's; the keys of the replaced ones."""
+    """Put these variants in place of the media's that the same job makes: its AVIF copies
+    (`avif`), or every other variant (a processing job run again leaves the AVIF copies alone:
+    they are of the same original); the keys of the replaced ones."""
+    made_by_the_same_job = (
+        MediaVariant.content_type == AVIF if avif else MediaVariant.content_type != AVIF
+    )
     replaced = await session.execute(
-        delete(MediaVariant).where(MediaVariant.media_id == media_id).returning(MediaVariant.key)
+        delete(MediaVariant)
+        .where(MediaVariant.media_id == media_id, made_by_the_same_job)
+        .returning(MediaVariant.key)
     )
     session.add_all(variants)
     return list(replaced.scalars())
+
+
+async def image_media_ids(session: AsyncSession, post_id: int) -> list[int]:
+    result = await session.execute(
+        select(Media.id)
+        .where(Media.post_id == post_id, Media.kind == MediaKind.IMAGE)
+        .order_by(Media.position)
+    )
+    return list(result.scalars())
+
+
+async def has_avif_copies(session: AsyncSession, media_id: int) -> bool:
+    """Whether every AVIF copy of this photo is recorded."""
+    result = await session.execute(
+        select(func.count())
+        .select_from(MediaVariant)
+        .where(MediaVariant.media_id == media_id, MediaVariant.content_type == AVIF)
+    )
+    return int(result.scalar_one()) >= len(AVIF_VARIANT_NAMES)
+
+
+async def photos_without_avif(
+    session: AsyncSession, after_media_id: int, limit: int
+) -> list[tuple[int, int]]:
+    """(media id, author id) of photos of ready posts with no AVIF copy, ids above
+    `after_media_id`, in id order (a walk by primary key: each batch starts where the last one
+    ended, however many there are)."""
+    has_avif = exists().where(MediaVariant.media_id == Media.id, MediaVariant.content_type == AVIF)
+    result = await session.execute(
+        select(Media.id, Media.author_id)
+        .join(Post, Post.id == Media.post_id)
+        .where(
+            Media.id > after_media_id,
+            Media.kind == MediaKind.IMAGE,
+            Media.status == PostStatus.READY,
+            Post.kind == PostKind.POST,
+            Post.status == PostStatus.READY,
+            ~has_avif,
+        )
+        .order_by(Media.id)
+        .limit(limit)
+    )
+    return [(media_id, author_id) for media_id, author_id in result]
 
 
 async def mark_post_ready_if_complete(session: AsyncSession, post_id: int) -> bool:

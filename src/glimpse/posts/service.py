@@ -43,7 +43,12 @@ TRANSCODE_VIDEO_JOB = "transcode_video"
 PURGE_KEYS_JOB = "purge_media_keys"
 SWEEP_UPLOADS_JOB = "sweep_abandoned_uploads"
 
-_EXTENSIONS = {"image/jpeg": "jpg", "image/webp": "webp", "video/mp4": "mp4"}
+_EXTENSIONS = {
+    "image/jpeg": "jpg",
+    "image/webp": "webp",
+    "image/avif": "avif",
+    "video/mp4": "mp4",
+}
 
 
 @dataclass(frozen=True)
@@ -436,6 +441,10 @@ async def record_processed_media(
             max_attempts=settings.job_max_attempts,
             owner=post.author_id,
         )
+        # Only now: the post is served as it is, and never waits for its AVIF copies.
+        from glimpse.posts import avif  # (it records through this module's schedule_purge)
+
+        await avif.queue_avif_copies(session, ids, settings, post)
     return shown
 
 

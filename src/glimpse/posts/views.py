@@ -9,6 +9,7 @@ paths need not build ORM objects for posts they only show.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from glimpse.accounts.models import User
 from glimpse.db.base import as_utc
 from glimpse.db.database import Database
 from glimpse.engagement.models import Like
+from glimpse.media.images import AVIF
 from glimpse.media.urls import MediaUrls
 from glimpse.posts.models import Media, MediaKind, MediaVariant, Post, PostStatus
 from glimpse.posts.schemas import PostOut
@@ -37,6 +39,9 @@ _VARIANT_ORDER = {
     "mp4_480": 7,
     "poster": 8,
 }
+# Within one name, the format every client can show first: a client that takes the first
+# `w1080` it finds keeps getting the JPEG it always got.
+_TYPE_ORDER = {"image/jpeg": 0, "image/webp": 1, AVIF: 2}
 
 
 @dataclass(frozen=True)
@@ -120,25 +125,50 @@ async def fetch_rows(
 
 class MediaViewCache:
     """The media part of public posts' views, per process. A ready post's media and variants
-    never change, and public media has plain URLs (the same for every viewer), so a hot post
-    costs no media reads at all. Only consulted for posts the caller has just checked may be
-    seen, and only while the author is public (private media's URLs are signed per viewer)."""
+    change once at most: its photos gain their AVIF copies a moment after it is ready (posts/
+    avif.py). Public media has plain URLs (the same for every viewer), so a hot post costs no
+    media reads at all. Only consulted for posts the caller has just checked may be seen, and
+    only while the author is public (private media's URLs are signed per viewer).
 
-    def __init__(self, max_posts: int = 20_000) -> None:
+    A view whose photos still lack AVIF copies (while they are made here: `expect_avif`) is
+    kept for `unfinished_seconds` only, so the copies are listed within that of being made."""
+
+    def __init__(
+        self,
+        max_posts: int = 20_000,
+        *,
+        expect_avif: bool = False,
+        unfinished_seconds: float = 10.0,
+    ) -> None:
         self._max = max_posts
-        self._entries: OrderedDict[int, list[dict[str, Any]]] = OrderedDict()
+        self._expect_avif = expect_avif
+        self._unfinished_seconds = unfinished_seconds
+        # post id -> (media views, monotonic time after which they are not used; None: never)
+        self._entries: OrderedDict[int, tuple[list[dict[str, Any]], float | None]] = OrderedDict()
 
     def get(self, post_id: int) -> list[dict[str, Any]] | None:
         entry = self._entries.get(post_id)
-        if entry is not None:
-            self._entries.move_to_end(post_id)
-        return entry
+        if entry is None:
+            return None
+        media, until = entry
+        if until is not None and time.monotonic() >= until:
+            del self._entries[post_id]
+            return None
+        self._entries.move_to_end(post_id)
+        return media
 
     def put(self, post_id: int, media: list[dict[str, Any]]) -> None:
-        self._entries[post_id] = media
+        until = None
+        if self._expect_avif and not all(_has_avif(m) for m in media if m["kind"] == "image"):
+            until = time.monotonic() + self._unfinished_seconds
+        self._entries[post_id] = (media, until)
         self._entries.move_to_end(post_id)
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
+
+
+def _has_avif(media: dict[str, Any]) -> bool:
+    return any(v["content_type"] == AVIF for v in media["variants"])
 
 
 async def post_views(
@@ -263,7 +293,9 @@ def _media_view(
     url_of: Callable[[int, str], str | None],
 ) -> dict[str, Any]:
     _, _, kind, width, height, blurhash, alt_text, duration_s, progress = media
-    ordered = sorted(variants, key=lambda v: (_VARIANT_ORDER.get(v[1], 99), v[2]))
+    ordered = sorted(
+        variants, key=lambda v: (_VARIANT_ORDER.get(v[1], 99), _TYPE_ORDER.get(v[2], 9), v[2])
+    )
     views = []
     for _, name, content_type, w, h, key in ordered:
         url = url_of(post_id, key)
