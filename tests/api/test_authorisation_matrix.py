@@ -527,8 +527,9 @@ async def test_the_origin_serves_private_media_only_to_who_may_see_the_post(worl
         target: sorted({k.rsplit(".", 1)[1] for k in keys})
         for target, keys in world.media_keys.items()
     }
-    # Every kind of variant is there: the photo's JPEG and WebP, the video's MP4 and poster.
-    assert variants["post"] == ["jpg", "webp"] and "mp4" in variants["video"], variants
+    # Every kind of variant is there: the photo's JPEG, WebP and AVIF copies, the video's MP4
+    # and poster.
+    assert variants["post"] == ["avif", "jpg", "webp"] and "mp4" in variants["video"], variants
     assert "mp4" in variants["video_story"], variants
     tally = Tally()
     for target, keys in world.media_keys.items():
