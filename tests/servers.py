@@ -113,7 +113,8 @@ class Server(Process):
             raise
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + 30
+        # (Seen taking 17 s on a machine loaded by other work: a minute and a half is generous.)
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             try:
                 if httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200:

@@ -17,7 +17,6 @@ import psutil
 
 import glimpse.container  # noqa: F401  (registers every job)
 from glimpse.jobs import registry
-
 from tests.faults.conftest import (
     Stack,
     Tally,
@@ -84,7 +83,7 @@ def test_sigkill_a_worker_mid_job(
             doomed.process.send_signal(signal.SIGKILL)
             doomed.process.wait(timeout=10)
             # A decoding child outlives its worker only until it sees the parent gone.
-            gone, alive = psutil.wait_procs(children, timeout=15)
+            _, alive = psutil.wait_procs(children, timeout=15)
             tally.add("decoders_left_running", len(alive))
             for child in alive:
                 child.kill()
