@@ -102,7 +102,9 @@ def test_sigkill_the_api_mid_upload(
             thread.start()
         # Once this round's first uploads are answered, while the others are on their way.
         answered = len(acknowledged)
-        wait_for(lambda: len(acknowledged) > answered, lambda: "no upload was answered", 60)
+        wait_for(
+            lambda seen=answered: len(acknowledged) > seen, lambda: "no upload was answered", 60
+        )
         time.sleep(rng.uniform(0.0, 1.0))
         server.process.send_signal(signal.SIGKILL)
         server.process.wait(timeout=10)
