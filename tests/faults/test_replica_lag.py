@@ -1,0 +1,140 @@
+"""A streaming replica that lags 10 s behind the primary (`recovery_min_apply_delay = '10s'`, a
+real replica of a private primary, tests/integration/test_read_replicas.py's cluster), under a
+real `glimpse serve` and worker: every write a client makes is seen by that client's very next
+read (read-your-own-writes), while a client that wrote nothing reads the replica's older state
+(counted, to show the lag is real).
+
+(test_read_replicas.py pauses replay, in-process; this is a replica 10 s behind, as a busy or
+distant one is, under real processes.)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.databases import run_sync
+from tests.faults.conftest import Stack, Tally, post_photo, sign_up, times, wait_for
+from tests.integration.test_read_replicas import Cluster, _bin, _sql
+from tests.servers import Server, Worker
+
+LAG = "10s"
+ROUNDS = times("replica_rounds", 2)
+
+
+@pytest.fixture
+def lagging_cluster() -> Iterator[Cluster]:
+    if _bin("initdb") is None or _bin("pg_basebackup") is None:
+        reason = "PostgreSQL's initdb and pg_basebackup are not installed"
+        (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(reason)
+    root = Path(tempfile.mkdtemp(prefix="glimpse-lag-"))
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+    cluster = Cluster(root)
+    try:
+        cluster.start()
+        run_sync(_sql(cluster.url(cluster.primary_port, "postgres"), "CREATE DATABASE glimpse"))
+        from glimpse.db.migrate import upgrade_to_head
+
+        upgrade_to_head(cluster.url(cluster.primary_port))
+        replica = cluster.url(cluster.replica_port, "postgres")
+        run_sync(_sql(replica, f"ALTER SYSTEM SET recovery_min_apply_delay = '{LAG}'"))
+        run_sync(_sql(replica, "SELECT pg_reload_conf()"))
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _replica_has(cluster: Cluster, sql: str) -> Callable[[], bool]:
+    return lambda: bool(run_sync(_sql(cluster.url(cluster.replica_port), sql)))
+
+
+def test_a_replica_10_s_behind(
+    scale_stack: Stack,
+    lagging_cluster: Cluster,
+    processes: list[Server | Worker],
+    tally: Tally,
+) -> None:
+    cluster = lagging_cluster
+    env = {
+        "GLIMPSE_DATABASE_URL": cluster.url(cluster.primary_port),
+        "GLIMPSE_DATABASE_REPLICA_URLS": cluster.url(cluster.replica_port),
+    }
+    server = scale_stack.server(env=env)
+    processes += [server, scale_stack.worker(0, env)]
+    violations: list[str] = []
+    stale_for_others = 0
+
+    with httpx.Client(base_url=server.base, timeout=60) as client:
+        users = {name: sign_up(client, name) for name in ("alice", "bob", "carol")}
+        alice, bob = users["alice"], users["bob"]
+        # The accounts reach the replica (10 s later): from here on, only the lag is tested.
+        wait_for(_replica_has(cluster, "SELECT count(*) = 3 FROM users"), lambda: "no replay", 60)
+        assert client.get("/readyz").json()["checks"]["database_replica_0"] == "ok"
+
+        def own(what: str, ok: bool) -> None:
+            tally.add("own_reads")
+            if not ok:
+                violations.append(what)
+
+        for n in range(ROUNDS):
+            started = time.monotonic()
+            bio = f"bio {n}"
+            assert client.patch("/api/v1/me", headers=alice, json={"bio": bio}).status_code == 200
+            own("bio", client.get("/api/v1/me", headers=alice).json()["bio"] == bio)
+            stale_for_others += client.get("/api/v1/users/alice", headers=bob).json()["bio"] != bio
+
+            assert client.post("/api/v1/users/carol/follow", headers=alice).status_code == 200
+            following = client.get("/api/v1/users/alice/following", headers=alice).json()
+            own("follow", [u["username"] for u in following["items"]] == ["carol"])
+            carol = client.get("/api/v1/users/carol", headers=alice).json()
+            own("follow_status", carol["follow_status"] == "following")
+
+            response = post_photo(client, alice, n)
+            assert response.status_code == 202, response.text
+            post_id = response.json()["id"]
+            own(
+                "new_post", client.get(f"/api/v1/posts/{post_id}", headers=alice).status_code == 200
+            )
+            me = client.get("/api/v1/users/alice", headers=alice).json()
+            own("post_count", me["post_count"] == n + 1)
+
+            path = f"/api/v1/posts/{post_id}/comments"
+            assert client.post(path, headers=alice, json={"text": "mine"}).status_code == 201
+            comments = client.get(path, headers=alice).json()["items"]
+            own("comment", [c["text"] for c in comments] == ["mine"])
+
+            assert client.post(f"/api/v1/posts/{post_id}/like", headers=alice).status_code < 300
+            post = client.get(f"/api/v1/posts/{post_id}", headers=alice).json()
+            own("like", post["liked_by_me"] and post["like_count"] == 1)
+
+            assert client.delete("/api/v1/users/carol/follow", headers=alice).status_code == 204
+            following = client.get("/api/v1/users/alice/following", headers=alice).json()
+            own("unfollow", following["items"] == [])
+            assert client.delete(f"/api/v1/posts/{post_id}", headers=alice).status_code == 204
+            own("delete", client.get(f"/api/v1/posts/{post_id}", headers=alice).status_code == 404)
+            me = client.get("/api/v1/users/alice", headers=alice).json()
+            own("post_count_after_delete", me["post_count"] == n)
+            tally.injected += 1
+            # Every read above came well inside the lag, or the test proved nothing.
+            assert time.monotonic() - started < 10, "the round outlasted the replica's lag"
+            # The next round starts from a replica that caught up.
+            wait_for(
+                _replica_has(
+                    cluster, f"SELECT bio = 'bio {n}' FROM users WHERE username = 'alice'"
+                ),
+                lambda: "no replay",
+                60,
+            )
+    tally.add("stale_reads_by_others", stale_for_others)
+    tally.add("own_writes_not_seen", len(violations))
+    assert stale_for_others == ROUNDS, "bob read alice's new bio at once: the replica did not lag"
+    assert not violations, violations
