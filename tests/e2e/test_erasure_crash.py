@@ -113,11 +113,16 @@ def test_an_erasure_killed_between_batches_is_finished_by_another_worker(
         _wait(lambda: _scalar(data_dir, finished) == 1, lambda: "the erasure was never finished")
         # The erasure's purges are due at once. (Processing left guard purges due a lease after
         # it stored each photo's variants: not the erasure's, and harmless when they run.)
+        # (The clock is passed in: SQLite's strftime('%s') is whole seconds, so a purge due at
+        # x.4 s looked not yet due at x.6 s, and the worker was stopped before it ran.)
         queued = (
             "SELECT count(*) FROM jobs WHERE name = 'erase_account'"
-            " OR (name = 'purge_media_keys' AND available_at <= strftime('%s', 'now'))"
+            " OR (name = 'purge_media_keys' AND available_at <= ?)"
         )
-        _wait(lambda: _scalar(data_dir, queued) == 0, lambda: f"purges left: {_jobs(data_dir)}")
+        _wait(
+            lambda: _scalar(data_dir, queued, time.time()) == 0,
+            lambda: f"purges left: {_jobs(data_dir)}",
+        )
         assert survivor.stop() == 0
 
         assert _files(data_dir) == before - alices
