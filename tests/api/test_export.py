@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 
 from glimpse.config import Settings
+from glimpse.privacy import archive as archive_module
 from glimpse.privacy import repository as privacy_repository
 from glimpse.privacy.archive import ExportWriter
 from glimpse.privacy.jobs import purge_expired_exports
@@ -133,6 +134,56 @@ async def test_the_zip_holds_originals_and_everything_the_account_made(glimpse: 
     assert [x["username"] for x in json.loads(archive.read("following.json"))] == ["bob"]
     # Nothing of anyone else's.
     assert sum(n.startswith("posts/") for n in names) == 2
+
+
+async def test_every_batch_is_read_when_lists_outgrow_one_query(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One row a query: each list is read in several batches, each from past the last key.
+    monkeypatch.setattr(archive_module, "READ_BATCH", 1)
+    alice, bob, carol = [await glimpse.signup(n) for n in ("alice", "bob", "carol")]
+    posts = [
+        (await glimpse.upload(alice, files=[("p.jpg", jpeg_bytes())], caption=f"p{i}")).json()["id"]
+        for i in range(3)
+    ]
+    stories = [(await post_story(glimpse, alice))["id"] for _ in range(2)]
+    for title in ("One", "Two"):
+        response = await glimpse.client.post(
+            "/api/v1/me/highlights", headers=alice, json={"title": title, "story_ids": stories}
+        )
+        assert response.status_code == 201, response.text
+    await follow(glimpse, alice, "bob")
+    await follow(glimpse, alice, "carol")
+    await follow(glimpse, bob, "alice")
+    await follow(glimpse, carol, "alice")
+    theirs = [
+        (await glimpse.upload(u, files=[("t.jpg", jpeg_bytes())])).json()["id"]
+        for u in (bob, carol)
+    ]
+    await glimpse.run_jobs()
+    for post_id in theirs:
+        await like(glimpse, alice, post_id)
+    for text in ("one", "two", "three"):
+        response = await glimpse.client.post(
+            f"/api/v1/posts/{theirs[0]}/comments", headers=alice, json={"text": text}
+        )
+        assert response.status_code == 201
+
+    archive = await download(glimpse, alice, (await ready(glimpse, alice))["url"])
+
+    def read(name: str) -> list[dict[str, Any]]:
+        return list(json.loads(archive.read(name)))
+
+    assert [p["id"] for p in read("posts.json")] == sorted(posts, key=int)
+    assert [s["id"] for s in read("stories.json")] == sorted(stories, key=int)
+    assert [(h["title"], h["story_ids"]) for h in read("highlights.json")] == [
+        ("One", stories),
+        ("Two", stories),
+    ]
+    assert [c["text"] for c in read("comments.json")] == ["one", "two", "three"]
+    assert sorted(x["post_id"] for x in read("likes.json")) == sorted(theirs)
+    assert [x["username"] for x in read("followers.json")] == ["bob", "carol"]
+    assert [x["username"] for x in read("following.json")] == ["bob", "carol"]
 
 
 async def test_one_export_runs_at_a_time(glimpse: Glimpse) -> None:

@@ -27,12 +27,12 @@ import mimetypes
 import shutil
 import uuid
 import zipfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 
 from glimpse.accounts.models import User
 from glimpse.backends.storage import ObjectMissing, Storage
@@ -41,6 +41,9 @@ from glimpse.engagement.models import Comment, Like
 from glimpse.graph.models import Follow
 from glimpse.posts.models import Media, Post, PostKind
 from glimpse.stories.models import Highlight, HighlightStory, Story
+
+# A keyset query of the export: rows after the given key (what _batches pages through).
+_Query = Select[*tuple[Any, ...]]
 
 # Rows read per query: a batch of posts with their media is a few hundred objects at most.
 READ_BATCH = 200
@@ -210,31 +213,42 @@ class ExportWriter:
     async def _post_batches(
         self, kind: str
     ) -> AsyncIterator[tuple[Post, datetime | None, list[Media]]]:
+        def query(after: int) -> _Query:
+            return (
+                select(Post, Story.expires_at)
+                .outerjoin(Story, Story.id == Post.id)
+                .where(Post.author_id == self.user_id, Post.kind == kind, Post.id > after)
+                .order_by(Post.id)
+            )
+
+        async for rows in self._batches(query, lambda row: row[0].id):
+            media: dict[int, list[Media]] = {row[0].id: [] for row in rows}
+            async with self.db.read() as session:
+                found = await session.execute(
+                    select(Media)
+                    .where(Media.post_id.in_(list(media)))
+                    .order_by(Media.post_id, Media.position)
+                )
+                for m in found.scalars():
+                    media[m.post_id].append(m)
+            for post, expires_at in rows:
+                yield post, expires_at, media[post.id]
+
+    async def _batches(
+        self, query: Callable[[int], _Query], last_key: Callable[[Any], int]
+    ) -> AsyncIterator[list[Any]]:
+        """The rows of `query(after)`, READ_BATCH at a time, each batch read in a short session
+        of its own (an export of thousands of rows never holds one read open throughout): keyset
+        pagination, `after` being the key of the previous batch's last row (0 at first)."""
         after = 0
         while True:
             async with self.db.read() as session:
-                query = (
-                    select(Post, Story.expires_at)
-                    .outerjoin(Story, Story.id == Post.id)
-                    .where(Post.author_id == self.user_id, Post.kind == kind, Post.id > after)
-                    .order_by(Post.id)
-                    .limit(READ_BATCH)
-                )
-                rows = [(r[0], r[1]) for r in await session.execute(query)]
-                media: dict[int, list[Media]] = {post.id: [] for post, _ in rows}
-                if rows:
-                    found = await session.execute(
-                        select(Media)
-                        .where(Media.post_id.in_(list(media)))
-                        .order_by(Media.post_id, Media.position)
-                    )
-                    for m in found.scalars():
-                        media[m.post_id].append(m)
-            for post, expires_at in rows:
-                yield post, expires_at, media[post.id]
+                rows = list((await session.execute(query(after).limit(READ_BATCH))).tuples())
+            if rows:
+                yield rows
             if len(rows) < READ_BATCH:
                 return
-            after = rows[-1][0].id
+            after = last_key(rows[-1])
 
     async def _copy_original(self, archive: zipfile.ZipFile, key: str, name: str) -> bool:
         """Copy one stored original into the archive, a megabyte at a time. False when the
@@ -263,29 +277,24 @@ class ExportWriter:
         return True
 
     async def _highlights(self, out: _JsonList) -> None:
-        after = 0
-        while True:
+        def query(after: int) -> _Query:
+            return (
+                select(Highlight)
+                .where(Highlight.owner_id == self.user_id, Highlight.id > after)
+                .order_by(Highlight.id)
+            )
+
+        async for rows in self._batches(query, lambda row: row[0].id):
+            held: dict[int, list[str]] = {row[0].id: [] for row in rows}
             async with self.db.read() as session:
-                rows = list(
-                    (
-                        await session.execute(
-                            select(Highlight)
-                            .where(Highlight.owner_id == self.user_id, Highlight.id > after)
-                            .order_by(Highlight.id)
-                            .limit(READ_BATCH)
-                        )
-                    ).scalars()
+                found = await session.execute(
+                    select(HighlightStory.highlight_id, HighlightStory.story_id)
+                    .where(HighlightStory.highlight_id.in_(list(held)))
+                    .order_by(HighlightStory.highlight_id, HighlightStory.position)
                 )
-                held: dict[int, list[str]] = {h.id: [] for h in rows}
-                if rows:
-                    found = await session.execute(
-                        select(HighlightStory.highlight_id, HighlightStory.story_id)
-                        .where(HighlightStory.highlight_id.in_(list(held)))
-                        .order_by(HighlightStory.highlight_id, HighlightStory.position)
-                    )
-                    for highlight_id, story_id in found:
-                        held[highlight_id].append(str(story_id))
-            for h in rows:
+                for highlight_id, story_id in found:
+                    held[highlight_id].append(str(story_id))
+            for (h,) in rows:
                 out.add(
                     {
                         "id": str(h.id),
@@ -294,77 +303,53 @@ class ExportWriter:
                         "story_ids": held[h.id],
                     }
                 )
-            if len(rows) < READ_BATCH:
-                return
-            after = rows[-1].id
 
     async def _comments(self, out: _JsonList) -> None:
-        after = 0
-        while True:
-            async with self.db.read() as session:
-                rows = list(
-                    (
-                        await session.execute(
-                            select(Comment)
-                            .where(Comment.author_id == self.user_id, Comment.id > after)
-                            .order_by(Comment.id)
-                            .limit(READ_BATCH)
-                        )
-                    ).scalars()
-                )
-            for c in rows:
+        def query(after: int) -> _Query:
+            return (
+                select(Comment.id, Comment.post_id, Comment.text, Comment.created_at)
+                .where(Comment.author_id == self.user_id, Comment.id > after)
+                .order_by(Comment.id)
+            )
+
+        async for rows in self._batches(query, lambda row: row[0]):
+            for comment_id, post_id, text, created_at in rows:
                 out.add(
                     {
-                        "id": str(c.id),
-                        "post_id": str(c.post_id),
-                        "text": c.text,
-                        "created_at": _iso(c.created_at),
+                        "id": str(comment_id),
+                        "post_id": str(post_id),
+                        "text": text,
+                        "created_at": _iso(created_at),
                     }
                 )
-            if len(rows) < READ_BATCH:
-                return
-            after = rows[-1].id
 
     async def _likes(self, out: _JsonList) -> None:
-        after = 0
-        while True:
-            async with self.db.read() as session:
-                rows = [
-                    (r[0], r[1])
-                    for r in await session.execute(
-                        select(Like.post_id, Like.created_at)
-                        .where(Like.user_id == self.user_id, Like.post_id > after)
-                        .order_by(Like.post_id)
-                        .limit(READ_BATCH)
-                    )
-                ]
+        def query(after: int) -> _Query:
+            return (
+                select(Like.post_id, Like.created_at)
+                .where(Like.user_id == self.user_id, Like.post_id > after)
+                .order_by(Like.post_id)
+            )
+
+        async for rows in self._batches(query, lambda row: row[0]):
             for post_id, created_at in rows:
                 out.add({"post_id": str(post_id), "created_at": _iso(created_at)})
-            if len(rows) < READ_BATCH:
-                return
-            after = rows[-1][0]
 
     async def _follows(self, out: _JsonList, *, followers: bool) -> None:
         mine = Follow.followee_id if followers else Follow.follower_id
         other = Follow.follower_id if followers else Follow.followee_id
-        after = 0
-        while True:
-            async with self.db.read() as session:
-                rows = [
-                    (r[0], r[1], r[2], r[3])
-                    for r in await session.execute(
-                        select(Follow.id, User.username, User.display_name, Follow.created_at)
-                        .join(User, User.id == other)
-                        .where(mine == self.user_id, Follow.id > after)
-                        .order_by(Follow.id)
-                        .limit(READ_BATCH)
-                    )
-                ]
+
+        def query(after: int) -> _Query:
+            return (
+                select(Follow.id, User.username, User.display_name, Follow.created_at)
+                .join(User, User.id == other)
+                .where(mine == self.user_id, Follow.id > after)
+                .order_by(Follow.id)
+            )
+
+        async for rows in self._batches(query, lambda row: row[0]):
             for _, username, display_name, since in rows:
                 out.add({"username": username, "display_name": display_name, "since": _iso(since)})
-            if len(rows) < READ_BATCH:
-                return
-            after = rows[-1][0]
 
 
 def _member(name: str, compress_type: int) -> zipfile.ZipInfo:
