@@ -157,6 +157,18 @@ def _check_csrf(request: Request, container: Container, form: FormData, *, signe
         raise _form_expired()
 
 
+async def _signed_in_form(request: Request) -> tuple[Container, Authenticated, FormData] | None:
+    """A form a signed-in browser posted, its CSRF token checked (403 when it is not the
+    session's); None when nobody is signed in, whom the caller sends to sign in."""
+    container = _container(request)
+    viewer = await sessions.signed_in(request, container)
+    if viewer is None:
+        return None
+    form = await _form(request)
+    _check_csrf(request, container, form, signed_in=True)
+    return container, viewer, form
+
+
 def _form_expired() -> Forbidden:
     return Forbidden(
         "This form has expired (or was sent from another site). Please try again.",
@@ -360,12 +372,10 @@ async def edit_profile_page(request: Request) -> Response:
 @router.post("/settings/profile")
 async def edit_profile(request: Request) -> Response:
     """The API's PATCH /api/v1/me, as a form."""
-    container = _container(request)
-    viewer = await sessions.signed_in(request, container)
-    if viewer is None:
+    posted = await _signed_in_form(request)
+    if posted is None:
         return _to_sign_in()
-    form = await _form(request)
-    _check_csrf(request, container, form, signed_in=True)
+    container, viewer, form = posted
     try:
         changes = ProfileUpdate.model_validate(
             {
@@ -431,12 +441,10 @@ async def _account_page(
 @router.post("/settings/export")
 async def start_export(request: Request) -> Response:
     """The API's POST /api/v1/me/export, as a form: the same budget, one export at a time."""
-    container = _container(request)
-    viewer = await sessions.signed_in(request, container)
-    if viewer is None:
+    posted = await _signed_in_form(request)
+    if posted is None:
         return _to_sign_in()
-    form = await _form(request)
-    _check_csrf(request, container, form, signed_in=True)
+    container, viewer, _ = posted
     await count_against(
         request,
         container.throttle,
@@ -453,12 +461,10 @@ async def start_export(request: Request) -> Response:
 async def delete_account(request: Request) -> Response:
     """The API's DELETE /api/v1/me, as a form: confirmed with the password, which is checked
     (and throttled) as a sign-in's; the browser is signed out with the account."""
-    container = _container(request)
-    viewer = await sessions.signed_in(request, container)
-    if viewer is None:
+    posted = await _signed_in_form(request)
+    if posted is None:
         return _to_sign_in()
-    form = await _form(request)
-    _check_csrf(request, container, form, signed_in=True)
+    container, viewer, form = posted
     address = client_address(request.scope, container.settings.trusted_proxy_hops)
     try:
         await erasure.erase_with_password(
