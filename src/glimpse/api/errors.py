@@ -12,12 +12,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 from starlette.types import Message
 
+from glimpse.db.failures import connection_lost
 from glimpse.errors import DomainError, StorageUnavailable
 from glimpse.ids import NodeLeaseExpired
 from glimpse.web.paths import is_page
@@ -204,11 +205,11 @@ def _sqlite_primary_code(exc: OperationalError) -> int | None:
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, OperationalError)
-    code = _sqlite_primary_code(exc)
-    if code in _SQLITE_BUSY_CODES or exc.connection_invalidated:
-        # A busy database or a server that went away: the transaction rolled back and changed
-        # nothing, so the request may simply be sent again.
+    assert isinstance(exc, DBAPIError)
+    code = _sqlite_primary_code(exc) if isinstance(exc, OperationalError) else None
+    if code in _SQLITE_BUSY_CODES or connection_lost(exc):
+        # A busy database or a server that went away (db/failures.py): the transaction rolled
+        # back, so the request may simply be sent again.
         return _try_again_soon(request, exc, retry_after=1)
     if code in _SQLITE_DISK_CODES:
         log.error(
@@ -318,7 +319,7 @@ def install_error_handlers(app: FastAPI) -> None:
         (DomainError, _domain_error),
         (RequestValidationError, _validation_error),
         (StarletteHTTPException, _http_error),
-        (OperationalError, _database_unavailable),
+        (DBAPIError, _database_unavailable),
         (NodeLeaseExpired, _node_lease_expired),
         (ClientDisconnect, _client_gone),
         (OSError, _os_error),

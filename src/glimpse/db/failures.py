@@ -1,0 +1,61 @@
+"""Which database errors are the server's connection failing rather than the statement.
+
+A PostgreSQL server that ends a session (`pg_terminate_backend`, a restart, a failover, a
+network cut) makes the statement in flight fail with asyncpg's own exception, which SQLAlchemy
+wraps as a plain DBAPIError (not an OperationalError) and does not always mark as a disconnect;
+rolling back on the dead connection then fails again with asyncpg's "another operation is in
+progress", which SQLAlchemy wraps as an InternalError. In each case the transaction did not
+commit (unless the cut came during COMMIT itself, when, as after any network cut, the client
+cannot know), so the request may be sent again: the API answers 503 with Retry-After (api/
+errors.py), as it does for a busy SQLite file.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import DBAPIError
+
+# Errors that say the session, not the statement, failed.
+_SESSION_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
+# asyncpg's errors (a driver of the `postgres` extra only) of a connection used again after it
+# broke (its protocol still waiting for the answer that never came) or after it was closed.
+_CLIENT_ERRORS: tuple[type[BaseException], ...] = ()
+try:
+    import asyncpg.exceptions as pg
+except ImportError:  # (no PostgreSQL without it: SQLite's errors are OperationalErrors)
+    pass
+else:
+    # The connection's own (class 08: it does not exist, it failed, it was refused), an
+    # operator's intervention (class 57: admin shutdown, crash shutdown, cannot connect now, a
+    # cancelled statement), and the server's resources (class 53: too many connections, out of
+    # memory, disk full).
+    _SESSION_ERRORS += (
+        pg.PostgresConnectionError,
+        pg.OperatorInterventionError,
+        pg.InsufficientResourcesError,
+    )
+    _CLIENT_ERRORS = (pg.InterfaceError, pg.InternalClientError)
+_BROKEN_CONNECTION_TEXT = ("another operation", "connection is closed")
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether `exc` (a SQLAlchemy error, or one it caused) says the database connection failed
+    or the server cannot serve now, rather than the statement being wrong."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    pending: list[BaseException] = []
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(current, _SESSION_ERRORS):
+            return True
+        if isinstance(current, _CLIENT_ERRORS) and any(
+            text in str(current) for text in _BROKEN_CONNECTION_TEXT
+        ):
+            return True
+        orig = getattr(current, "orig", None)
+        for linked in (orig, current.__cause__, current.__context__):
+            if isinstance(linked, BaseException):
+                pending.append(linked)
+        current = pending.pop() if pending else None
+    return False

@@ -1,0 +1,82 @@
+"""A PostgreSQL server that ends the app's connection in the middle of a request (a restart, a
+failover, `pg_terminate_backend`): the request is answered 503 with Retry-After, as for a busy
+SQLite file, never 500 (db/failures.py); nothing it did is half-kept, and the next request,
+on a fresh connection, succeeds. tests/faults/test_postgres_terminations.py does the same to
+real servers under load."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from glimpse.graph import repository as graph_repository
+from tests.conftest import Glimpse, assert_error
+from tests.databases import ADMIN_URL
+
+pytestmark = pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+
+
+def cut_before(monkeypatch: pytest.MonkeyPatch, times: int = 1) -> list[int]:
+    """The next `times` visibility checks end their own connection, from another one, first:
+    the statement after it is the first to find the connection gone, mid-transaction."""
+    real = graph_repository.relation
+    ended: list[int] = []
+
+    async def relation(session: AsyncSession, viewer_id: int, other_id: int) -> Any:
+        if len(ended) < times:
+            pid = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            admin = await asyncpg.connect(ADMIN_URL)
+            try:
+                assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+            finally:
+                await admin.close()
+            ended.append(pid)
+        return await real(session, viewer_id, other_id)
+
+    monkeypatch.setattr(graph_repository, "relation", relation)
+    return ended
+
+
+async def test_a_like_whose_connection_is_ended_is_a_503_and_the_next_one_counts(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice, bob = await glimpse.signup("alice"), await glimpse.signup("bob")
+    post_id = (await glimpse.upload(bob)).json()["id"]
+    await glimpse.run_jobs()
+    ended = cut_before(monkeypatch)
+
+    response = await glimpse.client.post(f"/api/v1/posts/{post_id}/like", headers=alice)
+
+    assert ended, "the connection was not ended"
+    assert_error(response, 503, "unavailable")
+    assert response.headers["Retry-After"] == "1"
+    post = (await glimpse.client.get(f"/api/v1/posts/{post_id}", headers=alice)).json()
+    assert post["like_count"] == 0 and not post["liked_by_me"]  # nothing half-kept
+    response = await glimpse.client.post(f"/api/v1/posts/{post_id}/like", headers=alice)
+    assert response.status_code == 204, response.text
+    post = (await glimpse.client.get(f"/api/v1/posts/{post_id}", headers=alice)).json()
+    assert post["like_count"] == 1 and post["liked_by_me"]
+
+
+async def test_a_comment_whose_connection_is_ended_is_a_503_and_leaves_no_comment(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice, bob = await glimpse.signup("alice"), await glimpse.signup("bob")
+    post_id = (await glimpse.upload(bob)).json()["id"]
+    await glimpse.run_jobs()
+    cut_before(monkeypatch)
+
+    response = await glimpse.client.post(
+        f"/api/v1/posts/{post_id}/comments", headers=alice, json={"text": "hello"}
+    )
+
+    assert_error(response, 503, "unavailable")
+    assert "Retry-After" in response.headers
+    comments = await glimpse.client.get(f"/api/v1/posts/{post_id}/comments", headers=alice)
+    assert comments.status_code == 200 and comments.json()["items"] == []
+    post = (await glimpse.client.get(f"/api/v1/posts/{post_id}", headers=alice)).json()
+    assert post["comment_count"] == 0
