@@ -115,6 +115,39 @@ async def test_a_store_that_accepts_connections_but_never_answers_is_storage_una
         silent.close()
 
 
+async def test_an_answer_without_the_fields_s3_sends_is_storage_unavailable(
+    tmp_path: Path,
+) -> None:
+    # An "S3" that answers every request 200 and says nothing more: a HEAD without the
+    # object's length (as a proxy in front of a store did in the fault suite) is the store's
+    # trouble, a 503 to a client, not a KeyError and a 500.
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "x")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "x")
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while head := await reader.readuntil(b"\r\n\r\n"):
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+            body_header = b"" if head.startswith(b"HEAD ") else b"Content-Length: 0\r\n"
+            writer.write(b"HTTP/1.1 200 OK\r\n" + body_header + b"\r\n")
+            await writer.drain()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    storage = storage_from_url(
+        f"s3://media?endpoint=http://127.0.0.1:{port}", staging_dir=tmp_path / "staging"
+    )
+    try:
+        with pytest.raises(StorageUnavailable, match="KeyError"):
+            await asyncio.wait_for(storage.size("v/ab/x.jpg"), timeout=60)
+    finally:
+        await storage.close()
+        server.close()
+
+
 def _client_error(code: str, status: int) -> ClientError:
     return ClientError(
         {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}},
@@ -124,7 +157,14 @@ def _client_error(code: str, status: int) -> ClientError:
 
 @pytest.mark.parametrize(
     ("code", "status"),
-    [("SlowDown", 503), ("InternalError", 500), ("AccessDenied", 403), ("RequestTimeout", 400)],
+    [
+        ("SlowDown", 503),
+        ("InternalError", 500),
+        ("AccessDenied", 403),
+        ("RequestTimeout", 400),
+        # MinIO's full disk (the fault suite's full bucket)
+        ("XMinioStorageFull", 507),
+    ],
 )
 def test_faults_of_the_store_are_storage_unavailable(code: str, status: int) -> None:
     with pytest.raises(StorageUnavailable, match=code), _store_faults("read files", "v/ab/x"):

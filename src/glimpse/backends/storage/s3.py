@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,6 +101,16 @@ def _unavailable(exc: Exception, action: str) -> StorageUnavailable:
     )
     unavailable.__cause__ = exc
     return unavailable
+
+
+def _answered(answer: Mapping[str, Any], field: str, action: str) -> Any:
+    """A field of the store's answer. An answer without it (an S3-compatible server, or a proxy
+    in front of it, that answered with something other than S3's answer: a HEAD without its
+    length, say) is the store's trouble: StorageUnavailable, as for an error it names."""
+    try:
+        return answer[field]
+    except KeyError as exc:
+        raise _unavailable(exc, action) from exc
 
 
 def _is_missing(exc: ClientError) -> bool:
@@ -238,7 +248,7 @@ class S3Storage:
         upload = await s3.create_multipart_upload(
             Bucket=self.bucket, Key=key, ContentType=content_type
         )
-        upload_id = upload["UploadId"]
+        upload_id = _answered(upload, "UploadId", "store files")
         try:
             parts = []
             for number, offset in enumerate(range(0, size, self._part_size), start=1):
@@ -247,7 +257,9 @@ class S3Storage:
                 answer = await s3.upload_part(
                     Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
                 )
-                parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+                parts.append(
+                    {"PartNumber": number, "ETag": _answered(answer, "ETag", "store files")}
+                )
             # Until this call nobody sees the object: the old one (if any) stays whole.
             await s3.complete_multipart_upload(
                 Bucket=self.bucket,
@@ -267,7 +279,7 @@ class S3Storage:
         s3 = await self._s3()
         with _store_faults("read files", key):
             answer = await s3.get_object(Bucket=self.bucket, Key=key)
-            async with answer["Body"] as body:
+            async with _answered(answer, "Body", "read files") as body:
                 data: bytes = await body.read()
                 return data
 
@@ -276,7 +288,7 @@ class S3Storage:
         s3 = await self._s3()
         with _store_faults("read files", key):
             answer = await s3.get_object(Bucket=self.bucket, Key=key)
-            async with answer["Body"] as body:
+            async with _answered(answer, "Body", "read files") as body:
                 with await asyncio.to_thread(path.open, "wb") as f:
                     async for chunk in body.iter_chunks(1024 * 1024):
                         await asyncio.to_thread(f.write, chunk)
@@ -290,7 +302,7 @@ class S3Storage:
             answer = await s3.get_object(
                 Bucket=self.bucket, Key=key, Range=f"bytes={offset}-{offset + length - 1}"
             )
-        return _body_chunks(answer["Body"])
+        return _body_chunks(_answered(answer, "Body", "read files"))
 
     async def size(self, key: str) -> int | None:
         check_key(key)
@@ -300,7 +312,7 @@ class S3Storage:
                 answer = await s3.head_object(Bucket=self.bucket, Key=key)
         except ObjectMissing:
             return None
-        return int(answer["ContentLength"])
+        return int(_answered(answer, "ContentLength", "read files"))
 
     async def delete(self, key: str) -> None:
         check_key(key)
