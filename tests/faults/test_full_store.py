@@ -90,6 +90,9 @@ class FullableBucketProxy:
         ) as answer:
             body = await answer.read()
             out = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP_BY_HOP}
+            if request.method == "HEAD" and "Content-Length" in answer.headers:
+                # (A HEAD has no body to measure: the object's length is the upstream's.)
+                out["Content-Length"] = answer.headers["Content-Length"]
             return web.Response(status=answer.status, body=body, headers=out)
 
     def close(self) -> None:
