@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from glimpse.graph import repository as graph_repository
@@ -80,3 +81,30 @@ async def test_a_comment_whose_connection_is_ended_is_a_503_and_leaves_no_commen
     assert comments.status_code == 200 and comments.json()["items"] == []
     post = (await glimpse.client.get(f"/api/v1/posts/{post_id}", headers=alice)).json()
     assert post["comment_count"] == 0
+
+
+async def test_connections_ended_between_requests_are_replaced_before_the_next_one(
+    glimpse: Glimpse,
+) -> None:
+    """A restart or failover while the pool is idle: the pre-ping on checkout (db/database.py)
+    finds each dead connection and opens a fresh one, so no request, read or write, sees it."""
+    alice, bob = await glimpse.signup("alice"), await glimpse.signup("bob")
+    post_id = (await glimpse.upload(bob)).json()["id"]
+    await glimpse.run_jobs()
+    database = make_url(glimpse.container.settings.resolved_database_url).database
+    admin = await asyncpg.connect(ADMIN_URL)
+    try:
+        pids = await admin.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            database,
+        )
+        ended = [p for (p,) in pids if await admin.fetchval("SELECT pg_terminate_backend($1)", p)]
+    finally:
+        await admin.close()
+    assert ended, "the app held no connection to end"
+
+    response = await glimpse.client.post(f"/api/v1/posts/{post_id}/like", headers=alice)
+    assert response.status_code == 204, response.text
+    response = await glimpse.client.get(f"/api/v1/posts/{post_id}", headers=alice)
+    assert response.status_code == 200, response.text
+    assert response.json()["like_count"] == 1 and response.json()["liked_by_me"]
