@@ -6,19 +6,31 @@ real servers under load."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from glimpse.graph import repository as graph_repository
 from tests.conftest import Glimpse, assert_error
 from tests.databases import ADMIN_URL
 
 pytestmark = pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+
+
+async def _terminate(pid: int) -> None:
+    """End backend `pid` from another connection, as an operator or a failover does."""
+    admin = await asyncpg.connect(ADMIN_URL)
+    try:
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await admin.close()
 
 
 def cut_before(monkeypatch: pytest.MonkeyPatch, times: int = 1) -> list[int]:
@@ -30,11 +42,7 @@ def cut_before(monkeypatch: pytest.MonkeyPatch, times: int = 1) -> list[int]:
     async def relation(session: AsyncSession, viewer_id: int, other_id: int) -> Any:
         if len(ended) < times:
             pid = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
-            admin = await asyncpg.connect(ADMIN_URL)
-            try:
-                assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
-            finally:
-                await admin.close()
+            await _terminate(pid)
             ended.append(pid)
         return await real(session, viewer_id, other_id)
 
@@ -108,3 +116,31 @@ async def test_connections_ended_between_requests_are_replaced_before_the_next_o
     response = await glimpse.client.get(f"/api/v1/posts/{post_id}", headers=alice)
     assert response.status_code == 200, response.text
     assert response.json()["like_count"] == 1 and response.json()["liked_by_me"]
+
+
+async def test_a_lone_read_whose_connection_is_ended_is_read_again(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hot path's single-statement reads (Database.fetch: the token check of every request,
+    the feed, the story tray) changed nothing, so one cut under them is read again on a fresh
+    connection (db/failures.read_once_more_if_lost): the client sees no error at all."""
+    alice = await glimpse.signup("alice")
+    db = glimpse.container.db
+    real = db._single_statements
+    ended: list[int] = []
+
+    @asynccontextmanager
+    async def connect() -> AsyncIterator[AsyncConnection]:
+        async with real.connect() as connection:
+            if not ended:
+                pid = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+                await _terminate(pid)
+                ended.append(pid)
+            yield connection
+
+    monkeypatch.setattr(db, "_single_statements", SimpleNamespace(connect=connect))
+
+    response = await glimpse.client.get("/api/v1/stories/tray", headers=alice)
+
+    assert ended, "the connection was not ended"
+    assert response.status_code == 200, response.text

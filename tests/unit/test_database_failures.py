@@ -1,12 +1,15 @@
 """db/failures.connection_lost: which database errors are the connection failing (503, try
-again) rather than the statement being wrong (a bug: 500)."""
+again) rather than the statement being wrong (a bug: 500); and the lone read tried once more."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import asyncpg.exceptions as pg
+import pytest
 from sqlalchemy.exc import DBAPIError, IntegrityError, InternalError
 
-from glimpse.db.failures import connection_lost
+from glimpse.db.failures import connection_lost, read_once_more_if_lost
 
 
 def wrapped(orig: BaseException, kind: type[DBAPIError] = DBAPIError, **kw: bool) -> DBAPIError:
@@ -59,3 +62,37 @@ def test_a_cycle_in_the_chain_ends() -> None:
     a, b = RuntimeError("a"), RuntimeError("b")
     a.__context__, b.__context__ = b, a
     assert not connection_lost(wrapped(a))
+
+
+def reads(*outcomes: BaseException | str) -> tuple[list[int], Callable[[], Awaitable[str]]]:
+    """A read that raises or returns each outcome in turn, and how often it was called."""
+    calls: list[int] = []
+
+    async def read() -> str:
+        calls.append(1)
+        outcome = outcomes[len(calls) - 1]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    return calls, read
+
+
+async def test_a_read_cut_under_it_is_read_once_more() -> None:
+    lost = wrapped(pg.ConnectionDoesNotExistError("connection was closed in the middle"))
+    calls, read = reads(lost, "rows")
+    assert await read_once_more_if_lost(read) == "rows"
+    assert len(calls) == 2
+
+
+async def test_a_read_cut_twice_or_a_wrong_statement_is_not_read_again() -> None:
+    lost = wrapped(pg.ConnectionDoesNotExistError("connection was closed in the middle"))
+    calls, read = reads(lost, lost, "rows")
+    with pytest.raises(DBAPIError):
+        await read_once_more_if_lost(read)
+    assert len(calls) == 2
+    wrong = wrapped(pg.UndefinedColumnError("column x does not exist"))
+    calls, read = reads(wrong, "rows")
+    with pytest.raises(DBAPIError):
+        await read_once_more_if_lost(read)
+    assert len(calls) == 1

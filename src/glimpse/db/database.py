@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from glimpse.db.failures import read_once_more_if_lost
 from glimpse.db.migrate import current_revision
 from glimpse.db.replicas import Replicas
 from glimpse.db.urls import async_database_url
@@ -164,8 +165,13 @@ class Database:
                         return rows
                 async with self.read(replica=replica, at_least=at_least) as session:
                     return [tuple(row) for row in await session.execute(statement, dict(params))]
-            async with self._single_statements.connect() as single:
-                return [tuple(row) for row in await single.execute(statement, dict(params))]
+
+            async def read() -> list[tuple[Any, ...]]:
+                async with self._single_statements.connect() as single:
+                    return [tuple(row) for row in await single.execute(statement, dict(params))]
+
+            # A server that ended the connection under this lone read: read again (failures.py).
+            return await read_once_more_if_lost(read)
         sql, names, defaults = self._compiled(statement)
         values: list[Any] = []
         for name in names:

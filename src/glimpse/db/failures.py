@@ -12,7 +12,14 @@ errors.py), as it does for a busy SQLite file.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
 from sqlalchemy.exc import DBAPIError
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # Errors that say the session, not the statement, failed.
 _SESSION_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
@@ -59,3 +66,20 @@ def connection_lost(exc: BaseException) -> bool:
                 pending.append(linked)
         current = pending.pop() if pending else None
     return False
+
+
+async def read_once_more_if_lost(read: Callable[[], Awaitable[T]]) -> T:
+    """Run `read`, and once more if the connection was lost under it.
+
+    Only for a read that runs alone on its connection (Database.fetch): it changed nothing, so
+    running it again is safe, and the pool's pre-ping hands the second try a live connection
+    (the dead one is discarded on its way back). A write cannot be replayed this way: its
+    block ran code around the statements, and a cut during COMMIT leaves its outcome unknown,
+    so it stays a 503 with Retry-After."""
+    try:
+        return await read()
+    except DBAPIError as exc:
+        if not connection_lost(exc):
+            raise
+        log.warning("database connection lost under a read; reading once more: %s", exc.orig)
+    return await read()
