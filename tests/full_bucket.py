@@ -73,7 +73,11 @@ class FullableBucketProxy:
         ) as answer:
             body = await answer.read()
             out = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP_BY_HOP}
-            if self.head_lengths and request.method == "HEAD" and "Content-Length" in answer.headers:
+            if (
+                self.head_lengths
+                and request.method == "HEAD"
+                and "Content-Length" in answer.headers
+            ):
                 # (A HEAD has no body to measure: the object's length is the upstream's.)
                 out["Content-Length"] = answer.headers["Content-Length"]
             return web.Response(status=answer.status, body=body, headers=out)
@@ -88,8 +92,10 @@ class FullableBucketProxy:
         self._thread.join(10)
 
 
-@pytest.fixture
-def full_bucket(s3_server: S3Server, request: pytest.FixtureRequest) -> Iterator[FullableBucketProxy]:
+@pytest.fixture(name="full_bucket")
+def full_bucket_fixture(
+    s3_server: S3Server, request: pytest.FixtureRequest
+) -> Iterator[FullableBucketProxy]:
     """A proxy in front of the session's S3 server, not full yet (indirect parametrisation
     passes its keyword arguments: `{"head_lengths": False}`)."""
     proxy = FullableBucketProxy(s3_server.endpoint, **getattr(request, "param", {}))

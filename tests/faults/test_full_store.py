@@ -77,11 +77,14 @@ def full_store(
         proxy.full = value
 
     try:
-        yield stack, {
-            "fill": lambda: set_full(True),
-            "empty": lambda: set_full(False),
-            "refused": lambda: proxy.refused,
-        }
+        yield (
+            stack,
+            {
+                "fill": lambda: set_full(True),
+                "empty": lambda: set_full(False),
+                "refused": lambda: proxy.refused,
+            },
+        )
     finally:
         proxy.close()
 

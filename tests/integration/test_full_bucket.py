@@ -12,7 +12,7 @@ import pytest
 
 from glimpse.backends.storage.s3 import S3Location, S3Storage
 from glimpse.errors import StorageUnavailable
-from tests.full_bucket import FullableBucketProxy, full_bucket  # noqa: F401  (a fixture)
+from tests.full_bucket import FullableBucketProxy, full_bucket_fixture  # noqa: F401
 
 
 def _store(proxy: FullableBucketProxy, staging: Path, **kwargs: int) -> S3Storage:
