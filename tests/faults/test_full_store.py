@@ -6,24 +6,21 @@ acknowledged before or during the fault is processed and in the feed once.
 The disk is a real tmpfs, filled with a file (root only, as CI runs; tests/e2e/test_full_disk.py
 fills one under every kind of route). The full bucket is a stand-in: a proxy in front of the S3
 test server that answers every write (PUT, POST but a multi-delete) as MinIO answers when its
-disk is full, 507 `XMinioStorageFull`; moto has no quotas and AWS no full buckets.
+disk is full, 507 `XMinioStorageFull` (tests/full_bucket.py; the default run's
+tests/api/test_full_bucket.py uses it too); moto has no quotas and AWS no full buckets.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import aiohttp
 import httpx
 import pytest
-from aiohttp import web
 
 from tests.faults.conftest import (
     Stack,
@@ -34,75 +31,12 @@ from tests.faults.conftest import (
     sign_up,
     times,
 )
+from tests.full_bucket import FullableBucketProxy
 from tests.servers import Server, Worker
 
 ROUNDS = times("full_store_rounds", 2)
 # Storage faults are retried at most this far apart: work resumes this soon after room returns.
 FAST_STORAGE_RETRIES = {"GLIMPSE_STORAGE_RETRY_MAX_DELAY_SECONDS": "1"}
-
-_FULL = (
-    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>XMinioStorageFull</Code>'
-    b"<Message>Storage backend has reached its minimum free drive threshold."
-    b" Please delete a few objects to proceed.</Message></Error>"
-)
-_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
-
-
-class FullableBucketProxy:
-    """An S3 endpoint in front of `upstream` that refuses writes while `full` is set."""
-
-    def __init__(self, upstream: str) -> None:
-        self.upstream = upstream
-        self.full = False
-        self.refused = 0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(30)
-
-    async def _start(self) -> None:
-        self._session = aiohttp.ClientSession(auto_decompress=False)
-        app = web.Application(client_max_size=1 << 30)
-        app.router.add_route("*", "/{tail:.*}", self._forward)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.endpoint = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-
-    async def _forward(self, request: web.Request) -> web.StreamResponse:
-        writes = request.method == "PUT" or (
-            request.method == "POST" and "delete" not in request.query
-        )
-        if self.full and writes:
-            self.refused += 1
-            await request.read()
-            return web.Response(status=507, body=_FULL, content_type="application/xml")
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
-        headers["Host"] = self.upstream.split("//", 1)[1]
-        async with self._session.request(
-            request.method,
-            self.upstream + request.rel_url.raw_path_qs,
-            headers=headers,
-            data=await request.read(),
-            allow_redirects=False,
-        ) as answer:
-            body = await answer.read()
-            out = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP_BY_HOP}
-            if request.method == "HEAD" and "Content-Length" in answer.headers:
-                # (A HEAD has no body to measure: the object's length is the upstream's.)
-                out["Content-Length"] = answer.headers["Content-Length"]
-            return web.Response(status=answer.status, body=body, headers=out)
-
-    def close(self) -> None:
-        async def stop() -> None:
-            await self._runner.cleanup()
-            await self._session.close()
-
-        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
 
 
 @pytest.fixture
@@ -143,7 +77,14 @@ def full_store(
         proxy.full = value
 
     try:
-        yield stack, {"fill": lambda: set_full(True), "empty": lambda: set_full(False)}
+        yield (
+            stack,
+            {
+                "fill": lambda: set_full(True),
+                "empty": lambda: set_full(False),
+                "refused": lambda: proxy.refused,
+            },
+        )
     finally:
         proxy.close()
 
@@ -199,6 +140,9 @@ def test_a_full_disk_and_a_full_bucket(
             reads = [r for r in answers if r.request.method == "GET"]
             tally.add("reads_failed", sum(r.status_code != 200 for r in reads))
             empty()
+        refused = control.get("refused")
+        if callable(refused):  # (the bucket's writes answered 507 while full)
+            tally.add("writes_refused_507", refused())
         tally.add("processes_died", sum(p.process.poll() is not None for p in processes))
         count_outcomes(tally, client, alice, bob, acknowledged)
     counts = tally.counts
