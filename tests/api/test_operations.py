@@ -225,3 +225,27 @@ async def test_each_request_is_counted_under_its_own_status_and_timed_under_its_
     assert moved(timed, **users) == 3
     assert moved(requests, **media, status="200") == 1
     assert moved(timed, **media) == 1
+
+
+async def test_readyz_names_a_backend_that_hangs_as_timed_out(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from glimpse.ops import routes
+
+    # API.md: /readyz turns within 15 s of a failure; its answer may be one check's time old
+    # (the round trips under way are shared), and its own checks take one more.
+    assert 2 * routes.CHECK_TIMEOUT_SECONDS <= 15
+
+    async def hanging() -> None:
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(routes, "CHECK_TIMEOUT_SECONDS", 0.2)
+    monkeypatch.setattr(glimpse.container.queue, "check", hanging)
+    response = await glimpse.client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"] == {
+        **response.json()["checks"],
+        "queue": "timed out",
+        "database": "ok",
+        "storage": "ok",
+    }
