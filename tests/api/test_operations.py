@@ -245,3 +245,23 @@ async def test_readyz_names_a_backend_that_hangs_as_timed_out(
     response = await asyncio.wait_for(glimpse.client.get("/readyz"), 30)
     assert response.status_code == 503
     assert response.json()["checks"]["queue"] == "timed out"
+
+
+@pytest.mark.embedded  # (SQLite's own file)
+async def test_readyz_is_503_when_the_database_file_was_replaced(glimpse: Glimpse) -> None:
+    import os
+    import shutil
+
+    from sqlalchemy.engine import make_url
+
+    settings = glimpse.container.settings
+    if not settings.is_sqlite:
+        pytest.skip("an embedded database only")
+    assert (await glimpse.client.get("/readyz")).status_code == 200  # (its file, as opened)
+    path = make_url(settings.resolved_database_url).database
+    assert path
+    shutil.copyfile(path, path + ".copy")
+    os.replace(path + ".copy", path)  # (a restore done under a running server)
+    response = await glimpse.client.get("/readyz")
+    assert response.status_code == 503
+    assert "was replaced" in response.json()["checks"]["database"]
