@@ -102,6 +102,10 @@ async def test_only_dead_jobs_are_retried_and_purged(glimpse: Glimpse) -> None:
         await session.execute(
             update(Job).where(Job.state == JobState.DEAD).values(available_at=0.0)
         )
+    async with glimpse.container.db.write() as session:  # (a queued job as old: it stays)
+        await session.execute(
+            update(Job).where(Job.state == JobState.QUEUED).values(available_at=0.0)
+        )
     assert await admin_jobs.purge_dead_jobs(glimpse.container, 3600) == 1
     states = [line.state for line in await admin_jobs.list_jobs(glimpse.container, None, 10)]
     assert JobState.DEAD not in states and JobState.QUEUED in states

@@ -12,6 +12,7 @@ import pytest
 from glimpse.app import create_app
 from glimpse.config import Settings
 from glimpse.db.migrate import head_revision, upgrade_to_head
+from glimpse.ops import backup
 from glimpse.ops.backup import BackupError, restore_backup, take_backup
 from tests.conftest import Glimpse
 
@@ -111,3 +112,89 @@ def test_the_secret_key_comes_back_so_signed_urls_and_sessions_stay_valid(
     restore_backup(restored, tmp_path / "backup")
     assert restored.resolved_secret_key() == key
     assert oct((tmp_path / "restored" / "secret_key").stat().st_mode & 0o777) == "0o600"
+
+
+async def test_files_deleted_before_the_backup_copied_them_are_counted_missing(
+    glimpse: Glimpse, settings: Settings, tmp_path: Path
+) -> None:
+    headers = await glimpse.signup()
+    await glimpse.upload(headers)
+    await glimpse.run_jobs()
+    stored = glimpse.stored_files()
+    stored[0].unlink()  # (as a purge would, between the snapshot and the copy)
+    manifest = take_backup(settings, tmp_path / "backup")
+    assert (manifest.files, manifest.missing) == (len(stored) - 1, 1)
+
+
+async def _backup_with_media(glimpse: Glimpse, settings: Settings, tmp_path: Path) -> Path:
+    headers = await glimpse.signup()
+    await glimpse.upload(headers)
+    await glimpse.run_jobs()
+    take_backup(settings, tmp_path / "backup")
+    return tmp_path / "backup"
+
+
+async def test_a_restore_cut_short_while_copying_media_leaves_no_database(
+    glimpse: Glimpse, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The database last: one restored before its media would show posts whose files are not
+    # there, and refuse the restore run again to finish the job.
+    source = await _backup_with_media(glimpse, settings, tmp_path)
+    target = settings.model_copy(update={"data_dir": tmp_path / "new", "secret_key": ""})
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError("No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(backup.shutil, "copytree", disk_full)
+        with pytest.raises(OSError):
+            restore_backup(target, source)
+    assert not (tmp_path / "new" / "glimpse.db").exists()
+    restore_backup(target, source)  # run again, it finishes
+    assert (tmp_path / "new" / "glimpse.db").is_file()
+
+
+async def _restore_cut_short_while_writing_the_database(
+    glimpse: Glimpse, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Settings, Path]:
+    source = await _backup_with_media(glimpse, settings, tmp_path)
+    target = settings.model_copy(update={"data_dir": tmp_path / "new", "secret_key": ""})
+    whole = (source / "glimpse.db").read_bytes()
+
+    def cut_short(_: Path, written: Path) -> None:
+        written.write_bytes(whole[: len(whole) // 2])  # the power went mid-copy
+        raise OSError("Input/output error")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(backup, "_snapshot", cut_short)
+        with pytest.raises(OSError):
+            restore_backup(target, source)
+    return target, source
+
+
+async def test_a_restore_cut_short_while_writing_the_database_leaves_none_in_its_place(
+    glimpse: Glimpse, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _restore_cut_short_while_writing_the_database(glimpse, settings, tmp_path, monkeypatch)
+    assert not (tmp_path / "new" / "glimpse.db").exists()  # no half a database to start on
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="restore_backup writes into the half-written glimpse.db.restoring a cut-short run"
+    " left, and SQLite refuses it (database disk image is malformed): ops/backup.py must"
+    " remove it before the snapshot",
+)
+async def test_a_restore_cut_short_while_writing_the_database_can_be_run_again(
+    glimpse: Glimpse, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target, source = await _restore_cut_short_while_writing_the_database(
+        glimpse, settings, tmp_path, monkeypatch
+    )
+    restore_backup(target, source)
+    copy = sqlite3.connect(tmp_path / "new" / "glimpse.db")
+    try:
+        assert copy.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert copy.execute("SELECT count(*) FROM posts").fetchone()[0] == 1
+    finally:
+        copy.close()

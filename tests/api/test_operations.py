@@ -225,3 +225,43 @@ async def test_each_request_is_counted_under_its_own_status_and_timed_under_its_
     assert moved(timed, **users) == 3
     assert moved(requests, **media, status="200") == 1
     assert moved(timed, **media) == 1
+
+
+async def test_readyz_names_a_backend_that_hangs_as_timed_out(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from glimpse.ops import routes
+
+    # API.md: /readyz turns within 15 s of a failure; its answer may be one check's time old
+    # (the round trips under way are shared), and its own checks take one more.
+    assert 2 * routes.CHECK_TIMEOUT_SECONDS <= 15
+
+    async def hanging() -> None:
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(routes, "CHECK_TIMEOUT_SECONDS", 1.0)
+    monkeypatch.setattr(glimpse.container.queue, "check", hanging)
+    # (Bounded here too: a /readyz that waits on the hanging backend fails, never hangs.)
+    response = await asyncio.wait_for(glimpse.client.get("/readyz"), 30)
+    assert response.status_code == 503
+    assert response.json()["checks"]["queue"] == "timed out"
+
+
+@pytest.mark.embedded  # (SQLite's own file)
+async def test_readyz_is_503_when_the_database_file_was_replaced(glimpse: Glimpse) -> None:
+    import os
+    import shutil
+
+    from sqlalchemy.engine import make_url
+
+    settings = glimpse.container.settings
+    if not settings.is_sqlite:
+        pytest.skip("an embedded database only")
+    assert (await glimpse.client.get("/readyz")).status_code == 200  # (its file, as opened)
+    path = make_url(settings.resolved_database_url).database
+    assert path
+    shutil.copyfile(path, path + ".copy")
+    os.replace(path + ".copy", path)  # (a restore done under a running server)
+    response = await glimpse.client.get("/readyz")
+    assert response.status_code == 503
+    assert "was replaced" in response.json()["checks"]["database"]

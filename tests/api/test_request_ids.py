@@ -78,6 +78,22 @@ async def test_a_request_logs_one_line_with_its_id_route_caller_and_sizes(
     assert fields(line)["duration_ms"] > 0
 
 
+async def test_a_request_s_line_counts_the_body_it_sent(
+    glimpse: Glimpse, caplog: pytest.LogCaptureFixture
+) -> None:
+    headers = await glimpse.signup()
+    body = b'{"bio": "' + b"x" * 500 + b'"}'
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="glimpse.access"):
+        answer = await glimpse.client.patch(
+            "/api/v1/me", headers={**headers, "Content-Type": "application/json"}, content=body
+        )
+    assert answer.status_code == 200, answer.text
+    [line] = access_lines(caplog)
+    assert (fields(line)["route"], fields(line)["bytes_in"]) == ("/api/v1/me", len(body))
+    assert fields(line)["bytes_out"] == len(answer.content)
+
+
 async def test_no_signature_of_a_signed_media_url_reaches_the_log(
     glimpse: Glimpse, caplog: pytest.LogCaptureFixture
 ) -> None:

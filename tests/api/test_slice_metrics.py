@@ -119,3 +119,38 @@ async def test_each_backend_s_health_is_a_gauge(glimpse: Glimpse) -> None:
     text = await scrape(glimpse)
     for backend in ("database", "storage", "queue"):
         assert sample(text, "glimpse_backend_up", backend=backend) == 1
+
+
+async def test_a_backend_that_fails_its_round_trip_is_down_in_the_gauge_and_up_again(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def full_disk(*args: object) -> None:
+        raise OSError("No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(glimpse.container.storage, "put_bytes", full_disk)
+        assert (await glimpse.client.get("/readyz")).status_code == 503
+        text = await scrape(glimpse)
+    assert sample(text, "glimpse_backend_up", backend="storage") == 0
+    assert sample(text, "glimpse_backend_up", backend="database") == 1
+    assert (await glimpse.client.get("/readyz")).status_code == 200
+    assert sample(await scrape(glimpse), "glimpse_backend_up", backend="storage") == 1
+
+
+@pytest.mark.parametrize(
+    "settings", [{"rate_limits": "api=100/minute;signup=1/hour"}], indirect=True
+)
+async def test_a_throttled_request_is_counted_under_its_own_budget(glimpse: Glimpse) -> None:
+    before = await scrape(glimpse)
+    await glimpse.signup("ada")
+    account = {"username": "bob", "password": "correct horse battery"}
+    refused = await glimpse.client.post("/api/v1/accounts", json=account)
+    assert refused.status_code == 429, refused.text
+    after = await scrape(glimpse)
+
+    def moved(budget: str) -> float:
+        return sample(after, "glimpse_throttled_total", budget=budget) - sample(
+            before, "glimpse_throttled_total", budget=budget
+        )
+
+    assert (moved("signup"), moved("api")) == (1, 0)

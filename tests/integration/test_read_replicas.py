@@ -272,6 +272,10 @@ async def test_a_replica_that_is_down_leaves_reads_to_the_primary(
             assert response.status_code == 200, response.text
             response = await client.get(f"/api/v1/users/{name}", headers=headers)
             assert response.status_code == 200, response.text
+        # Reported, but the process stays in the proxy's rotation: the primary serves.
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"]["database_replica_0"] != "ok"
 
 
 async def test_readyz_reports_each_replica(cluster: Cluster, glimpse_replicated: Glimpse) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 from prometheus_client import REGISTRY
 
-import glimpse.ops.metrics  # noqa: F401  (registers every metric)
+import glimpse.ops.metrics  # (registers every metric; its metrics are read below)
 
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
 # Series a histogram or counter exports under its family's name.
@@ -96,3 +96,47 @@ def test_the_units_run_glimpse_and_wait_for_its_drain_and_grace() -> None:
         line.lstrip("# ").split("=")[0] for line in example if "=" in line and "GLIMPSE_" in line
     }
     assert named and named <= known, named - known
+
+
+# The values a label of Glimpse's takes, where an alert or a panel picks one out: one it never
+# takes (a misspelt outcome, a backend by another name) matches nothing, and the alert never fires.
+_LABEL_VALUES = {
+    "outcome": {"done", "retried", "dead"},  # (what worker.run_job's runs end as)
+    "backend": {"database", "storage", "queue", "cache"},  # (and database_replica_<n>)
+}
+_SELECTOR = re.compile(r"\b(glimpse_[a-z_]+)\{([^}]*)\}")
+_MATCHER = re.compile(r'([a-z_]+)\s*(=~|!~|!=|=)\s*"([^"]*)"')
+
+
+def _label_names() -> dict[str, set[str]]:
+    from prometheus_client.metrics import MetricWrapperBase
+
+    names: dict[str, set[str]] = {}
+    for metric in vars(glimpse.ops.metrics).values():
+        if isinstance(metric, MetricWrapperBase):
+            family = metric._name  # (a counter's without `_total`)
+            for series in (family, *(family + s for s in _SUFFIXES)):
+                names[series] = {*metric._labelnames, "le", "job", "instance"}
+    return names
+
+
+def _expressions() -> list[str]:
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    dashboard = json.loads((DEPLOY / "grafana" / "glimpse-dashboard.json").read_text())
+    return [rule["expr"] for group in rules["groups"] for rule in group["rules"]] + [
+        target["expr"] for panel in dashboard["panels"] for target in panel["targets"]
+    ]
+
+
+def test_alerts_and_panels_select_only_labels_and_values_glimpse_exports() -> None:
+    names = _label_names()
+    for expr in _expressions():
+        for metric, matchers in _SELECTOR.findall(expr):
+            for label, operator, value in _MATCHER.findall(matchers):
+                assert label in names[metric], (metric, label)
+                if operator == "=" and label in _LABEL_VALUES:
+                    assert value in _LABEL_VALUES[label] or value.startswith("database_replica_"), (
+                        metric,
+                        label,
+                        value,
+                    )

@@ -121,3 +121,39 @@ def test_a_json_line_is_written_whatever_its_fields_hold() -> None:
     record = _record("x", fields={"text": "é\u2028\x00", "ratio": 0.25})
     line = json.loads(JsonFormatter().format(record))
     assert (line["text"], line["ratio"]) == ("é\u2028\x00", 0.25)
+
+
+def test_uvicorn_s_own_lines_come_out_as_ours_with_the_request_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from glimpse.ops.logs import setup_logging
+
+    root = logging.getLogger()
+    uvicorn_error = logging.getLogger("uvicorn.error")
+    # (setup_logging changes the process's logging: put back what the test run had.)
+    for target, name in (
+        (root, "handlers"),
+        (uvicorn_error, "handlers"),
+        (uvicorn_error, "propagate"),
+        (logging, "_srcfile"),
+        (logging, "logThreads"),
+        (logging, "logMultiprocessing"),
+    ):
+        value = getattr(target, name)
+        monkeypatch.setattr(target, name, list(value) if isinstance(value, list) else value)
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    uvicorn_error.addHandler(logging.StreamHandler(io.StringIO()))  # (its own, as dictConfig)
+    uvicorn_error.propagate = False
+    level = root.level
+    setup_logging("json")
+    token = REQUEST_ID.set("abc123")
+    try:
+        uvicorn_error.warning("Invalid HTTP request received.")
+    finally:
+        REQUEST_ID.reset(token)
+        root.setLevel(level)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(x["logger"], x["message"], x.get("request_id")) for x in lines] == [
+        ("uvicorn.error", "Invalid HTTP request received.", "abc123")
+    ]
