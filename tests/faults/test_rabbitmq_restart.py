@@ -14,9 +14,11 @@ application sees). (tests/integration/test_rabbitmq_worker.py drops every connec
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -55,6 +57,7 @@ class PrivateRabbit:
             "RABBITMQ_NODE_PORT": str(self.port),
             "RABBITMQ_DIST_PORT": str(free_port()),
             "RABBITMQ_MNESIA_BASE": str(self.root / "mnesia"),
+            "RABBITMQ_PID_FILE": str(self.root / "node.pid"),
             "RABBITMQ_LOG_BASE": str(self.root / "log"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.root / "enabled_plugins"),
             # Not the machine's rabbitmq.conf, which names the machine's listener.
@@ -80,7 +83,10 @@ class PrivateRabbit:
             timeout=60,
             capture_output=True,
         )
-        self.ctl("await_startup", "--timeout", "180")
+        # `-detached` returns before the VM has even registered with epmd, and `await_startup`
+        # gives up at once on a node it cannot reach: `wait` waits for the pid file the node
+        # writes as it boots, then for the broker to be up.
+        self.ctl("wait", self.env["RABBITMQ_PID_FILE"], "--timeout", "180")
 
     def ctl(self, *args: str) -> None:
         result = subprocess.run(
@@ -101,6 +107,10 @@ class PrivateRabbit:
         subprocess.run(
             ["rabbitmqctl", "-n", self.node, "stop"], env=self.env, capture_output=True, timeout=120
         )
+        # A node that never finished booting cannot be asked to stop: it must not outlive us.
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(Path(self.env["RABBITMQ_PID_FILE"]).read_text().strip())
+            os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.root, ignore_errors=True)
 
 

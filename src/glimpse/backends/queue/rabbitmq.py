@@ -9,6 +9,12 @@ is free, instead of every worker polling the table.
   stored and the row settled (deleted, rescheduled or dead). A worker that dies gives its
   deliveries back to the broker; the claim on the row (state, lease) decides who runs a job, so
   a redelivery of a job that runs elsewhere, or is already done, is acked and dropped.
+- A message names the attempt it announces (the row's count when published), and claims only
+  that one: the broker puts a dead worker's delivery back at the head of the queue, so were it
+  claimed, a job that was running when its worker died would be the next to run, on every
+  worker, each death costing one of its attempts, until it is buried. It is dropped instead;
+  the relay publishes the row again (given back, or its lease out) behind the jobs already
+  waiting, as the jobs table orders it.
 - Retries with backoff: retry() reschedules the row and acks the delivery; the relay publishes
   it again when it is due (durable, as the delay lives in the database and not in a timer).
 - bury() marks the row dead and rejects the delivery, which the queue dead-letters to
@@ -162,7 +168,7 @@ class RabbitJobQueue:
     async def _publish(self, job: DueJob) -> None:
         await self._declare(job.name)
         assert self._publisher is not None
-        body = json.dumps({"id": job.id, "name": job.name}).encode()
+        body = json.dumps({"id": job.id, "name": job.name, "attempts": job.attempts}).encode()
         # Confirmed (and returned as an error if no queue took it): the relay marks the row
         # relayed only after this returns.
         await self._publisher.default_exchange.publish(
@@ -255,11 +261,14 @@ class RabbitJobQueue:
         self, message: AbstractIncomingMessage, lease_seconds: float | None
     ) -> ClaimedJob | None:
         try:
-            job_id = int(json.loads(message.body)["id"])
-        except (ValueError, KeyError, TypeError):
+            news = json.loads(message.body)
+            job_id = int(news["id"])
+            # (None: published by a version that did not say; any attempt is claimed then.)
+            attempts = None if news.get("attempts") is None else int(news["attempts"])
+        except (ValueError, KeyError, TypeError, AttributeError):
             log.warning("dropping a malformed message: %r", message.body[:200])
             return None
-        return await self._table.claim_id(job_id, lease_seconds=lease_seconds)
+        return await self._table.claim_id(job_id, lease_seconds=lease_seconds, attempts=attempts)
 
     async def extend(self, job: ClaimedJob) -> bool:
         return await self._table.extend(job)

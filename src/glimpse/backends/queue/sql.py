@@ -58,9 +58,9 @@ class SqlJobQueue:
             " AND COALESCE(owner, -1) = (SELECT COALESCE(owner, -1) FROM chosen)"
             f" ORDER BY available_at LIMIT 1{skip_locked}) {_CLAIMED}"
         ).bindparams(bindparam("names", expanding=True))
-        self._claim_id_sql = text(
-            f"{_CLAIM} WHERE id = :id AND state != 'dead' AND available_at <= :now {_CLAIMED}"
-        )
+        claim_id = f"{_CLAIM} WHERE id = :id AND state != 'dead' AND available_at <= :now"
+        self._claim_id_sql = text(f"{claim_id} {_CLAIMED}")
+        self._claim_id_at_sql = text(f"{claim_id} AND attempts = :attempts {_CLAIMED}")
 
     async def claim(
         self, names: Collection[str], *, lease_seconds: float | None = None
@@ -68,12 +68,19 @@ class SqlJobQueue:
         return await self._claim(self._claim_sql, {"names": sorted(names)}, lease_seconds)
 
     async def claim_id(
-        self, job_id: int, *, lease_seconds: float | None = None
+        self, job_id: int, *, lease_seconds: float | None = None, attempts: int | None = None
     ) -> ClaimedJob | None:
         """Claim this one job if it is due and not dead (a broker delivered news of it), else
         None: done, rescheduled, dead, or running under another's lease. The same claim as
-        claim()'s, so that the row alone decides who runs a job whatever the backend."""
-        return await self._claim(self._claim_id_sql, {"id": job_id}, lease_seconds)
+        claim()'s, so that the row alone decides who runs a job whatever the backend.
+
+        With `attempts` (the row's count when the news was published), only if no claim took
+        the row since: news of a run that was cut short (its worker died) is stale, and the
+        row's next publication, not that one, brings the job back."""
+        if attempts is None:
+            return await self._claim(self._claim_id_sql, {"id": job_id}, lease_seconds)
+        params = {"id": job_id, "attempts": attempts}
+        return await self._claim(self._claim_id_at_sql, params, lease_seconds)
 
     async def _claim(
         self, statement: Any, params: dict[str, Any], lease_seconds: float | None

@@ -1,0 +1,84 @@
+"""RabbitMQ and workers that die mid-job: the broker hands a dead worker's delivery back at the
+head of its queue, yet the job it was running waits its turn behind the others, as in the jobs
+table, instead of being taken at once by the next worker (and, should that one die too, the
+next: one death of each worker then costing the same job one attempt after another).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Collection
+
+import pytest
+
+from glimpse.backends.queue.base import ClaimedJob
+from glimpse.backends.queue.outbox import enqueue
+from glimpse.backends.queue.rabbitmq import RabbitJobQueue
+from glimpse.config import Settings
+from glimpse.container import Container, build_container
+from glimpse.jobs import Payload, registry
+from tests.broker import Broker, broker  # noqa: F401  (the session's vhost)
+from tests.databases import migrate
+
+pytestmark = pytest.mark.rabbitmq
+
+LEASE = 0.3  # the dying workers' lease, short so that their jobs come back within the test
+
+
+@pytest.fixture
+async def container(settings: Settings) -> AsyncIterator[Container]:
+    migrate(settings.resolved_database_url)
+    made = build_container(settings, node_id=1)  # only to enqueue and read rows
+    yield made
+    await made.close()
+
+
+async def claim_next(queue: RabbitJobQueue, names: Collection[str]) -> ClaimedJob:
+    deadline = time.monotonic() + 60
+    while (job := await queue.claim(names)) is None:
+        assert time.monotonic() < deadline, "no job was delivered"
+        await queue.wait_for_work(names, 0.5)
+    return job
+
+
+async def test_a_job_whose_worker_died_waits_behind_the_others_and_keeps_its_attempts(
+    container: Container,
+    broker: Broker,  # noqa: F811
+) -> None:
+    url = broker.url(prefix=f"d{uuid.uuid4().hex[:8]}.")
+    name = f"rabbit_{uuid.uuid4().hex[:12]}"
+
+    async def handler(container: Container, payload: Payload) -> None:
+        return None
+
+    registry.job(name)(handler)
+    # Two attempts each: two worker deaths on one job, and its third claim would bury it.
+    jobs = []
+    for _ in range(2):
+        async with container.db.write() as session:
+            jobs.append(enqueue(session, container.ids, name, {}, max_attempts=2))
+
+    # Two workers in turn take a job and die with it: their deliveries go back to the broker
+    # unacknowledged, and their rows stay `running` until the lease runs out.
+    taken = []
+    for n in range(2):
+        doomed = RabbitJobQueue(
+            url, container.db, worker_name=f"doomed-{n}", lease_seconds=LEASE, poll_seconds=0.01
+        )
+        taken.append((await claim_next(doomed, {name})).id)
+        await doomed.close()
+        await asyncio.sleep(LEASE * 2)
+    assert sorted(taken) == sorted(jobs), "the job whose worker died was taken again at once"
+
+    survivor = RabbitJobQueue(
+        url, container.db, worker_name="survivor", lease_seconds=60, poll_seconds=0.01
+    )
+    try:
+        for _ in jobs:
+            job = await claim_next(survivor, {name})
+            assert not job.exhausted, job
+            await survivor.complete(job)
+    finally:
+        await survivor.close()
