@@ -3,6 +3,7 @@ a whole, consistent copy that a new data folder comes back from."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -111,3 +112,33 @@ def test_the_secret_key_comes_back_so_signed_urls_and_sessions_stay_valid(
     restore_backup(restored, tmp_path / "backup")
     assert restored.resolved_secret_key() == key
     assert oct((tmp_path / "restored" / "secret_key").stat().st_mode & 0o777) == "0o600"
+
+
+async def test_a_backup_that_lost_media_files_is_refused_and_restores_nothing(
+    glimpse: Glimpse, settings: Settings, tmp_path: Path
+) -> None:
+    headers = await glimpse.signup()
+    await glimpse.upload(headers)
+    await glimpse.run_jobs()
+    manifest = take_backup(settings, tmp_path / "backup")
+    assert manifest.files > 1
+    lost = next(p for p in (tmp_path / "backup" / "media").rglob("*") if p.is_file())
+    lost.unlink()  # (a copy cut short, a file deleted from the backup since)
+    target = settings.model_copy(update={"data_dir": tmp_path / "new", "secret_key": ""})
+    with pytest.raises(BackupError, match="1 of the .* media files it took are not in it"):
+        restore_backup(target, tmp_path / "backup")
+    assert not (tmp_path / "new" / "glimpse.db").exists()
+
+
+def test_a_manifest_whose_counts_are_not_counts_is_refused(
+    settings: Settings, tmp_path: Path
+) -> None:
+    upgrade_to_head(settings.resolved_database_url)
+    take_backup(settings, tmp_path / "backup")
+    manifest = tmp_path / "backup" / "backup.json"
+    fields = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**fields, "files": "lots"}))
+    target = settings.model_copy(update={"data_dir": tmp_path / "new"})
+    with pytest.raises(BackupError, match="damaged"):
+        restore_backup(target, tmp_path / "backup")
+    assert not (tmp_path / "new" / "glimpse.db").exists()
