@@ -24,8 +24,12 @@ from prometheus_client import (
     multiprocess,
 )
 
+from glimpse.ops.metrics_files import reserve_before_writing
+
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 log = logging.getLogger("glimpse.metrics")
+
+reserve_before_writing()  # (before the first metric: a full /dev/shm must not kill the process)
 
 REQUESTS = Counter(
     "glimpse_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
