@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import hashlib
 import logging
@@ -218,9 +219,7 @@ def _share_metrics(folder: Path) -> Path | None:
                 raise PermissionError(f"{folder} is not a private folder of this user")
             _remove_metrics_of_stopped_serves(folder)
             target = _claim_metrics_folder(folder)
-        probe = target / f".probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        _probe_room(target / f".probe-{os.getpid()}")
     except OSError as exc:
         log.warning(
             "metrics folder in %s is not usable (%s): each process keeps its own", folder, exc
@@ -229,6 +228,25 @@ def _share_metrics(folder: Path) -> Path | None:
         return None
     os.environ[MULTIPROCESS_ENV] = str(target.resolve())
     return None if chosen else target
+
+
+# Room a serve's processes' metrics files take at first (64 KB each, a few a process): a folder
+# without it (a full /dev/shm) is found here, and each process keeps its own metrics, rather
+# than every process failing as it makes its first metric (ops/metrics_files.py).
+_METRICS_ROOM = 1 << 20
+
+
+def _probe_room(probe: Path) -> None:
+    try:
+        with open(probe, "wb") as f:
+            if hasattr(os, "posix_fallocate"):
+                try:
+                    os.posix_fallocate(f.fileno(), 0, _METRICS_ROOM)
+                except OSError as exc:
+                    if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                        raise
+    finally:
+        probe.unlink(missing_ok=True)
 
 
 # A serve's metrics folder is alive while this lock on its ".alive" file is held: the lock goes

@@ -46,3 +46,22 @@ def test_a_full_folder_is_an_error_not_a_write_into_nothing(
     with pytest.raises(OSError, match="No space"):
         MmapedDict(str(tmp_path / "counter_2.db"))
     known.close()
+
+
+def test_serve_finds_a_full_metrics_folder_before_its_processes_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (serve then lets each process keep its own metrics, rather than every one of them failing
+    # as it makes its first metric: cli._share_metrics.)
+    from glimpse.cli import _probe_room
+
+    _probe_room(tmp_path / ".probe")
+    assert not (tmp_path / ".probe").exists()
+
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(OSError, match="No space"):
+        _probe_room(tmp_path / ".probe")
+    assert not (tmp_path / ".probe").exists()
