@@ -121,3 +121,25 @@ def test_a_json_line_is_written_whatever_its_fields_hold() -> None:
     record = _record("x", fields={"text": "é\u2028\x00", "ratio": 0.25})
     line = json.loads(JsonFormatter().format(record))
     assert (line["text"], line["ratio"]) == ("é\u2028\x00", 0.25)
+
+
+def test_a_text_line_escapes_what_a_client_could_use_to_forge_or_redraw_lines() -> None:
+    # A request's path as api/errors.py logs it: percent-decoded, so whatever a client sends.
+    path = "/api/v1/users/b\x1b[2K\x1b[1GFORGED\nline\r\x85\u2028\x7f"
+    record = _record("unavailable for GET %s: refused", path, fields={"path": path})
+    text = TextFormatter().format(record)
+    assert "\n" not in text and "\x1b" not in text and "\x85" not in text
+    assert len(text.splitlines()) == 1  # (splitlines also breaks on \x85 and \u2028)
+    assert "b\\x1b[2K\\x1b[1GFORGED\\nline\\r\\x85\\u2028\\x7f" in text
+
+
+def test_a_text_line_keeps_its_traceback_on_lines_of_its_own() -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        import sys
+
+        record = _record("failed")
+        record.exc_info = sys.exc_info()
+    text = TextFormatter().format(record)
+    assert text.splitlines()[0].endswith("failed") and "ValueError: boom" in text.splitlines()[-1]
