@@ -122,7 +122,14 @@ def worker_process_main(settings: Settings, concurrency: int, parent_pid: int) -
     # Ctrl-C reaches the whole process group; the parent stops us with SIGTERM once the API
     # has drained, so we ignore SIGINT and let the job in progress finish.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    asyncio.run(_run_worker(settings, concurrency, (signal.SIGTERM,), parent_pid))
+    try:
+        asyncio.run(_run_worker(settings, concurrency, (signal.SIGTERM,), parent_pid))
+    except Exception:
+        # In the log's format, one line: multiprocessing would print the traceback raw to
+        # stderr, a dozen lines that are not JSON, again at every restart (the supervisor
+        # starts another).
+        log.critical("the worker process failed", exc_info=True)
+        raise SystemExit(1) from None
 
 
 class WorkerSupervisor:
