@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import hashlib
 import logging
@@ -121,7 +122,14 @@ def worker_process_main(settings: Settings, concurrency: int, parent_pid: int) -
     # Ctrl-C reaches the whole process group; the parent stops us with SIGTERM once the API
     # has drained, so we ignore SIGINT and let the job in progress finish.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    asyncio.run(_run_worker(settings, concurrency, (signal.SIGTERM,), parent_pid))
+    try:
+        asyncio.run(_run_worker(settings, concurrency, (signal.SIGTERM,), parent_pid))
+    except Exception:
+        # In the log's format, one line: multiprocessing would print the traceback raw to
+        # stderr, a dozen lines that are not JSON, again at every restart (the supervisor
+        # starts another).
+        log.critical("the worker process failed", exc_info=True)
+        raise SystemExit(1) from None
 
 
 class WorkerSupervisor:
@@ -218,9 +226,7 @@ def _share_metrics(folder: Path) -> Path | None:
                 raise PermissionError(f"{folder} is not a private folder of this user")
             _remove_metrics_of_stopped_serves(folder)
             target = _claim_metrics_folder(folder)
-        probe = target / f".probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        _probe_room(target / f".probe-{os.getpid()}")
     except OSError as exc:
         log.warning(
             "metrics folder in %s is not usable (%s): each process keeps its own", folder, exc
@@ -229,6 +235,25 @@ def _share_metrics(folder: Path) -> Path | None:
         return None
     os.environ[MULTIPROCESS_ENV] = str(target.resolve())
     return None if chosen else target
+
+
+# Room a serve's processes' metrics files take at first (64 KB each, a few a process): a folder
+# without it (a full /dev/shm) is found here, and each process keeps its own metrics, rather
+# than every process failing as it makes its first metric (ops/metrics_files.py).
+_METRICS_ROOM = 1 << 20
+
+
+def _probe_room(probe: Path) -> None:
+    try:
+        with open(probe, "wb") as f:
+            if hasattr(os, "posix_fallocate"):
+                try:
+                    os.posix_fallocate(f.fileno(), 0, _METRICS_ROOM)
+                except OSError as exc:
+                    if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                        raise
+    finally:
+        probe.unlink(missing_ok=True)
 
 
 # A serve's metrics folder is alive while this lock on its ".alive" file is held: the lock goes

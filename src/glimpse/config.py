@@ -127,7 +127,8 @@ class Settings(BaseSettings):
     # only to loopback clients.
     metrics_token: str = ""
     # `glimpse worker` serves its own /metrics here (0: not at all), so that workers on other
-    # hosts can be scraped; with metrics_token set it asks for it too.
+    # hosts can be scraped; with metrics_token set it asks for it too, without it it answers
+    # loopback clients only (as the API does).
     worker_metrics_port: int = Field(default=0, ge=0, le=65535)
     worker_metrics_host: str = "127.0.0.1"
 

@@ -173,7 +173,7 @@ async def test_metrics_with_a_token_need_it_from_everyone(glimpse: Glimpse) -> N
 
 # an IPv4-mapped loopback peer (a dual-stack socket) is this machine.
 def test_ipv4_mapped_loopback_is_loopback() -> None:
-    from glimpse.ops.routes import _is_loopback
+    from glimpse.ops.metrics import _is_loopback
 
     assert _is_loopback("::ffff:127.0.0.1")
     assert not _is_loopback("::ffff:192.0.2.1")

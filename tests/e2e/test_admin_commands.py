@@ -75,3 +75,16 @@ def test_backup_and_restore_from_the_command_line(tmp_path: Path) -> None:
     assert enabled.returncode == 0 and "alice was not disabled" in enabled.stdout
     over = glimpse(restored, "restore", str(backup))
     assert over.returncode == 1 and "move it away" in over.stderr
+
+
+def test_numbers_past_what_the_database_holds_are_refused_as_typed(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    too_big = str(2**64)
+    for args in (
+        ("jobs", "list", "--limit", too_big),
+        ("jobs", "retry", too_big),
+        ("media", "backfill-avif", "--after", too_big),
+    ):
+        refused = glimpse(data, *args)
+        assert refused.returncode == 2, (args, refused.stderr)
+        assert "Traceback" not in refused.stderr and "Invalid value" in refused.stderr

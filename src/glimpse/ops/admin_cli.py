@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+# The largest id and count a database column holds (a signed 64-bit integer): past it a number
+# is refused as the operator typed it, not in a traceback from the driver.
+_LARGEST = 2**63 - 1
+
 jobs_app = typer.Typer(help="The jobs table: list, retry dead jobs, purge them.")
 users_app = typer.Typer(help="Accounts: create, disable, enable, reset a password.")
 storage_app = typer.Typer(help="The media store.")
@@ -79,7 +83,9 @@ def jobs_list(
     state: Annotated[
         str, typer.Option(help="queued, running, dead, or all.", show_default=True)
     ] = "all",
-    limit: Annotated[int, typer.Option(min=1, help="At most this many, oldest due first.")] = 100,
+    limit: Annotated[
+        int, typer.Option(min=1, max=_LARGEST, help="At most this many, oldest due first.")
+    ] = 100,
     json_lines: Annotated[bool, typer.Option("--json", help="One JSON object a line.")] = False,
     data_dir: DataDir = None,
 ) -> None:
@@ -101,7 +107,9 @@ def jobs_list(
 
 @jobs_app.command("retry")
 def jobs_retry(
-    ids: Annotated[list[int] | None, typer.Argument(help="Ids of dead jobs.")] = None,
+    ids: Annotated[
+        list[int] | None, typer.Argument(min=1, max=_LARGEST, help="Ids of dead jobs.")
+    ] = None,
     all_dead: Annotated[bool, typer.Option("--all-dead", help="Every dead job.")] = False,
     data_dir: DataDir = None,
 ) -> None:
@@ -141,12 +149,17 @@ def jobs_purge_dead(
 
 @media_app.command("backfill-avif")
 def media_backfill_avif(
-    batch_size: Annotated[int, typer.Option(min=1, help="Photos queued per transaction.")] = 500,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=_LARGEST, help="Photos queued per transaction.")
+    ] = 500,
     after: Annotated[
-        int, typer.Option(min=0, help="Start past this media id (what an earlier run printed).")
+        int,
+        typer.Option(
+            min=0, max=_LARGEST, help="Start past this media id (what an earlier run printed)."
+        ),
     ] = 0,
     limit: Annotated[
-        int | None, typer.Option(min=1, help="Queue at most this many in all.")
+        int | None, typer.Option(min=1, max=_LARGEST, help="Queue at most this many in all.")
     ] = None,
     pause: Annotated[
         float, typer.Option(min=0, help="Seconds between batches, to let a busy queue drain.")

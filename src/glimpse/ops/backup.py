@@ -96,13 +96,11 @@ def restore_backup(settings: Settings, source: Path) -> BackupManifest:
     """Put a backup in place of an empty data folder (never over a database: move it away
     first). The caller migrates the database afterwards, should the backup be older."""
     database, media = embedded_paths(settings)
-    try:
-        manifest = BackupManifest(**json.loads((source / MANIFEST).read_text()))
-    except (OSError, ValueError, TypeError):
-        raise BackupError(f"{source} holds no readable {MANIFEST}: not a Glimpse backup") from None
+    manifest = _read_manifest(source)
     if database.exists():
         raise BackupError(f"{database} exists; move it away before restoring over it")
     _check_integrity(source / DATABASE_FILE)
+    _check_media_complete(source, manifest)
     database.parent.mkdir(parents=True, exist_ok=True)
     for folder in STORED_FOLDERS:
         if (source / MEDIA_FOLDER / folder).is_dir():
@@ -117,6 +115,36 @@ def restore_backup(settings: Settings, source: Path) -> BackupManifest:
     os.replace(partial, database)
     _sync_folder(database.parent)
     return manifest
+
+
+def _read_manifest(source: Path) -> BackupManifest:
+    try:
+        fields = json.loads((source / MANIFEST).read_text())
+        manifest = BackupManifest(**fields)
+    except (OSError, ValueError, TypeError):
+        raise BackupError(f"{source} holds no readable {MANIFEST}: not a Glimpse backup") from None
+    counts = (manifest.files, manifest.bytes, manifest.missing)
+    # (Its counts are what the media check below holds the backup to: a hand-edited manifest
+    # must not make that check vacuous.)
+    if not all(type(n) is int and n >= 0 for n in counts):
+        raise BackupError(f"{source}'s {MANIFEST} is damaged: its counts are not counts")
+    return manifest
+
+
+def _check_media_complete(source: Path, manifest: BackupManifest) -> None:
+    # A backup whose media were partly lost (a copy cut short, a file deleted from it since)
+    # would otherwise restore "successfully" into posts whose photos are gone, with nothing
+    # said: every file the backup took must still be in it before anything is restored.
+    try:
+        recorded = _recorded_keys(source / DATABASE_FILE)
+    except sqlite3.Error as exc:
+        raise BackupError(f"the backup's database is not Glimpse's: {exc}") from None
+    present = sum(1 for key in recorded if (source / MEDIA_FOLDER / key).is_file())
+    if present < manifest.files:
+        raise BackupError(
+            f"{source} is incomplete: {manifest.files - present} of the {manifest.files} media"
+            " files it took are not in it; nothing was restored"
+        )
 
 
 def _snapshot(source: Path, target: Path) -> None:

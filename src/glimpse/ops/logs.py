@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -76,13 +77,28 @@ class JsonFormatter(logging.Formatter):
             return json.dumps(line, default=str, ensure_ascii=False)
 
 
+# What ends a line or moves a terminal's cursor: C0 and C1 controls, DEL and Unicode's line and
+# paragraph separators. A message carries what clients sent (a request's path, percent-decoded, in
+# api/errors.py's lines): an escape sequence in it could redraw the operator's terminal into a
+# line nobody wrote (JSON lines escape them already).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _printable(text: str) -> str:
+    return _UNPRINTABLE.sub(lambda m: ascii(m[0])[1:-1], text)
+
+
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
 
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        # (The traceback, added after this, keeps its lines: Python wrote them.)
+        return _printable(super().formatMessage(record))
+
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        extras = [f"{k}={v}" for k, v in _fields(record).items()]
+        extras = [f"{k}={_printable(str(v))}" for k, v in _fields(record).items()]
         request_id = _request_id(record)
         if request_id is not None:
             extras.insert(0, f"request_id={request_id}")

@@ -8,9 +8,10 @@ metrics in its own memory.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from contextlib import contextmanager
 
 from prometheus_client import (
@@ -23,8 +24,12 @@ from prometheus_client import (
     multiprocess,
 )
 
+from glimpse.ops.metrics_files import reserve_before_writing
+
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 log = logging.getLogger("glimpse.metrics")
+
+reserve_before_writing()  # (before the first metric: a full /dev/shm must not kill the process)
 
 REQUESTS = Counter(
     "glimpse_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
@@ -127,3 +132,22 @@ def never_failing() -> Iterator[None]:
         yield
     except Exception:
         log.warning("could not record a metric", exc_info=True)
+
+
+# Headers a reverse proxy adds: a request with them came from elsewhere, whatever its socket.
+_FORWARDED_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
+
+
+def _is_loopback(host: str | None) -> bool:
+    try:
+        address = ipaddress.ip_address(host or "")
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def from_this_machine(client: str | None, headers: Container[str]) -> bool:
+    """A loopback peer with no forwarding headers: who may read metrics without a token."""
+    return _is_loopback(client) and not any(h in headers for h in _FORWARDED_HEADERS)

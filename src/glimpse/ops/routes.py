@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import logging
 import shutil
 import weakref
@@ -24,7 +23,14 @@ from glimpse.container import Container
 from glimpse.db.database import Database
 from glimpse.db.migrate import head_revision
 from glimpse.errors import NotFound, Unauthenticated
-from glimpse.ops.metrics import BACKEND_UP, JOBS, OLDEST_DUE_JOB, exposition, never_failing
+from glimpse.ops.metrics import (
+    BACKEND_UP,
+    JOBS,
+    OLDEST_DUE_JOB,
+    exposition,
+    from_this_machine,
+    never_failing,
+)
 
 router = APIRouter(tags=["operations"])
 log = logging.getLogger("glimpse.ops")
@@ -195,20 +201,6 @@ async def _all_checks(container: Container) -> dict[str, str]:
     return checks
 
 
-# Headers a reverse proxy adds: a request with them came from elsewhere, whatever its socket.
-_FORWARDED_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
-
-
-def _is_loopback(host: str | None) -> bool:
-    try:
-        address = ipaddress.ip_address(host or "")
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
-
-
 def _check_metrics_access(request: Request, token: str) -> None:
     # Metrics name routes, volumes and failures: an attacker's map. Refused as "not found"
     # where no token is set, as there is nothing to ask for.
@@ -219,8 +211,7 @@ def _check_metrics_access(request: Request, token: str) -> None:
         ):
             raise Unauthenticated("/metrics needs its bearer token.", code="unauthenticated")
         return
-    client = request.client.host if request.client else None
-    if not _is_loopback(client) or any(h in request.headers for h in _FORWARDED_HEADERS):
+    if not from_this_machine(request.client.host if request.client else None, request.headers):
         raise NotFound("Not found.")
 
 

@@ -20,7 +20,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from glimpse.container import Container
-from glimpse.ops.metrics import JOBS, OLDEST_DUE_JOB, exposition
+from glimpse.ops.metrics import JOBS, OLDEST_DUE_JOB, exposition, from_this_machine
 
 log = logging.getLogger("glimpse.metrics")
 
@@ -36,6 +36,12 @@ def metrics_app(token: str) -> Starlette:
                 given.strip().encode(), token.encode()
             ):
                 return PlainTextResponse("/metrics needs its bearer token\n", status_code=401)
+        elif not from_this_machine(
+            request.client.host if request.client else None, request.headers
+        ):
+            # As the API's /metrics: without a token, for this machine only, whatever address
+            # GLIMPSE_WORKER_METRICS_HOST binds (an attacker's map otherwise).
+            return PlainTextResponse("Not found\n", status_code=404)
         return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return Starlette(routes=[Route("/metrics", metrics)])
