@@ -130,7 +130,7 @@ async def _load(client: httpx.AsyncClient, args: argparse.Namespace) -> dict[str
 
 async def measure_summaries(settings: Settings, args: argparse.Namespace) -> None:
     """The feed's first page with summaries in memory, in Redis only, and nowhere."""
-    from glimpse.backends.summaries import MemorySummaryCache
+    from glimpse.backends.summaries import MemorySummaryCache, summary_cache_from_url
     from glimpse.backends.summaries.redis import RedisSummaryCache
 
     upgrade_to_head(settings.resolved_database_url)
@@ -142,12 +142,15 @@ async def measure_summaries(settings: Settings, args: argparse.Namespace) -> Non
         warm = in_redis.first_level
         modes = {
             "memory": in_redis,
-            "redis": RedisSummaryCache(
-                container.redis, prefix=in_redis._prefix.removesuffix("summary:v1:"),
-                first_level=MemorySummaryCache(0),
+            "redis": summary_cache_from_url(
+                settings.cache_url,
+                expect_avif=False,
+                ttl_seconds=3600,
+                local_posts=0,
+                redis=container.redis,
             ),
             "none": MemorySummaryCache(0),
-        }  # fmt: skip
+        }
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://b.test") as client:
             viewer = await _load(client, args)

@@ -27,8 +27,8 @@ def photo(*content_types: str, url: str = "/media/a") -> list[dict[str, Any]]:
         {"name": "w1080", "width": 1080, "height": 810, "content_type": t, "url": f"{url}.{i}"}
         for i, t in enumerate(content_types)
     ]
-    return [{"kind": "image", "width": 1080, "height": 810, "blurhash": "x", "alt_text": "",
-             "variants": variants}]  # fmt: skip
+    media = {"kind": "image", "width": 1080, "height": 810, "blurhash": "x", "alt_text": ""}
+    return [{**media, "variants": variants}]
 
 
 FINISHED = photo("image/jpeg", "image/webp", AVIF)
