@@ -61,22 +61,8 @@ async def measure(label: str, settings: Settings, args: argparse.Namespace) -> d
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://b.test") as client:
-
-            async def signup(name: str) -> dict[str, str]:
-                body = {"username": name, "password": "correct horse"}
-                await client.post("/api/v1/accounts", json=body)
-                token = (await client.post("/api/v1/auth/token", json=body)).json()
-                return {"Authorization": f"Bearer {token['access_token']}"}
-
-            viewer = await signup("viewer")
             started = time.perf_counter()
-            for a in range(args.authors):
-                author = await signup(f"author{a}")
-                await client.post(f"/api/v1/users/author{a}/follow", headers=viewer)
-                for p in range(args.posts):
-                    files = [("file", ("p.jpg", _jpeg(a * 31 + p), "image/jpeg"))]
-                    response = await client.post("/api/v1/posts", headers=author, files=files)
-                    assert response.status_code == 202, response.text
+            viewer = await _load(client, args)
             await drain(app.state.container)
             load_seconds = time.perf_counter() - started
             first = await client.get("/api/v1/feed", headers=viewer)
