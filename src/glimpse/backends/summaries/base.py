@@ -10,9 +10,10 @@ changes often:
   comment, a deletion, an erasure, a block, going private or a new display name shows on the
   very next read whatever the cache holds;
 - the media of a ready post change once at most: its photos gain their AVIF copies (posts/
-  avif.py). The job that records them calls `forget`, and a summary still missing them is kept
-  for `unfinished_seconds` only, so a `forget` lost to a race or an outage is stale for that
-  long at most.
+  avif.py). The job that records them calls `forget` (Redis at once; the memory of other
+  processes keeps a summary still missing them `unfinished_seconds`, 10, at most). Such a
+  summary is kept that long in Redis too, so a `forget` lost to a race or an outage leaves it
+  stale for twice that at most (in Redis, then in a process that read it there just before).
 A caller looks a summary up only for posts it has just found visible and public.
 """
 

@@ -9,7 +9,7 @@ on a page that had misses). Each is one string key, `{prefix}summary:v1:{post id
   - kept `unfinished_seconds` only while its photos still lack the AVIF copies being made here,
     like the first level, so a `forget` lost to a race (a reader that built the summary just
     before the copies were recorded and wrote it just after the DEL) or to an outage is stale
-    for that long at most.
+    for that long here, and as long again in a first level that read it just before it went.
 `forget` is one DEL; the first levels of other processes keep an unfinished summary for
 `unfinished_seconds` at most (see memory.py).
 
