@@ -17,7 +17,7 @@ from glimpse.backends.redis_client import parse_redis_url
 from glimpse.backends.summaries.redis import RedisSummaryCache
 from glimpse.config import Settings
 from glimpse.media import decoding, images
-from tests.api.social import feed, follow, like
+from tests.api.social import feed, follow, go_private, like
 from tests.api.test_feed_redis import running
 from tests.api.test_posts import publish
 from tests.conftest import Glimpse
@@ -195,3 +195,20 @@ async def test_a_redis_that_does_not_answer_costs_no_read(
         response = await glimpse.client.delete(f"/api/v1/posts/{post['id']}", headers=alice)
         assert response.status_code == 204
         assert (await feed(glimpse, bob))["items"] == []
+
+
+async def test_going_private_is_never_taken_from_a_summary(
+    glimpse: Glimpse, other: Glimpse
+) -> None:
+    alice, bob, carol = [await glimpse.signup(n) for n in ("alice", "bob", "carol")]
+    await follow(glimpse, bob, "alice")
+    post = await publish(glimpse, alice)
+    seen = await only_post(other, bob)  # cached, with plain URLs, in Redis and other's memory
+    assert not any("sig=" in v["url"] for v in seen["media"][0]["variants"])
+    await go_private(glimpse, alice)
+    for process in (glimpse, other):
+        # bob follows: he still sees it, through URLs signed for him; carol does not follow.
+        [again] = (await feed(process, bob))["items"]
+        assert all("sig=" in v["url"] for v in again["media"][0]["variants"])
+        response = await process.client.get(f"/api/v1/posts/{post['id']}", headers=carol)
+        assert response.status_code == 404
