@@ -990,7 +990,11 @@ async def in_process_breakdown(settings: Any, viewers: Sequence[int]) -> dict[st
                 page = await read_feed(container, v, None, "ranked", 20)
                 t1 = time.perf_counter()
                 items = await post_view_data(
-                    db, page.posts, v, container.media_urls, getattr(container, "media_views", None)
+                    db,
+                    page.posts,
+                    v,
+                    container.media_urls,
+                    getattr(container, "post_summaries", None),
                 )
                 t2 = time.perf_counter()
                 dumps({"items": items, "next_cursor": None})

@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     queue_url: str = ""
     # Where materialised feeds live: empty for tables in the database (sql://).
     cache_url: str = ""
+    # Post summaries (the media of public ready posts, backends/summaries): how long Redis keeps
+    # one (they change only by gaining AVIF copies, which drops them, so this bounds memory), and
+    # how many each process keeps in memory in front of it (0: none).
+    post_summary_ttl_seconds: int = Field(default=86_400, ge=1)
+    post_summary_local_posts: int = Field(default=20_000, ge=0)
 
     # Mixed into cursor signatures. Empty: a random key is made once and kept in data_dir.
     secret_key: str = ""

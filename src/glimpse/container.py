@@ -21,6 +21,7 @@ from glimpse.backends.feed import FeedStore, feed_store_from_url
 from glimpse.backends.queue import JobConsumer, queue_from_url
 from glimpse.backends.redis_client import is_redis_url, open_redis, parse_redis_url
 from glimpse.backends.storage import Storage, storage_from_url
+from glimpse.backends.summaries import PostSummaryCache, summary_cache_from_url
 from glimpse.config import Settings
 from glimpse.db.database import Database
 from glimpse.db.node_leases import acquire_node, release_node, renew_node
@@ -35,7 +36,6 @@ from glimpse.media.urls import MediaUrls
 from glimpse.ops.request_ids import stamp_log_records
 from glimpse.posts.avif import avif_wanted
 from glimpse.posts.video_checks import VideoCheckSlots
-from glimpse.posts.views import MediaViewCache
 from glimpse.throttling import SignInGuard, Throttle
 
 if TYPE_CHECKING:
@@ -72,7 +72,8 @@ class Container:
     throttle: Throttle
     sign_ins: SignInGuard
     viewer_memo: ViewerMemo
-    media_views: MediaViewCache
+    # The media of public ready posts, between requests: in memory, or in Redis behind it.
+    post_summaries: PostSummaryCache
     video_checks: VideoCheckSlots
     # Lease the ids' node from the database at start(), unless build_container fixed it.
     lease_node: bool = True
@@ -130,6 +131,7 @@ class Container:
         await self.throttle.close()
         await self.queue.close()
         await self.feed_store.close()
+        await self.post_summaries.close()
         await self.storage.close()
         if self.redis is not None:
             await self.redis.aclose()
@@ -212,7 +214,13 @@ def build_container(settings: Settings, *, node_id: int | None = None) -> Contai
         throttle=throttle,
         sign_ins=SignInGuard(throttle),
         viewer_memo=ViewerMemo(ttl_seconds=settings.feed_viewer_memo_seconds),
-        media_views=MediaViewCache(expect_avif=avif_wanted(settings)),
+        post_summaries=summary_cache_from_url(
+            cache_url,
+            expect_avif=avif_wanted(settings),
+            ttl_seconds=settings.post_summary_ttl_seconds,
+            local_posts=settings.post_summary_local_posts,
+            redis=redis,
+        ),
         video_checks=VideoCheckSlots(settings.video_check_concurrency, settings.video_check_queue),
         lease_node=fixed_node is None,
         holder=holder,

@@ -125,7 +125,7 @@ async def feed_page_data(
             )
     page = await service.read_feed(container, viewer_id, position, order, page_size)
     items = await post_view_data(
-        container.db, page.posts, viewer_id, container.media_urls, container.media_views
+        container.db, page.posts, viewer_id, container.media_urls, container.post_summaries
     )
     next_cursor = (
         encode_cursor(container.secret_key, _KIND, to_cursor_fields(page.next_position))

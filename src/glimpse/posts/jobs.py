@@ -136,6 +136,9 @@ async def make_avif_variants(container: Container, payload: Payload) -> None:
         )
 
     await _store_and_record(container, variants, record, guard_seconds=settings.job_lease_seconds)
+    # Committed: the summaries kept of the post (without these copies) go, in every process
+    # that asks Redis; the first levels of the others keep theirs `unfinished_seconds` at most.
+    await container.post_summaries.forget([post.id])
 
 
 # How often the transcode's progress file is read, and the percentage written to the post.

@@ -71,7 +71,13 @@ async def get_post(post_id: EntityId, caller: Caller, container: ContainerDep) -
     """One post. Its author also sees it while it is processing or after it failed."""
     async with container.db.read() as session:
         post = await service.get_visible_post(session, post_id, caller.user.id)
-    views = await post_views(container.db, [PostRow.of(post)], caller.user.id, container.media_urls)
+    views = await post_views(
+        container.db,
+        [PostRow.of(post)],
+        caller.user.id,
+        container.media_urls,
+        container.post_summaries,
+    )
     return views[0]
 
 
@@ -86,6 +92,8 @@ async def delete_post(post_id: EntityId, caller: Caller, container: ContainerDep
         await service.delete_post(
             session, container.ids, container.settings, post_id, caller.user.id
         )
+    # (Never shown again anyway: every read checks the post is there. This frees the memory.)
+    await container.post_summaries.forget([post_id])
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -107,7 +115,11 @@ async def list_user_posts(
             session, username, caller.user.id, before, page_size
         )
     items = await post_views(
-        container.db, [PostRow.of(p) for p in posts], caller.user.id, container.media_urls
+        container.db,
+        [PostRow.of(p) for p in posts],
+        caller.user.id,
+        container.media_urls,
+        container.post_summaries,
     )
     next_cursor = (
         encode_keyset(container.secret_key, "user_posts", posts[-1].id, username) if more else None

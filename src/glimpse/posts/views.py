@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Executable, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,6 +27,9 @@ from glimpse.media.images import AVIF
 from glimpse.media.urls import MediaUrls
 from glimpse.posts.models import Media, MediaKind, MediaVariant, Post, PostStatus
 from glimpse.posts.schemas import PostOut
+
+if TYPE_CHECKING:  # (backends/summaries keeps its first level in a MediaViewCache, below)
+    from glimpse.backends.summaries import PostSummaryCache
 
 _VARIANT_ORDER = {
     "story": 0,
@@ -142,7 +145,7 @@ class MediaViewCache:
     ) -> None:
         self._max = max_posts
         self._expect_avif = expect_avif
-        self._unfinished_seconds = unfinished_seconds
+        self.unfinished_seconds = unfinished_seconds
         # post id -> (media views, monotonic time after which they are not used; None: never)
         self._entries: OrderedDict[int, tuple[list[dict[str, Any]], float | None]] = OrderedDict()
 
@@ -159,12 +162,19 @@ class MediaViewCache:
 
     def put(self, post_id: int, media: list[dict[str, Any]]) -> None:
         until = None
-        if self._expect_avif and not all(_has_avif(m) for m in media if m["kind"] == "image"):
-            until = time.monotonic() + self._unfinished_seconds
+        if self.is_unfinished(media):
+            until = time.monotonic() + self.unfinished_seconds
         self._entries[post_id] = (media, until)
         self._entries.move_to_end(post_id)
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
+
+    def drop(self, post_id: int) -> None:
+        self._entries.pop(post_id, None)
+
+    def is_unfinished(self, media: list[dict[str, Any]]) -> bool:
+        """Whether these photos still lack AVIF copies that are being made here."""
+        return self._expect_avif and not all(_has_avif(m) for m in media if m["kind"] == "image")
 
 
 def _has_avif(media: dict[str, Any]) -> bool:
@@ -176,7 +186,7 @@ async def post_views(
     posts: Sequence[PostRow],
     viewer_id: int,
     media_urls: MediaUrls,
-    cache: MediaViewCache | None = None,
+    cache: PostSummaryCache | None = None,
 ) -> list[PostOut]:
     """Posts as API.md shows them, as models."""
     data = await post_view_data(source, posts, viewer_id, media_urls, cache)
@@ -188,10 +198,14 @@ async def post_view_data(
     posts: Sequence[PostRow],
     viewer_id: int,
     media_urls: MediaUrls,
-    cache: MediaViewCache | None = None,
+    cache: PostSummaryCache | None = None,
 ) -> list[dict[str, Any]]:
     """Posts as API.md shows them, as the JSON values of PostOut (ids as strings, times in
-    RFC 3339): what a hot route serialises directly, with no model in between."""
+    RFC 3339): what a hot route serialises directly, with no model in between.
+
+    `cache` holds the media of public ready posts (backends/summaries): asked once per page,
+    only for the posts given here, which the caller has just found visible, and only while the
+    author is public as read here. Everything else is read from the database each time."""
     if not posts:
         return []
     post_ids = [p.id for p in posts]
@@ -205,18 +219,14 @@ async def post_view_data(
         return post.status == PostStatus.READY and not authors[post.author_id][3]
 
     media: dict[int, list[dict[str, Any]]] = {}
-    if cache is not None:
-        for post in posts:
-            hit = cache.get(post.id) if is_public(post) else None
-            if hit is not None:
-                media[post.id] = hit
+    public = [p.id for p in posts if is_public(p)]
+    if cache is not None and public:
+        media.update(await cache.get_many(public))
     missing = [p for p in posts if p.id not in media]
     if missing:
         media.update(await _media_of(source, missing, is_public, viewer_id, media_urls))
         if cache is not None:
-            for post in missing:
-                if is_public(post):
-                    cache.put(post.id, media[post.id])
+            await cache.put_many({p.id: media[p.id] for p in missing if is_public(p)})
     liked = {
         row[0] for row in await fetch_rows(source, _LIKED, {"ids": post_ids, "viewer": viewer_id})
     }

@@ -136,6 +136,7 @@ async def _delete_posts(container: Container, user_id: int) -> None:
             # At once, not after the grace period of a deleted post: the owner asked for their
             # files to be gone. The purge still keeps any file another post uses.
             posts.schedule_purge(session, container.ids, container.settings, keys, delay_seconds=0)
+        await container.post_summaries.forget(post_ids)
         if len(post_ids) < batch_size:
             return
 

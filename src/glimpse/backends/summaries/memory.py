@@ -1,0 +1,46 @@
+"""Post summaries in this process's memory (the embedded default, and the first level in front
+of Redis): posts/views.MediaViewCache, an LRU, behind the PostSummaryCache contract.
+
+Another process's `forget` does not reach it: a summary missing its AVIF copies is kept for
+`unfinished_seconds` only (MediaViewCache), which is what bounds it then. With the embedded
+default the workers run in the API process, and their `forget` is exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+
+from glimpse.backends.summaries.base import Summary
+from glimpse.posts.views import MediaViewCache
+
+
+class MemorySummaryCache:
+    def __init__(
+        self,
+        max_posts: int = 20_000,
+        *,
+        expect_avif: bool = False,
+        unfinished_seconds: float = 10.0,
+    ) -> None:
+        self.entries = MediaViewCache(
+            max_posts, expect_avif=expect_avif, unfinished_seconds=unfinished_seconds
+        )
+
+    async def get_many(self, post_ids: Sequence[int]) -> dict[int, Summary]:
+        found = {}
+        for post_id in post_ids:
+            hit = self.entries.get(post_id)
+            if hit is not None:
+                found[post_id] = hit
+        return found
+
+    async def put_many(self, summaries: Mapping[int, Summary]) -> None:
+        for post_id, summary in summaries.items():
+            self.entries.put(post_id, summary)
+
+    async def forget(self, post_ids: Collection[int]) -> None:
+        for post_id in post_ids:
+            self.entries.drop(post_id)
+
+    async def close(self) -> None:
+        return None
