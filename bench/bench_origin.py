@@ -11,15 +11,19 @@ Servers run on core 0 and wrk on core 1, so that the load generator does not ste
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 
@@ -44,8 +48,26 @@ REFERENCE_APP = textwrap.dedent(
         return Response(data, media_type="image/jpeg")
 
     app = Starlette(routes=[Route("/file", from_file), Route("/memory", from_memory)])
+
+    # The floor under any ASGI app on this uvicorn: no framework at all, the same bytes and an
+    # ETag (200), or a 304 when the client holds them.
+    _etag = b'"reference"'
+    _ok = [(b"content-type", b"image/jpeg"), (b"etag", _etag), (b"content-length", str(len(data)).encode())]
+    _not_modified = [(b"etag", _etag)]
+
+    async def raw_app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        held = any(name == b"if-none-match" and value == _etag for name, value in scope["headers"])
+        if held:
+            await send({"type": "http.response.start", "status": 304, "headers": _not_modified})
+            await send({"type": "http.response.body", "body": b""})
+        else:
+            await send({"type": "http.response.start", "status": 200, "headers": _ok})
+            await send({"type": "http.response.body", "body": data})
     """
 )
+RAW_ETAG = '"reference"'
 
 
 def wait_until_up(url: str) -> None:
@@ -64,19 +86,73 @@ def on_core(core: int, command: list[str], **kwargs: object) -> subprocess.Popen
 
 
 def wrk(url: str, seconds: int, connections: int, headers: dict[str, str] | None = None) -> float:
+    return wrk_with_cpu(url, seconds, connections, headers).rate
+
+
+def process_tree(pid: int) -> list[int]:
+    """A process and its descendants (nginx's master and its workers)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        todo.extend(int(child) for child in children)
+    return found
+
+
+def cpu_ns(pids: Sequence[int]) -> int:
+    """CPU time the processes' threads have run, in nanoseconds (/proc/PID/schedstat: exact,
+    unlike the tick-counted utime/stime)."""
+    total = 0
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            # (A thread that ended between the listing and the read counts no more.)
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                total += int((task / "schedstat").read_text().split()[0])
+    return total
+
+
+class Load(NamedTuple):
+    rate: float  # requests/s
+    server_us: float  # the server's CPU time per request, microseconds (0: not measured)
+    client_us: float  # wrk's
+
+
+def wrk_with_cpu(
+    url: str,
+    seconds: int,
+    connections: int,
+    headers: dict[str, str] | None = None,
+    server_pids: Sequence[int] = (),
+) -> Load:
+    """Requests/s, and the CPU time the server (the processes `server_pids`) and wrk spent per
+    request. On a shared machine the rate swings with the neighbours' load; the
+    CPU times much less, as a request costs what it costs whenever it runs."""
     extra = [arg for name, value in (headers or {}).items() for arg in ("-H", f"{name}: {value}")]
+    before = cpu_ns(server_pids)
+    client_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", *extra, url],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
+    spent = cpu_ns(server_pids) - before
+    client_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client = (client_after.ru_utime + client_after.ru_stime) - (
+        client_before.ru_utime + client_before.ru_stime
+    )
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    count = re.search(r"(\d+) requests in", out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise SystemExit(f"{url}: {errors.group(1)} failed responses")
-    assert match, out
-    return float(match.group(1))
+    assert match and count, out
+    requests = max(1, int(count.group(1)))
+    return Load(float(match.group(1)), spent / 1000 / requests, client * 1e6 / requests)
 
 
 def main() -> None:

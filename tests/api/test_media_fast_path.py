@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from glimpse.app import GlimpseApp, create_app
 from glimpse.config import Settings
+from glimpse.media import fast_path
 from glimpse.media.fast_path import ROUTE_TEMPLATE, MediaFastPath
 from glimpse.ops.metrics import REQUESTS
 from glimpse.posts import service as posts_service
@@ -229,3 +230,43 @@ async def test_a_repeated_query_parameter_is_read_as_fastapi_read_it(stack: Stac
     assert (await stack.glimpse.client.get(f"{plain}?sig=forged&{query}")).status_code == 200
     forged_last = await stack.glimpse.client.get(f"{plain}?{query}&sig=forged")
     assert forged_last.status_code == 404
+
+
+# (The tests' TTL is 0 otherwise: every request asks who may see the key.)
+@pytest.mark.parametrize("settings", [{"origin_cache_ttl_seconds": 60}], indirect=True)
+async def test_a_hot_public_file_gets_the_answers_it_got_before_until_its_entry_goes(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = stack.glimpse.client
+    url, headers = await _variant(stack.glimpse)
+    first = await client.get(url)
+    etag = first.headers["etag"]
+    first_304 = await client.get(url, headers={"If-None-Match": etag})
+    asked: list[str] = []
+    answer_media = fast_path.answer_media
+
+    async def counted(container: object, key: str, **kwargs: object) -> object:
+        asked.append(key)
+        return await answer_media(container, key, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fast_path, "answer_media", counted)
+    again = await client.get(url)
+    again_304 = await client.get(url, headers={"If-None-Match": f'"other", {etag}'})
+    assert asked == []  # (the answers made for the first two)
+    assert again.content == first.content and again_304.status_code == 304
+    for before, after in ((first, again), (first_304, again_304)):
+        assert before.headers.keys() == after.headers.keys()
+        for name in before.headers.keys() - {"x-request-id"}:
+            assert before.headers[name] == after.headers[name], name
+        assert before.headers["x-request-id"] != after.headers["x-request-id"]
+    # A range, a HEAD or a query string is answer_media's to answer, as before.
+    assert (await client.get(url, headers={"Range": "bytes=0-9"})).status_code == 206
+    assert (await client.head(url)).status_code == 200
+    assert (await client.get(url + "?v=1")).status_code == 200
+    assert len(asked) == 3
+    # The answers go with the entry: once who may see it is asked again (the TTL passed), a
+    # post gone private is not served from them.
+    await client.patch("/api/v1/me", headers=headers, json={"is_private": True})
+    stack.glimpse.container.origin_cache._entries.clear()
+    assert (await client.get(url)).status_code == 404
+    assert (await client.get(url, headers={"If-None-Match": etag})).status_code == 404

@@ -107,6 +107,19 @@ def test_media_is_cached_by_path_and_signed_urls_bypass_the_cache(tmp_path: Path
         assert f"proxy_set_header {header};" in text
 
 
+def test_cache_hits_keep_their_files_open_within_the_descriptor_budget(tmp_path: Path) -> None:
+    text = nginx_config(_options(tmp_path), Settings())
+    media = text.split("location /media/ {")[1].split("}")[0]
+    kept = re.search(r"open_file_cache max=(\d+) inactive=\d+s;", media)
+    assert kept, "cache hits should not open, stat and close their file each time"
+    # Two descriptors per proxied connection, and the kept files, under the worker's limit.
+    connections = int(re.search(r"worker_connections (\d+);", text).group(1))  # type: ignore[union-attr]
+    limit = int(re.search(r"worker_rlimit_nofile (\d+);", text).group(1))  # type: ignore[union-attr]
+    assert 2 * connections + int(kept.group(1)) < limit
+    # Not for the API: nothing there is a file nginx opens.
+    assert text.count("open_file_cache") == 1
+
+
 def test_user_and_workers_are_written_when_given(tmp_path: Path) -> None:
     text = nginx_config(_options(tmp_path, user="www-data", worker_processes="3"), Settings())
     assert "\nuser www-data;\n" in text and "worker_processes 3;" in text

@@ -42,6 +42,8 @@ _LISTEN = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$")
 _SIZE = re.compile(r"^\d+[kmgKMG]?$")
 # Retry-After of the edge's own 503s (the origin unreachable, too many connections).
 RETRY_AFTER_SECONDS = 5
+# Cache files whose descriptors a worker keeps open (open_file_cache).
+OPEN_FILES_KEPT = 4096
 
 
 class EdgeConfigError(ValueError):
@@ -262,6 +264,12 @@ http {{
             # Past the origin's X-Accel-Expires, ask it again with the ETag: 304 or 404.
             proxy_cache_revalidate on;
             proxy_cache_lock on;
+            # A hit costs an open, a stat and a close of its cache file; with the descriptors
+            # kept open, 14% less CPU per hit (bench/bench_edge.py). Safe for a cache: nginx
+            # checks a kept descriptor against the inode its cache index recorded and opens the
+            # file again when the cache has replaced it. (At most this many descriptors, well
+            # under worker_rlimit_nofile beside two per proxied connection.)
+            open_file_cache max={OPEN_FILES_KEPT} inactive=60s;
             # A cached answer holds the id of the request that filled the cache: each answer
             # gets its own instead (the one the origin saw, on a miss).
             proxy_hide_header X-Request-ID;

@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from glimpse.api.connections import Occupancy
 from glimpse.api.errors import error_response
 from glimpse.errors import DomainError
-from glimpse.media.origin import answer_media
+from glimpse.media.origin import answer_media, etag_matches, prepared_answer
 from glimpse.ops.request_ids import REQUEST_ID, accepted_request_id, new_request_id
 from glimpse.ops.request_log import REQUEST_ID_HEADER, record_request
 
@@ -93,18 +93,31 @@ class MediaFastPath:
         # (Set before the answer is made: a line logged while making it carries the id.)
         token = REQUEST_ID.set(request_id)
         self.occupancy.active += 1
+        key = scope["path"][len(PREFIX) :]
+        body: bytes | memoryview | None = None  # the bytes in hand; None: `response` streams
+        response: Response | None = None
         try:
-            response = await answer_media(
-                container,
-                scope["path"][len(PREFIX) :],
-                head=scope["method"] == "HEAD",
-                if_none_match=if_none_match,
-                range_header=range_header,
-                if_range=if_range,
-                exp=query.get("exp"),
-                sig=query.get("sig"),
-                v=query.get("v"),
-            )
+            prepared = None
+            if scope["method"] == "GET" and not query and range_header is None:
+                prepared = prepared_answer(container, key)
+            if prepared is not None:
+                # A hot public file: the answers answer_media made for it last time.
+                if etag_matches(if_none_match, prepared.etag):
+                    status, headers, body = 304, [*prepared.not_modified_headers], b""
+                else:
+                    status, headers, body = 200, [*prepared.ok_headers], prepared.body
+            else:
+                response = await answer_media(
+                    container,
+                    key,
+                    head=scope["method"] == "HEAD",
+                    if_none_match=if_none_match,
+                    range_header=range_header,
+                    if_range=if_range,
+                    exp=query.get("exp"),
+                    sig=query.get("sig"),
+                    v=query.get("v"),
+                )
         except DomainError as exc:
             response = error_response(exc.status, exc.code, exc.message, headers=exc.headers)
         except Exception:
@@ -114,20 +127,23 @@ class MediaFastPath:
             REQUEST_ID.reset(token)
             await self.app(scope, receive, send)
             return
-        status = response.status_code
-        headers = response.raw_headers
+        if response is not None:
+            status, headers = response.status_code, response.raw_headers
+            if type(response) is Response or type(response) is JSONResponse:
+                body = response.body
         headers.append((REQUEST_ID_HEADER, request_id.encode()))
         if not any(name == _NOSNIFF for name, _ in headers):
             headers.append((_NOSNIFF, b"nosniff"))
         bytes_out = 0
         try:
-            if type(response) is Response or type(response) is JSONResponse:
+            if body is not None:
                 # Bytes in hand (most answers: from memory, a 304, an error): the two messages
                 # Response would send, without its layer of calls.
-                bytes_out = len(response.body)
+                bytes_out = len(body)
                 await send({"type": "http.response.start", "status": status, "headers": headers})
-                await send({"type": "http.response.body", "body": response.body})
+                await send({"type": "http.response.body", "body": body})
             else:  # streamed from a file or the store
+                assert response is not None
 
                 async def counted_send(message: Message) -> None:
                     nonlocal bytes_out

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -239,9 +240,41 @@ async def answer_media(
             media_type=content_type,
             headers={**headers, "Content-Length": str(size)},
         )
-    return Response(
+    response = Response(
         await _read(storage, key, path, 0, size, cached), media_type=content_type, headers=headers
     )
+    if visibility == "public" and cached is not None:
+        # The same two answers for every plain GET of this key while the entry stands.
+        entry.answers[_PREPARED] = PreparedAnswer(
+            etag,
+            tuple(response.raw_headers),
+            tuple(Response(status_code=304, headers=headers).raw_headers),
+            cached,
+        )
+    return response
+
+
+_PREPARED = "get"
+
+
+@dataclass(frozen=True)
+class PreparedAnswer:
+    """What `answer_media` answers a GET of a public file it holds in memory, without a query
+    string or a Range header: 200 with the bytes, or 304 when If-None-Match holds the ETag."""
+
+    etag: str
+    ok_headers: tuple[tuple[bytes, bytes], ...]
+    not_modified_headers: tuple[tuple[bytes, bytes], ...]
+    body: bytes
+
+
+def prepared_answer(container: Container, key: str) -> PreparedAnswer | None:
+    """The answers `answer_media` made for this key's current entry, if it is public, in memory,
+    and its visibility was checked within the TTL; None means "ask answer_media". Its headers,
+    the 304 check and the dict, Response and header list it builds cost a hot file's GET a
+    sixth of its time in the process (BENCHMARKS.md, issue 19)."""
+    entry = container.origin_cache.get(key)
+    return None if entry is None else entry.answers.get(_PREPARED)
 
 
 # A presigned URL's life: long enough to start a video and seek in it, short enough that a

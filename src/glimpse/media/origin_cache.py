@@ -14,7 +14,8 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,9 @@ class OriginEntry:
     data: bytes | None  # None when the file is too large to keep, or there is none
     checked_at: float
     stored: bool = True  # whether the file was there when this was checked
+    # Answers made for this entry and kept for the next request (media/origin.py's
+    # PreparedAnswer): they go when the entry does, so they never outlive its visibility.
+    answers: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 class OriginCache:
