@@ -111,6 +111,8 @@ def restore_backup(settings: Settings, source: Path) -> BackupManifest:
     # The database last, under a temporary name first: a restore cut short leaves no database
     # that points at media not yet copied, and can simply be run again.
     partial = database.with_name(database.name + ".restoring")
+    # A run cut short leaves its half-written copy: it is started afresh, never written into.
+    partial.unlink(missing_ok=True)
     _snapshot(source / DATABASE_FILE, partial)
     os.replace(partial, database)
     _sync_folder(database.parent)

@@ -157,6 +157,8 @@ def test_uvicorn_s_own_lines_come_out_as_ours_with_the_request_id(
     assert [(x["logger"], x["message"], x.get("request_id")) for x in lines] == [
         ("uvicorn.error", "Invalid HTTP request received.", "abc123")
     ]
+
+
 def test_a_text_line_escapes_what_a_client_could_use_to_forge_or_redraw_lines() -> None:
     # A request's path as api/errors.py logs it: percent-decoded, so whatever a client sends.
     path = "/api/v1/users/b\x1b[2K\x1b[1GFORGED\nline\r\x85\u2028\x7f"
@@ -165,10 +167,15 @@ def test_a_text_line_escapes_what_a_client_could_use_to_forge_or_redraw_lines() 
     assert "\n" not in text and "\x1b" not in text and "\x85" not in text
     assert len(text.splitlines()) == 1  # (splitlines also breaks on \x85 and \u2028)
     assert "b\\x1b[2K\\x1b[1GFORGED\\nline\\r\\x85\\u2028\\x7f" in text
+
+
 def test_a_text_line_keeps_its_traceback_on_lines_of_its_own() -> None:
+    try:
         raise ValueError("boom")
     except ValueError:
         import sys
+
         record = _record("failed")
         record.exc_info = sys.exc_info()
+    text = TextFormatter().format(record)
     assert text.splitlines()[0].endswith("failed") and "ValueError: boom" in text.splitlines()[-1]
