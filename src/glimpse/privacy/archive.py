@@ -243,7 +243,7 @@ class ExportWriter:
         after = 0
         while True:
             async with self.db.read() as session:
-                rows = list((await session.execute(query(after).limit(READ_BATCH))).tuples())
+                rows = list(await session.execute(query(after).limit(READ_BATCH)))
             if rows:
                 yield rows
             if len(rows) < READ_BATCH:
