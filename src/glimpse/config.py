@@ -179,6 +179,10 @@ class Settings(BaseSettings):
 
     # Queue behaviour.
     job_max_attempts: int = 5
+    # Runs cut short by their worker's death on the same machine (a kill, a deploy, the OOM
+    # killer) are not attempts; after this many of them a job is buried all the same, as the
+    # likely cause. Each death after the first delays the job like a retry (queue/base.py).
+    job_max_worker_deaths: int = Field(default=20, ge=1)
     job_lease_seconds: float = 120.0
     # A running job's lease is renewed for this long at most: a handler hung past it (a stuck
     # decoder, a dead mount) lets its lease lapse, so the job is retried and, in the end, buried.

@@ -186,6 +186,8 @@ def build_container(settings: Settings, *, node_id: int | None = None) -> Contai
             worker_name=holder,
             lease_seconds=settings.job_lease_seconds,
             poll_seconds=settings.worker_poll_seconds,
+            retry_base_seconds=settings.job_retry_base_seconds,
+            retry_max_seconds=settings.job_retry_max_seconds,
         ),
         feed_store=feed_store_from_url(
             cache_url,

@@ -75,7 +75,8 @@ async def run_job(container: Container, job: ClaimedJob) -> None:
                 "fields": {
                     "job_id": job.id,
                     "kind": job.name,
-                    "attempt": job.attempts,
+                    "attempt": job.counted_attempts,
+                    "worker_deaths": job.deaths,
                     "outcome": outcome,
                     "duration_ms": round(elapsed * 1000, 2),
                 }
@@ -93,13 +94,23 @@ async def _run_job(container: Container, job: ClaimedJob) -> str:
         await queue.bury(job, f"no handler registered for {job.name!r}")
         return "dead"
     if job.exhausted:
-        # Claimed once too often: the worker holding it died each time (say, killed mid-work),
-        # or its on_dead failed last time, when the reason it left is the one to pass on.
+        # Claimed once too often: its lease ran out each time (a worker elsewhere died, or the
+        # handler hung), or its on_dead failed last time, when the reason it left is the one
+        # to pass on.
         return await _bury(
             container,
             job,
             _reason_left_by(job.last_error)
             or PermanentJobError("processing_failed", "processing kept failing"),
+        )
+    if job.deaths >= settings.job_max_worker_deaths:
+        # Deaths do not count as attempts (queue/base.py), but this many, each while it ran,
+        # say that the job is what kills its workers: it must not take them all down.
+        return await _bury(
+            container,
+            job,
+            PermanentJobError("processing_failed", "processing kept failing"),
+            detail=f"its worker died {job.deaths} times while running it",
         )
     try:
         async with _lease_kept(container, job):
@@ -109,8 +120,9 @@ async def _run_job(container: Container, job: ClaimedJob) -> str:
     except StorageUnavailable as exc:
         return await _retry_storage_fault(container, job, exc)
     except Exception as exc:
-        log.warning("job %s %s attempt %d failed: %r", job.name, job.id, job.attempts, exc)
-        if job.attempts >= job.max_attempts:
+        attempt = job.counted_attempts
+        log.warning("job %s %s attempt %d failed: %r", job.name, job.id, attempt, exc)
+        if attempt >= job.max_attempts:
             return await _bury(
                 container,
                 job,
@@ -118,7 +130,7 @@ async def _run_job(container: Container, job: ClaimedJob) -> str:
                 detail=traceback.format_exc(),
             )
         delay = retry_delay(
-            job.attempts, settings.job_retry_base_seconds, settings.job_retry_max_seconds
+            attempt, settings.job_retry_base_seconds, settings.job_retry_max_seconds
         )
         await queue.retry(job, traceback.format_exc(), delay)
         return "retried"
@@ -176,7 +188,9 @@ async def _bury(
             log.exception("on_dead of job %s %s failed", job.name, job.id)
             settings = container.settings
             delay = retry_delay(
-                job.attempts, settings.job_retry_base_seconds, settings.job_retry_max_seconds
+                job.counted_attempts,
+                settings.job_retry_base_seconds,
+                settings.job_retry_max_seconds,
             )
             reason = f"{error.code}: {error.message}\n{traceback.format_exc()}"
             await container.queue.retry(job, reason, delay)

@@ -264,9 +264,11 @@ async def test_a_restarted_worker_runs_a_dead_local_worker_s_job_at_once(
     assert await drain(survivor) == 0  # both leased
     assert await survivor.queue.release_jobs_of_dead_workers() == 1
     assert await survivor.queue.release_jobs_of_dead_workers() == 0
-    # Given back with its attempt counted: a job that kills its worker each time is buried.
+    # Given back at once, as a death rather than an attempt (the claim stays counted, so that
+    # the claim's number still names the run that died).
     released = next(j for j in await job_rows(survivor) if j.locked_by is None)
-    assert (released.state, released.attempts) == (JobState.QUEUED, 1)
+    assert (released.state, released.attempts, released.deaths) == (JobState.QUEUED, 1, 1)
+    assert released.available_at <= time.time()
     assert "died" in (released.last_error or "")
     stop = asyncio.Event()
     worker = asyncio.create_task(run_worker(survivor, stop))
@@ -310,6 +312,71 @@ async def test_a_worker_at_start_gives_back_the_jobs_of_dead_local_workers(
         stop.set()
         await worker
     assert ran == [1] and await job_rows(worker_container) == []
+
+
+async def _kill_under(container: Container, times: int) -> None:
+    """Claim the (only) job `times` times by workers that then die, each given back by
+    `container`, as a worker killed mid-job again and again on this machine."""
+    for _ in range(times):
+        dead = SqlJobQueue(
+            container.db,
+            worker_name=_holder_of_a_dead_local_process(),
+            lease_seconds=600,
+            poll_seconds=0.05,
+        )
+        async with asyncio.timeout(30):  # (a bound on a hang: the backoff is short here)
+            while await dead.claim(registry.names()) is None:
+                await asyncio.sleep(0.01)
+        assert await container.queue.release_jobs_of_dead_workers() == 1
+
+
+async def test_a_job_whose_workers_keep_dying_is_not_buried_for_their_deaths(
+    make_container: MakeContainer,
+) -> None:
+    # Killed mid-job more times than it has attempts (deploys, an operator, the OOM killer
+    # taking the biggest process): the photo is not the fault, and must still be processed.
+    ran: list[Payload] = []
+
+    async def handler(container: Container, payload: Payload) -> None:
+        ran.append(payload)
+
+    name = register(handler)
+    survivor = make_container(node_id=2, job_retry_base_seconds=0.01)
+    await add_job(survivor, name, {"photo": 1}, max_attempts=2)
+    await _kill_under(survivor, 4)
+    [row] = await job_rows(survivor)
+    assert (row.state, row.attempts, row.deaths) == (JobState.QUEUED, 4, 4)
+    async with asyncio.timeout(30):
+        while not ran:
+            await drain(survivor)
+            await asyncio.sleep(0.01)
+    assert ran == [{"photo": 1}] and await job_rows(survivor) == []
+
+
+async def test_a_job_whose_workers_keep_dying_is_buried_after_too_many_deaths(
+    make_container: MakeContainer,
+) -> None:
+    # ...but a job that is itself what kills them must not take every worker down for ever.
+    ran: list[Payload] = []
+    told: list[str] = []
+
+    async def handler(container: Container, payload: Payload) -> None:
+        ran.append(payload)
+
+    async def on_dead(container: Container, payload: Payload, error: PermanentJobError) -> None:
+        told.append(error.code)
+
+    name = register(handler, on_dead)
+    survivor = make_container(node_id=2, job_retry_base_seconds=0.01, job_max_worker_deaths=3)
+    await add_job(survivor, name, {"photo": 1})
+    await _kill_under(survivor, 3)
+    async with asyncio.timeout(30):
+        while (await job_rows(survivor))[0].state != JobState.DEAD:
+            await drain(survivor)
+            await asyncio.sleep(0.01)
+    [row] = await job_rows(survivor)
+    assert ran == [] and told == ["processing_failed"]
+    assert "worker died 3 times" in (row.last_error or "")
 
 
 async def test_a_job_running_longer_than_its_lease_keeps_it(make_container: MakeContainer) -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from glimpse.backends.queue.base import retry_delay
+from glimpse.backends.queue.base import death_delay, retry_delay
 
 
 class FixedRandom(random.Random):
@@ -62,3 +62,11 @@ def test_delay_stays_within_jittered_cap_for_any_attempt(
     delay = retry_delay(attempt, base, cap, random.Random(seed))
     assert 0.0 <= delay <= 1.5 * cap
     assert delay >= 0.5 * min(cap, base)
+
+
+def test_a_job_whose_worker_died_once_is_due_at_once_and_then_backs_off() -> None:
+    # One death (a deploy, an OOM kill) says nothing about the job; each further one delays it
+    # like a retry, so that a job killing its workers does not take every new worker first.
+    delays = [death_delay(n, 2.0, 10_000.0, MIDDLE) for n in range(1, 6)]
+    assert delays == [0.0, 2.0, 4.0, 8.0, 16.0]
+    assert death_delay(40, 2.0, 30.0, MIDDLE) == 30.0

@@ -26,18 +26,20 @@ class JobLine:
     id: int
     name: str
     state: str
-    attempts: int
+    attempts: int  # those that count against max_attempts
     max_attempts: int
     # When it may run next (queued), when its lease runs out (running), or its last lease (dead).
     at: float
     error: str  # the first line of the last error, "" when none
+    worker_deaths: int = 0  # runs cut short by their worker's death (not attempts)
 
     def as_text(self, now: float) -> str:
         when = self.at - now
         timing = f"in {when:.0f}s" if when >= 0 else f"{-when:.0f}s ago"
         error = f"  {self.error}" if self.error else ""
+        deaths = f" +{self.worker_deaths} worker deaths" if self.worker_deaths else ""
         return (
-            f"{self.id}  {self.name}  {self.state}  {self.attempts}/{self.max_attempts}"
+            f"{self.id}  {self.name}  {self.state}  {self.attempts}/{self.max_attempts}{deaths}"
             f"  {timing}{error}"
         )
 
@@ -57,10 +59,11 @@ async def list_jobs(container: Container, state: str | None, limit: int) -> list
             id=j.id,
             name=j.name,
             state=j.state,
-            attempts=j.attempts,
+            attempts=j.attempts - j.deaths,
             max_attempts=j.max_attempts,
             at=j.available_at,
             error=(j.last_error or "").strip().splitlines()[0][:200] if j.last_error else "",
+            worker_deaths=j.deaths,
         )
         for j in rows
     ]
@@ -84,6 +87,7 @@ async def retry_dead_jobs(container: Container, ids: Collection[int] | None) -> 
                 .values(
                     state=JobState.QUEUED,
                     attempts=0,
+                    deaths=0,
                     available_at=time.time(),
                     locked_by=None,
                 )

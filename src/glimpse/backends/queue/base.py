@@ -18,14 +18,21 @@ class ClaimedJob:
     id: int
     name: str
     payload: dict[str, Any]
-    attempts: int  # including this one
+    attempts: int  # claims, including this one
     max_attempts: int
     last_error: str | None = None  # what the previous attempt left, if it failed
     lease_seconds: float | None = None  # the lease it was claimed under, if not the queue's own
+    deaths: int = 0  # earlier runs that ended with their worker dead (not counted as attempts)
+
+    @property
+    def counted_attempts(self) -> int:
+        """Attempts that count against max_attempts, this one included: a run cut short by
+        its worker's death on this machine (a kill, a deploy, the OOM killer) does not."""
+        return self.attempts - self.deaths
 
     @property
     def exhausted(self) -> bool:
-        return self.attempts > self.max_attempts
+        return self.counted_attempts > self.max_attempts
 
 
 class JobConsumer(Protocol):
@@ -55,9 +62,11 @@ class JobConsumer(Protocol):
         """Move the job to dead letters, where operators can see it."""
 
     async def release_jobs_of_dead_workers(self) -> int:
-        """Give back, due now, the running jobs of workers on this machine that have died (a
-        kill, a crash), rather than let them wait out their leases; returns how many. (Workers
-        elsewhere are left to their leases: their deaths cannot be seen from here.)"""
+        """Give back the running jobs of workers on this machine that have died (a kill, a
+        crash), rather than let them wait out their leases; returns how many. The run counts as
+        a death, not an attempt (death_delay says when it is due again). (Workers elsewhere are
+        left to their leases, which count as attempts: their deaths cannot be seen from here,
+        and a run that outlived its lease may as well have hung.)"""
 
     async def wait_for_work(self, names: Collection[str], timeout: float) -> None:
         """Return as soon as a job of one of these names may be due, or after `timeout`."""
@@ -77,6 +86,14 @@ class JobConsumer(Protocol):
         """A real round trip for /readyz."""
 
     async def close(self) -> None: ...
+
+
+def death_delay(deaths: int, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """When a job whose worker died under it may run again, after its `deaths`-th such death:
+    at once the first time (a deploy or one OOM kill says nothing about the job), then backing
+    off like a retry. A job that kills every worker it runs on thus kills them ever more
+    slowly, and other jobs run meanwhile instead of each new worker taking it first."""
+    return 0.0 if deaths <= 1 else retry_delay(deaths - 1, base, cap, rng)
 
 
 def retry_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:

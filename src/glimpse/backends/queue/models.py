@@ -37,8 +37,14 @@ class Job(Base):
     name: Mapped[str] = mapped_column(String(64))
     payload: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16), default=JobState.QUEUED)
+    # Claims so far: each claim adds one, so (id, attempts) names one run of the job, which the
+    # late writes of a run that lost its lease, and a broker's stale news, are told apart by.
     attempts: Mapped[int] = mapped_column(default=0)
     max_attempts: Mapped[int]
+    # How many of those runs ended with their worker dead (killed, out of memory, a lease that
+    # ran out): not the job's failures, so they do not count against max_attempts, and a job is
+    # buried for them only after `job_max_worker_deaths`, in case it is what kills its workers.
+    deaths: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     available_at: Mapped[float] = mapped_column(Float)
     locked_by: Mapped[str | None] = mapped_column(String(64), default=None)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)

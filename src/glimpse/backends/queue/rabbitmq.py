@@ -81,6 +81,7 @@ class RabbitJobQueue:
         lease_seconds: float,
         poll_seconds: float,
         connect_timeout: float = 5.0,
+        table: SqlJobQueue | None = None,
     ) -> None:
         self._url, own = split_url(url)
         self._prefix = own.get("prefix", "glimpse.")
@@ -89,7 +90,8 @@ class RabbitJobQueue:
         self._prefetch = int(own.get("prefetch", "4"))
         self._delivery_limit = int(own.get("delivery_limit", "20"))
         self._db = db
-        self._table = SqlJobQueue(
+        # The jobs table under the broker: claims, leases and deaths are the rows' business.
+        self._table = table or SqlJobQueue(
             db, worker_name=worker_name, lease_seconds=lease_seconds, poll_seconds=poll_seconds
         )
         self._worker = worker_name

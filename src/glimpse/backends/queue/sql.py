@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, text
 
-from glimpse.backends.queue.base import ClaimedJob
+from glimpse.backends.queue.base import ClaimedJob, death_delay
 from glimpse.db.database import Database
 from glimpse.holders import is_dead_local_holder
 
@@ -31,17 +31,26 @@ _CLAIM = (
     "UPDATE jobs SET state = 'running', attempts = attempts + 1,"
     " available_at = :lease_until, locked_by = :worker"
 )
-_CLAIMED = "RETURNING id, name, payload, attempts, max_attempts, last_error"
+_CLAIMED = "RETURNING id, name, payload, attempts, max_attempts, last_error, deaths"
 
 
 class SqlJobQueue:
     def __init__(
-        self, db: Database, *, worker_name: str, lease_seconds: float, poll_seconds: float
+        self,
+        db: Database,
+        *,
+        worker_name: str,
+        lease_seconds: float,
+        poll_seconds: float,
+        retry_base_seconds: float = 2.0,
+        retry_max_seconds: float = 600.0,
     ) -> None:
         self._db = db
         self._worker = worker_name
         self._lease = lease_seconds
         self._poll = poll_seconds
+        self._retry_base = retry_base_seconds
+        self._retry_max = retry_max_seconds
         skip_locked = "" if db.is_sqlite else " FOR UPDATE SKIP LOCKED"
         due = "state != 'dead' AND available_at <= :now AND name IN :names"
         self._claim_sql = text(
@@ -104,6 +113,7 @@ class SqlJobQueue:
             max_attempts=row.max_attempts,
             last_error=row.last_error,
             lease_seconds=lease_seconds,
+            deaths=row.deaths,
         )
 
     # Each of these touches the row only while this worker still holds it: after a lease ran
@@ -165,21 +175,38 @@ class SqlJobQueue:
             dead = [h for h in holders if h and is_dead_local_holder(h)]
         released = 0
         for holder in dead:
-            # The attempt counts: a job that kills its worker each time is buried in the end.
+            # A death, not an attempt: whatever killed the worker (a deploy, the OOM killer, an
+            # operator) was most likely not this job, and a few kills in a row must not bury
+            # it. `attempts` is left as it is: with the id it names the run, and a broker's
+            # news of the run that died must stay stale. The worker buries a job after
+            # job_max_worker_deaths of these, in case it is the job that kills its workers.
             async with self._db.write() as session:
-                result = await session.execute(
-                    text(
-                        "UPDATE jobs SET state = 'queued', available_at = :now,"
-                        " locked_by = NULL, last_error = :error"
-                        " WHERE state = 'running' AND locked_by = :holder"
-                    ),
-                    {
-                        "now": time.time(),
-                        "holder": holder,
-                        "error": f"The worker running it ({holder}) died; given back at once.",
-                    },
-                )
-            released += getattr(result, "rowcount", 0) or 0
+                jobs = (
+                    await session.execute(
+                        text(
+                            "SELECT id, deaths FROM jobs"
+                            " WHERE state = 'running' AND locked_by = :holder"
+                        ),
+                        {"holder": holder},
+                    )
+                ).all()
+                for job_id, deaths in jobs:
+                    delay = death_delay(deaths + 1, self._retry_base, self._retry_max)
+                    result = await session.execute(
+                        text(
+                            "UPDATE jobs SET state = 'queued', available_at = :at,"
+                            " locked_by = NULL, deaths = deaths + 1, last_error = :error"
+                            " WHERE id = :id AND state = 'running' AND locked_by = :holder"
+                        ),
+                        {
+                            "id": job_id,
+                            "at": time.time() + delay,
+                            "holder": holder,
+                            "error": f"The worker running it ({holder}) died"
+                            f" ({deaths + 1} times so far); given back in {delay:.0f} s.",
+                        },
+                    )
+                    released += getattr(result, "rowcount", 0) or 0
         return released
 
     async def wait_for_work(self, names: Collection[str], timeout: float) -> None:
