@@ -60,6 +60,24 @@ async def test_a_retried_dead_job_finishes_its_failed_post(glimpse: Glimpse) -> 
 
 
 @pytest.mark.local_disk  # (moves files of the media folder by hand)
+async def test_a_job_buried_for_its_worker_deaths_shows_them_and_gets_a_fresh_start(
+    glimpse: Glimpse,
+) -> None:
+    headers = await glimpse.signup()
+    await _fail_by_losing_the_original(glimpse, headers)
+    async with glimpse.container.db.write() as session:  # as if 20 workers had died under it
+        await session.execute(
+            update(Job).where(Job.state == JobState.DEAD).values(deaths=20, attempts=21)
+        )
+    [dead] = await admin_jobs.list_jobs(glimpse.container, JobState.DEAD, 10)
+    assert (dead.attempts, dead.worker_deaths) == (1, 20)  # only the failure counts
+    assert "1/5 +20 worker deaths" in dead.as_text(time.time())
+    await admin_jobs.retry_dead_jobs(glimpse.container, [dead.id])
+    [again] = await admin_jobs.list_jobs(glimpse.container, JobState.QUEUED, 10)
+    assert (again.attempts, again.worker_deaths) == (0, 0)
+
+
+@pytest.mark.local_disk  # (moves files of the media folder by hand)
 async def test_a_post_is_processing_again_only_once_none_of_its_media_is_failed(
     glimpse: Glimpse,
 ) -> None:

@@ -83,8 +83,13 @@ def test_sigkill_a_worker_mid_job(
         while tally.injected < KILLS:
             attempts += 1
             assert attempts < KILLS * 4, f"only {tally.injected} kills landed inside a job"
-            if _pipeline_jobs_waiting(stack) < 2:
-                upload(2)  # never run dry
+            # Never run dry, and spread the kills: a kill lands before a photo's job can finish
+            # (its decoding child alone takes longer to start), so the jobs waiting take every
+            # kill between them (100 kills on 8 posts: 14 to 17 deaths for one job, near the 20
+            # that bury a job as the likely killer of its workers, job_max_worker_deaths; on
+            # 12 posts, with 8 kept waiting: 10).
+            if _pipeline_jobs_waiting(stack) < 8:
+                upload(2)
             doomed = stack.worker(0, WORKER_ENV)
             processes.append(doomed)
             deadline = time.monotonic() + 60
