@@ -1009,6 +1009,7 @@ async def test_a_large_file_s_range_is_streamed_in_chunks_to_its_last_byte(
         assert part.headers["content-range"] == f"bytes {first}-{last}/{len(whole)}"
 
 
+@pytest.mark.local_disk  # (removes a file of the media folder by hand)
 @pytest.mark.parametrize(
     "settings",
     [{"origin_cache_bytes": 2**20, "origin_cache_ttl_seconds": 3600}],

@@ -276,14 +276,21 @@ async def _store_processed(
     guard_seconds: float,
 ) -> None:
     """Store the variants, then record them (and finish the post if it was the last item)."""
+    posts: list[int] = []
 
     async def record(session: AsyncSession, keys: list[str]) -> bool:
         current = await repository.get_media(session, media_id)
+        if current is not None:
+            posts.append(current.post_id)
         return current is not None and await service.record_processed_media(
             session, container.ids, container.settings, current, processed, keys, container.now()
         )
 
     await _store_and_record(container, processed.variants, record, guard_seconds=guard_seconds)
+    # A run again (jobs are at least once) may record other variants than the summaries kept
+    # of the post list: a video encoder does not always give the same bytes, and the replaced
+    # renditions are purged. Those summaries go, as when AVIF copies are added.
+    await container.post_summaries.forget(posts)
 
 
 Variant = images.EncodedVariant | video.VideoFile
