@@ -539,6 +539,43 @@ async def test_transcoding_twice_gives_the_same_files_and_one_ready_post(
     assert me["post_count"] == 1
 
 
+async def test_renditions_a_second_run_replaced_are_the_ones_the_post_lists(
+    glimpse: Glimpse, clips: dict[str, Clip], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The encoder's bytes may differ from run to run: a run again (at least once) records other
+    # renditions, and the old ones are purged. The post must list the new ones at once, not a
+    # summary kept of it (backends/summaries) that links files gone.
+    from glimpse.media import decoding, video
+
+    headers = await glimpse.signup()
+    response = await glimpse.upload(headers, files=[("clip.webm", clips["vp9"].path.read_bytes())])
+    post = await process(glimpse, headers, response)
+    before = {v["url"] for v in post["media"][0]["variants"]}
+    async with glimpse.container.db.read() as session:
+        media_id = (await session.execute(select(Media.id))).scalar_one()
+    real = decoding.transcode_in_child
+
+    def other_bytes(*args: Any, **kwargs: Any) -> video.ProcessedVideo:
+        processed: video.ProcessedVideo = real(*args, **kwargs)
+        variants = []
+        for variant in processed.variants:
+            if isinstance(variant, video.VideoFile):
+                with variant.path.open("ab") as out:
+                    out.write(b"\0")  # (trailing bytes after the last box: players ignore them)
+                variant = dataclasses.replace(variant, size=variant.size + 1)
+            variants.append(variant)
+        return dataclasses.replace(processed, variants=variants)
+
+    monkeypatch.setattr(decoding, "transcode_in_child", other_bytes)
+    await posts_jobs.transcode_video(glimpse.container, {"media_id": media_id})
+    await glimpse.run_jobs()
+    again = (await glimpse.client.get(f"/api/v1/posts/{post['id']}", headers=headers)).json()
+    urls = {v["url"] for v in again["media"][0]["variants"]}
+    assert urls != before and len(urls) == len(before)
+    for url in urls:
+        assert (await glimpse.client.get(url, headers=headers)).status_code == 200
+
+
 async def test_a_deleted_video_post_leaves_no_files(
     glimpse: Glimpse, clips: dict[str, Clip]
 ) -> None:
