@@ -41,9 +41,10 @@ class Job(Base):
     # late writes of a run that lost its lease, and a broker's stale news, are told apart by.
     attempts: Mapped[int] = mapped_column(default=0)
     max_attempts: Mapped[int]
-    # How many of those runs ended with their worker dead (killed, out of memory, a lease that
-    # ran out): not the job's failures, so they do not count against max_attempts, and a job is
-    # buried for them only after `job_max_worker_deaths`, in case it is what kills its workers.
+    # How many of those runs ended with their worker dead on this machine (killed, out of
+    # memory: its process gone; a lease that ran out is an attempt): not the job's failures, so
+    # they do not count against max_attempts, and a job is buried for them only after
+    # `job_max_worker_deaths`, in case it is what kills its workers.
     deaths: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     available_at: Mapped[float] = mapped_column(Float)
     locked_by: Mapped[str | None] = mapped_column(String(64), default=None)
