@@ -71,14 +71,43 @@ def postgres_databases() -> Iterator[PostgresDatabases]:
     databases.close()
 
 
+# The stacks a test can run on: the embedded default (SQLite, the local disk, the SQL queue and
+# feed store) and the whole scale stack (PostgreSQL, S3, Redis and RabbitMQ).
+STACKS = ("embedded", "scale")
+
+
+def chosen_stacks() -> tuple[str, ...]:
+    """The stacks the API tests run on (tests/api/conftest.py): each in turn, or the one that
+    GLIMPSE_TEST_STACK names (`embedded` or `scale`; `both` is the default)."""
+    value = os.environ.get("GLIMPSE_TEST_STACK", "both").lower()
+    if value == "both":
+        return STACKS
+    if value not in STACKS:
+        raise ValueError(f"GLIMPSE_TEST_STACK must be one of {(*STACKS, 'both')}, not {value!r}")
+    return (value,)
+
+
 @pytest.fixture
-def database(request: pytest.FixtureRequest) -> str:
-    """Which database the test runs on: GLIMPSE_TEST_DATABASE (sqlite by default), or each in
-    turn for a test marked @ON_EVERY_DATABASE (tests/databases.py). A test marked `embedded`
-    is about the embedded default itself, and keeps SQLite whatever the switches say."""
+def stack(request: pytest.FixtureRequest) -> str:
+    """The stack the test runs on: its parameter (every API test runs on each stack), else the
+    scale stack under GLIMPSE_TEST_STACK=scale, else the embedded default. A test marked
+    `embedded` is about the embedded default itself, and keeps it whatever the switches say."""
+    if request.node.get_closest_marker("embedded") is not None:
+        return "embedded"
+    param = getattr(request, "param", None)
+    if param is not None:
+        return str(param)
+    return "scale" if os.environ.get("GLIMPSE_TEST_STACK") == "scale" else "embedded"
+
+
+@pytest.fixture
+def database(request: pytest.FixtureRequest, stack: str) -> str:
+    """Which database the test runs on: GLIMPSE_TEST_DATABASE (by default SQLite on the
+    embedded stack, PostgreSQL on the scale stack), or each in turn for a test marked
+    @ON_EVERY_DATABASE (tests/databases.py). A test marked `embedded` keeps SQLite."""
     if request.node.get_closest_marker("embedded") is not None:
         return "sqlite"
-    return str(getattr(request, "param", None) or chosen_database())
+    return str(getattr(request, "param", None) or chosen_database(stack))
 
 
 @pytest.fixture
@@ -94,15 +123,16 @@ def database_url(database: str, request: pytest.FixtureRequest) -> Iterator[str]
 
 
 @pytest.fixture
-def settings(tmp_path: Path, request: pytest.FixtureRequest, database_url: str) -> Settings:
+def settings(
+    tmp_path: Path, request: pytest.FixtureRequest, stack: str, database_url: str
+) -> Settings:
     """Fresh settings under tmp_path; a test changes some by indirect parametrisation
     (`@pytest.mark.parametrize("settings", [{"max_image_bytes": 1000}], indirect=True)`)."""
     # GLIMPSE_TEST_STORAGE=s3 runs the same tests over an S3 bucket of their own (moto_server),
     # GLIMPSE_TEST_CACHE=redis with feeds and budgets in Redis, GLIMPSE_TEST_QUEUE=rabbitmq with
-    # jobs delivered by RabbitMQ; GLIMPSE_TEST_STACK=scale does all three, on PostgreSQL too
-    # (tests/databases.py): the whole scale stack, each test on its own database, bucket, key
-    # prefix and queue prefix.
-    scale = os.environ.get("GLIMPSE_TEST_STACK") == "scale"
+    # jobs delivered by RabbitMQ; the scale stack does all three, on PostgreSQL too
+    # (tests/databases.py), each test on its own database, bucket, key prefix and queue prefix.
+    scale = stack == "scale"
     backends: dict[str, str] = {}
     # A test marked `embedded` keeps every embedded backend (its database: see `database`).
     embedded = request.node.get_closest_marker("embedded") is not None

@@ -95,8 +95,8 @@ def with_database(url: str, name: str) -> str:
     return f"{base}/{name}"
 
 
-def chosen_database() -> str:
-    default = "postgresql" if os.environ.get("GLIMPSE_TEST_STACK") == "scale" else "sqlite"
+def chosen_database(stack: str) -> str:
+    default = "postgresql" if stack == "scale" else "sqlite"
     kind = os.environ.get("GLIMPSE_TEST_DATABASE", default).lower()
     if kind not in DATABASES:
         raise ValueError(f"GLIMPSE_TEST_DATABASE must be one of {DATABASES}, not {kind!r}")

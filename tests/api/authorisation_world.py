@@ -180,14 +180,15 @@ def _matrix_settings(folder: Path, database_url: str, backends: dict[str, str]) 
 def matrix_settings(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Settings]:
-    """Settings for the module's one world: on the embedded default, or (as tests/conftest.py
-    does per test) on PostgreSQL, S3, Redis and RabbitMQ under GLIMPSE_TEST_STACK=scale and
-    the switches of one backend each."""
-    scale = os.environ.get("GLIMPSE_TEST_STACK") == "scale"
+    """Settings for the module's one world, on the stack it is parametrised with
+    (tests/api/conftest.py): the embedded default (with the switches of one backend each), or,
+    as tests/conftest.py does per test, PostgreSQL, S3, Redis and RabbitMQ."""
+    stack = str(getattr(request, "param", None) or "embedded")
+    scale = stack == "scale"
     backends: dict[str, str] = {}
     cleanups = []
     database_url = ""
-    if chosen_database() == "postgresql":
+    if chosen_database(stack) == "postgresql":
         databases: PostgresDatabases = request.getfixturevalue("postgres_databases")
         database_url = databases.fresh()
         cleanups.append(lambda: databases.drop(database_url))

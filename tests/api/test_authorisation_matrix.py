@@ -41,7 +41,6 @@ from tests.api.authorisation_world import (
     VIDEO_CAPTION,
     World,
     build_world,
-    matrix_settings,  # noqa: F401  (the module's settings fixture, used by `world`)
 )
 from tests.clips import Clip
 from tests.conftest import jpeg_bytes
@@ -319,8 +318,8 @@ async def test_every_route_of_the_app_has_a_row() -> None:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def world(request: pytest.FixtureRequest, clips: dict[str, Clip]) -> AsyncIterator[World]:
-    settings: Settings = request.getfixturevalue("matrix_settings")
+async def world(matrix_settings: Settings, clips: dict[str, Clip]) -> AsyncIterator[World]:
+    settings = matrix_settings
     async for built in build_world(settings, clips["rotated"]):
         yield built
 

@@ -1,5 +1,5 @@
 """AVIF copies of photos (issue 19 item 4): `w1080` and `w640` in AVIF, made by a job that follows
-a post becoming ready, on the embedded stack and on S3 with jobs delivered by RabbitMQ. They decode,
+a post becoming ready, on the embedded stack and the scale stack (S3, jobs delivered by RabbitMQ). They decode,
 match the WebP's dimensions and pixels, are listed once made, never delay `ready`, survive a
 delivery twice or a crash between storing and recording, and leave the store with their post."""
 
@@ -33,31 +33,12 @@ PHOTO = "camera/DSCN0010.jpg"  # 640x480: w1080 and w640 are both its own size
 LARGE_PHOTO = "orientation/Landscape_6.jpg"  # rotated by EXIF: 1800x1200 upright
 
 
-@pytest.fixture(params=["embedded", "s3+rabbitmq"])
-def stack(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
-def settings(settings: Settings, stack: str, request: pytest.FixtureRequest) -> Settings:
-    """AVIF copies on (conftest switches them off for every other test), on each stack."""
+def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    """AVIF copies on (conftest switches them off for every other test), on each stack
+    (tests/api/conftest.py)."""
     update: dict[str, Any] = {"avif_enabled": True, "origin_cache_bytes": 0}
-    if stack != "embedded":
-        update["storage_url"] = request.getfixturevalue("s3_server").storage_url()
-        update["queue_url"] = request.getfixturevalue("broker").url()
     return settings.model_copy(update={**update, **getattr(request, "param", {})})
-
-
-def _avif_only_on_rabbitmq_when_reachable(stack: str) -> None:
-    if stack != "embedded":
-        from tests.broker import require_broker
-
-        require_broker()
-
-
-@pytest.fixture(autouse=True)
-def _broker_checked(stack: str) -> None:
-    _avif_only_on_rabbitmq_when_reachable(stack)
 
 
 async def upload(glimpse: Glimpse, headers: Headers, photo: str, **fields: Any) -> str:

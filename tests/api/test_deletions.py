@@ -1,12 +1,9 @@
 """Deleting a post, a story or a comment takes its files (originals included) out of the store
 and its entries out of the cached feeds: the store and the cache are listed before and after, on
-the embedded stack and on S3 + Redis."""
+the embedded stack and the scale stack (S3, Redis)."""
 
 from __future__ import annotations
 
-import pytest
-
-from glimpse.config import Settings
 from tests.api.privacy_helpers import cached_feeds, keys_of, stored_keys
 from tests.api.social import feed, follow, user_id
 from tests.api.test_posts import publish
@@ -14,20 +11,6 @@ from tests.api.test_stories import post_story
 from tests.conftest import Glimpse, assert_error, jpeg_bytes
 
 Headers = dict[str, str]
-
-
-@pytest.fixture(params=["embedded", "s3+redis"])
-def stack(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def settings(settings: Settings, stack: str, request: pytest.FixtureRequest) -> Settings:
-    update = dict(getattr(request, "param", {}))
-    if stack != "embedded":
-        update["storage_url"] = request.getfixturevalue("s3_server").storage_url()
-        update["cache_url"] = request.getfixturevalue("redis_url")
-    return settings.model_copy(update=update)
 
 
 async def test_a_deleted_post_leaves_the_store_and_every_cached_feed(glimpse: Glimpse) -> None:

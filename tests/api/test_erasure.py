@@ -1,5 +1,5 @@
-"""Erasing an account (DELETE /api/v1/me, issue 20 item 4), on the embedded stack and on S3 +
-Redis: the store and the cache are listed before and after, every table is searched for the
+"""Erasing an account (DELETE /api/v1/me, issue 20 item 4), on the embedded stack and the
+scale stack: the store and the cache are listed before and after, every table is searched for the
 account's id, the counters of the others are checked, and a run that dies midway is finished by
 the next without losing or leaving anything."""
 
@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from glimpse.config import Settings
 from glimpse.posts import routes as posts_routes
 from glimpse.privacy import erasure
 from glimpse.privacy import repository as privacy_repository
@@ -24,22 +23,6 @@ from tests.conftest import Glimpse, assert_error, jpeg_bytes
 
 Headers = dict[str, str]
 PASSWORD = "correct horse"
-
-
-@pytest.fixture(params=["embedded", "s3+redis"])
-def stack(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def settings(settings: Settings, stack: str, request: pytest.FixtureRequest) -> Settings:
-    """Each test on the embedded stack, and on an S3 bucket with feeds in Redis. (A test's own
-    settings come by indirect parametrisation, as in conftest.)"""
-    update = dict(getattr(request, "param", {}))
-    if stack != "embedded":
-        update["storage_url"] = request.getfixturevalue("s3_server").storage_url()
-        update["cache_url"] = request.getfixturevalue("redis_url")
-    return settings.model_copy(update=update)
 
 
 async def erase(glimpse: Glimpse, headers: Headers, password: str = PASSWORD) -> Any:

@@ -13,7 +13,6 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from glimpse.config import Settings
 from glimpse.privacy import archive as archive_module
 from glimpse.privacy import repository as privacy_repository
 from glimpse.privacy.archive import ExportWriter
@@ -25,19 +24,6 @@ from tests.conftest import Glimpse, assert_error, jpeg_bytes
 
 Headers = dict[str, str]
 DAY = 86400
-
-
-@pytest.fixture(params=["embedded", "s3"])
-def stack(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def settings(settings: Settings, stack: str, request: pytest.FixtureRequest) -> Settings:
-    update = dict(getattr(request, "param", {}))
-    if stack == "s3":
-        update["storage_url"] = request.getfixturevalue("s3_server").storage_url()
-    return settings.model_copy(update=update)
 
 
 @pytest.fixture

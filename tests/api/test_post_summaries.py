@@ -212,3 +212,28 @@ async def test_going_private_is_never_taken_from_a_summary(
         assert all("sig=" in v["url"] for v in again["media"][0]["variants"])
         response = await process.client.get(f"/api/v1/posts/{post['id']}", headers=carol)
         assert response.status_code == 404
+
+
+async def test_the_web_post_page_and_profile_grid_keep_and_use_the_summaries(
+    glimpse: Glimpse,
+) -> None:
+    from tests.api.test_web_pages import fresh_client, web_sign_up
+
+    alice = await glimpse.signup("alice")
+    post = await publish(glimpse, alice)
+    key = post["media"][0]["variants"][0]["url"]
+    async with fresh_client(glimpse) as browser:
+        await web_sign_up(browser, "bob")
+        for path in (f"/p/{post['id']}", "/alice"):
+            await glimpse.container.post_summaries.forget([int(post["id"])])
+            assert await redis_summary_ids(glimpse) == set()
+            page = await browser.get(path)
+            assert page.status_code == 200 and key.split("?")[0] in page.text
+            # The page kept the post's summary (in Redis, for every process) ...
+            assert await redis_summary_ids(glimpse) == {int(post["id"])}
+            # ... and the next page is made from it: a summary changed by hand shows.
+            cache = glimpse.container.post_summaries
+            [summary] = (await cache.get_many([int(post["id"])])).values()
+            marked = [{**summary[0], "alt_text": "from-the-kept-summary"}]
+            await cache.put_many({int(post["id"]): marked})
+            assert "from-the-kept-summary" in (await browser.get(path)).text

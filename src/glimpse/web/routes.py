@@ -494,7 +494,9 @@ async def post_page(request: Request, post_id: str) -> Response:
     async with container.db.read() as session:
         post = await posts.get_visible_post(session, int(post_id), me)
         comments, more = await engagement.list_comments(session, post.id, me, None, 50)
-    [view] = await post_view_data(container.db, [PostRow.of(post)], me, container.media_urls)
+    [view] = await post_view_data(
+        container.db, [PostRow.of(post)], me, container.media_urls, container.post_summaries
+    )
     return await _page(
         request,
         "post.html",
@@ -544,7 +546,11 @@ async def profile(request: Request, username: str) -> Response:
         except Forbidden:  # a private account the viewer does not follow
             found, more, highlights, private = [], False, [], True
     grid = await post_view_data(
-        container.db, [PostRow.of(p) for p in found], me, container.media_urls
+        container.db,
+        [PostRow.of(p) for p in found],
+        me,
+        container.media_urls,
+        container.post_summaries,
     )
     return await _page(
         request,
