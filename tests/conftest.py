@@ -285,3 +285,17 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Clip]:
 
 # Where the HEVC clip says it was filmed (ISO 6709, as an iPhone writes it in its QuickTime atoms).
 GPS_LOCATION = "+27.5916+086.5640+8850/"
+
+
+# The folders whose tests wait on real processes, servers and browsers (a minute or two each,
+# some of them): they start first, so that the two xdist workers share them out at the start of
+# a run instead of one worker finishing them alone at its end.
+_LONG_FIRST = ("tests/faults/", "tests/e2e/")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid
+        return next((i for i, prefix in enumerate(_LONG_FIRST) if path.startswith(prefix)), 99)
+
+    items.sort(key=rank)  # (stable: each folder keeps its own order)
