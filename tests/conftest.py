@@ -88,7 +88,7 @@ def chosen_stacks() -> tuple[str, ...]:
 
 
 @pytest.fixture
-def stack(request: pytest.FixtureRequest) -> str:
+def stack_kind(request: pytest.FixtureRequest) -> str:
     """The stack the test runs on: its parameter (every API test runs on each stack), else the
     scale stack under GLIMPSE_TEST_STACK=scale, else the embedded default. A test marked
     `embedded` is about the embedded default itself, and keeps it whatever the switches say."""
@@ -101,13 +101,13 @@ def stack(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def database(request: pytest.FixtureRequest, stack: str) -> str:
+def database(request: pytest.FixtureRequest, stack_kind: str) -> str:
     """Which database the test runs on: GLIMPSE_TEST_DATABASE (by default SQLite on the
     embedded stack, PostgreSQL on the scale stack), or each in turn for a test marked
     @ON_EVERY_DATABASE (tests/databases.py). A test marked `embedded` keeps SQLite."""
     if request.node.get_closest_marker("embedded") is not None:
         return "sqlite"
-    return str(getattr(request, "param", None) or chosen_database(stack))
+    return str(getattr(request, "param", None) or chosen_database(stack_kind))
 
 
 @pytest.fixture
@@ -124,7 +124,7 @@ def database_url(database: str, request: pytest.FixtureRequest) -> Iterator[str]
 
 @pytest.fixture
 def settings(
-    tmp_path: Path, request: pytest.FixtureRequest, stack: str, database_url: str
+    tmp_path: Path, request: pytest.FixtureRequest, stack_kind: str, database_url: str
 ) -> Settings:
     """Fresh settings under tmp_path; a test changes some by indirect parametrisation
     (`@pytest.mark.parametrize("settings", [{"max_image_bytes": 1000}], indirect=True)`)."""
@@ -132,7 +132,7 @@ def settings(
     # GLIMPSE_TEST_CACHE=redis with feeds and budgets in Redis, GLIMPSE_TEST_QUEUE=rabbitmq with
     # jobs delivered by RabbitMQ; the scale stack does all three, on PostgreSQL too
     # (tests/databases.py), each test on its own database, bucket, key prefix and queue prefix.
-    scale = stack == "scale"
+    scale = stack_kind == "scale"
     backends: dict[str, str] = {}
     # A test marked `embedded` keeps every embedded backend (its database: see `database`).
     embedded = request.node.get_closest_marker("embedded") is not None

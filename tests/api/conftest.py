@@ -18,4 +18,4 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         # The authorisation matrix builds one world a module and stack.
         metafunc.parametrize("matrix_settings", chosen_stacks(), indirect=True, scope="module")
     elif "settings" in metafunc.fixturenames:
-        metafunc.parametrize("stack", chosen_stacks(), indirect=True)
+        metafunc.parametrize("stack_kind", chosen_stacks(), indirect=True)

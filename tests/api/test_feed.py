@@ -1,7 +1,7 @@
 """The home feed through the real app: fan-out on write and its undoing, the hybrid merge of
 large accounts, rebuilds, scrolling past the cache, ranking, and cursors that stay stable while
-likes and new posts change the ranking (API.md, "Feed"). Every test runs over both feed stores:
-the embedded tables and Redis."""
+likes and new posts change the ranking (API.md, "Feed"). Every test runs over both feed stores,
+as the stacks have them (tests/api/conftest.py): the embedded tables and Redis."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from collections.abc import Collection
 import pytest
 from sqlalchemy import text
 
-from glimpse.config import Settings
 from glimpse.feed.ranking import Candidate, rank_candidates
 from glimpse.ids import id_timestamp_ms
 from tests.api.social import (
@@ -29,19 +28,6 @@ from tests.api.social import (
 )
 from tests.api.test_posts import publish
 from tests.conftest import Glimpse, assert_error
-from tests.redis_service import redis_url  # noqa: F401  (a fixture)
-
-
-@pytest.fixture(params=["sql", "redis"])
-def feed_cache(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def settings(settings: Settings, feed_cache: str, request: pytest.FixtureRequest) -> Settings:
-    if feed_cache == "redis":
-        return settings.model_copy(update={"cache_url": request.getfixturevalue("redis_url")})
-    return settings
 
 
 async def entries_of(glimpse: Glimpse, viewer: int) -> list[int]:

@@ -1,7 +1,7 @@
 """Throttling through the real app: budgets per token and per address, exact under
 concurrency, API.md's 429, RateLimit-* headers, and sign-in failures that cannot lock the
-owner out. Every test runs with the counts in this process's memory and in Redis (shared by
-every API process, GLIMPSE_CACHE_URL)."""
+owner out. Every test runs with the counts in this process's memory (the embedded stack) and in Redis
+(shared by every API process; the scale stack, tests/api/conftest.py)."""
 
 from __future__ import annotations
 
@@ -11,22 +11,7 @@ from collections import Counter
 import httpx
 import pytest
 
-from glimpse.config import Settings
 from tests.conftest import Glimpse, assert_error
-from tests.redis_service import redis_url  # noqa: F401  (a fixture)
-
-
-@pytest.fixture(params=["memory", "redis"])
-def counts_in(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def settings(settings: Settings, counts_in: str, request: pytest.FixtureRequest) -> Settings:
-    if counts_in == "redis":
-        return settings.model_copy(update={"cache_url": request.getfixturevalue("redis_url")})
-    return settings
-
 
 ALICE = {"username": "alice", "password": "correct horse"}
 GENEROUS = "api=1000/minute;upload=1000/minute;signin_failures=1000/minute;signup=1000/minute"
