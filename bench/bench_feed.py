@@ -668,6 +668,28 @@ SERVER_SCRIPT = textwrap.dedent(
     async def hello() -> dict:
         return HELLO
 
+    # The floor of a feed page: the feed route's own authentication of the caller (its token
+    # looked up, as every feed read does), then one first page's bytes, encoded once and kept.
+    # What a ranked page costs above this is the feed's own work; what this costs above hello
+    # no feed code can save.
+    import orjson
+    from fastapi import Request, Response
+
+    from glimpse.api.deps import get_caller_id
+    from glimpse.feed.routes import feed_page_data
+
+    FLOOR = {}
+
+    @app.get("/bench-floor")
+    async def bench_floor(request: Request) -> Response:
+        container = request.app.state.container
+        viewer_id = await get_caller_id(request, container)
+        body = FLOOR.get("page")
+        if body is None:
+            page = await feed_page_data(container, viewer_id, 20, None, "ranked")
+            body = FLOOR["page"] = orjson.dumps(page)
+        return Response(body, media_type="application/json")
+
     # Garbage-collector pauses in this process, per generation (a bench probe, not the app's).
     import gc
     import time
@@ -1162,6 +1184,7 @@ def feed_reads(
         first = [f"/api/v1/feed?limit=20\t{t}" for _, t in viewers]
         latest = [f"/api/v1/feed?limit=20&order=latest\t{t}" for _, t in viewers]
         hello = ["/hello\t" + viewers[0][1]]
+        floor = [f"/bench-floor\t{t}" for _, t in viewers]
         result["page"] = page_stats(server.base, viewers)
         walked = viewers[: args.deep_viewers]
         deep, sizes = asyncio.run(walk_to_page(server.base, walked, "ranked", args.deep_page))
@@ -1184,6 +1207,7 @@ def feed_reads(
         run_wrk(server, first, max(3.0, args.seconds / 3), args.connections, work)
         runs = [
             ("hello", hello),
+            ("floor: auth + kept page", floor),
             ("first page, ranked", first),
             ("first page, latest", latest),
             (f"page {args.deep_page}, ranked", deep),
