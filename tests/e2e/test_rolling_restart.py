@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 from PIL import Image
@@ -35,6 +36,7 @@ class Load:
         self.base, self.tokens = base, tokens
         self.answers: list[tuple[str, int | str]] = []
         self.accepted: list[tuple[str, str]] = []  # (user, post id)
+        self.retried = 0  # 503s with Retry-After, tried again
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(u,)) for u in tokens]
 
@@ -56,15 +58,30 @@ class Load:
                 try:
                     if n % 3 == 0:
                         files = [("file", (f"{user}{n}.jpg", _jpeg(n), "image/jpeg"))]
-                        response = client.post("/api/v1/posts", files=files)
+                        response = self._send(client, "POST", "/api/v1/posts", files=files)
                         if response.status_code == 202:
                             self.accepted.append((user, response.json()["id"]))
                         self.answers.append(("upload", response.status_code))
                     else:
-                        response = client.get("/api/v1/feed", params={"order": "latest"})
+                        params = {"order": "latest"}
+                        response = self._send(client, "GET", "/api/v1/feed", params=params)
                         self.answers.append(("feed", response.status_code))
                 except httpx.HTTPError as exc:
                     self.answers.append(("error", f"{type(exc).__name__}: {exc}"))
+
+    def _send(self, client: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """As a client of API.md does: the app's 503 with Retry-After (on a loaded machine, the
+        embedded database's write lock held past its 5 s wait) is tried again, up to three
+        times. A request a restart drops is the proxy's 502 or a broken connection, neither of
+        which is retried, so the test still fails on it."""
+        for _ in range(3):
+            response = client.request(method, path, **kwargs)
+            retry_after = response.headers.get("retry-after")
+            if response.status_code != 503 or retry_after is None:
+                return response
+            self.retried += 1
+            time.sleep(min(1.0, float(retry_after)))
+        return client.request(method, path, **kwargs)
 
     def since(self, mark: int) -> list[tuple[str, int | str]]:
         return self.answers[mark:]
@@ -120,7 +137,9 @@ def test_a_rolling_restart_under_load_fails_no_request_and_loses_no_post(
         assert all(proxy.connections[api.port] > 0 for api in apis)
 
         # Every accepted upload becomes a ready post: no job was lost with a process.
-        deadline = time.monotonic() + 90
+        # A lost job is a post that stops getting ready: wait while posts still do (one worker
+        # on a loaded machine takes minutes over a few hundred), and not a minute past the last.
+        deadline = time.monotonic() + 60
         pending = set(load.accepted)
         with httpx.Client(base_url=proxy.base, timeout=30) as client:
             while pending and time.monotonic() < deadline:
@@ -129,6 +148,7 @@ def test_a_rolling_restart_under_load_fails_no_request_and_loses_no_post(
                     status = client.get(f"/api/v1/posts/{post_id}", headers=headers).json()
                     if status["status"] == "ready":
                         pending.discard((user, post_id))
+                        deadline = time.monotonic() + 60
                     else:
                         assert status["status"] == "processing", status
                 time.sleep(0.3)
@@ -136,7 +156,7 @@ def test_a_rolling_restart_under_load_fails_no_request_and_loses_no_post(
         assert len(load.accepted) > 0
         print(
             f"\nrolling restart: {len(load.answers)} requests, {len(load.accepted)} uploads,"
-            f" 0 failed; during each restart: {phases}"
+            f" 0 failed, {load.retried} 503s tried again; during each restart: {phases}"
         )
     finally:
         proxy.close()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import random
+import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import make_url, select, update
 
 from glimpse.config import Settings
 from glimpse.container import build_container
@@ -83,3 +85,24 @@ async def test_containers_lease_distinct_nodes_and_release_them_on_close(
         await first.close()
         await second.close()
     assert await leases(db) == {}
+
+
+async def test_a_process_starting_while_another_holds_the_write_lock_waits_for_it(
+    settings: Settings, db: Database
+) -> None:
+    """On a loaded machine a sibling can hold an embedded database's write lock past the busy
+    timeout; a process starting (a rolling restart's) then waits instead of dying."""
+    if not settings.is_sqlite:
+        pytest.skip("the write lock of the embedded database")
+    path = make_url(settings.resolved_database_url).database
+    assert path
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    threading.Timer(1.0, holder.rollback).start()
+    container = build_container(settings.model_copy(update={"database_busy_timeout_ms": 100}))
+    try:
+        await container.start()  # the lock outlasts ten busy timeouts
+        assert set(await leases(db)) == {container.ids.node}
+    finally:
+        await container.close()
+        holder.close()
