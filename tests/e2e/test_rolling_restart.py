@@ -93,8 +93,10 @@ def test_a_rolling_restart_under_load_fails_no_request_and_loses_no_post(
     start_worker: Callable[..., Worker],
 ) -> None:
     data_dir = tmp_path / "data"
-    # Drain for longer than the proxy takes to notice (it checks every 0.2 s).
-    env = {"GLIMPSE_SHUTDOWN_DRAIN_SECONDS": "1.5", "GLIMPSE_SHUTDOWN_GRACE_SECONDS": "20"}
+    # Drain for longer than the proxy can take to notice: it checks every 0.2 s, one backend
+    # after the other, each check given up to 1 s (reached on a loaded machine: 1.5 s of
+    # draining once let a request through to a process that then closed).
+    env = {"GLIMPSE_SHUTDOWN_DRAIN_SECONDS": "4", "GLIMPSE_SHUTDOWN_GRACE_SECONDS": "20"}
     apis = [start_server(data_dir, "--no-workers", env=env) for _ in range(2)]
     worker = start_worker(data_dir, env)
     proxy = Proxy([api.port for api in apis])
