@@ -288,7 +288,7 @@ def build_graph(
     with clock.step(f"load users ({n_users:,})"):
         load(
             "users",
-            11,
+            12,
             (
                 (
                     user_ids[i],
@@ -302,6 +302,7 @@ def build_graph(
                     len(following[i]),
                     sql_time(joined[i]),
                     1 if i in pull_set else 0,
+                    None,  # disabled_at (migration 0009)
                 )
                 for i in range(n_users)
             ),
@@ -351,6 +352,8 @@ def build_graph(
                     1350,
                     "LEHV6nWB2yk8pyo0adR*.7kCMdnj",
                     sql_time(ms),
+                    None,  # duration_s (videos only)
+                    None,  # progress (while a video transcodes)
                 )
 
         def variant_rows() -> Iterator[tuple[Any, ...]]:
@@ -361,7 +364,7 @@ def build_graph(
                     ext = "jpg" if ctype == "image/jpeg" else "webp"
                     yield (pid, name, ctype, w, h, f"v/{digest[:2]}/{digest}.{ext}", size)
 
-        load("media", 14, media_rows())
+        load("media", 16, media_rows())
         load("media_variants", 7, variant_rows())
 
     with clock.step(f"load follows ({n_follows:,})"):
@@ -716,6 +719,10 @@ SERVER_SCRIPT = textwrap.dedent(
         for p in pauses.values():
             p.clear()
         return summary
+
+    # Ahead of the web app's /{username}, which would take them for profiles.
+    ours = [r for r in app.router.routes if getattr(r, "path", "").startswith(("/hello", "/bench-"))]
+    app.router.routes[:] = ours + [r for r in app.router.routes if r not in ours]
 
     uvicorn.run(
         app,
