@@ -148,6 +148,47 @@ async def test_an_answer_without_the_fields_s3_sends_is_storage_unavailable(
         server.close()
 
 
+async def test_keys_a_batch_delete_could_not_remove_are_unavailable_not_gone(
+    tmp_path: Path,
+) -> None:
+    # DeleteObjects answers 200 even when it removed none of the keys: those it could not
+    # remove are in its Errors list. They are still there, so the purge that asked must try
+    # again later (StorageUnavailable), not forget them as deleted.
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "x")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "x")
+    refused = (
+        b'<?xml version="1.0" encoding="UTF-8"?>'
+        b'<DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+        b"<Error><Key>v/ab/kept.jpg</Key><Code>AccessDenied</Code>"
+        b"<Message>Access Denied</Message></Error></DeleteResult>"
+    )
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while head := await reader.readuntil(b"\r\n\r\n"):
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+            body = refused if head.startswith(b"POST ") and b"delete" in head.split()[1] else b""
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            await writer.drain()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    storage = storage_from_url(
+        f"s3://media?endpoint=http://127.0.0.1:{port}", staging_dir=tmp_path / "staging"
+    )
+    try:
+        with pytest.raises(StorageUnavailable, match="AccessDenied"):
+            await asyncio.wait_for(
+                storage.delete_many(["v/ab/gone.jpg", "v/ab/kept.jpg"]), timeout=60
+            )
+    finally:
+        await storage.close()
+        server.close()
+
+
 def _client_error(code: str, status: int) -> ClientError:
     return ClientError(
         {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}},
