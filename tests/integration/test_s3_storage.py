@@ -121,6 +121,7 @@ async def test_a_bucket_gone_from_under_the_store_is_unavailable_for_writes(
         await s3.delete_bucket(Bucket=storage.bucket)
         for call in (
             storage.put_bytes("v/ab/x.jpg", b"x", "image/jpeg"),
+            storage.delete("v/ab/x.jpg"),
             storage.delete_many(["v/ab/x.jpg"]),
             storage.list_keys("v/ab"),
         ):
