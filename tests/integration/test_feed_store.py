@@ -146,10 +146,13 @@ async def test_pushes_keep_a_feed_near_its_cap(make_store: MakeStore) -> None:
 async def test_a_trim_keeps_exactly_the_cap_and_the_oldest_kept_is_the_horizon(
     make_store: MakeStore,
 ) -> None:
-    store = make_store(10)  # trimmed once past 11 entries
+    store = make_store(10)  # trimmed once past 11 entries (a tenth over the cap)
     await built(store, [])
-    for post_id in range(1, 13):
+    for post_id in range(1, 12):
         await store.push(post_id, A, [U])
+    assert await entries_of(store) == [(p, A) for p in range(11, 0, -1)]
+    assert await horizon_of(store) == 0
+    await store.push(12, A, [U])
     assert await entries_of(store) == [(p, A) for p in range(12, 2, -1)]
     assert await horizon_of(store) == 3
 
