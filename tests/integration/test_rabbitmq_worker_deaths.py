@@ -16,6 +16,7 @@ import pytest
 from glimpse.backends.queue.base import ClaimedJob
 from glimpse.backends.queue.outbox import enqueue
 from glimpse.backends.queue.rabbitmq import RabbitJobQueue
+from glimpse.backends.queue.sql import SqlJobQueue
 from glimpse.config import Settings
 from glimpse.container import Container, build_container
 from glimpse.jobs import Payload, registry
@@ -122,3 +123,46 @@ async def test_a_delivery_nobody_settles_is_dead_lettered_after_the_delivery_lim
     finally:
         await connection.close()
         await busy.close()
+
+
+async def test_retried_and_dropped_deliveries_are_settled_so_the_next_ones_come(
+    container: Container,
+    broker: Broker,  # noqa: F811
+) -> None:
+    # A delivery held unsettled takes one of the consumer's `prefetch` slots until the channel
+    # closes: a worker whose retried jobs, or news of jobs done elsewhere, were not settled
+    # would soon get nothing more. One slot here, so that one such delivery stops it.
+    url = broker.url(prefix=f"p{uuid.uuid4().hex[:8]}.", prefetch="1")
+    name = f"rabbit_{uuid.uuid4().hex[:12]}"
+
+    async def handler(container: Container, payload: Payload) -> None:
+        return None
+
+    registry.job(name)(handler)
+    table = SqlJobQueue(container.db, worker_name="elsewhere", lease_seconds=60, poll_seconds=1)
+    queue = RabbitJobQueue(url, container.db, worker_name="w", lease_seconds=60, poll_seconds=0.01)
+    try:
+        async with container.db.write() as session:
+            first = enqueue(session, container.ids, name, {}, max_attempts=3)
+        job = await claim_next(queue, {name})
+        await queue.retry(job, "flaky", 0.0)  # the delivery is acked; the relay publishes again
+        job = await claim_next(queue, {name})
+        assert job.id == first
+        await queue.complete(job)
+
+        # News of a job that another worker ran meanwhile: dropped, and acked.
+        async with container.db.write() as session:
+            second = enqueue(session, container.ids, name, {}, max_attempts=3)
+        await queue.wait_for_work({name}, 60)
+        done_elsewhere = await table.claim_id(second)
+        assert done_elsewhere is not None
+        await table.complete(done_elsewhere)
+        assert await queue.claim({name}) is None
+
+        async with container.db.write() as session:
+            third = enqueue(session, container.ids, name, {}, max_attempts=3)
+        job = await claim_next(queue, {name})
+        assert job.id == third
+        await queue.complete(job)
+    finally:
+        await queue.close()
