@@ -4,6 +4,8 @@ fan-outs go in batches, and a server that cannot be reached is FeedStoreUnavaila
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -182,3 +184,20 @@ async def test_after_a_failure_calls_fail_without_asking_the_server_for_a_while(
         assert asked == 2
     finally:
         await client.aclose()
+
+
+async def test_a_server_that_never_answers_is_unavailable_not_an_error() -> None:
+    # Connections accepted (by the kernel) and never read: the command times out, which is
+    # the store being unavailable (a 503, or the database's answer), never a 500.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    client = open_redis(parse_redis_url(f"redis://127.0.0.1:{silent.getsockname()[1]}/0"))
+    store = RedisFeedStore(client, prefix="x:", cap=100, idle_ttl=IDLE_TTL)
+    try:
+        with pytest.raises(FeedStoreUnavailable):
+            # (the guard only stops a hang from hanging the run; it times nothing)
+            await asyncio.wait_for(store.window(U, None, 10), timeout=60)
+    finally:
+        await client.aclose()
+        silent.close()
