@@ -7,6 +7,7 @@ process, and across two `glimpse serve` processes that share a Redis (GLIMPSE_CA
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -16,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from glob import glob
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -151,8 +153,8 @@ async def _lagging(cluster: Cluster) -> None:
     await _sql(cluster.url(cluster.replica_port), "SELECT pg_wal_replay_pause()")
 
 
-@pytest.fixture
-async def glimpse_replicated(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Glimpse]:
+@contextlib.asynccontextmanager
+async def _replicated_app(cluster: Cluster, tmp_path: Path, **extra: Any) -> AsyncIterator[Glimpse]:
     settings = Settings(
         data_dir=tmp_path / "data",
         database_url=cluster.url(cluster.primary_port),
@@ -162,6 +164,7 @@ async def glimpse_replicated(cluster: Cluster, tmp_path: Path) -> AsyncIterator[
         worker_poll_seconds=0.01,
         feed_viewer_memo_seconds=0,
         rate_limits="off",
+        **extra,
     )
     app = create_app(settings)
     async with (
@@ -174,6 +177,12 @@ async def glimpse_replicated(cluster: Cluster, tmp_path: Path) -> AsyncIterator[
     ):
         yield Glimpse(client, app.state.container)
     await _caught_up(cluster)
+
+
+@pytest.fixture
+async def glimpse_replicated(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Glimpse]:
+    async with _replicated_app(cluster, tmp_path) as glimpse:
+        yield glimpse
 
 
 def _names(prefix: str) -> list[str]:
@@ -243,6 +252,33 @@ async def test_the_authors_new_post_and_the_feed_after_an_unfollow(
     # Her feed right after the unfollow: the replica still has her following carol.
     assert feed_ids(await g.client.get("/api/v1/feed", headers=alice)) == []
     assert feed_ids(await g.client.get("/api/v1/feed", headers=bob)) == [post["id"]]
+
+
+async def test_a_feed_built_while_the_replica_lags_holds_the_posts_made_before(
+    cluster: Cluster,
+    tmp_path: Path,
+    redis_url: str,
+) -> None:
+    # A post that became ready before the reader's feed went live was pushed to no feed: the
+    # rebuild must read it, on a replica that holds it or on the primary, whoever the reader.
+    # (Feeds in Redis: building one writes nothing to the database that would send the
+    # reader's reads to the primary anyway.)
+    async with _replicated_app(cluster, tmp_path, cache_url=redis_url) as g:
+        reader_name, author_name = _names("b")[:2]
+        reader, author = await g.signup(reader_name), await g.signup(author_name)
+        await g.client.post(f"/api/v1/users/{author_name}/follow", headers=reader)
+        await g.run_jobs()
+        await _lagging(cluster)
+
+        post = (await g.upload(author)).json()
+        await g.run_jobs()
+        # Built now; shown as the replica has it (which the reader, who wrote nothing since,
+        # may read), and once the replica has replayed the post, with it.
+        assert (await g.client.get("/api/v1/feed", headers=reader)).status_code == 200
+        await _caught_up(cluster)
+        page = await g.client.get("/api/v1/feed", headers=reader)
+        assert page.status_code == 200, page.text
+        assert [p["id"] for p in page.json()["items"]] == [post["id"]]
 
 
 async def test_a_replica_that_is_down_leaves_reads_to_the_primary(
