@@ -259,3 +259,44 @@ async def test_a_row_lock_holds_the_next_locker_of_the_row_until_the_transaction
     finally:
         finish.set()
         await other.dispose()
+
+
+async def test_a_claim_passes_over_a_job_another_claim_has_locked(db: Database) -> None:
+    """On PostgreSQL a claim skips the rows other claims hold (FOR UPDATE SKIP LOCKED) rather
+    than queue behind them: workers claiming at once each take a job of their own."""
+    if db.is_sqlite:
+        pytest.skip("SQLite's write transactions are serial: no row lock to pass over")
+    name = _name("contract_skip")
+    registry.job(name)(_nothing)
+    ids = IdGenerator(6)
+    async with db.write() as session:
+        first = enqueue(session, ids, name, {}, max_attempts=3)
+        second = enqueue(session, ids, name, {}, max_attempts=3)
+        await session.execute(
+            text("UPDATE jobs SET available_at = available_at - 60 WHERE id = :id"), {"id": first}
+        )
+    other = Database(db.url)
+    queue = SqlJobQueue(other, worker_name="w", lease_seconds=60, poll_seconds=0.01)
+    try:
+        async with db.write() as session:
+            # The oldest job's row, as a claim under way in another worker holds it.
+            await session.execute(
+                text("SELECT id FROM jobs WHERE id = :id FOR UPDATE"), {"id": first}
+            )
+            claiming = asyncio.create_task(queue.claim({name}))
+            deadline = time.monotonic() + 60  # (a guard against a hang; it times nothing)
+            while not claiming.done():
+                async with other.read() as watch:  # (a snapshot of the statistics each time)
+                    waiters = await watch.execute(
+                        text(
+                            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                            " AND datname = current_database()"
+                        )
+                    )
+                    assert not waiters.scalar(), "the claim queued behind a locked job"
+                assert time.monotonic() < deadline, "the claim never ended"
+                await asyncio.sleep(0.05)
+            job = claiming.result()
+        assert job is not None and job.id == second
+    finally:
+        await other.dispose()
