@@ -23,6 +23,7 @@ import asyncpg
 import httpx
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from glimpse.app import create_app
 from glimpse.backends.redis_client import open_redis, parse_redis_url
@@ -30,7 +31,7 @@ from glimpse.backends.redis_write_notes import RedisWriteNotes
 from glimpse.config import Settings
 from glimpse.db.database import Database
 from glimpse.db.migrate import upgrade_to_head
-from glimpse.db.replicas import act_as
+from glimpse.db.replicas import Replicas, act_as
 from tests.conftest import Glimpse, _no_server_error
 from tests.databases import run_sync
 from tests.redis_service import RedisProxy, redis_or_skip
@@ -478,3 +479,34 @@ async def test_one_statement_reads_of_two_processes_sharing_redis(
             await database.dispose()
         for client in clients:
             await client.aclose()
+
+
+async def test_a_replica_that_failed_is_left_alone_for_a_while() -> None:
+    # Reads must not each wait for a connection to fail while a replica is down: after one
+    # failure, its reads go to the primary without trying it, for DOWN_SECONDS.
+    replicas = Replicas([f"postgresql+asyncpg://postgres@127.0.0.1:{_free_port()}/glimpse"])
+    tried = 0
+    sessions = replicas._sessions[0]
+
+    def counted() -> AsyncSession:
+        nonlocal tried
+        tried += 1
+        return sessions()
+
+    replicas._sessions[0] = counted  # type: ignore[assignment]
+    act_as(None)
+    try:
+        assert await replicas.open() is None
+        assert tried == 1
+        assert await replicas.open() is None
+        assert await replicas.fetch(text("SELECT 1"), {}) is None
+        assert tried == 1
+        replicas._down_until[0] = 0.0  # DOWN_SECONDS later
+        assert await replicas.open() is None
+        assert tried == 2
+        replicas._down_until[0] = 0.0
+        assert await replicas.fetch(text("SELECT 1"), {}) is None  # fails, and says so
+        assert await replicas.open() is None
+        assert tried == 2
+    finally:
+        await replicas.dispose()
