@@ -65,6 +65,22 @@ async def test_a_feed_expires_unless_it_is_read(
     assert raw.ttl(meta) > 10 and raw.ttl(entries) > 10
 
 
+async def test_a_feed_whose_build_never_finished_still_expires(
+    store: RedisFeedStore,
+    raw: sync_redis.Redis,
+    redis_url: str,  # noqa: F811
+) -> None:
+    # The builder died between begin_rebuild and finish_rebuild: every key of the feed must
+    # still expire, and expire() must find it, or it would stay in memory for good.
+    long_ago = time.time() - 10_000
+    await store.begin_rebuild(U, long_ago)
+    ttl = IDLE_TTL + store.TOUCH_SECONDS
+    for key in keys_of(redis_url, U):
+        assert ttl - 5 <= raw.ttl(key) <= ttl + 1
+    assert await store.expire(time.time() - 5_000, 10) == 1
+    assert raw.exists(*keys_of(redis_url, U)) == 0
+
+
 async def test_expire_and_drop_leave_no_key_of_the_feed_behind(
     store: RedisFeedStore,
     raw: sync_redis.Redis,
