@@ -7,13 +7,16 @@ race. Each test runs on every database (tests/databases.py)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator
 
 import pytest
 from alembic import command
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
+from glimpse.accounts import repository as accounts_repository
+from glimpse.accounts.models import User
 from glimpse.backends.queue.models import Job
 from glimpse.backends.queue.outbox import enqueue, ensure_pending
 from glimpse.backends.queue.sql import SqlJobQueue
@@ -24,6 +27,7 @@ from glimpse.db.migrate import alembic_config, head_revision, upgrade_to_head
 from glimpse.ids import IdGenerator
 from glimpse.jobs import Payload, registry
 from glimpse.posts import repository as posts_repository
+from glimpse.privacy import repository as privacy_repository
 from tests.conftest import Glimpse
 from tests.databases import ON_EVERY_DATABASE, migrate, run_sync
 
@@ -192,3 +196,107 @@ async def test_counters_stay_exact_when_many_requests_race(glimpse: Glimpse) -> 
     assert (await client.get(f"/api/v1/posts/{post['id']}", headers=star)).json()["like_count"] == 3
     me = (await client.get("/api/v1/me", headers=fans[0])).json()
     assert me["following_count"] == 0
+
+
+@pytest.mark.parametrize("row", ["post", "account"])
+async def test_a_row_lock_holds_the_next_locker_of_the_row_until_the_transaction_ends(
+    glimpse: Glimpse, row: str
+) -> None:
+    """The row locks of PostgreSQL's writers (SQLite's write transactions are serial anyway):
+    two media of one post finishing at once take the post's row in turn (lock_post); an
+    erasure (lock_user) waits for a write that found its account active (lock_active_user)."""
+    db = glimpse.container.db
+    if db.is_sqlite:
+        pytest.skip("SQLite's write transactions are serial: no row lock to take")
+    headers = await glimpse.signup("locker")
+    post_id = int((await glimpse.upload(headers)).json()["id"])
+    async with db.read() as session:
+        user_id = (await session.execute(select(User.id).where(User.username == "locker"))).scalar()
+    assert user_id is not None
+    if row == "post":
+        first = functools.partial(posts_repository.lock_post, post_id=post_id)
+        then = functools.partial(posts_repository.lock_post, post_id=post_id)
+    else:
+        first = functools.partial(accounts_repository.lock_active_user, user_id=user_id)
+        then = functools.partial(privacy_repository.lock_user, user_id=user_id)
+    other = Database(db.url)
+    holding = asyncio.Event()
+    finish = asyncio.Event()
+
+    async def holder() -> None:
+        async with db.write() as session:
+            await first(session)
+            holding.set()
+            await finish.wait()
+
+    async def next_in_line() -> None:
+        async with other.write() as session:
+            await then(session)
+
+    try:
+        held = asyncio.create_task(holder())
+        await holding.wait()
+        waiting = asyncio.create_task(next_in_line())
+        deadline = time.monotonic() + 60  # (a guard against a hang; it times nothing)
+        while True:
+            if waiting.done():
+                waiting.result()
+                raise AssertionError(f"the {row}'s row was taken while another held it")
+            async with other.read() as watch:  # (a snapshot of the statistics each time)
+                waiters = await watch.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND datname = current_database()"
+                    )
+                )
+                if waiters.scalar():
+                    break
+            assert time.monotonic() < deadline, "nobody waited for the row"
+            await asyncio.sleep(0.05)
+        finish.set()
+        await held
+        await waiting
+    finally:
+        finish.set()
+        await other.dispose()
+
+
+async def test_a_claim_passes_over_a_job_another_claim_has_locked(db: Database) -> None:
+    """On PostgreSQL a claim skips the rows other claims hold (FOR UPDATE SKIP LOCKED) rather
+    than queue behind them: workers claiming at once each take a job of their own."""
+    if db.is_sqlite:
+        pytest.skip("SQLite's write transactions are serial: no row lock to pass over")
+    name = _name("contract_skip")
+    registry.job(name)(_nothing)
+    ids = IdGenerator(6)
+    async with db.write() as session:
+        first = enqueue(session, ids, name, {}, max_attempts=3)
+        second = enqueue(session, ids, name, {}, max_attempts=3)
+        await session.execute(
+            text("UPDATE jobs SET available_at = available_at - 60 WHERE id = :id"), {"id": first}
+        )
+    other = Database(db.url)
+    queue = SqlJobQueue(other, worker_name="w", lease_seconds=60, poll_seconds=0.01)
+    try:
+        async with db.write() as session:
+            # The oldest job's row, as a claim under way in another worker holds it.
+            await session.execute(
+                text("SELECT id FROM jobs WHERE id = :id FOR UPDATE"), {"id": first}
+            )
+            claiming = asyncio.create_task(queue.claim({name}))
+            deadline = time.monotonic() + 60  # (a guard against a hang; it times nothing)
+            while not claiming.done():
+                async with other.read() as watch:  # (a snapshot of the statistics each time)
+                    waiters = await watch.execute(
+                        text(
+                            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                            " AND datname = current_database()"
+                        )
+                    )
+                    assert not waiters.scalar(), "the claim queued behind a locked job"
+                assert time.monotonic() < deadline, "the claim never ended"
+                await asyncio.sleep(0.05)
+            job = claiming.result()
+        assert job is not None and job.id == second
+    finally:
+        await other.dispose()

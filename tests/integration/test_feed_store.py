@@ -103,6 +103,21 @@ async def test_a_window_holds_only_entries_at_or_above_the_horizon(make_store: M
     assert below is not None and below.entries == []  # 1 and 2 are the database's to answer
 
 
+async def test_a_merge_keeps_the_entry_its_horizon_is_set_at(make_store: MakeStore) -> None:
+    # The horizon is inclusive: a window holds the post at it, so a merge must keep that post,
+    # whether the merge raises the horizon to it or finds it there already.
+    store = make_store(100)
+    await built(store, [(50, A)])
+    await store.merge(U, [(39, B), (40, B), (60, B)], complete_above=40)
+    window = await store.window(U, None, 10)
+    assert window is not None
+    assert (window.entries, window.horizon_id) == ([(60, B), (50, A), (40, B)], 40)
+    await store.drop(U)
+    await built(store, [(50, A)], horizon=45)
+    await store.merge(U, [(44, B), (45, B)])
+    assert await entries_of(store) == [(50, A), (45, B)]
+
+
 async def test_a_merge_or_a_trim_never_lowers_the_horizon(make_store: MakeStore) -> None:
     store = make_store(5)
     await built(store, [(i, A) for i in (1, 2, 3, 4, 5, 6, 100)], horizon=100)
@@ -126,6 +141,20 @@ async def test_pushes_keep_a_feed_near_its_cap(make_store: MakeStore) -> None:
     assert kept[0] == (20, A)
     # What was trimmed is below the horizon: the database's to answer.
     assert min(p for p, _ in kept) >= await horizon_of(store) > 1
+
+
+async def test_a_trim_keeps_exactly_the_cap_and_the_oldest_kept_is_the_horizon(
+    make_store: MakeStore,
+) -> None:
+    store = make_store(10)  # trimmed once past 11 entries (a tenth over the cap)
+    await built(store, [])
+    for post_id in range(1, 12):
+        await store.push(post_id, A, [U])
+    assert await entries_of(store) == [(p, A) for p in range(11, 0, -1)]
+    assert await horizon_of(store) == 0
+    await store.push(12, A, [U])
+    assert await entries_of(store) == [(p, A) for p in range(12, 2, -1)]
+    assert await horizon_of(store) == 3
 
 
 async def test_a_push_reaches_a_feed_being_built(make_store: MakeStore) -> None:

@@ -127,3 +127,34 @@ async def test_a_redis_that_does_not_answer_holds_nothing_and_raises_nothing() -
     await cache.forget([1])
     assert await cache.get_many([1]) == {}  # (and now without asking, for RETRY_SECONDS)
     await client.aclose()
+
+
+async def test_after_a_failure_reads_and_writes_skip_redis_for_a_while(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A page must not wait for a timeout on every request while Redis is down: after one
+    # failure, reads and writes do without it for RETRY_SECONDS; a forget still tries.
+    target = parse_redis_url(f"redis://127.0.0.1:{free_port()}/{DB}?prefix=x{uuid.uuid4().hex}:")
+    client = open_redis(target)
+    cache = RedisSummaryCache(client, prefix=target.prefix, first_level=MemorySummaryCache(0))
+    asked: list[str] = []
+    for command in ("mget", "pipeline", "delete"):
+        real = getattr(client, command)
+
+        def counted(*args: Any, _real: Any = real, _command: str = command, **kw: Any) -> Any:
+            asked.append(_command)
+            return _real(*args, **kw)
+
+        monkeypatch.setattr(client, command, counted)
+    try:
+        assert await cache.get_many([1]) == {}
+        assert asked == ["mget"]
+        await cache.put_many({1: FINISHED})
+        assert await cache.get_many([1, 2]) == {}
+        await cache.forget([1])
+        assert asked == ["mget", "delete"]
+        monkeypatch.setattr(cache, "_down_until", 0.0)  # RETRY_SECONDS later
+        assert await cache.get_many([1]) == {}
+        assert asked == ["mget", "delete", "mget"]
+    finally:
+        await client.aclose()

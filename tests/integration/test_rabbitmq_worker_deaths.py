@@ -16,6 +16,7 @@ import pytest
 from glimpse.backends.queue.base import ClaimedJob
 from glimpse.backends.queue.outbox import enqueue
 from glimpse.backends.queue.rabbitmq import RabbitJobQueue
+from glimpse.backends.queue.sql import SqlJobQueue
 from glimpse.config import Settings
 from glimpse.container import Container, build_container
 from glimpse.jobs import Payload, registry
@@ -82,3 +83,86 @@ async def test_a_job_whose_worker_died_waits_behind_the_others_and_keeps_its_att
             await survivor.complete(job)
     finally:
         await survivor.close()
+
+
+async def test_a_delivery_nobody_settles_is_dead_lettered_after_the_delivery_limit(
+    container: Container,
+    broker: Broker,  # noqa: F811
+) -> None:
+    # A message that keeps coming back (its workers die with it, or never take it) goes to the
+    # dead-letter queue once delivered `delivery_limit` times: the broker counts, which it does
+    # for quorum queues only.
+    import aio_pika  # an optional extra: tests.broker says when it is missing
+
+    prefix = f"l{uuid.uuid4().hex[:8]}."
+    url = broker.url(prefix=prefix, delivery_limit="1")
+    name = f"rabbit_{uuid.uuid4().hex[:12]}"
+
+    async def handler(container: Container, payload: Payload) -> None:
+        return None
+
+    registry.job(name)(handler)
+    async with container.db.write() as session:
+        enqueue(session, container.ids, name, {}, max_attempts=3)
+    # Never claims: each delivery is given back unclaimed (as by a worker whose lanes are all
+    # busy), and comes again.
+    busy = RabbitJobQueue(
+        url, container.db, worker_name="busy", lease_seconds=60, poll_seconds=0.01
+    )
+    connection = await aio_pika.connect(url.split("?")[0])
+    try:
+        await busy.wait_for_work({name}, 60)
+        channel = await connection.channel()
+        deadline = time.monotonic() + 120  # (a guard against a hang; it times nothing)
+        while True:
+            dead = await channel.declare_queue(f"{prefix}dead", passive=True)
+            if dead.declaration_result.message_count:
+                break
+            assert time.monotonic() < deadline, "the message was never dead-lettered"
+            await asyncio.sleep(0.2)
+    finally:
+        await connection.close()
+        await busy.close()
+
+
+async def test_retried_and_dropped_deliveries_are_settled_so_the_next_ones_come(
+    container: Container,
+    broker: Broker,  # noqa: F811
+) -> None:
+    # A delivery held unsettled takes one of the consumer's `prefetch` slots until the channel
+    # closes: a worker whose retried jobs, or news of jobs done elsewhere, were not settled
+    # would soon get nothing more. One slot here, so that one such delivery stops it.
+    url = broker.url(prefix=f"p{uuid.uuid4().hex[:8]}.", prefetch="1")
+    name = f"rabbit_{uuid.uuid4().hex[:12]}"
+
+    async def handler(container: Container, payload: Payload) -> None:
+        return None
+
+    registry.job(name)(handler)
+    table = SqlJobQueue(container.db, worker_name="elsewhere", lease_seconds=60, poll_seconds=1)
+    queue = RabbitJobQueue(url, container.db, worker_name="w", lease_seconds=60, poll_seconds=0.01)
+    try:
+        async with container.db.write() as session:
+            first = enqueue(session, container.ids, name, {}, max_attempts=3)
+        job = await claim_next(queue, {name})
+        await queue.retry(job, "flaky", 0.0)  # the delivery is acked; the relay publishes again
+        job = await claim_next(queue, {name})
+        assert job.id == first
+        await queue.complete(job)
+
+        # News of a job that another worker ran meanwhile: dropped, and acked.
+        async with container.db.write() as session:
+            second = enqueue(session, container.ids, name, {}, max_attempts=3)
+        await queue.wait_for_work({name}, 60)
+        done_elsewhere = await table.claim_id(second)
+        assert done_elsewhere is not None
+        await table.complete(done_elsewhere)
+        assert await queue.claim({name}) is None
+
+        async with container.db.write() as session:
+            third = enqueue(session, container.ids, name, {}, max_attempts=3)
+        job = await claim_next(queue, {name})
+        assert job.id == third
+        await queue.complete(job)
+    finally:
+        await queue.close()

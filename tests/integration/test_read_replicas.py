@@ -7,6 +7,7 @@ process, and across two `glimpse serve` processes that share a Redis (GLIMPSE_CA
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -16,11 +17,13 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from glob import glob
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from glimpse.app import create_app
 from glimpse.backends.redis_client import open_redis, parse_redis_url
@@ -28,7 +31,7 @@ from glimpse.backends.redis_write_notes import RedisWriteNotes
 from glimpse.config import Settings
 from glimpse.db.database import Database
 from glimpse.db.migrate import upgrade_to_head
-from glimpse.db.replicas import act_as
+from glimpse.db.replicas import Replicas, act_as
 from tests.conftest import Glimpse, _no_server_error
 from tests.databases import run_sync
 from tests.redis_service import RedisProxy, redis_or_skip
@@ -151,8 +154,8 @@ async def _lagging(cluster: Cluster) -> None:
     await _sql(cluster.url(cluster.replica_port), "SELECT pg_wal_replay_pause()")
 
 
-@pytest.fixture
-async def glimpse_replicated(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Glimpse]:
+@contextlib.asynccontextmanager
+async def _replicated_app(cluster: Cluster, tmp_path: Path, **extra: Any) -> AsyncIterator[Glimpse]:
     settings = Settings(
         data_dir=tmp_path / "data",
         database_url=cluster.url(cluster.primary_port),
@@ -162,6 +165,7 @@ async def glimpse_replicated(cluster: Cluster, tmp_path: Path) -> AsyncIterator[
         worker_poll_seconds=0.01,
         feed_viewer_memo_seconds=0,
         rate_limits="off",
+        **extra,
     )
     app = create_app(settings)
     async with (
@@ -174,6 +178,12 @@ async def glimpse_replicated(cluster: Cluster, tmp_path: Path) -> AsyncIterator[
     ):
         yield Glimpse(client, app.state.container)
     await _caught_up(cluster)
+
+
+@pytest.fixture
+async def glimpse_replicated(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Glimpse]:
+    async with _replicated_app(cluster, tmp_path) as glimpse:
+        yield glimpse
 
 
 def _names(prefix: str) -> list[str]:
@@ -243,6 +253,33 @@ async def test_the_authors_new_post_and_the_feed_after_an_unfollow(
     # Her feed right after the unfollow: the replica still has her following carol.
     assert feed_ids(await g.client.get("/api/v1/feed", headers=alice)) == []
     assert feed_ids(await g.client.get("/api/v1/feed", headers=bob)) == [post["id"]]
+
+
+async def test_a_feed_built_while_the_replica_lags_holds_the_posts_made_before(
+    cluster: Cluster,
+    tmp_path: Path,
+    redis_url: str,
+) -> None:
+    # A post that became ready before the reader's feed went live was pushed to no feed: the
+    # rebuild must read it, on a replica that holds it or on the primary, whoever the reader.
+    # (Feeds in Redis: building one writes nothing to the database that would send the
+    # reader's reads to the primary anyway.)
+    async with _replicated_app(cluster, tmp_path, cache_url=redis_url) as g:
+        reader_name, author_name = _names("b")[:2]
+        reader, author = await g.signup(reader_name), await g.signup(author_name)
+        await g.client.post(f"/api/v1/users/{author_name}/follow", headers=reader)
+        await g.run_jobs()
+        await _lagging(cluster)
+
+        post = (await g.upload(author)).json()
+        await g.run_jobs()
+        # Built now; shown as the replica has it (which the reader, who wrote nothing since,
+        # may read), and once the replica has replayed the post, with it.
+        assert (await g.client.get("/api/v1/feed", headers=reader)).status_code == 200
+        await _caught_up(cluster)
+        page = await g.client.get("/api/v1/feed", headers=reader)
+        assert page.status_code == 200, page.text
+        assert [p["id"] for p in page.json()["items"]] == [post["id"]]
 
 
 async def test_a_replica_that_is_down_leaves_reads_to_the_primary(
@@ -442,3 +479,34 @@ async def test_one_statement_reads_of_two_processes_sharing_redis(
             await database.dispose()
         for client in clients:
             await client.aclose()
+
+
+async def test_a_replica_that_failed_is_left_alone_for_a_while() -> None:
+    # Reads must not each wait for a connection to fail while a replica is down: after one
+    # failure, its reads go to the primary without trying it, for DOWN_SECONDS.
+    replicas = Replicas([f"postgresql+asyncpg://postgres@127.0.0.1:{_free_port()}/glimpse"])
+    tried = 0
+    sessions = replicas._sessions[0]
+
+    def counted() -> AsyncSession:
+        nonlocal tried
+        tried += 1
+        return sessions()
+
+    replicas._sessions[0] = counted  # type: ignore[assignment]
+    act_as(None)
+    try:
+        assert await replicas.open() is None
+        assert tried == 1
+        assert await replicas.open() is None
+        assert await replicas.fetch(text("SELECT 1"), {}) is None
+        assert tried == 1
+        replicas._down_until[0] = 0.0  # DOWN_SECONDS later
+        assert await replicas.open() is None
+        assert tried == 2
+        replicas._down_until[0] = 0.0
+        assert await replicas.fetch(text("SELECT 1"), {}) is None  # fails, and says so
+        assert await replicas.open() is None
+        assert tried == 2
+    finally:
+        await replicas.dispose()

@@ -4,8 +4,11 @@ fan-outs go in batches, and a server that cannot be reached is FeedStoreUnavaila
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis as sync_redis
@@ -60,6 +63,41 @@ async def test_a_feed_expires_unless_it_is_read(
     assert raw.ttl(entries) <= 10
     await store.touch(U, time.time() + 1)
     assert raw.ttl(meta) > 10 and raw.ttl(entries) > 10
+
+
+async def test_a_feed_whose_build_never_finished_still_expires(
+    store: RedisFeedStore,
+    raw: sync_redis.Redis,
+    redis_url: str,  # noqa: F811
+) -> None:
+    # The builder died between begin_rebuild and finish_rebuild: every key of the feed must
+    # still expire, and expire() must find it, or it would stay in memory for good.
+    long_ago = time.time() - 10_000
+    await store.begin_rebuild(U, long_ago)
+    ttl = IDLE_TTL + store.TOUCH_SECONDS
+    for key in keys_of(redis_url, U):
+        assert ttl - 5 <= raw.ttl(key) <= ttl + 1
+    assert await store.expire(time.time() - 5_000, 10) == 1
+    assert raw.exists(*keys_of(redis_url, U)) == 0
+
+
+async def test_expire_and_drop_leave_no_key_of_the_feed_behind(
+    store: RedisFeedStore,
+    raw: sync_redis.Redis,
+    redis_url: str,  # noqa: F811
+) -> None:
+    # A hash left alone would hold its memory until its TTL; an index entry left would be
+    # counted again by the next expire().
+    index = f"{parse_redis_url(redis_url).prefix}feeds:read"
+    long_ago = time.time() - 10_000
+    for user_id in (U, 7):
+        await build(store, user_id, at=long_ago)
+    assert await store.expire(time.time() - 5_000, 1) == 1
+    await store.drop(7)
+    for user_id in (U, 7):
+        assert raw.exists(*keys_of(redis_url, user_id)) == 0
+    assert raw.zcard(index) == 0
+    assert await store.expire(time.time(), 10) == 0
 
 
 @pytest.mark.parametrize("lost", ["meta", "entries"])
@@ -130,3 +168,52 @@ async def test_an_unreachable_server_is_unavailable_at_once(
             await store.check()
     finally:
         await client.aclose()
+
+
+async def test_after_a_failure_calls_fail_without_asking_the_server_for_a_while(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Requests must not each wait for a timeout while Redis is down: after one failure, calls
+    # raise at once for RETRY_SECONDS, then ask the server again.
+    client = open_redis(parse_redis_url(f"redis://127.0.0.1:{free_port()}/0"))
+    store = RedisFeedStore(client, prefix="x:", cap=100, idle_ttl=IDLE_TTL)
+    asked = 0
+    window_script = store._window
+
+    async def counted(**kwargs: Any) -> Any:
+        nonlocal asked
+        asked += 1
+        return await window_script(**kwargs)
+
+    monkeypatch.setattr(store, "_window", counted)
+    try:
+        with pytest.raises(FeedStoreUnavailable):
+            await store.window(U, None, 10)
+        assert asked == 1
+        for _ in range(3):
+            with pytest.raises(FeedStoreUnavailable):
+                await store.window(U, None, 10)
+        assert asked == 1
+        monkeypatch.setattr(store, "_down_until", 0.0)  # RETRY_SECONDS later
+        with pytest.raises(FeedStoreUnavailable):
+            await store.window(U, None, 10)
+        assert asked == 2
+    finally:
+        await client.aclose()
+
+
+async def test_a_server_that_never_answers_is_unavailable_not_an_error() -> None:
+    # Connections accepted (by the kernel) and never read: the command times out, which is
+    # the store being unavailable (a 503, or the database's answer), never a 500.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    client = open_redis(parse_redis_url(f"redis://127.0.0.1:{silent.getsockname()[1]}/0"))
+    store = RedisFeedStore(client, prefix="x:", cap=100, idle_ttl=IDLE_TTL)
+    try:
+        with pytest.raises(FeedStoreUnavailable):
+            # (the guard only stops a hang from hanging the run; it times nothing)
+            await asyncio.wait_for(store.window(U, None, 10), timeout=60)
+    finally:
+        await client.aclose()
+        silent.close()

@@ -72,6 +72,65 @@ async def test_a_large_original_goes_up_in_parts_and_comes_back_whole(
         await storage.close()
 
 
+async def test_a_multipart_upload_that_fails_midway_is_aborted_and_its_file_kept(
+    s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The parts of an upload nobody completes are billed until it is aborted.
+    storage = S3Storage(
+        S3Location.from_url(s3_server.storage_url()),
+        tmp_path / "staging",
+        multipart_threshold=5 * 1024 * 1024,
+        part_size=5 * 1024 * 1024,
+    )
+    spooled = storage.staging_dir() / "upload"
+    spooled.write_bytes(os.urandom(11 * 1024 * 1024))
+    try:
+        s3 = await storage._s3()
+        upload_part = s3.upload_part
+        parts = 0
+
+        async def failing_second_part(**kwargs: object) -> object:
+            nonlocal parts
+            parts += 1
+            if parts == 2:
+                raise _client_error("InternalError", 500)
+            return await upload_part(**kwargs)
+
+        monkeypatch.setattr(s3, "upload_part", failing_second_part)
+        with pytest.raises(StorageUnavailable):
+            await storage.put_file("originals/2026120413/1/3", spooled, "video/mp4")
+        assert parts == 2
+        uploads = await s3.list_multipart_uploads(Bucket=storage.bucket)
+        assert uploads.get("Uploads", []) == []
+        assert await storage.size("originals/2026120413/1/3") is None
+        assert spooled.exists()  # for the job's retry
+    finally:
+        await storage.close()
+
+
+async def test_a_bucket_gone_from_under_the_store_is_unavailable_for_writes(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    # S3 answers 404 (NoSuchBucket): that is no missing object of a caller's, but the store's
+    # trouble, for an operator to fix.
+    storage = storage_from_url(s3_server.storage_url(), staging_dir=tmp_path / "staging")
+    try:
+        await storage.start()
+        assert isinstance(storage, S3Storage)
+        s3 = await storage._s3()
+        await s3.delete_bucket(Bucket=storage.bucket)
+        for call in (
+            storage.put_bytes("v/ab/x.jpg", b"x", "image/jpeg"),
+            storage.delete("v/ab/x.jpg"),
+            storage.delete_many(["v/ab/x.jpg"]),
+            storage.list_keys("v/ab"),
+        ):
+            with pytest.raises(StorageUnavailable, match="NoSuchBucket"):
+                await call
+    finally:
+        await storage.close()
+
+
 async def test_a_store_that_does_not_answer_is_storage_unavailable_not_a_hang(
     tmp_path: Path,
 ) -> None:
@@ -143,6 +202,47 @@ async def test_an_answer_without_the_fields_s3_sends_is_storage_unavailable(
     try:
         with pytest.raises(StorageUnavailable, match="KeyError"):
             await asyncio.wait_for(storage.size("v/ab/x.jpg"), timeout=60)
+    finally:
+        await storage.close()
+        server.close()
+
+
+async def test_keys_a_batch_delete_could_not_remove_are_unavailable_not_gone(
+    tmp_path: Path,
+) -> None:
+    # DeleteObjects answers 200 even when it removed none of the keys: those it could not
+    # remove are in its Errors list. They are still there, so the purge that asked must try
+    # again later (StorageUnavailable), not forget them as deleted.
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "x")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "x")
+    refused = (
+        b'<?xml version="1.0" encoding="UTF-8"?>'
+        b'<DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+        b"<Error><Key>v/ab/kept.jpg</Key><Code>AccessDenied</Code>"
+        b"<Message>Access Denied</Message></Error></DeleteResult>"
+    )
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while head := await reader.readuntil(b"\r\n\r\n"):
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+            body = refused if head.startswith(b"POST ") and b"delete" in head.split()[1] else b""
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            await writer.drain()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    storage = storage_from_url(
+        f"s3://media?endpoint=http://127.0.0.1:{port}", staging_dir=tmp_path / "staging"
+    )
+    try:
+        with pytest.raises(StorageUnavailable, match="AccessDenied"):
+            await asyncio.wait_for(
+                storage.delete_many(["v/ab/gone.jpg", "v/ab/kept.jpg"]), timeout=60
+            )
     finally:
         await storage.close()
         server.close()
