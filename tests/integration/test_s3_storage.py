@@ -108,7 +108,7 @@ async def test_a_multipart_upload_that_fails_midway_is_aborted_and_its_file_kept
         await storage.close()
 
 
-async def test_a_bucket_gone_from_under_the_store_is_unavailable_for_writes(
+async def test_a_bucket_gone_from_under_the_store_is_unavailable_for_reads_and_writes(
     s3_server: S3Server, tmp_path: Path
 ) -> None:
     # S3 answers 404 (NoSuchBucket): that is no missing object of a caller's, but the store's
@@ -120,6 +120,7 @@ async def test_a_bucket_gone_from_under_the_store_is_unavailable_for_writes(
         s3 = await storage._s3()
         await s3.delete_bucket(Bucket=storage.bucket)
         for call in (
+            storage.get_bytes("v/ab/x.jpg"),
             storage.put_bytes("v/ab/x.jpg", b"x", "image/jpeg"),
             storage.delete("v/ab/x.jpg"),
             storage.delete_many(["v/ab/x.jpg"]),

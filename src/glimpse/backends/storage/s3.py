@@ -47,6 +47,10 @@ DELETE_BATCH = 1000
 STREAM_CHUNK = 256 * 1024
 
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+# 404s that are not about an object: the bucket is gone (an operator's trouble, so 503, not a
+# 404 for every photo), or a multipart upload is. (A HEAD has no body to say which: `size` of
+# a key in a bucket that is gone still reads as missing.)
+_STORE_GONE_CODES = frozenset({"NoSuchBucket", "NoSuchUpload"})
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,8 @@ def _answered(answer: Mapping[str, Any], field: str, action: str) -> Any:
 def _is_missing(exc: ClientError) -> bool:
     error = exc.response.get("Error", {})
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if error.get("Code") in _STORE_GONE_CODES:
+        return False
     return error.get("Code") in _MISSING_CODES or status == 404
 
 
