@@ -20,20 +20,20 @@ from glimpse.posts.models import Media, MediaVariant
 from tests.conftest import Glimpse, jpeg_bytes
 
 
-async def _media_of(glimpse: Glimpse, post_id: int) -> list[Media]:
+async def _media_of(glimpse: Glimpse, post_id: int | str) -> list[Media]:
     async with glimpse.container.db.read() as session:
         rows = await session.execute(
-            select(Media).where(Media.post_id == post_id).order_by(Media.position)
+            select(Media).where(Media.post_id == int(post_id)).order_by(Media.position)
         )
         return list(rows.scalars())
 
 
-async def _variant_keys(glimpse: Glimpse, post_id: int) -> list[str]:
+async def _variant_keys(glimpse: Glimpse, post_id: int | str) -> list[str]:
     async with glimpse.container.db.read() as session:
         rows = await session.execute(
             select(MediaVariant.key)
             .join(Media, Media.id == MediaVariant.media_id)
-            .where(Media.post_id == post_id)
+            .where(Media.post_id == int(post_id))
             .order_by(MediaVariant.key)
         )
         return list(rows.scalars())
@@ -327,7 +327,7 @@ async def test_purges_and_sweeps_delete_objects_outside_any_write_transaction(
     monkeypatch.setattr(storage, "delete_many", delete_many_taking_the_write_lock)
     monkeypatch.setattr(jobs, "ABANDONED_UPLOAD_SECONDS", -3600)  # the orphan counts as old
     async with glimpse.container.db.write() as session:
-        await repository.delete_post(session, post["id"])
+        await repository.delete_post(session, int(post["id"]))
     await jobs.purge_media_keys(glimpse.container, {"keys": keys})
     await jobs.sweep_abandoned_uploads(glimpse.container, {})
 
@@ -349,7 +349,7 @@ async def test_a_purge_whose_deletes_fail_keeps_its_marks_and_finishes_when_retr
 
     monkeypatch.setattr(storage, "delete_many", store_down)
     async with glimpse.container.db.write() as session:
-        await repository.delete_post(session, post["id"])
+        await repository.delete_post(session, int(post["id"]))
     with pytest.raises(StorageUnavailable):
         await jobs.purge_media_keys(glimpse.container, {"keys": keys})
     async with glimpse.container.db.read() as session:
