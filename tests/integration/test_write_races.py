@@ -1,11 +1,16 @@
-"""A like or a comment racing the deletion of its post, on PostgreSQL.
+"""Writes that check, then insert, racing a write that undoes what they checked, on PostgreSQL.
 
-SQLite runs write transactions one at a time, so a post seen by the like's visibility check is
-still there at its insert. PostgreSQL does not: a deletion committed between the two left the
-insert facing a foreign key to a post that is gone (a 500). The test lets the check pass, then
-starts the deletion (over HTTP, as another API process would) and waits until it has either
-finished or lined up behind a lock (seen in pg_stat_activity) before the insert goes on: the
-like or comment must then be answered as usual and go with the post."""
+SQLite runs write transactions one at a time, so what a check saw is still so at the insert.
+PostgreSQL does not: under READ COMMITTED another API process's write may commit in between.
+Each test lets the check pass, then starts the racing write (over HTTP, as another API process
+would) and waits until it has either finished or lined up behind a lock (seen in
+pg_stat_activity) before the insert goes on; the outcome must be one that the two writes in
+some order would give.
+
+- A like or a comment racing the deletion of its post: the insert faced a foreign key to a post
+  that is gone (a 500). It must be answered as usual and go with the post.
+- A follow racing a block between the two accounts: the follow outlived the block (and came back
+  with the unblock, where "follows it ended stay ended"). The block must end it."""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import pytest
 from glimpse.config import Settings
 from glimpse.db.urls import async_database_url
 from glimpse.engagement import repository
+from glimpse.graph import repository as graph_repository
 from tests.conftest import Glimpse
 
 pytestmark = pytest.mark.parametrize("database", ["postgresql"], indirect=True)
@@ -79,3 +85,34 @@ async def test_a_like_or_comment_racing_the_posts_deletion_is_no_server_error(
         await gate.close()
     gone = await glimpse.client.get(f"/api/v1/posts/{post_id}", headers=author)
     assert gone.status_code == 404
+
+
+async def test_a_follow_racing_a_block_between_the_two_does_not_outlive_it(
+    glimpse: Glimpse, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    owner = await glimpse.signup("owner")
+    fan = await glimpse.signup("fan")
+    blocks: list[asyncio.Task[Any]] = []
+    gate = await asyncpg.connect(_plain_url(settings))
+    add_follow = graph_repository.add_follow
+
+    async def add_follow_after_the_block(*args: Any, **kwargs: Any) -> Any:
+        block = asyncio.ensure_future(glimpse.client.post("/api/v1/users/fan/block", headers=owner))
+        blocks.append(block)
+        await _until_waiting_or_done(gate, block)
+        return await add_follow(*args, **kwargs)
+
+    monkeypatch.setattr(graph_repository, "add_follow", add_follow_after_the_block)
+    try:
+        followed = await glimpse.client.post("/api/v1/users/owner/follow", headers=fan)
+        assert followed.status_code == 200, followed.text
+        assert (await blocks[0]).status_code == 204
+    finally:
+        await gate.close()
+    monkeypatch.undo()
+    assert (
+        await glimpse.client.delete("/api/v1/users/fan/block", headers=owner)
+    ).status_code == 204
+    profile = (await glimpse.client.get("/api/v1/users/owner", headers=fan)).json()
+    assert profile["follow_status"] == "none"
+    assert profile["follower_count"] == 0
