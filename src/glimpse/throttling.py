@@ -211,7 +211,7 @@ class Throttle:
             self._local_limiter = MovingWindowRateLimiter(self._local)
         self._local_until = 0.0
         self._redis: Redis | None = None
-        self._in_flight_prefix = ""
+        self._shared_prefix = ""  # of the keys of reserve() and note() in Redis
 
     @classmethod
     def in_redis(cls, setting: str, redis: Redis, prefix: str) -> Throttle:
@@ -227,7 +227,7 @@ class Throttle:
         )
         throttle = cls(setting, storage=storage)
         throttle._redis = redis
-        throttle._in_flight_prefix = f"{prefix}limits:in_flight:"
+        throttle._shared_prefix = f"{prefix}limits:"
         return throttle
 
     # How long a place taken by an attempt in flight is kept at most: a process that dies with
@@ -271,7 +271,32 @@ class Throttle:
             )
 
     def _in_flight_name(self, budget: str, key: Key) -> str:
-        return self._in_flight_prefix + "/".join((budget, *key))
+        return self._shared_prefix + "in_flight:" + "/".join((budget, *key))
+
+    async def note(self, key: Key, seconds: int) -> None:
+        """Keep a mark for `key` this long in Redis, where every process sees it (nothing
+        without one, or while it does not answer)."""
+        if self._redis is None or time.monotonic() < self._local_until:
+            return
+        from redis.exceptions import RedisError
+
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.set(self._note_name(key), b"1", ex=seconds)
+
+    async def noted(self, key: Key) -> bool:
+        """Whether some process keeps a mark for `key` (False without Redis, or while it does
+        not answer)."""
+        if self._redis is None or time.monotonic() < self._local_until:
+            return False
+        from redis.exceptions import RedisError
+
+        try:
+            return bool(await self._redis.exists(self._note_name(key)))
+        except (RedisError, OSError):
+            return False
+
+    def _note_name(self, key: Key) -> str:
+        return self._shared_prefix + "noted:" + "/".join(key)
 
     async def _limiter_for(self, count: Callable[[MovingWindowRateLimiter], Awaitable[T]]) -> T:
         if self._local is None or time.monotonic() < self._local_until:
@@ -389,8 +414,12 @@ class SignInGuard:
     K in all, not K per process.
 
     Known pairs are remembered in memory, the most recent `known_capacity` of them (a restart
-    forgets them: everyone is a stranger again until they next sign in).
+    forgets them: everyone is a stranger again until they next sign in), and, with the budgets
+    in Redis, there too for KNOWN_SECONDS from the last sign-in, so that every API process
+    knows the owner's addresses, not only the one it signed in through.
     """
+
+    KNOWN_SECONDS = 30 * 86400
 
     def __init__(self, throttle: Throttle, known_capacity: int = 100_000) -> None:
         self._throttle = throttle
@@ -399,10 +428,10 @@ class SignInGuard:
         self._in_flight: dict[Key, int] = {}
         self._lock = asyncio.Lock()
 
-    def _keys(self, username: str, address: str) -> tuple[list[Key], list[Key]]:
+    async def _keys(self, username: str, address: str) -> tuple[list[Key], list[Key]]:
         """The keys an attempt is judged by, and the keys its failure counts against."""
         by_address: Key = ("address", address)
-        if (username, address) in self._known:
+        if await self._is_known(username, address):
             pair: Key = ("account", username, "known", address)
             return [pair], [by_address, pair]
         strangers: Key = ("account", username, "strangers")
@@ -415,9 +444,9 @@ class SignInGuard:
             attempt = SignInAttempt()
             yield attempt
             if attempt.outcome:
-                self._remember(username, address)
+                await self._remember(username, address)
             return
-        judged_by, counted = self._keys(username, address)
+        judged_by, counted = await self._keys(username, address)
         async with self._lock:  # check and reserve as one step
             # Shared places are taken before the budget is read (and given back if refused):
             # two processes at once each then count the other's attempt, or see its failure.
@@ -454,7 +483,7 @@ class SignInGuard:
                 else:
                     await asyncio.shield(self._throttle.release(SIGNIN_FAILURES, counted))
         if attempt.outcome:
-            self._remember(username, address)
+            await self._remember(username, address)
 
     def _reserve(self, keys: Iterable[Key], delta: int) -> None:
         for key in keys:
@@ -464,7 +493,19 @@ class SignInGuard:
             else:
                 self._in_flight.pop(key, None)
 
-    def _remember(self, username: str, address: str) -> None:
+    async def _is_known(self, username: str, address: str) -> bool:
+        if (username, address) in self._known:
+            return True
+        if await self._throttle.noted(("known", username, address)):
+            self._keep_known(username, address)  # (another process signed it in)
+            return True
+        return False
+
+    async def _remember(self, username: str, address: str) -> None:
+        self._keep_known(username, address)
+        await self._throttle.note(("known", username, address), self.KNOWN_SECONDS)
+
+    def _keep_known(self, username: str, address: str) -> None:
         self._known[(username, address)] = None
         self._known.move_to_end((username, address))
         while len(self._known) > self._known_capacity:
