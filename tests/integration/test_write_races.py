@@ -10,7 +10,10 @@ some order would give.
 - A like or a comment racing the deletion of its post: the insert faced a foreign key to a post
   that is gone (a 500). It must be answered as usual and go with the post.
 - A follow racing a block between the two accounts: the follow outlived the block (and came back
-  with the unblock, where "follows it ended stay ended"). The block must end it."""
+  with the unblock, where "follows it ended stay ended"). The block must end it.
+- A highlight racing the deletion of its one story: the highlight was left empty (a highlight is
+  1 to 100 stories; a deleted story's empty highlights go with it). A view racing it: a foreign
+  key to a story that is gone. Either must be answered and leave nothing of the story."""
 
 from __future__ import annotations
 
@@ -25,7 +28,8 @@ from glimpse.config import Settings
 from glimpse.db.urls import async_database_url
 from glimpse.engagement import repository
 from glimpse.graph import repository as graph_repository
-from tests.conftest import Glimpse
+from glimpse.stories import repository as stories_repository
+from tests.conftest import Glimpse, jpeg_bytes
 
 pytestmark = pytest.mark.parametrize("database", ["postgresql"], indirect=True)
 
@@ -116,3 +120,47 @@ async def test_a_follow_racing_a_block_between_the_two_does_not_outlive_it(
     profile = (await glimpse.client.get("/api/v1/users/owner", headers=fan)).json()
     assert profile["follow_status"] == "none"
     assert profile["follower_count"] == 0
+
+
+@pytest.mark.parametrize("action", ["highlight", "view"])
+async def test_a_highlight_or_view_racing_the_storys_deletion_leaves_nothing_behind(
+    glimpse: Glimpse, settings: Settings, monkeypatch: pytest.MonkeyPatch, action: str
+) -> None:
+    author = await glimpse.signup("author")
+    fan = await glimpse.signup("fan")
+    story = await glimpse.client.post(
+        "/api/v1/stories", headers=author, files={"file": ("a.jpg", jpeg_bytes(), "image/jpeg")}
+    )
+    story_id = story.json()["id"]
+    await glimpse.run_jobs()
+    deletions: list[asyncio.Task[Any]] = []
+    gate = await asyncpg.connect(_plain_url(settings))
+    name = "add_highlight" if action == "highlight" else "add_view"
+    insert = getattr(stories_repository, name)
+
+    async def insert_after_the_deletion(*args: Any, **kwargs: Any) -> Any:
+        deletion = asyncio.ensure_future(
+            glimpse.client.delete(f"/api/v1/stories/{story_id}", headers=author)
+        )
+        deletions.append(deletion)
+        await _until_waiting_or_done(gate, deletion)
+        return await insert(*args, **kwargs)
+
+    monkeypatch.setattr(stories_repository, name, insert_after_the_deletion)
+    try:
+        if action == "highlight":
+            answer = await glimpse.client.post(
+                "/api/v1/me/highlights",
+                headers=author,
+                json={"title": "t", "story_ids": [story_id]},
+            )
+            assert answer.status_code == 201, answer.text
+        else:
+            answer = await glimpse.client.post(f"/api/v1/stories/{story_id}/view", headers=fan)
+            assert answer.status_code == 204, answer.text
+        assert (await deletions[0]).status_code == 204
+    finally:
+        await gate.close()
+    # A highlight is 1 to 100 stories: the one its only story left went with it.
+    highlights = await glimpse.client.get("/api/v1/users/author/highlights", headers=author)
+    assert highlights.json()["items"] == []
