@@ -27,7 +27,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -210,6 +210,8 @@ class Throttle:
             self._local = MovingWindowMemory()
             self._local_limiter = MovingWindowRateLimiter(self._local)
         self._local_until = 0.0
+        self._redis: Redis | None = None
+        self._shared_prefix = ""  # of the keys of reserve() and note() in Redis
 
     @classmethod
     def in_redis(cls, setting: str, redis: Redis, prefix: str) -> Throttle:
@@ -223,7 +225,78 @@ class Throttle:
             wrap_exceptions=True,
             connection_pool=redis.connection_pool,  # type: ignore[arg-type]
         )
-        return cls(setting, storage=storage)
+        throttle = cls(setting, storage=storage)
+        throttle._redis = redis
+        throttle._shared_prefix = f"{prefix}limits:"
+        return throttle
+
+    # How long a place taken by an attempt in flight is kept at most: a process that dies with
+    # attempts in flight cannot give their places back, and they lapse after this.
+    IN_FLIGHT_SECONDS = 120
+
+    async def reserve(self, budget: str, keys: Sequence[Key]) -> dict[Key, int] | None:
+        """Take one place for an attempt in flight on each key, in Redis, shared by every
+        process that uses it; how many other attempts each key had in flight then. None when
+        the counts are not shared (kept in memory, or Redis does not answer): the caller keeps
+        its places in its own memory."""
+        if self._redis is None or time.monotonic() < self._local_until:
+            return None
+        from redis.exceptions import RedisError
+
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for key in keys:
+                    pipe.incr(self._in_flight_name(budget, key))
+                    pipe.expire(self._in_flight_name(budget, key), self.IN_FLIGHT_SECONDS)
+                counts = (await pipe.execute())[::2]
+        except (RedisError, OSError) as error:
+            self._local_until = time.monotonic() + self.FALLBACK_SECONDS
+            log.warning("attempts in flight cannot be shared (%s); counting in this process", error)
+            return None
+        return {key: max(0, int(count) - 1) for key, count in zip(keys, counts, strict=True)}
+
+    async def release(self, budget: str, keys: Sequence[Key]) -> None:
+        """Give back the places `reserve` took (never below zero: a place that lapsed meanwhile
+        is not taken from another attempt's)."""
+        if self._redis is None:
+            return
+        from redis.exceptions import RedisError
+
+        # Not given back (Redis down): the places lapse after IN_FLIGHT_SECONDS.
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.eval(  # type: ignore[misc]
+                _RELEASE_PLACES,
+                len(keys),
+                *(self._in_flight_name(budget, key) for key in keys),
+            )
+
+    def _in_flight_name(self, budget: str, key: Key) -> str:
+        return self._shared_prefix + "in_flight:" + "/".join((budget, *key))
+
+    async def note(self, key: Key, seconds: int) -> None:
+        """Keep a mark for `key` this long in Redis, where every process sees it (nothing
+        without one, or while it does not answer)."""
+        if self._redis is None or time.monotonic() < self._local_until:
+            return
+        from redis.exceptions import RedisError
+
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.set(self._note_name(key), b"1", ex=seconds)
+
+    async def noted(self, key: Key) -> bool:
+        """Whether some process keeps a mark for `key` (False without Redis, or while it does
+        not answer)."""
+        if self._redis is None or time.monotonic() < self._local_until:
+            return False
+        from redis.exceptions import RedisError
+
+        try:
+            return bool(await self._redis.exists(self._note_name(key)))
+        except (RedisError, OSError):
+            return False
+
+    def _note_name(self, key: Key) -> str:
+        return self._shared_prefix + "noted:" + "/".join(key)
 
     async def _limiter_for(self, count: Callable[[MovingWindowRateLimiter], Awaitable[T]]) -> T:
         if self._local is None or time.monotonic() < self._local_until:
@@ -293,6 +366,14 @@ class Throttle:
                     await timer
 
 
+_RELEASE_PLACES = """
+for _, key in ipairs(KEYS) do
+  local n = tonumber(redis.call('GET', key) or '0')
+  if n > 1 then redis.call('DECR', key) elseif n == 1 then redis.call('DEL', key) end
+end
+"""
+
+
 @dataclass
 class SignInAttempt:
     """What the caller learned: it marks the attempt `succeeded()` or `failed()`; an attempt
@@ -328,11 +409,17 @@ class SignInGuard:
 
     When a budget is spent the attempt is refused before the password is looked at. Attempts
     in flight reserve their place: N at once against K remaining admit exactly K, although
-    failures are counted only once their verify has finished.
+    failures are counted only once their verify has finished. With the budgets in Redis the
+    places are kept there too (Throttle.reserve), so a burst split across API processes admits
+    K in all, not K per process.
 
     Known pairs are remembered in memory, the most recent `known_capacity` of them (a restart
-    forgets them: everyone is a stranger again until they next sign in).
+    forgets them: everyone is a stranger again until they next sign in), and, with the budgets
+    in Redis, there too for KNOWN_SECONDS from the last sign-in, so that every API process
+    knows the owner's addresses, not only the one it signed in through.
     """
+
+    KNOWN_SECONDS = 30 * 86400
 
     def __init__(self, throttle: Throttle, known_capacity: int = 100_000) -> None:
         self._throttle = throttle
@@ -341,10 +428,10 @@ class SignInGuard:
         self._in_flight: dict[Key, int] = {}
         self._lock = asyncio.Lock()
 
-    def _keys(self, username: str, address: str) -> tuple[list[Key], list[Key]]:
+    async def _keys(self, username: str, address: str) -> tuple[list[Key], list[Key]]:
         """The keys an attempt is judged by, and the keys its failure counts against."""
         by_address: Key = ("address", address)
-        if (username, address) in self._known:
+        if await self._is_known(username, address):
             pair: Key = ("account", username, "known", address)
             return [pair], [by_address, pair]
         strangers: Key = ("account", username, "strangers")
@@ -357,19 +444,29 @@ class SignInGuard:
             attempt = SignInAttempt()
             yield attempt
             if attempt.outcome:
-                self._remember(username, address)
+                await self._remember(username, address)
             return
-        judged_by, counted = self._keys(username, address)
+        judged_by, counted = await self._keys(username, address)
         async with self._lock:  # check and reserve as one step
-            for key in judged_by:
-                verdict = await self._throttle.remaining(SIGNIN_FAILURES, *key)
-                assert verdict is not None
-                if verdict.remaining - self._in_flight.get(key, 0) <= 0:
-                    raise throttled(
-                        Verdict(False, verdict.limit, 0, verdict.reset_seconds),
-                        "Too many failed sign-ins; please wait before trying again.",
-                    )
-            self._reserve(counted, +1)
+            # Shared places are taken before the budget is read (and given back if refused):
+            # two processes at once each then count the other's attempt, or see its failure.
+            shared = await self._throttle.reserve(SIGNIN_FAILURES, counted)
+            try:
+                for key in judged_by:
+                    verdict = await self._throttle.remaining(SIGNIN_FAILURES, *key)
+                    assert verdict is not None
+                    in_flight = self._in_flight.get(key, 0) if shared is None else shared[key]
+                    if verdict.remaining - in_flight <= 0:
+                        raise throttled(
+                            Verdict(False, verdict.limit, 0, verdict.reset_seconds),
+                            "Too many failed sign-ins; please wait before trying again.",
+                        )
+            except BaseException:
+                if shared is not None:
+                    await asyncio.shield(self._throttle.release(SIGNIN_FAILURES, counted))
+                raise
+            if shared is None:
+                self._reserve(counted, +1)
         attempt = SignInAttempt()
         try:
             yield attempt
@@ -381,9 +478,12 @@ class SignInGuard:
                     for key in counted:
                         await self._throttle.hit(SIGNIN_FAILURES, *key)
             finally:
-                self._reserve(counted, -1)
+                if shared is None:
+                    self._reserve(counted, -1)
+                else:
+                    await asyncio.shield(self._throttle.release(SIGNIN_FAILURES, counted))
         if attempt.outcome:
-            self._remember(username, address)
+            await self._remember(username, address)
 
     def _reserve(self, keys: Iterable[Key], delta: int) -> None:
         for key in keys:
@@ -393,7 +493,19 @@ class SignInGuard:
             else:
                 self._in_flight.pop(key, None)
 
-    def _remember(self, username: str, address: str) -> None:
+    async def _is_known(self, username: str, address: str) -> bool:
+        if (username, address) in self._known:
+            return True
+        if await self._throttle.noted(("known", username, address)):
+            self._keep_known(username, address)  # (another process signed it in)
+            return True
+        return False
+
+    async def _remember(self, username: str, address: str) -> None:
+        self._keep_known(username, address)
+        await self._throttle.note(("known", username, address), self.KNOWN_SECONDS)
+
+    def _keep_known(self, username: str, address: str) -> None:
         self._known[(username, address)] = None
         self._known.move_to_end((username, address))
         while len(self._known) > self._known_capacity:

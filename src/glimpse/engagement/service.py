@@ -21,7 +21,7 @@ from glimpse.text import is_clean_multi_line
 
 
 async def _ready_visible_post(session: AsyncSession, post_id: int, viewer_id: int) -> Post:
-    post = await posts.get_visible_post(session, post_id, viewer_id)
+    post = await posts.get_visible_post(session, post_id, viewer_id, keep=True)
     if post.status != PostStatus.READY:  # only its author gets this far
         raise Conflict("The post is still processing (or failed).", code="post_not_ready")
     return post

@@ -17,6 +17,7 @@ from glimpse.accounts.models import User
 from glimpse.accounts.schemas import ProfileUpdate
 from glimpse.backends.queue.outbox import enqueue
 from glimpse.config import Settings
+from glimpse.db.locks import lock_keys
 from glimpse.errors import Forbidden, Invalid, NotFound
 from glimpse.feed.names import MERGE_AUTHOR_JOB, REMOVE_AUTHOR_JOB
 from glimpse.graph import repository
@@ -31,14 +32,21 @@ def _no_such_user() -> NotFound:
 
 
 async def visible_user(
-    session: AsyncSession, username: str, viewer_id: int
+    session: AsyncSession, username: str, viewer_id: int, *, to_change: bool = False
 ) -> tuple[User, Relation]:
     """The account and how the viewer stands to it; NotFound when it does not exist or blocks
     the viewer (API.md: never confirm what the caller may not see). A viewer who blocks it
-    still finds it: that is where they unblock it."""
+    still finds it: that is where they unblock it.
+
+    `to_change`: the caller goes on to change the relation on what it read, so the two
+    accounts' relation is locked first to the end of the transaction (PostgreSQL runs writers
+    side by side: a follow that read "no block" while a block committed would outlive it)."""
     user = await accounts.find_user(session, username)
     if user is None:
         raise _no_such_user()
+    if to_change:
+        low, high = sorted((viewer_id, user.id))
+        await lock_keys(session, [f"relation:{low}:{high}"])
     relation = await repository.relation(session, viewer_id, user.id)
     if relation.blocked_by:
         raise _no_such_user()
@@ -102,7 +110,7 @@ async def follow(
 ) -> FollowOutcome:
     """Follow a public account at once, or ask a private one (pending until its owner accepts).
     Idempotent: following again answers the state the first call reached."""
-    user, relation = await visible_user(session, username, viewer_id)
+    user, relation = await visible_user(session, username, viewer_id, to_change=True)
     if user.id == viewer_id:
         raise Invalid("You cannot follow yourself.", code="cannot_follow_self")
     if relation.blocks:
@@ -129,7 +137,7 @@ async def accept_request(
 ) -> None:
     """The owner of a private account lets this requester follow it. Accepting an
     already-accepted request is fine; accepting one nobody made is a 404."""
-    requester, _ = await visible_user(session, username, owner_id)
+    requester, _ = await visible_user(session, username, owner_id, to_change=True)
     if await repository.remove_request(session, requester.id, owner_id):
         await _start_following(session, ids, settings, requester.id, owner_id)
         return
@@ -173,7 +181,7 @@ async def block(
 ) -> None:
     """Block an account: it no longer finds the viewer (404 for their profile, posts and
     stories), and follows and requests between the two end, both ways. Idempotent."""
-    user, _ = await visible_user(session, username, viewer_id)
+    user, _ = await visible_user(session, username, viewer_id, to_change=True)
     if user.id == viewer_id:
         raise Invalid("You cannot block yourself.", code="cannot_block_self")
     await repository.add_block(session, viewer_id, user.id)

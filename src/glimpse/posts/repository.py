@@ -36,6 +36,17 @@ async def lock_post(session: AsyncSession, post_id: int) -> Post | None:
     return result.scalar_one_or_none()
 
 
+async def key_share_post(session: AsyncSession, post_id: int) -> Post | None:
+    """The post, its row kept from deletion to the end of the transaction on PostgreSQL (FOR
+    KEY SHARE: a deletion committed between a check and the insert of a like or comment would
+    leave the insert facing a foreign key to nothing; likes and comments of one post, and their
+    counter updates, still run side by side). SQLite ignores it: its writes are serial."""
+    result = await session.execute(
+        select(Post).where(Post.id == post_id).with_for_update(read=True, key_share=True)
+    )
+    return result.scalar_one_or_none()
+
+
 async def get_media(session: AsyncSession, media_id: int) -> Media | None:
     return await session.get(Media, media_id)
 

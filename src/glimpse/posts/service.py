@@ -280,8 +280,12 @@ async def list_profile_posts(
     return posts[:limit], len(posts) > limit
 
 
-async def get_visible_post(session: AsyncSession, post_id: int, viewer_id: int) -> Post:
-    post = await repository.get_post(session, post_id)
+async def get_visible_post(
+    session: AsyncSession, post_id: int, viewer_id: int, *, keep: bool = False
+) -> Post:
+    """The post if the viewer may see it, else NotFound. `keep`: for a write that adds rows
+    of the post (a like, a comment), its row is kept from deletion until the write commits."""
+    post = await (repository.key_share_post if keep else repository.get_post)(session, post_id)
     if post is not None and post.kind == PostKind.POST:  # (a story is no post: stories/)
         authors = await repository.load_authors(session, {post.author_id})
         if await can_see(session, post, authors[post.author_id], viewer_id):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Select, bindparam, delete, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -45,7 +45,10 @@ _STORY_COLUMNS = (
 )
 
 
-def _stories() -> Select[int, int, str, str | None, str | None, datetime, datetime]:
+_StoryQuery = Select[int, int, str, str | None, str | None, datetime, datetime]
+
+
+def _stories() -> _StoryQuery:
     return select(*_STORY_COLUMNS).join(Post, Post.id == Story.id)
 
 
@@ -58,8 +61,26 @@ async def add_story(session: AsyncSession, story: Story) -> None:
     await session.flush()
 
 
-async def get_story(session: AsyncSession, story_id: int) -> StoryRow | None:
-    row = (await session.execute(_stories().where(Story.id == story_id))).first()
+# How a write locks the story rows it reads, to the end of its transaction (PostgreSQL; SQLite
+# ignores it, its writes being serial): "keep" for one about to insert rows of the story (a view,
+# a place in a highlight), so that its deletion cannot commit in between and leave the insert
+# facing a foreign key to nothing; "delete" for the deletion, which so waits for those and then
+# sees what they added.
+RowLock = Literal["keep", "delete"]
+
+
+def _locking(query: _StoryQuery, lock: RowLock | None) -> _StoryQuery:
+    if lock == "keep":
+        return query.with_for_update(of=Story, read=True, key_share=True)
+    if lock == "delete":
+        return query.with_for_update(of=Story)
+    return query
+
+
+async def get_story(
+    session: AsyncSession, story_id: int, *, lock: RowLock | None = None
+) -> StoryRow | None:
+    row = (await session.execute(_locking(_stories().where(Story.id == story_id), lock))).first()
     return _row(row) if row else None
 
 
@@ -155,10 +176,13 @@ async def archive_page(
     return [_row(r) for r in rows]
 
 
-async def stories_by_id(session: AsyncSession, story_ids: Collection[int]) -> dict[int, StoryRow]:
+async def stories_by_id(
+    session: AsyncSession, story_ids: Collection[int], *, lock: RowLock | None = None
+) -> dict[int, StoryRow]:
     if not story_ids:
         return {}
-    rows = await session.execute(_stories().where(Story.id.in_(list(story_ids))))
+    query = _stories().where(Story.id.in_(list(story_ids))).order_by(Story.id)
+    rows = await session.execute(_locking(query, lock))
     return {r[0]: _row(r) for r in rows}
 
 

@@ -60,11 +60,15 @@ async def _author_and_relation_allow(
 
 
 async def get_story(
-    session: AsyncSession, story_id: int, viewer_id: int, now: datetime
+    session: AsyncSession,
+    story_id: int,
+    viewer_id: int,
+    now: datetime,
+    lock: repository.RowLock | None = None,
 ) -> StoryRow:
     """A live story the viewer may see (its author also sees it while it is processing, or
     after it failed); NotFound otherwise, and from the second it expires."""
-    story = await repository.get_story(session, story_id)
+    story = await repository.get_story(session, story_id, lock=lock)
     allowed = await _author_and_relation_allow(session, story, viewer_id)
     if story is None or not allowed or not is_live(story.expires_at, now):
         raise _no_such_story()
@@ -122,7 +126,7 @@ async def view_story(
 ) -> None:
     """Record that the viewer saw a live story they may see. Idempotent; the author's own
     views are not recorded (they are no audience)."""
-    story = await get_story(session, story_id, viewer_id, now)
+    story = await get_story(session, story_id, viewer_id, now, lock="keep")
     if story.author_id != viewer_id:
         await repository.add_view(session, story.id, viewer_id, ids.next_id(), now)
 
@@ -203,7 +207,7 @@ async def create_highlight(
             f"An account keeps at most {MAX_HIGHLIGHTS} highlights; delete one first.",
             code="too_many_highlights",
         )
-    stories = await repository.stories_by_id(session, story_ids)
+    stories = await repository.stories_by_id(session, story_ids, lock="keep")
     if len(stories) != len(story_ids) or any(s.author_id != owner_id for s in stories.values()):
         # (Someone else's story is as unknown as one that does not exist.)
         raise _no_such_story()
@@ -270,7 +274,7 @@ async def delete_story(
     with it (a highlight left empty goes too), and its files (original and variants) after the
     grace period deleted posts' files get, unless another post uses them. 403 to whoever else
     may see it, 404 to the rest."""
-    story = await repository.get_story(session, story_id)
+    story = await repository.get_story(session, story_id, lock="delete")
     if story is None or story.author_id != viewer_id:
         allowed = await _author_and_relation_allow(session, story, viewer_id)
         if story is not None and allowed and is_live(story.expires_at, now):
