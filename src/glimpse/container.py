@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from glimpse.accounts.passwords import PasswordHasher
 from glimpse.backends.feed import FeedStore, feed_store_from_url
@@ -26,7 +26,7 @@ from glimpse.backends.storage import Storage, storage_from_url
 from glimpse.backends.summaries import PostSummaryCache, summary_cache_from_url
 from glimpse.config import Settings
 from glimpse.db.database import Database
-from glimpse.db.failures import connection_lost
+from glimpse.db.failures import try_again_soon
 from glimpse.db.node_leases import acquire_node, release_node, renew_node
 from glimpse.db.urls import replica_urls
 from glimpse.db.write_notes import MemoryWriteNotes, WriteNotes
@@ -115,9 +115,8 @@ class Container:
         while True:
             try:
                 return await acquire_node(self.db, self.holder, NODE_LEASE_SECONDS)
-            except (OperationalError, DBAPIError) as exc:
-                transient = isinstance(exc, OperationalError) or connection_lost(exc)
-                if not transient or time.monotonic() + delay > deadline:
+            except DBAPIError as exc:
+                if not try_again_soon(exc) or time.monotonic() + delay > deadline:
                     raise
                 log.warning("the database is busy or not answering at start-up; waiting: %s", exc)
             await asyncio.sleep(delay)

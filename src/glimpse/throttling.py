@@ -212,6 +212,7 @@ class Throttle:
         self._local_until = 0.0
         self._redis: Redis | None = None
         self._shared_prefix = ""  # of the keys of reserve() and note() in Redis
+        self._redis_errors: tuple[type[Exception], ...] = ()
 
     @classmethod
     def in_redis(cls, setting: str, redis: Redis, prefix: str) -> Throttle:
@@ -225,8 +226,11 @@ class Throttle:
             wrap_exceptions=True,
             connection_pool=redis.connection_pool,  # type: ignore[arg-type]
         )
+        from redis.exceptions import RedisError
+
         throttle = cls(setting, storage=storage)
         throttle._redis = redis
+        throttle._redis_errors = (RedisError, OSError)
         throttle._shared_prefix = f"{prefix}limits:"
         return throttle
 
@@ -239,17 +243,16 @@ class Throttle:
         process that uses it; how many other attempts each key had in flight then. None when
         the counts are not shared (kept in memory, or Redis does not answer): the caller keeps
         its places in its own memory."""
-        if self._redis is None or time.monotonic() < self._local_until:
+        redis = self._shared_redis()
+        if redis is None:
             return None
-        from redis.exceptions import RedisError
-
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
+            async with redis.pipeline(transaction=True) as pipe:
                 for key in keys:
                     pipe.incr(self._in_flight_name(budget, key))
                     pipe.expire(self._in_flight_name(budget, key), self.IN_FLIGHT_SECONDS)
                 counts = (await pipe.execute())[::2]
-        except (RedisError, OSError) as error:
+        except self._redis_errors as error:
             self._local_until = time.monotonic() + self.FALLBACK_SECONDS
             log.warning("attempts in flight cannot be shared (%s); counting in this process", error)
             return None
@@ -260,10 +263,8 @@ class Throttle:
         is not taken from another attempt's)."""
         if self._redis is None:
             return
-        from redis.exceptions import RedisError
-
         # Not given back (Redis down): the places lapse after IN_FLIGHT_SECONDS.
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*self._redis_errors):
             await self._redis.eval(  # type: ignore[misc]
                 _RELEASE_PLACES,
                 len(keys),
@@ -276,24 +277,29 @@ class Throttle:
     async def note(self, key: Key, seconds: int) -> None:
         """Keep a mark for `key` this long in Redis, where every process sees it (nothing
         without one, or while it does not answer)."""
-        if self._redis is None or time.monotonic() < self._local_until:
+        redis = self._shared_redis()
+        if redis is None:
             return
-        from redis.exceptions import RedisError
-
-        with contextlib.suppress(RedisError, OSError):
-            await self._redis.set(self._note_name(key), b"1", ex=seconds)
+        with contextlib.suppress(*self._redis_errors):
+            await redis.set(self._note_name(key), b"1", ex=seconds)
 
     async def noted(self, key: Key) -> bool:
         """Whether some process keeps a mark for `key` (False without Redis, or while it does
         not answer)."""
-        if self._redis is None or time.monotonic() < self._local_until:
+        redis = self._shared_redis()
+        if redis is None:
             return False
-        from redis.exceptions import RedisError
-
         try:
-            return bool(await self._redis.exists(self._note_name(key)))
-        except (RedisError, OSError):
+            return bool(await redis.exists(self._note_name(key)))
+        except self._redis_errors:
             return False
+
+    def _shared_redis(self) -> Redis | None:
+        """The Redis that every process shares, unless there is none or it failed lately (the
+        budgets count in this process's memory meanwhile)."""
+        if time.monotonic() < self._local_until:
+            return None
+        return self._redis
 
     def _note_name(self, key: Key) -> str:
         return self._shared_prefix + "noted:" + "/".join(key)

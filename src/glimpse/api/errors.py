@@ -18,7 +18,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 from starlette.types import Message
 
-from glimpse.db.failures import connection_lost
+from glimpse.db.failures import sqlite_primary_code, try_again_soon
 from glimpse.errors import DomainError, StorageUnavailable
 from glimpse.ids import NodeLeaseExpired
 from glimpse.web.paths import is_page
@@ -189,25 +189,16 @@ def _allowed_methods(request: Request) -> list[str]:
     return [m for m in _METHODS if (get if m in ("GET", "HEAD") else takes(m))]
 
 
-# SQLITE_BUSY and SQLITE_LOCKED: another writer held on past the busy timeout.
-_SQLITE_BUSY_CODES = {5, 6}
 # SQLITE_READONLY, SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN: the disk under the database is
 # full, read-only, failing or out of file descriptors. The server's trouble, which an operator
 # fixes without a new release: 503 while it lasts (a broken schema stays a 500).
 _SQLITE_DISK_CODES = {8, 10, 13, 14}
 
 
-def _sqlite_primary_code(exc: OperationalError) -> int | None:
-    code = getattr(exc.orig, "sqlite_errorcode", None)
-    # Extended codes (SQLITE_IOERR_FSYNC, SQLITE_READONLY_DBMOVED...) keep the primary one in
-    # their low byte.
-    return code & 0xFF if isinstance(code, int) else None
-
-
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DBAPIError)
-    code = _sqlite_primary_code(exc) if isinstance(exc, OperationalError) else None
-    if code in _SQLITE_BUSY_CODES or connection_lost(exc):
+    code = sqlite_primary_code(exc) if isinstance(exc, OperationalError) else None
+    if try_again_soon(exc):
         # A busy database or a server that went away (db/failures.py): the transaction rolled
         # back, so the request may simply be sent again.
         return _try_again_soon(request, exc, retry_after=1)

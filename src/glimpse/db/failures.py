@@ -16,7 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -42,6 +42,26 @@ else:
     )
     _CLIENT_ERRORS = (pg.InterfaceError, pg.InternalClientError)
 _BROKEN_CONNECTION_TEXT = ("another operation", "connection is closed")
+
+
+# SQLITE_BUSY and SQLITE_LOCKED: another writer held on past the busy timeout.
+_SQLITE_BUSY_CODES = {5, 6}
+
+
+def sqlite_primary_code(exc: OperationalError) -> int | None:
+    code = getattr(exc.orig, "sqlite_errorcode", None)
+    # Extended codes (SQLITE_IOERR_FSYNC, SQLITE_READONLY_DBMOVED...) keep the primary one in
+    # their low byte.
+    return code & 0xFF if isinstance(code, int) else None
+
+
+def try_again_soon(exc: DBAPIError) -> bool:
+    """Whether the database was busy (SQLite's write lock held past the busy timeout) or went
+    away (connection_lost): the transaction rolled back, and the same work may simply be done
+    again in a moment. (A broken schema or a full disk is neither.)"""
+    if isinstance(exc, OperationalError) and sqlite_primary_code(exc) in _SQLITE_BUSY_CODES:
+        return True
+    return connection_lost(exc)
 
 
 def connection_lost(exc: BaseException) -> bool:
