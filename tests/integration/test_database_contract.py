@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 from alembic import command
@@ -29,17 +28,9 @@ from glimpse.jobs import Payload, registry
 from glimpse.posts import repository as posts_repository
 from glimpse.privacy import repository as privacy_repository
 from tests.conftest import Glimpse
-from tests.databases import ON_EVERY_DATABASE, migrate, run_sync
+from tests.databases import ON_EVERY_DATABASE, run_sync
 
 pytestmark = ON_EVERY_DATABASE
-
-
-@pytest.fixture
-async def db(settings: Settings) -> AsyncIterator[Database]:
-    migrate(settings.resolved_database_url)
-    database = Database(settings.resolved_database_url)
-    yield database
-    await database.dispose()
 
 
 async def _nothing(container: object, payload: Payload) -> None:  # pragma: no cover

@@ -6,7 +6,6 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import make_url, select, update
@@ -21,15 +20,6 @@ from glimpse.db.node_leases import (
     release_node,
     renew_node,
 )
-from tests.databases import migrate
-
-
-@pytest.fixture
-async def db(settings: Settings) -> AsyncIterator[Database]:
-    migrate(settings.resolved_database_url)
-    database = Database(settings.resolved_database_url)
-    yield database
-    await database.dispose()
 
 
 async def leases(db: Database) -> dict[int, str]:

@@ -4,25 +4,14 @@ the broker: what a failed publish leaves for the next pass."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 
 from glimpse.backends.queue.outbox import enqueue
 from glimpse.backends.queue.relay import DueJob, Relay
-from glimpse.config import Settings
 from glimpse.db.database import Database
 from glimpse.ids import IdGenerator
 from glimpse.jobs import Payload, registry
-from tests.databases import migrate
-
-
-@pytest.fixture
-async def db(settings: Settings) -> AsyncIterator[Database]:
-    migrate(settings.resolved_database_url)
-    database = Database(settings.resolved_database_url)
-    yield database
-    await database.dispose()
 
 
 async def _nothing(container: object, payload: Payload) -> None:  # pragma: no cover
