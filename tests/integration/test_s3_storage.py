@@ -4,14 +4,16 @@ originals, and a store that does not answer (503 upstream, never a hang or a 500
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
 
-from glimpse.backends.storage import ObjectMissing, storage_from_url
+from glimpse.backends.storage import ObjectMissing, Storage, storage_from_url
 from glimpse.backends.storage.s3 import S3Location, S3Storage, _store_faults
 from glimpse.errors import StorageUnavailable
 from tests.s3server import S3Server
@@ -181,31 +183,12 @@ async def test_an_answer_without_the_fields_s3_sends_is_storage_unavailable(
     # An "S3" that answers every request 200 and says nothing more: a HEAD without the
     # object's length (as a proxy in front of a store did in the fault suite) is the store's
     # trouble, a 503 to a client, not a KeyError and a 500.
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "x")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "x")
+    def answer(head: bytes) -> bytes:
+        return (b"" if head.startswith(b"HEAD ") else b"Content-Length: 0\r\n") + b"\r\n"
 
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while head := await reader.readuntil(b"\r\n\r\n"):
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            await reader.readexactly(length)
-            body_header = b"" if head.startswith(b"HEAD ") else b"Content-Length: 0\r\n"
-            writer.write(b"HTTP/1.1 200 OK\r\n" + body_header + b"\r\n")
-            await writer.drain()
-
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    storage = storage_from_url(
-        f"s3://media?endpoint=http://127.0.0.1:{port}", staging_dir=tmp_path / "staging"
-    )
-    try:
+    async with _answering_s3(answer, tmp_path) as storage:
         with pytest.raises(StorageUnavailable, match="KeyError"):
             await asyncio.wait_for(storage.size("v/ab/x.jpg"), timeout=60)
-    finally:
-        await storage.close()
-        server.close()
 
 
 async def test_keys_a_batch_delete_could_not_remove_are_unavailable_not_gone(
@@ -214,8 +197,6 @@ async def test_keys_a_batch_delete_could_not_remove_are_unavailable_not_gone(
     # DeleteObjects answers 200 even when it removed none of the keys: those it could not
     # remove are in its Errors list. They are still there, so the purge that asked must try
     # again later (StorageUnavailable), not forget them as deleted.
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "x")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "x")
     refused = (
         b'<?xml version="1.0" encoding="UTF-8"?>'
         b'<DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
@@ -223,27 +204,41 @@ async def test_keys_a_batch_delete_could_not_remove_are_unavailable_not_gone(
         b"<Message>Access Denied</Message></Error></DeleteResult>"
     )
 
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def answer(head: bytes) -> bytes:
+        body = refused if head.startswith(b"POST ") and b"delete" in head.split()[1] else b""
+        return b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+    async with _answering_s3(answer, tmp_path) as storage:
+        with pytest.raises(StorageUnavailable, match="AccessDenied"):
+            await asyncio.wait_for(
+                storage.delete_many(["v/ab/gone.jpg", "v/ab/kept.jpg"]), timeout=60
+            )
+
+
+@contextlib.asynccontextmanager
+async def _answering_s3(answer: Callable[[bytes], bytes], tmp_path: Path) -> AsyncIterator[Storage]:
+    """A store over an "S3" on 127.0.0.1 that answers every request 200 OK, followed by what
+    `answer` gives for the request's head (the rest of the headers, a blank line, a body)."""
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "x")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "x")
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while head := await reader.readuntil(b"\r\n\r\n"):
             length = 0
             for line in head.split(b"\r\n"):
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":")[1])
             await reader.readexactly(length)
-            body = refused if head.startswith(b"POST ") and b"delete" in head.split()[1] else b""
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            writer.write(b"HTTP/1.1 200 OK\r\n" + answer(head))
             await writer.drain()
 
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     storage = storage_from_url(
         f"s3://media?endpoint=http://127.0.0.1:{port}", staging_dir=tmp_path / "staging"
     )
     try:
-        with pytest.raises(StorageUnavailable, match="AccessDenied"):
-            await asyncio.wait_for(
-                storage.delete_many(["v/ab/gone.jpg", "v/ab/kept.jpg"]), timeout=60
-            )
+        yield storage
     finally:
         await storage.close()
         server.close()
