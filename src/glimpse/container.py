@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy.exc import DBAPIError
-
 from glimpse.accounts.passwords import PasswordHasher
 from glimpse.backends.feed import FeedStore, feed_store_from_url
 from glimpse.backends.queue import JobConsumer, queue_from_url
@@ -26,7 +24,7 @@ from glimpse.backends.storage import Storage, storage_from_url
 from glimpse.backends.summaries import PostSummaryCache, summary_cache_from_url
 from glimpse.config import Settings
 from glimpse.db.database import Database
-from glimpse.db.failures import try_again_soon
+from glimpse.db.failures import waiting_out_outages
 from glimpse.db.node_leases import acquire_node, release_node, renew_node
 from glimpse.db.urls import replica_urls
 from glimpse.db.write_notes import MemoryWriteNotes, WriteNotes
@@ -58,7 +56,8 @@ def _load_job_handlers() -> None:
 # A crashed process's node comes free after this long; a live one renews well before.
 NODE_LEASE_SECONDS = 600.0
 NODE_RENEW_SECONDS = 60.0
-NODE_START_WAIT_SECONDS = 60.0
+# How long a starting process waits out a busy or unreachable database (db/failures.py).
+START_WAIT_SECONDS = 60.0
 
 
 @dataclass
@@ -107,20 +106,14 @@ class Container:
 
     async def _acquire_node_at_start(self) -> int:
         """The node lease, waiting out a database that is busy or not answering yet for up to
-        NODE_START_WAIT_SECONDS: on a loaded machine an embedded database's write lock can be
+        START_WAIT_SECONDS: on a loaded machine an embedded database's write lock can be
         held past its busy timeout (a sibling's commits waiting on fsync), and a process being
         restarted must not die of that, nor of a PostgreSQL that is still starting."""
-        deadline = time.monotonic() + NODE_START_WAIT_SECONDS
-        delay = 0.25
-        while True:
-            try:
-                return await acquire_node(self.db, self.holder, NODE_LEASE_SECONDS)
-            except DBAPIError as exc:
-                if not try_again_soon(exc) or time.monotonic() + delay > deadline:
-                    raise
-                log.warning("the database is busy or not answering at start-up; waiting: %s", exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        return await waiting_out_outages(
+            lambda: acquire_node(self.db, self.holder, NODE_LEASE_SECONDS),
+            "at start-up",
+            START_WAIT_SECONDS,
+        )
 
     def _hold_node(self, node: int) -> None:
         self.ids.use_node(node)

@@ -19,7 +19,8 @@ from collections.abc import AsyncIterator
 
 from glimpse.backends.queue.base import ClaimedJob, retry_delay
 from glimpse.backends.queue.outbox import ensure_pending
-from glimpse.container import Container
+from glimpse.container import START_WAIT_SECONDS, Container
+from glimpse.db.failures import waiting_out_outages
 from glimpse.errors import StorageUnavailable
 from glimpse.jobs import DEFAULT_LANE, VIDEO_LANE, PermanentJobError, UnknownJob, registry
 from glimpse.media import decoding
@@ -48,8 +49,13 @@ class StartupError(RuntimeError):
 
 
 async def check_registered_handlers(container: Container) -> None:
-    """Refuse to start when queued jobs name handlers this code does not have."""
-    unknown = await container.queue.pending_names() - registry.names()
+    """Refuse to start when queued jobs name handlers this code does not have. (A database that
+    is busy or cut off meanwhile is waited out: a worker restarted during an outage must come
+    up once it is over, not die of its first statement.)"""
+    pending = await waiting_out_outages(
+        container.queue.pending_names, "at start-up", START_WAIT_SECONDS
+    )
+    unknown = pending - registry.names()
     if unknown:
         raise StartupError(f"queued jobs have no registered handler: {', '.join(sorted(unknown))}")
 

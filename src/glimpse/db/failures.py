@@ -12,7 +12,9 @@ errors.py), as it does for a busy SQLite file.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -103,3 +105,22 @@ async def read_once_more_if_lost(read: Callable[[], Awaitable[T]]) -> T:
             raise
         log.warning("database connection lost under a read; reading once more: %s", exc.orig)
     return await read()
+
+
+async def waiting_out_outages(action: Callable[[], Awaitable[T]], what: str, seconds: float) -> T:
+    """Run `action`, again and again with backoff for up to `seconds` while the database is busy
+    or not answering (try_again_soon). For a process's start-up steps: on a loaded machine an
+    embedded database's write lock can be held past its busy timeout, and a PostgreSQL session
+    can be ended under the first statement (a failover, a restart still under way); a process
+    must not die of either. Anything else, or an outage that lasts, is raised."""
+    deadline = time.monotonic() + seconds
+    delay = 0.25
+    while True:
+        try:
+            return await action()
+        except DBAPIError as exc:
+            if not try_again_soon(exc) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("the database is busy or not answering %s; waiting: %s", what, exc)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
