@@ -223,6 +223,13 @@ class Settings(BaseSettings):
     # How old the read path's per-viewer answers may be (feed/memo.py): the large accounts a
     # viewer follows, and their affinity to authors.
     feed_viewer_memo_seconds: float = Field(default=5.0, ge=0)
+    # How long a viewer's first page of the feed may be served again as it was made
+    # (feed/kept_pages.py): while nothing the feed marks watch has changed, for at most this
+    # long, so that others' likes and comments, and new posts of accounts not on the page, show
+    # within it. 0 turns keeping off.
+    feed_kept_page_seconds: float = Field(default=2.0, ge=0, le=60)
+    # The memory those pages may take in each API process, at most (the oldest go first).
+    feed_kept_pages_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
 
     @field_validator("rate_limits")
     @classmethod

@@ -29,6 +29,7 @@ from glimpse.db.node_leases import acquire_node, release_node, renew_node
 from glimpse.db.urls import replica_urls
 from glimpse.db.write_notes import MemoryWriteNotes, WriteNotes
 from glimpse.errors import StorageUnavailable
+from glimpse.feed.kept_pages import KeptPages
 from glimpse.feed.memo import ViewerMemo
 from glimpse.holders import new_holder
 from glimpse.ids import MAX_NODE, IdGenerator
@@ -75,6 +76,7 @@ class Container:
     throttle: Throttle
     sign_ins: SignInGuard
     viewer_memo: ViewerMemo
+    kept_pages: KeptPages
     # The media of public ready posts, between requests: in memory, or in Redis behind it.
     post_summaries: PostSummaryCache
     video_checks: VideoCheckSlots
@@ -230,6 +232,7 @@ def build_container(settings: Settings, *, node_id: int | None = None) -> Contai
         throttle=throttle,
         sign_ins=SignInGuard(throttle),
         viewer_memo=ViewerMemo(ttl_seconds=settings.feed_viewer_memo_seconds),
+        kept_pages=KeptPages(settings.feed_kept_page_seconds, settings.feed_kept_pages_bytes),
         post_summaries=summary_cache_from_url(
             cache_url,
             expect_avif=avif_wanted(settings),

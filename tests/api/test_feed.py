@@ -826,7 +826,10 @@ async def test_the_feed_reads_its_bearer_token_as_every_route_does(glimpse: Glim
     assert_error(await glimpse.client.get("/api/v1/feed", headers=other), 401, "invalid_token")
 
 
-@pytest.mark.parametrize("settings", [{"feed_viewer_memo_seconds": 600}], indirect=True)
+# (Counts changed by hand, not by likes: the kept first page would show them a moment later.)
+@pytest.mark.parametrize(
+    "settings", [{"feed_viewer_memo_seconds": 600, "feed_kept_page_seconds": 0}], indirect=True
+)
 async def test_a_remembered_ranking_gives_way_to_new_likes_posts_and_affinity(
     glimpse: Glimpse,
 ) -> None:

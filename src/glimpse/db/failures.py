@@ -28,6 +28,9 @@ _SESSION_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutErro
 # asyncpg's errors (a driver of the `postgres` extra only) of a connection used again after it
 # broke (its protocol still waiting for the answer that never came) or after it was closed.
 _CLIENT_ERRORS: tuple[type[BaseException], ...] = ()
+# PostgreSQL's own "this transaction was rolled back; run it again" (class 40: a deadlock
+# detected between two transactions, a serialization failure).
+_ROLLED_BACK: tuple[type[BaseException], ...] = ()
 try:
     import asyncpg.exceptions as pg
 except ImportError:  # (no PostgreSQL without it: SQLite's errors are OperationalErrors)
@@ -43,6 +46,7 @@ else:
         pg.InsufficientResourcesError,
     )
     _CLIENT_ERRORS = (pg.InterfaceError, pg.InternalClientError)
+    _ROLLED_BACK = (pg.TransactionRollbackError,)
 _BROKEN_CONNECTION_TEXT = ("another operation", "connection is closed")
 
 
@@ -58,12 +62,26 @@ def sqlite_primary_code(exc: OperationalError) -> int | None:
 
 
 def try_again_soon(exc: DBAPIError) -> bool:
-    """Whether the database was busy (SQLite's write lock held past the busy timeout) or went
-    away (connection_lost): the transaction rolled back, and the same work may simply be done
-    again in a moment. (A broken schema or a full disk is neither.)"""
+    """Whether the database was busy (SQLite's write lock held past the busy timeout), ended
+    the transaction for another's sake (a deadlock), or went away (connection_lost): the
+    transaction rolled back, and the same work may simply be done again in a moment. (A broken
+    schema or a full disk is neither.)"""
     if isinstance(exc, OperationalError) and sqlite_primary_code(exc) in _SQLITE_BUSY_CODES:
         return True
+    if _rolled_back(exc):
+        # Two transactions took the same rows in opposite orders (say, a user liking a post
+        # of theirs while deleting it: each moves the feed marks of migration 0013), and
+        # PostgreSQL ended one of them.
+        return True
     return connection_lost(exc)
+
+
+def _rolled_back(exc: DBAPIError) -> bool:
+    # SQLAlchemy's asyncpg adapter raises its own error from asyncpg's, keeping the SQLSTATE.
+    for cause in (exc.orig, getattr(exc.orig, "__cause__", None)):
+        if isinstance(cause, _ROLLED_BACK) or str(getattr(cause, "sqlstate", "")).startswith("40"):
+            return True
+    return False
 
 
 def connection_lost(exc: BaseException) -> bool:

@@ -6,6 +6,7 @@ from glimpse.backends.queue.models import Job
 from glimpse.db.base import Base
 from glimpse.db.node_leases import NodeLease
 from glimpse.engagement.models import Comment, Like
+from glimpse.feed.models import FeedMark
 from glimpse.graph.models import Block, Follow, FollowRequest
 from glimpse.posts.models import Media, MediaVariant, Post, UploadUsage
 from glimpse.privacy.models import AccountErasure, AccountExport
@@ -19,6 +20,7 @@ __all__ = [
     "Block",
     "Comment",
     "FeedEntry",
+    "FeedMark",
     "FeedRow",
     "Follow",
     "FollowRequest",

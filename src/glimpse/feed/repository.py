@@ -16,6 +16,7 @@ from glimpse.accounts.models import User
 from glimpse.backends.feed import Entry
 from glimpse.db.database import Database
 from glimpse.engagement.models import Comment, Like
+from glimpse.feed.models import FeedMark
 from glimpse.graph.models import Follow
 from glimpse.graph.visibility import in_feed_of
 from glimpse.posts.models import Post, PostKind, PostStatus
@@ -70,6 +71,9 @@ _PULLED_FOLLOWED = (
     select(User.id)
     .join(Follow, Follow.followee_id == User.id)
     .where(Follow.follower_id == bindparam("user"), User.feed_pull.is_(True))
+)
+_FEED_MARKS = select(FeedMark.user_id, FeedMark.mark).where(
+    FeedMark.user_id.in_(bindparam("ids", expanding=True))
 )
 _LIKED_AUTHORS = (
     select(Post.author_id)
@@ -156,3 +160,13 @@ async def interactions_by_author(db: Database, viewer_id: int, since: datetime) 
             counts[author_id] = counts.get(author_id, 0) + 1
     counts.pop(viewer_id, None)  # liking one's own posts is no affinity
     return counts
+
+
+async def feed_marks(db: Database, account_ids: Collection[int]) -> dict[int, int]:
+    """The feed marks of these accounts (migration 0013; an account without a row is at 0).
+    Read where the feed's posts are read (a replica, if any), so that a page and the marks it
+    is kept under agree."""
+    if not account_ids:
+        return {}
+    rows = await db.fetch(_FEED_MARKS, {"ids": sorted(account_ids)}, replica=True)
+    return {row[0]: row[1] for row in rows}

@@ -14,7 +14,7 @@ from glimpse.api.deps import Caller, ContainerDep, PageLimit, get_caller_id
 from glimpse.api.errors import error_responses
 from glimpse.container import Container
 from glimpse.errors import Malformed
-from glimpse.feed import service
+from glimpse.feed import kept_pages, service
 from glimpse.feed.cursors import FeedPosition, Order, from_cursor_fields, to_cursor_fields
 from glimpse.pagination import check_limit, decode_cursor, encode_cursor
 from glimpse.posts.schemas import PostPage
@@ -103,8 +103,18 @@ async def _feed_page(
     # Serialised here, once, from plain values: a model would be validated on the way in and,
     # returned, dumped and validated again against response_model (most of this route's cost).
     # orjson writes the 34 KB of a first page in a sixth of json.dumps's time.
-    page = await feed_page_data(container, viewer_id, limit, cursor, order)
-    return Response(orjson.dumps(page), media_type="application/json")
+    if cursor or not container.kept_pages.enabled:
+        page = await feed_page_data(container, viewer_id, limit, cursor, order)
+        return Response(orjson.dumps(page), media_type="application/json")
+    page_size = check_limit(limit)
+
+    async def build() -> tuple[bytes, set[int]]:
+        page = await feed_page_data(container, viewer_id, page_size, None, order)
+        return orjson.dumps(page), {int(item["author"]["id"]) for item in page["items"]}
+
+    pulled = await service.pulled_accounts(container, viewer_id)
+    body = await kept_pages.first_page(container, viewer_id, order, page_size, pulled, build)
+    return Response(body, media_type="application/json")
 
 
 async def feed_page_data(

@@ -83,6 +83,18 @@ async def rebuild_feed(container: Container, user_id: int) -> None:
         FEED_REBUILD_SECONDS.observe(time.time() - started)
 
 
+async def pulled_accounts(container: Container, viewer_id: int) -> list[int]:
+    """The large accounts the viewer follows, merged into the feed at read time (memoised for
+    feed_viewer_memo_seconds: a new follow of one shows that much later)."""
+    memo = container.viewer_memo
+    cached = memo.get("pulled", viewer_id)
+    if isinstance(cached, list):
+        return cached
+    pulled = await repository.followed_pull_accounts(container.db, viewer_id)
+    memo.put("pulled", viewer_id, pulled)
+    return pulled
+
+
 class _Reader:
     def __init__(self, container: Container, viewer_id: int) -> None:
         self.container = container
@@ -226,13 +238,7 @@ class _Reader:
         return await repository.feed_posts(self.container.db, self.viewer_id, ids)
 
     async def _pulled_accounts(self) -> list[int]:
-        memo = self.container.viewer_memo
-        cached = memo.get("pulled", self.viewer_id)
-        if isinstance(cached, list):
-            return cached
-        pulled = await repository.followed_pull_accounts(self.container.db, self.viewer_id)
-        memo.put("pulled", self.viewer_id, pulled)
-        return pulled
+        return await pulled_accounts(self.container, self.viewer_id)
 
     async def _affinity(self) -> dict[int, int]:
         memo = self.container.viewer_memo

@@ -82,6 +82,11 @@ FEED_CACHE = Counter(
     " (the cache could not be used; answered from the database)",
     ["result"],
 )
+FEED_KEPT_PAGES = Counter(
+    "glimpse_feed_kept_pages_total",
+    "First pages of the feed: served again as kept (kept), or built (built)",
+    ["result"],
+)
 FEED_REBUILD_SECONDS = Histogram(
     "glimpse_feed_rebuild_duration_seconds",
     "Time to rebuild one missing feed from the database",

@@ -1,0 +1,293 @@
+"""The kept first page of the home feed (feed/kept_pages.py): read again, it is served as it was
+built, until its time is up or anything it depends on changes; and every change it depends on,
+made through the API (in this process or another one over the same database), shows on the
+very next read, in both orders.
+
+Made a moment late, by design: others' likes and comments (counts), and a post fanned out
+below the newest entry of the viewer's feed. Those show within feed_kept_page_seconds."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from glimpse.app import create_app
+from glimpse.config import Settings
+from glimpse.feed import kept_pages, service
+from glimpse.ops.metrics import FEED_KEPT_PAGES
+from tests.api.social import block, feed, follow, go_private, like, quick_post, unfollow, user_id
+from tests.api.test_posts import publish
+from tests.conftest import Glimpse
+
+Headers = dict[str, str]
+KEPT_SECONDS = 30.0  # long: the tests move the container's clock past it instead of waiting
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def kept_served() -> float:
+    return FEED_KEPT_PAGES.labels("kept")._value.get()
+
+
+async def _kept_page(glimpse: Glimpse, viewer: Headers, order: str) -> dict[str, Any]:
+    """The viewer's first page, read until it is kept (the first build only learns whom to
+    watch), and shown once more as kept."""
+    await feed(glimpse, viewer, order)
+    await feed(glimpse, viewer, order)
+    served = kept_served()
+    page = await feed(glimpse, viewer, order)
+    assert kept_served() == served + 1, "the page was not kept"
+    return page
+
+
+@pytest.fixture
+async def world(glimpse: Glimpse) -> dict[str, Any]:
+    people = {name: await glimpse.signup(name) for name in ("viewer", "author", "other", "star")}
+    await follow(glimpse, people["viewer"], "author")
+    await follow(glimpse, people["viewer"], "other")
+    post = await publish(glimpse, people["author"], caption="kept")
+    return {"people": people, "post": post["id"]}
+
+
+KEPT = pytest.mark.parametrize(
+    "settings", [{"feed_kept_page_seconds": KEPT_SECONDS}], indirect=True
+)
+
+
+@KEPT
+@pytest.mark.parametrize("order", ["ranked", "latest"])
+async def test_a_page_read_again_is_served_as_kept_until_its_time_is_up(
+    glimpse: Glimpse, world: dict[str, Any], order: str
+) -> None:
+    clock = Clock(glimpse.container.clock())
+    glimpse.container.clock = clock
+    viewer, post = world["people"]["viewer"], world["post"]
+    page = await _kept_page(glimpse, viewer, order)
+    assert [p["id"] for p in page["items"]] == [post]
+    # A count changed by hand moves no mark: the page is a moment old...
+    async with glimpse.container.db.write() as s:
+        await s.execute(text("UPDATE posts SET like_count = 7 WHERE id = :p"), {"p": int(post)})
+    assert (await feed(glimpse, viewer, order))["items"][0]["like_count"] == 0
+    clock.now += KEPT_SECONDS - 1
+    assert (await feed(glimpse, viewer, order))["items"][0]["like_count"] == 0
+    # ...until its time is up.
+    clock.now += 1
+    assert (await feed(glimpse, viewer, order))["items"][0]["like_count"] == 7
+    # Each page size and order is a page of its own.
+    small = await feed(glimpse, viewer, order, limit=1)
+    assert small["items"][0]["like_count"] == 7
+
+
+Change = Callable[[Glimpse, dict[str, Any]], Awaitable[Callable[[dict[str, Any]], bool]]]
+
+
+async def _own_like(glimpse: Glimpse, world: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
+    await like(glimpse, world["people"]["viewer"], world["post"])
+    return lambda page: page["items"][0]["liked_by_me"] and page["items"][0]["like_count"] == 1
+
+
+async def _own_comment(glimpse: Glimpse, world: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
+    said = await glimpse.client.post(
+        f"/api/v1/posts/{world['post']}/comments",
+        headers=world["people"]["viewer"],
+        json={"text": "mine"},
+    )
+    assert said.status_code == 201, said.text
+    return lambda page: page["items"][0]["comment_count"] == 1
+
+
+def _gone(world: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
+    return lambda page: all(p["id"] != world["post"] for p in page["items"])
+
+
+async def _unfollow(glimpse: Glimpse, world: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
+    await unfollow(glimpse, world["people"]["viewer"], "author")
+    return _gone(world)
+
+
+async def _blocked_by_author(
+    glimpse: Glimpse, world: dict[str, Any]
+) -> Callable[[dict[str, Any]], bool]:
+    await block(glimpse, world["people"]["author"], "viewer")
+    return _gone(world)
+
+
+async def _blocks_author(
+    glimpse: Glimpse, world: dict[str, Any]
+) -> Callable[[dict[str, Any]], bool]:
+    await block(glimpse, world["people"]["viewer"], "author")
+    return _gone(world)
+
+
+async def _deleted(glimpse: Glimpse, world: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
+    gone = await glimpse.client.delete(
+        f"/api/v1/posts/{world['post']}", headers=world["people"]["author"]
+    )
+    assert gone.status_code == 204, gone.text
+    return _gone(world)
+
+
+async def _renamed(glimpse: Glimpse, world: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
+    changed = await glimpse.client.patch(
+        "/api/v1/me", headers=world["people"]["author"], json={"display_name": "The Author"}
+    )
+    assert changed.status_code == 200, changed.text
+    return lambda page: page["items"][0]["author"]["display_name"] == "The Author"
+
+
+async def _private(glimpse: Glimpse, world: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
+    await go_private(glimpse, world["people"]["author"])
+    # Media only some may see is linked with signed URLs.
+    return lambda page: all("sig=" in v["url"] for v in page["items"][0]["media"][0]["variants"])
+
+
+async def _new_post_of_an_author_on_the_page(
+    glimpse: Glimpse, world: dict[str, Any]
+) -> Callable[[dict[str, Any]], bool]:
+    new = await publish(glimpse, world["people"]["author"], caption="newer")
+    return lambda page: new["id"] in [p["id"] for p in page["items"]]
+
+
+async def _new_post_fanned_out(
+    glimpse: Glimpse, world: dict[str, Any]
+) -> Callable[[dict[str, Any]], bool]:
+    # "other" has nothing on the page: its post reaches it as the feed's newest entry.
+    new = await quick_post(glimpse, await user_id(glimpse, world["people"]["other"]))
+    await glimpse.run_jobs()
+    return lambda page: str(new) in [p["id"] for p in page["items"]]
+
+
+async def _new_follow(glimpse: Glimpse, world: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
+    starred = await quick_post(glimpse, await user_id(glimpse, world["people"]["star"]))
+    await glimpse.run_jobs()
+    await follow(glimpse, world["people"]["viewer"], "star")
+    await glimpse.run_jobs()  # (the star's recent posts are merged into the feed by a job)
+    return lambda page: str(starred) in [p["id"] for p in page["items"]]
+
+
+CHANGES: dict[str, Change] = {
+    "own like": _own_like,
+    "own comment": _own_comment,
+    "unfollow": _unfollow,
+    "blocked by the author": _blocked_by_author,
+    "blocks the author": _blocks_author,
+    "post deleted": _deleted,
+    "author renamed": _renamed,
+    "author gone private": _private,
+    "new post of an author on the page": _new_post_of_an_author_on_the_page,
+    "new post fanned out": _new_post_fanned_out,
+    "new follow": _new_follow,
+}
+
+
+@KEPT
+@pytest.mark.parametrize("order", ["ranked", "latest"])
+@pytest.mark.parametrize("change", list(CHANGES))
+async def test_a_change_the_page_depends_on_shows_on_the_very_next_read(
+    glimpse: Glimpse, world: dict[str, Any], change: str, order: str
+) -> None:
+    viewer = world["people"]["viewer"]
+    before = await _kept_page(glimpse, viewer, order)
+    shows = await CHANGES[change](glimpse, world)
+    assert not shows(before)
+    served = kept_served()
+    assert shows(await feed(glimpse, viewer, order))
+    assert kept_served() == served  # built afresh, not served as kept
+
+
+@asynccontextmanager
+async def _another_process(settings: Settings) -> AsyncIterator[Glimpse]:
+    """A second API process over the same database and backends (its own memory: its own
+    kept pages, memos and caches)."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://other.test") as client:
+            yield Glimpse(client, app.state.container)
+
+
+@KEPT
+@pytest.mark.parametrize(
+    "change", ["unfollow", "blocked by the author", "post deleted", "own like"]
+)
+async def test_a_change_made_through_another_process_shows_on_the_very_next_read(
+    glimpse: Glimpse, settings: Settings, world: dict[str, Any], change: str
+) -> None:
+    viewer = world["people"]["viewer"]
+    await _kept_page(glimpse, viewer, "ranked")
+    async with _another_process(settings) as elsewhere:
+        shows = await CHANGES[change](elsewhere, world)
+    assert shows(await feed(glimpse, viewer, "ranked"))
+
+
+@KEPT
+async def test_a_large_accounts_new_post_shows_on_the_very_next_read(
+    glimpse: Glimpse, world: dict[str, Any]
+) -> None:
+    # The star is merged in at read time (never pushed): its mark is watched.
+    people = world["people"]
+    await follow(glimpse, people["viewer"], "star")
+    async with glimpse.container.db.write() as s:
+        await s.execute(text("UPDATE users SET feed_pull = true WHERE username = 'star'"))
+    glimpse.container.viewer_memo = type(glimpse.container.viewer_memo)(ttl_seconds=600)
+    await _kept_page(glimpse, people["viewer"], "latest")
+    starred = await quick_post(glimpse, await user_id(glimpse, people["star"]))
+    await glimpse.run_jobs()
+    viewer_id = await user_id(glimpse, people["viewer"])
+    window = await glimpse.container.feed_store.window(viewer_id, None, 100)
+    assert window is not None and starred not in [p for p, _ in window.entries]  # not pushed
+    assert (await feed(glimpse, people["viewer"], "latest"))["items"][0]["id"] == str(starred)
+
+
+@pytest.mark.parametrize("settings", [{"feed_kept_page_seconds": 0}], indirect=True)
+async def test_keeping_can_be_turned_off(glimpse: Glimpse, world: dict[str, Any]) -> None:
+    viewer = world["people"]["viewer"]
+    served = kept_served()
+    for _ in range(3):
+        await feed(glimpse, viewer)
+    assert kept_served() == served
+
+
+@KEPT
+@pytest.mark.parametrize("first", [True, False], ids=["first build", "later build"])
+async def test_a_change_committed_while_the_page_is_built_is_never_served_as_kept(
+    glimpse: Glimpse, world: dict[str, Any], first: bool
+) -> None:
+    """The marks a page is kept under are those read before it was built: a change committed
+    during the build (another request's, elsewhere) must make the next read build again, not
+    serve what the build saw. (Read after the build, the marks would include the change.)"""
+    container = glimpse.container
+    viewer = world["people"]["viewer"]
+    viewer_id = await user_id(glimpse, viewer)
+    author_id = await user_id(glimpse, world["people"]["author"])
+    if not first:
+        await feed(glimpse, viewer, "latest")  # the author is watched from now on
+    pulled = await service.pulled_accounts(container, viewer_id)
+
+    async def build_while_the_post_goes() -> tuple[bytes, set[int]]:
+        async with container.db.write() as s:  # (its author's mark alone moves)
+            await s.execute(
+                text("UPDATE posts SET status = 'failed' WHERE id = :p"), {"p": int(world["post"])}
+            )
+        return b"what the build saw", {author_id}
+
+    async def build_afresh() -> tuple[bytes, set[int]]:
+        return b"afresh", {author_id}
+
+    def first_page(build: kept_pages.Build) -> Awaitable[bytes]:
+        return kept_pages.first_page(container, viewer_id, "latest", 20, pulled, build)
+
+    assert await first_page(build_while_the_post_goes) == b"what the build saw"
+    assert await first_page(build_afresh) == b"afresh"
+    assert await first_page(build_afresh) == b"afresh"  # (kept now, and served)
