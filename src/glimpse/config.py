@@ -224,10 +224,10 @@ class Settings(BaseSettings):
     # viewer follows, and their affinity to authors.
     feed_viewer_memo_seconds: float = Field(default=5.0, ge=0)
     # How long a viewer's first page of the feed may be served again as it was made
-    # (feed/kept_pages.py): while nothing the feed marks watch has changed, for at most this
-    # long, so that others' likes and comments, and new posts of accounts not on the page, show
-    # within it. 0 turns keeping off.
-    feed_kept_page_seconds: float = Field(default=2.0, ge=0, le=60)
+    # (feed/kept_pages.py) while nothing it depends on has changed: others' likes and comments
+    # (the counts) show within this. 0 turns keeping off. (At most half the shortest life of a
+    # signed media URL, so that a kept page never links one about to expire.)
+    feed_kept_page_seconds: float = Field(default=10.0, ge=0, le=30)
     # The memory those pages may take in each API process, at most (the oldest go first).
     feed_kept_pages_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
 

@@ -3,8 +3,8 @@ built, until its time is up or anything it depends on changes; and every change 
 made through the API (in this process or another one over the same database), shows on the
 very next read, in both orders.
 
-Made a moment late, by design: others' likes and comments (counts), and a post fanned out
-below the newest entry of the viewer's feed. Those show within feed_kept_page_seconds."""
+Made a moment late, by design: others' likes and comments (the counts), which show within
+feed_kept_page_seconds."""
 
 from __future__ import annotations
 
@@ -17,9 +17,12 @@ import pytest
 from sqlalchemy import text
 
 from glimpse.app import create_app
+from glimpse.backends.queue.outbox import enqueue
 from glimpse.config import Settings
 from glimpse.feed import kept_pages, service
+from glimpse.feed.names import FAN_OUT_JOB
 from glimpse.ops.metrics import FEED_KEPT_PAGES
+from glimpse.posts.models import Post, PostStatus
 from tests.api.social import block, feed, follow, go_private, like, quick_post, unfollow, user_id
 from tests.api.test_posts import publish
 from tests.conftest import Glimpse
@@ -168,6 +171,21 @@ async def _new_post_fanned_out(
     return lambda page: str(new) in [p["id"] for p in page["items"]]
 
 
+async def _older_post_fanned_out(
+    glimpse: Glimpse, world: dict[str, Any]
+) -> Callable[[dict[str, Any]], bool]:
+    # Older than the feed's newest entry (its upload took longer to process, say): the size of
+    # the feed, not its newest entry, tells.
+    container, older = glimpse.container, int(world["post"]) - 1
+    author_id = await user_id(glimpse, world["people"]["other"])
+    async with container.db.write() as session:
+        session.add(Post(id=older, author_id=author_id, status=PostStatus.READY))
+        await session.flush()
+        enqueue(session, container.ids, FAN_OUT_JOB, {"post_id": older}, max_attempts=5)
+    await glimpse.run_jobs()
+    return lambda page: str(older) in [p["id"] for p in page["items"]]
+
+
 async def _new_follow(glimpse: Glimpse, world: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
     starred = await quick_post(glimpse, await user_id(glimpse, world["people"]["star"]))
     await glimpse.run_jobs()
@@ -187,6 +205,7 @@ CHANGES: dict[str, Change] = {
     "author gone private": _private,
     "new post of an author on the page": _new_post_of_an_author_on_the_page,
     "new post fanned out": _new_post_fanned_out,
+    "older post fanned out": _older_post_fanned_out,
     "new follow": _new_follow,
 }
 

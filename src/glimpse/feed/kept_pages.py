@@ -8,11 +8,10 @@ bench_feed.py); serving it again as it was built costs two cheap looks at what i
   transaction that makes the change, at every follow or block made or ended, every post that
   becomes ready or stops being so (a deletion), the viewer's own likes and comments, and renames
   and privacy changes: so a revocation counts from the very next read, in every process;
-- the newest entry of the viewer's materialised feed (fan-out adds posts of accounts that are
-  not on the page yet).
+- the newest entry of the viewer's materialised feed and the number of its entries (fan-out
+  adds posts of accounts that are not on the page yet, newer or older than those on it).
 While both are as they were, the page is served as built, for at most feed_kept_page_seconds:
-others' likes and comments (the counts) and a post fanned out below the newest entry show
-within that, as API.md allows ("a moment old").
+others' likes and comments (the counts) show within that.
 
 The marks are read before the page is built. Read after, a change committed in between would
 be in the marks kept but not in the page, and never noticed. An author whose mark was not read
@@ -40,23 +39,27 @@ if TYPE_CHECKING:
 _ENTRY_OVERHEAD = 400
 
 
+# A materialised feed's newest entry (0: none) and how many entries it holds (FeedWindow.size).
+FeedState = tuple[int, int]
+
+
 @dataclass(frozen=True)
 class Kept:
-    """A first page as built, under the marks and the newest feed entry read before it was
-    built (newest None: there was no feed to watch), at `kept_at` (the container's clock)."""
+    """A first page as built, under the marks and the state of the feed (FeedState) read before
+    it was built (None: there was no feed to watch), at `kept_at` (the container's clock)."""
 
     body: bytes
     marks: Mapping[int, int]
-    newest: int | None
+    feed: FeedState | None
     kept_at: float
 
     def serves(
-        self, marks: Mapping[int, int], newest: int | None, now: float, seconds: float
+        self, marks: Mapping[int, int], feed: FeedState | None, now: float, seconds: float
     ) -> bool:
-        """Whether this page may be served again, given the marks and newest entry read now."""
+        """Whether this page may be served again, given the marks and feed state read now."""
         return (
-            self.newest is not None
-            and newest == self.newest
+            self.feed is not None
+            and feed == self.feed
             and 0 <= now - self.kept_at < seconds
             and all(marks.get(account, 0) == mark for account, mark in self.marks.items())
         )
@@ -67,12 +70,12 @@ def to_keep(
     authors: Collection[int],
     watched: Collection[int],
     marks: Mapping[int, int],
-    newest: int | None,
+    feed: FeedState | None,
     now: float,
 ) -> Kept:
     """A page just built from `authors`' posts, kept under the marks of `watched` read before
     it was built (an account without a row is at 0), and its authors not among them at 0."""
-    return Kept(body, {a: marks.get(a, 0) for a in {*watched, *authors}}, newest, now)
+    return Kept(body, {a: marks.get(a, 0) for a in {*watched, *authors}}, feed, now)
 
 
 class KeptPages:
@@ -135,10 +138,10 @@ async def first_page(
     kept = pages.get(key)
     watched = {viewer_id, *pulled, *(kept.marks if kept is not None else ())}
     # Both read before the page is built (see above).
-    newest = await _newest_entry(container, viewer_id)
+    feed = await _feed_state(container, viewer_id)
     marks = await repository.feed_marks(container.db, watched)
     now = container.clock()
-    if kept is not None and kept.serves(marks, newest, now, pages.seconds):
+    if kept is not None and kept.serves(marks, feed, now, pages.seconds):
         with never_failing():
             FEED_KEPT_PAGES.labels("kept").inc()
         pages.put(key, kept)  # (most recently used)
@@ -148,17 +151,17 @@ async def first_page(
         FEED_KEPT_PAGES.labels("built").inc()
     # (With no feed to watch, missing until this build or its store down, it is never served:
     # it only says whom to watch next time.)
-    pages.put(key, to_keep(body, authors, watched, marks, newest, now))
+    pages.put(key, to_keep(body, authors, watched, marks, feed, now))
     return body
 
 
-async def _newest_entry(container: Container, viewer_id: int) -> int | None:
-    """The newest entry's post id in the viewer's materialised feed (0: empty); None when there
-    is no feed to watch (missing, or the store does not answer)."""
+async def _feed_state(container: Container, viewer_id: int) -> FeedState | None:
+    """The viewer's materialised feed's newest entry and size; None when there is no feed to
+    watch (missing, or the store does not answer)."""
     try:
         window = await container.feed_store.window(viewer_id, None, 1)
     except FeedStoreUnavailable:
         return None
     if window is None:
         return None
-    return window.entries[0][0] if window.entries else 0
+    return (window.entries[0][0] if window.entries else 0), window.size

@@ -24,6 +24,9 @@ class FeedWindow:
     # trimmed away or never loaded, and is read from the database.
     horizon_id: int
     read_at: float  # unix seconds, to within FeedStore.TOUCH_SECONDS
+    # How many entries the feed holds (on SQL as its pushes counted them, recounted at each
+    # trim): a push changes it, even of a post older than the newest entry (feed/kept_pages.py).
+    size: int = 0
 
 
 class FeedStoreUnavailable(StorageUnavailable):

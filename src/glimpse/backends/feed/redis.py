@@ -92,7 +92,7 @@ end
 _WINDOW = """
 local meta = redis.call('HMGET', KEYS[1], 'horizon', 'built_at', 'read_at')
 if not meta[2] or meta[2] == '0' or not redis.call('ZSCORE', KEYS[2], '') then return false end
-local out = {meta[1], meta[3]}
+local out = {meta[1], meta[3], redis.call('ZCARD', KEYS[2])}
 local found = redis.call('ZREVRANGEBYLEX', KEYS[2], ARGV[1], '[' .. meta[1], 'LIMIT', 0, ARGV[2])
 for i = 1, #found do out[#out + 1] = found[i] end
 return out
@@ -245,9 +245,10 @@ class RedisFeedStore:
         if found is None:
             return None
         return FeedWindow(
-            entries=[_parse(member) for member in found[2:]],
+            entries=[_parse(member) for member in found[3:]],
             horizon_id=int(found[0]),
             read_at=float(found[1]),
+            size=int(found[2]),
         )
 
     async def begin_rebuild(self, user_id: int, now: float) -> None:

@@ -42,7 +42,7 @@ _PUSH_IN = tuple(
 )
 # The feed's row, and its entries below `below` (none: one row of NULLs), newest first.
 _WINDOW = text(
-    "SELECT f.horizon_id, f.built_at, f.read_at, e.post_id, e.author_id FROM feeds AS f"
+    "SELECT f.horizon_id, f.built_at, f.read_at, e.post_id, e.author_id, f.size FROM feeds AS f"
     " LEFT JOIN feed_entries AS e ON e.user_id = f.user_id AND e.post_id < :below"
     " AND e.post_id >= f.horizon_id WHERE f.user_id = :u ORDER BY e.post_id DESC LIMIT :limit"
 )
@@ -69,7 +69,7 @@ class SqlFeedStore:
             return None
         horizon_id, _, read_at = rows[0][:3]
         entries = [(row[3], row[4]) for row in rows if row[3] is not None]
-        return FeedWindow(entries=entries, horizon_id=horizon_id, read_at=read_at)
+        return FeedWindow(entries=entries, horizon_id=horizon_id, read_at=read_at, size=rows[0][5])
 
     async def begin_rebuild(self, user_id: int, now: float) -> None:
         async with self._db.write() as session:
