@@ -720,6 +720,21 @@ SERVER_SCRIPT = textwrap.dedent(
             p.clear()
         return summary
 
+    # Kept first pages (glimpse/feed/kept_pages.py): how many were served as kept or built
+    # since the last call; `seconds` sets their time (0: every first page is built).
+    from glimpse.ops.metrics import FEED_KEPT_PAGES
+
+    kept_seen = {"kept": 0.0, "built": 0.0}
+
+    @app.get("/bench-kept")
+    async def bench_kept(request: Request, seconds: float = -1) -> dict:
+        if seconds >= 0:
+            request.app.state.container.kept_pages.seconds = seconds
+        now = {k: FEED_KEPT_PAGES.labels(k)._value.get() for k in kept_seen}
+        moved = {k: now[k] - kept_seen[k] for k in kept_seen}
+        kept_seen.update(now)
+        return moved
+
     # Ahead of the web app's /{username}, which would take them for profiles.
     ours = [r for r in app.router.routes if getattr(r, "path", "").startswith(("/hello", "/bench-"))]
     app.router.routes[:] = ours + [r for r in app.router.routes if r not in ours]
@@ -788,6 +803,12 @@ class AppServer:
             f"gen{g}: {n}x, {total:.0f} ms, max {worst:.1f} ms"
             for g, (n, total, worst) in stats.items()
         )
+
+    def kept_pages(self, seconds: float = -1) -> dict[str, float]:
+        """First pages served as kept and built since the last call; `seconds` >= 0 sets the
+        kept pages' time (0: off)."""
+        answer = httpx.get(f"{self.base}/bench-kept?seconds={seconds}", timeout=10).json()
+        return {k: float(v) for k, v in answer.items()}
 
     def cpu(self) -> float:
         t = self.ps.cpu_times()
@@ -1212,26 +1233,38 @@ def feed_reads(
         )
         # Warm up: imports, caches, the pages of every viewer's feed.
         run_wrk(server, first, max(3.0, args.seconds / 3), args.connections, work)
-        runs = [
-            ("hello", hello),
-            ("floor: auth + kept page", floor),
-            ("first page, ranked", first),
-            ("first page, latest", latest),
-            (f"page {args.deep_page}, ranked", deep),
-            (f"page {args.deep_page}, latest", deep_latest),
-            ("hello (again)", hello),
+        # (name, lines, kept pages' time: None leaves the server's setting)
+        runs: list[tuple[str, list[str], float | None]] = [
+            ("hello", hello, None),
+            ("floor: auth + kept page", floor, None),
+            ("first page, ranked", first, None),
+            ("first page, latest", latest, None),
+            ("first page, ranked, built each time", first, 0.0),
+            ("first page, latest, built each time", latest, 0.0),
+            (f"page {args.deep_page}, ranked", deep, None),
+            (f"page {args.deep_page}, latest", deep_latest, None),
+            ("hello (again)", hello, None),
         ]
         peaks: dict[str, Load] = {}
+        kept_share: dict[str, float] = {}
         server.gc_pauses(freeze=args.gc_freeze)
-        for name, lines in runs:
+        server.kept_pages()  # (counted from here)
+        default_seconds = float(bench_settings(args, data_dir).feed_kept_page_seconds)
+        for name, lines, kept_seconds in runs:
+            server.kept_pages(default_seconds if kept_seconds is None else kept_seconds)
             peaks[name] = run_wrk(server, lines, args.seconds, args.connections, work)
+            moved = server.kept_pages(default_seconds)
+            if moved["kept"] + moved["built"]:
+                kept_share[name] = moved["kept"] / (moved["kept"] + moved["built"])
             p = peaks[name]
+            share = f", {kept_share[name]:.0%} served as kept" if name in kept_share else ""
             print(
                 f"  {name:22} {p.rate:8.1f} req/s  p50 {p.p50_ms:6.2f} ms  p99 {p.p99_ms:6.2f} ms"
                 f"  server CPU {p.server_cpu_ms:.2f} ms/req (busy {p.server_busy:.2f}),"
-                f" wrk busy {p.client_busy:.2f}; {server.gc_pauses()}",
+                f" wrk busy {p.client_busy:.2f}{share}; {server.gc_pauses()}",
                 flush=True,
             )
+        result["kept_share"] = kept_share
         result["peaks"] = peaks
         half = peaks["first page, ranked"].rate / 2
         paced = run_paced(server, first, half, args.paced_seconds)
@@ -1657,9 +1690,11 @@ def report(args: argparse.Namespace, graph: Graph, results: dict[str, Any]) -> N
         )
         print(
             "| request | req/s | p50 ms | p99 ms | server CPU ms/req (req/s per core-second)"
-            " | server core busy | vs (a) SQLite | vs (a) PostgreSQL | vs (b) hello |"
+            " | server core busy | first pages served as kept | vs (a) SQLite"
+            " | vs (a) PostgreSQL | vs (b) hello |"
         )
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        kept_share = read.get("kept_share", {})
         nan = float("nan")
         naive_first = naive["rates"]["first"][0] if naive else nan
         naive_deep = naive["rates"]["deep"][0] if naive else nan
@@ -1673,24 +1708,25 @@ def report(args: argparse.Namespace, graph: Graph, results: dict[str, Any]) -> N
             vs_naive = "" if is_hello else f"{p.rate / (naive_deep if deep else naive_first):.2f}x"
             vs_pg = "" if is_hello or not pg else f"{p.rate / (pg_deep if deep else pg_first):.2f}x"
             vs_hello = "" if is_hello else f"{p.rate / hello_rate:.0%}"
+            share = f"{kept_share[name]:.0%}" if name in kept_share else ""
             print(
                 f"| {name} | {p.rate:,.0f} | {p.p50_ms:.2f} | {p.p99_ms:.2f} |"
                 f" {p.server_cpu_ms:.2f} ({1000 / p.server_cpu_ms:,.0f}) | {p.server_busy:.2f} |"
-                f" {vs_naive} | {vs_pg} | {vs_hello} |"
+                f" {share} | {vs_naive} | {vs_pg} | {vs_hello} |"
             )
         if naive:
             for name, key in (("first page", "first"), (f"page {args.deep_page}", "deep")):
                 rate, p50, p99, _ = naive["rates"][key]
                 print(
                     f"| (a) naive SQL, {name}, SQLite (sqlite3 in-process, one core) |"
-                    f" {rate:,.0f} | {p50 * 1000:.2f} | {p99 * 1000:.2f} | | | | | |"
+                    f" {rate:,.0f} | {p50 * 1000:.2f} | {p99 * 1000:.2f} | | | | | | |"
                 )
             if pg:
                 for name, key in (("first page", "first"), (f"page {args.deep_page}", "deep")):
                     rate, mean_ms = pg[key]
                     print(
                         f"| (a) naive SQL, {name}, PostgreSQL (pgbench -c1) | {rate:,.0f} |"
-                        f" (mean {mean_ms:.2f}) | | | | | | |"
+                        f" (mean {mean_ms:.2f}) | | | | | | | |"
                     )
         paced: Load = read["paced"]
         paced_hello: Load = read["paced_hello"]
@@ -1719,6 +1755,12 @@ def report(args: argparse.Namespace, graph: Graph, results: dict[str, Any]) -> N
                 0.40,
             ),
         ]
+        built = peaks.get("first page, ranked, built each time")
+        if built is not None:  # the same goals, had no page been kept
+            goals += [
+                ("first page, built each time, >= 5x (a) on SQLite", built.rate / naive_first, 5.0),
+                ("first page, built each time, >= 40% of (b)", built.rate / hello_rate, 0.40),
+            ]
         for name, value, goal in goals:
             print(f"Goal {name}: {value:.2f} ({'met' if value >= goal else 'not met'})")
         print(

@@ -7,23 +7,29 @@ from glimpse.feed.kept_pages import Kept, KeptPages, to_keep
 
 def test_a_page_is_served_only_while_its_marks_newest_entry_and_time_hold() -> None:
     kept = to_keep(
-        b"page", authors={2, 3}, watched={1, 2}, marks={1: 4, 2: 9}, feed=(50, 7), now=100
+        b"page",
+        authors={2, 3},
+        watched={1, 2},
+        marks={1: 4, 2: 9},
+        feed=(50, 7),
+        now=100,
+        seconds=2,
     )
     assert kept.marks == {1: 4, 2: 9, 3: 0}  # the author not read is kept at 0
     now = {1: 4, 2: 9}
-    assert kept.serves(now, (50, 7), 100, 2)
-    assert kept.serves(now, (50, 7), 101.9, 2)
-    assert not kept.serves(now, (50, 7), 102, 2)  # its time is up
-    assert not kept.serves(now, (50, 7), 99, 2)  # a clock that went back
-    assert not kept.serves(now, (51, 8), 100, 2)  # a newer entry in the feed
-    assert not kept.serves(now, (50, 8), 100, 2)  # an older one pushed to it
-    assert not kept.serves({1: 5, 2: 9}, (50, 7), 100, 2)  # the viewer's mark moved
-    assert not kept.serves({1: 4, 2: 9, 3: 1}, (50, 7), 100, 2)  # an author's, never read, did
-    assert not to_keep(b"p", {2}, {1}, {}, None, 100).serves({}, None, 100, 2)  # no feed
+    assert kept.serves(now, (50, 7), 100)
+    assert kept.serves(now, (50, 7), 101.9)
+    assert not kept.serves(now, (50, 7), 102)  # its time is up
+    assert not kept.serves(now, (50, 7), 99)  # a clock that went back
+    assert not kept.serves(now, (51, 8), 100)  # a newer entry in the feed
+    assert not kept.serves(now, (50, 8), 100)  # an older one pushed to it
+    assert not kept.serves({1: 5, 2: 9}, (50, 7), 100)  # the viewer's mark moved
+    assert not kept.serves({1: 4, 2: 9, 3: 1}, (50, 7), 100)  # an author's, never read, did
+    assert not to_keep(b"p", {2}, {1}, {}, None, 100, 2).serves({}, None, 100)  # no feed
 
 
 def test_the_least_recently_used_pages_go_past_the_memory_bound() -> None:
-    one = Kept(b"x" * 1000, {1: 1}, (5, 1), 0)
+    one = Kept(b"x" * 1000, {1: 1}, (5, 1), 0, 2)
     size = len(one.body) + 400 + 16
     pages = KeptPages(seconds=2, max_bytes=3 * size)
     for viewer in range(3):
@@ -35,7 +41,7 @@ def test_the_least_recently_used_pages_go_past_the_memory_bound() -> None:
     assert pages.get((1, "ranked", 20)) is None  # the least recently used went
     assert pages.get((0, "ranked", 20)) is one
     assert pages.size_bytes == 3 * size
-    pages.put((4, "ranked", 20), Kept(b"x" * 10 * size, {}, (5, 1), 0))  # larger than the bound
+    pages.put((4, "ranked", 20), Kept(b"x" * 10 * size, {}, (5, 1), 0, 2))  # larger than the bound
     assert pages.get((4, "ranked", 20)) is None and pages.size_bytes == 3 * size
     pages.drop((0, "ranked", 20))
     assert pages.size_bytes == 2 * size

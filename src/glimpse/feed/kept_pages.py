@@ -11,7 +11,9 @@ bench_feed.py); serving it again as it was built costs two cheap looks at what i
 - the newest entry of the viewer's materialised feed and the number of its entries (fan-out
   adds posts of accounts that are not on the page yet, newer or older than those on it).
 While both are as they were, the page is served as built, for at most feed_kept_page_seconds:
-others' likes and comments (the counts) show within that.
+others' likes and comments (the counts) show within that. (Each page for a random share of it,
+between half and all: pages kept in the same second, say after a restart, do not all expire in
+the same second again, and a burst of builds queue behind each other, at every period.)
 
 The marks are read before the page is built. Read after, a change committed in between would
 be in the marks kept but not in the page, and never noticed. An author whose mark was not read
@@ -22,6 +24,7 @@ the next read builds the page again, having read its mark first.
 
 from __future__ import annotations
 
+import random
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -46,21 +49,21 @@ FeedState = tuple[int, int]
 @dataclass(frozen=True)
 class Kept:
     """A first page as built, under the marks and the state of the feed (FeedState) read before
-    it was built (None: there was no feed to watch), at `kept_at` (the container's clock)."""
+    it was built (None: there was no feed to watch), from `kept_at` until `until` (the
+    container's clock)."""
 
     body: bytes
     marks: Mapping[int, int]
     feed: FeedState | None
     kept_at: float
+    until: float
 
-    def serves(
-        self, marks: Mapping[int, int], feed: FeedState | None, now: float, seconds: float
-    ) -> bool:
+    def serves(self, marks: Mapping[int, int], feed: FeedState | None, now: float) -> bool:
         """Whether this page may be served again, given the marks and feed state read now."""
         return (
             self.feed is not None
             and feed == self.feed
-            and 0 <= now - self.kept_at < seconds
+            and self.kept_at <= now < self.until
             and all(marks.get(account, 0) == mark for account, mark in self.marks.items())
         )
 
@@ -72,10 +75,13 @@ def to_keep(
     marks: Mapping[int, int],
     feed: FeedState | None,
     now: float,
+    seconds: float,
 ) -> Kept:
-    """A page just built from `authors`' posts, kept under the marks of `watched` read before
-    it was built (an account without a row is at 0), and its authors not among them at 0."""
-    return Kept(body, {a: marks.get(a, 0) for a in {*watched, *authors}}, feed, now)
+    """A page just built from `authors`' posts, kept for `seconds` under the marks of
+    `watched` read before it was built (an account without a row is at 0), and its authors not
+    among them at 0."""
+    marks_kept = {a: marks.get(a, 0) for a in {*watched, *authors}}
+    return Kept(body, marks_kept, feed, now, now + seconds)
 
 
 class KeptPages:
@@ -141,7 +147,7 @@ async def first_page(
     feed = await _feed_state(container, viewer_id)
     marks = await repository.feed_marks(container.db, watched)
     now = container.clock()
-    if kept is not None and kept.serves(marks, feed, now, pages.seconds):
+    if kept is not None and kept.serves(marks, feed, now):
         with never_failing():
             FEED_KEPT_PAGES.labels("kept").inc()
         pages.put(key, kept)  # (most recently used)
@@ -151,7 +157,8 @@ async def first_page(
         FEED_KEPT_PAGES.labels("built").inc()
     # (With no feed to watch, missing until this build or its store down, it is never served:
     # it only says whom to watch next time.)
-    pages.put(key, to_keep(body, authors, watched, marks, feed, now))
+    seconds = pages.seconds * random.uniform(0.5, 1.0)
+    pages.put(key, to_keep(body, authors, watched, marks, feed, now, seconds))
     return body
 
 
