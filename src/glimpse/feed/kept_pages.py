@@ -57,13 +57,24 @@ class Kept:
     feed: FeedState | None
     kept_at: float
     until: float
+    # The large accounts merged in when it was built: a page built before the viewer's memo
+    # knew of a newly followed one (or of an account that just became one) lacks its posts.
+    pulled: frozenset[int] = frozenset()
 
-    def serves(self, marks: Mapping[int, int], feed: FeedState | None, now: float) -> bool:
-        """Whether this page may be served again, given the marks and feed state read now."""
+    def serves(
+        self,
+        marks: Mapping[int, int],
+        feed: FeedState | None,
+        now: float,
+        pulled: Collection[int] = frozenset(),
+    ) -> bool:
+        """Whether this page may be served again, given the marks, feed state and large
+        accounts followed read now."""
         return (
             self.feed is not None
             and feed == self.feed
             and self.kept_at <= now < self.until
+            and frozenset(pulled) == self.pulled
             and all(marks.get(account, 0) == mark for account, mark in self.marks.items())
         )
 
@@ -76,12 +87,13 @@ def to_keep(
     feed: FeedState | None,
     now: float,
     seconds: float,
+    pulled: Collection[int] = frozenset(),
 ) -> Kept:
     """A page just built from `authors`' posts, kept for `seconds` under the marks of
     `watched` read before it was built (an account without a row is at 0), and its authors not
-    among them at 0."""
+    among them at 0 (`marks` may hold more: only these are kept)."""
     marks_kept = {a: marks.get(a, 0) for a in {*watched, *authors}}
-    return Kept(body, marks_kept, feed, now, now + seconds)
+    return Kept(body, marks_kept, feed, now, now + seconds, frozenset(pulled))
 
 
 class KeptPages:
@@ -147,7 +159,7 @@ async def first_page(
     feed = await _feed_state(container, viewer_id)
     marks = await repository.feed_marks(container.db, watched)
     now = container.clock()
-    if kept is not None and kept.serves(marks, feed, now):
+    if kept is not None and kept.serves(marks, feed, now, pulled):
         with never_failing():
             FEED_KEPT_PAGES.labels("kept").inc()
         pages.put(key, kept)  # (most recently used)
@@ -158,7 +170,10 @@ async def first_page(
     # (With no feed to watch, missing until this build or its store down, it is never served:
     # it only says whom to watch next time.)
     seconds = pages.seconds * random.uniform(0.5, 1.0)
-    pages.put(key, to_keep(body, authors, watched, marks, feed, now, seconds))
+    # Watched from now on: the viewer, the large accounts and the authors on this page; not
+    # every author an earlier page showed (marks read for them are kept only if still shown).
+    kept_now = to_keep(body, authors, {viewer_id, *pulled}, marks, feed, now, seconds, pulled)
+    pages.put(key, kept_now)
     return body
 
 
