@@ -30,7 +30,7 @@ def test_a_page_is_served_only_while_its_marks_newest_entry_and_time_hold() -> N
 
 def test_the_least_recently_used_pages_go_past_the_memory_bound() -> None:
     one = Kept(b"x" * 1000, {1: 1}, (5, 1), 0, 2)
-    size = len(one.body) + 400 + 16
+    size = len(one.body) + 400 + 112
     pages = KeptPages(seconds=2, max_bytes=3 * size)
     for viewer in range(3):
         pages.put((viewer, "ranked", 20), one)
@@ -51,3 +51,16 @@ def test_keeping_is_off_at_zero_seconds_or_bytes() -> None:
     assert KeptPages(2, 1).enabled
     assert not KeptPages(0, 1).enabled
     assert not KeptPages(2, 0).enabled
+
+
+def test_the_memory_bound_counts_what_marks_really_take() -> None:
+    """A viewer following many large accounts keeps all their marks with each of their pages
+    (up to 100 sizes x 2 orders): the bound must count them as Python holds them."""
+    import sys
+
+    marks = {2**60 + n: 1000 + n for n in range(1000)}
+    kept = Kept(b"x", marks, (5, 1), 0, 2)
+    held = sys.getsizeof(marks) + sum(sys.getsizeof(a) + sys.getsizeof(m) for a, m in marks.items())
+    pages = KeptPages(seconds=2, max_bytes=10**9)
+    pages.put((1, "ranked", 20), kept)
+    assert pages.size_bytes >= held
