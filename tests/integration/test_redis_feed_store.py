@@ -217,3 +217,26 @@ async def test_a_server_that_never_answers_is_unavailable_not_an_error() -> None
     finally:
         await client.aclose()
         silent.close()
+
+
+async def test_a_connection_closed_under_the_client_is_unavailable_not_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Seen live (a Redis that dropped its connections while the API reconnected, on uvloop):
+    # redis-py wrote to a transport already closed and uvloop raised RuntimeError, which went
+    # through GET /api/v1/feed as a 500 (feed/kept_pages.py reads the window first).
+    client = open_redis(parse_redis_url(f"redis://127.0.0.1:{free_port()}/0"))
+    store = RedisFeedStore(client, prefix="x:", cap=100, idle_ttl=IDLE_TTL)
+
+    async def closed(**kwargs: Any) -> Any:
+        raise RuntimeError(
+            "unable to perform operation on <TCPTransport closed=True reading=False>;"
+            " the handler is closed"
+        )
+
+    monkeypatch.setattr(store, "_window", closed)
+    try:
+        with pytest.raises(FeedStoreUnavailable):
+            await store.window(U, None, 10)
+    finally:
+        await client.aclose()

@@ -232,7 +232,12 @@ class RedisFeedStore:
             raise FeedStoreUnavailable()
         try:
             return await action()
-        except _UNREACHABLE as error:
+        except (*_UNREACHABLE, RuntimeError) as error:
+            # RuntimeError: a connection closed under redis-py as it wrote (uvloop's "the
+            # handler is closed", seen when Redis drops connections): unreachable too. Any
+            # other RuntimeError is not the server's, and goes on.
+            if isinstance(error, RuntimeError) and "closed" not in str(error):
+                raise
             self._down_until = time.monotonic() + self.RETRY_SECONDS
             log.warning("the feed cache is unavailable: %s", error)
             raise FeedStoreUnavailable() from error
