@@ -3,8 +3,6 @@ and what it must not hold on to."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from sqlalchemy import text
 

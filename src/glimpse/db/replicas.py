@@ -147,6 +147,26 @@ class Replicas:
                 self._down_until[index] = now + DOWN_SECONDS
         return None
 
+    async def fetch_each(
+        self, statement: Executable, params: dict[str, Any]
+    ) -> list[list[tuple[Any, ...]]] | None:
+        """The rows of one statement from every replica, one list each (feed/kept_pages.py
+        takes the lowest of what they say); None when any of them cannot answer now."""
+        now = time.monotonic()
+        if any(until > now for until in self._down_until):
+            return None
+        results: list[list[tuple[Any, ...]]] = []
+        for index in range(len(self.engines)):
+            try:
+                async with self._single[index].connect() as connection:
+                    rows = await connection.execute(statement, params)
+                    results.append([tuple(row) for row in rows])
+            except (OperationalError, DBAPIError, OSError):
+                log.warning("replica %d failed a read; reading the primary", index, exc_info=True)
+                self._down_until[index] = now + DOWN_SECONDS
+                return None
+        return results
+
     async def check(self, index: int) -> None:
         """A round trip to replica `index` (for /readyz); raises when it does not answer."""
         async with self.engines[index].connect() as connection:

@@ -167,6 +167,14 @@ async def first_page(
             FEED_KEPT_PAGES.labels("kept").inc()
         pages.put(key, kept)  # (most recently used)
         return kept.body
+    if container.db.replicas is not None:
+        # Read in turn, replicas may stand at different points: the marks kept are the lowest
+        # any holds, so that no statement of the build reads an older state than they say.
+        lowest = await repository.lowest_feed_marks(container.db, watched)
+        if lowest is None:
+            feed = None  # (kept only to say whom to watch: never served)
+        else:
+            marks = lowest
     body, authors = await build()
     with never_failing():
         FEED_KEPT_PAGES.labels("built").inc()

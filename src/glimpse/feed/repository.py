@@ -170,3 +170,21 @@ async def feed_marks(db: Database, account_ids: Collection[int]) -> dict[int, in
         return {}
     rows = await db.fetch(_FEED_MARKS, {"ids": sorted(account_ids)}, replica=True)
     return {row[0]: row[1] for row in rows}
+
+
+async def lowest_feed_marks(db: Database, account_ids: Collection[int]) -> dict[int, int] | None:
+    """The marks a page about to be built may be kept under: with replicas read in turn (or
+    the primary, for a caller whose write a replica lacks), the page's statements may each
+    come from another source, so the lowest mark any replica holds for each account (marks
+    only grow: every source the build may read is at least there). Without replicas, as
+    feed_marks. None: a replica did not answer (keep nothing)."""
+    replicas = db.replicas
+    if replicas is None:
+        return await feed_marks(db, account_ids)
+    if not account_ids:
+        return {}
+    each = await replicas.fetch_each(_FEED_MARKS, {"ids": sorted(account_ids)})
+    if each is None:
+        return None
+    seen = [{row[0]: row[1] for row in rows} for rows in each]
+    return {a: min(marks.get(a, 0) for marks in seen) for a in account_ids}
