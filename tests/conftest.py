@@ -3,8 +3,10 @@ through the real app over ASGI, with the worker run in-process on demand."""
 
 from __future__ import annotations
 
+import faulthandler
 import io
 import os
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,15 @@ from tests.s3server import bucket_keys, s3_server  # noqa: F401  (the S3 test se
 # test that asserts nothing about time (STYLE: timing belongs in bench/, never in tests).
 hypothesis.settings.register_profile("glimpse", deadline=None)
 hypothesis.settings.load_profile("glimpse")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A test process that dies without a word ("worker 'gw1' crashed", no "Fatal Python error")
+    # was killed, or stopped by pytest-timeout (see faulthandler_timeout in pyproject.toml): a
+    # SIGTERM at least leaves every thread's stack in the run's output, as a crash does. (On a
+    # copy of the real stderr: an xdist worker's sys.stderr is not the run's output.)
+    faulthandler.register(signal.SIGTERM, file=os.dup(2), all_threads=True, chain=True)
+
 
 # The test photographs live in the repo (tests/data/README.md says where each comes from).
 TESTDATA = Path(__file__).resolve().parent / "data"

@@ -36,3 +36,33 @@ async def test_a_hostile_image_is_refused_at_upload_and_nothing_is_kept(
     assert await glimpse.run_jobs() == 0
     staging = glimpse.container.storage.staging_dir()
     assert [p for p in staging.iterdir() if p.name.startswith("upload-")] == []
+
+
+async def test_no_decoder_library_reads_a_hostile_image_in_the_api_s_own_process(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The API judges an upload from its header and structure alone (media/headers.py, sniff.py,
+    # in Python): Pillow, pillow-heif and FFmpeg read uploads only in decoding children, where a
+    # crash or a blow-up costs a child. (A CI run once lost a test process on the impossible box.)
+    import av
+    import pillow_heif
+    from PIL import Image
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a decoder library read an upload in the API's process")
+
+    for module, name in (
+        (Image, "open"),
+        (pillow_heif, "open_heif"),
+        (pillow_heif, "read_heif"),
+        (av, "open"),
+    ):
+        monkeypatch.setattr(module, name, refuse)
+    headers = await glimpse.signup()
+    for hostile, status, code in (
+        (scan_bomb(25_000), 422, "image_too_complex"),
+        (lying_jpeg((7000, 7000)), 415, "unreadable_image"),
+        (heic_with_an_impossible_box(), 415, "unreadable_image"),
+    ):
+        assert_error(await glimpse.upload(headers, [("photo.jpg", hostile)]), status, code)
+    assert glimpse.stored_files() == []

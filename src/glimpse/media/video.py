@@ -6,17 +6,21 @@ bitrates, the poster's moment, which frames a slow-motion clip keeps) comes from
 functions of media/video_planning.py; this module only measures and applies.
 
 Output is meant to be deterministic (one encoder thread, no timestamps or version strings
-written), so that a job run twice usually makes byte-identical files and the same
-content-addressed keys; an outside run once saw one rendition of a VP9 source differ, so nothing
-relies on it: a rendition replaced by a second run is purged like any other.
+written, no AVX-512 in x264: see `x264_asm_flags`), so that a job run twice usually makes
+byte-identical files and the same content-addressed keys; an outside run once saw one rendition
+of a VP9 source differ, so nothing relies on it: a rendition replaced by a second run is purged
+like any other.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import functools
 import math
 import os
+import platform
 import resource
 import tempfile
 from collections.abc import Iterator
@@ -336,6 +340,9 @@ class _Output:
             "bufsize": str(plan.buffer_bits),
             "flags": "+bitexact",
         }
+        asm = x264_asm_flags()
+        if asm is not None:
+            codec.options = {**codec.options, "x264-params": f"asm={asm}"}
         self.audio = None
         if audio:
             self.audio = self.container.add_stream("aac", rate=AUDIO_RATE)
@@ -362,6 +369,51 @@ class _Output:
             self.encode_audio(None)
         with _writing():  # (+faststart rewrites the whole file here)
             self.container.close()
+
+
+# x264's AVX-512 bit (X264_CPU_AVX512 in x264.h).
+_X264_CPU_AVX512 = 1 << 16
+
+
+@functools.cache
+def x264_asm_flags() -> int | None:
+    """The CPU features x264 may use here: all it detects but AVX-512, or None to leave it its
+    own choice (no AVX-512 on this machine, or x264's library not found).
+
+    x264's AVX-512 code reads memory it never wrote while it plans a frame's quantisers
+    (macroblock-tree), so what it encodes depends on what that memory last held: a rendition
+    made twice on an AVX-512 machine could get other bytes, and another content-addressed key,
+    in a process whose memory had a different history (a decoding child reused after other
+    tasks). Without AVX-512 it makes the same bytes as before, whatever the memory holds (its
+    AVX2 code is what an AVX-512 machine ran for everything else already)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+    library = _loaded_library("libx264")
+    if library is None:
+        return None
+    try:
+        detect = ctypes.CDLL(library).x264_cpu_detect
+    except (OSError, AttributeError):
+        return None
+    detect.restype, detect.argtypes = ctypes.c_uint32, []
+    flags = int(detect())
+    return flags & ~_X264_CPU_AVX512 if flags & _X264_CPU_AVX512 else None
+
+
+def _loaded_library(name: str) -> str | None:
+    """The path of a shared library this process has loaded whose file name starts with `name`
+    (PyAV's wheel bundles x264 under a name of its own, loaded with libavcodec)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.split(maxsplit=5)
+                path = fields[5].strip() if len(fields) == 6 else ""
+                base = os.path.basename(path)
+                if path.startswith("/") and base.startswith(name) and ".so" in base:
+                    return path
+    except OSError:
+        return None
+    return None
 
 
 # What writing a rendition fails with when the fault is this machine's (a full, read-only or
