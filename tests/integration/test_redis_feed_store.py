@@ -240,3 +240,35 @@ async def test_a_connection_closed_under_the_client_is_unavailable_not_an_error(
             await store.window(U, None, 10)
     finally:
         await client.aclose()
+
+
+def test_a_write_to_a_connection_closed_under_it_is_retried_on_a_new_one(
+    redis_url: str,  # noqa: F811  (the fixture)
+) -> None:
+    """On uvloop (as `glimpse serve` runs), redis-py's write to a transport that Redis closed
+    under it raised uvloop's RuntimeError: a 500 from any Redis user of the process. The pool's
+    connections make it a ConnectionError, which the client's retry answers with a new one."""
+    import uvloop
+
+    async def run() -> None:
+        client = open_redis(parse_redis_url(redis_url))
+        try:
+            await client.set("glimpse-test-closed", b"1")
+            connection = await client.connection_pool.get_connection()
+            writer = connection._writer  # type: ignore[attr-defined]
+            assert writer is not None
+
+            def closed(data: Any) -> None:
+                raise RuntimeError(
+                    "unable to perform operation on <TCPTransport closed=True reading=False>;"
+                    " the handler is closed"
+                )
+
+            writer.writelines = closed
+            await client.connection_pool.release(connection)
+            assert await client.get("glimpse-test-closed") == b"1"  # (a RuntimeError before)
+            await client.delete("glimpse-test-closed")
+        finally:
+            await client.aclose()
+
+    uvloop.run(run())

@@ -9,7 +9,7 @@ several deployments (or test runs) can share one Redis database without meeting.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 if TYPE_CHECKING:
@@ -60,4 +60,29 @@ def open_redis(target: RedisTarget) -> Redis:
         retry=Retry(ConstantBackoff(0.05), 1),
         health_check_interval=30,
     )
+    pool = client.connection_pool
+    pool.connection_class = _closed_is_a_connection_error(pool.connection_class)
     return client
+
+
+def _closed_is_a_connection_error(base: Any) -> Any:
+    """`base` (redis-py's connection class for the URL's scheme), but a write to a transport
+    that was closed under it is the ConnectionError it is, not a RuntimeError. On uvloop, a
+    Redis dropping its connections made redis-py's write raise uvloop's RuntimeError ("the
+    handler is closed"), which none of this process's Redis users (feeds, rate limits, post
+    summaries, write notes: they share this pool) took for Redis being unavailable: a 500. As a
+    ConnectionError, the client's one retry takes a new connection, and each user falls back
+    as it does when Redis is down."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    class ClosedIsAConnectionError(base):  # type: ignore[misc]
+        async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            try:
+                await super().send_packed_command(command, check_health)
+            except RuntimeError as error:
+                raise RedisConnectionError(
+                    f"the connection closed under a write: {error}"
+                ) from error
+
+    ClosedIsAConnectionError.__name__ = f"ClosedIsAConnectionError{base.__name__}"
+    return ClosedIsAConnectionError
