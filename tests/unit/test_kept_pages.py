@@ -51,3 +51,16 @@ def test_keeping_is_off_at_zero_seconds_or_bytes() -> None:
     assert KeptPages(2, 1).enabled
     assert not KeptPages(0, 1).enabled
     assert not KeptPages(2, 0).enabled
+
+
+def test_a_page_larger_than_one_page_pushes_out_as_many_as_it_takes() -> None:
+    small = Kept(b"x" * 1000, {1: 1}, (5, 1), 0, 2)
+    size = len(small.body) + 400 + 16
+    pages = KeptPages(seconds=2, max_bytes=3 * size)
+    for viewer in range(3):
+        pages.put((viewer, "ranked", 20), small)
+    large = Kept(b"x" * (2 * size - 400), {}, (5, 1), 0, 2)  # two small pages' worth
+    pages.put((3, "ranked", 20), large)
+    assert pages.size_bytes == 3 * size  # within the bound, not one page past it
+    assert pages.get((0, "ranked", 20)) is None and pages.get((1, "ranked", 20)) is None
+    assert pages.get((2, "ranked", 20)) is small and pages.get((3, "ranked", 20)) is large
