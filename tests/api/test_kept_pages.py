@@ -272,10 +272,13 @@ async def test_a_large_accounts_new_post_shows_on_the_very_next_read(
 @pytest.mark.parametrize("settings", [{"feed_kept_page_seconds": 0}], indirect=True)
 async def test_keeping_can_be_turned_off(glimpse: Glimpse, world: dict[str, Any]) -> None:
     viewer = world["people"]["viewer"]
-    served = kept_served()
+    served, built = kept_served(), FEED_KEPT_PAGES.labels("built")._value.get()
     for _ in range(3):
         await feed(glimpse, viewer)
     assert kept_served() == served
+    # Nothing kept, nor even looked at: the page is built as it was before pages were kept.
+    assert FEED_KEPT_PAGES.labels("built")._value.get() == built
+    assert glimpse.container.kept_pages.size_bytes == 0
 
 
 @KEPT
@@ -308,5 +311,127 @@ async def test_a_change_committed_while_the_page_is_built_is_never_served_as_kep
         return kept_pages.first_page(container, viewer_id, "latest", 20, pulled, build)
 
     assert await first_page(build_while_the_post_goes) == b"what the build saw"
+    assert await first_page(build_afresh) == b"afresh"
+    assert await first_page(build_afresh) == b"afresh"  # (kept now, and served)
+
+
+@KEPT
+async def test_each_order_and_page_size_is_a_page_of_its_own(
+    glimpse: Glimpse, world: dict[str, Any]
+) -> None:
+    viewer, post = world["people"]["viewer"], world["post"]
+    await _kept_page(glimpse, viewer, "ranked")
+    async with glimpse.container.db.write() as s:  # (moves no mark)
+        await s.execute(text("UPDATE posts SET like_count = 7 WHERE id = :p"), {"p": int(post)})
+    assert (await feed(glimpse, viewer, "ranked"))["items"][0]["like_count"] == 0  # as kept
+    served = kept_served()
+    assert (await feed(glimpse, viewer, "latest"))["items"][0]["like_count"] == 7
+    assert (await feed(glimpse, viewer, "ranked", limit=1))["items"][0]["like_count"] == 7
+    assert kept_served() == served  # each built, not the ranked page of 20 served
+
+
+@KEPT
+@pytest.mark.parametrize("store", ["down", "without the feed"])
+async def test_a_page_is_never_served_as_kept_without_a_feed_to_watch(
+    glimpse: Glimpse, world: dict[str, Any], monkeypatch: pytest.MonkeyPatch, store: str
+) -> None:
+    """With the feed store down, or never holding the viewer's feed, nothing tells a post
+    fanned out from an account not on the page yet: each first page is built."""
+    from glimpse.backends.feed import FeedStoreUnavailable
+
+    async def window(*args: Any) -> None:
+        if store == "down":
+            raise FeedStoreUnavailable("the feed store does not answer")
+        return None
+
+    viewer = world["people"]["viewer"]
+    monkeypatch.setattr(glimpse.container.feed_store, "window", window)
+    served = kept_served()
+    for _ in range(3):
+        assert [p["id"] for p in (await feed(glimpse, viewer, "latest"))["items"]] == [
+            world["post"]
+        ]
+    assert kept_served() == served
+    new = await quick_post(glimpse, await user_id(glimpse, world["people"]["other"]))
+    assert (await feed(glimpse, viewer, "latest"))["items"][0]["id"] == str(new)
+
+
+@KEPT
+async def test_kept_pages_live_between_half_and_all_of_their_time_each_its_own(
+    glimpse: Glimpse, world: dict[str, Any]
+) -> None:
+    container = glimpse.container
+    viewer_id = await user_id(glimpse, world["people"]["viewer"])
+    await feed(glimpse, world["people"]["viewer"])  # (the feed exists)
+
+    async def build() -> tuple[bytes, set[int]]:
+        return b"page", set()
+
+    lives = []
+    for limit in range(1, 61):
+        await kept_pages.first_page(container, viewer_id, "latest", limit, [], build)
+        kept = container.kept_pages.get((viewer_id, "latest", limit))
+        assert kept is not None
+        lives.append(kept.until - kept.kept_at)
+    assert all(KEPT_SECONDS / 2 <= life <= KEPT_SECONDS for life in lives), lives
+    assert max(lives) - min(lives) > KEPT_SECONDS / 4, lives  # spread, not all at once
+
+
+@KEPT
+async def test_a_page_served_as_kept_is_the_last_to_go_past_the_memory_bound(
+    glimpse: Glimpse, world: dict[str, Any]
+) -> None:
+    container = glimpse.container
+    viewer_id = await user_id(glimpse, world["people"]["viewer"])
+    author_id = await user_id(glimpse, world["people"]["author"])
+    await feed(glimpse, world["people"]["viewer"])  # (the feed exists)
+    size = 1000 + 400 + 112 * 2  # (body, overhead, the viewer's and the author's marks)
+    container.kept_pages = kept_pages.KeptPages(KEPT_SECONDS, max_bytes=3 * size - 1)
+    built: list[int] = []
+
+    def first_page(limit: int) -> Awaitable[bytes]:
+        async def build() -> tuple[bytes, set[int]]:
+            built.append(limit)
+            return str(limit).encode().ljust(1000), {author_id}
+
+        return kept_pages.first_page(container, viewer_id, "latest", limit, [], build)
+
+    for limit in (1, 2):  # (the first build only learns whom to watch)
+        await first_page(limit)
+        await first_page(limit)
+    assert container.kept_pages.size_bytes == 2 * size  # (room for two)
+    await first_page(1)  # served as kept: now the most recently used
+    await first_page(3)  # pushes out the least recently used: 2
+    assert built == [1, 1, 2, 2, 3]
+    await first_page(1)
+    await first_page(2)
+    assert built == [1, 1, 2, 2, 3, 2]
+
+
+@KEPT
+async def test_a_post_fanned_out_while_the_page_is_built_is_never_served_as_kept(
+    glimpse: Glimpse, world: dict[str, Any]
+) -> None:
+    """The feed's state a page is kept under is, as its marks, the one read before the build:
+    an entry pushed during the build (by a fan-out elsewhere) makes the next read build again."""
+    container = glimpse.container
+    viewer = world["people"]["viewer"]
+    viewer_id = await user_id(glimpse, viewer)
+    author_id = await user_id(glimpse, world["people"]["author"])
+    other_id = await user_id(glimpse, world["people"]["other"])
+    await feed(glimpse, viewer, "latest")  # the feed exists, and the author is watched
+
+    async def build_while_a_post_is_fanned_out() -> tuple[bytes, set[int]]:
+        await quick_post(glimpse, other_id)  # (its author, not on the page, is not watched)
+        await glimpse.run_jobs()
+        return b"what the build saw", {author_id}
+
+    async def build_afresh() -> tuple[bytes, set[int]]:
+        return b"afresh", {author_id}
+
+    def first_page(build: kept_pages.Build) -> Awaitable[bytes]:
+        return kept_pages.first_page(container, viewer_id, "latest", 20, [], build)
+
+    assert await first_page(build_while_a_post_is_fanned_out) == b"what the build saw"
     assert await first_page(build_afresh) == b"afresh"
     assert await first_page(build_afresh) == b"afresh"  # (kept now, and served)

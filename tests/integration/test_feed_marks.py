@@ -80,6 +80,15 @@ CASES: dict[str, tuple[list[str], list[str], set[int]]] = {
     # What a page may show a moment late: nobody's mark moves.
     "counts": ([], ["UPDATE posts SET like_count = 5, comment_count = 2 WHERE id = 100"], set()),
     "same status": ([], ["UPDATE posts SET status = 'ready' WHERE id = 100"], set()),
+    "post inserted processing": (
+        [],
+        [
+            "INSERT INTO posts (id, author_id, kind, caption, filter_name, status, like_count,"
+            " comment_count, created_at) VALUES (102, 3, 'post', '', 'normal', 'processing', 0,"
+            " 0, CURRENT_TIMESTAMP)"
+        ],
+        set(),
+    ),
     "same name": ([], ["UPDATE users SET username = 'bob' WHERE id = 2"], set()),
     "counters of an account": ([], ["UPDATE users SET follower_count = 9 WHERE id = 2"], set()),
 }

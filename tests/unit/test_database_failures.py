@@ -1,15 +1,27 @@
 """db/failures.connection_lost: which database errors are the connection failing (503, try
-again) rather than the statement being wrong (a bug: 500); and the lone read tried once more."""
+again) rather than the statement being wrong (a bug: 500); and the lone read tried once more.
+try_again_soon: also a transaction PostgreSQL rolled back for another's sake (SQLSTATE class
+40); waiting_out_outages: a process's start-up steps wait those out, and nothing else."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
+from typing import cast
 
 import asyncpg.exceptions as pg
 import pytest
 from sqlalchemy.exc import DBAPIError, IntegrityError, InternalError
 
-from glimpse.db.failures import connection_lost, read_once_more_if_lost
+from glimpse.container import Container
+from glimpse.db.failures import (
+    connection_lost,
+    read_once_more_if_lost,
+    try_again_soon,
+    waiting_out_outages,
+)
+from glimpse.worker import check_registered_handlers
 
 
 def wrapped(orig: BaseException, kind: type[DBAPIError] = DBAPIError, **kw: bool) -> DBAPIError:
@@ -96,3 +108,92 @@ async def test_a_read_cut_twice_or_a_wrong_statement_is_not_read_again() -> None
     with pytest.raises(DBAPIError):
         await read_once_more_if_lost(read)
     assert len(calls) == 1
+
+
+class AdapterError(Exception):
+    """As SQLAlchemy's asyncpg adapter raises: its own error, the SQLSTATE copied onto it."""
+
+    def __init__(self, message: str, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        if sqlstate is not None:
+            self.sqlstate = sqlstate
+
+
+def test_a_transaction_postgresql_ended_for_another_is_tried_again() -> None:
+    deadlock = pg.DeadlockDetectedError("deadlock detected")
+    serialization = pg.SerializationError("could not serialize access")
+    adapted = AdapterError("deadlock detected")  # (no SQLSTATE of its own: the cause tells)
+    adapted.__cause__ = deadlock
+    for error in (
+        wrapped(deadlock),
+        wrapped(serialization),
+        wrapped(adapted),
+        wrapped(AdapterError("deadlock detected", sqlstate="40P01")),  # the SQLSTATE alone
+        wrapped(AdapterError("could not serialize access", sqlstate="40001")),
+    ):
+        assert try_again_soon(error), error.orig
+
+
+def test_a_wrong_statement_is_not_tried_again() -> None:
+    undefined = pg.UndefinedTableError('relation "x" does not exist')
+    adapted = AdapterError('relation "x" does not exist')
+    adapted.__cause__ = undefined
+    for error in (
+        wrapped(undefined),
+        wrapped(adapted),
+        wrapped(AdapterError('relation "x" does not exist', sqlstate="42P01")),
+        wrapped(AdapterError("division by zero", sqlstate="22012")),
+        wrapped(pg.UniqueViolationError("duplicate key value"), IntegrityError),
+    ):
+        assert not try_again_soon(error), error.orig
+
+
+def actions(*outcomes: BaseException | str) -> tuple[list[float], Callable[[], Awaitable[str]]]:
+    """An action that raises or returns each outcome in turn, and when it was called."""
+    calls: list[float] = []
+
+    async def action() -> str:
+        calls.append(time.monotonic())
+        outcome = outcomes[len(calls) - 1]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    return calls, action
+
+
+async def test_an_outage_at_start_is_waited_out() -> None:
+    lost = wrapped(pg.ConnectionDoesNotExistError("connection was closed in the middle"))
+    deadlock = wrapped(pg.DeadlockDetectedError("deadlock detected"))
+    calls, action = actions(lost, deadlock, "started")
+    assert await waiting_out_outages(action, "at start-up", 30) == "started"
+    assert len(calls) == 3
+    assert calls[1] - calls[0] >= 0.2  # after a pause, not at once
+
+
+async def test_a_wrong_statement_or_an_outage_that_lasts_is_raised_at_start() -> None:
+    wrong = wrapped(pg.UndefinedTableError('relation "jobs" does not exist'))
+    calls, action = actions(wrong, "started")
+    with pytest.raises(DBAPIError):
+        await waiting_out_outages(action, "at start-up", 30)
+    assert len(calls) == 1
+    lost = wrapped(pg.ConnectionDoesNotExistError("connection was closed in the middle"))
+    calls, action = actions(*[lost] * 10)
+    with pytest.raises(DBAPIError):
+        await waiting_out_outages(action, "at start-up", 0.5)
+    assert len(calls) == 2  # (waited 0.25 s; another 0.5 s would pass the deadline)
+
+
+async def test_a_worker_whose_start_up_check_meets_an_outage_waits_it_out() -> None:
+    """worker.check_registered_handlers (a real server's session ended under it:
+    tests/integration/test_worker_start.py)."""
+    lost = wrapped(pg.ConnectionDoesNotExistError("connection was closed in the middle"))
+    calls, pending = actions(lost, "unused")
+
+    async def pending_names() -> set[str]:
+        await pending()
+        return set()
+
+    container = cast(Container, SimpleNamespace(queue=SimpleNamespace(pending_names=pending_names)))
+    await check_registered_handlers(container)
+    assert len(calls) == 2

@@ -64,3 +64,16 @@ def test_the_memory_bound_counts_what_marks_really_take() -> None:
     pages = KeptPages(seconds=2, max_bytes=10**9)
     pages.put((1, "ranked", 20), kept)
     assert pages.size_bytes >= held
+
+
+def test_a_page_larger_than_one_page_pushes_out_as_many_as_it_takes() -> None:
+    small = Kept(b"x" * 1000, {1: 1}, (5, 1), 0, 2)
+    size = len(small.body) + 400 + 112
+    pages = KeptPages(seconds=2, max_bytes=3 * size)
+    for viewer in range(3):
+        pages.put((viewer, "ranked", 20), small)
+    large = Kept(b"x" * (2 * size - 400), {}, (5, 1), 0, 2)  # two small pages' worth
+    pages.put((3, "ranked", 20), large)
+    assert pages.size_bytes == 3 * size  # within the bound, not one page past it
+    assert pages.get((0, "ranked", 20)) is None and pages.get((1, "ranked", 20)) is None
+    assert pages.get((2, "ranked", 20)) is small and pages.get((3, "ranked", 20)) is large

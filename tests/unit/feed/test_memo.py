@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import cast
+
 import pytest
 
+from glimpse.container import Container
 from glimpse.feed import memo as memo_module
+from glimpse.feed import repository, service
 from glimpse.feed.memo import ViewerMemo
 
 
@@ -37,3 +42,24 @@ def test_the_least_recently_stored_answer_goes_first(clock: list[float]) -> None
     memo.put("pulled", 2, [2])
     memo.put("pulled", 3, [3])
     assert [memo.get("pulled", v) for v in (1, 2, 3)] == [None, [2], [3]]
+
+
+async def test_the_large_accounts_a_viewer_follows_are_read_once_a_ttl(
+    clock: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """service.pulled_accounts (the route's kept first pages and the feed's reader alike)."""
+    reads: list[int] = []
+
+    async def followed_pull_accounts(db: object, viewer_id: int) -> list[int]:
+        reads.append(viewer_id)
+        return [] if viewer_id == 2 else [7]
+
+    monkeypatch.setattr(repository, "followed_pull_accounts", followed_pull_accounts)
+    container = cast(Container, SimpleNamespace(viewer_memo=ViewerMemo(ttl_seconds=5), db=None))
+    for _ in range(3):
+        assert await service.pulled_accounts(container, 1) == [7]
+        assert await service.pulled_accounts(container, 2) == []  # (none is an answer too)
+    assert reads == [1, 2]
+    clock[0] += 5
+    assert await service.pulled_accounts(container, 1) == [7]
+    assert reads == [1, 2, 1]
