@@ -916,6 +916,7 @@ async def _paced(
     for _ in range(pool):
         idle.put_nowait(await asyncio.open_connection("127.0.0.1", port))
     latencies: list[float] = []
+    timeline: list[tuple[float, float]] = []
     failures = 0
 
     async def one(due: float, request: bytes) -> None:
@@ -928,6 +929,7 @@ async def _paced(
             raise SystemExit(f"no content-length: {head[:300]!r}")
         await reader.readexactly(int(length.group(1)))
         latencies.append(time.perf_counter() - due)
+        timeline.append((due, latencies[-1]))
         if not head.startswith(b"HTTP/1.1 200"):
             failures += 1
         idle.put_nowait((reader, writer))
@@ -945,6 +947,13 @@ async def _paced(
     await asyncio.wait_for(asyncio.gather(*tasks), timeout=seconds + 60)
     elapsed = time.perf_counter() - start
     client_busy = (time.process_time() - cpu) / elapsed
+    # GLIMPSE_BENCH_PACED_TIMELINE=/path: each request's due time (s from the start) and
+    # latency (ms), one file per paced run, to see when the slow ones happened.
+    timeline_path = os.environ.get("GLIMPSE_BENCH_PACED_TIMELINE")
+    if timeline_path:
+        with open(f"{timeline_path}.{int(rate)}.{seconds:g}", "w") as out:
+            for due, lat in timeline:
+                out.write(f"{due - start:.4f} {lat * 1000:.3f}\n")
     while not idle.empty():
         _, writer = idle.get_nowait()
         writer.close()
