@@ -1290,8 +1290,11 @@ def feed_reads(
         result["peaks"] = peaks
         half = peaks["first page, ranked"].rate / 2
         # The kept first pages of the peak runs have expired meanwhile: the first seconds at
-        # this rate build every page again (reported apart), then it runs as it would for good.
+        # this rate build every page again (reported apart).
         result["paced_cold"] = run_paced(server, first, half, 3.0)
+        # Then the pages kept in that burst expire together, over the next half to whole of
+        # their time (GLIMPSE_FEED_KEPT_PAGE_SECONDS, 10 s): also reported apart, as it settles.
+        result["paced_settling"] = run_paced(server, first, half, 12.0)
         paced = run_paced(server, first, half, args.paced_seconds)
         result["paced_gc"] = server.gc_pauses()
         print(
@@ -1768,6 +1771,13 @@ def report(args: argparse.Namespace, graph: Graph, results: dict[str, Any]) -> N
                 f"The 3 s before it, at the same rate, every kept page expired at the start:"
                 f" p50 {cold_paced.p50_ms:.2f} ms, p99 {cold_paced.p99_ms:.2f} ms, max"
                 f" {cold_paced.max_ms:.1f} ms."
+            )
+        settling: Load | None = read.get("paced_settling")
+        if settling is not None:
+            print(
+                f"The 12 s after those 3 s, before it, as the pages kept in that burst expire:"
+                f" p50 {settling.p50_ms:.2f} ms, p99 {settling.p99_ms:.2f} ms, max"
+                f" {settling.max_ms:.1f} ms."
             )
         print(
             f"Cold first page (no feed yet: the read rebuilds it), {len(graph.cold_viewers)}"
