@@ -3,6 +3,7 @@ through the real app over ASGI, with the worker run in-process on demand."""
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import io
 import os
@@ -258,18 +259,28 @@ def jpeg_bytes(
     return out.getvalue()
 
 
-@pytest.fixture
-async def glimpse(settings: Settings) -> AsyncIterator[Glimpse]:
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Glimpse]:
+    """The app over `settings` (its database migrated), as one API process of the test's: a
+    test that runs two of these over the same database and backends has two processes, each
+    with its own memory (kept pages, memos, caches). Any 5xx but a 503 fails the test."""
     migrate(settings.resolved_database_url)
     app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport,
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
             base_url="http://glimpse.test",
             event_hooks={"response": [_no_server_error]},
-        ) as client:
-            yield Glimpse(client, app.state.container)
+        ) as client,
+    ):
+        yield Glimpse(client, app.state.container)
+
+
+@pytest.fixture
+async def glimpse(settings: Settings) -> AsyncIterator[Glimpse]:
+    async with running(settings) as app:
+        yield app
 
 
 @pytest.fixture(scope="session")

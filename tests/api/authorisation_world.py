@@ -24,12 +24,11 @@ from sqlalchemy import text
 
 from glimpse.accounts.sessions import PRESESSION_COOKIE, SESSION_COOKIE, csrf_token
 from glimpse.accounts.tokens import hash_token
-from glimpse.app import create_app
 from glimpse.config import Settings
 from tests.api.social import accept, block, follow, go_private
 from tests.clips import Clip
-from tests.conftest import Glimpse, _no_server_error, jpeg_bytes
-from tests.databases import PostgresDatabases, chosen_database, migrate
+from tests.conftest import Glimpse, jpeg_bytes, running
+from tests.databases import PostgresDatabases, chosen_database
 
 PASSWORD = "correct horse"
 BYSTANDER = "m_bystander"
@@ -240,17 +239,7 @@ def _keys(media: list[dict[str, Any]]) -> list[str]:
 
 async def build_world(settings: Settings, clip: Clip) -> AsyncIterator[World]:
     """The app over `settings`, and the world in it (a module's fixture yields from this)."""
-    migrate(settings.resolved_database_url)
-    app = create_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://glimpse.test",
-            event_hooks={"response": [_no_server_error]},
-        ) as client,
-    ):
-        glimpse = Glimpse(client, app.state.container)
+    async with running(settings) as glimpse:
         yield await _populate(glimpse, clip)
 
 

@@ -5,48 +5,23 @@ process shares one budget."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import text
 
-from glimpse.app import create_app
 from glimpse.backends.feed.redis import RedisFeedStore
 from glimpse.config import Settings
 from tests.api.social import feed, feed_ids, follow, quick_post, user_id
 from tests.api.test_posts import publish
-from tests.conftest import Glimpse, assert_error
-from tests.databases import migrate
+from tests.conftest import Glimpse, assert_error, running
 from tests.redis_service import RedisProxy, delete_keys, redis_url  # noqa: F401  (a fixture)
 
 
 @pytest.fixture
 def settings(settings: Settings, redis_url: str) -> Settings:  # noqa: F811
     return settings.model_copy(update={"cache_url": redis_url})
-
-
-async def _no_server_error(response: httpx.Response) -> None:
-    status = response.status_code
-    assert status < 500 or status == 503, f"{response.request.url}: {status}"
-
-
-@contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Glimpse]:
-    """One more app (another API process) over the same database and cache."""
-    migrate(settings.resolved_database_url)
-    app = create_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://glimpse.test",
-            event_hooks={"response": [_no_server_error]},
-        ) as client,
-    ):
-        yield Glimpse(client, app.state.container)
 
 
 async def sql_feed_rows(glimpse: Glimpse) -> int:

@@ -8,15 +8,12 @@ feed_kept_page_seconds."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import text
 
-from glimpse.app import create_app
 from glimpse.backends.queue.outbox import enqueue
 from glimpse.config import Settings
 from glimpse.feed import kept_pages, service
@@ -25,7 +22,7 @@ from glimpse.ops.metrics import FEED_KEPT_PAGES
 from glimpse.posts.models import Post, PostStatus
 from tests.api.social import block, feed, follow, go_private, like, quick_post, unfollow, user_id
 from tests.api.test_posts import publish
-from tests.conftest import Glimpse
+from tests.conftest import Glimpse, running
 
 Headers = dict[str, str]
 KEPT_SECONDS = 30.0  # long: the tests move the container's clock past it instead of waiting
@@ -225,17 +222,6 @@ async def test_a_change_the_page_depends_on_shows_on_the_very_next_read(
     assert kept_served() == served  # built afresh, not served as kept
 
 
-@asynccontextmanager
-async def _another_process(settings: Settings) -> AsyncIterator[Glimpse]:
-    """A second API process over the same database and backends (its own memory: its own
-    kept pages, memos and caches)."""
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://other.test") as client:
-            yield Glimpse(client, app.state.container)
-
-
 @KEPT
 @pytest.mark.parametrize(
     "change", ["unfollow", "blocked by the author", "post deleted", "own like"]
@@ -245,7 +231,7 @@ async def test_a_change_made_through_another_process_shows_on_the_very_next_read
 ) -> None:
     viewer = world["people"]["viewer"]
     await _kept_page(glimpse, viewer, "ranked")
-    async with _another_process(settings) as elsewhere:
+    async with running(settings) as elsewhere:  # (another API process)
         shows = await CHANGES[change](elsewhere, world)
     assert shows(await feed(glimpse, viewer, "ranked"))
 

@@ -18,9 +18,8 @@ from glimpse.backends.summaries.redis import RedisSummaryCache
 from glimpse.config import Settings
 from glimpse.media import decoding, images
 from tests.api.social import feed, follow, go_private, like
-from tests.api.test_feed_redis import running
 from tests.api.test_posts import publish
-from tests.conftest import Glimpse
+from tests.conftest import Glimpse, running
 from tests.redis_service import RedisProxy, redis_url  # noqa: F401  (a fixture)
 
 Headers = dict[str, str]

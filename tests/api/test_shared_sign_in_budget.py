@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 
 from glimpse.config import Settings
-from tests.api.test_feed_redis import running
 from tests.api.test_throttling import ALICE, GENEROUS
-from tests.conftest import Glimpse
+from tests.conftest import Glimpse, running
 from tests.redis_service import RedisProxy, redis_url  # noqa: F401  (a fixture)
 
 

@@ -5,7 +5,6 @@ lagging one has caught up."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
@@ -14,13 +13,11 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from glimpse.app import create_app
 from glimpse.config import Settings
 from glimpse.db.migrate import upgrade_to_head
-from tests.conftest import Glimpse, _no_server_error
+from tests.conftest import Glimpse, running
 from tests.databases import run_sync
 from tests.integration import test_read_replicas as rr
 
@@ -67,18 +64,6 @@ def two_replicas() -> Iterator[TwoReplicas]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-async def _caught_up(cluster: TwoReplicas, port: int) -> None:
-    replica = cluster.url(port)
-    await rr._sql(replica, "SELECT pg_wal_replay_resume()")
-    target = await rr._sql(cluster.url(cluster.primary_port), "SELECT pg_current_wal_lsn()::text")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if await rr._sql(replica, f"SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn"):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("the replica did not catch up")
-
-
 @pytest.fixture
 async def glimpse_two(two_replicas: TwoReplicas, tmp_path: Path) -> AsyncIterator[Glimpse]:
     cluster = two_replicas
@@ -93,18 +78,10 @@ async def glimpse_two(two_replicas: TwoReplicas, tmp_path: Path) -> AsyncIterato
         rate_limits="off",
         feed_kept_page_seconds=30,
     )
-    app = create_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://glimpse.test",
-            event_hooks={"response": [_no_server_error]},
-        ) as client,
-    ):
-        yield Glimpse(client, app.state.container)
+    async with running(settings) as glimpse:
+        yield glimpse
     for port in (cluster.replica_port, cluster.second_port):
-        await _caught_up(cluster, port)
+        await rr._caught_up(cluster, port)
 
 
 async def test_a_block_stays_in_force_once_both_replicas_hold_it(
@@ -118,7 +95,7 @@ async def test_a_block_stays_in_force_once_both_replicas_hold_it(
     post = (await g.upload(author)).json()
     await g.run_jobs()
     for port in (cluster.replica_port, cluster.second_port):
-        await _caught_up(cluster, port)
+        await rr._caught_up(cluster, port)
 
     keys = [(order, limit) for order in ("latest", "ranked") for limit in (1, 2, 3, 20)]
 
@@ -137,11 +114,11 @@ async def test_a_block_stays_in_force_once_both_replicas_hold_it(
     await rr._sql(cluster.url(cluster.second_port), "SELECT pg_wal_replay_pause()")
     blocked = await g.client.post(f"/api/v1/users/{viewer_name}/block", headers=author)
     assert blocked.status_code == 204
-    await _caught_up(cluster, cluster.replica_port)
+    await rr._caught_up(cluster, cluster.replica_port)
     for order, limit in keys:
         for _ in range(3):
             await feed_ids(order, limit)  # as each replica has it: the lagging one shows it
-    await _caught_up(cluster, cluster.second_port)
+    await rr._caught_up(cluster, cluster.second_port)
     # Both replicas hold the block now: no read may show the post any more.
     shown = [
         (order, limit) for order, limit in keys for _ in range(2) if await feed_ids(order, limit)

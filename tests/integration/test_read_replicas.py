@@ -32,7 +32,7 @@ from glimpse.config import Settings
 from glimpse.db.database import Database
 from glimpse.db.migrate import upgrade_to_head
 from glimpse.db.replicas import Replicas, act_as
-from tests.conftest import Glimpse, _no_server_error
+from tests.conftest import Glimpse, _no_server_error, running
 from tests.databases import run_sync
 from tests.redis_service import RedisProxy, redis_or_skip
 from tests.servers import Server
@@ -136,9 +136,10 @@ def cluster() -> Iterator[Cluster]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-async def _caught_up(cluster: Cluster) -> None:
-    """Resume replay and wait until the replica holds all the primary has."""
-    replica = cluster.url(cluster.replica_port)
+async def _caught_up(cluster: Cluster, port: int | None = None) -> None:
+    """Resume replay and wait until the replica (on `port`: by default the cluster's own)
+    holds all the primary has."""
+    replica = cluster.url(port or cluster.replica_port)
     await _sql(replica, "SELECT pg_wal_replay_resume()")
     target = await _sql(cluster.url(cluster.primary_port), "SELECT pg_current_wal_lsn()::text")
     deadline = time.monotonic() + 30
@@ -167,16 +168,8 @@ async def _replicated_app(cluster: Cluster, tmp_path: Path, **extra: Any) -> Asy
         rate_limits="off",
         **extra,
     )
-    app = create_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://glimpse.test",
-            event_hooks={"response": [_no_server_error]},
-        ) as client,
-    ):
-        yield Glimpse(client, app.state.container)
+    async with running(settings) as glimpse:
+        yield glimpse
     await _caught_up(cluster)
 
 
