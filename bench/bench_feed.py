@@ -721,16 +721,24 @@ SERVER_SCRIPT = textwrap.dedent(
             p.clear()
         return summary
 
-    # Kept first pages (glimpse/feed/kept_pages.py): how many were served as kept or built
-    # since the last call; `seconds` sets their time (0: every first page is built).
+    # Kept first pages (glimpse/feed/kept_pages.py): how many were served as kept, renewed or
+    # built since the last call; `seconds` sets their time (0: every first page is built);
+    # `clear` forgets every kept page, as a restart does.
+    from glimpse.feed.kept_pages import KeptPages
     from glimpse.ops.metrics import FEED_KEPT_PAGES
 
-    kept_seen = {"kept": 0.0, "built": 0.0}
+    kept_seen = {"kept": 0.0, "renewed": 0.0, "built": 0.0}
 
     @app.get("/bench-kept")
-    async def bench_kept(request: Request, seconds: float = -1) -> dict:
+    async def bench_kept(request: Request, seconds: float = -1, clear: bool = False) -> dict:
+        container = request.app.state.container
+        if clear:
+            pages = container.kept_pages
+            container.kept_pages = KeptPages(
+                pages.seconds, container.settings.feed_kept_pages_bytes, pages.renew_for
+            )
         if seconds >= 0:
-            request.app.state.container.kept_pages.seconds = seconds
+            container.kept_pages.seconds = seconds
         now = {k: FEED_KEPT_PAGES.labels(k)._value.get() for k in kept_seen}
         moved = {k: now[k] - kept_seen[k] for k in kept_seen}
         kept_seen.update(now)
@@ -805,10 +813,12 @@ class AppServer:
             for g, (n, total, worst) in stats.items()
         )
 
-    def kept_pages(self, seconds: float = -1) -> dict[str, float]:
-        """First pages served as kept and built since the last call; `seconds` >= 0 sets the
-        kept pages' time (0: off)."""
-        answer = httpx.get(f"{self.base}/bench-kept?seconds={seconds}", timeout=10).json()
+    def kept_pages(self, seconds: float = -1, clear: bool = False) -> dict[str, float]:
+        """First pages served as kept, renewed and built since the last call; `seconds` >= 0
+        sets the kept pages' time (0: off); `clear` forgets them all (as a restart)."""
+        answer = httpx.get(
+            f"{self.base}/bench-kept?seconds={seconds}&clear={str(clear).lower()}", timeout=10
+        ).json()
         return {k: float(v) for k, v in answer.items()}
 
     def cpu(self) -> float:
@@ -1276,8 +1286,9 @@ def feed_reads(
             server.kept_pages(default_seconds if kept_seconds is None else kept_seconds)
             peaks[name] = run_wrk(server, lines, args.seconds, args.connections, work)
             moved = server.kept_pages(default_seconds)
-            if moved["kept"] + moved["built"]:
-                kept_share[name] = moved["kept"] / (moved["kept"] + moved["built"])
+            served = moved["kept"] + moved["renewed"]
+            if served + moved["built"]:
+                kept_share[name] = served / (served + moved["built"])
             p = peaks[name]
             share = f", {kept_share[name]:.0%} served as kept" if name in kept_share else ""
             print(
@@ -1289,11 +1300,13 @@ def feed_reads(
         result["kept_share"] = kept_share
         result["peaks"] = peaks
         half = peaks["first page, ranked"].rate / 2
-        # The kept first pages of the peak runs have expired meanwhile: the first seconds at
-        # this rate build every page again (reported apart).
+        # As after a restart, no page kept: the first seconds at this rate build every page
+        # again (reported apart).
+        server.kept_pages(clear=True)
         result["paced_cold"] = run_paced(server, first, half, 3.0)
-        # Then the pages kept in that burst expire together, over the next half to whole of
-        # their time (GLIMPSE_FEED_KEPT_PAGE_SECONDS, 10 s): also reported apart, as it settles.
+        # Then the pages kept in that burst reach the end of their time together, over the next
+        # half to whole of it (GLIMPSE_FEED_KEPT_PAGE_SECONDS, 10 s), and are renewed or built
+        # again: also reported apart, as it settles.
         result["paced_settling"] = run_paced(server, first, half, 12.0)
         paced = run_paced(server, first, half, args.paced_seconds)
         result["paced_gc"] = server.gc_pauses()

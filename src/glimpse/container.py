@@ -29,7 +29,7 @@ from glimpse.db.node_leases import acquire_node, release_node, renew_node
 from glimpse.db.urls import replica_urls
 from glimpse.db.write_notes import MemoryWriteNotes, WriteNotes
 from glimpse.errors import StorageUnavailable
-from glimpse.feed.kept_pages import KeptPages
+from glimpse.feed.kept_pages import KeptPages, renewal_bound
 from glimpse.feed.memo import ViewerMemo
 from glimpse.holders import new_holder
 from glimpse.ids import MAX_NODE, IdGenerator
@@ -232,7 +232,11 @@ def build_container(settings: Settings, *, node_id: int | None = None) -> Contai
         throttle=throttle,
         sign_ins=SignInGuard(throttle),
         viewer_memo=ViewerMemo(ttl_seconds=settings.feed_viewer_memo_seconds),
-        kept_pages=KeptPages(settings.feed_kept_page_seconds, settings.feed_kept_pages_bytes),
+        kept_pages=KeptPages(
+            settings.feed_kept_page_seconds,
+            settings.feed_kept_pages_bytes,
+            renew_for=renewal_bound(settings.private_media_url_ttl_seconds),
+        ),
         post_summaries=summary_cache_from_url(
             cache_url,
             expect_avif=avif_wanted(settings),

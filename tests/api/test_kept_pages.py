@@ -8,6 +8,7 @@ feed_kept_page_seconds."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ from glimpse.backends.queue.outbox import enqueue
 from glimpse.config import Settings
 from glimpse.feed import kept_pages, service
 from glimpse.feed.names import FAN_OUT_JOB
+from glimpse.ids import smallest_id_at
 from glimpse.ops.metrics import FEED_KEPT_PAGES
 from glimpse.posts.models import Post, PostStatus
 from tests.api.social import block, feed, follow, go_private, like, quick_post, unfollow, user_id
@@ -87,6 +89,97 @@ async def test_a_page_read_again_is_served_as_kept_until_its_time_is_up(
     # Each page size and order is a page of its own.
     small = await feed(glimpse, viewer, order, limit=1)
     assert small["items"][0]["like_count"] == 7
+
+
+def kept_count(result: str) -> float:
+    return FEED_KEPT_PAGES.labels(result)._value.get()
+
+
+@KEPT
+@pytest.mark.parametrize("order", ["ranked", "latest"])
+async def test_a_page_whose_time_is_up_is_kept_for_longer_while_its_counts_are_the_same(
+    glimpse: Glimpse, world: dict[str, Any], order: str
+) -> None:
+    container = glimpse.container
+    clock = Clock(container.clock())
+    container.clock = clock
+    viewer, post = world["people"]["viewer"], world["post"]
+    page = await _kept_page(glimpse, viewer, order)
+    built, renewed = kept_count("built"), kept_count("renewed")
+    for _ in range(3):
+        clock.now += KEPT_SECONDS
+        assert await feed(glimpse, viewer, order) == page
+    assert (kept_count("built"), kept_count("renewed")) == (built, renewed + 3)
+    # Another's like changes a count: a moment late, as ever, the page is built again.
+    await like(glimpse, world["people"]["other"], post)
+    assert (await feed(glimpse, viewer, order))["items"][0]["like_count"] == 0
+    clock.now += KEPT_SECONDS
+    assert (await feed(glimpse, viewer, order))["items"][0]["like_count"] == 1
+    assert kept_count("built") == built + 1
+
+
+@KEPT
+async def test_a_page_is_built_again_once_it_is_as_old_as_renewals_may_make_it(
+    glimpse: Glimpse, world: dict[str, Any]
+) -> None:
+    container = glimpse.container
+    clock = Clock(container.clock())
+    container.clock = clock
+    viewer = world["people"]["viewer"]
+    assert container.kept_pages.renew_for == 300  # (a private URL is signed for an hour)
+    await _kept_page(glimpse, viewer, "ranked")
+    built_at = clock.now
+    built = kept_count("built")
+    while clock.now + KEPT_SECONDS < built_at + container.kept_pages.renew_for:
+        clock.now += KEPT_SECONDS
+        await feed(glimpse, viewer, "ranked")
+    assert kept_count("built") == built  # renewed all along
+    clock.now = built_at + container.kept_pages.renew_for
+    await feed(glimpse, viewer, "ranked")
+    assert kept_count("built") == built + 1
+
+
+@KEPT
+async def test_a_like_on_a_post_of_the_window_off_the_page_is_a_change_too(
+    glimpse: Glimpse, world: dict[str, Any]
+) -> None:
+    """A ranked first page is chosen from a whole window of posts (and its cursor holds the
+    rest in order): a like on one the page does not show can put it on the page."""
+    container = glimpse.container
+    clock = Clock(container.clock())
+    container.clock = clock
+    people, older = world["people"], world["post"]
+    newer = str(await quick_post(glimpse, await user_id(glimpse, people["other"])))
+    await glimpse.run_jobs()
+    for _ in range(3):
+        page = await feed(glimpse, people["viewer"], "ranked", limit=1)
+    assert [p["id"] for p in page["items"]] == [newer]
+    await like(glimpse, people["star"], older)  # (a like is worth hours of age)
+    clock.now += KEPT_SECONDS
+    page = await feed(glimpse, people["viewer"], "ranked", limit=1)
+    assert [p["id"] for p in page["items"]] == [older]
+
+
+@KEPT
+async def test_a_page_with_a_post_stamped_in_the_future_is_never_renewed(
+    glimpse: Glimpse, world: dict[str, Any]
+) -> None:
+    """Its place in a ranking changes with time alone (its age stays 0 until then)."""
+    container = glimpse.container
+    clock = Clock(container.clock())
+    container.clock = clock
+    author_id = await user_id(glimpse, world["people"]["other"])
+    ahead = smallest_id_at(int(time.time() * 1000) + 3_600_000)  # (another server's clock)
+    async with container.db.write() as session:
+        session.add(Post(id=ahead, author_id=author_id, status=PostStatus.READY))
+        await session.flush()
+        enqueue(session, container.ids, FAN_OUT_JOB, {"post_id": ahead}, max_attempts=5)
+    await glimpse.run_jobs()
+    await _kept_page(glimpse, world["people"]["viewer"], "ranked")
+    built = kept_count("built")
+    clock.now += KEPT_SECONDS
+    await feed(glimpse, world["people"]["viewer"], "ranked")
+    assert kept_count("built") == built + 1
 
 
 Change = Callable[[Glimpse, dict[str, Any]], Awaitable[Callable[[dict[str, Any]], bool]]]
@@ -191,6 +284,25 @@ async def _new_follow(glimpse: Glimpse, world: dict[str, Any]) -> Callable[[dict
     return lambda page: str(starred) in [p["id"] for p in page["items"]]
 
 
+async def _rendition_replaced(
+    glimpse: Glimpse, world: dict[str, Any]
+) -> Callable[[dict[str, Any]], bool]:
+    # A processing job run again (or the AVIF job) replaces renditions, purging the old files:
+    # a page kept from before would link files that are gone (migration 0014).
+    async with glimpse.container.db.write() as s:
+        await s.execute(
+            text(
+                "UPDATE media_variants SET key = 'elsewhere' WHERE name = 'w320' AND media_id IN"
+                " (SELECT id FROM media WHERE post_id = :p)"
+            ),
+            {"p": int(world["post"])},
+        )
+    await glimpse.container.post_summaries.forget([int(world["post"])])  # (as the jobs do)
+    return lambda page: any(
+        "elsewhere" in v["url"] for v in page["items"][0]["media"][0]["variants"]
+    )
+
+
 CHANGES: dict[str, Change] = {
     "own like": _own_like,
     "own comment": _own_comment,
@@ -204,6 +316,7 @@ CHANGES: dict[str, Change] = {
     "new post fanned out": _new_post_fanned_out,
     "older post fanned out": _older_post_fanned_out,
     "new follow": _new_follow,
+    "rendition replaced": _rendition_replaced,
 }
 
 
@@ -283,15 +396,15 @@ async def test_a_change_committed_while_the_page_is_built_is_never_served_as_kep
         await feed(glimpse, viewer, "latest")  # the author is watched from now on
     pulled = await service.pulled_accounts(container, viewer_id)
 
-    async def build_while_the_post_goes() -> tuple[bytes, set[int]]:
+    async def build_while_the_post_goes() -> kept_pages.Built:
         async with container.db.write() as s:  # (its author's mark alone moves)
             await s.execute(
                 text("UPDATE posts SET status = 'failed' WHERE id = :p"), {"p": int(world["post"])}
             )
-        return b"what the build saw", {author_id}
+        return kept_pages.Built(b"what the build saw", {author_id})
 
-    async def build_afresh() -> tuple[bytes, set[int]]:
-        return b"afresh", {author_id}
+    async def build_afresh() -> kept_pages.Built:
+        return kept_pages.Built(b"afresh", {author_id})
 
     def first_page(build: kept_pages.Build) -> Awaitable[bytes]:
         return kept_pages.first_page(container, viewer_id, "latest", 20, pulled, build)
@@ -350,8 +463,8 @@ async def test_kept_pages_live_between_half_and_all_of_their_time_each_its_own(
     viewer_id = await user_id(glimpse, world["people"]["viewer"])
     await feed(glimpse, world["people"]["viewer"])  # (the feed exists)
 
-    async def build() -> tuple[bytes, set[int]]:
-        return b"page", set()
+    async def build() -> kept_pages.Built:
+        return kept_pages.Built(b"page", set())
 
     lives = []
     for limit in range(1, 61):
@@ -376,9 +489,9 @@ async def test_a_page_served_as_kept_is_the_last_to_go_past_the_memory_bound(
     built: list[int] = []
 
     def first_page(limit: int) -> Awaitable[bytes]:
-        async def build() -> tuple[bytes, set[int]]:
+        async def build() -> kept_pages.Built:
             built.append(limit)
-            return str(limit).encode().ljust(1000), {author_id}
+            return kept_pages.Built(str(limit).encode().ljust(1000), {author_id})
 
         return kept_pages.first_page(container, viewer_id, "latest", limit, [], build)
 
@@ -407,13 +520,13 @@ async def test_a_post_fanned_out_while_the_page_is_built_is_never_served_as_kept
     other_id = await user_id(glimpse, world["people"]["other"])
     await feed(glimpse, viewer, "latest")  # the feed exists, and the author is watched
 
-    async def build_while_a_post_is_fanned_out() -> tuple[bytes, set[int]]:
+    async def build_while_a_post_is_fanned_out() -> kept_pages.Built:
         await quick_post(glimpse, other_id)  # (its author, not on the page, is not watched)
         await glimpse.run_jobs()
-        return b"what the build saw", {author_id}
+        return kept_pages.Built(b"what the build saw", {author_id})
 
-    async def build_afresh() -> tuple[bytes, set[int]]:
-        return b"afresh", {author_id}
+    async def build_afresh() -> kept_pages.Built:
+        return kept_pages.Built(b"afresh", {author_id})
 
     def first_page(build: kept_pages.Build) -> Awaitable[bytes]:
         return kept_pages.first_page(container, viewer_id, "latest", 20, [], build)

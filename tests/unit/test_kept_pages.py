@@ -77,3 +77,40 @@ def test_a_page_larger_than_one_page_pushes_out_as_many_as_it_takes() -> None:
     assert pages.size_bytes == 3 * size  # within the bound, not one page past it
     assert pages.get((0, "ranked", 20)) is None and pages.get((1, "ranked", 20)) is None
     assert pages.get((2, "ranked", 20)) is small and pages.get((3, "ranked", 20)) is large
+
+
+def test_a_page_whose_time_is_up_may_be_renewed_only_while_young_and_counted() -> None:
+    from dataclasses import replace
+
+    kept = to_keep(b"p", {2}, {1}, {1: 4}, (50, 7), now=100, seconds=2, counts={9: (1, 0)})
+    assert kept.holds({1: 4}, (50, 7), 500) and not kept.serves({1: 4}, (50, 7), 102)
+    assert not kept.holds({1: 5}, (50, 7), 101)  # a mark moved: never, whatever the time
+    assert not kept.holds({1: 4}, (50, 7), 99)  # a clock that went back
+    assert kept.renewable(now=102, renew_for=300)
+    assert kept.renewable(now=399.9, renew_for=300)
+    assert not kept.renewable(now=400, renew_for=300)  # counted from its build, not its renewal
+    assert not replace(kept, until=500).renewable(now=400, renew_for=300)
+    assert not replace(kept, counts=None).renewable(now=102, renew_for=300)
+
+
+def test_renewals_end_while_signed_media_urls_on_the_page_have_half_their_time_left() -> None:
+    from glimpse.feed.kept_pages import RENEWED_FOR_AT_MOST, renewal_bound
+
+    assert renewal_bound(3600) == RENEWED_FOR_AT_MOST == 300
+    assert renewal_bound(60) == 30  # (the shortest ttl the settings allow)
+
+
+def test_the_memory_bound_counts_the_counts_kept_too() -> None:
+    import sys
+
+    counts = {2**58 + n: (1000 + n, 2000 + n) for n in range(64)}
+    held = sys.getsizeof(counts) + sum(
+        sys.getsizeof(p) + sys.getsizeof(c) + sum(map(sys.getsizeof, c)) for p, c in counts.items()
+    )
+    with_counts = Kept(b"x", {}, (5, 1), 0, 2, counts=counts)
+    without = Kept(b"x", {}, (5, 1), 0, 2)
+    pages = KeptPages(seconds=2, max_bytes=10**9)
+    pages.put((1, "ranked", 20), without)
+    alone = pages.size_bytes
+    pages.put((2, "ranked", 20), with_counts)
+    assert pages.size_bytes - alone >= held

@@ -15,6 +15,13 @@ others' likes and comments (the counts) show within that. (Each page for a rando
 between half and all: pages kept in the same second, say after a restart, do not all expire in
 the same second again, and a burst of builds queue behind each other, at every period.)
 
+When that time is up and nothing else has changed, one more look tells whether the page is
+still what a build would give: the like and comment counts of every post it was chosen from
+(a ranked window is ordered by them). If they are the same, so is the page (a ranking depends on
+the clock only through ages that all grow alike: feed/ranking.py), and it is kept for another
+period instead of being built again, for at most `renew_for` from its build (a private
+account's media URLs on it are signed, and stay valid well past that: container.py).
+
 The marks are read before the page is built. Read after, a change committed in between would
 be in the marks kept but not in the page, and never noticed. An author whose mark was not read
 before (not on the page last time) is kept at mark 0: marks only grow, so the page is served
@@ -27,12 +34,13 @@ from __future__ import annotations
 import random
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from glimpse.backends.feed import FeedStoreUnavailable
 from glimpse.feed import repository
 from glimpse.feed.cursors import Order
+from glimpse.feed.repository import Counts
 from glimpse.ops.metrics import FEED_KEPT_PAGES, never_failing
 
 if TYPE_CHECKING:
@@ -43,6 +51,20 @@ if TYPE_CHECKING:
 # following a thousand large accounts keeps a thousand marks on each of up to 200 pages).
 _ENTRY_OVERHEAD = 400
 _MARK_BYTES = 112
+# And each post's counts (an id, a tuple of two ints: ~180 bytes, measured the same way).
+_COUNT_BYTES = 184
+
+
+# However little changes, a page is built again this long after it was, at the latest: the
+# backstop for what no mark or count says, and moves slowly (the affinity's window of days).
+RENEWED_FOR_AT_MOST = 300.0
+
+
+def renewal_bound(private_media_url_ttl_seconds: float) -> float:
+    """How long after its build a page may still be renewed: RENEWED_FOR_AT_MOST, or half the
+    time a private account's media URLs are signed for if less. A URL signed now is valid for at
+    least that whole time (media/urls.py), so every URL on a page served keeps half of it."""
+    return min(RENEWED_FOR_AT_MOST, private_media_url_ttl_seconds / 2)
 
 
 # A materialised feed's newest entry (0: none) and how many entries it holds (FeedWindow.size).
@@ -63,6 +85,25 @@ class Kept:
     # The large accounts merged in when it was built: a page built before the viewer's memo
     # knew of a newly followed one (or of an account that just became one) lacks its posts.
     pulled: frozenset[int] = frozenset()
+    # The counts of the posts it was chosen from (Built.counts); None: never renewed.
+    counts: Mapping[int, Counts] | None = None
+
+    def holds(
+        self,
+        marks: Mapping[int, int],
+        feed: FeedState | None,
+        now: float,
+        pulled: Collection[int] = frozenset(),
+    ) -> bool:
+        """Whether nothing this page depends on has changed, given the marks, feed state and
+        large accounts followed read now: nothing but the counts, and its time."""
+        return (
+            self.feed is not None
+            and feed == self.feed
+            and self.kept_at <= now
+            and frozenset(pulled) == self.pulled
+            and all(marks.get(account, 0) == mark for account, mark in self.marks.items())
+        )
 
     def serves(
         self,
@@ -71,15 +112,13 @@ class Kept:
         now: float,
         pulled: Collection[int] = frozenset(),
     ) -> bool:
-        """Whether this page may be served again, given the marks, feed state and large
-        accounts followed read now."""
-        return (
-            self.feed is not None
-            and feed == self.feed
-            and self.kept_at <= now < self.until
-            and frozenset(pulled) == self.pulled
-            and all(marks.get(account, 0) == mark for account, mark in self.marks.items())
-        )
+        """Whether this page may be served again as it is (holds, and its time is not up)."""
+        return now < self.until and self.holds(marks, feed, now, pulled)
+
+    def renewable(self, now: float, renew_for: float) -> bool:
+        """Whether, its time up, it may be kept for another period if its counts are the
+        same: it was built less than `renew_for` ago, and knows its counts."""
+        return self.counts is not None and now < self.kept_at + renew_for
 
 
 def to_keep(
@@ -91,19 +130,21 @@ def to_keep(
     now: float,
     seconds: float,
     pulled: Collection[int] = frozenset(),
+    counts: Mapping[int, Counts] | None = None,
 ) -> Kept:
     """A page just built from `authors`' posts, kept for `seconds` under the marks of
     `watched` read before it was built (an account without a row is at 0), and its authors not
     among them at 0 (`marks` may hold more: only these are kept)."""
     marks_kept = {a: marks.get(a, 0) for a in {*watched, *authors}}
-    return Kept(body, marks_kept, feed, now, now + seconds, frozenset(pulled))
+    return Kept(body, marks_kept, feed, now, now + seconds, frozenset(pulled), counts)
 
 
 class KeptPages:
     """This process's kept first pages, the least recently used dropped past `max_bytes`."""
 
-    def __init__(self, seconds: float, max_bytes: int) -> None:
+    def __init__(self, seconds: float, max_bytes: int, renew_for: float = 0.0) -> None:
         self.seconds = seconds
+        self.renew_for = renew_for
         self._max_bytes = max_bytes
         self._bytes = 0
         self._pages: OrderedDict[tuple[int, str, int], Kept] = OrderedDict()
@@ -111,6 +152,10 @@ class KeptPages:
     @property
     def enabled(self) -> bool:
         return self.seconds > 0 and self._max_bytes > 0
+
+    def life(self) -> float:
+        """How long a page built or renewed now is kept: a random share of `seconds`."""
+        return self.seconds * random.uniform(0.5, 1.0)
 
     def get(self, key: tuple[int, str, int]) -> Kept | None:
         return self._pages.get(key)
@@ -137,11 +182,22 @@ class KeptPages:
 
 
 def _size(kept: Kept) -> int:
-    return len(kept.body) + _ENTRY_OVERHEAD + _MARK_BYTES * (len(kept.marks) + len(kept.pulled))
+    marks = _MARK_BYTES * (len(kept.marks) + len(kept.pulled))
+    return len(kept.body) + _ENTRY_OVERHEAD + marks + _COUNT_BYTES * len(kept.counts or ())
 
 
-# Builds the page: its JSON bytes, and the ids of the accounts whose posts are on it.
-Build = Callable[[], Awaitable[tuple[bytes, Collection[int]]]]
+@dataclass(frozen=True)
+class Built:
+    """A first page just built: its JSON bytes, the ids of the accounts whose posts are on it,
+    and the counts of the posts it was chosen from (feed.service.FeedPage.counts; None: it is
+    never renewed, only built again)."""
+
+    body: bytes
+    authors: Collection[int]
+    counts: Mapping[int, Counts] | None = None
+
+
+Build = Callable[[], Awaitable[Built]]
 
 
 async def first_page(
@@ -162,11 +218,11 @@ async def first_page(
     feed = await _feed_state(container, viewer_id)
     marks = await repository.feed_marks(container.db, watched)
     now = container.clock()
-    if kept is not None and kept.serves(marks, feed, now, pulled):
-        with never_failing():
-            FEED_KEPT_PAGES.labels("kept").inc()
-        pages.put(key, kept)  # (most recently used)
-        return kept.body
+    if kept is not None and kept.holds(marks, feed, now, pulled):
+        if now < kept.until:
+            return _served(pages, key, kept, "kept")
+        if kept.renewable(now, pages.renew_for) and await _counts_unchanged(container, kept):
+            return _served(pages, key, replace(kept, until=now + pages.life()), "renewed")
     if container.db.replicas is not None:
         # Read in turn, replicas may stand at different points: the marks kept are the lowest
         # any holds, so that no statement of the build reads an older state than they say.
@@ -175,17 +231,36 @@ async def first_page(
             feed = None  # (kept only to say whom to watch: never served)
         else:
             marks = lowest
-    body, authors = await build()
+    built = await build()
     with never_failing():
         FEED_KEPT_PAGES.labels("built").inc()
     # (With no feed to watch, missing until this build or its store down, it is never served:
     # it only says whom to watch next time.)
-    seconds = pages.seconds * random.uniform(0.5, 1.0)
     # Watched from now on: the viewer, the large accounts and the authors on this page; not
     # every author an earlier page showed (marks read for them are kept only if still shown).
-    kept_now = to_keep(body, authors, {viewer_id, *pulled}, marks, feed, now, seconds, pulled)
-    pages.put(key, kept_now)
-    return body
+    watched = {viewer_id, *pulled}
+    pages.put(
+        key,
+        to_keep(
+            built.body, built.authors, watched, marks, feed, now, pages.life(), pulled, built.counts
+        ),
+    )
+    return built.body
+
+
+async def _counts_unchanged(container: Container, kept: Kept) -> bool:
+    """Whether the posts the page was chosen from still have the counts it was built with (a
+    post gone, or never counted, is a change)."""
+    if kept.counts is None:
+        return False
+    return await repository.post_counts(container.db, kept.counts) == kept.counts
+
+
+def _served(pages: KeptPages, key: tuple[int, str, int], kept: Kept, result: str) -> bytes:
+    with never_failing():
+        FEED_KEPT_PAGES.labels(result).inc()
+    pages.put(key, kept)  # (most recently used)
+    return kept.body
 
 
 async def _feed_state(container: Container, viewer_id: int) -> FeedState | None:

@@ -72,6 +72,9 @@ _PULLED_FOLLOWED = (
     .join(Follow, Follow.followee_id == User.id)
     .where(Follow.follower_id == bindparam("user"), User.feed_pull.is_(True))
 )
+_POST_COUNTS = select(Post.id, Post.like_count, Post.comment_count).where(
+    Post.id.in_(bindparam("ids", expanding=True))
+)
 _FEED_MARKS = select(FeedMark.user_id, FeedMark.mark).where(
     FeedMark.user_id.in_(bindparam("ids", expanding=True))
 )
@@ -160,6 +163,19 @@ async def interactions_by_author(db: Database, viewer_id: int, since: datetime) 
             counts[author_id] = counts.get(author_id, 0) + 1
     counts.pop(viewer_id, None)  # liking one's own posts is no affinity
     return counts
+
+
+# A post's like and comment counts.
+Counts = tuple[int, int]
+
+
+async def post_counts(db: Database, post_ids: Collection[int]) -> dict[int, Counts]:
+    """The like and comment counts of these posts (those that still exist), read where the
+    feed's posts are read: what a kept page looks at before it is served past its time."""
+    if not post_ids:
+        return {}
+    rows = await db.fetch(_POST_COUNTS, {"ids": sorted(post_ids)}, replica=True)
+    return {row[0]: (row[1], row[2]) for row in rows}
 
 
 async def feed_marks(db: Database, account_ids: Collection[int]) -> dict[int, int]:

@@ -16,6 +16,7 @@ from glimpse.container import Container
 from glimpse.errors import Malformed
 from glimpse.feed import kept_pages, service
 from glimpse.feed.cursors import FeedPosition, Order, from_cursor_fields, to_cursor_fields
+from glimpse.feed.repository import Counts
 from glimpse.pagination import check_limit, decode_cursor, encode_cursor
 from glimpse.posts.schemas import PostPage
 from glimpse.posts.views import post_view_data
@@ -108,9 +109,10 @@ async def _feed_page(
         return Response(orjson.dumps(page), media_type="application/json")
     page_size = check_limit(limit)
 
-    async def build() -> tuple[bytes, set[int]]:
-        page = await feed_page_data(container, viewer_id, page_size, None, order)
-        return orjson.dumps(page), {int(item["author"]["id"]) for item in page["items"]}
+    async def build() -> kept_pages.Built:
+        page, counts = await _page_data(container, viewer_id, page_size, None, order)
+        authors = {int(item["author"]["id"]) for item in page["items"]}
+        return kept_pages.Built(orjson.dumps(page), authors, counts)
 
     pulled = await service.pulled_accounts(container, viewer_id)
     body = await kept_pages.first_page(container, viewer_id, order, page_size, pulled, build)
@@ -122,6 +124,13 @@ async def feed_page_data(
 ) -> dict[str, Any]:
     """A page of the feed as API.md's plain JSON values (`items`, `next_cursor`); the web app's
     home page renders the same."""
+    return (await _page_data(container, viewer_id, limit, cursor, order))[0]
+
+
+async def _page_data(
+    container: Container, viewer_id: int, limit: int | None, cursor: str | None, order: Order
+) -> tuple[dict[str, Any], dict[int, Counts] | None]:
+    """feed_page_data, and the counts its posts were chosen by (service.FeedPage.counts)."""
     page_size = check_limit(limit)
     position: FeedPosition | None = None
     if cursor:
@@ -142,4 +151,4 @@ async def feed_page_data(
         if page.next_position is not None
         else None
     )
-    return {"items": items, "next_cursor": next_cursor}
+    return {"items": items, "next_cursor": next_cursor}, page.counts

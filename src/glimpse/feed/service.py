@@ -29,7 +29,7 @@ from glimpse.db.base import utcnow
 from glimpse.feed import repository
 from glimpse.feed.cursors import WINDOW, FeedPosition, Order
 from glimpse.feed.ranking import Candidate, rank_candidates
-from glimpse.feed.repository import COMMENT_COUNT, LIKE_COUNT, PostValues
+from glimpse.feed.repository import COMMENT_COUNT, LIKE_COUNT, Counts, PostValues
 from glimpse.ids import id_timestamp_ms
 from glimpse.ops.metrics import FEED_CACHE, FEED_READS, FEED_REBUILD_SECONDS, never_failing
 from glimpse.posts.views import PostRow
@@ -50,6 +50,11 @@ AFFINITY_DAYS = 30
 class FeedPage:
     posts: list[PostRow]
     next_position: FeedPosition | None
+    # Of a first page: the like and comment counts of every post it was chosen from (a ranked
+    # window is ordered by them), or None where its order could change with time alone (a post
+    # stamped in the future). What a kept first page looks at again before it is served past
+    # its time (feed/kept_pages.py): the same counts, the same page.
+    counts: dict[int, Counts] | None = None
 
 
 async def read_feed(
@@ -60,8 +65,12 @@ async def read_feed(
         FEED_READS.labels(order).inc()
     reader = _Reader(container, viewer_id)
     if order == "latest":
-        return await reader.latest(position or FeedPosition(order="latest"), limit)
-    return await reader.ranked(position or FeedPosition(order="ranked"), limit)
+        page = await reader.latest(position or FeedPosition(order="latest"), limit)
+    else:
+        page = await reader.ranked(position or FeedPosition(order="ranked"), limit)
+    if position is None:
+        page.counts = reader.counts_seen()
+    return page
 
 
 async def rebuild_feed(container: Container, user_id: int) -> None:
@@ -101,6 +110,7 @@ class _Reader:
         self.viewer_id = viewer_id
         self.store = container.feed_store
         self._touched = False
+        self._seen: list[dict[int, PostValues]] = []
 
     async def latest(self, position: FeedPosition, limit: int) -> FeedPage:
         served: list[PostValues] = []
@@ -235,7 +245,21 @@ class _Reader:
         return [posts[i] for i in order]
 
     async def _visible(self, ids: Sequence[int]) -> dict[int, PostValues]:
-        return await repository.feed_posts(self.container.db, self.viewer_id, ids)
+        visible = await repository.feed_posts(self.container.db, self.viewer_id, ids)
+        self._seen.append(visible)
+        return visible
+
+    def counts_seen(self) -> dict[int, Counts] | None:
+        """The counts of every post this read found visible (FeedPage.counts); None if one is
+        stamped in the future, past which a ranking changes with time (ranking._log_score)."""
+        counts = {
+            post_id: (post[LIKE_COUNT], post[COMMENT_COUNT])
+            for visible in self._seen
+            for post_id, post in visible.items()
+        }
+        if counts and id_timestamp_ms(max(counts)) > int(time.time() * 1000):
+            return None
+        return counts
 
     async def _pulled_accounts(self) -> list[int]:
         return await pulled_accounts(self.container, self.viewer_id)

@@ -84,7 +84,8 @@ FEED_CACHE = Counter(
 )
 FEED_KEPT_PAGES = Counter(
     "glimpse_feed_kept_pages_total",
-    "First pages of the feed: served again as kept (kept), or built (built)",
+    "First pages of the feed: served again as kept (kept), kept for longer as nothing on them"
+    " changed (renewed), or built (built)",
     ["result"],
 )
 FEED_REBUILD_SECONDS = Histogram(
