@@ -1290,7 +1290,12 @@ def feed_reads(
             if served + moved["built"]:
                 kept_share[name] = served / (served + moved["built"])
             p = peaks[name]
-            share = f", {kept_share[name]:.0%} served as kept" if name in kept_share else ""
+            share = (
+                f", {kept_share[name]:.0%} served as kept ({moved['renewed']:.0f} renewed,"
+                f" {moved['built']:.0f} built)"
+                if name in kept_share
+                else ""
+            )
             print(
                 f"  {name:22} {p.rate:8.1f} req/s  p50 {p.p50_ms:6.2f} ms  p99 {p.p99_ms:6.2f} ms"
                 f"  server CPU {p.server_cpu_ms:.2f} ms/req (busy {p.server_busy:.2f}),"

@@ -92,7 +92,7 @@ async def test_a_page_read_again_is_served_as_kept_until_its_time_is_up(
 
 
 def kept_count(result: str) -> float:
-    return FEED_KEPT_PAGES.labels(result)._value.get()
+    return float(FEED_KEPT_PAGES.labels(result)._value.get())
 
 
 @KEPT

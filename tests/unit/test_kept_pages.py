@@ -104,13 +104,22 @@ def test_the_memory_bound_counts_the_counts_kept_too() -> None:
     import sys
 
     counts = {2**58 + n: (1000 + n, 2000 + n) for n in range(64)}
-    held = sys.getsizeof(counts) + sum(
-        sys.getsizeof(p) + sys.getsizeof(c) + sum(map(sys.getsizeof, c)) for p, c in counts.items()
-    )
-    with_counts = Kept(b"x", {}, (5, 1), 0, 2, counts=counts)
+    with_counts = to_keep(b"x", set(), set(), {}, (5, 1), 0, 2, counts=counts)
+    assert with_counts.counts is not None
     without = Kept(b"x", {}, (5, 1), 0, 2)
     pages = KeptPages(seconds=2, max_bytes=10**9)
     pages.put((1, "ranked", 20), without)
     alone = pages.size_bytes
     pages.put((2, "ranked", 20), with_counts)
-    assert pages.size_bytes - alone >= held
+    assert pages.size_bytes - alone >= sys.getsizeof(with_counts.counts)
+
+
+def test_counts_are_packed_by_post_and_compare_equal_only_when_all_are_the_same() -> None:
+    from glimpse.feed.kept_pages import pack_counts
+
+    counts = {7: (1, 2), 3: (0, 5)}
+    assert list(pack_counts(counts)) == [3, 0, 5, 7, 1, 2]
+    assert pack_counts(counts) == pack_counts({3: (0, 5), 7: (1, 2)})
+    assert pack_counts(counts) != pack_counts({3: (0, 5), 7: (1, 3)})
+    assert pack_counts(counts) != pack_counts({3: (0, 5)})  # a post gone
+    assert pack_counts(counts) != pack_counts({7: (1, 2), 3: (0, 5), 9: (0, 0)})

@@ -32,10 +32,11 @@ the next read builds the page again, having read its mark first.
 from __future__ import annotations
 
 import random
+from array import array
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 from glimpse.backends.feed import FeedStoreUnavailable
 from glimpse.feed import repository
@@ -51,8 +52,18 @@ if TYPE_CHECKING:
 # following a thousand large accounts keeps a thousand marks on each of up to 200 pages).
 _ENTRY_OVERHEAD = 400
 _MARK_BYTES = 112
-# And each post's counts (an id, a tuple of two ints: ~180 bytes, measured the same way).
-_COUNT_BYTES = 184
+# And the counts (PackedCounts: three 8-byte numbers a post, and the array's own header).
+_COUNT_BYTES = 24
+_ARRAY_OVERHEAD = 80
+
+# The counts of the posts a page was chosen from, packed: (id, likes, comments) after one another,
+# by id. A ranked window is 64 posts: 1.5 KB where a dict of tuples takes 11 KB (sys.getsizeof),
+# a third of the page's own bytes, and a third fewer pages under the same memory bound.
+PackedCounts: TypeAlias = "array[int]"
+
+
+def pack_counts(counts: Mapping[int, Counts]) -> PackedCounts:
+    return array("q", [n for post in sorted(counts) for n in (post, *counts[post])])
 
 
 # However little changes, a page is built again this long after it was, at the latest: the
@@ -86,7 +97,7 @@ class Kept:
     # knew of a newly followed one (or of an account that just became one) lacks its posts.
     pulled: frozenset[int] = frozenset()
     # The counts of the posts it was chosen from (Built.counts); None: never renewed.
-    counts: Mapping[int, Counts] | None = None
+    counts: PackedCounts | None = None
 
     def holds(
         self,
@@ -136,7 +147,8 @@ def to_keep(
     `watched` read before it was built (an account without a row is at 0), and its authors not
     among them at 0 (`marks` may hold more: only these are kept)."""
     marks_kept = {a: marks.get(a, 0) for a in {*watched, *authors}}
-    return Kept(body, marks_kept, feed, now, now + seconds, frozenset(pulled), counts)
+    packed = pack_counts(counts) if counts is not None else None
+    return Kept(body, marks_kept, feed, now, now + seconds, frozenset(pulled), packed)
 
 
 class KeptPages:
@@ -183,7 +195,8 @@ class KeptPages:
 
 def _size(kept: Kept) -> int:
     marks = _MARK_BYTES * (len(kept.marks) + len(kept.pulled))
-    return len(kept.body) + _ENTRY_OVERHEAD + marks + _COUNT_BYTES * len(kept.counts or ())
+    counts = 0 if kept.counts is None else _ARRAY_OVERHEAD + _COUNT_BYTES * len(kept.counts) // 3
+    return len(kept.body) + _ENTRY_OVERHEAD + marks + counts
 
 
 @dataclass(frozen=True)
@@ -253,7 +266,8 @@ async def _counts_unchanged(container: Container, kept: Kept) -> bool:
     post gone, or never counted, is a change)."""
     if kept.counts is None:
         return False
-    return await repository.post_counts(container.db, kept.counts) == kept.counts
+    now = await repository.post_counts(container.db, kept.counts[::3])
+    return pack_counts(now) == kept.counts
 
 
 def _served(pages: KeptPages, key: tuple[int, str, int], kept: Kept, result: str) -> bytes:
