@@ -182,6 +182,29 @@ async def test_a_page_with_a_post_stamped_in_the_future_is_never_renewed(
     assert kept_count("built") == built + 1
 
 
+@KEPT
+async def test_the_viewers_own_like_ranks_the_next_page_with_their_new_affinity(
+    glimpse: Glimpse, world: dict[str, Any]
+) -> None:
+    """A kept page may be renewed for minutes: the affinity it was ranked with (remembered a
+    few seconds per viewer) is read afresh once the viewer's own mark moved."""
+    container = glimpse.container
+    container.viewer_memo = type(container.viewer_memo)(ttl_seconds=600)
+    people = world["people"]
+    older = world["post"]  # the author's, and the oldest
+    newer = str(await quick_post(glimpse, await user_id(glimpse, people["author"])))
+    newest = str(await quick_post(glimpse, await user_id(glimpse, people["other"])))
+    await glimpse.run_jobs()
+    await _kept_page(glimpse, people["viewer"], "ranked")  # (its affinity remembered: none)
+    page = await feed(glimpse, people["viewer"], "ranked", limit=2)
+    assert [p["id"] for p in page["items"]] == [newest, newer]
+    await like(glimpse, people["viewer"], older)
+    page = await feed(glimpse, people["viewer"], "ranked", limit=2)
+    # The liked post first (its like), then the author's other post (the viewer's affinity to
+    # its author: hours of age), before the newest post, of an author the viewer never liked.
+    assert [p["id"] for p in page["items"]] == [older, newer]
+
+
 Change = Callable[[Glimpse, dict[str, Any]], Awaitable[Callable[[dict[str, Any]], bool]]]
 
 

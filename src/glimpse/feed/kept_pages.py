@@ -236,6 +236,11 @@ async def first_page(
             return _served(pages, key, kept, "kept")
         if kept.renewable(now, pages.renew_for) and await _counts_unchanged(container, kept):
             return _served(pages, key, replace(kept, until=now + pages.life()), "renewed")
+    if kept is not None and marks.get(viewer_id, 0) != kept.marks.get(viewer_id, 0):
+        # The viewer liked, commented or followed since: the affinity the ranking weighs,
+        # remembered for a few seconds (feed/memo.py), is read afresh for a page that may now
+        # be kept, and renewed, for minutes.
+        container.viewer_memo.forget("affinity", viewer_id)
     if container.db.replicas is not None:
         # Read in turn, replicas may stand at different points: the marks kept are the lowest
         # any holds, so that no statement of the build reads an older state than they say.

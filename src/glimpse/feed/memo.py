@@ -30,3 +30,6 @@ class ViewerMemo:
         self._entries.move_to_end((kind, viewer_id))
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
+
+    def forget(self, kind: str, viewer_id: int) -> None:
+        self._entries.pop((kind, viewer_id), None)
