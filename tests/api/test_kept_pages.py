@@ -205,6 +205,37 @@ async def test_the_viewers_own_like_ranks_the_next_page_with_their_new_affinity(
     assert [p["id"] for p in page["items"]] == [older, newer]
 
 
+@pytest.mark.parametrize(
+    "settings", [{"feed_kept_page_seconds": KEPT_SECONDS, "avif_enabled": True}], indirect=True
+)
+async def test_a_page_with_photos_still_lacking_avif_copies_is_never_renewed(
+    glimpse: Glimpse, world: dict[str, Any]
+) -> None:
+    """The copies are made a moment after the post is ready, by a worker: another process's
+    summary of the post does not learn of them at once, so such a page is built again at the
+    end of its time (and lists them then), never renewed for minutes without them."""
+    container = glimpse.container
+    clock = Clock(container.clock())
+    container.clock = clock
+    async with container.db.write() as s:  # (as before its AVIF job has run)
+        await s.execute(
+            text(
+                "DELETE FROM media_variants WHERE content_type = 'image/avif' AND media_id IN"
+                " (SELECT id FROM media WHERE post_id = :p)"
+            ),
+            {"p": int(world["post"])},
+        )
+    await container.post_summaries.forget([int(world["post"])])
+    viewer = world["people"]["viewer"]
+    page = await _kept_page(glimpse, viewer, "ranked")
+    variants = page["items"][0]["media"][0]["variants"]
+    assert variants and all(v["content_type"] != "image/avif" for v in variants)
+    built = kept_count("built")
+    clock.now += KEPT_SECONDS
+    await feed(glimpse, viewer, "ranked")
+    assert kept_count("built") == built + 1
+
+
 Change = Callable[[Glimpse, dict[str, Any]], Awaitable[Callable[[dict[str, Any]], bool]]]
 
 

@@ -18,8 +18,9 @@ from glimpse.feed import kept_pages, service
 from glimpse.feed.cursors import FeedPosition, Order, from_cursor_fields, to_cursor_fields
 from glimpse.feed.repository import Counts
 from glimpse.pagination import check_limit, decode_cursor, encode_cursor
+from glimpse.posts.avif import avif_wanted
 from glimpse.posts.schemas import PostPage
-from glimpse.posts.views import post_view_data
+from glimpse.posts.views import lacks_avif, post_view_data
 
 _KIND = "feed"
 _ORDERS: frozenset[str] = frozenset({"ranked", "latest"})
@@ -112,6 +113,12 @@ async def _feed_page(
     async def build() -> kept_pages.Built:
         page, counts = await _page_data(container, viewer_id, page_size, None, order)
         authors = {int(item["author"]["id"]) for item in page["items"]}
+        if avif_wanted(container.settings) and any(
+            lacks_avif(item["media"]) for item in page["items"]
+        ):
+            # Its AVIF copies are being made: no mark tells when a process's summary of the
+            # post learns of them (backends/summaries), so it is built again, not renewed.
+            counts = None
         return kept_pages.Built(orjson.dumps(page), authors, counts)
 
     pulled = await service.pulled_accounts(container, viewer_id)

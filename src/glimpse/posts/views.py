@@ -174,7 +174,12 @@ class MediaViewCache:
 
     def is_unfinished(self, media: list[dict[str, Any]]) -> bool:
         """Whether these photos still lack AVIF copies that are being made here."""
-        return self._expect_avif and not all(_has_avif(m) for m in media if m["kind"] == "image")
+        return self._expect_avif and lacks_avif(media)
+
+
+def lacks_avif(media: list[dict[str, Any]]) -> bool:
+    """Whether some photo among these Media views has no AVIF copies (yet)."""
+    return not all(_has_avif(m) for m in media if m["kind"] == "image")
 
 
 def _has_avif(media: dict[str, Any]) -> bool:
