@@ -236,6 +236,83 @@ async def test_a_page_with_photos_still_lacking_avif_copies_is_never_renewed(
     assert kept_count("built") == built + 1
 
 
+@KEPT
+async def test_another_accounts_comment_is_a_change_too(
+    glimpse: Glimpse, world: dict[str, Any]
+) -> None:
+    clock = Clock(glimpse.container.clock())
+    glimpse.container.clock = clock
+    viewer = world["people"]["viewer"]
+    await _kept_page(glimpse, viewer, "ranked")
+    said = await glimpse.client.post(
+        f"/api/v1/posts/{world['post']}/comments",
+        headers=world["people"]["other"],
+        json={"text": "theirs"},
+    )
+    assert said.status_code == 201, said.text
+    clock.now += KEPT_SECONDS
+    assert (await feed(glimpse, viewer, "ranked"))["items"][0]["comment_count"] == 1
+    built = kept_count("built")
+    clock.now += KEPT_SECONDS
+    await feed(glimpse, viewer, "ranked")
+    assert kept_count("built") == built  # renewed, under the new counts
+
+
+@KEPT
+async def test_a_post_of_the_window_gone_unseen_is_a_change_too(
+    glimpse: Glimpse, world: dict[str, Any]
+) -> None:
+    """A post off the page (its author not watched) deleted by hand, its feed entry left: the
+    counts no longer find it, and the page, whose cursor would lead to it, is built again."""
+    clock = Clock(glimpse.container.clock())
+    glimpse.container.clock = clock
+    people = world["people"]
+    await quick_post(glimpse, await user_id(glimpse, people["other"]))
+    await glimpse.run_jobs()
+    for _ in range(3):
+        page = await feed(glimpse, people["viewer"], "latest", limit=1)
+    assert page["next_cursor"] is not None
+    async with glimpse.container.db.write() as s:
+        await s.execute(text("DELETE FROM posts WHERE id = :p"), {"p": int(world["post"])})
+    clock.now += KEPT_SECONDS
+    assert (await feed(glimpse, people["viewer"], "latest", limit=1))["next_cursor"] is None
+
+
+@pytest.mark.parametrize("settings", [{"private_media_url_ttl_seconds": 60}], indirect=True)
+async def test_renewals_end_within_half_the_time_private_media_urls_are_signed_for(
+    glimpse: Glimpse,
+) -> None:
+    assert glimpse.container.kept_pages.renew_for == 30
+
+
+@KEPT
+async def test_renewed_pages_live_between_half_and_all_of_their_time_each_its_own(
+    glimpse: Glimpse, world: dict[str, Any]
+) -> None:
+    container = glimpse.container
+    clock = Clock(container.clock())
+    container.clock = clock
+    viewer_id = await user_id(glimpse, world["people"]["viewer"])
+    await feed(glimpse, world["people"]["viewer"])  # (the feed exists)
+
+    async def build() -> kept_pages.Built:
+        return kept_pages.Built(b"page", set(), {})
+
+    for limit in range(1, 61):
+        await kept_pages.first_page(container, viewer_id, "latest", limit, [], build)
+    clock.now += KEPT_SECONDS
+    renewed = kept_count("renewed")
+    lives = []
+    for limit in range(1, 61):
+        await kept_pages.first_page(container, viewer_id, "latest", limit, [], build)
+        kept = container.kept_pages.get((viewer_id, "latest", limit))
+        assert kept is not None
+        lives.append(kept.until - clock.now)
+    assert kept_count("renewed") == renewed + 60
+    assert all(KEPT_SECONDS / 2 <= life <= KEPT_SECONDS for life in lives), lives
+    assert max(lives) - min(lives) > KEPT_SECONDS / 4, lives
+
+
 Change = Callable[[Glimpse, dict[str, Any]], Awaitable[Callable[[dict[str, Any]], bool]]]
 
 

@@ -123,3 +123,21 @@ def test_counts_are_packed_by_post_and_compare_equal_only_when_all_are_the_same(
     assert pack_counts(counts) != pack_counts({3: (0, 5), 7: (1, 3)})
     assert pack_counts(counts) != pack_counts({3: (0, 5)})  # a post gone
     assert pack_counts(counts) != pack_counts({7: (1, 2), 3: (0, 5), 9: (0, 0)})
+
+
+def test_the_counts_seen_are_those_of_every_window_read() -> None:
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from glimpse.feed import service
+    from glimpse.feed.repository import COMMENT_COUNT, LIKE_COUNT
+    from glimpse.posts.views import POST_COLUMN_NAMES
+
+    def values(post: int, likes: int, comments: int) -> tuple[Any, ...]:
+        row: list[Any] = [None] * len(POST_COLUMN_NAMES)
+        row[0], row[LIKE_COUNT], row[COMMENT_COUNT] = post, likes, comments
+        return tuple(row)
+
+    reader = service._Reader(cast(Any, SimpleNamespace(feed_store=None)), 1)
+    reader._seen = [{7: values(7, 1, 2)}, {}, {5: values(5, 3, 4)}]
+    assert reader.counts_seen() == {7: (1, 2), 5: (3, 4)}
