@@ -20,7 +20,9 @@ still what a build would give: the like and comment counts of every post it was 
 (a ranked window is ordered by them). If they are the same, so is the page (a ranking depends on
 the clock only through ages that all grow alike: feed/ranking.py), and it is kept for another
 period instead of being built again, for at most `renew_for` from its build (a private
-account's media URLs on it are signed, and stay valid well past that: container.py).
+account's media URLs on it are signed, and stay valid well past that: container.py). A page
+showing a post stamped in the future (its rank changes with time alone) or photos still waiting
+for their AVIF copies (feed/routes.py) is never renewed, only built again.
 
 The marks are read before the page is built. Read after, a change committed in between would
 be in the marks kept but not in the page, and never noticed. An author whose mark was not read
@@ -67,7 +69,7 @@ def pack_counts(counts: Mapping[int, Counts]) -> PackedCounts:
 
 
 # However little changes, a page is built again this long after it was, at the latest: the
-# backstop for what no mark or count says, and moves slowly (the affinity's window of days).
+# backstop for what no mark or count tells of, such as the affinity's window of days moving on.
 RENEWED_FOR_AT_MOST = 300.0
 
 
@@ -271,8 +273,8 @@ async def _counts_unchanged(container: Container, kept: Kept) -> bool:
     post gone, or never counted, is a change)."""
     if kept.counts is None:
         return False
-    now = await repository.post_counts(container.db, kept.counts[::3])
-    return pack_counts(now) == kept.counts
+    counted = await repository.post_counts(container.db, kept.counts[::3])
+    return pack_counts(counted) == kept.counts
 
 
 def _served(pages: KeptPages, key: tuple[int, str, int], kept: Kept, result: str) -> bytes:
