@@ -2,8 +2,12 @@
 of Redis): posts/views.MediaViewCache, an LRU, behind the PostSummaryCache contract.
 
 Another process's `forget` does not reach it: a summary missing its AVIF copies is kept for
-`unfinished_seconds` only (MediaViewCache), which is what bounds it then. With the embedded
-default the workers run in the API process, and their `forget` is exact.
+`unfinished_seconds` only (MediaViewCache), which is what bounds it then. `glimpse serve` runs
+its workers as processes of their own, so their `forget` reaches only their own memory: a
+summary that already lists its AVIF copies stays here until it is pushed out, even when a
+processing job run again replaces the post's renditions (a known fault, not fixed yet: keeping
+each summary under its author's feed mark, which migration 0014 moves at every such change,
+would end it).
 """
 
 from __future__ import annotations
