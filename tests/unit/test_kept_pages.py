@@ -17,15 +17,19 @@ def test_a_page_is_served_only_while_its_marks_newest_entry_and_time_hold() -> N
     )
     assert kept.marks == {1: 4, 2: 9, 3: 0}  # the author not read is kept at 0
     now = {1: 4, 2: 9}
-    assert kept.serves(now, (50, 7), 100)
-    assert kept.serves(now, (50, 7), 101.9)
-    assert not kept.serves(now, (50, 7), 102)  # its time is up
-    assert not kept.serves(now, (50, 7), 99)  # a clock that went back
-    assert not kept.serves(now, (51, 8), 100)  # a newer entry in the feed
-    assert not kept.serves(now, (50, 8), 100)  # an older one pushed to it
-    assert not kept.serves({1: 5, 2: 9}, (50, 7), 100)  # the viewer's mark moved
-    assert not kept.serves({1: 4, 2: 9, 3: 1}, (50, 7), 100)  # an author's, never read, did
-    assert not to_keep(b"p", {2}, {1}, {}, None, 100, 2).serves({}, None, 100)  # no feed
+
+    def serves(marks: dict[int, int], feed: tuple[int, int], at: float) -> bool:
+        return at < kept.until and kept.holds(marks, feed, at)
+
+    assert serves(now, (50, 7), 100)
+    assert serves(now, (50, 7), 101.9)
+    assert not serves(now, (50, 7), 102)  # its time is up
+    assert not serves(now, (50, 7), 99)  # a clock that went back
+    assert not serves(now, (51, 8), 100)  # a newer entry in the feed
+    assert not serves(now, (50, 8), 100)  # an older one pushed to it
+    assert not serves({1: 5, 2: 9}, (50, 7), 100)  # the viewer's mark moved
+    assert not serves({1: 4, 2: 9, 3: 1}, (50, 7), 100)  # an author's, never read, did
+    assert not to_keep(b"p", {2}, {1}, {}, None, 100, 2).holds({}, None, 100)  # no feed
 
 
 def test_the_least_recently_used_pages_go_past_the_memory_bound() -> None:
@@ -83,7 +87,7 @@ def test_a_page_whose_time_is_up_may_be_renewed_only_while_young_and_counted() -
     from dataclasses import replace
 
     kept = to_keep(b"p", {2}, {1}, {1: 4}, (50, 7), now=100, seconds=2, counts={9: (1, 0)})
-    assert kept.holds({1: 4}, (50, 7), 500) and not kept.serves({1: 4}, (50, 7), 102)
+    assert kept.holds({1: 4}, (50, 7), 500) and kept.until <= 102  # (its time up at 102)
     assert not kept.holds({1: 5}, (50, 7), 101)  # a mark moved: never, whatever the time
     assert not kept.holds({1: 4}, (50, 7), 99)  # a clock that went back
     assert kept.renewable(now=102, renew_for=300)

@@ -118,16 +118,6 @@ class Kept:
             and all(marks.get(account, 0) == mark for account, mark in self.marks.items())
         )
 
-    def serves(
-        self,
-        marks: Mapping[int, int],
-        feed: FeedState | None,
-        now: float,
-        pulled: Collection[int] = frozenset(),
-    ) -> bool:
-        """Whether this page may be served again as it is (holds, and its time is not up)."""
-        return now < self.until and self.holds(marks, feed, now, pulled)
-
     def renewable(self, now: float, renew_for: float) -> bool:
         """Whether, its time up, it may be kept for another period if its counts are the
         same: it was built less than `renew_for` ago, and knows its counts."""
