@@ -13,8 +13,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
+from tests.conftest import testdata
 from tests.servers import Server
 
 pytestmark = pytest.mark.skipif(
@@ -107,6 +109,49 @@ def test_a_full_data_disk_gets_503s_and_no_process_dies(
         filler.unlink()
         assert client.post("/api/v1/users/bob/follow", headers=alice).status_code == 200
         assert client.get("/api/v1/feed", headers=alice).status_code == 200
+    assert server.stop() == 0
+
+
+def test_a_worker_started_while_the_disk_is_full_waits_for_room_then_works(
+    tmp_path: Path, small_disk: Path, start_server: Callable[..., Server]
+) -> None:
+    # A worker can start after the disk filled: its serve turned ready before the worker was
+    # up, or the supervisor replaced one that died. Taking its id node is a write; it must wait
+    # for room rather than die of it (and be started again and again meanwhile).
+    log = tmp_path / "serve.log"
+    env = {"GLIMPSE_STORAGE_FREE_BYTES_FLOOR": "0"}
+    server = start_server(small_disk / "data", "--workers", "1", env=env, log=log)
+    with httpx.Client(base_url=server.base, timeout=30) as client:
+        alice = _token(client, "alice")
+        filler = _fill(small_disk)
+        (first,) = server.worker_processes()
+        first.kill()
+        first.wait(10)
+        deadline = time.monotonic() + 60
+        while "the database cannot be written at start-up; waiting" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        time.sleep(2)  # a few more tries, each failing as the first did
+        (second,) = server.worker_processes()
+        assert second.pid != first.pid and second.is_running()
+        assert second.status() != psutil.STATUS_ZOMBIE
+        filler.unlink()
+        photo = testdata("camera/DSCN0010.jpg")
+        response = client.post(
+            "/api/v1/posts", headers=alice, files=[("file", (photo.name, photo.read_bytes()))]
+        )
+        assert response.status_code == 202, response.text
+        post_id = response.json()["id"]
+        deadline = time.monotonic() + 60
+        while (post := client.get(f"/api/v1/posts/{post_id}", headers=alice).json())[
+            "status"
+        ] == "processing":
+            assert time.monotonic() < deadline, "the worker never took the upload"
+            time.sleep(0.1)
+        assert post["status"] == "ready", post
+        assert server.worker_processes() == [second]
+        # The one this test killed is the only worker that ended.
+        assert log.read_text().count("exited with") == 1
     assert server.stop() == 0
 
 

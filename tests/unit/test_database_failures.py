@@ -1,10 +1,12 @@
 """db/failures.connection_lost: which database errors are the connection failing (503, try
 again) rather than the statement being wrong (a bug: 500); and the lone read tried once more.
 try_again_soon: also a transaction PostgreSQL rolled back for another's sake (SQLSTATE class
-40); waiting_out_outages: a process's start-up steps wait those out, and nothing else."""
+40); waiting_out_outages: a process's start-up steps wait those out, and an embedded database's
+disk that cannot be written (disk_at_fault), and nothing else."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
@@ -12,11 +14,12 @@ from typing import cast
 
 import asyncpg.exceptions as pg
 import pytest
-from sqlalchemy.exc import DBAPIError, IntegrityError, InternalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InternalError, OperationalError
 
 from glimpse.container import Container
 from glimpse.db.failures import (
     connection_lost,
+    disk_at_fault,
     read_once_more_if_lost,
     try_again_soon,
     waiting_out_outages,
@@ -169,6 +172,33 @@ async def test_an_outage_at_start_is_waited_out() -> None:
     assert await waiting_out_outages(action, "at start-up", 30) == "started"
     assert len(calls) == 3
     assert calls[1] - calls[0] >= 0.2  # after a pause, not at once
+
+
+def sqlite_error(message: str, code: int) -> DBAPIError:
+    orig = sqlite3.OperationalError(message)
+    orig.sqlite_errorcode = code
+    return wrapped(orig, OperationalError)
+
+
+async def test_a_full_or_read_only_disk_at_start_is_waited_out_but_is_no_busy_database() -> None:
+    full = sqlite_error("database or disk is full", 13)  # SQLITE_FULL
+    read_only = sqlite_error("attempt to write a readonly database", 8 | 1 << 8)  # ..._RECOVERY
+    assert disk_at_fault(full) and disk_at_fault(read_only)
+    # Not "send it again in a second" (api/errors.py answers storage_unavailable for these).
+    assert not try_again_soon(full) and not try_again_soon(read_only)
+    calls, action = actions(full, read_only, "started")
+    assert await waiting_out_outages(action, "at start-up", 30) == "started"
+    assert len(calls) == 3
+    calls, action = actions(*[full] * 10)
+    with pytest.raises(OperationalError):
+        await waiting_out_outages(action, "at start-up", 0.5)
+    assert len(calls) == 2
+    malformed = sqlite_error("database disk image is malformed", 11)  # SQLITE_CORRUPT
+    assert not disk_at_fault(malformed)
+    calls, action = actions(malformed, "started")
+    with pytest.raises(OperationalError):
+        await waiting_out_outages(action, "at start-up", 30)
+    assert len(calls) == 1
 
 
 async def test_a_wrong_statement_or_an_outage_that_lasts_is_raised_at_start() -> None:

@@ -12,13 +12,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 from starlette.types import Message
 
-from glimpse.db.failures import sqlite_primary_code, try_again_soon
+from glimpse.db.failures import disk_at_fault, try_again_soon
 from glimpse.errors import DomainError, StorageUnavailable
 from glimpse.ids import NodeLeaseExpired
 from glimpse.web.paths import is_page
@@ -189,20 +189,15 @@ def _allowed_methods(request: Request) -> list[str]:
     return [m for m in _METHODS if (get if m in ("GET", "HEAD") else takes(m))]
 
 
-# SQLITE_READONLY, SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN: the disk under the database is
-# full, read-only, failing or out of file descriptors. The server's trouble, which an operator
-# fixes without a new release: 503 while it lasts (a broken schema stays a 500).
-_SQLITE_DISK_CODES = {8, 10, 13, 14}
-
-
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DBAPIError)
-    code = sqlite_primary_code(exc) if isinstance(exc, OperationalError) else None
     if try_again_soon(exc):
         # A busy database or a server that went away (db/failures.py): the transaction rolled
         # back, so the request may simply be sent again.
         return _try_again_soon(request, exc, retry_after=1)
-    if code in _SQLITE_DISK_CODES:
+    if disk_at_fault(exc):
+        # The server's trouble, which an operator fixes without a new release: 503 while it
+        # lasts (a broken schema stays a 500).
         log.error(
             "the database cannot be written (%s %s): %s", request.method, request.url.path, exc.orig
         )

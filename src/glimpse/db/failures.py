@@ -52,6 +52,10 @@ _BROKEN_CONNECTION_TEXT = ("another operation", "connection is closed")
 
 # SQLITE_BUSY and SQLITE_LOCKED: another writer held on past the busy timeout.
 _SQLITE_BUSY_CODES = {5, 6}
+# SQLITE_READONLY, SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN: the disk under the database is
+# full, read-only, failing or out of file descriptors. The server's trouble, which an operator
+# fixes without a new release. (PostgreSQL's own disk full is class 53, a session error above.)
+_SQLITE_DISK_CODES = {8, 10, 13, 14}
 
 
 def sqlite_primary_code(exc: OperationalError) -> int | None:
@@ -59,6 +63,12 @@ def sqlite_primary_code(exc: OperationalError) -> int | None:
     # Extended codes (SQLITE_IOERR_FSYNC, SQLITE_READONLY_DBMOVED...) keep the primary one in
     # their low byte.
     return code & 0xFF if isinstance(code, int) else None
+
+
+def disk_at_fault(exc: DBAPIError) -> bool:
+    """Whether an embedded database failed for its disk (full, read-only, failing), not for the
+    statement."""
+    return isinstance(exc, OperationalError) and sqlite_primary_code(exc) in _SQLITE_DISK_CODES
 
 
 def try_again_soon(exc: DBAPIError) -> bool:
@@ -127,18 +137,25 @@ async def read_once_more_if_lost(read: Callable[[], Awaitable[T]]) -> T:
 
 async def waiting_out_outages(action: Callable[[], Awaitable[T]], what: str, seconds: float) -> T:
     """Run `action`, again and again with backoff for up to `seconds` while the database is busy
-    or not answering (try_again_soon). For a process's start-up steps: on a loaded machine an
-    embedded database's write lock can be held past its busy timeout, and a PostgreSQL session
-    can be ended under the first statement (a failover, a restart still under way); a process
-    must not die of either. Anything else, or an outage that lasts, is raised."""
+    or not answering (try_again_soon), or its disk cannot be written (disk_at_fault). For a
+    process's start-up steps: on a loaded machine an embedded database's write lock can be held
+    past its busy timeout, a PostgreSQL session can be ended under the first statement (a
+    failover, a restart still under way), and a worker can be (re)started while the data disk
+    is full; a process must not die of any of these. Anything else, or an outage that lasts,
+    is raised."""
     deadline = time.monotonic() + seconds
     delay = 0.25
     while True:
         try:
             return await action()
         except DBAPIError as exc:
-            if not try_again_soon(exc) or time.monotonic() + delay > deadline:
+            if time.monotonic() + delay > deadline:
                 raise
-            log.warning("the database is busy or not answering %s; waiting: %s", what, exc)
+            if try_again_soon(exc):
+                log.warning("the database is busy or not answering %s; waiting: %s", what, exc)
+            elif disk_at_fault(exc):
+                log.warning("the database cannot be written %s; waiting: %s", what, exc.orig)
+            else:
+                raise
         await asyncio.sleep(delay)
         delay = min(delay * 2, 5.0)
