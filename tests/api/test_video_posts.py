@@ -539,41 +539,109 @@ async def test_transcoding_twice_gives_the_same_files_and_one_ready_post(
     assert me["post_count"] == 1
 
 
-async def test_renditions_a_second_run_replaced_are_the_ones_the_post_lists(
-    glimpse: Glimpse, clips: dict[str, Clip], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The encoder's bytes may differ from run to run: a run again (at least once) records other
-    # renditions, and the old ones are purged. The post must list the new ones at once, not a
-    # summary kept of it (backends/summaries) that links files gone.
+def _other_bytes_each_run(
+    monkeypatch: pytest.MonkeyPatch, second_waits_for: threading.Event | None = None
+) -> list[int]:
+    """Make each transcode give other bytes than the one before (as the encoder may: it need not
+    be bit-exact); the list counts the runs. The second run ends only once `second_waits_for`
+    is set, if given."""
     from glimpse.media import decoding, video
 
-    headers = await glimpse.signup()
-    response = await glimpse.upload(headers, files=[("clip.webm", clips["vp9"].path.read_bytes())])
-    post = await process(glimpse, headers, response)
-    before = {v["url"] for v in post["media"][0]["variants"]}
-    async with glimpse.container.db.read() as session:
-        media_id = (await session.execute(select(Media.id))).scalar_one()
     real = decoding.transcode_in_child
+    runs: list[int] = []
+    counting = threading.Lock()
 
     def other_bytes(*args: Any, **kwargs: Any) -> video.ProcessedVideo:
+        with counting:
+            run = len(runs)
+            runs.append(run)
         processed: video.ProcessedVideo = real(*args, **kwargs)
+        if run == 1 and second_waits_for is not None:
+            assert second_waits_for.wait(60)
         variants = []
         for variant in processed.variants:
             if isinstance(variant, video.VideoFile):
                 with variant.path.open("ab") as out:
-                    out.write(b"\0")  # (trailing bytes after the last box: players ignore them)
+                    # (trailing bytes after the last box: players ignore them)
+                    out.write(bytes([run + 1]))
                 variant = dataclasses.replace(variant, size=variant.size + 1)
             variants.append(variant)
         return dataclasses.replace(processed, variants=variants)
 
     monkeypatch.setattr(decoding, "transcode_in_child", other_bytes)
+    return runs
+
+
+async def test_a_transcode_delivered_again_keeps_the_renditions_already_listed(
+    glimpse: Glimpse, clips: dict[str, Clip], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Delivered again after a run that recorded its renditions (its worker died before the
+    # job was settled): nothing is made again. Other bytes would replace files that pages and
+    # summaries kept in other processes (and clients) already link.
+    runs = _other_bytes_each_run(monkeypatch)
+    headers = await glimpse.signup()
+    response = await glimpse.upload(headers, files=[("clip.webm", clips["vp9"].path.read_bytes())])
+    post = await process(glimpse, headers, response)
+    before = {v["url"] for v in post["media"][0]["variants"]}
+    stored = glimpse.stored_files()
+    async with glimpse.container.db.read() as session:
+        media_id = (await session.execute(select(Media.id))).scalar_one()
     await posts_jobs.transcode_video(glimpse.container, {"media_id": media_id})
     await glimpse.run_jobs()
+    assert runs == [0]
     again = (await glimpse.client.get(f"/api/v1/posts/{post['id']}", headers=headers)).json()
-    urls = {v["url"] for v in again["media"][0]["variants"]}
-    assert urls != before and len(urls) == len(before)
+    assert {v["url"] for v in again["media"][0]["variants"]} == before
+    assert glimpse.stored_files() == stored
+
+
+async def test_two_runs_at_once_list_the_first_ones_renditions_and_purge_the_others(
+    glimpse: Glimpse, clips: dict[str, Clip], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two runs of one job at once (the first's lease lapsed while it worked on): both got past
+    # the check at their start, each stores its own bytes, the first to record wins, and what
+    # the other stored is purged.
+    first_recorded = threading.Event()
+    runs = _other_bytes_each_run(monkeypatch, second_waits_for=first_recorded)
+    headers = await glimpse.signup()
+    response = await glimpse.upload(headers, files=[("clip.webm", clips["vp9"].path.read_bytes())])
+    assert response.status_code == 202, response.text
+    post_id = response.json()["id"]
+    async with glimpse.container.db.read() as session:
+        media_id = (await session.execute(select(Media.id))).scalar_one()
+    payload = {"media_id": media_id}
+
+    async def seen_once_ready() -> set[str]:
+        # What a client is sent once the first run has recorded (the second still working).
+        try:
+            while True:
+                shown = await glimpse.client.get(f"/api/v1/posts/{post_id}", headers=headers)
+                if shown.json()["status"] == "ready":
+                    return {v["url"] for v in shown.json()["media"][0]["variants"]}
+                await asyncio.sleep(0.05)
+        finally:
+            first_recorded.set()
+
+    *_, first = await asyncio.gather(
+        posts_jobs.transcode_video(glimpse.container, payload),
+        posts_jobs.transcode_video(glimpse.container, payload),
+        seen_once_ready(),
+    )
+    assert runs == [0, 1]
+    post = await process(glimpse, headers, response)  # (the queued job: a third, that stops)
+    assert runs == [0, 1]
+    assert post["status"] == "ready"
+    urls = [v["url"] for v in post["media"][0]["variants"]]
+    assert set(urls) == first
+    async with glimpse.container.db.read() as session:
+        recorded = (await session.execute(text("SELECT count(*) FROM media_variants"))).scalar()
+    assert recorded == len(urls)
     for url in urls:
         assert (await glimpse.client.get(url, headers=headers)).status_code == 200
+    videos = [p for p in glimpse.stored_files() if "/v/" in str(p)]
+    assert len(videos) == len(urls), videos  # the other run's files are gone
+    assert list(glimpse.container.storage.staging_dir().iterdir()) == []
+    me = (await glimpse.client.get("/api/v1/me", headers=headers)).json()
+    assert me["post_count"] == 1
 
 
 async def test_a_deleted_video_post_leaves_no_files(

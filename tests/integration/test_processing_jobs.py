@@ -55,7 +55,9 @@ async def _get_post(glimpse: Glimpse, headers: dict[str, str], post_id: int) -> 
     return await glimpse.client.get(f"/api/v1/posts/{post_id}", headers=headers)
 
 
-async def test_processing_a_photo_twice_changes_nothing(glimpse: Glimpse) -> None:
+async def test_processing_a_photo_twice_changes_nothing(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
     headers = await glimpse.signup()
     post = (await glimpse.upload(headers, filter="clarendon")).json()
     assert await glimpse.run_jobs() == 2  # the photo, then the post's fan-out
@@ -65,7 +67,10 @@ async def test_processing_a_photo_twice_changes_nothing(glimpse: Glimpse) -> Non
     assert first_view["status"] == "ready" and keys
 
     [media] = await _media_of(glimpse, post["id"])
+    decoded: list[object] = []
+    monkeypatch.setattr(decoding, "decode_in_child", lambda *args: decoded.append(args))
     await jobs.process_media(glimpse.container, {"media_id": media.id})  # delivered again
+    assert decoded == []  # (its renditions are recorded: nothing to make again)
 
     assert await _variant_keys(glimpse, post["id"]) == keys
     assert (await _get_post(glimpse, headers, post["id"])).json() == first_view

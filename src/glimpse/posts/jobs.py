@@ -48,8 +48,11 @@ async def process_media(container: Container, payload: Payload) -> None:
     async with container.db.read() as session:
         media = await repository.get_media(session, media_id)
         post = await repository.get_post(session, media.post_id) if media else None
+        done = media is not None and await repository.already_processed(session, media.id)
     if media is None or post is None or media.status == PostStatus.FAILED:
         return  # the post was deleted (or already failed) meanwhile
+    if done:
+        return  # delivered again after a run that recorded it (record_processed_media)
     missing = _original_missing()
     # On a local disk the decoding child reads the original itself (up to 50 MB that need not
     # pass through this process); other stores hand over its bytes.
@@ -153,8 +156,11 @@ async def transcode_video(container: Container, payload: Payload) -> None:
     async with container.db.read() as session:
         media = await repository.get_media(session, media_id)
         post = await repository.get_post(session, media.post_id) if media else None
+        done = media is not None and await repository.already_processed(session, media.id)
     if media is None or post is None or media.status == PostStatus.FAILED:
         return  # the post was deleted (or already failed) meanwhile
+    if done:
+        return  # delivered again after a run that recorded it (record_processed_media)
     storage, settings = container.storage, container.settings
     staging = storage.staging_dir()
     # What an earlier run of this job left, killed with its worker: its renditions, progress
@@ -287,9 +293,8 @@ async def _store_processed(
         )
 
     await _store_and_record(container, processed.variants, record, guard_seconds=guard_seconds)
-    # A run again (jobs are at least once) may record other variants than the summaries kept
-    # of the post list: a video encoder does not always give the same bytes, and the replaced
-    # renditions are purged. Those summaries go, as when AVIF copies are added.
+    # A story published again for a highlight gets back the renditions the reaper took down:
+    # summaries kept of it meanwhile go, as when AVIF copies are added.
     await container.post_summaries.forget(posts)
 
 

@@ -216,6 +216,19 @@ async def replace_variants(
     return list(replaced.scalars())
 
 
+async def already_processed(session: AsyncSession, media_id: int) -> bool:
+    """Whether a processing run recorded this media's renditions already: it is ready and has
+    variants of its own (not only AVIF copies). A story's media the reaper took down is ready
+    with none, and is processed again for a highlight."""
+    has_variants = exists().where(
+        MediaVariant.media_id == Media.id, MediaVariant.content_type != AVIF
+    )
+    result = await session.execute(
+        select(Media.id).where(Media.id == media_id, Media.status == PostStatus.READY, has_variants)
+    )
+    return result.first() is not None
+
+
 async def image_media_ids(session: AsyncSession, post_id: int) -> list[int]:
     result = await session.execute(
         select(Media.id)

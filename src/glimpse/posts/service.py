@@ -386,11 +386,18 @@ async def record_processed_media(
     now: datetime | None = None,
 ) -> bool:
     """Store what processing made and finish the post when it was the last media item, with
-    the job that delivers it to its author's followers' feeds. Idempotent: running it again
-    replaces the variants with identical ones (and the post is ready only once). False when
-    nothing now uses the files (the caller purges them)."""
+    the job that delivers it to its author's followers' feeds. Idempotent: once a run has
+    recorded the media's renditions, a run again records nothing (and the post is ready only
+    once). False when nothing now uses the files (the caller purges them)."""
     post = await repository.lock_post(session, media.post_id)
     if post is None:
+        return False
+    # Asked under the post's lock, which the run that recorded first held until it committed.
+    if await repository.already_processed(session, media.id):
+        # The job was delivered again (its worker died before settling it, or its lease lapsed
+        # while it worked on). The first run's renditions stay: a second set, of other bytes (a
+        # video encoder need not be bit-exact), would replace files that pages and summaries
+        # kept in other processes link, and that clients have already been sent.
         return False
     # A story that expired outside every highlight meanwhile (its highlight deleted while its
     # media was being published again, say) keeps no variants: the reaper may have passed it
@@ -418,8 +425,8 @@ async def record_processed_media(
         if shown
         else [],
     )
-    # A job delivered twice may make different bytes the second time (a video encoder need not
-    # be bit-exact), so different keys: what the first run stored is purged, unless still used.
+    # Only a story's media published again for a highlight had renditions before (the reaper
+    # took them down; its keys are purged already, unless still used).
     schedule_purge(session, ids, settings, sorted(set(replaced) - set(keys)))
     media.width, media.height, media.blurhash = (
         processed.width,

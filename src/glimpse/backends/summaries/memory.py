@@ -1,14 +1,11 @@
 """Post summaries in this process's memory (the embedded default, and the first level in front
 of Redis): posts/views.MediaViewCache, an LRU, behind the PostSummaryCache contract.
 
-Another process's `forget` does not reach it: a summary missing its AVIF copies is kept for
-`unfinished_seconds` only (MediaViewCache), which is what bounds it then. `glimpse serve` runs
-its workers as processes of their own, so their `forget` reaches only their own memory: a
-summary that already lists its AVIF copies stays here until it is pushed out, even when a
-processing job run again replaces the post's renditions (a known fault, not fixed yet: keeping
-each summary under its author's feed mark, which migration 0014 moves at every such change,
-would end it).
-"""
+Another process's `forget` does not reach it (`glimpse serve` runs its workers as processes of
+their own), and needs not: once a post is ready, the only change to its renditions is its
+photos gaining their AVIF copies, and a summary missing them is kept for `unfinished_seconds`
+only (MediaViewCache). A processing job delivered again records nothing (posts/service.py,
+record_processed_media), so never replaces renditions a summary here links."""
 
 from __future__ import annotations
 
