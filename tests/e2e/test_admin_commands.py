@@ -31,6 +31,12 @@ def test_accounts_from_the_command_line(tmp_path: Path) -> None:
     assert taken.returncode == 1 and "taken" in taken.stderr and "Traceback" not in taken.stderr
     bad = glimpse(data, "users", "create", "Alice!", "--password-stdin", stdin="correct horse\n")
     assert bad.returncode == 1 and "cannot be a username" in bad.stderr
+    for command in ("create", "reset-password"):
+        both = glimpse(
+            data, "users", command, "alice", "--generate", "--password-stdin", stdin="x y z w\n"
+        )
+        assert both.returncode == 2 and "not both" in both.stderr, both
+        assert "Traceback" not in both.stderr
     generated = glimpse(data, "users", "reset-password", "alice", "--generate")
     assert generated.returncode == 0, generated.stderr
     password = generated.stdout.split("password: ")[1].strip()

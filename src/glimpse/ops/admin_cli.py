@@ -187,6 +187,9 @@ def media_backfill_avif(
 
 def _read_password(from_stdin: bool, generate: bool) -> tuple[str, bool]:
     """The password, and whether it was made here (then it is printed for the operator)."""
+    if generate and from_stdin:
+        # (Either would be a guess: a password piped in for nothing, or one set but not made.)
+        raise typer.BadParameter("give --generate or --password-stdin, not both")
     if generate:
         return secrets.token_urlsafe(15), True  # 20 characters, 120 bits
     if from_stdin:
