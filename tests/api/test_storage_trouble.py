@@ -176,6 +176,22 @@ async def test_a_database_on_a_full_or_read_only_disk_is_503_then_recovers(
     assert (await glimpse.client.post("/api/v1/accounts", json=body)).status_code == 201
 
 
+@pytest.mark.embedded  # (SQLite's own errors, raised on its write engine)
+async def test_the_error_line_names_the_route_not_the_path(
+    glimpse: Glimpse, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The request's own line logs its route's template (ops/request_log.py); so does the
+    # error line, which its request id ties to it: a path holds people's names and ids.
+    ada = await glimpse.signup("ada")
+    await glimpse.signup("bob")
+    with caplog.at_level("WARNING"), failing_writes(glimpse, 13, "database or disk is full"):
+        response = await glimpse.client.post("/api/v1/users/bob/follow", headers=ada)
+    _unavailable(response, "storage_unavailable")
+    lines = [r.getMessage() for r in caplog.records if r.name == "glimpse.api"]
+    assert "the database cannot be written (POST /api/v1/users/{username}/follow): " in lines[0]
+    assert not [line for line in lines if "bob" in line]
+
+
 @pytest.mark.embedded  # (SQLite's query_only pragma)
 async def test_a_really_read_only_database_is_503(glimpse: Glimpse) -> None:
     db = glimpse.container.db

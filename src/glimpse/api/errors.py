@@ -21,6 +21,7 @@ from starlette.types import Message
 from glimpse.db.failures import disk_at_fault, try_again_soon
 from glimpse.errors import DomainError, StorageUnavailable
 from glimpse.ids import NodeLeaseExpired
+from glimpse.ops.request_log import route_template
 from glimpse.web.paths import is_page
 
 log = logging.getLogger("glimpse.api")
@@ -199,7 +200,7 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
         # The server's trouble, which an operator fixes without a new release: 503 while it
         # lasts (a broken schema stays a 500).
         log.error(
-            "the database cannot be written (%s %s): %s", request.method, request.url.path, exc.orig
+            "the database cannot be written (%s %s): %s", request.method, _route(request), exc.orig
         )
         return await _storage_unavailable(request)
     # A broken schema: no "try again" will help.
@@ -229,7 +230,7 @@ async def _os_error(request: Request, exc: Exception) -> JSONResponse:
         return _try_again_soon(request, exc, retry_after=5)
     if exc.errno not in _DISK_ERRNOS:
         return await _unexpected_error(request, exc)
-    log.error("storage failed on %s %s: %s", request.method, request.url.path, exc)
+    log.error("storage failed on %s %s: %s", request.method, _route(request), exc)
     return await _storage_unavailable(request)
 
 
@@ -243,12 +244,18 @@ async def _storage_unavailable(request: Request) -> JSONResponse:
     )
 
 
+def _route(request: Request) -> str:
+    # Its template, never the path, as on the request's own log line (ops/request_log.py),
+    # which the request id ties this line to: a path holds usernames and ids of people.
+    return route_template(request.scope)
+
+
 async def _node_lease_expired(request: Request, exc: Exception) -> JSONResponse:
     return _try_again_soon(request, exc, retry_after=5)
 
 
 def _try_again_soon(request: Request, exc: Exception, retry_after: int) -> JSONResponse:
-    log.warning("unavailable for %s %s: %s", request.method, request.url.path, exc)
+    log.warning("unavailable for %s %s: %s", request.method, _route(request), exc)
     return error_response(
         503,
         "unavailable",
@@ -261,12 +268,12 @@ def _try_again_soon(request: Request, exc: Exception, retry_after: int) -> JSONR
 async def _client_gone(request: Request, exc: Exception) -> JSONResponse:
     # A phone that lost its signal mid-upload: routine, not a server error. Whatever had been
     # spooled is already removed; the answer reaches nobody but the metrics.
-    log.info("client went away during %s %s", request.method, request.url.path)
+    log.info("client went away during %s %s", request.method, _route(request))
     return error_response(400, "client_disconnected", "The client closed the connection.")
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    log.exception("unhandled error on %s %s", request.method, _route(request), exc_info=exc)
     # The server closes the connection after this answer whatever state the request was in
     # (Starlette re-raises the error to it), so the answer says so: a client that reused the
     # connection would see its next request fail.
