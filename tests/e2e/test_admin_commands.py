@@ -81,6 +81,15 @@ def test_backup_and_restore_from_the_command_line(tmp_path: Path) -> None:
     assert enabled.returncode == 0 and "alice was not disabled" in enabled.stdout
     over = glimpse(restored, "restore", str(backup))
     assert over.returncode == 1 and "move it away" in over.stderr
+    # Into a folder that holds a secret_key of its own: kept, and said.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "secret_key").write_text("another secret, of another server\n")
+    kept = glimpse(other, "restore", str(backup))
+    assert kept.returncode == 0, kept.stderr
+    assert "kept the secret_key already in" in kept.stderr
+    assert (other / "secret_key").read_text() == "another secret, of another server\n"
+    assert "secret_key" not in put_back.stderr  # (the first restore had none of its own)
 
 
 def test_numbers_past_what_the_database_holds_are_refused_as_typed(tmp_path: Path) -> None:

@@ -296,10 +296,18 @@ def restore_command(source: Path, data_dir: DataDir = None) -> None:
     from glimpse.db.migrate import upgrade_to_head
 
     settings = settings_for(data_dir)
+    kept_ours = backup.keeps_another_secret(settings, source)
     with _operator_errors():
         manifest = backup.restore_backup(settings, source)
         upgrade_to_head(settings.resolved_database_url)
     typer.echo(f"restored {manifest.files} file(s) and the database into {settings.data_dir}")
+    if kept_ours:
+        typer.echo(
+            f"kept the secret_key already in {settings.data_dir}, not the backup's other one:"
+            " sessions and signed links made before the backup are no longer valid (copy the"
+            " backup's secret_key over it, before the server starts, to keep them)",
+            err=True,
+        )
 
 
 def add_commands(app: typer.Typer) -> None:

@@ -119,6 +119,17 @@ def restore_backup(settings: Settings, source: Path) -> BackupManifest:
     return manifest
 
 
+def keeps_another_secret(settings: Settings, source: Path) -> bool:
+    """Whether a restore of `source` would keep a secret_key the data folder already holds in
+    place of the backup's other one (restore_backup never replaces it): sessions and signed
+    links made before the backup would then no longer be valid."""
+    ours, theirs = settings.data_dir / SECRET_FILE, source / SECRET_FILE
+    try:
+        return ours.is_file() and theirs.is_file() and ours.read_bytes() != theirs.read_bytes()
+    except OSError:
+        return False  # (the restore itself reports a backup it cannot read)
+
+
 def _read_manifest(source: Path) -> BackupManifest:
     try:
         fields = json.loads((source / MANIFEST).read_text())
