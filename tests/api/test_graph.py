@@ -5,6 +5,7 @@ graph")."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -312,3 +313,50 @@ async def test_an_empty_cursor_is_the_first_page(glimpse: Glimpse) -> None:
         "/api/v1/users/star/followers", headers=star, params={"cursor": ""}
     )
     assert [u["username"] for u in followers.json()["items"]] == ["fan"]
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)  # (SQLite: one writer)
+async def test_a_block_committed_while_its_blocker_goes_public_leaves_no_follow(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Bob asked to follow private Alice. Alice goes public (which lets in everyone who asked)
+    # while, from another device, she blocks Bob: the block commits after going public read
+    # its list of requests. No follow may outlive the block.
+    from glimpse.graph import repository
+    from glimpse.graph import service as graph_service
+
+    alice, bob = await glimpse.signup("alice"), await glimpse.signup("bob")
+    await go_private(glimpse, alice)
+    assert await follow(glimpse, bob, "alice") == "pending"
+    alice_id, bob_id = await user_id(glimpse, alice), await user_id(glimpse, bob)
+    container = glimpse.container
+    listed, blocked = asyncio.Event(), asyncio.Event()
+    real = repository.requesters_of
+
+    async def requesters_of(session: Any, target_id: int) -> list[int]:
+        found = await real(session, target_id)
+        listed.set()
+        return found
+
+    monkeypatch.setattr(repository, "requesters_of", requesters_of)
+
+    async def blocking() -> None:
+        async with container.db.write() as session:
+            await graph_service.block(session, container.ids, container.settings, alice_id, "bob")
+            blocked.set()
+            await listed.wait()  # going public has read Bob's request, not yet this block
+            await asyncio.sleep(0.3)  # (and waits on the pair's lock, or on the request's row)
+
+    async def going_public() -> None:
+        await blocked.wait()
+        async with container.db.write() as session:
+            await graph_service.accept_all_requests(
+                session, container.ids, container.settings, alice_id
+            )
+
+    await asyncio.wait_for(asyncio.gather(blocking(), going_public()), 30)
+    assert listed.is_set()
+    async with container.db.read() as session:
+        relation = await repository.relation(session, bob_id, alice_id)
+    assert relation.blocked_by and not relation.follows and not relation.requested
+    assert (await profile(glimpse, alice, "alice"))["follower_count"] == 0

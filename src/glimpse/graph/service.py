@@ -172,8 +172,11 @@ async def accept_all_requests(
 ) -> None:
     """An account that goes public lets everyone who asked follow it (they asked to)."""
     for requester_id in await repository.requesters_of(session, owner_id):
-        await repository.remove_request(session, requester_id, owner_id)
-        await _start_following(session, ids, settings, requester_id, owner_id)
+        # Only a request still there: a block between the two, committed since the list was
+        # read, took it away (deleting a row another transaction deletes waits for it, then
+        # finds nothing), and no follow may outlive a block.
+        if await repository.remove_request(session, requester_id, owner_id):
+            await _start_following(session, ids, settings, requester_id, owner_id)
 
 
 async def block(
