@@ -594,6 +594,30 @@ async def test_a_transcode_delivered_again_keeps_the_renditions_already_listed(
     assert glimpse.stored_files() == stored
 
 
+async def test_a_transcode_delivered_again_makes_anew_renditions_whose_files_went_missing(
+    glimpse: Glimpse, clips: dict[str, Clip], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The recorded renditions' files are gone (a purge of another post with the same bytes
+    # took them, and the run that recorded them was cut short before storing them again): a
+    # run again makes them anew, and the post lists what it stored, even of other bytes.
+    runs = _other_bytes_each_run(monkeypatch)
+    headers = await glimpse.signup()
+    response = await glimpse.upload(headers, files=[("clip.webm", clips["vp9"].path.read_bytes())])
+    post = await process(glimpse, headers, response)
+    async with glimpse.container.db.read() as session:
+        media_id = (await session.execute(select(Media.id))).scalar_one()
+        keys = list((await session.execute(text("SELECT key FROM media_variants"))).scalars())
+    await glimpse.container.storage.delete_many([k for k in keys if k.endswith(".mp4")])
+    await posts_jobs.transcode_video(glimpse.container, {"media_id": media_id})
+    await glimpse.run_jobs()
+    assert runs == [0, 1]
+    again = (await glimpse.client.get(f"/api/v1/posts/{post['id']}", headers=headers)).json()
+    urls = [v["url"] for v in again["media"][0]["variants"]]
+    assert len(urls) == len(post["media"][0]["variants"])
+    for url in urls:
+        assert (await glimpse.client.get(url, headers=headers)).status_code == 200
+
+
 async def test_two_runs_at_once_list_the_first_ones_renditions_and_purge_the_others(
     glimpse: Glimpse, clips: dict[str, Clip], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -48,10 +48,10 @@ async def process_media(container: Container, payload: Payload) -> None:
     async with container.db.read() as session:
         media = await repository.get_media(session, media_id)
         post = await repository.get_post(session, media.post_id) if media else None
-        done = media is not None and await repository.already_processed(session, media.id)
+        recorded = await repository.recorded_renditions(session, media.id) if media else []
     if media is None or post is None or media.status == PostStatus.FAILED:
         return  # the post was deleted (or already failed) meanwhile
-    if done:
+    if recorded and await _all_stored(container.storage, recorded):
         return  # delivered again after a run that recorded it (record_processed_media)
     missing = _original_missing()
     # On a local disk the decoding child reads the original itself (up to 50 MB that need not
@@ -81,7 +81,11 @@ async def process_media(container: Container, payload: Payload) -> None:
         raise PermanentJobError("undecodable_image", str(exc)) from exc
     del original
     await _store_processed(
-        container, media_id, processed, guard_seconds=container.settings.job_lease_seconds
+        container,
+        media_id,
+        processed,
+        guard_seconds=container.settings.job_lease_seconds,
+        heal=bool(recorded),
     )
 
 
@@ -156,10 +160,10 @@ async def transcode_video(container: Container, payload: Payload) -> None:
     async with container.db.read() as session:
         media = await repository.get_media(session, media_id)
         post = await repository.get_post(session, media.post_id) if media else None
-        done = media is not None and await repository.already_processed(session, media.id)
+        recorded = await repository.recorded_renditions(session, media.id) if media else []
     if media is None or post is None or media.status == PostStatus.FAILED:
         return  # the post was deleted (or already failed) meanwhile
-    if done:
+    if recorded and await _all_stored(container.storage, recorded):
         return  # delivered again after a run that recorded it (record_processed_media)
     storage, settings = container.storage, container.settings
     staging = storage.staging_dir()
@@ -219,7 +223,11 @@ async def transcode_video(container: Container, payload: Payload) -> None:
                     leftover.unlink(missing_ok=True)
     try:
         await _store_processed(
-            container, media_id, processed, guard_seconds=settings.video_job_lease_seconds
+            container,
+            media_id,
+            processed,
+            guard_seconds=settings.video_job_lease_seconds,
+            heal=bool(recorded),
         )
     finally:
         # What a put did not consume (all of it after a failure): staging is no place to keep
@@ -280,8 +288,10 @@ async def _store_processed(
     processed: images.ProcessedImage | video.ProcessedVideo,
     *,
     guard_seconds: float,
+    heal: bool = False,
 ) -> None:
-    """Store the variants, then record them (and finish the post if it was the last item)."""
+    """Store the variants, then record them (and finish the post if it was the last item);
+    `heal`: record_processed_media's."""
     posts: list[int] = []
 
     async def record(session: AsyncSession, keys: list[str]) -> bool:
@@ -289,16 +299,34 @@ async def _store_processed(
         if current is not None:
             posts.append(current.post_id)
         return current is not None and await service.record_processed_media(
-            session, container.ids, container.settings, current, processed, keys, container.now()
+            session,
+            container.ids,
+            container.settings,
+            current,
+            processed,
+            keys,
+            container.now(),
+            heal=heal,
         )
 
     await _store_and_record(container, processed.variants, record, guard_seconds=guard_seconds)
-    # A story published again for a highlight gets back the renditions the reaper took down:
-    # summaries kept of it meanwhile go, as when AVIF copies are added.
+    # A story published again for a highlight gets back the renditions the reaper took down,
+    # and a run that heals may record other ones: summaries kept of it meanwhile go, as when
+    # AVIF copies are added.
     await container.post_summaries.forget(posts)
 
 
 Variant = images.EncodedVariant | video.VideoFile
+
+
+async def _all_stored(storage: Storage, keys: Sequence[str]) -> bool:
+    """Whether every one of these files is in the store. A run that recorded them may have
+    been cut short before it stored again what a purge of another post with the same bytes
+    took meanwhile (_store_and_record): a run again must then make them again, not skip."""
+    for key in keys:
+        if await storage.size(key) is None:
+            return False
+    return True
 
 
 async def _store_and_record(

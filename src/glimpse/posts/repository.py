@@ -216,17 +216,20 @@ async def replace_variants(
     return list(replaced.scalars())
 
 
-async def already_processed(session: AsyncSession, media_id: int) -> bool:
-    """Whether a processing run recorded this media's renditions already: it is ready and has
-    variants of its own (not only AVIF copies). A story's media the reaper took down is ready
-    with none, and is processed again for a highlight."""
-    has_variants = exists().where(
-        MediaVariant.media_id == Media.id, MediaVariant.content_type != AVIF
-    )
+async def recorded_renditions(session: AsyncSession, media_id: int) -> list[str]:
+    """The keys of the renditions a processing run recorded for this media: its variants of
+    its own (not its AVIF copies) once it is ready; none before. (A story's media that the
+    reaper took down is ready with none, and is processed again for a highlight.)"""
     result = await session.execute(
-        select(Media.id).where(Media.id == media_id, Media.status == PostStatus.READY, has_variants)
+        select(MediaVariant.key)
+        .join(Media, Media.id == MediaVariant.media_id)
+        .where(
+            Media.id == media_id,
+            Media.status == PostStatus.READY,
+            MediaVariant.content_type != AVIF,
+        )
     )
-    return result.first() is not None
+    return list(result.scalars())
 
 
 async def image_media_ids(session: AsyncSession, post_id: int) -> list[int]:

@@ -384,16 +384,21 @@ async def record_processed_media(
     processed: ProcessedImage | ProcessedVideo,
     keys: Sequence[str],
     now: datetime | None = None,
+    *,
+    heal: bool = False,
 ) -> bool:
     """Store what processing made and finish the post when it was the last media item, with
     the job that delivers it to its author's followers' feeds. Idempotent: once a run has
     recorded the media's renditions, a run again records nothing (and the post is ready only
-    once). False when nothing now uses the files (the caller purges them)."""
+    once), unless `heal`: the run found files of those renditions missing (a purge of another
+    post with the same bytes took them while the first run recorded, and that run was cut short
+    before it stored them again), and records its own. False when nothing now uses the files
+    (the caller purges them)."""
     post = await repository.lock_post(session, media.post_id)
     if post is None:
         return False
     # Asked under the post's lock, which the run that recorded first held until it committed.
-    if await repository.already_processed(session, media.id):
+    if not heal and await repository.recorded_renditions(session, media.id):
         # The job was delivered again (its worker died before settling it, or its lease lapsed
         # while it worked on). The first run's renditions stay: a second set, of other bytes (a
         # video encoder need not be bit-exact), would replace files that pages and summaries
