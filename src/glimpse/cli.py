@@ -101,7 +101,20 @@ async def _run_worker(
 
     watchdog = asyncio.create_task(stop_when_orphaned()) if parent_pid is not None else None
     container = build_container(settings)
-    await container.start()
+    # A start that waits (a full disk, a database not up yet: up to a minute) ends at once
+    # when told to stop, as a stop, not a failure.
+    starting = asyncio.ensure_future(container.start())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not starting.done():
+        starting.cancel()
+        await asyncio.wait({starting})
+        if watchdog is not None:
+            watchdog.cancel()
+        await container.close()
+        return
+    starting.result()
     try:
         if parent_pid is None:  # alone: its own /metrics, if asked (serve's API has them)
             from glimpse.ops.worker_metrics import serving_metrics

@@ -155,6 +155,26 @@ def test_a_worker_started_while_the_disk_is_full_waits_for_room_then_works(
     assert server.stop() == 0
 
 
+def test_a_worker_waiting_for_room_stops_when_told_as_a_stop_not_a_failure(
+    tmp_path: Path, small_disk: Path, start_server: Callable[..., Server]
+) -> None:
+    # A deploy's SIGTERM must not wait out the minute a worker gives a full disk at start-up,
+    # nor end it as a failure when that minute is up.
+    log = tmp_path / "serve.log"
+    env = {"GLIMPSE_STORAGE_FREE_BYTES_FLOOR": "0"}
+    server = start_server(small_disk / "data", "--workers", "1", env=env, log=log)
+    _fill(small_disk)
+    (first,) = server.worker_processes()
+    first.kill()
+    first.wait(10)
+    deadline = time.monotonic() + 60
+    while "the database cannot be written at start-up; waiting" not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
+    assert server.stop() == 0
+    assert "the worker process failed" not in log.read_text()
+
+
 def _readiness_within(
     client: httpx.Client, status: int, seconds: float
 ) -> tuple[dict[str, str], float]:
