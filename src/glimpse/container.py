@@ -115,6 +115,8 @@ class Container:
             lambda: acquire_node(self.db, self.holder, NODE_LEASE_SECONDS),
             "at start-up",
             START_WAIT_SECONDS,
+            # (Nothing else uses the database yet: its connections may all go.)
+            after_disk_fault=self.db.dispose,
         )
 
     def _hold_node(self, node: int) -> None:

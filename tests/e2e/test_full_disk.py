@@ -285,3 +285,42 @@ def test_readyz_turns_503_when_the_store_cannot_be_written_and_back(
             moved.rename(media)
         _readiness_within(client, 200, 15)
     assert server.stop() == 0
+
+
+def test_a_worker_started_while_the_database_is_read_only_works_once_it_is_writable(
+    tmp_path: Path,
+    start_server: Callable[..., Server],
+    read_only_bind: Callable[[Path], None],
+) -> None:
+    # SQLite opens a file it cannot write read-only, and such a connection stays so after the
+    # disk is back: the waiting worker must not keep retrying on it (database.py discards it).
+    log = tmp_path / "serve.log"
+    data_dir = tmp_path / "data"
+    server = start_server(data_dir, "--workers", "1", log=log)
+    with httpx.Client(base_url=server.base, timeout=30) as client:
+        alice = _token(client, "alice")
+        read_only_bind(data_dir)
+        (first,) = server.worker_processes()
+        first.kill()
+        first.wait(10)
+        deadline = time.monotonic() + 60
+        while log.read_text().count("the database cannot be written at start-up; waiting") < 3:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        subprocess.run(["umount", "-l", str(data_dir)], check=True)
+        photo = testdata("camera/DSCN0010.jpg")
+        response = client.post(
+            "/api/v1/posts", headers=alice, files=[("file", (photo.name, photo.read_bytes()))]
+        )
+        assert response.status_code == 202, response.text
+        post_id = response.json()["id"]
+        deadline = time.monotonic() + 60
+        while (post := client.get(f"/api/v1/posts/{post_id}", headers=alice).json())[
+            "status"
+        ] == "processing":
+            assert time.monotonic() < deadline, "the worker never took the upload"
+            time.sleep(0.1)
+        assert post["status"] == "ready", post
+        assert "the worker process failed" not in log.read_text()
+        assert log.read_text().count("exited with") == 1  # (the one this test killed)
+    assert server.stop() == 0

@@ -187,8 +187,18 @@ async def test_a_full_or_read_only_disk_at_start_is_waited_out_but_is_no_busy_da
     # Not "send it again in a second" (api/errors.py answers storage_unavailable for these).
     assert not try_again_soon(full) and not try_again_soon(read_only)
     calls, action = actions(full, read_only, "started")
-    assert await waiting_out_outages(action, "at start-up", 30) == "started"
+    resets: list[int] = []
+
+    async def reset() -> None:  # (the container closes every connection: Database.dispose)
+        resets.append(len(calls))
+
+    assert await waiting_out_outages(action, "at start-up", 30, reset) == "started"
     assert len(calls) == 3
+    assert resets == [1, 2]  # after each disk fault, before the next try
+    lost = wrapped(pg.ConnectionDoesNotExistError("connection was closed in the middle"))
+    calls, action = actions(lost, "started")
+    assert await waiting_out_outages(action, "at start-up", 30, reset) == "started"
+    assert resets == [1, 2]  # (not after an outage of another kind)
     calls, action = actions(*[full] * 10)
     with pytest.raises(OperationalError):
         await waiting_out_outages(action, "at start-up", 0.5)

@@ -135,14 +135,21 @@ async def read_once_more_if_lost(read: Callable[[], Awaitable[T]]) -> T:
     return await read()
 
 
-async def waiting_out_outages(action: Callable[[], Awaitable[T]], what: str, seconds: float) -> T:
+async def waiting_out_outages(
+    action: Callable[[], Awaitable[T]],
+    what: str,
+    seconds: float,
+    after_disk_fault: Callable[[], Awaitable[None]] | None = None,
+) -> T:
     """Run `action`, again and again with backoff for up to `seconds` while the database is busy
     or not answering (try_again_soon), or its disk cannot be written (disk_at_fault). For a
     process's start-up steps: on a loaded machine an embedded database's write lock can be held
     past its busy timeout, a PostgreSQL session can be ended under the first statement (a
     failover, a restart still under way), and a worker can be (re)started while the data disk
     is full; a process must not die of any of these. Anything else, or an outage that lasts,
-    is raised."""
+    is raised. `after_disk_fault` runs before the next try after a disk fault: SQLite opens a
+    file it cannot write read-only, and such a connection stays so, and lends its file to the
+    process's next ones, after the disk is back (Database.dispose closes them all)."""
     deadline = time.monotonic() + seconds
     delay = 0.25
     while True:
@@ -151,10 +158,12 @@ async def waiting_out_outages(action: Callable[[], Awaitable[T]], what: str, sec
         except DBAPIError as exc:
             if time.monotonic() + delay > deadline:
                 raise
-            if try_again_soon(exc):
-                log.warning("the database is busy or not answering %s; waiting: %s", what, exc)
-            elif disk_at_fault(exc):
+            if disk_at_fault(exc):
                 log.warning("the database cannot be written %s; waiting: %s", what, exc.orig)
+                if after_disk_fault is not None:
+                    await after_disk_fault()
+            elif try_again_soon(exc):
+                log.warning("the database is busy or not answering %s; waiting: %s", what, exc)
             else:
                 raise
         await asyncio.sleep(delay)
