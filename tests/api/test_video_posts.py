@@ -626,6 +626,9 @@ async def test_two_runs_at_once_list_the_first_ones_renditions_and_purge_the_oth
     # the other stored is purged.
     first_recorded = threading.Event()
     runs = _other_bytes_each_run(monkeypatch, second_waits_for=first_recorded)
+    # (Each run, at its start, removes what an earlier run of the job left in staging: started
+    # at once, the second could take the original the first just fetched from the store.)
+    monkeypatch.setattr(posts_jobs, "_remove_staged", lambda *args: None)
     headers = await glimpse.signup()
     response = await glimpse.upload(headers, files=[("clip.webm", clips["vp9"].path.read_bytes())])
     assert response.status_code == 202, response.text
@@ -666,6 +669,68 @@ async def test_two_runs_at_once_list_the_first_ones_renditions_and_purge_the_oth
     assert list(glimpse.container.storage.staging_dir().iterdir()) == []
     me = (await glimpse.client.get("/api/v1/me", headers=headers)).json()
     assert me["post_count"] == 1
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)  # (SQLite: one writer)
+async def test_a_run_that_records_while_the_first_commits_keeps_the_first_ones_renditions(
+    glimpse: Glimpse, clips: dict[str, Clip], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two runs at once that record at once: the second asks whether the media is processed
+    # while the first holds the post's lock, not yet committed. Asked under the lock, it waits
+    # and finds the first one's renditions; asked before it (PostgreSQL reads what is committed),
+    # it would find none and replace them once the lock is free.
+    runs = _other_bytes_each_run(monkeypatch)
+    # (Each run, at its start, removes what an earlier run of the job left in staging: started
+    # at once, the second could take the original the first just fetched from the store.)
+    monkeypatch.setattr(posts_jobs, "_remove_staged", lambda *args: None)
+    real = service.record_processed_media
+    # Both runs wait here until each has transcoded (a run's progress updates wait for the
+    # media row that the other's record has locked), then the first records, and holds its
+    # transaction open while the second asks.
+    both_arrived, first_in = asyncio.Event(), asyncio.Event()
+    arrived: list[int] = []
+    recorded: list[bool] = []
+    first_keys: list[str] = []
+
+    async def recording(*args: Any, **kwargs: Any) -> bool:
+        run = len(arrived)
+        arrived.append(run)
+        if run == 1:
+            both_arrived.set()
+        if run == 0:
+            await asyncio.wait_for(both_arrived.wait(), 60)
+            first_keys.extend(args[5])  # (session, ids, settings, media, processed, keys)
+            done = await real(*args, **kwargs)  # (the post locked, nothing committed yet)
+            first_in.set()
+            await asyncio.sleep(0.5)  # (the second run asks meanwhile, then waits for the lock)
+        else:
+            await asyncio.wait_for(first_in.wait(), 60)
+            done = await real(*args, **kwargs)
+        recorded.append(done)
+        return done
+
+    monkeypatch.setattr(service, "record_processed_media", recording)
+    headers = await glimpse.signup()
+    response = await glimpse.upload(headers, files=[("clip.webm", clips["vp9"].path.read_bytes())])
+    assert response.status_code == 202, response.text
+    async with glimpse.container.db.read() as session:
+        media_id = (await session.execute(select(Media.id))).scalar_one()
+    payload = {"media_id": media_id}
+    await asyncio.gather(
+        posts_jobs.transcode_video(glimpse.container, payload),
+        posts_jobs.transcode_video(glimpse.container, payload),
+    )
+    assert runs == [0, 1] and recorded == [True, False]
+    post = await process(glimpse, headers, response)  # (the queued job: a third, that stops)
+    assert runs == [0, 1]
+    async with glimpse.container.db.read() as session:
+        keys = (await session.execute(text("SELECT key FROM media_variants"))).scalars()
+        assert sorted(keys) == sorted(first_keys)  # the first one's, not replaced
+    urls = [v["url"] for v in post["media"][0]["variants"]]
+    videos = [p for p in glimpse.stored_files() if "/v/" in str(p)]
+    assert len(videos) == len(urls), videos  # the second run's files are purged
+    for url in urls:
+        assert (await glimpse.client.get(url, headers=headers)).status_code == 200
 
 
 async def test_a_deleted_video_post_leaves_no_files(
