@@ -446,3 +446,34 @@ async def test_a_late_dead_letter_does_not_fail_a_photo_that_was_processed(
     view = (await _get_post(glimpse, headers, post["id"])).json()
     assert view["status"] == "ready" and "error" not in view
     assert await _post_count(glimpse, headers) == 1
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)  # (SQLite: one writer)
+async def test_a_media_a_late_run_finished_while_it_was_being_failed_stays_ready(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The job is buried (its lease lapsed too often) while a run that outlived its lease is
+    # recording: fail_media read the media before that run committed. Under the post's lock
+    # it must see the media ready, and leave it so.
+    headers = await glimpse.signup()
+    post = (await glimpse.upload(headers)).json()
+    [media] = await _media_of(glimpse, post["id"])
+    real = repository.get_media
+    late_run_done: list[bool] = []
+
+    async def get_then_a_late_run_records(session: Any, media_id: int) -> Any:
+        found = await real(session, media_id)
+        if not late_run_done:
+            late_run_done.append(True)
+            await jobs.process_media(glimpse.container, {"media_id": media_id})  # (its own)
+        return found
+
+    monkeypatch.setattr(repository, "get_media", get_then_a_late_run_records)
+    async with glimpse.container.db.write() as session:
+        await service.fail_media(session, media.id, "processing_failed", "kept failing")
+    monkeypatch.setattr(repository, "get_media", real)
+    assert late_run_done
+    [media] = await _media_of(glimpse, post["id"])
+    assert media.status == "ready"
+    shown = (await _get_post(glimpse, headers, post["id"])).json()
+    assert shown["status"] == "ready", shown

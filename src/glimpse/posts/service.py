@@ -491,6 +491,11 @@ async def fail_media(session: AsyncSession, media_id: int, code: str, message: s
     if media is None or media.status == PostStatus.READY:
         return  # gone, or a run that outlived its lease finished it after all
     post = await repository.lock_post(session, media.post_id)
+    # Read again under the lock, which such a run holds while it records (PostgreSQL read the
+    # row above as it was before that run committed).
+    await session.refresh(media, ["status"])
+    if media.status == PostStatus.READY:
+        return
     media.status = PostStatus.FAILED
     if post is not None and post.status == PostStatus.PROCESSING:
         post.status = PostStatus.FAILED
