@@ -5,7 +5,9 @@ Another process's `forget` does not reach it (`glimpse serve` runs its workers a
 their own), and needs not: once a post is ready, the only change to its renditions is its
 photos gaining their AVIF copies, and a summary missing them is kept for `unfinished_seconds`
 only (MediaViewCache). A processing job delivered again records nothing (posts/service.py,
-record_processed_media), so never replaces renditions a summary here links."""
+record_processed_media), unless the files of the renditions recorded have gone missing: then a
+video's run may record others of other bytes, and a summary here links the missing files until
+it is pushed out, as it did before that run (a known gap)."""
 
 from __future__ import annotations
 
