@@ -112,6 +112,31 @@ def test_a_full_data_disk_gets_503s_and_no_process_dies(
     assert server.stop() == 0
 
 
+def _wait_for_start_up_waits(log: Path, tries: int) -> None:
+    """Until the serve's log shows a worker waiting at start-up for a writable database
+    `tries` times."""
+    deadline = time.monotonic() + 60
+    while log.read_text().count("the database cannot be written at start-up; waiting") < tries:
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
+
+
+def _published(client: httpx.Client, headers: dict[str, str]) -> dict[str, object]:
+    """A photo uploaded and the post once its processing is over (ready or failed)."""
+    photo = testdata("camera/DSCN0010.jpg")
+    response = client.post(
+        "/api/v1/posts", headers=headers, files=[("file", (photo.name, photo.read_bytes()))]
+    )
+    assert response.status_code == 202, response.text
+    deadline = time.monotonic() + 60
+    while (post := client.get(f"/api/v1/posts/{response.json()['id']}", headers=headers).json())[
+        "status"
+    ] == "processing":
+        assert time.monotonic() < deadline, "the worker never took the upload"
+        time.sleep(0.1)
+    return dict(post)
+
+
 def test_a_worker_started_while_the_disk_is_full_waits_for_room_then_works(
     tmp_path: Path, small_disk: Path, start_server: Callable[..., Server]
 ) -> None:
@@ -127,28 +152,13 @@ def test_a_worker_started_while_the_disk_is_full_waits_for_room_then_works(
         (first,) = server.worker_processes()
         first.kill()
         first.wait(10)
-        deadline = time.monotonic() + 60
-        while "the database cannot be written at start-up; waiting" not in log.read_text():
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
+        _wait_for_start_up_waits(log, 1)
         time.sleep(2)  # a few more tries, each failing as the first did
         (second,) = server.worker_processes()
         assert second.pid != first.pid and second.is_running()
         assert second.status() != psutil.STATUS_ZOMBIE
         filler.unlink()
-        photo = testdata("camera/DSCN0010.jpg")
-        response = client.post(
-            "/api/v1/posts", headers=alice, files=[("file", (photo.name, photo.read_bytes()))]
-        )
-        assert response.status_code == 202, response.text
-        post_id = response.json()["id"]
-        deadline = time.monotonic() + 60
-        while (post := client.get(f"/api/v1/posts/{post_id}", headers=alice).json())[
-            "status"
-        ] == "processing":
-            assert time.monotonic() < deadline, "the worker never took the upload"
-            time.sleep(0.1)
-        assert post["status"] == "ready", post
+        assert _published(client, alice)["status"] == "ready"
         assert server.worker_processes() == [second]
         # The one this test killed is the only worker that ended.
         assert log.read_text().count("exited with") == 1
@@ -167,10 +177,7 @@ def test_a_worker_waiting_for_room_stops_when_told_as_a_stop_not_a_failure(
     (first,) = server.worker_processes()
     first.kill()
     first.wait(10)
-    deadline = time.monotonic() + 60
-    while "the database cannot be written at start-up; waiting" not in log.read_text():
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.2)
+    _wait_for_start_up_waits(log, 1)
     assert server.stop() == 0
     assert "the worker process failed" not in log.read_text()
 
@@ -303,24 +310,9 @@ def test_a_worker_started_while_the_database_is_read_only_works_once_it_is_writa
         (first,) = server.worker_processes()
         first.kill()
         first.wait(10)
-        deadline = time.monotonic() + 60
-        while log.read_text().count("the database cannot be written at start-up; waiting") < 3:
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
+        _wait_for_start_up_waits(log, 3)
         subprocess.run(["umount", "-l", str(data_dir)], check=True)
-        photo = testdata("camera/DSCN0010.jpg")
-        response = client.post(
-            "/api/v1/posts", headers=alice, files=[("file", (photo.name, photo.read_bytes()))]
-        )
-        assert response.status_code == 202, response.text
-        post_id = response.json()["id"]
-        deadline = time.monotonic() + 60
-        while (post := client.get(f"/api/v1/posts/{post_id}", headers=alice).json())[
-            "status"
-        ] == "processing":
-            assert time.monotonic() < deadline, "the worker never took the upload"
-            time.sleep(0.1)
-        assert post["status"] == "ready", post
+        assert _published(client, alice)["status"] == "ready"
         assert "the worker process failed" not in log.read_text()
         assert log.read_text().count("exited with") == 1  # (the one this test killed)
     assert server.stop() == 0
