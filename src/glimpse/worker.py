@@ -315,9 +315,15 @@ async def run_worker(container: Container, stop: asyncio.Event, concurrency: int
             if job is None:
                 waiter = asyncio.ensure_future(idle(names))
                 stopper = asyncio.ensure_future(stop.wait())
-                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                for task in (waiter, stopper):
-                    task.cancel()
+                try:
+                    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    # Also when this lane is cancelled (its worker torn down outright): a look
+                    # at the queue left running would outlive the container it reads, and a
+                    # task nobody owns is one an event loop's close waits on forever.
+                    for task in (waiter, stopper):
+                        task.cancel()
+                    await asyncio.wait({waiter, stopper})
                 continue
             try:
                 await _run_until_stopped(container, job, stop)
@@ -333,7 +339,13 @@ async def run_worker(container: Container, stop: asyncio.Event, concurrency: int
     lanes = [lane(short, None) for _ in range(max(1, concurrency))]
     lanes += [lane(videos, container.settings.video_job_lease_seconds) for _ in range(video_lanes)]
     try:
-        await asyncio.gather(keep_periodic_jobs_scheduled(), *lanes)
+        # A task group, not gather: cancelled, gather ends as soon as its first child has, and
+        # leaves the others still unwinding (a query being torn down) while the caller closes
+        # the container under them; a group waits until every child has ended.
+        async with asyncio.TaskGroup() as group:
+            group.create_task(keep_periodic_jobs_scheduled())
+            for each in lanes:
+                group.create_task(each)
     finally:
         await asyncio.to_thread(decoding.shutdown)
 

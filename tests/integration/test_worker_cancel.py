@@ -32,9 +32,14 @@ async def test_a_worker_cancelled_while_a_job_runs_cancels_the_job(
     name = register(endless)
     container = make_container(shutdown_grace_seconds=30, job_lease_seconds=600)
     await add_job(container, name)
+    before = asyncio.all_tasks()
     worker = asyncio.create_task(run_worker(container, asyncio.Event()))
     await asyncio.wait_for(started.wait(), timeout=30)
     worker.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(worker, timeout=30)
     assert seen == ["cancelled"]  # not still sleeping in a task nobody owns
+    # Nor anything else of the worker's (a lane's look at the queue, another lane's query
+    # being torn down) still running once it has ended: the caller closes the container next.
+    left = asyncio.all_tasks() - before - {asyncio.current_task()}
+    assert not left, [task.get_coro() for task in left]
