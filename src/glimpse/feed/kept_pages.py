@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 from glimpse.backends.feed import FeedStoreUnavailable
 from glimpse.feed import repository
-from glimpse.feed.cursors import Order
+from glimpse.feed.cursors import WINDOW, Order
 from glimpse.feed.repository import Counts
 from glimpse.ops.metrics import FEED_KEPT_PAGES, never_failing
 
@@ -233,6 +233,13 @@ async def first_page(
         # remembered for a few seconds (feed/memo.py), is read afresh for a page that may now
         # be kept, and renewed, for minutes.
         container.viewer_memo.forget("affinity", viewer_id)
+    # The authors of the feed's newest entries, whose posts the page is most likely made of,
+    # watched from this build on like the others (their marks read before it). An author not
+    # watched is kept at mark 0, and any account that ever posted has moved its mark: the next
+    # read would build the page again, only to learn its marks (every first build of a viewer,
+    # and every build after a fan-out brought a new author, used to run twice).
+    candidates = await _window_authors(container, viewer_id) - watched
+    watched |= candidates
     if container.db.replicas is not None:
         # Read in turn, replicas may stand at different points: the marks kept are the lowest
         # any holds, so that no statement of the build reads an older state than they say.
@@ -241,6 +248,8 @@ async def first_page(
             feed = None  # (kept only to say whom to watch: never served)
         else:
             marks = lowest
+    elif candidates:
+        marks = {**marks, **await repository.feed_marks(container.db, candidates)}
     built = await build()
     with never_failing():
         FEED_KEPT_PAGES.labels("built").inc()
@@ -272,6 +281,16 @@ def _served(pages: KeptPages, key: tuple[int, str, int], kept: Kept, result: str
         FEED_KEPT_PAGES.labels(result).inc()
     pages.put(key, kept)  # (most recently used)
     return kept.body
+
+
+async def _window_authors(container: Container, viewer_id: int) -> set[int]:
+    """The authors of the first window of the viewer's materialised feed (none if it is
+    missing or its store does not answer)."""
+    try:
+        window = await container.feed_store.window(viewer_id, None, WINDOW)
+    except FeedStoreUnavailable:
+        return set()
+    return {author for _, author in window.entries} if window is not None else set()
 
 
 async def _feed_state(container: Container, viewer_id: int) -> FeedState | None:
