@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from glimpse.accounts.passwords import PasswordHasher
+from glimpse.accounts.token_memo import TokenMemo
 from glimpse.backends.feed import FeedStore, feed_store_from_url
 from glimpse.backends.queue import JobConsumer, queue_from_url
 from glimpse.backends.redis_client import is_redis_url, open_redis, parse_redis_url
@@ -82,6 +83,8 @@ class Container:
     video_checks: VideoCheckSlots
     # Lease the ids' node from the database at start(), unless build_container fixed it.
     lease_node: bool = True
+    # Live tokens, while the database is quiet (accounts/token_memo.py).
+    token_memo: TokenMemo = field(default_factory=TokenMemo)
     holder: str = ""
     # The one Redis client (and pool) of this process, when GLIMPSE_CACHE_URL names a Redis.
     redis: Redis | None = None

@@ -291,3 +291,35 @@ async def test_a_claim_passes_over_a_job_another_claim_has_locked(db: Database) 
         assert job is not None and job.id == second
     finally:
         await other.dispose()
+
+
+async def test_the_version_moves_with_every_commit_of_any_connection_and_only_then(
+    db: Database,
+) -> None:
+    """Database.version: on SQLite, the same for exactly as long as nothing is committed, by
+    this process or any other; a reconnection counts anew (so never mistaken for the old
+    one's). None on PostgreSQL, which has no such thing: nothing is trusted by it there."""
+    first = db.version()
+    if not db.is_sqlite:
+        assert first is None
+        return
+    assert first is not None
+    await db.fetch(select(func.count()).select_from(User))  # a read moves nothing
+    assert db.version() == first
+    async with db.write() as session:  # this process's own commit
+        await session.execute(text("UPDATE alembic_version SET version_num = version_num"))
+    second = db.version()
+    assert second not in (None, first)
+    other = Database(db.url)  # another process's
+    try:
+        async with other.write() as session:
+            await session.execute(text("UPDATE alembic_version SET version_num = version_num"))
+    finally:
+        await other.dispose()
+    third = db.version()
+    assert third not in (None, first, second)
+    async with db.write():  # a transaction that writes nothing commits nothing
+        pass
+    assert db.version() == third
+    await db.dispose()  # (the quick connection closed: the next one is another generation)
+    assert db.version() not in (None, first, second, third)

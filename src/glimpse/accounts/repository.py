@@ -56,7 +56,7 @@ _TOKEN_USER = (
 # The same look-up for a caller whose id is all a route needs (the home feed): no account
 # object to build.
 _TOKEN_USER_ID = (
-    select(User.id)
+    select(User.id, AccessToken.expires_at)
     .join(AccessToken, AccessToken.user_id == User.id)
     .where(
         AccessToken.token_hash == bindparam("hash"),
@@ -67,10 +67,13 @@ _TOKEN_USER_ID = (
 )
 
 
-async def get_user_id_by_token_hash(db: Database, token_hash: str, now: datetime) -> int | None:
-    """The id of the account behind a live token (what get_user_by_token_hash finds)."""
+async def get_user_id_by_token_hash(
+    db: Database, token_hash: str, now: datetime
+) -> tuple[int, datetime | str] | None:
+    """The id of the account behind a live token (what get_user_by_token_hash finds), and
+    when the token expires (on SQLite's quick path, as the text stored)."""
     rows = await db.fetch(_TOKEN_USER_ID, {"hash": token_hash, "now": now})
-    return int(rows[0][0]) if rows else None
+    return (int(rows[0][0]), rows[0][1]) if rows else None
 
 
 async def get_user_by_token_hash(

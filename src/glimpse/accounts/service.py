@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from glimpse.accounts import repository
 from glimpse.accounts.models import AccessToken, User
 from glimpse.accounts.schemas import USERNAME_PATTERN, ProfileUpdate
+from glimpse.accounts.token_memo import TokenMemo
 from glimpse.accounts.tokens import hash_token, new_token
 from glimpse.db.base import utcnow
 from glimpse.db.database import Database
@@ -153,11 +154,21 @@ async def authenticate(db: Database, token: str) -> Authenticated:
     return Authenticated(user=found[0], token_id=found[1])
 
 
-async def authenticate_id(db: Database, token: str) -> int:
-    """The id of the account `authenticate` would return, refused alike."""
-    user_id = await repository.get_user_id_by_token_hash(db, hash_token(token), utcnow())
-    if user_id is None:
+async def authenticate_id(db: Database, token: str, memo: TokenMemo | None = None) -> int:
+    """The id of the account `authenticate` would return, refused alike; with a memo, not
+    looked up again while the database is quiet (accounts/token_memo.py)."""
+    token_hash = hash_token(token)
+    version = db.version() if memo is not None else None
+    if memo is not None and version is not None:
+        remembered = memo.get(token_hash, version)
+        if remembered is not None:
+            return remembered
+    found = await repository.get_user_id_by_token_hash(db, token_hash, utcnow())
+    if found is None:
         raise _invalid_token()
+    user_id, expires_at = found
+    if memo is not None and version is not None:
+        memo.put(token_hash, version, user_id, expires_at)
     return user_id
 
 

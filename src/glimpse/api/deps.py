@@ -89,7 +89,7 @@ async def get_caller_id(request: Request, container: Container) -> int:
     """The id of the caller `get_caller` would find, refused alike, for a route handler that
     authenticates without FastAPI's dependency solving and needs no more (feed/routes.py)."""
     token = _caller_token(request, container, await _bearer(request))
-    user_id = await accounts.authenticate_id(container.db, token)
+    user_id = await accounts.authenticate_id(container.db, token, container.token_memo)
     token_was_good(request, token, user_id)
     return user_id
 

@@ -100,6 +100,12 @@ class Kept:
     pulled: frozenset[int] = frozenset()
     # The counts of the posts it was chosen from (Built.counts); None: never renewed.
     counts: PackedCounts | None = None
+    # The database's version (Database.version) read before the marks and feed state it was
+    # last found to hold under: while the version is the same, nothing was committed since,
+    # so it still holds (None: none read). And the one read before its counts were (at its
+    # build, or at a renewal's look at them): while that is the same, so are they.
+    version: tuple[int, int] | None = None
+    counts_version: tuple[int, int] | None = None
 
     def holds(
         self,
@@ -218,16 +224,30 @@ async def first_page(
     pages = container.kept_pages
     key = (viewer_id, order, limit)
     kept = pages.get(key)
+    # Nothing committed since the page was last found to hold: it still does, and its counts
+    # are the same, with no look at them (a quiet database: most of the time, for most of
+    # the communities Glimpse serves). Only where the feed itself is in that database.
+    version = container.db.version() if container.feed_store.IN_DATABASE else None
+    if kept is not None and version is not None and kept.version == version:
+        now = container.clock()
+        if kept.feed is not None and kept.kept_at <= now and frozenset(pulled) == kept.pulled:
+            if now < kept.until:
+                return _served(pages, key, kept, "kept")
+            if kept.renewable(now, pages.renew_for) and kept.counts_version == version:
+                return _served(pages, key, replace(kept, until=now + pages.life()), "renewed")
     watched = {viewer_id, *pulled, *(kept.marks if kept is not None else ())}
-    # Both read before the page is built (see above).
+    # Both read before the page is built (see above); the version before both.
     feed = await _feed_state(container, viewer_id)
     marks = await repository.feed_marks(container.db, watched)
     now = container.clock()
     if kept is not None and kept.holds(marks, feed, now, pulled):
         if now < kept.until:
-            return _served(pages, key, kept, "kept")
+            return _served(pages, key, replace(kept, version=version), "kept")
         if kept.renewable(now, pages.renew_for) and await _counts_unchanged(container, kept):
-            return _served(pages, key, replace(kept, until=now + pages.life()), "renewed")
+            renewed = replace(
+                kept, until=now + pages.life(), version=version, counts_version=version
+            )
+            return _served(pages, key, renewed, "renewed")
     if kept is not None and marks.get(viewer_id, 0) != kept.marks.get(viewer_id, 0):
         # The viewer liked, commented or followed since: the affinity the ranking weighs,
         # remembered for a few seconds (feed/memo.py), is read afresh for a page that may now
@@ -258,12 +278,10 @@ async def first_page(
     # Watched from now on: the viewer, the large accounts and the authors on this page; not
     # every author an earlier page showed (marks read for them are kept only if still shown).
     watched = {viewer_id, *pulled}
-    pages.put(
-        key,
-        to_keep(
-            built.body, built.authors, watched, marks, feed, now, pages.life(), pulled, built.counts
-        ),
+    kept = to_keep(
+        built.body, built.authors, watched, marks, feed, now, pages.life(), pulled, built.counts
     )
+    pages.put(key, replace(kept, version=version, counts_version=version))
     return built.body
 
 

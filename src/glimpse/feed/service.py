@@ -96,11 +96,13 @@ async def pulled_accounts(container: Container, viewer_id: int) -> list[int]:
     """The large accounts the viewer follows, merged into the feed at read time (memoised for
     feed_viewer_memo_seconds: a new follow of one shows that much later)."""
     memo = container.viewer_memo
-    cached = memo.get("pulled", viewer_id)
+    # (Or for as long as nothing is committed: a follow, an account growing large, is one.)
+    version = container.db.version()
+    cached = memo.get("pulled", viewer_id, version)
     if isinstance(cached, list):
         return cached
     pulled = await repository.followed_pull_accounts(container.db, viewer_id)
-    memo.put("pulled", viewer_id, pulled)
+    memo.put("pulled", viewer_id, pulled, version)
     return pulled
 
 

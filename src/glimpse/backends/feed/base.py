@@ -45,6 +45,9 @@ class FeedStore(Protocol):
     # A read marks its feed active (touch) at most this often: a write per read would cost
     # every read.
     TOUCH_SECONDS: float
+    # Whether its every change is a commit to the project's database (the SQL store), of which
+    # Database.version tells like of any other (feed/kept_pages.py).
+    IN_DATABASE: bool
 
     async def window(self, user_id: int, below: int | None, limit: int) -> FeedWindow | None:
         """Up to `limit` entries with ids below `below` (and not below the horizon), newest

@@ -198,6 +198,7 @@ return 1
 class RedisFeedStore:
     # As SqlFeedStore: a read marks its feed active at most this often.
     TOUCH_SECONDS = 3600.0
+    IN_DATABASE = False
     # After Redis failed to answer, calls fail at once for this long.
     RETRY_SECONDS = 2.0
 

@@ -51,6 +51,7 @@ _WINDOW = text(
 class SqlFeedStore:
     # A read marks the feed active at most this often (a write per read would cost every read).
     TOUCH_SECONDS = 3600.0
+    IN_DATABASE = True
 
     def __init__(self, db: Database, *, cap: int) -> None:
         self._db = db
