@@ -48,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -1144,6 +1145,80 @@ def cold_reads(base: str, viewers: Sequence[tuple[int, str]]) -> tuple[list[floa
     return times, sizes
 
 
+def liked_posts(base: str, viewers: Sequence[tuple[int, str]]) -> list[tuple[str, str]]:
+    """(token, post id) pairs: each viewer and the top post of their first page."""
+    targets = []
+    with httpx.Client(base_url=base, timeout=60) as client:
+        for _, token in viewers:
+            r = client.get("/api/v1/feed?limit=1", headers={"Authorization": f"Bearer {token}"})
+            r.raise_for_status()
+            if items := r.json()["items"]:
+                targets.append((token, items[0]["id"]))
+    return targets
+
+
+class Liker(threading.Thread):
+    """Likes, then unlikes, posts through the API at `rate` requests a second (open loop: up to
+    64 at once, each its own commit) while a run goes on, from the client's core: what the
+    quiet-database shortcuts (Database.version: feed/kept_pages.py, accounts/token_memo.py)
+    give once the community is not quiet. After each commit every viewer's kept page and token
+    is looked at again; a like also changes the counts of every page whose window holds the
+    post, which is then built again when its time is up."""
+
+    def __init__(self, base: str, targets: list[tuple[str, str]], rate: float) -> None:
+        super().__init__(daemon=True)
+        self.base, self.targets, self.rate = base, targets, rate
+        self.stopping = threading.Event()
+        self.committed = 0
+        self.failures: dict[str, int] = {}  # by status (or error)
+        self.seconds = 0.0
+
+    def run(self) -> None:
+        asyncio.run(self._run())
+
+    async def _run(self) -> None:
+        started = time.perf_counter()
+        slots = asyncio.Semaphore(64)
+        tasks: set[asyncio.Task[None]] = set()
+        async with httpx.AsyncClient(base_url=self.base, timeout=60) as client:
+
+            async def one(n: int) -> None:
+                token, post = self.targets[n % len(self.targets)]
+                method = "POST" if (n // len(self.targets)) % 2 == 0 else "DELETE"
+                try:
+                    r = await client.request(
+                        method,
+                        f"/api/v1/posts/{post}/like",
+                        headers={"Authorization": f"Bearer {token}"},
+                    )
+                    status = str(r.status_code)
+                except httpx.HTTPError as exc:
+                    status = type(exc).__name__
+                self.committed += status == "204"
+                if status != "204":
+                    self.failures[status] = self.failures.get(status, 0) + 1
+                slots.release()
+
+            n = 0
+            while not self.stopping.is_set():
+                wait = started + n / self.rate - time.perf_counter()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                await slots.acquire()
+                task = asyncio.create_task(one(n))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                n += 1
+            self.seconds = time.perf_counter() - started
+            await asyncio.gather(*tasks)
+
+    def finish(self) -> tuple[float, dict[str, int]]:
+        """(likes and unlikes committed a second while the run went on, the others by status)"""
+        self.stopping.set()
+        self.join()
+        return self.committed / max(self.seconds, 1e-9), self.failures
+
+
 def page_stats(base: str, viewers: Sequence[tuple[int, str]]) -> dict[str, float]:
     """What a first page holds, on a sample of viewers (items, media, bytes)."""
     items, variants, sizes = [], [], []
@@ -1273,6 +1348,7 @@ def feed_reads(
             ("hello", hello, None),
             ("floor: auth + kept page", floor, None),
             ("first page, ranked", first, None),
+            *[(f"first page, ranked, {rate:g} likes/s", first, None) for rate in args.like_rates],
             ("first page, latest", latest, None),
             ("first page, ranked, built each time", first, 0.0),
             ("first page, latest, built each time", latest, 0.0),
@@ -1285,9 +1361,19 @@ def feed_reads(
         server.gc_pauses(freeze=args.gc_freeze)
         server.kept_pages()  # (counted from here)
         default_seconds = float(bench_settings(args, data_dir).feed_kept_page_seconds)
+        like_targets = liked_posts(server.base, graph.viewers[-200:])
+        likes_seen: dict[str, tuple[float, dict[str, int]]] = {}
         for name, lines, kept_seconds in runs:
             server.kept_pages(default_seconds if kept_seconds is None else kept_seconds)
+            rate = next((r for r in args.like_rates if name.endswith(f", {r:g} likes/s")), 0.0)
+            liker = Liker(server.base, like_targets, rate) if rate else None
+            if liker is not None:
+                liker.start()
             peaks[name] = run_wrk(server, lines, args.seconds, args.connections, work)
+            if liker is not None:
+                likes_seen[name] = liker.finish()
+                print(f"  ({name}: {likes_seen[name][0]:.1f} likes and unlikes committed a"
+                      f" second; not committed, by status: {likes_seen[name][1]})", flush=True)  # fmt: skip
             moved = server.kept_pages(default_seconds)
             served = moved["kept"] + moved["renewed"]
             if served + moved["built"]:
@@ -1306,6 +1392,7 @@ def feed_reads(
                 flush=True,
             )
         result["kept_share"] = kept_share
+        result["likes"] = likes_seen
         result["peaks"] = peaks
         half = peaks["first page, ranked"].rate / 2
         # As after a restart, no page kept: the first seconds at this rate build every page
@@ -1980,6 +2067,10 @@ def main() -> None:
     )  # fmt: skip
     run.add_argument("--seconds", type=float, default=10, help="each wrk run (default 10)")
     run.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
+    run.add_argument(
+        "--like-rates", type=lambda s: [float(r) for r in s.split(",") if r], default=[10.0, 100.0],
+        help="ranked first pages again while likes are committed at these rates (10,100; '' none)",
+    )  # fmt: skip
     run.add_argument("--deep-page", type=int, default=10, help="the deep page's number (10)")
     run.add_argument(
         "--deep-viewers", type=int, default=300,
