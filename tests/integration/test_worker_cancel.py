@@ -5,6 +5,7 @@ its lease, using a container being closed under it."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -32,9 +33,23 @@ async def test_a_worker_cancelled_while_a_job_runs_cancels_the_job(
     name = register(endless)
     container = make_container(shutdown_grace_seconds=30, job_lease_seconds=600)
     await add_job(container, name)
+    # The idle lanes' look at the queue takes a while to unwind once cancelled (as a query
+    # being torn down in a thread does): the worker must wait for it, not leave it running.
+    wait_for_work, waiting = container.queue.wait_for_work, asyncio.Event()
+
+    async def slow_to_unwind(names: Any, timeout: float) -> None:
+        waiting.set()
+        try:
+            await wait_for_work(names, timeout)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.2)
+            raise
+
+    container.queue.wait_for_work = slow_to_unwind  # type: ignore[method-assign]
     before = asyncio.all_tasks()
     worker = asyncio.create_task(run_worker(container, asyncio.Event()))
     await asyncio.wait_for(started.wait(), timeout=30)
+    await asyncio.wait_for(waiting.wait(), timeout=30)  # (a video lane, idle meanwhile)
     worker.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(worker, timeout=30)

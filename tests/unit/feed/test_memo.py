@@ -55,7 +55,8 @@ async def test_the_large_accounts_a_viewer_follows_are_read_once_a_ttl(
         return [] if viewer_id == 2 else [7]
 
     monkeypatch.setattr(repository, "followed_pull_accounts", followed_pull_accounts)
-    container = cast(Container, SimpleNamespace(viewer_memo=ViewerMemo(ttl_seconds=5), db=None))
+    db = SimpleNamespace(version=lambda: None)  # (PostgreSQL's: no version to trust)
+    container = cast(Container, SimpleNamespace(viewer_memo=ViewerMemo(ttl_seconds=5), db=db))
     for _ in range(3):
         assert await service.pulled_accounts(container, 1) == [7]
         assert await service.pulled_accounts(container, 2) == []  # (none is an answer too)
@@ -63,3 +64,30 @@ async def test_the_large_accounts_a_viewer_follows_are_read_once_a_ttl(
     clock[0] += 5
     assert await service.pulled_accounts(container, 1) == [7]
     assert reads == [1, 2, 1]
+
+
+class _Db:
+    def __init__(self) -> None:
+        self.v = (1, 1)
+
+    def version(self) -> tuple[int, int]:
+        return self.v
+
+
+async def test_the_large_accounts_followed_are_trusted_at_the_version_read_before_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    db, reads = _Db(), []
+
+    async def followed_pull_accounts(_: object, viewer_id: int) -> list[int]:
+        reads.append(viewer_id)
+        if len(reads) == 1:
+            db.v = (1, 2)  # a follow committed while they were read
+        return [7]
+
+    monkeypatch.setattr(repository, "followed_pull_accounts", followed_pull_accounts)
+    container = cast(Container, SimpleNamespace(viewer_memo=ViewerMemo(ttl_seconds=0), db=db))
+    for _ in range(3):
+        assert await service.pulled_accounts(container, 1) == [7]
+    # read again after the commit, then trusted (a TTL of 0 trusts nothing by time)
+    assert reads == [1, 1]
