@@ -660,6 +660,16 @@ SERVER_SCRIPT = textwrap.dedent(
     )
     settings = settings.model_copy(update={"max_connections": plan.app_limit})
     app = create_app(settings)
+    if os.environ.get("GLIMPSE_BENCH_WRITE_TURNS") == "off":
+        # bench_likes.py's reference: this process's writers left to SQLite's busy handler, as
+        # before db/write_turns.py.
+        from glimpse.db.write_turns import WriteTurns
+
+        async def _no_turn(self, seconds):
+            return None
+
+        WriteTurns.take = _no_turn
+        WriteTurns.give_back = lambda self: None
     if os.environ.get("GLIMPSE_BENCH_RANK_MEMO") == "off":
         # --rank-memo off: every ranked read ranks its window (as when likes keep changing it).
         import glimpse.feed.service
@@ -777,6 +787,7 @@ class AppServer:
         access_log: bool,
         script_dir: Path,
         rank_memo: str = "on",
+        write_turns: str = "on",
     ):
         script = script_dir / "feed_bench_server.py"
         script.write_text(SERVER_SCRIPT)
@@ -790,6 +801,7 @@ class AppServer:
                 **os.environ,
                 "GLIMPSE_LOG_LEVEL": "WARNING",
                 "GLIMPSE_BENCH_RANK_MEMO": rank_memo,
+                "GLIMPSE_BENCH_WRITE_TURNS": write_turns,
             },
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -10,9 +10,11 @@ answered request survives a power cut as well as a crash; on this machine's disk
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import sqlite3
 import threading
+import weakref
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -35,6 +37,7 @@ from glimpse.db.migrate import current_revision
 from glimpse.db.replicas import Replicas
 from glimpse.db.urls import async_database_url
 from glimpse.db.write_notes import WriteNotes
+from glimpse.db.write_turns import WriteTurns
 
 
 def _sqlite_datetime(value: datetime) -> str:
@@ -139,6 +142,10 @@ class Database:
         self._sqlite_path = parsed.database if self.is_sqlite else None
         self._busy_timeout_ms = busy_timeout_ms
         self._quick: threading.local = threading.local()
+        # This process's SQLite writers, in line (db/write_turns.py): one line per event loop.
+        self._write_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WriteTurns] = (
+            weakref.WeakKeyDictionary()
+        )
         # Hot-path statements, compiled for the quick connection once (they are module-level
         # constants, so the statement object itself is kept to make its id() safe to key by).
         self._statements: dict[int, tuple[Executable, str, list[str], dict[str, Any]]] = {}
@@ -245,12 +252,27 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """A write transaction: committed when the block ends, rolled back if it raises.
-        Keep it short: never hold it across image work or other slow I/O."""
-        async with self._write_sessions() as session:
-            async with session.begin():
+        Keep it short: never hold it across image work or other slow I/O.
+
+        On SQLite, this process's write transactions take turns first (db/write_turns.py), so
+        that each begins as the one before ends, in the order they came; a turn waited for
+        past the busy timeout is refused as SQLite would refuse it."""
+        if not self.is_sqlite:
+            async with self._write_sessions() as session:
+                async with session.begin():
+                    yield session
+                if self.replicas is not None:
+                    await self.replicas.note_write(session)
+            return
+        turns = self._write_turns.get(asyncio.get_running_loop())
+        if turns is None:
+            turns = self._write_turns.setdefault(asyncio.get_running_loop(), WriteTurns())
+        await turns.take(self._busy_timeout_ms / 1000)
+        try:
+            async with self._write_sessions() as session, session.begin():
                 yield session
-            if self.replicas is not None:
-                await self.replicas.note_write(session)
+        finally:
+            turns.give_back()
 
     @asynccontextmanager
     async def read(

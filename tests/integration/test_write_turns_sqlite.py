@@ -1,0 +1,132 @@
+"""Database.write on SQLite: this process's write transactions take turns (db/write_turns.py),
+so no two of them ever wait on each other inside SQLite's busy handler; a turn is given back
+whatever ends the transaction; another process's writer is still waited for, up to the busy
+timeout, and past it the write is refused as busy (a 503, never a 500)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.exc import OperationalError
+
+from glimpse.db.database import Database
+from glimpse.db.failures import try_again_soon
+from glimpse.db.migrate import upgrade_to_head
+
+pytestmark = pytest.mark.embedded
+
+
+async def _database(tmp_path: Path, busy_timeout_ms: int = 5000) -> Database:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'g.db'}"
+    upgrade_to_head(url)
+    db = Database(url, busy_timeout_ms=busy_timeout_ms)
+    async with db.write() as session:
+        await session.execute(text("CREATE TABLE tally (n INTEGER NOT NULL)"))
+        await session.execute(text("INSERT INTO tally VALUES (0)"))
+    return db
+
+
+async def _count(db: Database) -> int:
+    async with db.read() as session:
+        return int((await session.execute(text("SELECT n FROM tally"))).scalar_one())
+
+
+async def test_the_process_writers_never_hold_transactions_at_once(tmp_path: Path) -> None:
+    db = await _database(tmp_path)
+    in_transaction: set[int] = set()  # the connections that asked for the lock, until they end
+    most = 0
+
+    def asking(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        nonlocal most
+        if statement.startswith("BEGIN"):
+            in_transaction.add(id(conn))
+            most = max(most, len(in_transaction))
+
+    def ended(conn: Any) -> None:
+        in_transaction.discard(id(conn))
+
+    engine = db.write_engine.sync_engine
+    event.listen(engine, "before_cursor_execute", asking)
+    event.listen(engine, "commit", ended)
+    event.listen(engine, "rollback", ended)
+    try:
+
+        async def add_one() -> None:
+            async with db.write() as session:
+                await session.execute(text("UPDATE tally SET n = n + 1"))
+                await asyncio.sleep(0.002)  # a few turns of the loop inside the transaction
+
+        await asyncio.gather(*(add_one() for _ in range(24)))
+        # Without the turns, the pool's connections each BEGIN IMMEDIATE at once, and all but
+        # one wait in SQLite's busy handler.
+        assert most == 1
+        assert await _count(db) == 24
+    finally:
+        event.remove(engine, "before_cursor_execute", asking)
+        event.remove(engine, "commit", ended)
+        event.remove(engine, "rollback", ended)
+        await db.dispose()
+
+
+async def test_a_transaction_that_raises_gives_its_turn_back(tmp_path: Path) -> None:
+    db = await _database(tmp_path, busy_timeout_ms=300)
+    try:
+        with pytest.raises(RuntimeError):
+            async with db.write() as session:
+                await session.execute(text("UPDATE tally SET n = n + 100"))
+                raise RuntimeError("the route's own mistake")
+        async with db.write() as session:  # not refused as busy: the turn came back
+            await session.execute(text("UPDATE tally SET n = n + 1"))
+        assert await _count(db) == 1
+    finally:
+        await db.dispose()
+
+
+async def test_another_process_writer_is_waited_for_then_refused_as_busy(tmp_path: Path) -> None:
+    db = await _database(tmp_path, busy_timeout_ms=300)
+    path = str(tmp_path / "g.db")
+    try:
+        with closing(sqlite3.connect(path, isolation_level=None)) as other:
+            other.execute("BEGIN IMMEDIATE")  # another process's writer, holding on
+            refused = []
+            for _ in range(3):  # and the process's next writers, each refused in turn
+                with pytest.raises(OperationalError) as busy:
+                    async with db.write() as session:
+                        await session.execute(text("UPDATE tally SET n = n + 1"))
+                refused.append(try_again_soon(busy.value))
+            assert refused == [True, True, True]
+            other.execute("COMMIT")
+        async with db.write() as session:  # the lock free again, the turn too
+            await session.execute(text("UPDATE tally SET n = n + 1"))
+        assert await _count(db) == 1
+    finally:
+        await db.dispose()
+
+
+async def test_a_cancelled_request_gives_its_turn_back(tmp_path: Path) -> None:
+    db = await _database(tmp_path, busy_timeout_ms=300)
+    inside = asyncio.Event()
+
+    async def slow() -> None:
+        async with db.write() as session:
+            await session.execute(text("UPDATE tally SET n = n + 100"))
+            inside.set()
+            await asyncio.sleep(30)
+
+    try:
+        task = asyncio.create_task(slow())
+        await asyncio.wait_for(inside.wait(), 10)
+        task.cancel()  # a client gone mid-transaction
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with db.write() as session:
+            await session.execute(text("UPDATE tally SET n = n + 1"))
+        assert await _count(db) == 1
+    finally:
+        await db.dispose()
