@@ -130,3 +130,49 @@ async def test_a_cancelled_request_gives_its_turn_back(tmp_path: Path) -> None:
         assert await _count(db) == 1
     finally:
         await db.dispose()
+
+
+async def test_a_writer_that_waited_for_its_turn_waits_for_sqlite_only_what_is_left(
+    tmp_path: Path,
+) -> None:
+    # The whole wait stays within one busy timeout: not one for the turn, then one more for
+    # another process's lock in SQLite's busy handler.
+    db = await _database(tmp_path, busy_timeout_ms=2000)
+    current: dict[int, int] = {}  # each connection's busy timeout, as last set
+    begun: list[tuple[str, int]] = []
+    label = "first"
+
+    def seen(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("PRAGMA busy_timeout="):
+            current[id(conn.connection.dbapi_connection)] = int(statement.split("=")[1])
+        elif statement.startswith("BEGIN"):
+            begun.append((label, current.get(id(conn.connection.dbapi_connection), 2000)))
+
+    engine = db.write_engine.sync_engine
+    event.listen(engine, "before_cursor_execute", seen)
+    holding = asyncio.Event()
+
+    async def hold() -> None:
+        async with db.write() as session:
+            await session.execute(text("UPDATE tally SET n = n + 1"))
+            holding.set()
+            await asyncio.sleep(0.5)
+
+    async def after() -> None:
+        nonlocal label
+        await holding.wait()
+        async with db.write() as session:  # waits at least 0.5 s for its turn
+            await session.execute(text("UPDATE tally SET n = n + 1"))
+        label = "uncontended"  # (in the same task: nothing of that wait is left behind)
+        for _ in range(6):
+            async with db.write() as session:
+                await session.execute(text("UPDATE tally SET n = n + 1"))
+
+    try:
+        await asyncio.gather(hold(), after())
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+        await db.dispose()
+    assert begun[0] == ("first", 2000)
+    assert begun[1][0] == "first" and begun[1][1] <= 1500  # 2 s less the 0.5 s or more waited
+    assert {budget for name, budget in begun[2:]} == {2000}  # each put back at once

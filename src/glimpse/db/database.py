@@ -11,6 +11,7 @@ answered request survives a power cut as well as a crash; on this machine's disk
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import sqlite3
 import threading
@@ -46,6 +47,14 @@ def _sqlite_datetime(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
+# Of a write transaction that waited for its turn: what is left of the busy timeout, in ms.
+_BUSY_BUDGET_MS: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "glimpse_busy_budget_ms", default=None
+)
+# A wait for a turn shorter than this share of the busy timeout leaves SQLite's own wait as it
+# is (no statement to change it), so that an uncontended write costs nothing more.
+_BUDGET_SLACK = 0.1
+
 # Each quick connection's number, process-wide (Database.version).
 _QUICK_GENERATIONS = itertools.count(1)
 
@@ -80,7 +89,11 @@ def use_wal(dbapi_connection: Any) -> None:
 
 
 def _configure_sqlite(
-    engine: AsyncEngine, begin_statement: str, busy_timeout_ms: int, synchronous: str
+    engine: AsyncEngine,
+    begin_statement: str,
+    busy_timeout_ms: int,
+    synchronous: str,
+    budgeted: bool = False,
 ) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -95,6 +108,14 @@ def _configure_sqlite(
 
     @event.listens_for(engine.sync_engine, "begin")
     def on_begin(conn: Any) -> None:
+        # What is left of the busy timeout once the transaction's turn came (Database.write):
+        # the whole wait for the lock stays within one busy timeout, not one for the turn and
+        # another for SQLite's lock. (The setting is the connection's: put back at its next
+        # transaction.)
+        wanted = (_BUSY_BUDGET_MS.get() if budgeted else None) or busy_timeout_ms
+        if conn.info.get("busy_timeout_ms", busy_timeout_ms) != wanted:
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={int(wanted)}")
+            conn.info["busy_timeout_ms"] = wanted
         conn.exec_driver_sql(begin_statement)
 
 
@@ -119,7 +140,9 @@ class Database:
             self.read_engine = create_async_engine(url)
             if synchronous not in ("FULL", "NORMAL"):
                 raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
-            _configure_sqlite(self.write_engine, "BEGIN IMMEDIATE", busy_timeout_ms, synchronous)
+            _configure_sqlite(
+                self.write_engine, "BEGIN IMMEDIATE", busy_timeout_ms, synchronous, budgeted=True
+            )
             _configure_sqlite(self.read_engine, "BEGIN", busy_timeout_ms, synchronous)
         else:
             self.write_engine = create_async_engine(url, pool_pre_ping=True)
@@ -267,12 +290,20 @@ class Database:
         turns = self._write_turns.get(asyncio.get_running_loop())
         if turns is None:
             turns = self._write_turns.setdefault(asyncio.get_running_loop(), WriteTurns())
+        loop = asyncio.get_running_loop()
+        asked = loop.time()
         await turns.take(self._busy_timeout_ms / 1000)
+        waited_ms = (loop.time() - asked) * 1000
+        budget = None
+        if waited_ms > self._busy_timeout_ms * _BUDGET_SLACK:
+            budget = _BUSY_BUDGET_MS.set(max(1, int(self._busy_timeout_ms - waited_ms)))
         try:
             async with self._write_sessions() as session, session.begin():
                 yield session
         finally:
             turns.give_back()
+            if budget is not None:
+                _BUSY_BUDGET_MS.reset(budget)
 
     @asynccontextmanager
     async def read(

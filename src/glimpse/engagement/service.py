@@ -16,15 +16,14 @@ from glimpse.errors import Conflict, Forbidden, Invalid, NotFound
 from glimpse.graph import repository as graph_repository
 from glimpse.ids import IdGenerator
 from glimpse.posts import service as posts
-from glimpse.posts.models import Post, PostStatus
+from glimpse.posts.models import PostStatus
 from glimpse.text import is_clean_multi_line
 
 
-async def _ready_visible_post(session: AsyncSession, post_id: int, viewer_id: int) -> Post:
-    post = await posts.get_visible_post(session, post_id, viewer_id, keep=True)
-    if post.status != PostStatus.READY:  # only its author gets this far
+async def _ready_visible_post(session: AsyncSession, post_id: int, viewer_id: int) -> None:
+    status = await posts.visible_post_status(session, post_id, viewer_id, keep=True)
+    if status != PostStatus.READY:  # only its author gets this far
         raise Conflict("The post is still processing (or failed).", code="post_not_ready")
-    return post
 
 
 async def like(session: AsyncSession, post_id: int, viewer_id: int) -> None:
@@ -34,7 +33,7 @@ async def like(session: AsyncSession, post_id: int, viewer_id: int) -> None:
 
 
 async def unlike(session: AsyncSession, post_id: int, viewer_id: int) -> None:
-    await posts.get_visible_post(session, post_id, viewer_id)
+    await posts.visible_post_status(session, post_id, viewer_id)
     await repository.remove_like(session, post_id, viewer_id)
 
 
@@ -76,7 +75,7 @@ async def list_comments(
     session: AsyncSession, post_id: int, viewer_id: int, after: int | None, limit: int
 ) -> tuple[list[CommentOut], int | None]:
     """A page of the post's comments, oldest first, and the key to continue after."""
-    await posts.get_visible_post(session, post_id, viewer_id)
+    await posts.visible_post_status(session, post_id, viewer_id)
     rows = await repository.comments_page(session, post_id, viewer_id, after, limit + 1)
     items = [comment_view(c, u) for c, u in rows[:limit]]
     return items, rows[limit - 1][0].id if len(rows) > limit else None

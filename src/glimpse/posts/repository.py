@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from glimpse.accounts.models import User
 from glimpse.db.locks import lock_keys
+from glimpse.graph.visibility import post_visible_to
 from glimpse.media.images import AVIF, AVIF_VARIANT_NAMES
 from glimpse.posts.models import (
     Media,
@@ -45,6 +46,20 @@ async def key_share_post(session: AsyncSession, post_id: int) -> Post | None:
         select(Post).where(Post.id == post_id).with_for_update(read=True, key_share=True)
     )
     return result.scalar_one_or_none()
+
+
+async def visible_post_status(
+    session: AsyncSession, post_id: int, viewer_id: int, *, keep: bool = False
+) -> str | None:
+    """The status of the post if it is one the viewer may see (graph.visibility's SQL form),
+    else None, in one statement. `keep`: as key_share_post, its row kept from deletion to the
+    end of the transaction on PostgreSQL."""
+    query = select(Post.status).where(
+        Post.id == post_id, Post.kind == PostKind.POST, post_visible_to(viewer_id)
+    )
+    if keep:
+        query = query.with_for_update(read=True, key_share=True, of=Post)
+    return (await session.execute(query)).scalar_one_or_none()
 
 
 async def get_media(session: AsyncSession, media_id: int) -> Media | None:
