@@ -1,6 +1,6 @@
 """Likes through the API, one at a time and many at once, with this process's SQLite writers
 taking turns (db/write_turns.py) and, as the reference in the same run, left to SQLite's busy
-handler as before. Also a like's latency while feed reads keep the server half busy, and while
+handler as before. Also a like's latency while feed reads keep the server a third busy, and while
 they saturate it.
 
     python bench/bench_likes.py                      # loads a small graph first (about 30 s)
@@ -77,7 +77,7 @@ def measure(data: Path, graph: bf.Graph, work: Path, turns: str, n: int) -> dict
         for at_once in (1, 8, 32):
             out[f"alone, {at_once} at once"] = asyncio.run(likes(server.base, targets, n, at_once))
         peak = bf.run_wrk(server, first, 5, 16, work).rate
-        for share, label in ((0.5, "reads at half the peak"), (None, "reads saturating (wrk)")):
+        for share, label in ((0.3, "reads at 30% of the peak"), (None, "reads saturating (wrk)")):
             for at_once in (1, 8):
                 # Reads for 12 s; likes from the 2nd second, none begun past the 10th.
                 if share is None:
