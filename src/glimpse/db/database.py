@@ -287,10 +287,8 @@ class Database:
                 if self.replicas is not None:
                     await self.replicas.note_write(session)
             return
-        turns = self._write_turns.get(asyncio.get_running_loop())
-        if turns is None:
-            turns = self._write_turns.setdefault(asyncio.get_running_loop(), WriteTurns())
         loop = asyncio.get_running_loop()
+        turns = self._write_turns.get(loop) or self._write_turns.setdefault(loop, WriteTurns())
         asked = loop.time()
         await turns.take(self._busy_timeout_ms / 1000)
         waited_ms = (loop.time() - asked) * 1000

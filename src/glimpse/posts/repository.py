@@ -37,23 +37,16 @@ async def lock_post(session: AsyncSession, post_id: int) -> Post | None:
     return result.scalar_one_or_none()
 
 
-async def key_share_post(session: AsyncSession, post_id: int) -> Post | None:
-    """The post, its row kept from deletion to the end of the transaction on PostgreSQL (FOR
-    KEY SHARE: a deletion committed between a check and the insert of a like or comment would
-    leave the insert facing a foreign key to nothing; likes and comments of one post, and their
-    counter updates, still run side by side). SQLite ignores it: its writes are serial."""
-    result = await session.execute(
-        select(Post).where(Post.id == post_id).with_for_update(read=True, key_share=True)
-    )
-    return result.scalar_one_or_none()
-
-
 async def visible_post_status(
     session: AsyncSession, post_id: int, viewer_id: int, *, keep: bool = False
 ) -> str | None:
     """The status of the post if it is one the viewer may see (graph.visibility's SQL form),
-    else None, in one statement. `keep`: as key_share_post, its row kept from deletion to the
-    end of the transaction on PostgreSQL."""
+    else None, in one statement.
+
+    `keep`: its row kept from deletion to the end of the transaction on PostgreSQL (FOR KEY
+    SHARE: a deletion committed between a check and the insert of a like or comment would
+    leave the insert facing a foreign key to nothing; likes and comments of one post, and their
+    counter updates, still run side by side). SQLite ignores it: its writes are serial."""
     query = select(Post.status).where(
         Post.id == post_id, Post.kind == PostKind.POST, post_visible_to(viewer_id)
     )

@@ -280,12 +280,10 @@ async def list_profile_posts(
     return posts[:limit], len(posts) > limit
 
 
-async def get_visible_post(
-    session: AsyncSession, post_id: int, viewer_id: int, *, keep: bool = False
-) -> Post:
-    """The post if the viewer may see it, else NotFound. `keep`: for a write that adds rows
-    of the post (a like, a comment), its row is kept from deletion until the write commits."""
-    post = await (repository.key_share_post if keep else repository.get_post)(session, post_id)
+async def get_visible_post(session: AsyncSession, post_id: int, viewer_id: int) -> Post:
+    """The post if the viewer may see it, else NotFound. (A write that adds rows of the post,
+    a like or a comment, checks it with visible_post_status, which keeps its row.)"""
+    post = await repository.get_post(session, post_id)
     if post is not None and post.kind == PostKind.POST:  # (a story is no post: stories/)
         authors = await repository.load_authors(session, {post.author_id})
         if await can_see(session, post, authors[post.author_id], viewer_id):
@@ -302,7 +300,8 @@ async def visible_post_status(
     session: AsyncSession, post_id: int, viewer_id: int, *, keep: bool = False
 ) -> str:
     """get_visible_post's check alone, for a write that needs no more of the post than that
-    it may be seen and its status (a like, a comment): one statement, where get_visible_post
+    it may be seen and its status (a like, a comment; `keep`: its row kept from deletion until
+    the write commits, repository.visible_post_status): one statement, where get_visible_post
     runs five, and each is a few turns of the event loop inside the write's turn (a like
     under a saturating read load took 31 turns, 220 ms: bench/bench_likes.py). A post one
     may not see and one that is not there take the same single statement."""
