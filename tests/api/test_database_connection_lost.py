@@ -17,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from glimpse.graph import repository as graph_repository
+from glimpse.posts import repository as posts_repository
 from tests.conftest import Glimpse, assert_error
 from tests.databases import ADMIN_URL
 
@@ -34,19 +34,22 @@ async def _terminate(pid: int) -> None:
 
 
 def cut_before(monkeypatch: pytest.MonkeyPatch, times: int = 1) -> list[int]:
-    """The next `times` visibility checks end their own connection, from another one, first:
-    the statement after it is the first to find the connection gone, mid-transaction."""
-    real = graph_repository.relation
+    """The next `times` visibility checks of a like or a comment end their own connection, from
+    another one, first: the statement after it is the first to find the connection gone,
+    mid-transaction."""
+    real = posts_repository.visible_post_status
     ended: list[int] = []
 
-    async def relation(session: AsyncSession, viewer_id: int, other_id: int) -> Any:
+    async def visible_post_status(
+        session: AsyncSession, post_id: int, viewer_id: int, **kwargs: Any
+    ) -> Any:
         if len(ended) < times:
             pid = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
             await _terminate(pid)
             ended.append(pid)
-        return await real(session, viewer_id, other_id)
+        return await real(session, post_id, viewer_id, **kwargs)
 
-    monkeypatch.setattr(graph_repository, "relation", relation)
+    monkeypatch.setattr(posts_repository, "visible_post_status", visible_post_status)
     return ended
 
 

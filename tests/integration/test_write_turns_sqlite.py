@@ -176,3 +176,52 @@ async def test_a_writer_that_waited_for_its_turn_waits_for_sqlite_only_what_is_l
     assert begun[0] == ("first", 2000)
     assert begun[1][0] == "first" and begun[1][1] <= 1500  # 2 s less the 0.5 s or more waited
     assert {budget for name, budget in begun[2:]} == {2000}  # each put back at once
+
+
+async def test_a_task_started_inside_a_write_that_waited_keeps_the_whole_busy_timeout(
+    tmp_path: Path,
+) -> None:
+    # A task copies its parent's context variables: it must not carry what was left of the
+    # budget of the write it was started in into writes of its own.
+    db = await _database(tmp_path, busy_timeout_ms=2000)
+    timeouts: list[int] = []
+    current: dict[int, int] = {}
+
+    def seen(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        key = id(conn.connection.dbapi_connection)
+        if statement.startswith("PRAGMA busy_timeout="):
+            current[key] = int(statement.split("=")[1])
+        elif statement.startswith("BEGIN"):
+            timeouts.append(current.get(key, 2000))
+
+    engine = db.write_engine.sync_engine
+    event.listen(engine, "before_cursor_execute", seen)
+    holding = asyncio.Event()
+    children: list[asyncio.Task[None]] = []
+
+    async def child() -> None:
+        await asyncio.sleep(0.1)  # once its parent's write has ended
+        async with db.write() as session:
+            await session.execute(text("UPDATE tally SET n = n + 1"))
+
+    async def hold() -> None:
+        async with db.write() as session:
+            await session.execute(text("UPDATE tally SET n = n + 1"))
+            holding.set()
+            await asyncio.sleep(0.5)
+
+    async def parent() -> None:
+        await holding.wait()
+        async with db.write() as session:  # waited 0.5 s or more: a shortened budget
+            await session.execute(text("UPDATE tally SET n = n + 1"))
+            children.append(asyncio.create_task(child()))
+
+    try:
+        await asyncio.gather(hold(), parent())
+        await asyncio.gather(*children)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+        await db.dispose()
+    assert len(timeouts) == 3
+    assert timeouts[1] <= 1500  # the parent's
+    assert timeouts[2] == 2000  # the child's, its own

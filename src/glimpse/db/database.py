@@ -292,16 +292,19 @@ class Database:
         asked = loop.time()
         await turns.take(self._busy_timeout_ms / 1000)
         waited_ms = (loop.time() - asked) * 1000
-        budget = None
-        if waited_ms > self._busy_timeout_ms * _BUDGET_SLACK:
-            budget = _BUSY_BUDGET_MS.set(max(1, int(self._busy_timeout_ms - waited_ms)))
+        # Set either way: a task started inside another write that waited must not inherit
+        # what was left of that one's budget.
+        budget = _BUSY_BUDGET_MS.set(
+            max(1, int(self._busy_timeout_ms - waited_ms))
+            if waited_ms > self._busy_timeout_ms * _BUDGET_SLACK
+            else None
+        )
         try:
             async with self._write_sessions() as session, session.begin():
                 yield session
         finally:
             turns.give_back()
-            if budget is not None:
-                _BUSY_BUDGET_MS.reset(budget)
+            _BUSY_BUDGET_MS.reset(budget)
 
     @asynccontextmanager
     async def read(
