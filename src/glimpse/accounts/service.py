@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from glimpse.accounts import repository
 from glimpse.accounts.models import AccessToken, User
 from glimpse.accounts.schemas import USERNAME_PATTERN, ProfileUpdate
-from glimpse.accounts.token_memo import TokenMemo
+from glimpse.accounts.token_memo import TokenMemo, Version
 from glimpse.accounts.tokens import hash_token, new_token
 from glimpse.db.base import utcnow
 from glimpse.db.database import Database
@@ -154,11 +154,16 @@ async def authenticate(db: Database, token: str) -> Authenticated:
     return Authenticated(user=found[0], token_id=found[1])
 
 
-async def authenticate_id(db: Database, token: str, memo: TokenMemo | None = None) -> int:
+async def authenticate_id(
+    db: Database, token: str, memo: TokenMemo | None = None, version: Version | None = None
+) -> int:
     """The id of the account `authenticate` would return, refused alike; with a memo, not
-    looked up again while the database is quiet (accounts/token_memo.py)."""
+    looked up again while the database is quiet (accounts/token_memo.py). `version`: the
+    database's version (Database.version) as the caller read it before this call, once for
+    its whole request; None: read here."""
     token_hash = hash_token(token)
-    version = db.version() if memo is not None else None
+    if memo is not None and version is None:
+        version = db.version()
     if memo is not None and version is not None:
         remembered = memo.get(token_hash, version)
         if remembered is not None:

@@ -85,11 +85,14 @@ async def get_caller(
     return caller
 
 
-async def get_caller_id(request: Request, container: Container) -> int:
+async def get_caller_id(
+    request: Request, container: Container, version: tuple[int, int] | None = None
+) -> int:
     """The id of the caller `get_caller` would find, refused alike, for a route handler that
-    authenticates without FastAPI's dependency solving and needs no more (feed/routes.py)."""
+    authenticates without FastAPI's dependency solving and needs no more (feed/routes.py).
+    `version`: the database's version the handler read first (accounts.authenticate_id)."""
     token = _caller_token(request, container, await _bearer(request))
-    user_id = await accounts.authenticate_id(container.db, token, container.token_memo)
+    user_id = await accounts.authenticate_id(container.db, token, container.token_memo, version)
     token_was_good(request, token, user_id)
     return user_id
 

@@ -218,16 +218,22 @@ async def first_page(
     limit: int,
     pulled: Collection[int],
     build: Build,
+    version: tuple[int, int] | None = None,
 ) -> bytes:
     """The viewer's first page: as kept, if nothing it depends on changed; else built (and
-    kept). `pulled`: the large accounts the viewer follows, merged in at read time."""
+    kept). `pulled`: the large accounts the viewer follows, merged in at read time. `version`:
+    the database's version (Database.version) as the caller read it before anything this
+    page depends on (None: read here)."""
     pages = container.kept_pages
     key = (viewer_id, order, limit)
     kept = pages.get(key)
     # Nothing committed since the page was last found to hold: it still does, and its counts
     # are the same, with no look at them (a quiet database: most of the time, for most of
     # the communities Glimpse serves). Only where the feed itself is in that database.
-    version = container.db.version() if container.feed_store.IN_DATABASE else None
+    if not container.feed_store.IN_DATABASE:
+        version = None
+    elif version is None:
+        version = container.db.version()
     if kept is not None and version is not None and kept.version == version:
         now = container.clock()
         if kept.feed is not None and kept.kept_at <= now and frozenset(pulled) == kept.pulled:

@@ -28,6 +28,7 @@ from glimpse.backends.feed import FeedStoreUnavailable, FeedWindow
 from glimpse.db.base import utcnow
 from glimpse.feed import repository
 from glimpse.feed.cursors import WINDOW, FeedPosition, Order
+from glimpse.feed.memo import Version
 from glimpse.feed.ranking import Candidate, rank_candidates
 from glimpse.feed.repository import COMMENT_COUNT, LIKE_COUNT, Counts, PostValues
 from glimpse.ids import id_timestamp_ms
@@ -92,12 +93,16 @@ async def rebuild_feed(container: Container, user_id: int) -> None:
         FEED_REBUILD_SECONDS.observe(time.time() - started)
 
 
-async def pulled_accounts(container: Container, viewer_id: int) -> list[int]:
+async def pulled_accounts(
+    container: Container, viewer_id: int, version: Version | None = None
+) -> list[int]:
     """The large accounts the viewer follows, merged into the feed at read time (memoised for
-    feed_viewer_memo_seconds: a new follow of one shows that much later)."""
+    feed_viewer_memo_seconds: a new follow of one shows that much later). `version`: the
+    database's version as the caller read it before this call; None: read here."""
     memo = container.viewer_memo
     # (Or for as long as nothing is committed: a follow, an account growing large, is one.)
-    version = container.db.version()
+    if version is None:
+        version = container.db.version()
     cached = memo.get("pulled", viewer_id, version)
     if isinstance(cached, list):
         return cached
