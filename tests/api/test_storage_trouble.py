@@ -138,12 +138,17 @@ async def test_a_store_that_says_it_is_unavailable_is_503_with_retry_after(
 
 
 @contextmanager
-def failing_writes(glimpse: Glimpse, code: int, message: str) -> Iterator[None]:
+def failing_writes(
+    glimpse: Glimpse,
+    code: int,
+    message: str,
+    kind: type[sqlite3.DatabaseError] = sqlite3.OperationalError,
+) -> Iterator[None]:
     """Every statement on the write engine fails as SQLite fails with `code`."""
     engine = glimpse.container.db.write_engine.sync_engine
 
     def fail(*args: Any) -> None:
-        error = sqlite3.OperationalError(message)
+        error = kind(message)
         error.sqlite_errorcode = code  # type: ignore[attr-defined]
         raise error
 
@@ -164,16 +169,53 @@ def failing_writes(glimpse: Glimpse, code: int, message: str) -> Iterator[None]:
         (266, "disk I/O error"),  # SQLITE_IOERR_READ, an extended code
         (1032, "attempt to write a readonly database"),  # SQLITE_READONLY_DBMOVED
         (14, "unable to open database file"),
+        # A disk failing reads: SQLite gets short pages and calls the file malformed, a plain
+        # DatabaseError (an attack through a failing disk got 500s here).
+        (11, "database disk image is malformed"),
+        (26, "file is not a database"),
     ],
 )
 async def test_a_database_on_a_full_or_read_only_disk_is_503_then_recovers(
     glimpse: Glimpse, code: int, message: str
 ) -> None:
     body = {"username": "late", "password": "long enough"}
-    with failing_writes(glimpse, code, message):
+    kind = sqlite3.DatabaseError if code in (11, 26) else sqlite3.OperationalError
+    with failing_writes(glimpse, code, message, kind):
         response = await glimpse.client.post("/api/v1/accounts", json=body)
     _unavailable(response, "storage_unavailable")
     assert (await glimpse.client.post("/api/v1/accounts", json=body)).status_code == 201
+
+
+class _FailingReads:
+    """A quick connection (Database.fetch) on a disk that fails reads."""
+
+    def __init__(self, code: int, message: str) -> None:
+        self.code, self.message = code, message
+
+    def execute(self, *args: Any) -> Any:
+        # (As sqlite3 raises them: an I/O error is an OperationalError, a malformed file not.)
+        kind = sqlite3.OperationalError if self.code & 0xFF == 10 else sqlite3.DatabaseError
+        error = kind(self.message)
+        error.sqlite_errorcode = self.code  # type: ignore[attr-defined]
+        raise error
+
+
+@pytest.mark.embedded  # (SQLite's quick read path)
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [(11, "database disk image is malformed"), (266, "disk I/O error")],
+)
+async def test_a_disk_failing_reads_is_503_on_the_quick_path_then_recovers(
+    glimpse: Glimpse, monkeypatch: pytest.MonkeyPatch, code: int, message: str
+) -> None:
+    headers = await glimpse.signup()
+    db = glimpse.container.db
+    db.version()  # (this thread's quick connection opened, then its reads fail)
+    monkeypatch.setattr(db, "_quick_connection", lambda: _FailingReads(code, message))
+    for path in ("/api/v1/feed", "/api/v1/users/alice/posts"):
+        _unavailable(await glimpse.client.get(path, headers=headers), "storage_unavailable")
+    monkeypatch.undo()
+    assert (await glimpse.client.get("/api/v1/feed", headers=headers)).status_code == 200
 
 
 @pytest.mark.embedded  # (SQLite's own errors, raised on its write engine)

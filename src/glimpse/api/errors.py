@@ -18,7 +18,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 from starlette.types import Message
 
-from glimpse.db.failures import disk_at_fault, try_again_soon
+from glimpse.db.failures import disk_at_fault, file_unreadable, try_again_soon
 from glimpse.errors import DomainError, StorageUnavailable
 from glimpse.ids import NodeLeaseExpired
 from glimpse.ops.request_log import route_template
@@ -201,6 +201,16 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
         # lasts (a broken schema stays a 500).
         log.error(
             "the database cannot be written (%s %s): %s", request.method, _route(request), exc.orig
+        )
+        return await _storage_unavailable(request)
+    if file_unreadable(exc):
+        # A disk failing reads (SQLite gets short pages and calls the file malformed; an
+        # attack through a failing disk got 500s here), or a file that needs restoring.
+        log.error(
+            "the database file reads as damaged (%s %s): %s",
+            request.method,
+            _route(request),
+            exc.orig,
         )
         return await _storage_unavailable(request)
     # A broken schema: no "try again" will help.

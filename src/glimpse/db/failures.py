@@ -56,9 +56,14 @@ _SQLITE_BUSY_CODES = {5, 6}
 # full, read-only, failing or out of file descriptors. The server's trouble, which an operator
 # fixes without a new release. (PostgreSQL's own disk full is class 53, a session error above.)
 _SQLITE_DISK_CODES = {8, 10, 13, 14}
+# SQLITE_CORRUPT and SQLITE_NOTADB: a disk that fails reads hands SQLite short or zeroed pages,
+# which it reports as a malformed file (a plain DatabaseError, not an OperationalError) while
+# the file itself is whole; a file really damaged is the operator's to restore. The server's
+# trouble either way, but no passing outage to wait out at start-up (waiting_out_outages).
+_SQLITE_UNREADABLE_CODES = {11, 26}
 
 
-def sqlite_primary_code(exc: OperationalError) -> int | None:
+def sqlite_primary_code(exc: DBAPIError) -> int | None:
     code = getattr(exc.orig, "sqlite_errorcode", None)
     # Extended codes (SQLITE_IOERR_FSYNC, SQLITE_READONLY_DBMOVED...) keep the primary one in
     # their low byte.
@@ -69,6 +74,12 @@ def disk_at_fault(exc: DBAPIError) -> bool:
     """Whether an embedded database failed for its disk (full, read-only, failing), not for the
     statement."""
     return isinstance(exc, OperationalError) and sqlite_primary_code(exc) in _SQLITE_DISK_CODES
+
+
+def file_unreadable(exc: DBAPIError) -> bool:
+    """Whether an embedded database's file read as damaged: a disk failing reads, or a file
+    that really is (not the statement's fault either way)."""
+    return sqlite_primary_code(exc) in _SQLITE_UNREADABLE_CODES
 
 
 def try_again_soon(exc: DBAPIError) -> bool:
