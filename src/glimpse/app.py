@@ -11,7 +11,7 @@ from starlette.types import Receive, Scope, Send
 
 from glimpse import __version__
 from glimpse.accounts.routes import router as accounts_router
-from glimpse.api.body_limit import BodyLimit
+from glimpse.api.body_limit import BodyLimit, json_body_deadline
 from glimpse.api.connections import ConnectionCap, Occupancy
 from glimpse.api.docs import router as docs_router
 from glimpse.api.draining import RefuseWhenCutOff
@@ -111,6 +111,7 @@ def create_app(settings: Settings | None = None) -> GlimpseApp:
         BodyLimit,
         max_bytes=settings.max_json_body_bytes,
         idle_timeout=settings.upload_idle_timeout_seconds,
+        deadline=json_body_deadline(settings),
     )
     occupancy = Occupancy(settings.max_connections)
     app.add_middleware(ConnectionCap, limit=settings.max_connections, occupancy=occupancy)

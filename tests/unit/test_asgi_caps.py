@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from glimpse.api.body_limit import BodyLimit
+import pytest
+
+from glimpse.api.body_limit import BodyLimit, json_body_deadline
 from glimpse.api.connections import ConnectionCap
+from glimpse.config import Settings
 
 
 async def _call(app: Any, path: str, method: str = "POST", length: int | None = None) -> list[dict]:
@@ -100,3 +103,49 @@ async def test_body_limit_answers_a_stalled_body() -> None:
     assert sent[0]["status"] == 400 and b"upload_stalled" in sent[1]["body"]
     assert (b"connection", b"close") in [(k.lower(), v) for k, v in sent[0]["headers"]]
     assert len([m for m in sent if m["type"] == "http.response.start"]) == 1
+
+
+# a capped body trickled in, never idle long enough to stall, is answered 400 upload_too_slow
+# once its deadline passes (an attack held every connection slot with a byte every 40 s).
+async def test_body_limit_answers_a_trickled_body_at_its_deadline() -> None:
+    async def reads_body(scope: Any, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect" or not message.get("more_body"):
+                break
+        await _ok(scope, receive, send)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/api/v1/posts/1/comments",
+        "headers": [(b"content-length", b"1000")],
+    }
+
+    async def run(deadline: float, gap: float, chunks: int) -> list[dict]:
+        app = BodyLimit(reads_body, max_bytes=2048, idle_timeout=0.5, deadline=deadline)
+        sent: list[dict] = []
+        left = [b"x"] * chunks
+
+        async def receive() -> dict:
+            await asyncio.sleep(gap)  # (a byte at a time, each well within the idle timeout)
+            body = left.pop()
+            return {"type": "http.request", "body": body, "more_body": bool(left)}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        await asyncio.wait_for(app(scope, receive, send), 10)
+        return sent
+
+    sent = await run(deadline=0.3, gap=0.05, chunks=1000)
+    assert sent[0]["status"] == 400 and b"upload_too_slow" in sent[1]["body"]
+    sent = await run(deadline=5.0, gap=0.01, chunks=5)  # (whole in time: answered as usual)
+    assert sent[0]["status"] == 200
+
+
+def test_a_json_body_s_deadline_follows_the_uploads_minimum_rate() -> None:
+    settings = Settings(secret_key="k" * 32)
+    assert json_body_deadline(settings) == pytest.approx(10 + 64 * 1024 / (10 * 1024))
+    slow = settings.model_copy(update={"upload_min_rate_bytes_per_second": 0})
+    assert json_body_deadline(slow) == settings.upload_deadline_seconds

@@ -15,12 +15,16 @@ was read to its end (a 401 to an upload without a token, a 404 to a POST) says
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from glimpse.api.errors import as_page_where_browsed, error_response
+
+if TYPE_CHECKING:
+    from glimpse.config import Settings
 
 # The routes that stream their bodies to disk under limits of their own. (Stories will join.)
 STREAMED_UPLOADS: frozenset[tuple[str, str]] = frozenset(
@@ -30,6 +34,19 @@ STREAMED_UPLOADS: frozenset[tuple[str, str]] = frozenset(
 
 class BodyTooLarge(Exception):
     pass
+
+
+def json_body_deadline(settings: Settings) -> float:
+    """How long a capped body may take to arrive whole: the uploads' grace, then the largest
+    such body at the uploads' minimum rate (10 s + 64 KB at 10 KB/s = 16.4 s by default); with
+    no minimum rate, the uploads' deadline."""
+    rate = settings.upload_min_rate_bytes_per_second
+    if rate <= 0:
+        return settings.upload_deadline_seconds
+    return min(
+        settings.upload_deadline_seconds,
+        settings.upload_min_rate_grace_seconds + settings.max_json_body_bytes / rate,
+    )
 
 
 def _declared_length(scope: Scope) -> int | None:
@@ -47,13 +64,23 @@ def _is_chunked(scope: Scope) -> bool:
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int, idle_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        idle_timeout: float = 60.0,
+        deadline: float | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         # A capped body that stops arriving for this long is answered 400 `upload_stalled`, as
         # an upload is: else a client that declares 1,000 bytes and sends 10 holds a
         # connection (and one of the per-client slots) for as long as it likes.
         self.idle_timeout = idle_timeout
+        # And one that has not arrived whole within `deadline` of its request is answered 400
+        # `upload_too_slow`: a byte sent every 59 s never stalls, and held a slot for the 44
+        # days its 64 KB would take (an attack filled all 1,000 slots from four addresses).
+        self.deadline = deadline
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -69,23 +96,31 @@ class BodyLimit:
         complete = not (declared or _is_chunked(scope))
         started = False
         refused = False
+        loop = asyncio.get_running_loop()
+        due = loop.time() + self.deadline if self.deadline is not None else None
 
         async def counting_receive() -> Message:
             nonlocal received, complete, refused
             if refused:
                 return {"type": "http.disconnect"}
             if capped and not complete:
+                left = due - loop.time() if due is not None else self.idle_timeout
                 try:
-                    message = await asyncio.wait_for(receive(), self.idle_timeout)
+                    message = await asyncio.wait_for(
+                        receive(), max(0.0, min(self.idle_timeout, left))
+                    )
                 except TimeoutError:
                     refused = True
                     if not started:
+                        too_slow = due is not None and loop.time() >= due
                         await self._refuse(
                             scope,
                             send,
                             400,
-                            "upload_stalled",
-                            "The request body stopped arriving.",
+                            "upload_too_slow" if too_slow else "upload_stalled",
+                            "The request body arrived too slowly."
+                            if too_slow
+                            else "The request body stopped arriving.",
                         )
                     return {"type": "http.disconnect"}
             else:
