@@ -183,6 +183,7 @@ def build_container(settings: Settings, *, node_id: int | None = None) -> Contai
         settings.resolved_database_url,
         busy_timeout_ms=settings.database_busy_timeout_ms,
         synchronous=settings.database_synchronous,
+        mmap_bytes=settings.database_mmap_bytes,
         replica_urls=replica_urls(settings.database_replica_urls),
         replica_notes=_write_notes(redis, cache_url),
     )

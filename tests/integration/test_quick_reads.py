@@ -96,3 +96,28 @@ async def test_quick_reads_see_each_commit_before_and_after_a_checkpoint(db: Dat
         assert await db.fetch(names, {"ids": [1]}) == [(f"renamed{step}",)]
     connection = db._quick_connection()
     assert connection.execute("PRAGMA mmap_size").fetchone()[0] > 0
+
+
+async def test_the_map_can_be_turned_off_and_reads_are_the_same(db: Database) -> None:
+    # GLIMPSE_DATABASE_MMAP_BYTES=0: on a disk that fails reads, a mapped page ends the process
+    # with SIGBUS where a read() is an error the API answers 503 (an attack saw the former).
+    unmapped = Database(str(db.write_engine.url), mmap_bytes=0)
+    try:
+        assert unmapped._quick_connection().execute("PRAGMA mmap_size").fetchone()[0] == 0
+        params = {"since": utcnow() - timedelta(days=9), "ids": [1, 2, 3]}
+        assert await unmapped.fetch(RECENT, params) == await db.fetch(RECENT, params)
+    finally:
+        await unmapped.dispose()
+
+
+@pytest.mark.parametrize("mapped", [0, 2**20])
+def test_the_setting_reaches_the_quick_connection(tmp_path: Path, mapped: int) -> None:
+    from glimpse.config import Settings
+    from glimpse.container import build_container
+
+    settings = Settings(data_dir=tmp_path, secret_key="k" * 32, database_mmap_bytes=mapped)
+    upgrade_to_head(settings.resolved_database_url)
+    container = build_container(settings, node_id=1)
+    connection = container.db._quick_connection()
+    assert connection.execute("PRAGMA mmap_size").fetchone()[0] == mapped
+    connection.close()

@@ -67,7 +67,9 @@ _QMARK_SQLITE = sqlite.dialect(paramstyle="qmark")
 # misses all the time, and which any other process's commit empties. A hot-path statement over
 # 64 posts costs a quarter to a third less CPU (bench/bench_feed.py). Pages still in the WAL are
 # read as before. (The price: an I/O error on the disk under a mapped page is a SIGBUS rather
-# than an error code; the same is already true of the WAL's index, which SQLite always maps.)
+# than an error code, which an attack through a disk failing reads saw end the API process; the
+# same is already true of the WAL's index, which SQLite always maps. GLIMPSE_DATABASE_MMAP_BYTES
+# = 0 reads without the map.)
 QUICK_MMAP_BYTES = 2**31
 
 
@@ -126,6 +128,7 @@ class Database:
         *,
         busy_timeout_ms: int = 5000,
         synchronous: str = "FULL",
+        mmap_bytes: int = QUICK_MMAP_BYTES,
         replica_urls: list[str] | None = None,
         replica_notes: WriteNotes | None = None,
     ) -> None:
@@ -164,6 +167,7 @@ class Database:
         self._read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
         self._sqlite_path = parsed.database if self.is_sqlite else None
         self._busy_timeout_ms = busy_timeout_ms
+        self._mmap_bytes = int(mmap_bytes)
         self._quick: threading.local = threading.local()
         # This process's SQLite writers, in line (db/write_turns.py): one line per event loop.
         self._write_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WriteTurns] = (
@@ -265,7 +269,7 @@ class Database:
                     timeout=self._busy_timeout_ms / 1000,
                 )
                 connection.execute("PRAGMA query_only=ON")
-                connection.execute(f"PRAGMA mmap_size={QUICK_MMAP_BYTES}")
+                connection.execute(f"PRAGMA mmap_size={self._mmap_bytes}")
             except sqlite3.OperationalError as exc:
                 raise OperationalError("connect", (), exc) from exc
             self._quick.connection = connection
