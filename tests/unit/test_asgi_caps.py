@@ -33,6 +33,15 @@ async def _ok(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
+async def _reads_body(scope: Any, receive: Any, send: Any) -> None:
+    """An app that reads its body to the end (or to a disconnect), then answers 200."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect" or not message.get("more_body"):
+            break
+    await _ok(scope, receive, send)
+
+
 # the declared-length cap is exact: cap passes, cap + 1 is 413.
 async def test_body_limit_boundary_is_exact() -> None:
     app = BodyLimit(_ok, max_bytes=2048)
@@ -73,14 +82,7 @@ async def test_connection_cap_refuses_past_its_limit_and_frees_its_places() -> N
 
 # a capped body that stops arriving is answered 400 upload_stalled, not waited for forever.
 async def test_body_limit_answers_a_stalled_body() -> None:
-    async def reads_body(scope: Any, receive: Any, send: Any) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect" or not message.get("more_body"):
-                break
-        await _ok(scope, receive, send)
-
-    app = BodyLimit(reads_body, max_bytes=2048, idle_timeout=0.05)
+    app = BodyLimit(_reads_body, max_bytes=2048, idle_timeout=0.05)
     scope = {
         "type": "http",
         "method": "POST",
@@ -108,13 +110,6 @@ async def test_body_limit_answers_a_stalled_body() -> None:
 # a capped body trickled in, never idle long enough to stall, is answered 400 upload_too_slow
 # once its deadline passes (an attack held every connection slot with a byte every 40 s).
 async def test_body_limit_answers_a_trickled_body_at_its_deadline() -> None:
-    async def reads_body(scope: Any, receive: Any, send: Any) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect" or not message.get("more_body"):
-                break
-        await _ok(scope, receive, send)
-
     scope = {
         "type": "http",
         "method": "POST",
@@ -123,7 +118,7 @@ async def test_body_limit_answers_a_trickled_body_at_its_deadline() -> None:
     }
 
     async def run(deadline: float, gap: float, chunks: int) -> list[dict]:
-        app = BodyLimit(reads_body, max_bytes=2048, idle_timeout=0.5, deadline=deadline)
+        app = BodyLimit(_reads_body, max_bytes=2048, idle_timeout=0.5, deadline=deadline)
         sent: list[dict] = []
         left = [b"x"] * chunks
 

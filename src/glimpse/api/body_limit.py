@@ -97,7 +97,12 @@ class BodyLimit:
         started = False
         refused = False
         loop = asyncio.get_running_loop()
-        due = loop.time() + self.deadline if self.deadline is not None else None
+        # (A request with no body to wait for, nearly every GET, needs no deadline.)
+        due = (
+            loop.time() + self.deadline
+            if capped and not complete and self.deadline is not None
+            else None
+        )
 
         async def counting_receive() -> Message:
             nonlocal received, complete, refused

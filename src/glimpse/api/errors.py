@@ -196,22 +196,12 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
         # A busy database or a server that went away (db/failures.py): the transaction rolled
         # back, so the request may simply be sent again.
         return _try_again_soon(request, exc, retry_after=1)
-    if disk_at_fault(exc):
+    if disk_at_fault(exc) or file_unreadable(exc):
         # The server's trouble, which an operator fixes without a new release: 503 while it
-        # lasts (a broken schema stays a 500).
-        log.error(
-            "the database cannot be written (%s %s): %s", request.method, _route(request), exc.orig
-        )
-        return await _storage_unavailable(request)
-    if file_unreadable(exc):
-        # A disk failing reads (SQLite gets short pages and calls the file malformed; an
-        # attack through a failing disk got 500s here), or a file that needs restoring.
-        log.error(
-            "the database file reads as damaged (%s %s): %s",
-            request.method,
-            _route(request),
-            exc.orig,
-        )
+        # lasts (a broken schema stays a 500). A disk failing reads is the second: SQLite gets
+        # short pages and calls the file malformed (an attack got 500s there).
+        what = "cannot be written" if disk_at_fault(exc) else "reads as damaged"
+        log.error("the database %s (%s %s): %s", what, request.method, _route(request), exc.orig)
         return await _storage_unavailable(request)
     # A broken schema: no "try again" will help.
     return await _unexpected_error(request, exc)
